@@ -1,0 +1,143 @@
+"""Pipeline counters and their Prometheus text rendering.
+
+A worker keeps a ``PipelineCounters`` in memory and saves ``snapshot()`` to the
+``pipeline_metrics`` table every few seconds; the API (another process, maybe
+another machine) renders all workers' snapshots with ``render_prometheus``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["COMMIT_BUCKETS", "PipelineCounters", "render_prometheus"]
+
+# Commit latency buckets in seconds: a healthy batch commits in tens of ms.
+COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000)
+
+_HELP = {
+    "messages_received_total": ("counter", "MQTT messages handed to the pipeline"),
+    "messages_accepted_total": ("counter", "Messages whose content was committed"),
+    "messages_rejected_total": ("counter", "Messages stored as dead letters, by reason"),
+    "messages_duplicate_total": ("counter", "Rows already stored (redelivery or device resend)"),
+    "rows_written_total": ("counter", "Reading rows inserted"),
+    "events_written_total": ("counter", "Device events inserted"),
+    "batches_committed_total": ("counter", "Transactions committed"),
+    "database_errors_total": ("counter", "Failed write attempts (retried)"),
+    "reconnects_total": ("counter", "Broker reconnects"),
+    "queue_depth": ("gauge", "Messages received and not yet in a batch"),
+    "awaiting_ack": ("gauge", "Messages received and not yet acknowledged to the broker"),
+    "batch_size": ("histogram", "Messages per committed batch"),
+    "commit_seconds": ("histogram", "Time to write and commit one batch"),
+}
+
+
+class _Histogram:
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "buckets": list(self.buckets),
+            "counts": list(self.counts),
+            "sum": self.total,
+            "count": self.count,
+        }
+
+
+class PipelineCounters:
+    """Thread-safe counters of one worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, int] = {
+            "messages_received_total": 0,
+            "messages_accepted_total": 0,
+            "messages_duplicate_total": 0,
+            "rows_written_total": 0,
+            "events_written_total": 0,
+            "batches_committed_total": 0,
+            "database_errors_total": 0,
+            "reconnects_total": 0,
+            "queue_depth": 0,
+            "awaiting_ack": 0,
+        }
+        self.rejected: dict[str, int] = {}
+        self.batch_size = _Histogram(BATCH_BUCKETS)
+        self.commit_seconds = _Histogram(COMMIT_BUCKETS)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.values[name] += amount
+
+    def set(self, name: str, value: int) -> None:
+        with self._lock:
+            self.values[name] = value
+
+    def reject(self, reason: str, amount: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + amount
+
+    def committed(self, *, messages: int, seconds: float) -> None:
+        with self._lock:
+            self.values["batches_committed_total"] += 1
+            self.batch_size.observe(messages)
+            self.commit_seconds.observe(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                **self.values,
+                "messages_rejected_total": dict(self.rejected),
+                "batch_size": self.batch_size.snapshot(),
+                "commit_seconds": self.commit_seconds.snapshot(),
+            }
+
+
+def _labels(pairs: Mapping[str, str]) -> str:
+    if not pairs:
+        return ""
+    inner = ",".join(
+        f'{key}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for key, value in sorted(pairs.items())
+    )
+    return "{" + inner + "}"
+
+
+def render_prometheus(workers: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render snapshots keyed by worker name as Prometheus text exposition format."""
+    lines: list[str] = []
+    for name, (kind, help_text) in _HELP.items():
+        metric = f"sc_pipeline_{name}"
+        lines.append(f"# HELP {metric} {help_text}")
+        lines.append(f"# TYPE {metric} {kind}")
+        for worker, snap in sorted(workers.items()):
+            value = snap.get(name)
+            if value is None:
+                continue
+            base = {"worker": worker}
+            if kind == "histogram":
+                cumulative = value["counts"]
+                for bound, count in zip(value["buckets"], cumulative, strict=True):
+                    lines.append(f"{metric}_bucket{_labels({**base, 'le': str(bound)})} {count}")
+                lines.append(f"{metric}_bucket{_labels({**base, 'le': '+Inf'})} {value['count']}")
+                lines.append(f"{metric}_sum{_labels(base)} {value['sum']}")
+                lines.append(f"{metric}_count{_labels(base)} {value['count']}")
+            elif isinstance(value, Mapping):
+                for reason, count in sorted(value.items()):
+                    lines.append(f"{metric}{_labels({**base, 'reason': reason})} {count}")
+            else:
+                lines.append(f"{metric}{_labels(base)} {value}")
+    return "\n".join(lines) + "\n"

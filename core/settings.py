@@ -1,0 +1,93 @@
+"""One validated configuration, read from the environment once per process.
+
+Variables use the ``SC_`` prefix and ``__`` for nesting, e.g.
+``SC_INGEST__BATCH_SIZE=2000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings", "GatewaySettings", "IngestSettings", "Settings", "ValidationSettings"]
+
+
+class GatewaySettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # A fixed id is what makes the broker keep our session across restarts.
+    client_id: str = "sc-pipeline"
+    # One week: long enough to ride out any outage we expect to recover from.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=1)
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    # The broker sends at most this many unacked messages; it bounds our memory
+    # because nothing is acked before commit. Several batches' worth keeps COPY fed.
+    receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    topic_filter: str = "community/+/+/+/+"
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    # "auto" speaks MQTT 5 and falls back to 3.1.1 when the broker refuses it.
+    protocol: str = Field(default="auto", pattern="^(auto|5|3.1.1)$")
+
+
+class IngestSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # 5,000 rows or 200 ms: big enough for COPY to pay, small enough that a
+    # reading reaches the control room within a blink.
+    batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    flush_interval_ms: int = Field(default=200, ge=1, le=60_000)
+    retry_min_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    # Registry re-reads on an unknown device are rate limited to this.
+    registry_refresh_s: float = Field(default=1.0, ge=0)
+
+
+class ValidationSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    max_payload_bytes: int = Field(default=64 * 1024, ge=64)
+    # Matches the common IoT-platform rule: device clocks 24 h ahead are wrong.
+    max_future_s: int = Field(default=24 * 3600, ge=0)
+
+
+class ApiSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+    max_page_size: int = Field(default=1_000, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable. ``None`` URLs mean "start the embedded server" in the demo."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    data_dir: Path = Path(".smartcommunity")
+    time_zone: str = "Asia/Shanghai"
+    log_level: str = "INFO"
+    gateway: GatewaySettings = GatewaySettings()
+    ingest: IngestSettings = IngestSettings()
+    validation: ValidationSettings = ValidationSettings()
+    api: ApiSettings = ApiSettings()
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("mqtt://", "tcp://")):
+            raise ValueError("SC_MQTT_URL must look like mqtt://[user:password@]host:port")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("SC_DATABASE_URL must look like postgresql://user@host:port/db")
+        return value

@@ -1,0 +1,1 @@
+"""MQTT subscription, decoding, validation, de-duplication and acknowledgement."""

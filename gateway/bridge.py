@@ -1,0 +1,250 @@
+"""The paho-mqtt side: one persistent, manually acknowledged subscription.
+
+Callbacks run on paho's network thread and only hand messages off. Acks are
+sent from the pipeline's thread after commit (safe with ``loop_start``), and
+never across a reconnect: the broker re-sends unacked messages after one, so a
+stale ack could confirm a different, uncommitted message.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from core.errors import ConfigurationError, ServiceUnavailable
+from core.settings import GatewaySettings
+
+__all__ = ["BrokerAddress", "InboundMessage", "MqttBridge", "parse_mqtt_url"]
+
+_LOG = logging.getLogger(__name__)
+# How long to wait for a CONNACK when finding out whether the broker speaks MQTT 5.
+_PROBE_TIMEOUT_S = 5.0
+# Without MQTT 5 flow control (3.1.1 brokers) this caps what we hold in memory:
+# past it the network thread waits, and TCP pushes back on the broker.
+_SOFT_QUEUE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ConfigurationError(f"not an MQTT URL: {url!r} (want mqtt://[user:pass@]host:port)")
+    return BrokerAddress(parts.hostname, parts.port or 1883, parts.username, parts.password)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    received_at: float  # epoch seconds
+    generation: int  # which connection delivered it; acks must match
+
+
+def _probe_v5(address: BrokerAddress) -> bool:
+    """True when the broker accepts an MQTT 5 CONNECT; False when it refuses the version."""
+    outcome: dict[str, bool] = {}
+    done = threading.Event()
+
+    def on_connect(
+        _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        # "Unsupported protocol version" (0x84), or 3.1.1's return code 1 mapped by paho.
+        outcome["v5"] = reason.value not in (0x84, 1)
+        done.set()
+
+    def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, _r: ReasonCode, _p: Any) -> None:
+        outcome.setdefault("v5", False)
+        done.set()
+
+    probe = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"sc-probe-{random.getrandbits(32):08x}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    if address.username:
+        probe.username_pw_set(address.username, address.password)
+    probe.on_connect = on_connect
+    probe.on_disconnect = on_disconnect
+    try:
+        probe.connect(address.host, address.port, keepalive=10)
+    except OSError as exc:
+        raise ServiceUnavailable("mqtt", f"{address.host}:{address.port}: {exc}") from exc
+    probe.loop_start()
+    try:
+        if not done.wait(_PROBE_TIMEOUT_S):
+            return False
+        return outcome["v5"]
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+
+
+class MqttBridge:
+    """Persistent QoS 1 subscription that delivers into ``self.inbox``."""
+
+    def __init__(self, *, url: str, settings: GatewaySettings, client_id: str | None = None) -> None:
+        self.address = parse_mqtt_url(url)
+        self.settings = settings
+        self.client_id = client_id or settings.client_id
+        self.inbox: queue.SimpleQueue[InboundMessage] = queue.SimpleQueue()
+        self.connected = threading.Event()
+        self.protocol = MQTTProtocolVersion.MQTTv5
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._generation = 0
+        self._ack_lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        if self.settings.protocol == "auto":
+            v5 = _probe_v5(self.address)
+        else:
+            v5 = self.settings.protocol == "5"
+        self.protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+        _LOG.info("broker %s:%s speaks %s", self.address.host, self.address.port,
+                  "MQTT 5" if v5 else "MQTT 3.1.1")
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            # MQTT 3.1.1 persistent session; MQTT 5 uses clean_start below instead.
+            clean_session=None if v5 else False,
+            protocol=self.protocol,
+            manual_ack=True,
+        )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(
+            min_delay=max(1, round(self.settings.reconnect_min_s)),
+            max_delay=max(1, round(self.settings.reconnect_max_s)),
+        )
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.settings.session_expiry_s
+            properties.ReceiveMaximum = self.settings.receive_maximum
+        self._client = client
+        client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+        client.loop_start()
+
+    def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with self._ack_lock:
+            self._generation += 1  # nothing acked from here on
+        client.disconnect()
+        client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    # -- paho callbacks (network thread: hand off only) -------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused connection: {reason}"
+            _LOG.error("broker refused connection: %s", reason)
+            return
+        with self._ack_lock:
+            self._generation += 1
+        if self.protocol == MQTTProtocolVersion.MQTTv5:
+            options: SubscribeOptions | int = SubscribeOptions(qos=1)
+        else:
+            options = 1
+        # Re-subscribing each time is harmless with a kept session and needed without one.
+        client.subscribe(self.settings.topic_filter, options=options)
+        self.last_error = None
+        self.connected.set()
+        _LOG.info("connected (session present: %s)", flags.session_present)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        with self._ack_lock:
+            self._generation += 1
+        self.connected.clear()
+        if self._client is None:
+            return  # our own stop()
+        self.reconnects += 1
+        self.last_error = f"disconnected: {reason}"
+        # paho backs off exponentially but in lock-step; jitter spreads a fleet of
+        # workers reconnecting to a restarted broker.
+        low = self.settings.reconnect_min_s
+        client.reconnect_delay_set(
+            min_delay=max(1, round(random.uniform(low, 2 * low))),
+            max_delay=max(1, round(self.settings.reconnect_max_s)),
+        )
+        _LOG.warning("disconnected from broker (%s); paho reconnects", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.inbox.qsize() > _SOFT_QUEUE_LIMIT:
+            while self.inbox.qsize() > _SOFT_QUEUE_LIMIT // 2 and self._client is not None:
+                time.sleep(0.01)
+        self.inbox.put(
+            InboundMessage(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self._generation)
+        )
+
+    # -- acknowledgement (pipeline thread) --------------------------------
+
+    def ack(self, messages: Iterable[InboundMessage]) -> int:
+        """Acknowledge committed messages of the current connection; return how many."""
+        client = self._client
+        if client is None:
+            return 0
+        sent = 0
+        with self._ack_lock:
+            generation = self._generation
+            for message in messages:
+                if message.qos == 0 or message.generation != generation:
+                    continue
+                if client.ack(message.mid, message.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    sent += 1
+        return sent

@@ -1,0 +1,1 @@
+"""Batched writes, dead letters and device last-seen."""

@@ -1,0 +1,197 @@
+"""One transaction per batch: binary COPY into a staging table, then an
+``INSERT ... ON CONFLICT DO NOTHING`` on the natural key, so a redelivered or
+resent message never makes a second row.
+
+A batch the database refuses for its content (not for being unreachable) is
+split: each message is retried under a savepoint and the ones refused become
+dead letters with the database's reason, so one bad message cannot hold up the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.errors import RejectReason, ServiceUnavailable
+from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
+
+__all__ = ["BatchWriter", "is_outage"]
+
+_LOG = logging.getLogger(__name__)
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS readings_stage "
+    "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY = "COPY readings_stage (device_id, metric, ts, value, seq, received_at) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ["text", "text", "timestamptz", "float8", "int8", "timestamptz"]
+_MERGE = "INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"
+_EVENT = (
+    "INSERT INTO device_events (device_id, ts, event, data, seq, received_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_DEAD = (
+    "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, worker) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+# Device time only moves forward: a late reading never makes "last seen" go back.
+_LAST_SEEN = """
+UPDATE devices AS d
+   SET last_seen = GREATEST(d.last_seen, v.seen),
+       last_received_at = GREATEST(d.last_received_at, v.received)
+  FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS v(id, seen, received)
+ WHERE d.id = v.id
+"""
+# A status older than the one we hold (an offline Will delivered after the
+# device came back) must not flip the device.
+_STATUS = """
+UPDATE devices SET online = %s, status_at = %s
+ WHERE id = %s AND (status_at IS NULL OR status_at <= %s)
+"""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for "cannot reach the database" as opposed to "refused this data"."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class BatchWriter:
+    """Writes batches over one connection, reconnecting after an outage."""
+
+    def __init__(self, *, url: str, worker: str) -> None:
+        self.url = url
+        self.worker = worker
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            try:
+                conn = psycopg.connect(self.url, connect_timeout=5)
+                conn.execute(_STAGE_DDL)
+                conn.commit()
+            except psycopg.Error as exc:
+                raise ServiceUnavailable("database", str(exc).strip()) from exc
+            self._conn = conn
+        return self._conn
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Commit the batch; raise ``ServiceUnavailable`` if the database is unreachable."""
+        conn = self.connection()
+        try:
+            try:
+                with conn.transaction():
+                    return self._write_all(conn, batch.accepted, batch.dead_letters)
+            except psycopg.Error as exc:
+                if is_outage(exc):
+                    raise
+                _LOG.warning("batch refused (%s); isolating the message at fault", exc)
+                with conn.transaction():
+                    return self._write_isolating(conn, batch)
+        except psycopg.Error as exc:
+            if is_outage(exc):
+                self.close()
+                raise ServiceUnavailable("database", str(exc).strip()) from exc
+            raise
+
+    # -- internals --------------------------------------------------------
+
+    def _write_all(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        accepted: Sequence[Accepted],
+        dead: Sequence[DeadLetter],
+    ) -> WriteResult:
+        rows = [r for a in accepted for r in a.readings]
+        written = 0
+        if rows:
+            with conn.cursor() as cur:
+                with cur.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(_MERGE)
+                written = cur.rowcount
+        events = 0
+        event_rows = [
+            (e.device_id, e.ts, e.event, Jsonb(e.data), e.seq, e.received_at)
+            for a in accepted
+            if (e := a.event) is not None
+        ]
+        with conn.cursor() as cur:
+            if event_rows:
+                cur.executemany(_EVENT, event_rows)
+                events = max(cur.rowcount, 0)
+            if dead:
+                cur.executemany(
+                    _DEAD,
+                    [(d.received_at, d.topic, d.payload, d.reason, d.detail, self.worker) for d in dead],
+                )
+            self._touch_devices(cur, accepted)
+        return WriteResult(written, len(rows) - written, events, list(dead))
+
+    def _touch_devices(self, cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]) -> None:
+        seen: dict[str, tuple[datetime, datetime]] = {}
+        for a in accepted:
+            if a.device_time is None or a.received_at is None:
+                continue
+            prev = seen.get(a.device_id)
+            if prev is None:
+                seen[a.device_id] = (a.device_time, a.received_at)
+            else:
+                seen[a.device_id] = (max(prev[0], a.device_time), max(prev[1], a.received_at))
+        if seen:
+            ids = sorted(seen)  # a stable order avoids deadlocks between workers
+            cur.execute(
+                _LAST_SEEN, (ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids])
+            )
+        for a in accepted:
+            if a.status is not None:
+                s = a.status
+                cur.execute(_STATUS, (s.online, s.ts, s.device_id, s.ts))
+
+    def _write_isolating(
+        self, conn: psycopg.Connection[tuple[object, ...]], batch: Batch
+    ) -> WriteResult:
+        total = WriteResult(0, 0, 0, [])
+        refused: list[DeadLetter] = []
+        ok: list[Accepted] = []
+        for item in batch.accepted:
+            try:
+                with conn.transaction():  # a savepoint
+                    part = self._write_all(conn, [item], [])
+            except psycopg.Error as exc:
+                if is_outage(exc):
+                    raise
+                refused.append(_refused(item, exc))
+                continue
+            ok.append(item)
+            total = WriteResult(
+                total.rows_written + part.rows_written,
+                total.rows_duplicate + part.rows_duplicate,
+                total.events_written + part.events_written,
+                [],
+            )
+        dead = [*batch.dead_letters, *refused]
+        self._write_all(conn, [], dead)
+        return WriteResult(total.rows_written, total.rows_duplicate, total.events_written, dead)
+
+
+def _refused(item: Accepted, exc: psycopg.Error) -> DeadLetter:
+    detail = (exc.diag.message_primary or str(exc)).strip()
+    return DeadLetter(
+        topic=item.topic,
+        payload=item.payload,
+        reason=RejectReason.DATABASE_REFUSED.value,
+        detail=detail[:500],
+        received_at=item.received_at or datetime.now(UTC),
+    )

@@ -1,0 +1,160 @@
+"""``smartcommunity`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from core.errors import ConfigurationError, SmartCommunityError
+from core.settings import Settings
+
+__all__ = ["main"]
+
+_LOG = logging.getLogger("smartcommunity")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _require_db(settings: Settings) -> str:
+    if settings.database_url is None:
+        raise ConfigurationError("SC_DATABASE_URL is not set")
+    return settings.database_url
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        _LOG.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from core import schema
+
+    applied = schema.upgrade(_require_db(_settings()))
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        print("database schema is up to date")
+    return 0
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from gateway.service import run_pipeline
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run_pipeline(_settings(), stop)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    _require_db(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api.host,
+        port=args.port or settings.api.port,
+        log_level=settings.log_level.lower(),
+    )
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from api.auth import create_token
+    from core import schema
+
+    url = _require_db(_settings())
+    schema.upgrade(url)
+    with psycopg.connect(url) as conn:
+        token = create_token(conn, args.name, None)
+        conn.commit()
+    print(token)
+    print("# shown once; only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from smartcommunity.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.cli import main_from_args
+
+    return main_from_args(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smartcommunity", description="Community safety and care device platform."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+
+    sub.add_parser("run", help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
+                   ).set_defaults(func=cmd_run)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
+    create = token.add_parser("create", help="create a bearer token and print it once")
+    create.add_argument("name")
+    create.set_defaults(func=cmd_token_create)
+
+    demo = sub.add_parser("demo", help="embedded broker + PostgreSQL, pipeline, API, simulator")
+    demo.add_argument("--devices", type=int, default=40)
+    demo.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    demo.add_argument("--port", type=int, default=8000, help="API port")
+    demo.add_argument("--duration", type=float, default=0, help="stop after N s (0 = Ctrl-C)")
+    demo.set_defaults(func=cmd_demo)
+
+    simulate = sub.add_parser("simulate", help="publish simulated devices to a broker")
+    try:
+        from simulators.cli import add_arguments
+    except ImportError:  # pragma: no cover - simulators are part of the distribution
+        pass
+    else:
+        add_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SmartCommunityError as exc:
+        print(f"smartcommunity: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
