@@ -6,6 +6,7 @@ class). Every refusal is a ``RejectedMessage`` with a stable reason.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -144,10 +145,19 @@ def _telemetry(topic: DeviceTopic, payload: bytes, received_at: datetime, limits
     return Decoded(topic, readings=readings)
 
 
+def _not_finite(literal: str) -> float:
+    raise RejectedMessage(RejectReason.NOT_FINITE, f"SenML value {literal} is not finite")
+
+
 def _senml(topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Limits) -> Decoded:
     try:
         pack = orjson.loads(payload)
     except orjson.JSONDecodeError:
+        # orjson refuses the NaN/Infinity literals some encoders emit; say so precisely.
+        try:
+            json.loads(payload, parse_constant=_not_finite)
+        except ValueError:
+            pass
         raise RejectedMessage(RejectReason.BAD_JSON, "payload is not valid JSON") from None
     readings = []
     for record in resolve_pack(pack, now=received_at.timestamp()):

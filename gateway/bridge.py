@@ -142,6 +142,7 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(
             min_delay=max(1, round(self.settings.reconnect_min_s)),
             max_delay=max(1, round(self.settings.reconnect_max_s)),
@@ -197,8 +198,23 @@ class MqttBridge:
         # Re-subscribing each time is harmless with a kept session and needed without one.
         client.subscribe(self.settings.topic_filter, options=options)
         self.last_error = None
-        self.connected.set()
         _LOG.info("connected (session present: %s)", flags.session_present)
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            self.last_error = f"subscription refused: {failed[0]}"
+            _LOG.error("subscription to %s refused: %s", self.settings.topic_filter, failed[0])
+            return
+        # Connected means subscribed: only now can a test or a caller rely on delivery.
+        self.connected.set()
 
     def _on_disconnect(
         self,

@@ -1,0 +1,189 @@
+"""Helpers for pipeline tests: register devices, publish streams, run the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from core import schema
+from core.settings import Settings
+from core.topics import device_topic
+from gateway.bridge import parse_mqtt_url
+from gateway.service import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(url: str, community: str, devices: list[str], device_class: str = "wearable") -> None:
+    schema.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (community, community),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO devices (id, community_id, device_class) VALUES (%s, %s, %s)",
+                [(d, community, device_class) for d in devices],
+            )
+
+
+def count(url: str, sql: str = "SELECT count(*) FROM readings") -> int:
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+        row = conn.execute(sql.encode()).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def telemetry(i: int, base_ms: int) -> bytes:
+    return json.dumps(
+        {
+            "ts": base_ms + i,
+            "seq": i,
+            "metrics": {"heart_rate": 60 + i % 40, "spo2": 95 + i % 5, "battery": 50},
+        }
+    ).encode()
+
+
+class Publisher:
+    """A QoS 1 publisher with its own persistent session, so it rides out broker restarts."""
+
+    def __init__(self, mqtt_url: str, client_id: str) -> None:
+        address = parse_mqtt_url(mqtt_url)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(1000)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect(address.host, address.port)
+        self.client.loop_start()
+        self.pending: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.pending.append(self.client.publish(topic, payload, qos=qos))
+
+    def flush(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for info in self.pending:
+            while not info.is_published():
+                if time.monotonic() > deadline:
+                    raise AssertionError("publisher could not deliver all messages")
+                time.sleep(0.01)
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def stream(
+    publisher: Publisher,
+    community: str,
+    devices: list[str],
+    count_: int,
+    base_ms: int,
+    *,
+    start: int = 0,
+    pause_every: int = 0,
+) -> None:
+    for i in range(start, start + count_):
+        device = devices[i % len(devices)]
+        publisher.publish(device_topic(community, "wearable", device, "telemetry"), telemetry(i, base_ms))
+        if pause_every and i % pause_every == 0:
+            time.sleep(0.01)  # a steady stream rather than one burst
+
+
+def pipeline_env(database_url: str, mqtt_url: str, client_id: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_")}
+    env.update(
+        SC_DATABASE_URL=database_url,
+        SC_MQTT_URL=mqtt_url,
+        SC_GATEWAY__CLIENT_ID=client_id,
+        SC_GATEWAY__RECONNECT_MAX_S="2",
+        SC_INGEST__RETRY_MAX_S="1",
+        **extra,
+    )
+    return env
+
+
+def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "smartcommunity.cli", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        handle.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def pipeline_thread(database_url: str, mqtt_url: str, client_id: str) -> Iterator[None]:
+    """The pipeline in this process: fast to start, for tests that need no crash."""
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        gateway={"client_id": client_id},  # type: ignore[arg-type]
+        ingest={"flush_interval_ms": 50},  # type: ignore[arg-type]
+    )
+    stop = threading.Event()
+    ready = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_pipeline(settings, stop, ready=ready)
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=target, name=f"pipeline-{client_id}", daemon=True)
+    thread.start()
+    assert ready.wait(30), "pipeline did not start"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "pipeline did not stop"
+    if errors:
+        raise errors[0]

@@ -1,0 +1,131 @@
+"""The pipeline against a real broker and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.support import (
+    Publisher,
+    count,
+    pipeline_thread,
+    register,
+    stream,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_messages_become_rows_and_last_seen_follows_device_time(
+    fresh_database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    community, devices = f"c{unique_id}", [f"w{unique_id}-{n}" for n in range(5)]
+    register(fresh_database_url, community, devices)
+    base = int(time.time() * 1000) - 60_000
+    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
+    try:
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+            stream(publisher, community, devices, 250, base)
+            publisher.flush()
+            wait_for(lambda: count(fresh_database_url) >= 750, 30, "750 rows")
+            # A late reading (device time in the past) must not move last_seen back.
+            late = {"ts": base - 3_600_000, "seq": 99_999, "metrics": {"battery": 40}}
+            publisher.publish(
+                f"community/{community}/wearable/{devices[0]}/telemetry", json.dumps(late).encode()
+            )
+            publisher.flush()
+            wait_for(lambda: count(fresh_database_url) >= 751, 30, "the late row")
+    finally:
+        publisher.close()
+    assert count(fresh_database_url) == 751
+    assert count(fresh_database_url, "SELECT count(DISTINCT device_id) FROM readings") == 5
+    newest = count(
+        fresh_database_url,
+        "SELECT (extract(epoch FROM last_seen) * 1000)::bigint FROM devices "
+        f"WHERE id = '{devices[0]}'",
+    )
+    assert newest == base + 245  # device 0 sent seq 0, 5, ..., 245
+    assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 0
+
+
+def test_duplicates_are_stored_once(fresh_database_url: str, mqtt_url: str, unique_id: str) -> None:
+    community, device = f"c{unique_id}", f"w{unique_id}"
+    register(fresh_database_url, community, [device])
+    topic = f"community/{community}/wearable/{device}/telemetry"
+    now = int(time.time() * 1000)
+    first = json.dumps({"ts": now, "seq": 1, "metrics": {"heart_rate": 70, "spo2": 98}})
+    restamped = json.dumps({"ts": now + 500, "seq": 1, "metrics": {"heart_rate": 70, "spo2": 98}})
+    no_seq = json.dumps({"ts": now + 1000, "metrics": {"battery": 70}})
+    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
+    try:
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+            for payload in (first, first, restamped, no_seq, no_seq):
+                publisher.publish(topic, payload.encode())
+                publisher.flush()
+                time.sleep(0.1)  # separate batches: the database key must catch them too
+            wait_for(lambda: count(fresh_database_url) >= 3, 30, "rows")
+            time.sleep(0.5)
+    finally:
+        publisher.close()
+    assert count(fresh_database_url) == 3
+
+
+def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
+    fresh_database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    community, device = f"c{unique_id}", f"w{unique_id}"
+    register(fresh_database_url, community, [device])
+    now = int(time.time() * 1000)
+    base = f"community/{community}/wearable/{device}"
+    good = json.dumps({"ts": now, "seq": 1, "metrics": {"heart_rate": 70}}).encode()
+    bad = {
+        f"{base}/telemetry": [b"{not json", b'{"ts": 1, "metrics": {"heart_rate": 70}}'],
+        f"community/{community}/wearable/ghost-{unique_id}/telemetry": [good],
+        f"community/{community}/fire/{device}/telemetry": [good],
+        # jsonb refuses NUL: valid JSON the database will not take.
+        f"{base}/event": [json.dumps({"ts": now, "event": "sos_pressed", "data": {"n": "a\0b"}}).encode()],
+    }
+    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
+    try:
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+            for topic, payloads in bad.items():
+                for payload in payloads:
+                    publisher.publish(topic, payload)
+            publisher.publish(f"{base}/telemetry", good)
+            publisher.publish(
+                f"{base}/event", json.dumps({"ts": now, "event": "fall_detected"}).encode()
+            )
+            publisher.flush()
+            wait_for(
+                lambda: count(fresh_database_url, "SELECT count(*) FROM dead_letters") >= 5,
+                30,
+                "dead letters",
+            )
+            wait_for(lambda: count(fresh_database_url) >= 1, 30, "the good reading")
+            wait_for(
+                lambda: count(fresh_database_url, "SELECT count(*) FROM device_events") >= 1,
+                30,
+                "the good event",
+            )
+    finally:
+        publisher.close()
+    reasons = count(
+        fresh_database_url,
+        "SELECT count(*) FROM dead_letters WHERE (reason, topic) IN ("
+        f"('bad_json', '{base}/telemetry'), ('bad_payload', '{base}/telemetry'),"
+        f"('unknown_device', 'community/{community}/wearable/ghost-{unique_id}/telemetry'),"
+        f"('class_mismatch', 'community/{community}/fire/{device}/telemetry'),"
+        f"('database_refused', '{base}/event'))",
+    )
+    assert reasons == 5
+    assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 5
+    raw = count(
+        fresh_database_url,
+        "SELECT count(*) FROM dead_letters WHERE payload = '\\x7b6e6f74206a736f6e'::bytea",
+    )
+    assert raw == 1  # the raw bytes are kept exactly
+    assert count(fresh_database_url) == 1
+    assert count(fresh_database_url, "SELECT count(*) FROM device_events") == 1
