@@ -119,12 +119,15 @@ def stream(
             time.sleep(0.01)  # a steady stream rather than one burst
 
 
-def pipeline_env(database_url: str, mqtt_url: str, client_id: str, **extra: str) -> dict[str, str]:
+def pipeline_env(
+    database_url: str, mqtt_url: str, client_id: str, community: str, **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SC_")}
     env.update(
         SC_DATABASE_URL=database_url,
         SC_MQTT_URL=mqtt_url,
         SC_GATEWAY__CLIENT_ID=client_id,
+        SC_GATEWAY__TOPIC_FILTER=f"community/{community}/+/+/+",
         SC_GATEWAY__RECONNECT_MAX_S="2",
         SC_INGEST__RETRY_MAX_S="1",
         **extra,
@@ -157,12 +160,18 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def pipeline_thread(database_url: str, mqtt_url: str, client_id: str) -> Iterator[None]:
-    """The pipeline in this process: fast to start, for tests that need no crash."""
+def pipeline_thread(
+    database_url: str, mqtt_url: str, client_id: str, community: str
+) -> Iterator[None]:
+    """The pipeline in this process: fast to start, for tests that need no crash.
+
+    It subscribes to the test's community only: the broker may be shared with
+    other tests and keeps their retained statuses.
+    """
     settings = Settings(
         database_url=database_url,
         mqtt_url=mqtt_url,
-        gateway={"client_id": client_id},  # type: ignore[arg-type]
+        gateway={"client_id": client_id, "topic_filter": f"community/{community}/+/+/+"},  # type: ignore[arg-type]
         ingest={"flush_interval_ms": 50},  # type: ignore[arg-type]
     )
     stop = threading.Event()

@@ -45,7 +45,7 @@ def test_kill_9_mid_stream_then_restart_stores_everything_once(
     messages = 20_000
     community, devices = f"k{unique_id}", [f"k{unique_id}-{n}" for n in range(DEVICES)]
     register(fresh_database_url, community, devices)
-    env = pipeline_env(fresh_database_url, private_broker.url, f"kill-{unique_id}")
+    env = pipeline_env(fresh_database_url, private_broker.url, f"kill-{unique_id}", community)
     log = tmp_path / "pipeline.log"
     proc = start_pipeline_process(env, log)
     publisher = Publisher(private_broker.url, f"pub-{unique_id}")
@@ -82,7 +82,7 @@ def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
     url = private_postgres.url
     community, devices = f"p{unique_id}", [f"p{unique_id}-{n}" for n in range(DEVICES)]
     register(url, community, devices)
-    env = pipeline_env(url, private_broker.url, f"pg-{unique_id}")
+    env = pipeline_env(url, private_broker.url, f"pg-{unique_id}", community)
     log = tmp_path / "pipeline.log"
     proc = start_pipeline_process(env, log)
     publisher = Publisher(private_broker.url, f"pub-{unique_id}")
@@ -123,6 +123,7 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
         fresh_database_url,
         private_broker.url,
         f"brk-{unique_id}",
+        community,
         # Small, slow batches keep a backlog queued at the broker when it restarts.
         SC_INGEST__BATCH_SIZE="200",
         SC_GATEWAY__RECEIVE_MAXIMUM="400",

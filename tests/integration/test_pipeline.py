@@ -27,7 +27,7 @@ def test_messages_become_rows_and_last_seen_follows_device_time(
     base = int(time.time() * 1000) - 60_000
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
-        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community):
             stream(publisher, community, devices, 250, base)
             publisher.flush()
             wait_for(lambda: count(fresh_database_url) >= 750, 30, "750 rows")
@@ -61,7 +61,7 @@ def test_duplicates_are_stored_once(fresh_database_url: str, mqtt_url: str, uniq
     no_seq = json.dumps({"ts": now + 1000, "metrics": {"battery": 70}})
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
-        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community):
             for payload in (first, first, restamped, no_seq, no_seq):
                 publisher.publish(topic, payload.encode())
                 publisher.flush()
@@ -90,7 +90,7 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
     }
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
-        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}"):
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community):
             for topic, payloads in bad.items():
                 for payload in payloads:
                     publisher.publish(topic, payload)

@@ -1,0 +1,96 @@
+"""The FastAPI application.
+
+Run with ``uvicorn --factory api.app:app_from_env`` or build one with
+``create_app(settings)``. Start-up applies pending migrations, so the API works
+on a fresh database, then opens the connection pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import require_token
+from api.deps import Pool
+from api.routes import communities, dead_letters, devices, ops, readings
+from core.errors import ConfigurationError
+from core.schema import upgrade
+from core.settings import Settings
+
+__all__ = ["API_VERSION", "app_from_env", "create_app"]
+
+_LOG = logging.getLogger(__name__)
+
+API_VERSION = "0.1.0"
+# The threadpool runs up to 40 requests at once; most are one short query, so a
+# few connections serve them, and the database keeps room for the pipeline.
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+# Fail start-up instead of serving 503s when the database is not there at all.
+POOL_OPEN_TIMEOUT_S = 10.0
+RETRY_AFTER_S = "5"
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    _LOG.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "database unavailable, retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API application for ``settings``; needs ``settings.database_url``."""
+    url = settings.database_url
+    if url is None:
+        raise ConfigurationError("the API needs SC_DATABASE_URL (or the demo's embedded server)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(upgrade, url)
+        pool: Pool = ConnectionPool(
+            url,
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            min_size=POOL_MIN_SIZE,
+            max_size=POOL_MAX_SIZE,
+            name="api",
+        )
+        await run_in_threadpool(pool.open, wait=True, timeout=POOL_OPEN_TIMEOUT_S)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pool.close)
+
+    app = FastAPI(
+        title="SmartCommunity API",
+        version=API_VERSION,
+        summary="Devices, readings, events and dead letters of the SmartCommunity platform.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+    for module in (communities, devices, readings, dead_letters):
+        v1.include_router(module.router)
+    app.include_router(ops.router)
+    app.include_router(v1)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from the ``SC_`` environment."""
+    return create_app(Settings())

@@ -1,0 +1,65 @@
+"""Opaque keyset-pagination cursors for time-ordered lists.
+
+A cursor is the position of the last row a page returned, ``(timestamp, tie-breaker)``,
+as base64url of a small JSON array. Clients must treat it as opaque; it stays valid
+however many rows are added, because the next page starts strictly after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+from fastapi import HTTPException, Query, status
+
+__all__ = ["AfterQuery", "LimitQuery", "decode_position", "encode_position", "invalid_cursor"]
+
+AfterQuery = Annotated[
+    str | None,
+    Query(description="next_cursor of the previous page; omit for the first page", max_length=512),
+]
+LimitQuery = Annotated[
+    int | None,
+    Query(ge=1, description="Page size; capped at the server's max_page_size"),
+]
+
+
+def encode_position(ts: datetime, key: str | int) -> str:
+    raw = json.dumps([ts.isoformat(), key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def invalid_cursor() -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[
+            {
+                "loc": ["query", "after"],
+                "msg": "invalid cursor: pass next_cursor from the previous page unchanged",
+                "type": "invalid_cursor",
+            }
+        ],
+    )
+
+
+K = TypeVar("K", str, int)
+# Keys go back into bigint columns: anything wider would be a database error, not a 422.
+_BIGINT = 2**63 - 1
+
+
+def decode_position(cursor: str, key_type: type[K]) -> tuple[datetime, K]:
+    """Inverse of ``encode_position``; any tampering is a 422, never a 500."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts_text, key = json.loads(raw)
+        ts = datetime.fromisoformat(ts_text)
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid_cursor() from None
+    if ts.tzinfo is None or type(key) is not key_type:
+        raise invalid_cursor()
+    if isinstance(key, int) and not -_BIGINT <= key <= _BIGINT:
+        raise invalid_cursor()
+    return ts, key

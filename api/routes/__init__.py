@@ -1,0 +1,1 @@
+"""Route modules; ``api.app`` mounts them."""

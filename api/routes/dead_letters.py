@@ -1,0 +1,77 @@
+"""``/api/v1/dead-letters``: messages the pipeline refused, newest first."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from psycopg import sql
+
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
+from api.deps import ConnDep, SettingsDep, page_size
+from api.schemas import DeadLetterPublic, DeadLettersPublic
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+
+# (received_at, id) descending: received_at is indexed; id breaks ties within a batch.
+_LIST = sql.SQL(
+    "SELECT id, received_at, topic, payload, reason, detail, worker FROM dead_letters"
+    " WHERE true{} ORDER BY received_at DESC, id DESC LIMIT %s"
+)
+
+
+def _public(
+    id_: int,
+    received_at: datetime,
+    topic: str,
+    payload: bytes,
+    reason: str,
+    detail: str,
+    worker: str,
+) -> DeadLetterPublic:
+    encoding: Literal["utf-8", "base64"]
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    return DeadLetterPublic(
+        id=id_,
+        received_at=received_at,
+        topic=topic,
+        reason=reason,
+        detail=detail,
+        worker=worker,
+        payload=text,
+        payload_encoding=encoding,
+        payload_size=len(payload),
+    )
+
+
+@router.get("")
+def list_dead_letters(
+    conn: ConnDep,
+    settings: SettingsDep,
+    reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device")] = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> DeadLettersPublic:
+    """Refused messages with their topic, reason and raw payload (text, or base64 if binary)."""
+    size = page_size(settings, limit)
+    terms: list[sql.Composable] = []
+    params: list[object] = []
+    if reason is not None:
+        terms.append(sql.SQL(" AND reason = %s"))
+        params.append(reason)
+    if after is not None:
+        received_at, last_id = decode_position(after, int)
+        terms.append(sql.SQL(" AND (received_at, id) < (%s, %s)"))
+        params += [received_at, last_id]
+    rows = conn.execute(_LIST.format(sql.Composed(terms)), [*params, size + 1]).fetchall()
+    data = [_public(*row) for row in rows[:size]]
+    more = len(rows) > size
+    cursor = encode_position(data[-1].received_at, data[-1].id) if more else None
+    return DeadLettersPublic(data=data, next_cursor=cursor)

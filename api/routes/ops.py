@@ -1,0 +1,95 @@
+"""``/health`` (no credentials) and ``/metrics`` (Prometheus, bearer token)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.responses import PlainTextResponse
+
+from api.auth import require_token
+from api.deps import ConnDep, PoolDep
+from api.schemas import Health
+from core.observability import render_prometheus
+
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "router"]
+
+router = APIRouter(tags=["operations"])
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A load balancer's probe times out after a few seconds; answer 503 before it does.
+HEALTH_TIMEOUT_S = 2.0
+
+_WORKERS = "SELECT worker, updated_at, counters FROM pipeline_metrics"
+_DEAD_LETTERS = "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+_DEVICES = (
+    "SELECT device_class, state, count(*),"
+    " count(*) FILTER (WHERE last_received_at > now() - make_interval("
+    "secs => 2 * expected_interval_s))"
+    " FROM devices GROUP BY device_class, state"
+)
+
+
+@router.get("/health", responses={503: {"model": Health}})
+def health(pool: PoolDep, response: Response) -> Health:
+    """200 when the database answers, 503 otherwise. No credentials needed."""
+    try:
+        with pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:  # includes PoolTimeout
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(status="unavailable", database="unreachable")
+    return Health(status="ok", database="ok")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(
+    name: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        inner = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
+        lines.append(f"{name}{{{inner}}} {value}")
+    return lines
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(require_token)],
+    responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}}},
+)
+def metrics(conn: ConnDep) -> PlainTextResponse:
+    """Pipeline counters of every worker, plus registry and dead-letter gauges."""
+    workers: dict[str, Mapping[str, Any]] = {}
+    saved_at: list[tuple[Mapping[str, str], float]] = []
+    for worker, updated_at, counters in conn.execute(_WORKERS):
+        workers[worker] = counters
+        saved_at.append(({"worker": worker}, updated_at.timestamp()))
+    dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
+    devices, reporting = [], []
+    for device_class, state, count, fresh in conn.execute(_DEVICES):
+        labels = {"device_class": device_class, "state": state}
+        devices.append((labels, count))
+        reporting.append((labels, fresh))
+    lines = [
+        *_family(
+            "sc_pipeline_snapshot_timestamp_seconds",
+            "When each worker last saved its counters (Unix time); alert on staleness",
+            saved_at,
+        ),
+        *_family("sc_dead_letters", "Dead letters stored in the database, by reason", dead),
+        *_family("sc_devices", "Registered devices, by class and state", devices),
+        *_family(
+            "sc_devices_reporting",
+            "Devices that sent data within twice their expected interval",
+            reporting,
+        ),
+    ]
+    body = render_prometheus(workers) + "\n".join(lines) + "\n"
+    return PlainTextResponse(body, media_type=PROMETHEUS_CONTENT_TYPE)

@@ -1,0 +1,139 @@
+"""``/api/v1/devices/{id}/readings`` and ``/events``: a device's time series, by time range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from psycopg import sql
+from psycopg.rows import class_row
+from pydantic import AwareDatetime
+
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
+from api.deps import ConnDep, SettingsDep, page_size
+from api.routes.devices import get_device_or_404
+from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
+
+__all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
+
+router = APIRouter(prefix="/devices/{device_id}", tags=["readings"])
+
+# Without a start, the last hour: what an installer checking a device wants to see.
+DEFAULT_RANGE = timedelta(hours=1)
+# A month of one device at one reading a second is ~2.7 M rows per metric: a query
+# wider than that is an export, not an API call.
+MAX_RANGE = timedelta(days=31)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    start: datetime
+    end: datetime
+
+
+def _range_error(field: str, msg: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": ["query", field], "msg": msg, "type": "invalid_range"}],
+    )
+
+
+def time_range(
+    start: Annotated[
+        AwareDatetime | None,
+        Query(description="Inclusive, ISO 8601 with offset; default end - 1 hour"),
+    ] = None,
+    end: Annotated[
+        AwareDatetime | None,
+        Query(description="Exclusive, ISO 8601 with offset; default start + 1 hour, or now"),
+    ] = None,
+) -> TimeRange:
+    if end is None:
+        end = start + DEFAULT_RANGE if start is not None else datetime.now(UTC)
+    if start is None:
+        start = end - DEFAULT_RANGE
+    if end <= start:
+        raise _range_error("end", "end must be after start")
+    if end - start > MAX_RANGE:
+        raise _range_error("start", f"the range may span at most {MAX_RANGE.days} days")
+    return TimeRange(start, end)
+
+
+RangeDep = Annotated[TimeRange, Depends(time_range)]
+
+_READINGS = sql.SQL(
+    "SELECT metric, ts, value, seq, received_at FROM readings"
+    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
+    " ORDER BY ts, metric LIMIT %s"
+)
+_EVENTS = sql.SQL(
+    "SELECT event, ts, data, seq, received_at FROM device_events"
+    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
+    " ORDER BY ts, event LIMIT %s"
+)
+
+
+def _filters(
+    column: str, value: str | None, after: str | None
+) -> tuple[sql.Composable, list[object]]:
+    """Extra WHERE terms: an exact match on ``column`` and the keyset position."""
+    terms: list[sql.Composable] = []
+    params: list[object] = []
+    if value is not None:
+        terms.append(sql.SQL(" AND {} = %s").format(sql.Identifier(column)))
+        params.append(value)
+    if after is not None:
+        ts, key = decode_position(after, str)
+        terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
+        params += [ts, key]
+    return sql.Composed(terms), params
+
+
+@router.get("/readings")
+def list_readings(
+    conn: ConnDep,
+    settings: SettingsDep,
+    device_id: str,
+    window: RangeDep,
+    metric: str | None = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> ReadingsPublic:
+    """Readings in ``[start, end)`` ordered by (ts, metric); at most 31 days per request."""
+    get_device_or_404(conn, device_id)
+    size = page_size(settings, limit)
+    extra, params = _filters("metric", metric, after)
+    with conn.cursor(row_factory=class_row(ReadingPublic)) as cur:
+        rows = cur.execute(
+            _READINGS.format(extra), [device_id, window.start, window.end, *params, size + 1]
+        ).fetchall()
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = encode_position(rows[-1].ts, rows[-1].metric) if more else None
+    return ReadingsPublic(data=rows, next_cursor=cursor)
+
+
+@router.get("/events")
+def list_events(
+    conn: ConnDep,
+    settings: SettingsDep,
+    device_id: str,
+    window: RangeDep,
+    event: str | None = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> EventsPublic:
+    """Events in ``[start, end)`` ordered by (ts, event); at most 31 days per request."""
+    get_device_or_404(conn, device_id)
+    size = page_size(settings, limit)
+    extra, params = _filters("event", event, after)
+    with conn.cursor(row_factory=class_row(EventPublic)) as cur:
+        rows = cur.execute(
+            _EVENTS.format(extra), [device_id, window.start, window.end, *params, size + 1]
+        ).fetchall()
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = encode_position(rows[-1].ts, rows[-1].event) if more else None
+    return EventsPublic(data=rows, next_cursor=cursor)

@@ -1,0 +1,189 @@
+"""Public request and response models. Database rows never leave the API unmapped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.metrics import DEVICE_CLASSES
+from core.models import DeviceState
+from core.topics import valid_id
+
+__all__ = [
+    "CommunitiesPublic",
+    "CommunityCreate",
+    "CommunityPublic",
+    "DeadLetterPublic",
+    "DeadLettersPublic",
+    "DeviceClass",
+    "DeviceCreate",
+    "DevicePublic",
+    "DevicesPublic",
+    "EventPublic",
+    "EventsPublic",
+    "Health",
+    "ReadingPublic",
+    "ReadingsPublic",
+]
+
+_IN = ConfigDict(frozen=True, extra="forbid")
+_OUT = ConfigDict(frozen=True)
+
+
+def _id(value: str) -> str:
+    if not valid_id(value):
+        raise ValueError("use 1-64 letters, digits, '_', '.', ':' or '-', starting alphanumeric")
+    return value
+
+
+def _device_class(value: str) -> str:
+    if value not in DEVICE_CLASSES:
+        raise ValueError(
+            f"unknown device class {value!r}: expected one of {', '.join(sorted(DEVICE_CLASSES))}"
+        )
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as 'Asia/Shanghai'"
+        ) from None
+    return value
+
+
+Id = Annotated[str, AfterValidator(_id)]
+DeviceClass = Annotated[str, AfterValidator(_device_class)]
+Text = Annotated[str, Field(max_length=200)]
+
+
+class CommunityCreate(BaseModel):
+    model_config = _IN
+
+    id: Id
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Literal["urban", "rural"] = "urban"
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "Asia/Shanghai"
+
+
+class CommunityPublic(BaseModel):
+    model_config = _OUT
+
+    id: str
+    name: str
+    kind: str
+    time_zone: str
+    created_at: datetime
+
+
+class CommunitiesPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[CommunityPublic]
+    next_cursor: str | None
+
+
+class DeviceCreate(BaseModel):
+    model_config = _IN
+
+    id: Id
+    community_id: Id
+    device_class: DeviceClass
+    model: Text = ""
+    name: Text = ""
+    # Same bound as core.models.Device: a device silent for a week is not "expected".
+    expected_interval_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 300
+
+
+class DevicePublic(BaseModel):
+    model_config = _OUT
+
+    id: str
+    community_id: str
+    device_class: str
+    model: str
+    name: str
+    state: DeviceState
+    expected_interval_s: int
+    created_at: datetime
+    last_seen: datetime | None = Field(description="Newest device time received")
+    last_received_at: datetime | None = Field(description="When the platform last received data")
+    online: bool | None = Field(description="Last status the device (or its Last Will) reported")
+    status_at: datetime | None
+    reporting: bool = Field(
+        description="Data received within twice the expected interval (computed by the server)"
+    )
+
+
+class DevicesPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[DevicePublic]
+    next_cursor: str | None
+
+
+class ReadingPublic(BaseModel):
+    model_config = _OUT
+
+    metric: str
+    ts: datetime
+    value: float
+    seq: int | None
+    received_at: datetime
+
+
+class ReadingsPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[ReadingPublic]
+    next_cursor: str | None
+
+
+class EventPublic(BaseModel):
+    model_config = _OUT
+
+    event: str
+    ts: datetime
+    data: dict[str, Any]
+    seq: int | None
+    received_at: datetime
+
+
+class EventsPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[EventPublic]
+    next_cursor: str | None
+
+
+class DeadLetterPublic(BaseModel):
+    model_config = _OUT
+
+    id: int
+    received_at: datetime
+    topic: str
+    reason: str
+    detail: str
+    worker: str
+    payload: str = Field(description="The raw payload, as text or base64 (see payload_encoding)")
+    payload_encoding: Literal["utf-8", "base64"]
+    payload_size: int = Field(description="Raw payload length in bytes")
+
+
+class DeadLettersPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[DeadLetterPublic]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    model_config = _OUT
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
