@@ -71,7 +71,8 @@ def _probe_v5(address: BrokerAddress) -> bool:
     def on_connect(
         _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        # "Unsupported protocol version" (0x84), or 3.1.1's return code 1 mapped by paho.
+        # "Unsupported protocol version" (0x84), or 3.1.1's return code 1 as paho maps it;
+        # any other answer, "not authorised" included, is an MQTT 5 broker talking.
         outcome["v5"] = reason.value not in (0x84, 1)
         done.set()
 
@@ -85,8 +86,8 @@ def _probe_v5(address: BrokerAddress) -> bool:
         protocol=MQTTProtocolVersion.MQTTv5,
         reconnect_on_failure=False,
     )
-    if address.username:
-        probe.username_pw_set(address.username, address.password)
+    # No credentials: a refusal for auth still proves the broker speaks MQTT 5, and
+    # amqtt hangs on an MQTT 5 CONNECT that carries a user name instead of refusing it.
     probe.on_connect = on_connect
     probe.on_disconnect = on_disconnect
     try:

@@ -81,9 +81,18 @@ class Publisher:
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 2)
+        if address.username:
+            self.client.username_pw_set(address.username, address.password)
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *_: self.connected.set()
+        self.client.on_disconnect = lambda *_: self.connected.clear()
         self.client.connect(address.host, address.port)
         self.client.loop_start()
         self.pending: list[mqtt.MQTTMessageInfo] = []
+
+    def wait_connected(self, timeout: float = 30) -> None:
+        if not self.connected.wait(timeout):
+            raise AssertionError("publisher did not (re)connect")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.pending.append(self.client.publish(topic, payload, qos=qos))

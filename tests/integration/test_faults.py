@@ -137,6 +137,8 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
         stream(publisher, community, devices, messages // 2, base)
         publisher.flush()
         private_broker.restart()
+        time.sleep(0.5)  # the publisher notices the drop before we wait for its return
+        publisher.wait_connected()
         stream(publisher, community, devices, messages // 2, base, start=messages // 2)
         publisher.flush(timeout=120)
         wait_for(lambda: count(fresh_database_url) >= messages * METRICS, 120, "every row")

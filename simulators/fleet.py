@@ -1,0 +1,137 @@
+"""The simulated fleet: each device's model, topics, counters, connection and payloads.
+
+One connection carries every device by default. A Will belongs to one
+connection, so that connection's Will is the simulator's own, on
+``simulators/{client_id}/status`` (outside ``community/``, where the pipeline
+never sees it). A Will per device needs a connection per device, as real
+devices have: ``per_device=True``, for fleets of up to
+PER_DEVICE_CONNECTIONS_MAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.client import CallbackOnPublish
+
+from core.models import Device
+from core.topics import Channel, device_topic
+from simulators.connection import BrokerAddress, Protocol, Will, connect_client, negotiate_protocol
+from simulators.model import DeviceModel, Metrics, SimEvent
+
+__all__ = [
+    "OFFLINE",
+    "ONLINE",
+    "PER_DEVICE_CONNECTIONS_MAX",
+    "Member",
+    "close_clients",
+    "connect_fleet",
+    "event_payload",
+    "telemetry_payload",
+]
+
+ONLINE = orjson.dumps({"online": True})
+OFFLINE = orjson.dumps({"online": False})
+# Each connection costs a paho network thread and a socket; past this, run
+# several simulator processes instead.
+PER_DEVICE_CONNECTIONS_MAX = 200
+
+
+def telemetry_payload(*, ts_ms: int, seq: int, metrics: Metrics) -> bytes:
+    """The native telemetry envelope (ARCHITECTURE.md, the device contract)."""
+    return orjson.dumps({"ts": ts_ms, "seq": seq, "metrics": metrics})
+
+
+def event_payload(*, ts_ms: int, seq: int, event: SimEvent) -> bytes:
+    """The native event envelope."""
+    return orjson.dumps({"ts": ts_ms, "seq": seq, "event": event.name, "data": event.data})
+
+
+class Member:
+    """One simulated device and where it publishes."""
+
+    __slots__ = (
+        "client",
+        "device",
+        "event_topic",
+        "last_ms",
+        "model",
+        "seq",
+        "status_topic",
+        "telemetry_topic",
+    )
+
+    def __init__(self, *, device: Device, model: DeviceModel) -> None:
+        self.device = device
+        self.model = model
+        where = (device.community_id, device.device_class, device.id)
+        self.telemetry_topic = device_topic(*where, Channel.TELEMETRY)
+        self.event_topic = device_topic(*where, Channel.EVENT)
+        self.status_topic = device_topic(*where, Channel.STATUS)
+        self.client: mqtt.Client | None = None
+        # Per-device counter shared by telemetry and events; the Simulator sets its start.
+        self.seq = 0
+        # Last timestamp sent, epoch ms; timestamps stay strictly increasing per device.
+        self.last_ms = 0
+
+
+def connect_fleet(
+    members: Sequence[Member],
+    *,
+    address: BrokerAddress,
+    client_id: str,
+    protocol: Protocol,
+    per_device: bool,
+    max_inflight: int,
+    on_publish: CallbackOnPublish,
+) -> list[mqtt.Client]:
+    """Connect, assign each member its client, and return the clients opened.
+
+    On failure, clients already opened are closed before the error propagates.
+    """
+    if per_device and len(members) > PER_DEVICE_CONNECTIONS_MAX:
+        raise ValueError(
+            f"per-device connections are for at most {PER_DEVICE_CONNECTIONS_MAX} devices"
+        )
+    clients: list[mqtt.Client] = []
+    try:
+        if not per_device:
+            will = Will(topic=f"simulators/{client_id}/status", payload=OFFLINE)
+            client = connect_client(
+                address,
+                client_id=client_id,
+                will=will,
+                protocol=protocol,
+                max_inflight=max_inflight,
+            )
+            client.on_publish = on_publish
+            clients.append(client)
+            for member in members:
+                member.client = client
+            return clients
+        if protocol == "auto":  # negotiate once, not once per device
+            protocol = negotiate_protocol(address, client_id=client_id)
+        for member in members:
+            # A real device connects as itself, its Will on its own status topic.
+            client = connect_client(
+                address,
+                client_id=member.device.id,
+                will=Will(topic=member.status_topic, payload=OFFLINE),
+                protocol=protocol,
+                max_inflight=max_inflight,
+            )
+            client.on_publish = on_publish
+            clients.append(client)
+            member.client = client
+    except BaseException:
+        close_clients(clients)
+        raise
+    return clients
+
+
+def close_clients(clients: Sequence[mqtt.Client]) -> None:
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
