@@ -6,6 +6,7 @@ class). Every refusal is a ``RejectedMessage`` with a stable reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -83,8 +84,10 @@ def _from_validation(exc: ValidationError) -> RejectedMessage:
         )
     first = errors[0]
     # A union reports one error per branch; the location up to the branch is what helps.
-    where = ".".join(str(p) for p in first["loc"] if not str(p).endswith(("int", "bool", "float")))
-    return RejectedMessage(RejectReason.BAD_PAYLOAD, f"{where or 'payload'}: {first['msg']}")
+    location = ".".join(
+        str(p) for p in first["loc"] if not str(p).endswith(("int", "bool", "float"))
+    )
+    return RejectedMessage(RejectReason.BAD_PAYLOAD, f"{location or 'payload'}: {first['msg']}")
 
 
 def _validate(model: type[_M], payload: bytes) -> _M:
@@ -126,7 +129,9 @@ def _checked_value(device_class: str, metric: str, value: float | bool) -> float
     return number
 
 
-def _telemetry(topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Limits) -> Decoded:
+def _telemetry(
+    topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Limits
+) -> Decoded:
     if payload.lstrip()[:1] == b"[":
         return _senml(topic, payload, received_at, limits)
     env = _validate(TelemetryEnvelope, payload)
@@ -154,10 +159,8 @@ def _senml(topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Li
         pack = orjson.loads(payload)
     except orjson.JSONDecodeError:
         # orjson refuses the NaN/Infinity literals some encoders emit; say so precisely.
-        try:
+        with contextlib.suppress(ValueError):
             json.loads(payload, parse_constant=_not_finite)
-        except ValueError:
-            pass
         raise RejectedMessage(RejectReason.BAD_JSON, "payload is not valid JSON") from None
     readings = []
     for record in resolve_pack(pack, now=received_at.timestamp()):

@@ -64,9 +64,9 @@ def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
             if not isinstance(record["bn"], str):
                 raise _bad("'bn' must be a string")
             base_name = record["bn"]
-        base_time = _number(record, "bt") if "bt" in record else base_time
-        base_value = _number(record, "bv") if "bv" in record else base_value
-        base_sum = _number(record, "bs") if "bs" in record else base_sum
+        base_time = (_number(record, "bt") or 0.0) if "bt" in record else base_time
+        base_value = (_number(record, "bv") or 0.0) if "bv" in record else base_value
+        base_sum = (_number(record, "bs") or 0.0) if "bs" in record else base_sum
         if "bu" in record:
             base_unit = str(record["bu"])
         carried = [key for key in _VALUE_KEYS if key in record]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from enum import StrEnum
+from functools import lru_cache
 
 from core.errors import RejectedMessage, RejectReason
 
@@ -85,13 +85,15 @@ def parse_topic(topic: str) -> DeviceTopic:
             RejectReason.BAD_TOPIC, f"expected {ROOT}/<community>/<class>/<device>/<channel>"
         )
     _, community_id, device_class, device_id, channel = parts
-    for kind, value in (("community", community_id), ("class", device_class), ("device", device_id)):
+    for kind, value in (
+        ("community", community_id),
+        ("class", device_class),
+        ("device", device_id),
+    ):
         if not valid_id(value):
             raise RejectedMessage(RejectReason.BAD_TOPIC, f"invalid {kind} segment {value!r}")
     try:
         parsed_channel = Channel(channel)
     except ValueError:
-        raise RejectedMessage(
-            RejectReason.BAD_TOPIC, f"unknown channel {channel!r}"
-        ) from None
+        raise RejectedMessage(RejectReason.BAD_TOPIC, f"unknown channel {channel!r}") from None
     return DeviceTopic(community_id, device_class, device_id, parsed_channel)

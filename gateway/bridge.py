@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -82,7 +83,7 @@ def _probe_v5(address: BrokerAddress) -> bool:
 
     probe = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"sc-probe-{random.getrandbits(32):08x}",
+        client_id=f"sc-probe-{secrets.token_hex(4)}",
         protocol=MQTTProtocolVersion.MQTTv5,
         reconnect_on_failure=False,
     )
@@ -107,7 +108,9 @@ def _probe_v5(address: BrokerAddress) -> bool:
 class MqttBridge:
     """Persistent QoS 1 subscription that delivers into ``self.inbox``."""
 
-    def __init__(self, *, url: str, settings: GatewaySettings, client_id: str | None = None) -> None:
+    def __init__(
+        self, *, url: str, settings: GatewaySettings, client_id: str | None = None
+    ) -> None:
         self.address = parse_mqtt_url(url)
         self.settings = settings
         self.client_id = client_id or settings.client_id
@@ -128,8 +131,12 @@ class MqttBridge:
         else:
             v5 = self.settings.protocol == "5"
         self.protocol = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
-        _LOG.info("broker %s:%s speaks %s", self.address.host, self.address.port,
-                  "MQTT 5" if v5 else "MQTT 3.1.1")
+        _LOG.info(
+            "broker %s:%s speaks %s",
+            self.address.host,
+            self.address.port,
+            "MQTT 5" if v5 else "MQTT 3.1.1",
+        )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -150,7 +157,7 @@ class MqttBridge:
         )
         properties = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.settings.session_expiry_s
             properties.ReceiveMaximum = self.settings.receive_maximum
         self._client = client
@@ -192,12 +199,11 @@ class MqttBridge:
             return
         with self._ack_lock:
             self._generation += 1
-        if self.protocol == MQTTProtocolVersion.MQTTv5:
-            options: SubscribeOptions | int = SubscribeOptions(qos=1)
-        else:
-            options = 1
         # Re-subscribing each time is harmless with a kept session and needed without one.
-        client.subscribe(self.settings.topic_filter, options=options)
+        if self.protocol == MQTTProtocolVersion.MQTTv5:
+            client.subscribe(self.settings.topic_filter, options=SubscribeOptions(qos=1))
+        else:
+            client.subscribe(self.settings.topic_filter, qos=1)
         self.last_error = None
         _LOG.info("connected (session present: %s)", flags.session_present)
 
@@ -235,8 +241,9 @@ class MqttBridge:
         # paho backs off exponentially but in lock-step; jitter spreads a fleet of
         # workers reconnecting to a restarted broker.
         low = self.settings.reconnect_min_s
+        jittered = random.uniform(low, 2 * low)  # noqa: S311 - jitter, not a secret
         client.reconnect_delay_set(
-            min_delay=max(1, round(random.uniform(low, 2 * low))),
+            min_delay=max(1, round(jittered)),
             max_delay=max(1, round(self.settings.reconnect_max_s)),
         )
         _LOG.warning("disconnected from broker (%s); paho reconnects", reason)
@@ -246,7 +253,9 @@ class MqttBridge:
             while self.inbox.qsize() > _SOFT_QUEUE_LIMIT // 2 and self._client is not None:
                 time.sleep(0.01)
         self.inbox.put(
-            InboundMessage(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self._generation)
+            InboundMessage(
+                msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self._generation
+            )
         )
 
     # -- acknowledgement (pipeline thread) --------------------------------

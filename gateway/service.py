@@ -59,7 +59,8 @@ def run_pipeline(
             conn = writer.connection()
             with conn.transaction():
                 conn.execute(
-                    "INSERT INTO pipeline_metrics (worker, updated_at, counters) VALUES (%s, %s, %s)"
+                    "INSERT INTO pipeline_metrics (worker, updated_at, counters)"
+                    " VALUES (%s, %s, %s)"
                     " ON CONFLICT (worker) DO UPDATE"
                     " SET updated_at = excluded.updated_at, counters = excluded.counters",
                     (settings.gateway.client_id, datetime.now(UTC), Jsonb(snapshot)),

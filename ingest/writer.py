@@ -27,7 +27,10 @@ _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS readings_stage "
     "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-_COPY = "COPY readings_stage (device_id, metric, ts, value, seq, received_at) FROM STDIN (FORMAT BINARY)"
+_COPY = (
+    "COPY readings_stage (device_id, metric, ts, value, seq, received_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
 _COPY_TYPES = ["text", "text", "timestamptz", "float8", "int8", "timestamptz"]
 _MERGE = "INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"
 _EVENT = (
@@ -134,12 +137,17 @@ class BatchWriter:
             if dead:
                 cur.executemany(
                     _DEAD,
-                    [(d.received_at, d.topic, d.payload, d.reason, d.detail, self.worker) for d in dead],
+                    [
+                        (d.received_at, d.topic, d.payload, d.reason, d.detail, self.worker)
+                        for d in dead
+                    ],
                 )
             self._touch_devices(cur, accepted)
         return WriteResult(written, len(rows) - written, events, list(dead))
 
-    def _touch_devices(self, cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]) -> None:
+    def _touch_devices(
+        self, cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]
+    ) -> None:
         seen: dict[str, tuple[datetime, datetime]] = {}
         for a in accepted:
             if a.device_time is None or a.received_at is None:
@@ -151,9 +159,7 @@ class BatchWriter:
                 seen[a.device_id] = (max(prev[0], a.device_time), max(prev[1], a.received_at))
         if seen:
             ids = sorted(seen)  # a stable order avoids deadlocks between workers
-            cur.execute(
-                _LAST_SEEN, (ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids])
-            )
+            cur.execute(_LAST_SEEN, (ids, [seen[i][0] for i in ids], [seen[i][1] for i in ids]))
         for a in accepted:
             if a.status is not None:
                 s = a.status

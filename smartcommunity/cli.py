@@ -111,15 +111,18 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
 
-    sub.add_parser("run", help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
-                   ).set_defaults(func=cmd_run)
+    sub.add_parser(
+        "run", help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
+    ).set_defaults(func=cmd_run)
 
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
     api.set_defaults(func=cmd_api)
 
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_cmd", required=True)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
     create = token.add_parser("create", help="create a bearer token and print it once")
     create.add_argument("name")
     create.set_defaults(func=cmd_token_create)

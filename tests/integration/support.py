@@ -14,9 +14,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from core import schema
-from core.settings import Settings
+from core.settings import GatewaySettings, IngestSettings, Settings
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.service import run_pipeline
@@ -73,7 +74,7 @@ class Publisher:
     def __init__(self, mqtt_url: str, client_id: str) -> None:
         address = parse_mqtt_url(mqtt_url)
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
             clean_session=False,
@@ -123,7 +124,9 @@ def stream(
 ) -> None:
     for i in range(start, start + count_):
         device = devices[i % len(devices)]
-        publisher.publish(device_topic(community, "wearable", device, "telemetry"), telemetry(i, base_ms))
+        publisher.publish(
+            device_topic(community, "wearable", device, "telemetry"), telemetry(i, base_ms)
+        )
         if pause_every and i % pause_every == 0:
             time.sleep(0.01)  # a steady stream rather than one burst
 
@@ -180,8 +183,8 @@ def pipeline_thread(
     settings = Settings(
         database_url=database_url,
         mqtt_url=mqtt_url,
-        gateway={"client_id": client_id, "topic_filter": f"community/{community}/+/+/+"},  # type: ignore[arg-type]
-        ingest={"flush_interval_ms": 50},  # type: ignore[arg-type]
+        gateway=GatewaySettings(client_id=client_id, topic_filter=f"community/{community}/+/+/+"),
+        ingest=IngestSettings(flush_interval_ms=50),
     )
     stop = threading.Event()
     ready = threading.Event()
@@ -190,7 +193,7 @@ def pipeline_thread(
     def target() -> None:
         try:
             run_pipeline(settings, stop, ready=ready)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             errors.append(exc)
             ready.set()
 

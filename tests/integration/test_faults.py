@@ -75,7 +75,9 @@ def test_kill_9_mid_stream_then_restart_stores_everything_once(
 
 
 def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
-    private_postgres: EmbeddedPostgres, private_broker: EmbeddedBroker, unique_id: str,
+    private_postgres: EmbeddedPostgres,
+    private_broker: EmbeddedBroker,
+    unique_id: str,
     tmp_path: Path,
 ) -> None:
     messages = 6_000

@@ -86,7 +86,9 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
         f"community/{community}/wearable/ghost-{unique_id}/telemetry": [good],
         f"community/{community}/fire/{device}/telemetry": [good],
         # jsonb refuses NUL: valid JSON the database will not take.
-        f"{base}/event": [json.dumps({"ts": now, "event": "sos_pressed", "data": {"n": "a\0b"}}).encode()],
+        f"{base}/event": [
+            json.dumps({"ts": now, "event": "sos_pressed", "data": {"n": "a\0b"}}).encode()
+        ],
     }
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:

@@ -177,7 +177,10 @@ def test_senml_relative_time_uses_receive_time() -> None:
         (payload({"ts": NOW_MS, "metrics": {}}), RejectReason.BAD_PAYLOAD),
         (payload({"metrics": {"heart_rate": 70}}), RejectReason.BAD_PAYLOAD),
         (payload({"ts": NOW_MS, "metrics": {"heart_rate": 70}, "x": 1}), RejectReason.BAD_PAYLOAD),
-        (payload({"ts": "2026-11-29T01:02:03", "metrics": {"battery": 1}}), RejectReason.BAD_PAYLOAD),
+        (
+            payload({"ts": "2026-11-29T01:02:03", "metrics": {"battery": 1}}),
+            RejectReason.BAD_PAYLOAD,
+        ),
         (payload({"ts": NOW_MS // 1000, "metrics": {"battery": 1}}), RejectReason.BAD_PAYLOAD),
         (
             payload({"ts": NOW_MS + 25 * 3600 * 1000, "metrics": {"battery": 1}}),
