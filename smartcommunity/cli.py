@@ -12,6 +12,7 @@ from types import FrameType
 
 from core.errors import ConfigurationError, SmartCommunityError
 from core.settings import Settings
+from smartcommunity.commands import register_all
 
 __all__ = ["main"]
 
@@ -73,22 +74,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from api.auth import create_token
-    from core import schema
-
-    url = _require_db(_settings())
-    schema.upgrade(url)
-    with psycopg.connect(url) as conn:
-        token = create_token(conn, args.name, None)
-        conn.commit()
-    print(token)
-    print("# shown once; only its hash is stored", file=sys.stderr)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartcommunity.demo import run_demo
 
@@ -108,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    db = sub.add_parser("db", help="database schema and storage").add_subparsers(
+        dest="db_cmd", required=True
+    )
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
 
     sub.add_parser(
@@ -119,13 +106,6 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host")
     api.add_argument("--port", type=int)
     api.set_defaults(func=cmd_api)
-
-    token = sub.add_parser("token", help="API tokens").add_subparsers(
-        dest="token_cmd", required=True
-    )
-    create = token.add_parser("create", help="create a bearer token and print it once")
-    create.add_argument("name")
-    create.set_defaults(func=cmd_token_create)
 
     demo = sub.add_parser("demo", help="embedded broker + PostgreSQL, pipeline, API, simulator")
     demo.add_argument("--devices", type=int, default=40)
@@ -142,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     else:
         add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+    register_all(sub, db)
     return parser
 
 
