@@ -47,11 +47,15 @@ def run_pipeline(
     writer = BatchWriter(url=settings.database_url, worker=worker)
     counters = PipelineCounters()
 
+    # The registry is read on the intake thread while the commit thread writes, so
+    # it has a connection of its own.
+    reader = BatchWriter(url=settings.database_url, worker=worker)
+
     def load() -> dict[str, DeviceInfo]:
         try:
-            return load_devices(writer.connection())
+            return load_devices(reader.connection())
         except psycopg.OperationalError as exc:
-            writer.close()
+            reader.close()
             raise ServiceUnavailable("database", str(exc)) from exc
 
     def save_metrics(snapshot: dict[str, object]) -> None:
@@ -95,4 +99,5 @@ def run_pipeline(
     finally:
         bridge.stop()
         writer.close()
+        reader.close()
         _LOG.info("pipeline %s stopped", worker)

@@ -24,7 +24,7 @@ CREATE TABLE devices (
     last_received_at    timestamptz,
     online              boolean,
     status_at           timestamptz
-);
+) WITH (fillfactor = 70);  -- room for HOT updates: last_seen changes with every batch
 CREATE INDEX devices_community_idx ON devices (community_id, device_class);
 
 CREATE TABLE readings (
