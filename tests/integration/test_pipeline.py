@@ -5,8 +5,16 @@ from __future__ import annotations
 import json
 import time
 
+import paho.mqtt.client as mqtt
+import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from gateway.bridge import parse_mqtt_url
+from gateway.pipeline import METRICS_EVERY_S
+from smartcommunity.embedded import EmbeddedBroker
 from tests.integration.support import (
     Publisher,
     count,
@@ -131,3 +139,51 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
     assert raw == 1  # the raw bytes are kept exactly
     assert count(fresh_database_url) == 1
     assert count(fresh_database_url, "SELECT count(*) FROM device_events") == 1
+
+
+def test_committed_messages_are_acknowledged_and_counted(
+    fresh_database_url: str, private_broker: EmbeddedBroker, unique_id: str
+) -> None:
+    """After a clean stop the broker holds nothing for the pipeline's session: every
+    committed message was acknowledged, none is delivered again."""
+    community, devices = f"a{unique_id}", [f"a{unique_id}-{n}" for n in range(20)]
+    register(fresh_database_url, community, devices)
+    client_id = f"p-{unique_id}"
+    publisher = Publisher(private_broker.url, f"pub-{unique_id}")
+    try:
+        with pipeline_thread(fresh_database_url, private_broker.url, client_id, community):
+            stream(publisher, community, devices, 3000, int(time.time() * 1000) - 60_000)
+            publisher.flush()
+            wait_for(lambda: count(fresh_database_url) >= 9000, 60, "9000 rows")
+            time.sleep(METRICS_EVERY_S + 0.5)  # one save of the counters
+    finally:
+        publisher.close()
+    redelivered = _drain_session(private_broker.url, client_id)
+    assert redelivered == 0
+    with psycopg.connect(fresh_database_url) as conn:
+        row = conn.execute(
+            "SELECT counters FROM pipeline_metrics WHERE worker = %s", (client_id,)
+        ).fetchone()
+    assert row is not None
+    counters = row[0]
+    assert counters["messages_received_total"] == 3000
+    assert counters["rows_written_total"] == 9000
+    assert counters["messages_rejected_total"] == {}
+
+
+def _drain_session(mqtt_url: str, client_id: str) -> int:
+    """Reconnect as the pipeline's session and count what the broker still delivers."""
+    received: list[str] = []
+    address = parse_mqtt_url(mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.on_message = lambda _c, _u, msg: received.append(msg.topic)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 60
+    client.connect(address.host, address.port, clean_start=False, properties=properties)
+    client.loop_start()
+    try:
+        time.sleep(2)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(received)
