@@ -19,6 +19,7 @@ from core.settings import Settings
 from gateway.bridge import MqttBridge
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.registry import DeviceInfo, Registry, load_devices
+from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
 
 __all__ = ["run_pipeline"]
@@ -88,6 +89,9 @@ def run_pipeline(
         save_metrics=save_metrics,
         listeners=listeners,
     )
+    # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
+    maintenance_stop = threading.Event()
+    maintenance = MaintenanceTask(url=settings.database_url).start(maintenance_stop)
     bridge.start()
     try:
         if not bridge.wait_connected(_CONNECT_NOTICE_S):
@@ -97,7 +101,9 @@ def run_pipeline(
         _LOG.info("pipeline %s running", worker)
         pipeline.run(stop)
     finally:
+        maintenance_stop.set()
         bridge.stop()
         writer.close()
         reader.close()
+        maintenance.join(30)
         _LOG.info("pipeline %s stopped", worker)

@@ -1,7 +1,11 @@
-"""One transaction per batch: binary COPY straight into the table. When that hits
-the natural key (a redelivered or resent message), the batch goes through a
-staging table and ``INSERT ... ON CONFLICT DO NOTHING`` instead, so a duplicate
-never makes a second row and the common case costs no more than a plain COPY.
+"""One transaction per batch: binary COPY into a staging table, then one
+statement that inserts the rows into ``readings`` and, from the rows it really
+inserted (its ``RETURNING``), keeps ``latest`` (newest value per device and
+metric, by device time) and, on plain PostgreSQL, the hourly and daily rollups
+(on TimescaleDB continuous aggregates do that). It runs first without a
+conflict clause, the cheap common case; when that hits the natural key (a
+redelivered or resent message) it runs again with ``ON CONFLICT DO NOTHING``,
+so a duplicate never makes a second row and never counts twice in a rollup.
 
 A batch the database refuses for its content (not for being unreachable) is
 split: each message is retried under a savepoint and the ones refused become
@@ -19,9 +23,11 @@ from psycopg.types.json import Jsonb
 
 from core.errors import RejectReason, ServiceUnavailable
 from core.models import Reading
+from core.storage import StoragePath
+from core.storage_layout import read_config
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 
-__all__ = ["BatchWriter", "is_outage"]
+__all__ = ["BatchWriter", "is_outage", "merge_statement"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -32,12 +38,67 @@ _STAGE_DDL = (
     "(id text, seen timestamptz, received timestamptz) ON COMMIT DELETE ROWS",
 )
 _COLUMNS = "(device_id, metric, ts, value, seq, received_at)"
-# Fast path: straight into the table. A unique violation means the batch holds a
-# redelivered or resent row; only then is the duplicate-safe path taken.
-_COPY_DIRECT = f"COPY readings {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _COPY = f"COPY readings_stage {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["text", "text", "timestamptz", "float8", "int8", "timestamptz"]
-_MERGE = "INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"
+# {conflict} is empty on the fast path: a unique violation means the batch holds a
+# redelivered or resent row, and only then is the ON CONFLICT path taken.
+_INSERTED = """
+WITH ins AS (
+    INSERT INTO readings SELECT * FROM readings_stage {conflict}
+    RETURNING device_id, metric, ts, value, received_at
+), placed AS (
+    SELECT ins.*, d.community_id, c.time_zone
+      FROM ins
+      JOIN devices AS d ON d.id = ins.device_id
+      JOIN communities AS c ON c.id = d.community_id
+), newest AS (
+    INSERT INTO latest AS l (device_id, metric, community_id, ts, value, received_at)
+    SELECT DISTINCT ON (device_id, metric) device_id, metric, community_id, ts, value, received_at
+      FROM placed
+     ORDER BY device_id, metric, ts DESC
+        ON CONFLICT (device_id, metric) DO UPDATE
+       SET community_id = excluded.community_id, ts = excluded.ts, value = excluded.value,
+           received_at = excluded.received_at
+     WHERE excluded.ts > l.ts
+)"""
+# Plain PostgreSQL only. Rows go in key order, so that two workers never lock the
+# same rollup rows in opposite orders. avg = sum / count; "last" follows device time.
+_ROLLUPS = """, hourly AS (
+    INSERT INTO rollup_hourly AS h (device_id, metric, bucket, count, sum, min, max, last, last_ts)
+    SELECT device_id, metric, date_trunc('hour', ts, 'UTC'), count(*), sum(value), min(value),
+           max(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)
+      FROM ins
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3
+        ON CONFLICT (device_id, metric, bucket) DO UPDATE
+       SET count = h.count + excluded.count, sum = h.sum + excluded.sum,
+           min = least(h.min, excluded.min), max = greatest(h.max, excluded.max),
+           last = CASE WHEN excluded.last_ts > h.last_ts THEN excluded.last ELSE h.last END,
+           last_ts = greatest(h.last_ts, excluded.last_ts)
+), daily AS (
+    INSERT INTO rollup_daily AS r
+           (device_id, metric, day, time_zone, bucket, count, sum, min, max, last, last_ts)
+    SELECT device_id, metric, (ts AT TIME ZONE time_zone)::date, time_zone,
+           date_trunc('day', ts, time_zone), count(*), sum(value), min(value), max(value),
+           (array_agg(value ORDER BY ts DESC))[1], max(ts)
+      FROM placed
+     GROUP BY 1, 2, 3, 4, 5
+     ORDER BY 1, 2, 3
+        ON CONFLICT (device_id, metric, day) DO UPDATE
+       SET count = r.count + excluded.count, sum = r.sum + excluded.sum,
+           min = least(r.min, excluded.min), max = greatest(r.max, excluded.max),
+           last = CASE WHEN excluded.last_ts > r.last_ts THEN excluded.last ELSE r.last END,
+           last_ts = greatest(r.last_ts, excluded.last_ts)
+)"""
+_COUNT = " SELECT count(*) FROM ins"
+
+
+def merge_statement(path: StoragePath, *, on_conflict: bool) -> bytes:
+    """The statement that moves the staged rows into storage; returns rows inserted."""
+    text = _INSERTED + (_ROLLUPS if path is StoragePath.POSTGRESQL else "") + _COUNT
+    return text.replace("{conflict}", "ON CONFLICT DO NOTHING" if on_conflict else "").encode()
+
+
 _EVENT = (
     "INSERT INTO device_events (device_id, ts, event, data, seq, received_at) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -79,6 +140,8 @@ class BatchWriter:
         self.url = url
         self.worker = worker
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._merge_fast = b""
+        self._merge_safe = b""
 
     def close(self) -> None:
         if self._conn is not None:
@@ -92,10 +155,13 @@ class BatchWriter:
                 conn = psycopg.connect(self.url, connect_timeout=5)
                 for ddl in _STAGE_DDL:
                     conn.execute(ddl)
+                path = read_config(conn).path
                 conn.commit()
             except psycopg.Error as exc:
                 raise ServiceUnavailable("database", str(exc).strip()) from exc
             self._conn = conn
+            self._merge_fast = merge_statement(path, on_conflict=False)
+            self._merge_safe = merge_statement(path, on_conflict=True)
         return self._conn
 
     def write(self, batch: Batch) -> WriteResult:
@@ -152,22 +218,17 @@ class BatchWriter:
         self, conn: psycopg.Connection[tuple[object, ...]], rows: list[Reading]
     ) -> int:
         """Insert rows, skipping any already stored; return how many were new."""
-        try:
-            with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                with cur.copy(_COPY_DIRECT) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for row in rows:
-                        copy.write_row(row)
-                return len(rows)
-        except psycopg.errors.UniqueViolation:
-            pass
         with conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
-            cur.execute(_MERGE)
-            return cur.rowcount
+            try:
+                with conn.transaction():  # a savepoint
+                    return _count(cur.execute(self._merge_fast).fetchone())
+            except psycopg.errors.UniqueViolation:
+                pass
+            return _count(cur.execute(self._merge_safe).fetchone())
 
     def _touch_devices(
         self, cur: psycopg.Cursor[tuple[object, ...]], accepted: Sequence[Accepted]
@@ -217,6 +278,10 @@ class BatchWriter:
         dead = [*batch.dead_letters, *refused]
         self._write_all(conn, [], dead)
         return WriteResult(total.rows_written, total.rows_duplicate, total.events_written, dead)
+
+
+def _count(row: tuple[object, ...] | None) -> int:
+    return int(str(row[0])) if row is not None else 0
 
 
 def _refused(item: Accepted, exc: psycopg.Error) -> DeadLetter:

@@ -1,0 +1,452 @@
+"""Builds the storage of ``core.storage`` on TimescaleDB or on plain PostgreSQL.
+
+``install`` runs inside migration 0002's transaction (``core.schema``). It picks
+the path once, per database:
+
+1. ``smartcommunity.storage`` (a database setting: ``ALTER DATABASE db SET
+   smartcommunity.storage = 'postgresql'``) forces a path;
+2. otherwise TimescaleDB when the extension is installed, or available *and*
+   preloaded (``shared_preload_libraries``; without that ``CREATE EXTENSION``
+   fails);
+3. otherwise plain PostgreSQL.
+
+Existing rows are carried over in both cases. Continuous aggregates are created
+``WITH NO DATA`` (a refresh cannot run inside a transaction); ``after_upgrade``
+fills them from existing rows once the migration has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from core.errors import ConfigurationError
+from core.storage import PARTITIONED_TABLES, StorageConfig, StoragePath
+
+__all__ = [
+    "FORCE_SETTING",
+    "after_upgrade",
+    "detect_path",
+    "install",
+    "read_config",
+    "rebuild_rollups",
+    "timescaledb_available",
+]
+
+_LOG = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+
+FORCE_SETTING = "smartcommunity.storage"
+
+_CONFIG = (
+    "SELECT path, chunk_interval, compress_after, raw_retention, hourly_retention,"
+    " daily_retention, partitions_ahead, daily_time_zone FROM storage_config"
+)
+
+# -- plain PostgreSQL ------------------------------------------------------------------------
+
+_PLAIN_TABLES = """
+ALTER TABLE readings RENAME TO readings_v1;
+ALTER INDEX readings_pkey RENAME TO readings_v1_pkey;
+CREATE TABLE readings (
+    device_id   text NOT NULL,
+    metric      text NOT NULL,
+    ts          timestamptz NOT NULL,
+    value       double precision NOT NULL,
+    seq         bigint,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (device_id, metric, ts)
+) PARTITION BY RANGE (ts);
+-- The safety net: a reading for a day without a partition lands here and the
+-- maintenance task moves it into its day's partition on its next run.
+CREATE TABLE readings_default PARTITION OF readings DEFAULT;
+
+ALTER TABLE device_events RENAME TO device_events_v1;
+ALTER INDEX device_events_pkey RENAME TO device_events_v1_pkey;
+CREATE TABLE device_events (
+    device_id   text NOT NULL,
+    ts          timestamptz NOT NULL,
+    event       text NOT NULL,
+    data        jsonb NOT NULL DEFAULT '{}',
+    seq         bigint,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (device_id, ts, event)
+) PARTITION BY RANGE (ts);
+CREATE TABLE device_events_default PARTITION OF device_events DEFAULT;
+
+-- Rollups, upserted by the ingest writer from the rows each batch really inserted.
+-- avg is sum / count; "last" is the value with the newest device time (last_ts).
+CREATE TABLE rollup_hourly (
+    device_id text NOT NULL,
+    metric    text NOT NULL,
+    bucket    timestamptz NOT NULL,
+    count     bigint NOT NULL,
+    sum       double precision NOT NULL,
+    min       double precision NOT NULL,
+    max       double precision NOT NULL,
+    last      double precision NOT NULL,
+    last_ts   timestamptz NOT NULL,
+    PRIMARY KEY (device_id, metric, bucket)
+);
+-- Retention deletes by bucket; rows arrive roughly in bucket order, so a BRIN
+-- index finds them for a few kilobytes.
+CREATE INDEX rollup_hourly_bucket_brin ON rollup_hourly USING brin (bucket);
+
+-- Keyed by the local day of the device's community (communities.time_zone).
+CREATE TABLE rollup_daily (
+    device_id text NOT NULL,
+    metric    text NOT NULL,
+    day       date NOT NULL,
+    time_zone text NOT NULL,
+    bucket    timestamptz NOT NULL,
+    count     bigint NOT NULL,
+    sum       double precision NOT NULL,
+    min       double precision NOT NULL,
+    max       double precision NOT NULL,
+    last      double precision NOT NULL,
+    last_ts   timestamptz NOT NULL,
+    PRIMARY KEY (device_id, metric, day)
+);
+CREATE INDEX rollup_daily_bucket_brin ON rollup_daily USING brin (bucket);
+
+-- Creates the UTC-day partition of parent holding day, moving its rows out of
+-- the default partition. Writers wait meanwhile (readers do not), so no row can
+-- reach the default partition between the move and the attach.
+CREATE FUNCTION sc_ensure_day_partition(parent text, day date) RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    part text := parent || '_p' || to_char(day, 'YYYYMMDD');
+    lo timestamptz := day::timestamp AT TIME ZONE 'UTC';
+    hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
+BEGIN
+    IF to_regclass(quote_ident(part)) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('LOCK TABLE %I IN SHARE ROW EXCLUSIVE MODE', parent);
+    IF to_regclass(quote_ident(part)) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, parent);
+    -- Lets ATTACH skip scanning the new table.
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (ts >= %L AND ts < %L)',
+                   part, part || '_bounds', lo, hi);
+    EXECUTE format('WITH moved AS (DELETE FROM %I WHERE ts >= %L AND ts < %L RETURNING *)'
+                   ' INSERT INTO %I SELECT * FROM moved', parent || '_default', lo, hi, part);
+    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   parent, part, lo, hi);
+    RETURN true;
+END
+$fn$;
+
+-- Drops the day partitions of parent that end on or before cutoff, and deletes
+-- rows older than cutoff from its default partition. Returns the partitions dropped.
+CREATE FUNCTION sc_drop_day_partitions(parent text, cutoff date) RETURNS text[]
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    dropped text[] := '{}';
+    part text;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+         WHERE i.inhparent = parent::regclass
+           AND c.relname ~ ('^' || parent || '_p[0-9]{8}$')
+           AND to_date(right(c.relname, 8), 'YYYYMMDD') + 1 <= cutoff
+         ORDER BY c.relname
+    LOOP
+        EXECUTE format('DROP TABLE %I', part);
+        dropped := dropped || part;
+    END LOOP;
+    EXECUTE format('DELETE FROM %I WHERE ts < %L', parent || '_default',
+                   cutoff::timestamp AT TIME ZONE 'UTC');
+    RETURN dropped;
+END
+$fn$;
+"""
+
+_PLAIN_CARRY_OVER = """
+SELECT sc_ensure_day_partition(%(table)s, day)
+  FROM (SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date AS day FROM {old}
+         WHERE ts >= %(cutoff)s
+        UNION
+        SELECT generate_series(%(today)s::date - 1, %(today)s::date + %(ahead)s::integer,
+                               '1 day')::date)
+       AS days
+ ORDER BY day;
+INSERT INTO {new} SELECT * FROM {old};
+DROP TABLE {old};
+"""
+
+# Rebuilds the rollups of [start, end) from raw rows: the migration's backfill,
+# and the repair for rows loaded around the writer (a bulk COPY into readings).
+# Daily rows are rebuilt for every local day that overlaps the range.
+_REBUILD_HOURLY = """
+DELETE FROM rollup_hourly WHERE bucket >= %(start)s AND bucket < %(end)s;
+INSERT INTO rollup_hourly (device_id, metric, bucket, count, sum, min, max, last, last_ts)
+SELECT device_id, metric, date_trunc('hour', ts, 'UTC'), count(*), sum(value),
+       min(value), max(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)
+  FROM readings
+ WHERE ts >= %(start)s AND ts < %(end)s
+ GROUP BY 1, 2, 3;
+"""
+_REBUILD_DAILY = """
+WITH days AS (
+    SELECT d.id AS device_id, c.time_zone,
+           (%(start)s::timestamptz AT TIME ZONE c.time_zone)::date AS first_day,
+           (%(end)s::timestamptz AT TIME ZONE c.time_zone)::date AS last_day
+      FROM devices AS d JOIN communities AS c ON c.id = d.community_id
+), gone AS (
+    DELETE FROM rollup_daily AS r USING days
+     WHERE r.device_id = days.device_id AND r.day BETWEEN days.first_day AND days.last_day
+)
+INSERT INTO rollup_daily
+       (device_id, metric, day, time_zone, bucket, count, sum, min, max, last, last_ts)
+SELECT r.device_id, r.metric, (r.ts AT TIME ZONE days.time_zone)::date, days.time_zone,
+       date_trunc('day', r.ts, days.time_zone), count(*), sum(r.value), min(r.value),
+       max(r.value), (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+  FROM readings AS r JOIN days ON days.device_id = r.device_id
+ WHERE r.ts >= (days.first_day::timestamp AT TIME ZONE days.time_zone)
+   AND r.ts < ((days.last_day + 1)::timestamp AT TIME ZONE days.time_zone)
+ GROUP BY 1, 2, 3, 4, 5;
+"""
+
+# -- TimescaleDB -----------------------------------------------------------------------------
+
+_TIMESCALE_TABLES = """
+SELECT create_hypertable('readings', 'ts', chunk_time_interval => %(chunk)s::interval,
+                         if_not_exists => true, migrate_data => true);
+SELECT create_hypertable('device_events', 'ts', chunk_time_interval => %(chunk)s::interval,
+                         if_not_exists => true, migrate_data => true);
+-- One compressed segment per device; inside it rows run by metric then time, so
+-- a metric's values sit together (delta-of-delta and Gorilla encoding pay most).
+ALTER TABLE readings SET (timescaledb.compress,
+                          timescaledb.compress_segmentby = 'device_id',
+                          timescaledb.compress_orderby = 'metric, ts DESC');
+ALTER TABLE device_events SET (timescaledb.compress,
+                               timescaledb.compress_segmentby = 'device_id',
+                               timescaledb.compress_orderby = 'ts DESC, event');
+SELECT add_compression_policy('readings', compress_after => %(compress)s::interval,
+                              if_not_exists => true);
+SELECT add_compression_policy('device_events', compress_after => %(compress)s::interval,
+                              if_not_exists => true);
+SELECT add_retention_policy('readings', drop_after => %(raw)s::interval, if_not_exists => true);
+SELECT add_retention_policy('device_events', drop_after => %(raw)s::interval,
+                            if_not_exists => true);
+"""
+# Created WITH NO DATA: a continuous aggregate cannot be filled inside a transaction.
+# materialized_only = false: queries add the not yet materialised recent rows.
+_CAGG_HOURLY = """
+CREATE MATERIALIZED VIEW rollup_hourly
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT device_id, metric, time_bucket(INTERVAL '1 hour', ts) AS bucket,
+       count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+       last(value, ts) AS last, max(ts) AS last_ts
+  FROM readings
+ GROUP BY device_id, metric, time_bucket(INTERVAL '1 hour', ts)
+WITH NO DATA
+"""
+_CAGG_DAILY = """
+CREATE MATERIALIZED VIEW rollup_daily
+WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT device_id, metric, time_bucket(INTERVAL '1 day', ts, {tz}) AS bucket,
+       count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+       last(value, ts) AS last, max(ts) AS last_ts
+  FROM readings
+ GROUP BY device_id, metric, time_bucket(INTERVAL '1 day', ts, {tz})
+WITH NO DATA
+"""
+# The refresh window starts inside raw retention (core.storage.ROLLUP_REFRESH_MARGIN):
+# refreshing a bucket whose raw chunks were dropped would empty it.
+_CAGG_POLICIES = """
+SELECT add_continuous_aggregate_policy('rollup_hourly',
+    start_offset => %(refresh_start)s::interval, end_offset => INTERVAL '1 hour',
+    schedule_interval => INTERVAL '30 minutes', if_not_exists => true);
+SELECT add_continuous_aggregate_policy('rollup_daily',
+    start_offset => %(refresh_start)s::interval, end_offset => INTERVAL '1 hour',
+    schedule_interval => INTERVAL '1 hour', if_not_exists => true);
+SELECT add_retention_policy('rollup_hourly', drop_after => %(hourly)s::interval,
+                            if_not_exists => true);
+SELECT add_retention_policy('rollup_daily', drop_after => %(daily)s::interval,
+                            if_not_exists => true);
+"""
+
+# -- the contract both paths share -------------------------------------------------------------
+
+_VIEWS = """
+CREATE VIEW readings_1h AS
+SELECT device_id, metric, bucket, count, sum, sum / count AS avg, min, max, last, last_ts
+  FROM rollup_hourly;
+CREATE VIEW readings_1d AS
+SELECT device_id, metric, {day} AS day, {tz} AS time_zone, bucket,
+       count, sum, sum / count AS avg, min, max, last, last_ts
+  FROM rollup_daily;
+"""
+
+
+def timescaledb_available(conn: Conn) -> bool:
+    """TimescaleDB can be used here: installed, or available and preloaded."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb'),"
+        " EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
+        " current_setting('shared_preload_libraries') ~ 'timescaledb'"
+    ).fetchone()
+    assert row is not None
+    installed, available, preloaded = (bool(v) for v in row)
+    if available and not preloaded and not installed:
+        _LOG.warning(
+            "TimescaleDB is available but not in shared_preload_libraries: using plain PostgreSQL"
+        )
+    return installed or (available and preloaded)
+
+
+def detect_path(conn: Conn) -> StoragePath:
+    forced_row = conn.execute("SELECT current_setting(%s, true)", (FORCE_SETTING,)).fetchone()
+    forced = (forced_row[0] if forced_row else None) or ""
+    if forced:
+        try:
+            path = StoragePath(forced)
+        except ValueError:
+            raise ConfigurationError(
+                f"{FORCE_SETTING} = {forced!r}: use 'postgresql' or 'timescaledb'"
+            ) from None
+        if path is StoragePath.TIMESCALEDB and not timescaledb_available(conn):
+            raise ConfigurationError(
+                f"{FORCE_SETTING} asks for TimescaleDB but the server cannot load it"
+            )
+        return path
+    return StoragePath.TIMESCALEDB if timescaledb_available(conn) else StoragePath.POSTGRESQL
+
+
+def read_config(conn: Conn) -> StorageConfig:
+    row = conn.execute(_CONFIG).fetchone()
+    if row is None:
+        raise ConfigurationError("storage_config is empty: run `smartcommunity db upgrade`")
+    path, chunk, compress, raw, hourly, daily, ahead, tz = row
+    return StorageConfig(
+        path=StoragePath(path),
+        chunk_interval=chunk,
+        compress_after=compress,
+        raw_retention=raw,
+        hourly_retention=hourly,
+        daily_retention=daily,
+        partitions_ahead=int(ahead),
+        daily_time_zone=str(tz),
+    )
+
+
+def install(conn: Conn) -> None:
+    """Build the path-specific storage; runs inside migration 0002's transaction."""
+    path = detect_path(conn)
+    conn.execute("UPDATE storage_config SET path = %s", (path.value,))
+    config = read_config(conn)
+    if path is StoragePath.TIMESCALEDB:
+        _install_timescaledb(conn, config)
+    else:
+        _install_postgresql(conn, config)
+    _LOG.info("storage path: %s", path.value)
+
+
+def _install_postgresql(conn: Conn, config: StorageConfig) -> None:
+    conn.execute(_PLAIN_TABLES.encode())
+    now = datetime.now(UTC)
+    for table in PARTITIONED_TABLES:
+        script = sql.SQL(_PLAIN_CARRY_OVER).format(
+            old=sql.Identifier(f"{table}_v1"), new=sql.Identifier(table)
+        )
+        _run(
+            conn,
+            script.as_string(conn),
+            {
+                "table": table,
+                "cutoff": now - config.raw_retention,
+                "today": now.date(),
+                "ahead": config.partitions_ahead,
+            },
+        )
+    _create_views(conn, daily_time_zone=None)
+    rebuild_rollups(conn, datetime(1970, 1, 1, tzinfo=UTC), now + timedelta(days=2))
+
+
+def _install_timescaledb(conn: Conn, config: StorageConfig) -> None:
+    conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    _run(conn, _TIMESCALE_TABLES, _durations(config))
+    tz = sql.Literal(config.daily_time_zone)
+    conn.execute(sql.SQL(_CAGG_HOURLY))
+    conn.execute(sql.SQL(_CAGG_DAILY).format(tz=tz))
+    _run(conn, _CAGG_POLICIES, _durations(config))
+    _create_views(conn, daily_time_zone=config.daily_time_zone)
+    has_rows = conn.execute("SELECT EXISTS (SELECT FROM readings)").fetchone()
+    if has_rows and has_rows[0]:
+        conn.execute("UPDATE storage_config SET rollup_backfill_pending = true")
+
+
+def _run(conn: Conn, script: str, params: dict[str, Any]) -> None:
+    """Run a script of statements with parameters, one statement at a time: the
+    extended protocol that binds parameters takes a single statement."""
+    for statement in script.split(";\n"):
+        if statement.strip() and not _only_comments(statement):
+            conn.execute(statement.encode(), params)
+
+
+def _only_comments(statement: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
+
+
+def _durations(config: StorageConfig) -> dict[str, timedelta]:
+    return {
+        "chunk": config.chunk_interval,
+        "compress": config.compress_after,
+        "raw": config.raw_retention,
+        "hourly": config.hourly_retention,
+        "daily": config.daily_retention,
+        "refresh_start": config.rollup_refresh_start,
+    }
+
+
+def _create_views(conn: Conn, *, daily_time_zone: str | None) -> None:
+    if daily_time_zone is None:  # plain: each row carries its community's zone
+        day: sql.Composable = sql.SQL("day")
+        tz: sql.Composable = sql.SQL("time_zone")
+    else:
+        day = sql.SQL("(bucket AT TIME ZONE {})::date").format(sql.Literal(daily_time_zone))
+        tz = sql.SQL("{}::text").format(sql.Literal(daily_time_zone))
+    conn.execute(sql.SQL(_VIEWS).format(day=day, tz=tz))
+
+
+def rebuild_rollups(conn: Conn, start: datetime, end: datetime) -> None:
+    """Plain path: recompute the rollups covering ``[start, end)`` from raw rows.
+
+    For rows that reached ``readings`` around the ingest writer (a bulk load).
+    Hourly buckets starting in the range are rebuilt, and the local days (of each
+    device's community) that overlap it. Raw rows already dropped by retention
+    are gone: rebuild only ranges inside the raw retention.
+    """
+    lo = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    hi = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if hi < end:
+        hi += timedelta(hours=1)
+    with conn.transaction():
+        _run(conn, _REBUILD_HOURLY, {"start": lo, "end": hi})
+        conn.execute(_REBUILD_DAILY.encode(), {"start": start, "end": end})
+
+
+def after_upgrade(conn: Conn) -> None:
+    """Work that cannot run in a migration's transaction; ``conn`` is in autocommit.
+
+    On TimescaleDB: fill the continuous aggregates from rows carried over.
+    """
+    exists = conn.execute("SELECT to_regclass('storage_config') IS NOT NULL").fetchone()
+    if not (exists and exists[0]):
+        return
+    row = conn.execute("SELECT rollup_backfill_pending FROM storage_config").fetchone()
+    if row is None or not row[0]:
+        return
+    for view in ("rollup_hourly", "rollup_daily"):
+        refresh = "CALL refresh_continuous_aggregate({}, NULL, now() - INTERVAL '1 hour')"
+        conn.execute(sql.SQL(refresh).format(sql.Literal(view)))
+    conn.execute("UPDATE storage_config SET rollup_backfill_pending = false")
+    _LOG.info("continuous aggregates filled from existing readings")

@@ -1,0 +1,170 @@
+"""Keeps plain-PostgreSQL storage in shape; on TimescaleDB its policies do this.
+
+Each pass, under an advisory lock so that one worker at a time does it:
+
+- creates the UTC-day partitions of ``readings`` and ``device_events`` from
+  yesterday to ``partitions_ahead`` days ahead (the gateway accepts device time
+  up to 24 h ahead, so a reading never waits for a partition);
+- moves late rows that landed in a DEFAULT partition (their day had no
+  partition yet) into their day's partition, creating it;
+- drops day partitions wholly older than the raw retention, deletes expired
+  rows left in the DEFAULT partitions, and deletes rollup rows older than their
+  retention.
+
+Each DDL step is its own short transaction with a lock timeout: a long query
+that holds a table makes the step wait for the next pass, never makes writers
+queue behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from core.storage import PARTITIONED_TABLES, StoragePath, partition_day, retention_cutoff_day
+from core.storage_layout import read_config
+
+__all__ = ["MAINTENANCE_EVERY_S", "MaintenanceReport", "MaintenanceTask", "maintain"]
+
+_LOG = logging.getLogger(__name__)
+
+# Hourly: partitions exist a week ahead, so even days of missed passes lose
+# nothing; late rows wait in the DEFAULT partition at most this long.
+MAINTENANCE_EVERY_S = 3600.0
+# How long a DDL step waits for a table lock before giving up until the next pass.
+LOCK_TIMEOUT = "5s"
+# Not the migrations' key: maintenance must not wait for (or block) an upgrade.
+_LOCK_KEY = 0x5C0_0002
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    path: str
+    at: datetime
+    ran: bool = True
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    rollup_rows_deleted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+
+def maintain(conn: Conn, now: datetime | None = None) -> MaintenanceReport:
+    """One pass; ``conn`` must be in autocommit. ``now`` is for tests of retention."""
+    now = now or datetime.now(UTC)
+    config = read_config(conn)
+    report = MaintenanceReport(path=config.path.value, at=now)
+    if config.path is StoragePath.TIMESCALEDB:
+        return report  # TimescaleDB's job scheduler runs the policies
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+    if not (locked and locked[0]):
+        report.ran = False
+        return report
+    try:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        today = partition_day(now)
+        cutoff = retention_cutoff_day(now, config.raw_retention)
+        for table in PARTITIONED_TABLES:
+            days = {today + timedelta(days=n) for n in range(-1, config.partitions_ahead + 1)}
+            days |= _days_in_default(conn, table, cutoff)
+            for day in sorted(d for d in days if d >= cutoff):
+                _step(conn, report, f"create {table} {day}", _ensure, table, day)
+            _step(conn, report, f"retention of {table}", _drop, table, cutoff)
+        for table, keep in (
+            ("rollup_hourly", config.hourly_retention),
+            ("rollup_daily", config.daily_retention),
+        ):
+            _step(conn, report, f"retention of {table}", _expire_rollups, table, now - keep)
+        conn.execute(
+            "UPDATE storage_config SET last_maintenance_at = %s, last_maintenance = %s",
+            (now, Jsonb(report.as_json())),
+        )
+    finally:
+        conn.execute("RESET lock_timeout")
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return report
+
+
+def _step(conn: Conn, report: MaintenanceReport, what: str, func: Any, *args: Any) -> None:
+    """Run one step in its own transaction; a refused step waits for the next pass."""
+    try:
+        with conn.transaction():
+            func(conn, report, *args)
+    except psycopg.errors.LockNotAvailable:
+        report.errors.append(f"{what}: table busy, retried next pass")
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        report.errors.append(f"{what}: {exc.diag.message_primary or exc}")
+        _LOG.warning("storage maintenance: %s failed: %s", what, exc)
+
+
+def _days_in_default(conn: Conn, table: str, cutoff: date) -> set[date]:
+    query = sql.SQL("SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM {} WHERE ts >= %s").format(
+        sql.Identifier(f"{table}_default")
+    )
+    start = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    return {row[0] for row in conn.execute(query, (start,))}
+
+
+def _ensure(conn: Conn, report: MaintenanceReport, table: str, day: date) -> None:
+    row = conn.execute("SELECT sc_ensure_day_partition(%s, %s)", (table, day)).fetchone()
+    if row and row[0]:
+        report.created.append(f"{table}_p{day:%Y%m%d}")
+
+
+def _drop(conn: Conn, report: MaintenanceReport, table: str, cutoff: date) -> None:
+    row = conn.execute("SELECT sc_drop_day_partitions(%s, %s)", (table, cutoff)).fetchone()
+    if row and row[0]:
+        report.dropped.extend(row[0])
+
+
+def _expire_rollups(conn: Conn, report: MaintenanceReport, table: str, before: datetime) -> None:
+    query = sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table))
+    report.rollup_rows_deleted += conn.execute(query, (before,)).rowcount
+
+
+class MaintenanceTask:
+    """Runs ``maintain`` at start and then every ``every_s`` until stopped, on its own
+    connection. A database outage is logged and retried at the next pass."""
+
+    def __init__(self, *, url: str, every_s: float = MAINTENANCE_EVERY_S) -> None:
+        self.url = url
+        self.every_s = every_s
+        self.last: MaintenanceReport | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    self.last = maintain(conn)
+                if self.last.created or self.last.dropped or self.last.errors:
+                    _LOG.info(
+                        "storage maintenance: created %s, dropped %s, errors %s",
+                        self.last.created,
+                        self.last.dropped,
+                        self.last.errors,
+                    )
+            except psycopg.Error as exc:  # the task's boundary: try again next pass
+                _LOG.warning("storage maintenance failed, retrying later: %s", exc)
+            stop.wait(self.every_s)
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(
+            target=self.run, args=(stop,), name="storage-maintenance", daemon=True
+        )
+        thread.start()
+        return thread
