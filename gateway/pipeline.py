@@ -139,12 +139,13 @@ class Pipeline:
             except queue.Empty:
                 self._housekeeping()
                 if stop.is_set():
-                    return
+                    break
                 continue
             if item is None:
-                return
+                break
             self._commit(item, stop)
             self._housekeeping()
+        self._housekeeping(force_metrics=True)  # the last counters outlive the process
 
     # -- intake --------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class Pipeline:
         for dead in result.dead_letters:
             self.counters.reject(dead.reason)
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, *, force_metrics: bool = False) -> None:
         now = time.monotonic()
         self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + self._handoff.qsize())
         if self.listeners and now - self._ticked >= TICK_EVERY_S:
@@ -264,7 +265,9 @@ class Pipeline:
             wall = datetime.now(UTC)
             for listener in self.listeners:
                 listener.tick(wall)
-        if self._save_metrics is None or now - self._metrics_saved < METRICS_EVERY_S:
+        if self._save_metrics is None:
+            return
+        if not force_metrics and now - self._metrics_saved < METRICS_EVERY_S:
             return
         self._metrics_saved = now
         self.counters.set("reconnects_total", self.bridge.reconnects)

@@ -7,8 +7,12 @@ project ships (persistence on, queue limits raised).
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -32,46 +36,89 @@ DEVICES = 200
 METRICS = 3  # heart_rate, spo2, battery per message
 
 
-def _exactly_once(url: str, messages: int) -> None:
-    assert count(url) == messages * METRICS
-    # Every (device, seq) made it, each once: nothing lost and nothing doubled.
-    assert count(url, "SELECT count(DISTINCT (device_id, seq)) FROM readings") == messages
-    assert count(url, "SELECT count(*) FROM dead_letters") == 0
+@dataclass
+class Rig:
+    """A registered community, a pipeline process and a publisher on a private broker."""
+
+    url: str
+    community: str
+    devices: list[str]
+    env: dict[str, str]
+    log: Path
+    publisher: Publisher
+    proc: subprocess.Popen[bytes]
+    # An hour back: the stream's device times never run into the future limit.
+    base_ms: int = field(default_factory=lambda: int(time.time() * 1000) - 3_600_000)
+
+    def start_pipeline(self) -> None:
+        self.proc = start_pipeline_process(self.env, self.log)
+
+    def send(self, messages: int, *, start: int = 0, pause_every: int = 0) -> None:
+        stream(
+            self.publisher,
+            self.community,
+            self.devices,
+            messages,
+            self.base_ms,
+            start=start,
+            pause_every=pause_every,
+        )
+
+    def rows(self) -> int:
+        return count(self.url)
+
+    def wait_rows(self, rows: int, what: str) -> None:
+        wait_for(lambda: self.rows() >= rows, 120, what)
+        time.sleep(1)  # anything extra (a duplicate) would show up now
+
+    def assert_exactly_once(self, messages: int) -> None:
+        assert self.rows() == messages * METRICS
+        # Every (device, seq) made it, each once: nothing lost and nothing doubled.
+        distinct = count(self.url, "SELECT count(DISTINCT (device_id, seq)) FROM readings")
+        assert distinct == messages
+        assert count(self.url, "SELECT count(*) FROM dead_letters") == 0
+
+
+@contextmanager
+def rig(url: str, broker: EmbeddedBroker, name: str, tmp_path: Path, **env: str) -> Iterator[Rig]:
+    devices = [f"{name}-{n}" for n in range(DEVICES)]
+    register(url, name, devices)
+    log = tmp_path / "pipeline.log"
+    publisher = Publisher(broker.url, f"pub-{name}")
+    pipe_env = pipeline_env(url, broker.url, f"pipe-{name}", name, **env)
+    the_rig = Rig(
+        url=url,
+        community=name,
+        devices=devices,
+        env=pipe_env,
+        log=log,
+        publisher=publisher,
+        proc=start_pipeline_process(pipe_env, log),
+    )
+    try:
+        wait_for(lambda: " running" in log.read_text(), 30, "the pipeline to subscribe")
+        yield the_rig
+    finally:
+        publisher.close()
+        stop_process(the_rig.proc)
 
 
 def test_kill_9_mid_stream_then_restart_stores_everything_once(
     fresh_database_url: str, private_broker: EmbeddedBroker, unique_id: str, tmp_path: Path
 ) -> None:
     messages = 20_000
-    community, devices = f"k{unique_id}", [f"k{unique_id}-{n}" for n in range(DEVICES)]
-    register(fresh_database_url, community, devices)
-    env = pipeline_env(fresh_database_url, private_broker.url, f"kill-{unique_id}", community)
-    log = tmp_path / "pipeline.log"
-    proc = start_pipeline_process(env, log)
-    publisher = Publisher(private_broker.url, f"pub-{unique_id}")
-    base = int(time.time() * 1000) - 3_600_000
-    try:
-        wait_for(lambda: " running" in log.read_text(), 30, "the pipeline to subscribe")
-        sender = threading.Thread(
-            target=stream,
-            args=(publisher, community, devices, messages, base),
-            kwargs={"pause_every": 500},
-        )
+    with rig(fresh_database_url, private_broker, f"k{unique_id}", tmp_path) as r:
+        sender = threading.Thread(target=r.send, args=(messages,), kwargs={"pause_every": 500})
         sender.start()
-        wait_for(lambda: count(fresh_database_url) >= messages * METRICS // 4, 60, "a quarter")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        stored_at_kill = count(fresh_database_url)
-        assert stored_at_kill < messages * METRICS, "the kill came too late to test anything"
+        wait_for(lambda: r.rows() >= messages * METRICS // 4, 60, "a quarter of the rows")
+        r.proc.send_signal(signal.SIGKILL)
+        r.proc.wait(10)
+        assert r.rows() < messages * METRICS, "the kill came too late to test anything"
         sender.join(120)
-        publisher.flush()
-        proc = start_pipeline_process(env, log)
-        wait_for(lambda: count(fresh_database_url) >= messages * METRICS, 120, "every row")
-        time.sleep(1)  # anything extra would show up now
-    finally:
-        publisher.close()
-        stop_process(proc)
-    _exactly_once(fresh_database_url, messages)
+        r.publisher.flush()
+        r.start_pipeline()
+        r.wait_rows(messages * METRICS, "every row after the restart")
+        r.assert_exactly_once(messages)
 
 
 def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
@@ -81,72 +128,49 @@ def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
     tmp_path: Path,
 ) -> None:
     messages = 6_000
-    url = private_postgres.url
-    community, devices = f"p{unique_id}", [f"p{unique_id}-{n}" for n in range(DEVICES)]
-    register(url, community, devices)
-    env = pipeline_env(url, private_broker.url, f"pg-{unique_id}", community)
-    log = tmp_path / "pipeline.log"
-    proc = start_pipeline_process(env, log)
-    publisher = Publisher(private_broker.url, f"pub-{unique_id}")
-    base = int(time.time() * 1000) - 3_600_000
-    try:
-        wait_for(lambda: " running" in log.read_text(), 30, "the pipeline to subscribe")
-        stream(publisher, community, devices, messages // 2, base, pause_every=200)
-        wait_for(lambda: count(url) > 0, 60, "the first rows")
+    with rig(private_postgres.url, private_broker, f"p{unique_id}", tmp_path) as r:
+        r.send(messages // 2, pause_every=200)
+        wait_for(lambda: r.rows() > 0, 60, "the first rows")
         private_postgres.stop()
         outage_started = time.monotonic()
         # Keep publishing into the outage: these must wait at the broker, not vanish.
-        stream(publisher, community, devices, messages // 2, base, start=messages // 2)
-        publisher.flush()
+        r.send(messages // 2, start=messages // 2)
+        r.publisher.flush()
         time.sleep(max(0.0, 10 - (time.monotonic() - outage_started)))
-        assert proc.poll() is None, "the pipeline died during the outage"
+        assert r.proc.poll() is None, "the pipeline died during the outage"
         private_postgres.start()
-        wait_for(lambda: count(url) >= messages * METRICS, 120, "every row after the outage")
-        time.sleep(1)
-    finally:
-        publisher.close()
-        stop_process(proc)
-    _exactly_once(url, messages)
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT (counters->>'database_errors_total')::int FROM pipeline_metrics"
-        ).fetchone()
-    # Saved every few seconds: present unless the run was shorter than that.
-    assert row is None or row[0] >= 0
+        r.wait_rows(messages * METRICS, "every row after the outage")
+        r.assert_exactly_once(messages)
+        stop_process(r.proc)  # a clean stop saves the final counters
+        with psycopg.connect(private_postgres.url) as conn:
+            row = conn.execute(
+                "SELECT (counters->>'database_errors_total')::int FROM pipeline_metrics"
+            ).fetchone()
+        assert row is not None
+        assert row[0] >= 1, "the pipeline never saw the outage: the test proved nothing"
 
 
 def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
     fresh_database_url: str, private_broker: EmbeddedBroker, unique_id: str, tmp_path: Path
 ) -> None:
     messages = 10_000
-    community, devices = f"b{unique_id}", [f"b{unique_id}-{n}" for n in range(DEVICES)]
-    register(fresh_database_url, community, devices)
-    env = pipeline_env(
+    # Small batches and a small window keep a backlog queued at the broker when it restarts.
+    with rig(
         fresh_database_url,
-        private_broker.url,
-        f"brk-{unique_id}",
-        community,
-        # Small, slow batches keep a backlog queued at the broker when it restarts.
+        private_broker,
+        f"b{unique_id}",
+        tmp_path,
         SC_INGEST__BATCH_SIZE="200",
         SC_GATEWAY__RECEIVE_MAXIMUM="400",
-    )
-    log = tmp_path / "pipeline.log"
-    proc = start_pipeline_process(env, log)
-    publisher = Publisher(private_broker.url, f"pub-{unique_id}")
-    base = int(time.time() * 1000) - 3_600_000
-    try:
-        wait_for(lambda: " running" in log.read_text(), 30, "the pipeline to subscribe")
-        stream(publisher, community, devices, messages // 2, base)
-        publisher.flush()
+    ) as r:
+        r.send(messages // 2)
+        r.publisher.flush()
         private_broker.restart()
         time.sleep(0.5)  # the publisher notices the drop before we wait for its return
-        publisher.wait_connected()
-        stream(publisher, community, devices, messages // 2, base, start=messages // 2)
-        publisher.flush(timeout=120)
-        wait_for(lambda: count(fresh_database_url) >= messages * METRICS, 120, "every row")
-        time.sleep(1)
-        assert proc.poll() is None, "the pipeline died with the broker"
-    finally:
-        publisher.close()
-        stop_process(proc)
-    _exactly_once(fresh_database_url, messages)
+        r.publisher.wait_connected()
+        r.send(messages // 2, start=messages // 2)
+        r.publisher.flush(timeout=120)
+        r.wait_rows(messages * METRICS, "every row")
+        assert r.proc.poll() is None, "the pipeline died with the broker"
+        r.assert_exactly_once(messages)
+        assert "disconnected from broker" in r.log.read_text()
