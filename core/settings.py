@@ -11,7 +11,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "GatewaySettings", "IngestSettings", "Settings", "ValidationSettings"]
+__all__ = [
+    "AlertSettings",
+    "ApiSettings",
+    "GatewaySettings",
+    "IngestSettings",
+    "Settings",
+    "ValidationSettings",
+]
 
 
 class GatewaySettings(BaseModel):
@@ -53,6 +60,27 @@ class ValidationSettings(BaseModel):
     max_future_s: int = Field(default=24 * 3600, ge=0)
 
 
+class AlertSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # The rule engine runs inside the pipeline; off gives a pure-ingest worker.
+    enabled: bool = True
+    # Timers (for-durations, absence, follow-ups, escalation) fire at this resolution.
+    tick_s: float = Field(default=0.5, gt=0, le=60)
+    # How often rule and maintenance changes are looked for (no restart needed).
+    reload_s: float = Field(default=1.0, gt=0, le=300)
+    # Flood control (ISA-18.2: >= 10 alarms in 10 min per operator is a flood).
+    flood_threshold: int = Field(default=10, ge=2)
+    flood_window_s: float = Field(default=600.0, gt=0)
+    # Webhook deliveries: attempts before the dead letter, and the backoff bounds.
+    webhook_attempts: int = Field(default=6, ge=1, le=50)
+    webhook_backoff_min_s: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=300.0, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Publish alerts to community/{id}/alerts/{severity} on the broker.
+    mqtt_publish: bool = True
+
+
 class ApiSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -77,6 +105,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
     api: ApiSettings = ApiSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("mqtt_url")
     @classmethod

@@ -1,0 +1,150 @@
+"""The rule engine's pure heart: ``evaluate(batch, state, now) -> (changes, state)``.
+
+No I/O and no clock of its own: the caller passes the batch, the state and the
+time, and gets back the alert changes and the state. Persistence, notification
+and the wall clock sit at the edges (``alerts.service``). The state is updated
+in place and returned: copying every rule's windows per batch would cost more
+than evaluating it; a caller that wants the old state keeps a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from alerts.absence import AbsenceEvaluator
+from alerts.correlation import CorrelationEvaluator
+from alerts.evaluator import Context, Evaluator
+from alerts.events import CountEvaluator, EventEvaluator
+from alerts.model import AlertChange, Directory, Observations
+from alerts.rate import RateEvaluator
+from alerts.state import EngineState, RuleState
+from alerts.threshold import ThresholdEvaluator
+from core.rules import (
+    AbsenceRule,
+    CorrelationRule,
+    CountRule,
+    EventRule,
+    RateRule,
+    Rule,
+    ThresholdRule,
+)
+
+__all__ = ["Engine", "build_evaluator"]
+
+
+def build_evaluator(rule: Rule) -> Evaluator:
+    if isinstance(rule, ThresholdRule):
+        return ThresholdEvaluator(rule)
+    if isinstance(rule, RateRule):
+        return RateEvaluator(rule)
+    if isinstance(rule, AbsenceRule):
+        return AbsenceEvaluator(rule)
+    if isinstance(rule, CountRule):
+        return CountEvaluator(rule)
+    if isinstance(rule, EventRule):
+        return EventEvaluator(rule)
+    if isinstance(rule, CorrelationRule):
+        return CorrelationEvaluator(rule)
+    raise TypeError(f"no evaluator for {type(rule).__name__}")
+
+
+class Engine:
+    """The enabled rules, indexed by the metrics and events they read."""
+
+    def __init__(self, rules: Iterable[Rule], directory: Directory | None = None) -> None:
+        self.directory: Directory = directory if directory is not None else {}
+        self.evaluators: dict[str, Evaluator] = {
+            rule.id: build_evaluator(rule) for rule in rules if rule.enabled
+        }
+        self._by_metric: dict[str, list[Evaluator]] = {}
+        self._by_event: dict[str, list[Evaluator]] = {}
+        self._watchers: dict[str, list[EventEvaluator]] = {}
+        self._absence: list[AbsenceEvaluator] = []
+        for evaluator in self.evaluators.values():
+            for metric in evaluator.metrics():
+                self._by_metric.setdefault(metric, []).append(evaluator)
+            for event in dict.fromkeys(evaluator.events()):
+                self._by_event.setdefault(event, []).append(evaluator)
+            if isinstance(evaluator, EventEvaluator):
+                for metric in evaluator.watched():
+                    self._watchers.setdefault(metric, []).append(evaluator)
+            if isinstance(evaluator, AbsenceEvaluator):
+                self._absence.append(evaluator)
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [e.rule for e in self.evaluators.values()]
+
+    def _rs(self, state: EngineState, evaluator: Evaluator) -> RuleState[Any]:
+        return state.rule(evaluator.rule.id, evaluator.new_state)
+
+    def evaluate(
+        self, batch: Observations, state: EngineState, now: float
+    ) -> tuple[list[AlertChange], EngineState]:
+        ctx = Context(self.directory, now, state)
+        if batch.seen:
+            state.presence.update(batch.seen)
+            for absence in self._absence:
+                absence.seen(self._rs(state, absence), batch.seen, ctx)
+        for event in batch.events:
+            for evaluator in self._by_event.get(event.event, ()):
+                if evaluator.applies(event.device):
+                    evaluator.on_event(event, self._rs(state, evaluator), ctx)
+        for (device_class, metric), group in batch.readings.items():
+            for evaluator in self._by_metric.get(metric, ()):
+                if evaluator.device_class in (None, device_class):
+                    evaluator.on_readings(metric, group, self._rs(state, evaluator), ctx)
+            watchers = self._watchers.get(metric)
+            if watchers:
+                self._watch(state, ctx, metric, group.device_ids, group.ts, group.values, watchers)
+        return ctx.changes, state
+
+    def _watch(
+        self,
+        state: EngineState,
+        ctx: Context,
+        metric: str,
+        ids: Sequence[str],
+        ts: Sequence[float],
+        values: Sequence[float],
+        watchers: list[EventEvaluator],
+    ) -> None:
+        for watcher in watchers:
+            rs = self._rs(state, watcher)
+            if not rs.entries:
+                continue
+            pending = {e.device_id for e in rs.entries.values() if e.deadline is not None}
+            for i, device_id in enumerate(ids):
+                if device_id in pending:
+                    watcher.on_watched(rs, ctx, device_id, ts[i], values[i])
+        last = state.last_values
+        for device_id, value in zip(ids, values, strict=True):
+            last[device_id, metric] = value
+
+    def tick(self, state: EngineState, now: float) -> tuple[list[AlertChange], EngineState]:
+        """Let time pass with no new data: timers, windows, absence, follow-ups."""
+        ctx = Context(self.directory, now, state)
+        for evaluator in self.evaluators.values():
+            evaluator.tick(self._rs(state, evaluator), ctx)
+        return ctx.changes, state
+
+    # -- restart -----------------------------------------------------------------
+
+    def restore(
+        self,
+        state: EngineState,
+        persisted: Iterable[tuple[str, str, Mapping[str, Any]]],
+        active: Iterable[tuple[str, str, float]],
+    ) -> EngineState:
+        """Load persisted entries, then mark what has an active alert as firing."""
+        for rule_id, subject, data in persisted:
+            evaluator = self.evaluators.get(rule_id)
+            if evaluator is None or not evaluator.persistent:
+                continue
+            self._rs(state, evaluator).load(subject, evaluator.entry_from_json(data))
+        for rule_id, subject, since in active:
+            evaluator = self.evaluators.get(rule_id)
+            if evaluator is not None:
+                evaluator.mark_firing(self._rs(state, evaluator), subject, since)
+        return state

@@ -1,0 +1,177 @@
+"""What the engine reads and what it says: observations in, alert changes out.
+
+Times are float epoch seconds inside the engine (cheap to compare, and what
+numpy vectorises); datetimes exist only at its edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.models import DeviceEvent, Reading
+from core.rules import Rule, Severity
+
+__all__ = [
+    "AlertChange",
+    "ChangeKind",
+    "DeviceInfo",
+    "Directory",
+    "EventObs",
+    "Observations",
+    "ReadingColumns",
+    "building_subject",
+    "community_subject",
+    "device_subject",
+    "observations",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device as the engine needs it (registry row plus its community's zone)."""
+
+    device_id: str
+    community_id: str
+    device_class: str
+    expected_interval_s: float
+    building: str | None = None
+    time_zone: str = "Asia/Shanghai"
+    state: str = "active"
+
+
+Directory = Mapping[str, DeviceInfo]
+
+
+def device_subject(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def building_subject(community_id: str, building: str) -> str:
+    return f"building:{community_id}/{building}"
+
+
+def community_subject(community_id: str) -> str:
+    return f"community:{community_id}"
+
+
+@dataclass(slots=True)
+class ReadingColumns:
+    """Readings of one (device class, metric) in a batch, column-wise."""
+
+    device_ids: list[str] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    _ts: FloatArray | None = None
+    _values: FloatArray | None = None
+    _rows: dict[str, list[int]] | None = None
+
+    def ts_array(self) -> FloatArray:
+        if self._ts is None:
+            self._ts = np.asarray(self.ts, dtype=np.float64)
+        return self._ts
+
+    def value_array(self) -> FloatArray:
+        if self._values is None:
+            self._values = np.asarray(self.values, dtype=np.float64)
+        return self._values
+
+    def rows_by_device(self) -> dict[str, list[int]]:
+        """Row indices of each device, built once per group and only when asked."""
+        if self._rows is None:
+            rows: dict[str, list[int]] = {}
+            for i, device in enumerate(self.device_ids):
+                rows.setdefault(device, []).append(i)
+            self._rows = rows
+        return self._rows
+
+
+@dataclass(frozen=True, slots=True)
+class EventObs:
+    device: DeviceInfo
+    event: str
+    ts: float
+    data: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Observations:
+    """One committed batch, arranged for the engine."""
+
+    readings: dict[tuple[str, str], ReadingColumns] = field(default_factory=dict)
+    events: list[EventObs] = field(default_factory=list)
+    # Newest sign of life per device (telemetry or event; never a retained status).
+    seen: dict[str, float] = field(default_factory=dict)
+    # Devices not in the directory (registered since it was loaded).
+    unknown: set[str] = field(default_factory=set)
+
+
+def _event_time(ts: datetime, received_at: datetime) -> float:
+    # A device clock ahead of ours must not push timers into the future.
+    return min(ts.timestamp(), received_at.timestamp())
+
+
+def observations(
+    items: Iterable[tuple[str, list[Reading], DeviceEvent | None]], directory: Directory
+) -> Observations:
+    """Arrange (device id, readings, event) triples for ``Engine.evaluate``."""
+    obs = Observations()
+    groups = obs.readings
+    seen = obs.seen
+    for device_id, readings, event in items:
+        info = directory.get(device_id)
+        if info is None:
+            obs.unknown.add(device_id)
+            continue
+        newest = seen.get(device_id, 0.0)
+        cls = info.device_class
+        for r in readings:
+            t = _event_time(r.ts, r.received_at)
+            key = (cls, r.metric)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = ReadingColumns()
+            group.device_ids.append(device_id)
+            group.ts.append(t)
+            group.values.append(r.value)
+            if t > newest:
+                newest = t
+        if event is not None:
+            t = _event_time(event.ts, event.received_at)
+            obs.events.append(EventObs(info, event.event, t, event.data))
+            if t > newest:
+                newest = t
+        if newest:
+            seen[device_id] = newest
+    return obs
+
+
+class ChangeKind(StrEnum):
+    RAISE = "raise"  # open, or count an occurrence of the open one; may raise severity
+    CLEAR = "clear"  # the condition ended (auto-resolve when the rule says so)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    kind: ChangeKind
+    rule: Rule
+    subject: str
+    community_id: str
+    at: float
+    severity: Severity
+    title: str
+    device_id: str | None = None
+    building: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id

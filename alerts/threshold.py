@@ -1,0 +1,185 @@
+"""Threshold rules: a `for` duration, separate raise and clear levels, consecutive counts.
+
+The batch is filtered with numpy first: only devices with a breaching reading
+or a subject already pending/firing are stepped one reading at a time. A
+normal reading of an idle device costs one vectorised comparison.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from alerts.evaluator import Context, Evaluator, in_schedule
+from alerts.model import DeviceInfo, ReadingColumns, device_subject
+from alerts.state import RuleState
+from core.rules import ThresholdRule
+
+__all__ = ["ThresholdEntry", "ThresholdEvaluator"]
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+@dataclass(slots=True)
+class ThresholdEntry:
+    device_id: str
+    firing: bool = False
+    since: float = 0.0  # first reading of the current breach
+    breaches: int = 0  # consecutive breaching readings
+    clears: int = 0  # consecutive clearing readings while firing
+    last_ts: float = float("-inf")
+    last_breach: bool = False
+    value: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ThresholdEvaluator(Evaluator):
+    rule: ThresholdRule
+
+    def __init__(self, rule: ThresholdRule) -> None:
+        super().__init__(rule)
+        self._op = _OPS[rule.op]
+        self._raise = rule.raise_
+        self._clear = rule.clear_level
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.rule.metric,)
+
+    def entry_from_json(self, data: Mapping[str, Any]) -> ThresholdEntry:
+        return ThresholdEntry(**data)
+
+    def mark_firing(self, rs: RuleState[Any], subject: str, since: float) -> None:
+        entry = rs.get(subject)
+        if entry is None or not entry.firing:
+            device_id = subject.removeprefix("device:")
+            rs.load(subject, ThresholdEntry(device_id, firing=True, since=since, last_ts=since))
+
+    # -- readings ------------------------------------------------------------
+
+    def on_readings(
+        self, metric: str, group: ReadingColumns, rs: RuleState[ThresholdEntry], ctx: Context
+    ) -> None:
+        breach = self._op(group.value_array(), self._raise)
+        hits = np.flatnonzero(breach)
+        if not len(hits) and not rs.entries:
+            return  # the common case: nothing breaches, nothing pending
+        ids = group.device_ids
+        candidates = {ids[i] for i in hits}
+        if rs.entries:
+            rows = group.rows_by_device()
+            candidates.update(e.device_id for e in rs.entries.values() if e.device_id in rows)
+        if not candidates:
+            return
+        rows = group.rows_by_device()
+        ts, values = group.ts, group.values
+        directory = ctx.directory
+        for device_id in candidates:
+            info = directory.get(device_id)
+            if info is None or not self.applies(info):
+                continue
+            subject = device_subject(device_id)
+            for i in sorted(rows[device_id], key=ts.__getitem__):
+                self._step(ctx, rs, subject, info, ts[i], values[i])
+
+    def _step(
+        self,
+        ctx: Context,
+        rs: RuleState[ThresholdEntry],
+        subject: str,
+        info: DeviceInfo,
+        ts: float,
+        value: float,
+    ) -> None:
+        rule = self.rule
+        entry = rs.get(subject)
+        if entry is not None and ts <= entry.last_ts:
+            return  # late or repeated reading: timers never run backwards
+        scheduled = in_schedule(rule.schedule, ts, info.time_zone)
+        breach = scheduled and bool(self._op(value, self._raise))
+        if entry is None:
+            if not breach:
+                return
+            entry = ThresholdEntry(info.device_id)
+        entry.last_ts, entry.last_breach, entry.value = ts, breach, value
+        if entry.firing:
+            if scheduled and self._op(value, self._clear):
+                if entry.clears:  # still past the clear level: hysteresis holds
+                    entry.clears = 0
+                    rs.touch(subject)
+                return
+            entry.clears += 1
+            if entry.clears >= rule.min_clears or not scheduled:
+                rs.drop(subject)
+                self.clear(ctx, info, ts, details={"value": value})
+            else:
+                rs.touch(subject)
+            return
+        if not breach:
+            rs.drop(subject)  # the breach ended before it counted
+            return
+        if entry.breaches == 0:
+            entry.since = ts
+        entry.breaches += 1
+        rs.put(subject, entry)
+        self._maybe_fire(ctx, rs, subject, info, entry, ts)
+
+    def _maybe_fire(
+        self,
+        ctx: Context,
+        rs: RuleState[ThresholdEntry],
+        subject: str,
+        info: DeviceInfo,
+        entry: ThresholdEntry,
+        now: float,
+    ) -> None:
+        rule = self.rule
+        if entry.breaches < rule.min_breaches or now - entry.since < rule.for_:
+            return
+        entry.firing = True
+        entry.clears = 0
+        rs.touch(subject)
+        at = max(entry.last_ts, entry.since + rule.for_)
+        self.raise_(
+            ctx,
+            info,
+            at,
+            details={
+                "metric": rule.metric,
+                "value": entry.value,
+                "op": rule.op,
+                "raise": rule.raise_,
+                "since": entry.since,
+                "breaches": entry.breaches,
+            },
+        )
+
+    # -- time ------------------------------------------------------------------
+
+    def tick(self, rs: RuleState[ThresholdEntry], ctx: Context) -> None:
+        """Fire `for` timers that ran out with no newer reading; end schedule windows."""
+        rule = self.rule
+        for subject in rs:
+            entry = rs.entries[subject]
+            info = ctx.directory.get(entry.device_id)
+            if info is None:
+                continue
+            if rule.schedule is not None and not in_schedule(
+                rule.schedule, ctx.now, info.time_zone
+            ):
+                rs.drop(subject)
+                if entry.firing:
+                    self.clear(ctx, info, ctx.now, details={"reason": "schedule window ended"})
+                continue
+            if not entry.firing and entry.last_breach:
+                self._maybe_fire(ctx, rs, subject, info, entry, ctx.now)
