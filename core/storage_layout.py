@@ -34,6 +34,7 @@ __all__ = [
     "install",
     "read_config",
     "rebuild_rollups",
+    "refresh_rollups",
     "timescaledb_available",
 ]
 
@@ -79,8 +80,9 @@ CREATE TABLE device_events (
 ) PARTITION BY RANGE (ts);
 CREATE TABLE device_events_default PARTITION OF device_events DEFAULT;
 
--- Rollups, upserted by the ingest writer from the rows each batch really inserted.
--- avg is sum / count; "last" is the value with the newest device time (last_ts).
+-- Rollups of whole hours, refreshed from raw rows by refresh_rollups (the ingest
+-- maintenance task) for the hours the writer noted in rollup_dirty: like a
+-- continuous aggregate. "last" is the value with the newest device time (last_ts).
 CREATE TABLE rollup_hourly (
     device_id text NOT NULL,
     metric    text NOT NULL,
@@ -92,12 +94,13 @@ CREATE TABLE rollup_hourly (
     last      double precision NOT NULL,
     last_ts   timestamptz NOT NULL,
     PRIMARY KEY (device_id, metric, bucket)
-);
+) WITH (fillfactor = 70);
 -- Retention deletes by bucket; rows arrive roughly in bucket order, so a BRIN
 -- index finds them for a few kilobytes.
 CREATE INDEX rollup_hourly_bucket_brin ON rollup_hourly USING brin (bucket);
 
--- Keyed by the local day of the device's community (communities.time_zone).
+-- Keyed by the local day of the device's community (communities.time_zone),
+-- summed from rollup_hourly.
 CREATE TABLE rollup_daily (
     device_id text NOT NULL,
     metric    text NOT NULL,
@@ -111,8 +114,12 @@ CREATE TABLE rollup_daily (
     last      double precision NOT NULL,
     last_ts   timestamptz NOT NULL,
     PRIMARY KEY (device_id, metric, day)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX rollup_daily_bucket_brin ON rollup_daily USING brin (bucket);
+
+-- Hours that received rows since their rollup was computed; one row per batch
+-- and hour, no index: the refresh reads and empties it every few seconds.
+CREATE TABLE rollup_dirty (hour timestamptz NOT NULL);
 
 -- Creates the UTC-day partition of parent holding day, moving its rows out of
 -- the default partition. Writers wait meanwhile (readers do not), so no row can
@@ -181,38 +188,46 @@ INSERT INTO {new} SELECT * FROM {old};
 DROP TABLE {old};
 """
 
-# Rebuilds the rollups of [start, end) from raw rows: the migration's backfill,
-# and the repair for rows loaded around the writer (a bulk COPY into readings).
-# Daily rows are rebuilt for every local day that overlaps the range.
-_REBUILD_HOURLY = """
-DELETE FROM rollup_hourly WHERE bucket >= %(start)s AND bucket < %(end)s;
+# Claims the complete hours noted dirty, recomputes their hourly rollups from raw
+# rows and the local days containing them (per community zone) from the hourly
+# rollups, and moves the watermark. One transaction: a crash loses no claim. A
+# batch committing meanwhile leaves a dirty row this snapshot did not claim, so
+# its hour is computed again on the next pass.
+_CLAIM = """
+WITH claimed AS (DELETE FROM rollup_dirty WHERE hour < %(upto)s RETURNING hour)
+SELECT DISTINCT hour FROM claimed ORDER BY hour
+"""
+_REFRESH_HOURLY = """
+DELETE FROM rollup_hourly WHERE bucket = ANY(%(hours)s);
 INSERT INTO rollup_hourly (device_id, metric, bucket, count, sum, min, max, last, last_ts)
 SELECT device_id, metric, date_trunc('hour', ts, 'UTC'), count(*), sum(value),
        min(value), max(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)
   FROM readings
- WHERE ts >= %(start)s AND ts < %(end)s
+ WHERE ts >= %(first)s AND ts < %(last)s AND date_trunc('hour', ts, 'UTC') = ANY(%(hours)s)
  GROUP BY 1, 2, 3;
-"""
-_REBUILD_DAILY = """
-WITH days AS (
-    SELECT d.id AS device_id, c.time_zone,
-           (%(start)s::timestamptz AT TIME ZONE c.time_zone)::date AS first_day,
-           (%(end)s::timestamptz AT TIME ZONE c.time_zone)::date AS last_day
-      FROM devices AS d JOIN communities AS c ON c.id = d.community_id
-), gone AS (
-    DELETE FROM rollup_daily AS r USING days
-     WHERE r.device_id = days.device_id AND r.day BETWEEN days.first_day AND days.last_day
-)
+DELETE FROM rollup_daily AS r
+ USING (SELECT DISTINCT z.time_zone, (h AT TIME ZONE z.time_zone)::date AS day
+          FROM (SELECT DISTINCT time_zone FROM communities) AS z,
+               unnest(%(hours)s::timestamptz[]) AS h) AS d
+ WHERE r.time_zone = d.time_zone AND r.day = d.day;
 INSERT INTO rollup_daily
        (device_id, metric, day, time_zone, bucket, count, sum, min, max, last, last_ts)
-SELECT r.device_id, r.metric, (r.ts AT TIME ZONE days.time_zone)::date, days.time_zone,
-       date_trunc('day', r.ts, days.time_zone), count(*), sum(r.value), min(r.value),
-       max(r.value), (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
-  FROM readings AS r JOIN days ON days.device_id = r.device_id
- WHERE r.ts >= (days.first_day::timestamp AT TIME ZONE days.time_zone)
-   AND r.ts < ((days.last_day + 1)::timestamp AT TIME ZONE days.time_zone)
+SELECT h.device_id, h.metric, d.day, d.time_zone, d.day::timestamp AT TIME ZONE d.time_zone,
+       sum(h.count), sum(h.sum), min(h.min), max(h.max),
+       (array_agg(h.last ORDER BY h.last_ts DESC))[1], max(h.last_ts)
+  FROM (SELECT DISTINCT z.time_zone, (h AT TIME ZONE z.time_zone)::date AS day
+          FROM (SELECT DISTINCT time_zone FROM communities) AS z,
+               unnest(%(hours)s::timestamptz[]) AS h) AS d
+  JOIN communities AS c ON c.time_zone = d.time_zone
+  JOIN devices AS v ON v.community_id = c.id
+  JOIN rollup_hourly AS h ON h.device_id = v.id
+   AND h.bucket >= d.day::timestamp AT TIME ZONE d.time_zone
+   AND h.bucket < (d.day + 1)::timestamp AT TIME ZONE d.time_zone
  GROUP BY 1, 2, 3, 4, 5;
 """
+# Hours refreshed per transaction: a backlog (days of downtime, a bulk load) is
+# worked through in steps that each hold few locks for long.
+REFRESH_HOURS_PER_STEP = 24
 
 # -- TimescaleDB -----------------------------------------------------------------------------
 
@@ -276,14 +291,44 @@ SELECT add_retention_policy('rollup_daily', drop_after => %(daily)s::interval,
 
 # -- the contract both paths share -------------------------------------------------------------
 
-_VIEWS = """
+_VIEWS_TIMESCALEDB = """
 CREATE VIEW readings_1h AS
 SELECT device_id, metric, bucket, count, sum, sum / count AS avg, min, max, last, last_ts
   FROM rollup_hourly;
 CREATE VIEW readings_1d AS
-SELECT device_id, metric, {day} AS day, {tz} AS time_zone, bucket,
-       count, sum, sum / count AS avg, min, max, last, last_ts
+SELECT device_id, metric, (bucket AT TIME ZONE {tz})::date AS day, {tz}::text AS time_zone,
+       bucket, count, sum, sum / count AS avg, min, max, last, last_ts
   FROM rollup_daily;
+"""
+# Plain PostgreSQL: materialised hours below the watermark, raw rows above it
+# (what TimescaleDB calls real-time aggregation), so nothing is ever missing.
+_VIEWS_POSTGRESQL = """
+CREATE VIEW readings_1h AS
+SELECT device_id, metric, bucket, count, sum, sum / count AS avg, min, max, last, last_ts
+  FROM rollup_hourly
+ WHERE bucket < (SELECT rollup_watermark FROM storage_config)
+UNION ALL
+SELECT device_id, metric, date_trunc('hour', ts, 'UTC'), count(*), sum(value), avg(value),
+       min(value), max(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)
+  FROM readings
+ WHERE ts >= (SELECT rollup_watermark FROM storage_config)
+ GROUP BY 1, 2, 3;
+CREATE VIEW readings_1d AS
+SELECT device_id, metric, day, time_zone, bucket, sum(count)::bigint AS count,
+       sum(sum) AS sum, sum(sum) / sum(count) AS avg, min(min) AS min, max(max) AS max,
+       (array_agg(last ORDER BY last_ts DESC))[1] AS last, max(last_ts) AS last_ts
+  FROM (SELECT device_id, metric, day, time_zone, bucket, count, sum, min, max, last, last_ts
+          FROM rollup_daily
+        UNION ALL
+        SELECT r.device_id, r.metric, (r.ts AT TIME ZONE c.time_zone)::date, c.time_zone,
+               date_trunc('day', r.ts, c.time_zone), count(*), sum(r.value), min(r.value),
+               max(r.value), (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+          FROM readings AS r
+          JOIN devices AS d ON d.id = r.device_id
+          JOIN communities AS c ON c.id = d.community_id
+         WHERE r.ts >= (SELECT rollup_watermark FROM storage_config)
+         GROUP BY 1, 2, 3, 4, 5) AS parts
+ GROUP BY device_id, metric, day, time_zone, bucket;
 """
 
 
@@ -368,7 +413,12 @@ def _install_postgresql(conn: Conn, config: StorageConfig) -> None:
             },
         )
     _create_views(conn, daily_time_zone=None)
-    rebuild_rollups(conn, datetime(1970, 1, 1, tzinfo=UTC), now + timedelta(days=2))
+    # Every hour with rows is dirty; refresh_rollups (after_upgrade) computes them.
+    conn.execute(
+        "INSERT INTO rollup_dirty (hour)"
+        " SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings"
+    )
+    conn.execute("UPDATE storage_config SET rollup_backfill_pending = true")
 
 
 def _install_timescaledb(conn: Conn, config: StorageConfig) -> None:
@@ -408,42 +458,74 @@ def _durations(config: StorageConfig) -> dict[str, timedelta]:
 
 
 def _create_views(conn: Conn, *, daily_time_zone: str | None) -> None:
-    if daily_time_zone is None:  # plain: each row carries its community's zone
-        day: sql.Composable = sql.SQL("day")
-        tz: sql.Composable = sql.SQL("time_zone")
+    if daily_time_zone is None:
+        conn.execute(_VIEWS_POSTGRESQL.encode())
     else:
-        day = sql.SQL("(bucket AT TIME ZONE {})::date").format(sql.Literal(daily_time_zone))
-        tz = sql.SQL("{}::text").format(sql.Literal(daily_time_zone))
-    conn.execute(sql.SQL(_VIEWS).format(day=day, tz=tz))
+        tz = sql.Literal(daily_time_zone)
+        conn.execute(sql.SQL(_VIEWS_TIMESCALEDB).format(tz=tz))
 
 
-def rebuild_rollups(conn: Conn, start: datetime, end: datetime) -> None:
-    """Plain path: recompute the rollups covering ``[start, end)`` from raw rows.
+def refresh_rollups(conn: Conn, now: datetime | None = None) -> int:
+    """Plain path: materialise the complete hours noted dirty; return how many.
 
-    For rows that reached ``readings`` around the ingest writer (a bulk load).
-    Hourly buckets starting in the range are rebuilt, and the local days (of each
-    device's community) that overlap it. Raw rows already dropped by retention
-    are gone: rebuild only ranges inside the raw retention.
+    ``conn`` must not be in a transaction (each step commits). Hours of the
+    current hour on are left to the raw side of the views until complete.
     """
-    lo = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    hi = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    if hi < end:
-        hi += timedelta(hours=1)
+    upto = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    done = 0
+    while True:
+        with conn.transaction():
+            hours = [row[0] for row in conn.execute(_CLAIM, {"upto": upto})]
+            if hours:
+                # The rest of a long backlog goes back for the next step.
+                rest, hours = hours[REFRESH_HOURS_PER_STEP:], hours[:REFRESH_HOURS_PER_STEP]
+                if rest:
+                    conn.cursor().executemany(
+                        "INSERT INTO rollup_dirty (hour) VALUES (%s)", [(h,) for h in rest]
+                    )
+                params = {
+                    "hours": hours,
+                    "first": hours[0],
+                    "last": hours[-1] + timedelta(hours=1),
+                }
+                _run(conn, _REFRESH_HOURLY, params)
+                done += len(hours)
+            else:
+                conn.execute(
+                    "UPDATE storage_config SET rollup_watermark = %s WHERE rollup_watermark < %s",
+                    (upto, upto),
+                )
+                return done
+
+
+def rebuild_rollups(conn: Conn, start: datetime, end: datetime) -> int:
+    """Plain path: recompute the rollups of the hours in ``[start, end)`` from raw rows,
+    for rows that reached ``readings`` around the ingest writer (a bulk COPY)."""
     with conn.transaction():
-        _run(conn, _REBUILD_HOURLY, {"start": lo, "end": hi})
-        conn.execute(_REBUILD_DAILY.encode(), {"start": start, "end": end})
+        conn.execute(
+            "INSERT INTO rollup_dirty (hour)"
+            " SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings"
+            " WHERE ts >= %s AND ts < %s",
+            (start, end),
+        )
+    return refresh_rollups(conn)
 
 
 def after_upgrade(conn: Conn) -> None:
     """Work that cannot run in a migration's transaction; ``conn`` is in autocommit.
 
-    On TimescaleDB: fill the continuous aggregates from rows carried over.
+    Fill the rollups from rows carried over: continuous aggregates on
+    TimescaleDB, the rollup tables on plain PostgreSQL.
     """
     exists = conn.execute("SELECT to_regclass('storage_config') IS NOT NULL").fetchone()
     if not (exists and exists[0]):
         return
-    row = conn.execute("SELECT rollup_backfill_pending FROM storage_config").fetchone()
+    row = conn.execute("SELECT rollup_backfill_pending, path FROM storage_config").fetchone()
     if row is None or not row[0]:
+        return
+    if row[1] == StoragePath.POSTGRESQL.value:
+        refresh_rollups(conn)
+        conn.execute("UPDATE storage_config SET rollup_backfill_pending = false")
         return
     for view in ("rollup_hourly", "rollup_daily"):
         refresh = "CALL refresh_continuous_aggregate({}, NULL, now() - INTERVAL '1 hour')"

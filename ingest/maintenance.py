@@ -11,6 +11,9 @@ Each pass, under an advisory lock so that one worker at a time does it:
   rows left in the DEFAULT partitions, and deletes rollup rows older than their
   retention.
 
+More often (``ROLLUP_EVERY_S``) it refreshes the rollups of the complete hours
+the writer noted dirty (``core.storage_layout.refresh_rollups``).
+
 Each DDL step is its own short transaction with a lock timeout: a long query
 that holds a table makes the step wait for the next pass, never makes writers
 queue behind it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,15 +33,24 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.storage import PARTITIONED_TABLES, StoragePath, partition_day, retention_cutoff_day
-from core.storage_layout import read_config
+from core.storage_layout import read_config, refresh_rollups
 
-__all__ = ["MAINTENANCE_EVERY_S", "MaintenanceReport", "MaintenanceTask", "maintain"]
+__all__ = [
+    "MAINTENANCE_EVERY_S",
+    "ROLLUP_EVERY_S",
+    "MaintenanceReport",
+    "MaintenanceTask",
+    "maintain",
+]
 
 _LOG = logging.getLogger(__name__)
 
 # Hourly: partitions exist a week ahead, so even days of missed passes lose
 # nothing; late rows wait in the DEFAULT partition at most this long.
 MAINTENANCE_EVERY_S = 3600.0
+# Late rows reach the rollups of their (already materialised) hour this much
+# later; newer hours are read from raw rows by the views, so they never wait.
+ROLLUP_EVERY_S = 15.0
 # How long a DDL step waits for a table lock before giving up until the next pass.
 LOCK_TIMEOUT = "5s"
 # Not the migrations' key: maintenance must not wait for (or block) an upgrade.
@@ -138,29 +151,48 @@ def _expire_rollups(conn: Conn, report: MaintenanceReport, table: str, before: d
 
 
 class MaintenanceTask:
-    """Runs ``maintain`` at start and then every ``every_s`` until stopped, on its own
-    connection. A database outage is logged and retried at the next pass."""
+    """Refreshes rollups every ``rollup_every_s`` and runs ``maintain`` at start and
+    every ``every_s``, until stopped, on its own connection. Plain PostgreSQL only;
+    on TimescaleDB it checks the path once and returns. A database outage is logged
+    and retried at the next pass."""
 
-    def __init__(self, *, url: str, every_s: float = MAINTENANCE_EVERY_S) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        every_s: float = MAINTENANCE_EVERY_S,
+        rollup_every_s: float = ROLLUP_EVERY_S,
+    ) -> None:
         self.url = url
         self.every_s = every_s
+        self.rollup_every_s = rollup_every_s
         self.last: MaintenanceReport | None = None
 
     def run(self, stop: threading.Event) -> None:
+        next_maintenance = 0.0
         while not stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                    self.last = maintain(conn)
-                if self.last.created or self.last.dropped or self.last.errors:
-                    _LOG.info(
-                        "storage maintenance: created %s, dropped %s, errors %s",
-                        self.last.created,
-                        self.last.dropped,
-                        self.last.errors,
-                    )
+                    if read_config(conn).path is StoragePath.TIMESCALEDB:
+                        return  # its job scheduler runs the policies
+                    if time.monotonic() >= next_maintenance:
+                        self.last = maintain(conn)
+                        next_maintenance = time.monotonic() + self.every_s
+                        self._log(self.last)
+                    refresh_rollups(conn)
             except psycopg.Error as exc:  # the task's boundary: try again next pass
                 _LOG.warning("storage maintenance failed, retrying later: %s", exc)
-            stop.wait(self.every_s)
+            stop.wait(self.rollup_every_s)
+
+    @staticmethod
+    def _log(report: MaintenanceReport) -> None:
+        if report.created or report.dropped or report.errors:
+            _LOG.info(
+                "storage maintenance: created %s, dropped %s, errors %s",
+                report.created,
+                report.dropped,
+                report.errors,
+            )
 
     def start(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(

@@ -21,6 +21,9 @@ CREATE TABLE storage_config (
     partitions_ahead        integer NOT NULL DEFAULT 7,
     daily_time_zone         text NOT NULL DEFAULT 'Asia/Shanghai',
     rollup_backfill_pending boolean NOT NULL DEFAULT false,
+    -- Plain PostgreSQL: rollup tables hold the hours before this; the views
+    -- readings_1h / readings_1d add what is newer from raw rows.
+    rollup_watermark        timestamptz NOT NULL DEFAULT '-infinity',
     changed_at              timestamptz NOT NULL DEFAULT now(),
     last_maintenance_at     timestamptz,
     last_maintenance        jsonb
@@ -38,7 +41,7 @@ CREATE TABLE latest (
     value        double precision NOT NULL,
     received_at  timestamptz NOT NULL,
     PRIMARY KEY (device_id, metric)
-);
+) WITH (fillfactor = 50);
 CREATE INDEX latest_community_idx ON latest (community_id, device_id, metric);
 
 INSERT INTO latest (device_id, metric, community_id, ts, value, received_at)
