@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_token
 from api.deps import Pool
-from api.routes import communities, dead_letters, devices, ops, readings
+from api.routes import communities, dead_letters, devices, ops, readings, series
 from core.errors import ConfigurationError
 from core.schema import upgrade
 from core.settings import Settings
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
 
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-    for module in (communities, devices, readings, dead_letters):
+    for module in (communities, devices, readings, series, dead_letters):
         v1.include_router(module.router)
     app.include_router(ops.router)
     app.include_router(v1)

@@ -13,6 +13,8 @@ from core.models import DeviceState
 from core.topics import valid_id
 
 __all__ = [
+    "BucketPublic",
+    "BucketsPublic",
     "CommunitiesPublic",
     "CommunityCreate",
     "CommunityPublic",
@@ -21,10 +23,14 @@ __all__ = [
     "DeviceClass",
     "DeviceCreate",
     "DevicePublic",
+    "DeviceReadingPublic",
+    "DeviceReadingsPublic",
     "DevicesPublic",
     "EventPublic",
     "EventsPublic",
     "Health",
+    "LatestPublic",
+    "LatestValuesPublic",
     "ReadingPublic",
     "ReadingsPublic",
 ]
@@ -187,3 +193,63 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
+
+
+# --- storage queries: buckets, community series, latest values ---------------------------------
+
+
+class BucketPublic(BaseModel):
+    model_config = _OUT
+
+    device_id: str
+    bucket: datetime = Field(description="Start of the bucket")
+    value: float = Field(description="The requested aggregate over the whole bucket")
+    count: int = Field(description="Readings in the bucket")
+
+
+class BucketsPublic(BaseModel):
+    model_config = _OUT
+
+    metric: str
+    bucket: Literal["1m", "1h", "1d"]
+    agg: Literal["avg", "min", "max", "count", "last"]
+    time_zone: str = Field(description="Zone of the day boundaries (bucket=1d)")
+    source: str = Field(description="What answered: raw readings or a rollup")
+    data: list[BucketPublic]
+    next_cursor: str | None
+
+
+class DeviceReadingPublic(BaseModel):
+    model_config = _OUT
+
+    device_id: str
+    metric: str
+    ts: datetime
+    value: float
+    seq: int | None
+    received_at: datetime
+
+
+class DeviceReadingsPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[DeviceReadingPublic]
+    next_cursor: str | None
+
+
+class LatestPublic(BaseModel):
+    model_config = _OUT
+
+    device_id: str
+    device_class: str
+    metric: str
+    ts: datetime = Field(description="Device time of the newest reading")
+    value: float
+    received_at: datetime
+
+
+class LatestValuesPublic(BaseModel):
+    model_config = _OUT
+
+    data: list[LatestPublic]
+    next_cursor: str | None

@@ -15,6 +15,7 @@ from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
+from core.metrics import METRICS
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
 
@@ -102,7 +103,18 @@ def list_readings(
     after: AfterQuery = None,
 ) -> ReadingsPublic:
     """Readings in ``[start, end)`` ordered by (ts, metric); at most 31 days per request."""
-    get_device_or_404(conn, device_id)
+    device = get_device_or_404(conn, device_id)
+    if metric is not None and metric not in METRICS.get(device.device_class, {}):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": ["query", "metric"],
+                    "msg": f"unknown metric {metric!r} for a {device.device_class} device",
+                    "type": "unknown_metric",
+                }
+            ],
+        )
     size = page_size(settings, limit)
     extra, params = _filters("metric", metric, after)
     with conn.cursor(row_factory=class_row(ReadingPublic)) as cur:

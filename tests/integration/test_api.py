@@ -116,7 +116,8 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert ("POST", "/api/v1/devices") in routes
     assert ("GET", "/api/v1/devices/d-x/readings") in routes
     assert ("GET", "/api/v1/dead-letters") in routes
-    assert len(routes) == 10
+    assert ("GET", "/api/v1/communities/c-x/latest") in routes
+    assert len(routes) == 14
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:

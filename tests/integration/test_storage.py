@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -118,18 +119,27 @@ class Store:
             return conn.execute(query.encode(), params).fetchall()
 
 
-@pytest.fixture(params=[StoragePath.POSTGRESQL, StoragePath.TIMESCALEDB], ids=str)
-def store(request: pytest.FixtureRequest, database_server_url: str) -> Iterator[Store]:
-    path: StoragePath = request.param
-    if path is StoragePath.TIMESCALEDB and not server_has_timescaledb(database_server_url):
+PATHS = [StoragePath.POSTGRESQL, StoragePath.TIMESCALEDB]
+
+
+@contextmanager
+def open_store(path: StoragePath, server_url: str) -> Iterator[Store]:
+    """A fresh database migrated onto ``path``; skips (not run) where TimescaleDB is missing."""
+    if path is StoragePath.TIMESCALEDB and not server_has_timescaledb(server_url):
         pytest.skip(
             "not run: this PostgreSQL server cannot load TimescaleDB (extension not available"
             " or not in shared_preload_libraries); the timescaledb variant did not run"
         )
-    with temporary_database(database_server_url, prefix="sc_storage") as url:
+    with temporary_database(server_url, prefix="sc_storage") as url:
         force(url, path)
         schema.upgrade(url)
         yield Store(url, path)
+
+
+@pytest.fixture(params=PATHS, ids=str)
+def store(request: pytest.FixtureRequest, database_server_url: str) -> Iterator[Store]:
+    with open_store(request.param, database_server_url) as opened:
+        yield opened
 
 
 def force(url: str, path: StoragePath) -> None:
@@ -383,10 +393,8 @@ def test_retention_drops_only_what_it_should(store: Store, unique_id: str) -> No
 
 @pytest.fixture
 def plain(database_server_url: str) -> Iterator[Store]:
-    with temporary_database(database_server_url, prefix="sc_storage") as url:
-        force(url, StoragePath.POSTGRESQL)
-        schema.upgrade(url)
-        yield Store(url, StoragePath.POSTGRESQL)
+    with open_store(StoragePath.POSTGRESQL, database_server_url) as opened:
+        yield opened
 
 
 def test_partitions_take_future_and_late_days(plain: Store, unique_id: str) -> None:

@@ -1,0 +1,431 @@
+"""Time-series queries over the storage contract (docs/storage.md).
+
+- ``/devices/{id}/aggregates`` and ``/communities/{id}/aggregates``: bucketed
+  values (``bucket=1m|1h|1d``, ``agg=avg|min|max|count|last``); 1m is computed
+  from raw readings, 1h from ``readings_1h``, 1d from ``readings_1d`` (days in the
+  community's time zone);
+- ``/communities/{id}/readings``: raw readings of every device of a community;
+- ``/communities/{id}/latest``: the newest value per device and metric, one
+  index range read of ``latest``.
+
+A bucket is returned when its start lies in ``[start, end)`` and always covers its
+whole width, whichever source answered. Pages are capped at the server's
+``max_page_size``; ``next_cursor`` continues strictly after the last row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, status
+from psycopg import sql
+from psycopg.rows import class_row
+from pydantic import AwareDatetime
+
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, invalid_cursor
+from api.deps import ConnDep, SettingsDep, page_size
+from api.routes.devices import get_device_or_404
+from api.schemas import (
+    BucketPublic,
+    BucketsPublic,
+    DeviceReadingPublic,
+    DeviceReadingsPublic,
+    LatestPublic,
+    LatestValuesPublic,
+)
+from core.metrics import METRICS
+from core.storage import Bucket, StoragePath
+from core.storage_layout import read_config
+
+__all__ = ["MAX_BUCKET_RANGE", "MAX_COMMUNITY_RAW_RANGE", "Agg", "router"]
+
+router = APIRouter(tags=["time series"])
+
+# Widest range per bucket: about 45k points at most for one device, the size of
+# an export rather than a chart above that.
+MAX_BUCKET_RANGE = {
+    Bucket.MINUTE: timedelta(days=31),
+    Bucket.HOUR: timedelta(days=400),
+    Bucket.DAY: timedelta(days=3660),
+}
+# Without a start: a chart's usual span for each width.
+DEFAULT_BUCKET_RANGE = {
+    Bucket.MINUTE: timedelta(hours=1),
+    Bucket.HOUR: timedelta(days=1),
+    Bucket.DAY: timedelta(days=30),
+}
+# Raw rows of a whole community are sorted by time across devices: a day of a
+# 2,000-device community at one reading a minute is already ~3 M rows to order.
+MAX_COMMUNITY_RAW_RANGE = timedelta(days=1)
+DEFAULT_RAW_RANGE = timedelta(hours=1)
+# Buckets of 1m are counted from this origin (any UTC midnight gives the same grid).
+_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+_ALL_METRICS = frozenset(m for specs in METRICS.values() for m in specs)
+
+
+class Agg(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+    LAST = "last"
+
+
+# The aggregate over raw readings, and over rollup rows merged into a coarser bucket.
+_RAW_AGG = {
+    Agg.AVG: "avg(value)",
+    Agg.MIN: "min(value)",
+    Agg.MAX: "max(value)",
+    Agg.COUNT: "count(*)::float8",
+    Agg.LAST: "(array_agg(value ORDER BY ts DESC))[1]",
+}
+_MERGED_AGG = {
+    Agg.AVG: "sum(sum) / sum(count)",
+    Agg.MIN: "min(min)",
+    Agg.MAX: "max(max)",
+    Agg.COUNT: "sum(count)::float8",
+    Agg.LAST: "(array_agg(last ORDER BY last_ts DESC))[1]",
+}
+
+StartQuery = Annotated[AwareDatetime | None, Query(description="Inclusive, ISO 8601 with offset")]
+EndQuery = Annotated[
+    AwareDatetime | None, Query(description="Exclusive, ISO 8601 with offset; default now")
+]
+MetricQuery = Annotated[str, Query(description="A metric of the catalogue, e.g. heart_rate")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: datetime
+    end: datetime
+
+
+def _error(field: str, msg: str, kind: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": ["query", field], "msg": msg, "type": kind}],
+    )
+
+
+def _window(
+    start: datetime | None, end: datetime | None, default: timedelta, widest: timedelta
+) -> _Window:
+    if end is None:
+        end = start + default if start is not None else datetime.now(UTC)
+    if start is None:
+        start = end - default
+    if end <= start:
+        raise _error("end", "end must be after start", "invalid_range")
+    if end - start > widest:
+        raise _error("start", f"the range may span at most {widest.days} days", "invalid_range")
+    return _Window(start, end)
+
+
+def _check_metric(metric: str, known: frozenset[str] | dict[str, Any], scope: str) -> None:
+    if metric not in known:
+        raise _error(
+            "metric",
+            f"unknown metric {metric!r} for {scope}: see the metric catalogue (core/metrics.py)",
+            "unknown_metric",
+        )
+
+
+def _community_or_404(conn: psycopg.Connection[Any], community_id: str) -> str:
+    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
+    found = row.fetchone()
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no community {community_id!r}")
+    return str(found[0])
+
+
+def _ceil(ts: datetime, bucket: Bucket, zone: ZoneInfo) -> datetime:
+    """The first bucket start at or after ``ts``: minutes and hours on the UTC grid,
+    days at local midnight of ``zone``."""
+    if bucket is Bucket.DAY:
+        local = ts.astimezone(zone)
+        midnight = datetime(local.year, local.month, local.day, tzinfo=zone)
+        if midnight < local:
+            nxt = local.date() + timedelta(days=1)
+            midnight = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)
+        return midnight.astimezone(UTC)
+    width = bucket.width
+    steps = -((_ORIGIN - ts) // width)  # ceiling division of timedeltas
+    return _ORIGIN + steps * width
+
+
+def _encode_key(*parts: str) -> str:
+    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_key(cursor: str, size: int) -> list[str]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid_cursor() from None
+    if not isinstance(parts, list) or len(parts) != size:
+        raise invalid_cursor()
+    if not all(isinstance(p, str) for p in parts):
+        raise invalid_cursor()
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    query: sql.Composed
+    source: str
+
+
+def _plan(conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: str) -> _Plan:
+    """Pick the source of the buckets: raw rows, the hourly or the daily rollup.
+
+    The devices' filter, the range and the keyset position are parameters:
+    ``devices`` (text[]), ``metric``, ``lo``, ``hi``, ``after_bucket``, ``after_device``.
+    """
+    keyset = sql.SQL(
+        " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+        " ORDER BY bucket, device_id LIMIT %(limit)s"
+    )
+    if bucket is Bucket.MINUTE:
+        inner = sql.SQL(
+            "SELECT device_id, date_bin(INTERVAL '1 minute', ts, %(origin)s) AS bucket,"
+            " {agg} AS value, count(*) AS count FROM readings"
+            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+            " AND ts >= greatest(%(lo)s, %(after_bucket)s) AND ts < %(hi)s GROUP BY 1, 2"
+        ).format(agg=sql.SQL(_RAW_AGG[agg]))
+        return _Plan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings")
+    config = read_config(conn)
+    if bucket is Bucket.HOUR:
+        view, source = "readings_1h", "readings_1h"
+    elif config.path is StoragePath.POSTGRESQL or config.daily_time_zone == time_zone:
+        view, source = "readings_1d", "readings_1d"
+    else:
+        # TimescaleDB's daily aggregate is in one zone; other zones' days are
+        # merged from hourly buckets (exact for zones with whole-hour offsets).
+        inner = sql.SQL(
+            "SELECT device_id, date_trunc('day', bucket, %(tz)s) AS bucket,"
+            " {agg} AS value, sum(count)::bigint AS count FROM readings_1h"
+            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+            " AND bucket >= greatest(%(lo)s, %(after_bucket)s) AND bucket < %(hi)s"
+            " GROUP BY 1, 2"
+        ).format(agg=sql.SQL(_MERGED_AGG[agg]))
+        return _Plan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings_1h")
+    value = sql.SQL("{}::float8").format(sql.Identifier(agg.value))
+    query = sql.SQL(
+        "SELECT device_id, bucket, {value} AS value, count FROM {view}"
+        " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+        " AND bucket >= %(lo)s AND bucket < %(hi)s"
+        " AND (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+        " ORDER BY bucket, device_id LIMIT %(limit)s"
+    ).format(value=value, view=sql.Identifier(view))
+    return _Plan(query, source)
+
+
+def _buckets(
+    conn: psycopg.Connection[Any],
+    *,
+    devices: list[str],
+    metric: str,
+    bucket: Bucket,
+    agg: Agg,
+    time_zone: str,
+    start: datetime | None,
+    end: datetime | None,
+    size: int,
+    after: str | None,
+) -> BucketsPublic:
+    window = _window(start, end, DEFAULT_BUCKET_RANGE[bucket], MAX_BUCKET_RANGE[bucket])
+    zone = ZoneInfo(time_zone)
+    after_bucket, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
+    if after is not None:
+        after_bucket, after_device = decode_position(after, str)
+    plan = _plan(conn, bucket, agg, time_zone)
+    params = {
+        "devices": devices,
+        "metric": metric,
+        "lo": _ceil(window.start, bucket, zone),
+        "hi": _ceil(window.end, bucket, zone),
+        "after_bucket": after_bucket,
+        "after_device": after_device,
+        "limit": size + 1,
+        "origin": _ORIGIN,
+        "tz": time_zone,
+    }
+    with conn.cursor(row_factory=class_row(BucketPublic)) as cur:
+        rows = cur.execute(plan.query, params).fetchall()
+    more = len(rows) > size
+    rows = rows[:size]
+    return BucketsPublic(
+        metric=metric,
+        bucket=bucket.value,
+        agg=agg.value,
+        time_zone=time_zone,
+        source=plan.source,
+        data=rows,
+        next_cursor=encode_position(rows[-1].bucket, rows[-1].device_id) if more else None,
+    )
+
+
+@router.get("/devices/{device_id}/aggregates")
+def device_aggregates(
+    conn: ConnDep,
+    settings: SettingsDep,
+    device_id: str,
+    metric: MetricQuery,
+    bucket: Bucket = Bucket.HOUR,
+    agg: Agg = Agg.AVG,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> BucketsPublic:
+    """One device's ``metric`` in buckets whose start lies in ``[start, end)``.
+
+    1m buckets come from raw readings, 1h and 1d from rollups; 1d buckets are
+    days in the time zone of the device's community.
+    """
+    device = get_device_or_404(conn, device_id)
+    _check_metric(metric, METRICS.get(device.device_class, {}), f"a {device.device_class} device")
+    time_zone = _community_or_404(conn, device.community_id)
+    return _buckets(
+        conn,
+        devices=[device_id],
+        metric=metric,
+        bucket=bucket,
+        agg=agg,
+        time_zone=time_zone,
+        start=start,
+        end=end,
+        size=page_size(settings, limit),
+        after=after,
+    )
+
+
+@router.get("/communities/{community_id}/aggregates")
+def community_aggregates(
+    conn: ConnDep,
+    settings: SettingsDep,
+    community_id: str,
+    metric: MetricQuery,
+    bucket: Bucket = Bucket.HOUR,
+    agg: Agg = Agg.AVG,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> BucketsPublic:
+    """Every device of a community, ``metric`` in buckets, ordered by (bucket, device_id)."""
+    _check_metric(metric, _ALL_METRICS, "any device class")
+    time_zone = _community_or_404(conn, community_id)
+    devices = [
+        str(r[0])
+        for r in conn.execute("SELECT id FROM devices WHERE community_id = %s", (community_id,))
+    ]
+    return _buckets(
+        conn,
+        devices=devices,
+        metric=metric,
+        bucket=bucket,
+        agg=agg,
+        time_zone=time_zone,
+        start=start,
+        end=end,
+        size=page_size(settings, limit),
+        after=after,
+    )
+
+
+_COMMUNITY_READINGS = (
+    "SELECT r.device_id, r.metric, r.ts, r.value, r.seq, r.received_at"
+    " FROM readings AS r JOIN devices AS d ON d.id = r.device_id"
+    " WHERE d.community_id = %(community)s AND r.metric = %(metric)s"
+    " AND r.ts >= %(start)s AND r.ts < %(end)s"
+    " AND (r.ts, r.device_id) > (%(after_ts)s, %(after_device)s)"
+    " ORDER BY r.ts, r.device_id LIMIT %(limit)s"
+)
+
+
+@router.get("/communities/{community_id}/readings")
+def community_readings(
+    conn: ConnDep,
+    settings: SettingsDep,
+    community_id: str,
+    metric: MetricQuery,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> DeviceReadingsPublic:
+    """Raw ``metric`` readings of every device of a community in ``[start, end)``,
+    ordered by (ts, device_id); at most one day per request."""
+    _check_metric(metric, _ALL_METRICS, "any device class")
+    _community_or_404(conn, community_id)
+    window = _window(start, end, DEFAULT_RAW_RANGE, MAX_COMMUNITY_RAW_RANGE)
+    size = page_size(settings, limit)
+    after_ts, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
+    if after is not None:
+        after_ts, after_device = decode_position(after, str)
+    params = {
+        "community": community_id,
+        "metric": metric,
+        "start": window.start,
+        "end": window.end,
+        "after_ts": after_ts,
+        "after_device": after_device,
+        "limit": size + 1,
+    }
+    with conn.cursor(row_factory=class_row(DeviceReadingPublic)) as cur:
+        rows = cur.execute(_COMMUNITY_READINGS, params).fetchall()
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = encode_position(rows[-1].ts, rows[-1].device_id) if more else None
+    return DeviceReadingsPublic(data=rows, next_cursor=cursor)
+
+
+_LATEST = sql.SQL(
+    "SELECT l.device_id, d.device_class, l.metric, l.ts, l.value, l.received_at"
+    " FROM latest AS l JOIN devices AS d ON d.id = l.device_id"
+    " WHERE l.community_id = %(community)s{filters}"
+    " AND (l.device_id, l.metric) > (%(after_device)s, %(after_metric)s)"
+    " ORDER BY l.device_id, l.metric LIMIT %(limit)s"
+)
+
+
+@router.get("/communities/{community_id}/latest")
+def community_latest(
+    conn: ConnDep,
+    settings: SettingsDep,
+    community_id: str,
+    metric: Annotated[str | None, Query(description="Only this metric")] = None,
+    limit: LimitQuery = None,
+    after: AfterQuery = None,
+) -> LatestValuesPublic:
+    """The newest value (by device time) of every device and metric of a community,
+    ordered by (device_id, metric)."""
+    if metric is not None:
+        _check_metric(metric, _ALL_METRICS, "any device class")
+    _community_or_404(conn, community_id)
+    size = page_size(settings, limit)
+    after_device, after_metric = _decode_key(after, 2) if after is not None else ("", "")
+    filters = sql.SQL(" AND l.metric = %(metric)s") if metric is not None else sql.SQL("")
+    params = {
+        "community": community_id,
+        "metric": metric,
+        "after_device": after_device,
+        "after_metric": after_metric,
+        "limit": size + 1,
+    }
+    with conn.cursor(row_factory=class_row(LatestPublic)) as cur:
+        rows = cur.execute(_LATEST.format(filters=filters), params).fetchall()
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = _encode_key(rows[-1].device_id, rows[-1].metric) if more else None
+    return LatestValuesPublic(data=rows, next_cursor=cursor)
