@@ -10,7 +10,7 @@ PER_DEVICE_CONNECTIONS_MAX.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -19,6 +19,7 @@ from paho.mqtt.client import CallbackOnPublish
 from core.models import Device
 from core.topics import Channel, device_topic
 from simulators.connection import BrokerAddress, Protocol, Will, connect_client, negotiate_protocol
+from simulators.credentials import DeviceCredentials, address_for
 from simulators.model import DeviceModel, Metrics, SimEvent
 
 __all__ = [
@@ -86,8 +87,12 @@ def connect_fleet(
     per_device: bool,
     max_inflight: int,
     on_publish: CallbackOnPublish,
+    credentials: Mapping[str, DeviceCredentials] | None = None,
 ) -> list[mqtt.Client]:
     """Connect, assign each member its client, and return the clients opened.
+
+    With per-device connections a device that has ``credentials`` of its own logs
+    in with them (a broker with an ACL per device), the rest with the URL's.
 
     On failure, clients already opened are closed before the error propagates.
     """
@@ -116,7 +121,7 @@ def connect_fleet(
         for member in members:
             # A real device connects as itself, its Will on its own status topic.
             client = connect_client(
-                address,
+                address_for(address, member.device.id, credentials or {}),
                 client_id=member.device.id,
                 will=Will(topic=member.status_topic, payload=OFFLINE),
                 protocol=protocol,

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.errors import ServiceUnavailable
 from core.models import Device
 from simulators.connection import BrokerAddress, Protocol
+from simulators.credentials import DeviceCredentials
 from simulators.devices import build_model
 from simulators.fleet import (
     OFFLINE,
@@ -88,6 +89,7 @@ class Simulator:
         protocol: Protocol = "auto",
         client_id: str | None = None,
         per_device_connections: bool = False,
+        credentials: Mapping[str, DeviceCredentials] | None = None,
         mark_offline_on_stop: bool = True,
         progress_interval_s: float = 5.0,
         on_progress: Callable[[Progress], None] | None = None,
@@ -123,6 +125,7 @@ class Simulator:
         self._protocol: Protocol = protocol
         self._client_id = client_id or f"sc-sim-{uuid.uuid4().hex[:12]}"
         self._per_device = per_device_connections
+        self._credentials = credentials
         self._mark_offline = mark_offline_on_stop
         self._progress_interval_s = progress_interval_s
         self._on_progress = on_progress
@@ -155,6 +158,7 @@ class Simulator:
             per_device=self._per_device,
             max_inflight=MAX_INFLIGHT,
             on_publish=self._on_publish,
+            credentials=self._credentials,
         )
         # The gateway drops a (device, seq) it saw in the last few minutes; starting
         # at the clock in ms keeps a restarted simulator clear of its last run.
