@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 __all__ = ["MODULES", "register_all"]
 
-MODULES = ("smartcommunity.commands.tokens",)
+MODULES = ("smartcommunity.commands.tokens", "smartcommunity.commands.storage")
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
