@@ -122,11 +122,15 @@ class Engine:
         for device_id, value in zip(ids, values, strict=True):
             last[device_id, metric] = value
 
-    def tick(self, state: EngineState, now: float) -> tuple[list[AlertChange], EngineState]:
-        """Let time pass with no new data: timers, windows, absence, follow-ups."""
+    def tick(
+        self, state: EngineState, now: float, *, absence: bool = True
+    ) -> tuple[list[AlertChange], EngineState]:
+        """Let time pass with no new data: timers, windows, follow-ups, and absence unless
+        the caller knows that silence means nothing now (intake stalled)."""
         ctx = Context(self.directory, now, state)
         for evaluator in self.evaluators.values():
-            evaluator.tick(self._rs(state, evaluator), ctx)
+            if absence or not isinstance(evaluator, AbsenceEvaluator):
+                evaluator.tick(self._rs(state, evaluator), ctx)
         return ctx.changes, state
 
     # -- restart -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_token
 from api.deps import Pool
-from api.routes import communities, dead_letters, devices, ops, readings, series
+from api.routes import alerts, communities, dead_letters, devices, ops, readings, rules, series
 from core.errors import ConfigurationError
 from core.schema import upgrade
 from core.settings import Settings
@@ -86,6 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
     for module in (communities, devices, readings, series, dead_letters):
         v1.include_router(module.router)
+    for router in (alerts.router, alerts.maintenance_router, rules.router, rules.webhooks_router):
+        v1.include_router(router)
+    app.include_router(alerts.stream_router)
     app.include_router(ops.router)
     app.include_router(v1)
     return app

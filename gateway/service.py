@@ -11,12 +11,15 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from alerts.notify import MqttAlertPublisher, WebhookSender
+from alerts.service import AlertListener
+from alerts.store import AlertStore
 from core import schema
 from core.decode import Limits
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
-from gateway.bridge import MqttBridge
+from gateway.bridge import MqttBridge, parse_mqtt_url
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.registry import DeviceInfo, Registry, load_devices
 from ingest.maintenance import MaintenanceTask
@@ -27,6 +30,9 @@ __all__ = ["run_pipeline"]
 _LOG = logging.getLogger(__name__)
 # How long start-up waits for the first connection before saying so in the log.
 _CONNECT_NOTICE_S = 10.0
+# Intake is "caught up" below this many queued messages: only then does silence
+# from a device mean it is offline (alerts.service, absence rules).
+_CAUGHT_UP_QUEUE = 2_000
 
 
 def _worker_name(settings: Settings) -> str:
@@ -76,6 +82,10 @@ def run_pipeline(
 
     registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
     bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)
+    alert_listener = None
+    if settings.alerts.enabled:
+        alert_listener = _alert_listener(settings, worker, bridge)
+        listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
         sink=writer,
@@ -94,6 +104,8 @@ def run_pipeline(
     maintenance = MaintenanceTask(url=settings.database_url).start(maintenance_stop)
     bridge.start()
     try:
+        if alert_listener is not None:
+            alert_listener.start()
         if not bridge.wait_connected(_CONNECT_NOTICE_S):
             _LOG.warning("not connected to the broker yet (%s); still trying", bridge.last_error)
         if ready is not None:
@@ -102,8 +114,46 @@ def run_pipeline(
         pipeline.run(stop)
     finally:
         maintenance_stop.set()
+        if alert_listener is not None:
+            alert_listener.stop()
         bridge.stop()
         writer.close()
         reader.close()
         maintenance.join(30)
         _LOG.info("pipeline %s stopped", worker)
+
+
+def _alert_listener(settings: Settings, worker: str, bridge: MqttBridge) -> AlertListener:
+    """The rule engine as a listener: its own store connection, MQTT client and webhooks."""
+    assert settings.database_url is not None
+    assert settings.mqtt_url is not None
+    alerts = settings.alerts
+    publisher = None
+    if alerts.mqtt_publish:
+        address = parse_mqtt_url(settings.mqtt_url)
+        publisher = MqttAlertPublisher(
+            host=address.host,
+            port=address.port,
+            username=address.username,
+            password=address.password,
+            client_id=f"{settings.gateway.client_id}-alerts",
+        )
+    return AlertListener(
+        store=AlertStore(
+            url=settings.database_url,
+            worker=settings.gateway.client_id,
+            flood_threshold=alerts.flood_threshold,
+            flood_window_s=alerts.flood_window_s,
+        ),
+        settings=alerts,
+        topic_filter=settings.gateway.topic_filter,
+        healthy=lambda: bridge.connected.is_set() and bridge.inbox.qsize() < _CAUGHT_UP_QUEUE,
+        publisher=publisher,
+        webhooks=WebhookSender(
+            url=settings.database_url,
+            attempts=alerts.webhook_attempts,
+            backoff_min_s=alerts.webhook_backoff_min_s,
+            backoff_max_s=alerts.webhook_backoff_max_s,
+            timeout_s=alerts.webhook_timeout_s,
+        ),
+    )

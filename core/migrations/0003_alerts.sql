@@ -38,7 +38,9 @@ CREATE TABLE alerts (
     -- Condition times (device clock): when it began, when it was last seen.
     first_seen       timestamptz NOT NULL,
     last_seen        timestamptz NOT NULL,
-    -- Platform times.
+    -- Platform times: raised_at is the engine's clock when it opened the alert
+    -- (escalation counts from it), created_at the database's.
+    raised_at        timestamptz NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     auto_resolve     boolean NOT NULL DEFAULT true,
@@ -60,9 +62,9 @@ CREATE TABLE alerts (
 -- through INSERT ... ON CONFLICT on this index, so two workers, or two messages a
 -- millisecond apart, make one alert and an occurrence count.
 CREATE UNIQUE INDEX alerts_one_active ON alerts (rule_id, subject) WHERE state <> 'resolved';
-CREATE INDEX alerts_community_created_idx ON alerts (community_id, created_at DESC);
-CREATE INDEX alerts_created_idx ON alerts (created_at DESC, id DESC);
-CREATE INDEX alerts_device_idx ON alerts (device_id, created_at DESC) WHERE device_id IS NOT NULL;
+CREATE INDEX alerts_community_raised_idx ON alerts (community_id, raised_at DESC);
+CREATE INDEX alerts_raised_idx ON alerts (raised_at DESC, id DESC);
+CREATE INDEX alerts_device_idx ON alerts (device_id, raised_at DESC) WHERE device_id IS NOT NULL;
 CREATE INDEX alerts_active_idx ON alerts (state) WHERE state <> 'resolved';
 CREATE INDEX alerts_group_idx ON alerts (group_id) WHERE group_id IS NOT NULL;
 

@@ -117,7 +117,7 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert ("GET", "/api/v1/devices/d-x/readings") in routes
     assert ("GET", "/api/v1/dead-letters") in routes
     assert ("GET", "/api/v1/communities/c-x/latest") in routes
-    assert len(routes) == 14
+    assert len(routes) == 14 + 20  # + alerts, stream, maintenance, rules, webhooks
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:

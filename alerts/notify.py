@@ -1,0 +1,193 @@
+"""Telling the world: MQTT alert topics and signed webhooks.
+
+- MQTT: ``community/{id}/alerts/{severity}``, QoS 1, from a client of its own
+  (not the pipeline's manually-acked subscriber: publishing must never
+  interfere with its ack bookkeeping). paho queues while disconnected.
+- Webhooks: the alert transaction writes an outbox row per webhook
+  (``webhook_deliveries``), so nothing is lost between commit and send. A
+  sender thread posts each with an HMAC-SHA256 signature, retries with
+  exponential backoff and jitter, and after ``attempts`` failures leaves it
+  in state ``dead``: the dead letter an operator can list and replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.store import Notice
+from core.topics import alert_topic
+
+__all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "sign"]
+
+_LOG = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-SC-Signature"
+TIMESTAMP_HEADER = "X-SC-Timestamp"
+DELIVERY_HEADER = "X-SC-Delivery"
+# Deliveries claimed per round; each is one HTTP request.
+_CLAIM = 20
+# Without a wake-up, the sender looks for due retries this often.
+_POLL_S = 1.0
+# paho keeps at most this many unsent alerts while the broker is away.
+_MAX_QUEUED = 10_000
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, timestamp + "." + body)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class MqttAlertPublisher:
+    def __init__(self, *, host: str, port: int, username: str | None, password: str | None,
+                 client_id: str) -> None:  # fmt: skip
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.max_queued_messages_set(_MAX_QUEUED)
+        self._client.reconnect_delay_set(1, 30)
+        self._host, self._port = host, port
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            if not notice.notify:
+                continue
+            alert = notice.alert
+            topic = alert_topic(alert["community_id"], alert["severity"])
+            body = json.dumps(notice.payload(), default=str, separators=(",", ":"))
+            self._client.publish(topic, body, qos=1)
+
+
+class WebhookSender:
+    """Delivers the outbox; one thread, its own connection."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        attempts: int,
+        backoff_min_s: float,
+        backoff_max_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.url = url
+        self.attempts = attempts
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout_s + 5)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
+                while self.deliver_due(conn) and not self._stop.is_set():
+                    pass
+            except psycopg.OperationalError as exc:
+                _LOG.warning("webhook sender: database unavailable: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self._wake.wait(_POLL_S)
+            self._wake.clear()
+        if conn is not None:
+            conn.close()
+
+    def deliver_due(self, conn: psycopg.Connection[Any]) -> int:
+        """Send what is due now; return how many were tried."""
+        with conn.transaction():
+            due = conn.execute(
+                "SELECT d.id, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d"
+                " JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
+                " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED",
+                (_CLAIM,),
+            ).fetchall()
+            for delivery_id, payload, attempts, url, secret in due:
+                error = self._post(int(delivery_id), url, secret, payload)
+                attempts = int(attempts) + 1
+                if error is None:
+                    conn.execute(
+                        "UPDATE webhook_deliveries SET state = 'delivered', attempts = %s,"
+                        " delivered_at = now(), last_error = NULL WHERE id = %s",
+                        (attempts, delivery_id),
+                    )
+                elif attempts >= self.attempts:
+                    _LOG.warning("webhook %s dead after %d attempts: %s", url, attempts, error)
+                    conn.execute(
+                        "UPDATE webhook_deliveries SET state = 'dead', attempts = %s,"
+                        " last_error = %s WHERE id = %s",
+                        (attempts, error, delivery_id),
+                    )
+                else:
+                    delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** (attempts - 1))
+                    delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+                    conn.execute(
+                        "UPDATE webhook_deliveries SET attempts = %s, last_error = %s,"
+                        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+                        (attempts, error, delay, delivery_id),
+                    )
+        return len(due)
+
+    def _post(self, delivery_id: int, url: str, secret: str, payload: Any) -> str | None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(  # noqa: S310 - http(s) URLs validated by the API
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(secret, timestamp, body),
+                TIMESTAMP_HEADER: timestamp,
+                DELIVERY_HEADER: str(delivery_id),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return str(exc)[:300]
+        return None if 200 <= status < 300 else f"HTTP {status}"

@@ -1,0 +1,345 @@
+"""The engine inside the pipeline: the edges around ``Engine.evaluate``.
+
+``AlertListener`` is a ``CommittedListener``: the pipeline thread calls
+``committed(accepted)`` after each commit and ``tick(now)`` a few times a
+second. It evaluates, writes the alert transaction, then publishes.
+
+Failure handling (docs/alerts.md): the readings are already committed and
+acknowledged when the engine sees them, so alert changes are never dropped.
+If the alert transaction fails because the database is unreachable, the
+changes and the engine state wait in memory (the pipeline cannot commit
+readings either, so little more arrives) and are written first on the next
+call; the pipeline is never blocked by the engine. If the process dies with
+changes unwritten, the device events received after the last saved watermark
+are evaluated again on start; a threshold breach is seen again at the
+device's next reading. A stalled pipeline (broker gone, backlog) never
+declares devices offline: absence waits until intake has been healthy for a
+while.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from paho.mqtt.client import topic_matches_sub
+
+from alerts import catalog
+from alerts.engine import Engine
+from alerts.model import AlertChange, DeviceInfo, Observations, observations
+from alerts.notify import MqttAlertPublisher, WebhookSender
+from alerts.pack import default_rules
+from alerts.rate import RateEvaluator
+from alerts.state import EngineState
+from alerts.store import AlertStore, Notice, StateChanges
+from core.errors import ServiceUnavailable
+from core.models import DeviceEvent, Reading
+from core.rules import Rule
+from core.settings import AlertSettings
+from core.topics import device_topic
+
+__all__ = ["AlertListener"]
+
+_LOG = logging.getLogger(__name__)
+# The directory is re-read this often, and on an unknown device at most this often.
+DIRECTORY_REFRESH_S = 30.0
+DIRECTORY_MISS_REFRESH_S = 2.0
+WATERMARK_EVERY_S = 5.0
+FLOOD_CHECK_EVERY_S = 10.0
+# Absence is judged only after intake has been healthy this long: after an
+# outage the backlog has to drain before silence means anything.
+ABSENCE_GRACE_S = 60.0
+# Device events replayed on start, at most (a crash window is seconds, not days).
+REPLAY_LIMIT = 100_000
+REPLAY_MAX_AGE = timedelta(hours=6)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Committed(Protocol):
+    """What the engine reads of one committed message (``ingest.batch.Accepted``)."""
+
+    device_id: str
+    readings: list[Reading]
+    event: DeviceEvent | None
+    received_at: datetime | None
+
+
+class AlertListener:
+    """Owns the engine and its state for one pipeline worker."""
+
+    def __init__(
+        self,
+        *,
+        store: AlertStore,
+        settings: AlertSettings,
+        topic_filter: str = "community/+/+/+/+",
+        clock: Callable[[], datetime] = _utc_now,
+        healthy: Callable[[], bool] = lambda: True,
+        publisher: MqttAlertPublisher | None = None,
+        webhooks: WebhookSender | None = None,
+        seed: Sequence[Rule] | None = None,
+        absence_grace_s: float = ABSENCE_GRACE_S,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.topic_filter = topic_filter
+        self.clock = clock
+        self.healthy = healthy
+        self.publisher = publisher
+        self.webhooks = webhooks
+        self._seed = default_rules() if seed is None else list(seed)
+        self.engine = Engine([])
+        self.state = EngineState()
+        self._revision: tuple[int, int] | None = None
+        self._pending: list[AlertChange] = []
+        self._pending_state: StateChanges = {}
+        self._watermark: datetime | None = None
+        self._watermark_saved: datetime | None = None
+        self._due: dict[str, float] = {}
+        self._healthy_since: float | None = None
+        self.absence_grace_s = absence_grace_s
+        self.errors = 0
+        self.alerts_written = 0
+
+    # -- start and stop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Seed rules on a fresh database, load everything, restore state, replay the gap."""
+        now = self.clock().timestamp()
+        seeded = self.store.run(lambda conn: catalog.seed_rules(conn, self._seed))
+        if seeded:
+            _LOG.info("installed %d default alert rules", seeded)
+        self._load_rules(force=True)
+        self._load_directory(initial=True)
+        self._reload_maintenance(now)
+        self._rebuild_windows(now)
+        self._replay()
+        if self.publisher is not None:
+            self.publisher.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
+        _LOG.info("alert engine running with %d rules", len(self.engine.evaluators))
+
+    def stop(self) -> None:
+        try:
+            self._flush()
+        except ServiceUnavailable:
+            _LOG.warning("stopping with %d unwritten alert changes", len(self._pending))
+        except Exception:  # noqa: BLE001 - stopping must finish; the cause is logged
+            _LOG.exception("alert changes could not be written on stop")
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+        self.store.close()
+
+    # -- loading ------------------------------------------------------------------------
+
+    def _load_rules(self, *, force: bool = False) -> None:
+        revision = self.store.run(catalog.rules_revision)
+        if not force and revision == self._revision:
+            return
+        rules = self.store.run(catalog.load_rules)
+        old = {r.id: r for r in self.engine.rules}
+        engine = Engine(rules, self.engine.directory)
+        changed = [r.id for r in engine.rules if old.get(r.id) != r] + [
+            rid for rid in old if rid not in engine.evaluators
+        ]
+        for rule_id in changed:
+            self.state.rules.pop(rule_id, None)
+            for key in [k for k in self._pending_state if k[0] == rule_id]:
+                del self._pending_state[key]
+        if changed and not force:
+            self.store.run(
+                lambda c: c.execute(
+                    "DELETE FROM alert_rule_state WHERE rule_id = ANY(%s)", (changed,)
+                )
+            )
+        persisted = self.store.run(catalog.load_state) if force else []
+        active = self.store.run(catalog.active_alerts)
+        engine.restore(
+            self.state,
+            persisted,
+            [a for a in active if force or a[0] in changed],
+        )
+        self.engine = engine
+        self._revision = revision
+        if not force:
+            _LOG.info("alert rules reloaded (%d enabled; changed: %s)", len(rules), changed)
+
+    def _load_directory(self, *, initial: bool = False) -> None:
+        directory, seen = self.store.run(catalog.load_directory)
+        self.engine.directory = directory
+        self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
+        if initial:
+            self.state.presence.update(seen)
+        self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
+
+    def _reload_maintenance(self, now: float) -> None:
+        def work(conn: Any) -> tuple[list[catalog.MaintenanceWindow], bool]:
+            windows = catalog.load_maintenance(conn, now)
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled)").fetchone()
+            return windows, bool(row[0])
+
+        self.store.maintenance, self.store.has_webhooks = self.store.run(work)
+
+    def _rebuild_windows(self, now: float) -> None:
+        """Rate windows are not persisted: read them back from stored readings."""
+        for evaluator in self.engine.evaluators.values():
+            if not isinstance(evaluator, RateEvaluator):
+                continue
+            rule = evaluator.rule
+            devices = [d for d, i in self.engine.directory.items() if evaluator.applies(i)]
+            rows = self.store.run(
+                lambda c, d=devices, m=rule.metric, w=rule.window: catalog.recent_readings(
+                    c, d, m, now - w
+                )
+            )
+            rs = self.state.rule(rule.id, evaluator.new_state)
+            for device_id, ts, value in rows:
+                evaluator.add_history(rs, device_id, ts, value)
+
+    def _replay(self) -> None:
+        """Evaluate device events received after the last watermark (a crash window)."""
+        watermark = self.store.watermark()
+        if watermark is None:  # first start of this worker: nothing to catch up on
+            self._watermark = self.clock()
+            self._save_watermark()
+            return
+        since = max(watermark, self.clock() - REPLAY_MAX_AGE)
+        rows = self.store.run(lambda c: catalog.recent_events(c, since, REPLAY_LIMIT))
+        directory = self.engine.directory
+        items: list[tuple[str, list[Any], DeviceEvent | None]] = []
+        for device_id, name, ts, data, received in rows:
+            info = directory.get(device_id)
+            if info is None or not self._owned(info):
+                continue
+            items.append((device_id, [], DeviceEvent(device_id, name, ts, data, None, received)))
+        if items:
+            _LOG.info("re-evaluating %d device events received since %s", len(items), since)
+            self._evaluate(observations(items, directory), self.clock().timestamp())
+            self._flush()
+        newest = max((row[4] for row in rows), default=watermark)
+        self._watermark_saved = watermark
+        self._watermark = max(newest, watermark)
+        self._save_watermark()
+
+    def _owned(self, info: DeviceInfo) -> bool:
+        topic = device_topic(info.community_id, info.device_class, info.device_id, "event")
+        return bool(topic_matches_sub(self.topic_filter, topic))
+
+    # -- the pipeline's calls -----------------------------------------------------------
+
+    def committed(self, accepted: Sequence[Committed]) -> None:
+        """After each commit, on the pipeline thread. Never raises."""
+        try:
+            now = self.clock()
+            obs = observations(
+                ((a.device_id, a.readings, a.event) for a in accepted), self.engine.directory
+            )
+            if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
+                self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
+                self._load_directory()
+                obs = observations(
+                    ((a.device_id, a.readings, a.event) for a in accepted), self.engine.directory
+                )
+            self._evaluate(obs, now.timestamp())
+            newest = max((a.received_at for a in accepted if a.received_at), default=None)
+            if newest is not None and (self._watermark is None or newest > self._watermark):
+                self._watermark = newest
+            self._flush()
+        except ServiceUnavailable as exc:
+            _LOG.warning("alerts not written yet (database unavailable): %s", exc.detail)
+        except Exception:  # noqa: BLE001 - the boundary: the engine must never stop ingest
+            self.errors += 1
+            _LOG.exception("alert engine failed on a batch")
+
+    def tick(self, now: datetime) -> None:
+        """Timers, reloads, escalation and retries. Never raises."""
+        try:
+            self._tick(now)
+        except ServiceUnavailable as exc:
+            _LOG.warning("alert tick deferred (database unavailable): %s", exc.detail)
+        except Exception:  # noqa: BLE001 - the boundary, as in committed()
+            self.errors += 1
+            _LOG.exception("alert engine tick failed")
+
+    def _tick(self, now_dt: datetime) -> None:
+        now = now_dt.timestamp()
+        mono = time.monotonic()
+        if self._due.get("reload", 0.0) <= mono:
+            self._due["reload"] = mono + self.settings.reload_s
+            self._load_rules()
+            self._reload_maintenance(now)
+        if self._due.get("directory", 0.0) <= mono:
+            self._load_directory()
+        if self._pending:
+            self._flush()  # retry what an outage held back, first
+        if self._due.get("tick", 0.0) > mono:
+            return
+        self._due["tick"] = mono + self.settings.tick_s
+        changes, self.state = self.engine.tick(self.state, now, absence=self._absence_allowed(mono))
+        self._pending.extend(changes)
+        self._flush()
+        notices = self.store.escalate(now)
+        if self._due.get("flood", 0.0) <= mono:
+            self._due["flood"] = mono + FLOOD_CHECK_EVERY_S
+            notices += self.store.end_floods(now)
+        self._publish(notices)
+        if self._due.get("watermark", 0.0) <= mono:
+            self._due["watermark"] = mono + WATERMARK_EVERY_S
+            self._save_watermark()
+
+    def _absence_allowed(self, mono: float) -> bool:
+        if not self.healthy() or self._pending:
+            self._healthy_since = None
+            return False
+        if self._healthy_since is None:
+            self._healthy_since = mono
+        return mono - self._healthy_since >= self.absence_grace_s
+
+    # -- evaluation and writing --------------------------------------------------------
+
+    def _evaluate(self, obs: Observations, now: float) -> None:
+        changes, self.state = self.engine.evaluate(obs, self.state, now)
+        self._pending.extend(changes)
+
+    def _collect_state(self) -> None:
+        for rule_id, rs in self.state.rules.items():
+            if not rs.persistent or not (rs.dirty or rs.removed):
+                continue
+            upserts, removed = rs.take_changes()
+            for subject, data in upserts.items():
+                self._pending_state[rule_id, subject] = data
+            for subject in removed:
+                self._pending_state[rule_id, subject] = None
+
+    def _flush(self) -> None:
+        self._collect_state()
+        if not self._pending and not self._pending_state:
+            return
+        changes, state = self._pending, self._pending_state
+        notices = self.store.apply(changes, state, self.clock().timestamp())
+        self._pending, self._pending_state = [], {}
+        self.alerts_written += len(changes)
+        self._publish(notices)
+
+    def _publish(self, notices: list[Notice]) -> None:
+        if not notices:
+            return
+        if self.publisher is not None:
+            self.publisher.publish(notices)
+        if self.webhooks is not None and any(n.notify for n in notices):
+            self.webhooks.wake()
+
+    def _save_watermark(self) -> None:
+        if self._pending or self._watermark is None or self._watermark == self._watermark_saved:
+            return
+        self.store.save_watermark(self._watermark)
+        self._watermark_saved = self._watermark

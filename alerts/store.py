@@ -1,0 +1,582 @@
+"""Alert lifecycle in the database: raise, repeat, clear, escalate, flood groups.
+
+Everything one batch of engine changes produces is written in one transaction
+of its own (the readings are already committed): the alerts, their history,
+the engine state that has to outlive a restart, the webhook outbox, and a
+``pg_notify`` that the API's live stream relays. Uniqueness is the database's:
+a raise is ``INSERT ... ON CONFLICT`` on the partial unique index of active
+alerts, so concurrent workers, or a restart that lost its state, add an
+occurrence to the one alert instead of making a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts.catalog import MaintenanceWindow
+from alerts.model import AlertChange, ChangeKind, community_subject
+from core.errors import ServiceUnavailable
+from core.rules import SEVERITIES, AlertState, Severity, escalated
+
+__all__ = [
+    "FLOOD_RULE",
+    "NOTIFY_CHANNEL",
+    "AlertStore",
+    "Notice",
+    "StateChanges",
+]
+
+_LOG = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+NOTIFY_CHANNEL = "sc_alerts"
+FLOOD_RULE = "system.flood"
+# pg_notify payloads are capped at 8000 bytes; details beyond this stay in the table.
+_NOTIFY_DETAILS_MAX = 2000
+
+StateChanges = dict[tuple[str, str], dict[str, Any] | None]  # None: delete
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
+        exc, psycopg.errors.DataError
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON that PostgreSQL takes: jsonb refuses NUL characters, devices send them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _rank(severity: str) -> int:
+    return SEVERITIES.index(Severity(severity))
+
+
+@dataclass(slots=True)
+class Notice:
+    """One transition to tell the world about (stream always; MQTT/webhooks if notify)."""
+
+    action: str
+    alert: dict[str, Any]
+    notify: bool
+
+    def payload(self) -> dict[str, Any]:
+        return {"action": self.action, **self.alert}
+
+
+@dataclass(slots=True)
+class _Batch:
+    now: float
+    notices: list[Notice] = field(default_factory=list)
+    new_by_community: dict[str, list[int]] = field(default_factory=dict)
+
+
+_ALERT_COLUMNS = (
+    "id, rule_id, subject, community_id, device_id, building, rule_type, severity, state,"
+    " title, occurrences, extract(epoch FROM first_seen)::float8,"
+    " extract(epoch FROM last_seen)::float8, extract(epoch FROM raised_at)::float8,"
+    " escalation_level, group_id, details"
+)
+_NAMES = (
+    *("id", "rule_id", "subject", "community_id", "device_id", "building", "rule_type"),
+    *("severity", "state", "title", "occurrences", "first_seen", "last_seen", "raised_at"),
+    *("escalation_level", "group_id", "details"),
+)
+
+_INSERT = f"""
+INSERT INTO alerts (rule_id, subject, community_id, device_id, building, rule_type, severity,
+                    initial_severity, state, title, details, first_seen, last_seen, raised_at,
+                    auto_resolve, escalate_after, escalation_max, notified)
+VALUES (%(rule_id)s, %(subject)s, %(community_id)s, %(device_id)s, %(building)s, %(rule_type)s,
+        %(severity)s, %(severity)s, %(state)s, %(title)s, %(details)s, %(at)s, %(at)s, %(now)s,
+        %(auto_resolve)s, make_interval(secs => %(escalate_after)s), %(escalation_max)s,
+        %(notified)s)
+ON CONFLICT (rule_id, subject) WHERE state <> 'resolved' DO NOTHING
+RETURNING {_ALERT_COLUMNS}
+"""  # noqa: S608 - constant column list, values are parameters
+_LOCK_ACTIVE = (
+    f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608 - constant column list
+    " WHERE rule_id = %s AND subject = %s AND state <> 'resolved' FOR UPDATE"
+)
+_HISTORY = (
+    "INSERT INTO alert_history (alert_id, action, actor, from_state, to_state, severity, note,"
+    " details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_STATE_UPSERT = (
+    "INSERT INTO alert_rule_state (rule_id, subject, state, updated_at) VALUES (%s, %s, %s, now())"
+    " ON CONFLICT (rule_id, subject) DO UPDATE SET state = excluded.state, updated_at = now()"
+)
+_STATE_DELETE = "DELETE FROM alert_rule_state WHERE rule_id = %s AND subject = %s"
+_OUTBOX = """
+INSERT INTO webhook_deliveries (webhook_id, alert_id, payload)
+SELECT w.id, %(alert_id)s, %(payload)s FROM webhooks AS w
+ WHERE w.enabled AND (w.community_id IS NULL OR w.community_id = %(community_id)s)
+   AND array_position(ARRAY['info','warning','minor','major','critical'], w.min_severity)
+       <= array_position(ARRAY['info','warning','minor','major','critical'], %(severity)s)
+"""
+ACTOR = "engine"
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_NAMES, values, strict=False))
+
+
+class AlertStore:
+    """Writes the engine's changes; one connection, reconnected after an outage."""
+
+    def __init__(
+        self, *, url: str, worker: str, flood_threshold: int = 10, flood_window_s: float = 600
+    ) -> None:
+        self.url = url
+        self.worker = worker
+        self.flood_threshold = flood_threshold
+        self.flood_window_s = flood_window_s
+        self.maintenance: list[MaintenanceWindow] = []
+        self.in_maintenance: set[str] = set()  # devices whose registry state says so
+        self.has_webhooks = True
+        self.refused = 0
+        self._conn: Conn | None = None
+
+    # -- connection ---------------------------------------------------------------
+
+    def connection(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            try:
+                self._conn = psycopg.connect(self.url, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                raise ServiceUnavailable("database", str(exc).strip()) from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def run(self, work: Any) -> Any:
+        """``work(conn)`` in a transaction; an outage becomes ``ServiceUnavailable``."""
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                return work(conn)
+        except psycopg.Error as exc:
+            if _is_outage(exc):
+                self.close()
+                raise ServiceUnavailable("database", str(exc).strip()) from exc
+            raise
+
+    # -- the alert transaction ---------------------------------------------------------
+
+    def apply(
+        self, changes: Sequence[AlertChange], state: StateChanges, now: float
+    ) -> list[Notice]:
+        """Write changes and engine state in one transaction; return what to announce.
+
+        A change the database refuses for its content (not for being unreachable)
+        must not hold up the others, or every later batch behind it: the batch is
+        then written change by change under savepoints and the refused one is
+        logged and counted in ``refused``.
+        """
+
+        def work(conn: Conn, isolate: bool) -> list[Notice]:
+            batch = _Batch(now)
+            for change in changes:
+                if not isolate:
+                    self._apply_one(conn, change, batch)
+                    continue
+                try:
+                    with conn.transaction():  # a savepoint
+                        self._apply_one(conn, change, batch)
+                except psycopg.Error as exc:
+                    if _is_outage(exc):
+                        raise
+                    self.refused += 1
+                    _LOG.error(
+                        "alert change %s/%s refused: %s", change.rule_id, change.subject, exc
+                    )
+            self._flood(conn, batch)
+            self._save_state(conn, state)
+            self._announce(conn, batch.notices)
+            return batch.notices
+
+        try:
+            result: list[Notice] = self.run(lambda conn: work(conn, False))
+        except psycopg.Error as exc:
+            _LOG.warning("alert batch refused (%s); writing change by change", exc)
+            result = self.run(lambda conn: work(conn, True))
+        return result
+
+    def _apply_one(self, conn: Conn, change: AlertChange, batch: _Batch) -> None:
+        if change.kind is ChangeKind.RAISE:
+            self._raise(conn, change, batch)
+        else:
+            self._clear(conn, change, batch)
+
+    def _suppressed_by(self, change: AlertChange) -> str | None:
+        if change.device_id is not None and change.device_id in self.in_maintenance:
+            return "device in maintenance"
+        for window in self.maintenance:
+            if window.starts_at <= change.at < window.ends_at and window.covers(
+                change.community_id, change.device_id, change.building
+            ):
+                return f"maintenance window {window.id}: {window.reason}"
+        return None
+
+    def _history(
+        self,
+        conn: Conn,
+        alert: Mapping[str, Any],
+        action: str,
+        from_state: str | None,
+        note: str = "",
+        details: Mapping[str, Any] | None = None,
+        actor: str = ACTOR,
+    ) -> int:
+        row = conn.execute(
+            _HISTORY,
+            (
+                alert["id"],
+                action,
+                actor,
+                from_state,
+                alert["state"],
+                alert["severity"],
+                note,
+                Jsonb(_clean(dict(details or {}))),
+            ),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def _notice(
+        self, batch: _Batch, alert: dict[str, Any], action: str, notify: bool, history_id: int
+    ) -> None:
+        alert = {**alert, "history_id": history_id}
+        batch.notices.append(Notice(action, alert, notify))
+
+    def _raise(self, conn: Conn, change: AlertChange, batch: _Batch) -> None:
+        rule = change.rule
+        suppressed = self._suppressed_by(change)
+        existing = conn.execute(_LOCK_ACTIVE, (change.rule_id, change.subject)).fetchone()
+        if existing is None:
+            escalation = rule.escalation
+            row = conn.execute(
+                _INSERT,
+                {
+                    "rule_id": change.rule_id,
+                    "subject": change.subject,
+                    "community_id": change.community_id,
+                    "device_id": change.device_id,
+                    "building": change.building,
+                    "rule_type": rule.type,
+                    "severity": change.severity.value,
+                    "state": (AlertState.SUPPRESSED if suppressed else AlertState.OPEN).value,
+                    "title": change.title,
+                    "details": Jsonb(_clean(dict(change.details))),
+                    "at": _ts(change.at),
+                    "now": _ts(batch.now),
+                    "auto_resolve": rule.auto_resolve,
+                    "escalate_after": escalation.after if escalation else None,
+                    "escalation_max": escalation.max_steps if escalation else 0,
+                    "notified": suppressed is None,
+                },
+            ).fetchone()
+            if row is not None:
+                alert = _row(row)
+                action = "suppressed" if suppressed else "raised"
+                hid = self._history(conn, alert, action, None, suppressed or "", change.details)
+                self._notice(batch, alert, action, suppressed is None, hid)
+                if suppressed is None and change.severity is not Severity.CRITICAL:
+                    batch.new_by_community.setdefault(change.community_id, []).append(alert["id"])
+                return
+            # Another worker inserted it first (it waited for that commit): a repeat.
+            existing = conn.execute(_LOCK_ACTIVE, (change.rule_id, change.subject)).fetchone()
+            if existing is None:
+                return  # and someone resolved it since: nothing left to count
+        self._repeat(conn, _row(existing), change, suppressed, batch)
+
+    def _repeat(
+        self,
+        conn: Conn,
+        alert: dict[str, Any],
+        change: AlertChange,
+        suppressed: str | None,
+        batch: _Batch,
+    ) -> None:
+        """The condition again while the alert is active: count it; raise severity if higher."""
+        higher = _rank(change.severity) > _rank(alert["severity"])
+        unsuppress = alert["state"] == AlertState.SUPPRESSED and suppressed is None
+        row = conn.execute(
+            f"UPDATE alerts SET occurrences = occurrences + 1,"  # noqa: S608 - constant column list
+            " last_seen = greatest(last_seen, %(at)s), condition_cleared_at = NULL,"
+            " severity = CASE WHEN %(higher)s THEN %(severity)s ELSE severity END,"
+            " title = CASE WHEN %(higher)s THEN %(title)s ELSE title END,"
+            " details = CASE WHEN %(higher)s THEN details || %(details)s ELSE details END,"
+            " state = CASE WHEN %(unsuppress)s THEN 'open' ELSE state END,"
+            " notified = notified OR %(unsuppress)s,"
+            f" updated_at = clock_timestamp() WHERE id = %(id)s RETURNING {_ALERT_COLUMNS}",
+            {
+                "at": _ts(change.at),
+                "higher": higher,
+                "severity": change.severity.value,
+                "title": change.title,
+                "details": Jsonb(_clean(dict(change.details))),
+                "unsuppress": unsuppress,
+                "id": alert["id"],
+            },
+        ).fetchone()
+        assert row is not None
+        updated = _row(row)
+        if higher:
+            hid = self._history(
+                conn,
+                updated,
+                "severity_raised",
+                alert["state"],
+                f"{alert['severity']} -> {change.severity.value}: {change.title}",
+                change.details,
+            )
+            self._notice(batch, updated, "severity_raised", updated["state"] != "suppressed", hid)
+        elif unsuppress:
+            hid = self._history(conn, updated, "unsuppressed", alert["state"], "maintenance over")
+            self._notice(batch, updated, "raised", True, hid)
+        else:
+            self._notice(batch, updated, "repeated", False, 0)
+
+    def _clear(self, conn: Conn, change: AlertChange, batch: _Batch) -> None:
+        found = conn.execute(
+            _LOCK_ACTIVE.replace("SELECT ", "SELECT auto_resolve, ", 1),
+            (change.rule_id, change.subject),
+        ).fetchone()
+        if found is None:
+            return  # already resolved by an operator
+        auto_resolve, alert = bool(found[0]), _row(found[1:])
+        before = alert["state"]
+        if auto_resolve:
+            row = conn.execute(
+                f"UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
+                " resolution_note = 'condition cleared', condition_cleared_at = %s,"
+                f" updated_at = clock_timestamp() WHERE id = %s RETURNING {_ALERT_COLUMNS}",
+                (_ts(change.at), ACTOR, _ts(change.at), alert["id"]),
+            ).fetchone()
+            action = "auto_resolved"
+        else:
+            row = conn.execute(
+                f"UPDATE alerts SET condition_cleared_at = %s, updated_at = clock_timestamp()"  # noqa: S608 - constant column list
+                f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
+                (_ts(change.at), alert["id"]),
+            ).fetchone()
+            action = "condition_cleared"
+        assert row is not None
+        updated = _row(row)
+        hid = self._history(conn, updated, action, before, "condition cleared", change.details)
+        self._notice(batch, updated, action, auto_resolve and before != "suppressed", hid)
+
+    # -- flood control ------------------------------------------------------------------
+
+    def _flood(self, conn: Conn, batch: _Batch) -> None:
+        """More than N new alerts of one community in M minutes: one grouped alert."""
+        for community, new_ids in batch.new_by_community.items():
+            since = _ts(batch.now - self.flood_window_s)
+            row = conn.execute(
+                "SELECT count(*) FROM alerts WHERE community_id = %s AND raised_at > %s"
+                " AND rule_id <> %s AND state <> 'suppressed' AND severity <> 'critical'",
+                (community, since, FLOOD_RULE),
+            ).fetchone()
+            assert row is not None
+            if row[0] < self.flood_threshold:
+                continue
+            group = self._flood_alert(conn, community, int(row[0]), batch)
+            members = conn.execute(
+                "UPDATE alerts SET group_id = %s, updated_at = clock_timestamp()"
+                " WHERE community_id = %s AND raised_at > %s AND rule_id <> %s"
+                " AND group_id IS NULL AND state <> 'suppressed' AND severity <> 'critical'"
+                " RETURNING id",
+                (group, community, since, FLOOD_RULE),
+            ).fetchall()
+            grouped = {int(m[0]) for m in members}
+            # Members raised in this batch are not announced on their own: the group is.
+            for notice in batch.notices:
+                if notice.alert["id"] in grouped and notice.alert["id"] in new_ids:
+                    notice.notify = False
+                    notice.alert["group_id"] = group
+            if grouped:
+                conn.execute(
+                    "UPDATE alerts SET notified = false WHERE id = ANY(%s)",
+                    ([i for i in new_ids if i in grouped],),
+                )
+
+    def _flood_alert(self, conn: Conn, community: str, count: int, batch: _Batch) -> int:
+        subject = community_subject(community)
+        title = f"Alert flood: {count} alerts in {self.flood_window_s / 60:g} min"
+        details = {"count": count, "window_s": self.flood_window_s}
+        row = conn.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule_id = %s AND subject = %s"  # noqa: S608 - constant column list
+            " AND state <> 'resolved' FOR UPDATE",
+            (FLOOD_RULE, subject),
+        ).fetchone()
+        if row is not None:
+            conn.execute(
+                "UPDATE alerts SET occurrences = %s, title = %s, details = %s,"
+                " last_seen = %s, updated_at = clock_timestamp() WHERE id = %s",
+                (count, title, Jsonb(details), _ts(batch.now), row[0]),
+            )
+            return int(row[0])
+        inserted = conn.execute(
+            "INSERT INTO alerts (rule_id, subject, community_id, rule_type, severity,"  # noqa: S608 - constant column list
+            " initial_severity, state, title, details, occurrences, first_seen, last_seen,"
+            " raised_at, auto_resolve) VALUES (%s, %s, %s, 'flood', 'major', 'major', 'open',"
+            f" %s, %s, %s, %s, %s, %s, true) RETURNING {_ALERT_COLUMNS}",
+            (FLOOD_RULE, subject, community, title, Jsonb(details), count) + (_ts(batch.now),) * 3,
+        ).fetchone()
+        assert inserted is not None
+        alert = _row(inserted)
+        hid = self._history(conn, alert, "raised", None, "flood control (ISA-18.2)", details)
+        self._notice(batch, alert, "raised", True, hid)
+        return int(alert["id"])
+
+    def end_floods(self, now: float) -> list[Notice]:
+        """A flood ends when its community falls under half the threshold in the window."""
+
+        def work(conn: Conn) -> list[Notice]:
+            batch = _Batch(now)
+            since = _ts(now - self.flood_window_s)
+            floods = conn.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule_id = %s AND state <> 'resolved'"  # noqa: S608 - constant column list
+                " FOR UPDATE SKIP LOCKED",
+                (FLOOD_RULE,),
+            ).fetchall()
+            for found in floods:
+                alert = _row(found)
+                row = conn.execute(
+                    "SELECT count(*) FROM alerts WHERE community_id = %s AND raised_at > %s"
+                    " AND rule_id <> %s AND state <> 'suppressed' AND severity <> 'critical'",
+                    (alert["community_id"], since, FLOOD_RULE),
+                ).fetchone()
+                assert row is not None
+                if row[0] * 2 >= self.flood_threshold:
+                    continue
+                done = conn.execute(
+                    "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
+                    " resolution_note = 'flood over', updated_at = clock_timestamp()"
+                    f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
+                    (_ts(now), ACTOR, alert["id"]),
+                ).fetchone()
+                assert done is not None
+                updated = _row(done)
+                hid = self._history(conn, updated, "auto_resolved", alert["state"], "flood over")
+                self._notice(batch, updated, "auto_resolved", True, hid)
+            self._announce(conn, batch.notices)
+            return batch.notices
+
+        result: list[Notice] = self.run(work)
+        return result
+
+    # -- escalation ---------------------------------------------------------------------
+
+    def escalate(self, now: float) -> list[Notice]:
+        """Open alerts not acknowledged within their rule's window: one level up, again."""
+
+        def work(conn: Conn) -> list[Notice]:
+            batch = _Batch(now)
+            due = conn.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state = 'open'"  # noqa: S608 - constant column list
+                " AND escalate_after IS NOT NULL AND escalation_level < escalation_max"
+                " AND coalesce(escalated_at, raised_at) + escalate_after <= %s"
+                " FOR UPDATE SKIP LOCKED",
+                (_ts(now),),
+            ).fetchall()
+            for found in due:
+                alert = _row(found)
+                severity = escalated(alert["severity"]).value
+                row = conn.execute(
+                    "UPDATE alerts SET severity = %s, escalation_level = escalation_level + 1,"  # noqa: S608 - constant column list
+                    " escalated_at = %s, notified = true, updated_at = clock_timestamp()"
+                    f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
+                    (severity, _ts(now), alert["id"]),
+                ).fetchone()
+                assert row is not None
+                updated = _row(row)
+                note = (
+                    f"not acknowledged: {alert['severity']} -> {severity}"
+                    f" (step {updated['escalation_level']})"
+                )
+                hid = self._history(conn, updated, "escalated", alert["state"], note)
+                self._notice(batch, updated, "escalated", True, hid)
+            self._announce(conn, batch.notices)
+            return batch.notices
+
+        result: list[Notice] = self.run(work)
+        return result
+
+    # -- state, outbox, notify ----------------------------------------------------------
+
+    def _save_state(self, conn: Conn, state: StateChanges) -> None:
+        if not state:
+            return
+        upserts = [(r, s, Jsonb(d)) for (r, s), d in state.items() if d is not None]
+        deletes = [(r, s) for (r, s), d in state.items() if d is None]
+        with conn.cursor() as cur:
+            if upserts:
+                cur.executemany(_STATE_UPSERT, upserts)
+            if deletes:
+                cur.executemany(_STATE_DELETE, deletes)
+
+    def _announce(self, conn: Conn, notices: Iterable[Notice]) -> None:
+        payloads = []
+        for notice in notices:
+            payload = notice.payload()
+            text = json.dumps(payload, default=str)
+            if len(text) > 7000 or len(json.dumps(payload.get("details"))) > _NOTIFY_DETAILS_MAX:
+                text = json.dumps({**payload, "details": {}}, default=str)
+            payloads.append(text)
+            if notice.notify and self.has_webhooks:
+                conn.execute(
+                    _OUTBOX,
+                    {
+                        "alert_id": notice.alert["id"],
+                        "payload": Jsonb(json.loads(text)),
+                        "community_id": notice.alert["community_id"],
+                        "severity": notice.alert["severity"],
+                    },
+                )
+        if payloads:
+            conn.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (NOTIFY_CHANNEL, payloads)
+            )
+
+    def save_watermark(self, watermark: datetime) -> None:
+        self.run(
+            lambda conn: conn.execute(
+                "INSERT INTO alert_engine_progress (worker, watermark) VALUES (%s, %s)"
+                " ON CONFLICT (worker) DO UPDATE"
+                " SET watermark = greatest(alert_engine_progress.watermark, excluded.watermark),"
+                " updated_at = now()",
+                (self.worker, watermark),
+            )
+        )
+
+    def watermark(self) -> datetime | None:
+        row = self.run(
+            lambda conn: conn.execute(
+                "SELECT watermark FROM alert_engine_progress WHERE worker = %s", (self.worker,)
+            ).fetchone()
+        )
+        return None if row is None else row[0]

@@ -1,0 +1,104 @@
+"""Helpers for the alert tests (no tests here): a clock the test moves, devices, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from alerts.service import AlertListener
+from alerts.store import AlertStore
+from core import schema
+from core.models import DeviceEvent, Reading
+from core.rules import Rule, parse_rule
+from core.settings import AlertSettings
+from ingest.batch import Accepted
+
+# 10:00 in Shanghai on a fixed day.
+T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock only the test moves."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+    def at(self, seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+
+def setup_devices(
+    url: str, community: str, devices: Sequence[tuple[str, str, str | None]], interval: int = 60
+) -> None:
+    """Migrate, then register ``(device id, class, building)`` in ``community``."""
+    schema.upgrade(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (community, community),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO devices (id, community_id, device_class, expected_interval_s,"
+                " building) VALUES (%s, %s, %s, %s, %s)",
+                [(d, community, cls, interval, b) for d, cls, b in devices],
+            )
+
+
+def reading(
+    device: str, metric: str, ts: datetime, value: float, cls: str = "wearable"
+) -> Accepted:
+    return Accepted(
+        device_id=device,
+        topic=f"community/x/{cls}/{device}/telemetry",
+        payload=b"{}",
+        readings=[Reading(device, metric, ts, value, None, ts)],
+        device_time=ts,
+        received_at=ts,
+    )
+
+
+def event(device: str, name: str, ts: datetime, data: dict[str, Any] | None = None) -> Accepted:
+    return Accepted(
+        device_id=device,
+        topic=f"community/x/any/{device}/event",
+        payload=b"{}",
+        event=DeviceEvent(device, name, ts, data or {}, None, ts),
+        device_time=ts,
+        received_at=ts,
+    )
+
+
+def make_listener(
+    url: str,
+    clock: Clock,
+    rules: Sequence[dict[str, Any] | Rule],
+    *,
+    worker: str = "test",
+    flood_threshold: int = 10,
+) -> AlertListener:
+    parsed = [r if not isinstance(r, dict) else parse_rule(r) for r in rules]
+    listener = AlertListener(
+        store=AlertStore(url=url, worker=worker, flood_threshold=flood_threshold),
+        settings=AlertSettings(tick_s=0.001, reload_s=0.001),
+        clock=clock,
+        seed=parsed,
+        absence_grace_s=0.0,
+    )
+    listener.start()
+    return listener
+
+
+def rows(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
