@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING
 
 __all__ = ["MODULES", "register_all"]
 
-MODULES = ("smartcommunity.commands.tokens", "smartcommunity.commands.storage")
+MODULES = (
+    "smartcommunity.commands.tokens",
+    "smartcommunity.commands.storage",
+    "smartcommunity.commands.rules",
+)
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -1,0 +1,143 @@
+"""``smartcommunity rules list|show|apply|enable|disable`` and ``smartcommunity alerts list``.
+
+Rules live in the database; running pipelines pick changes up within a second.
+``apply`` validates every rule of every file first and writes nothing if one is
+wrong, naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from alerts import catalog
+from alerts.pack import DEFAULTS_DIR, load_rules
+from core import schema
+from core.errors import ConfigurationError
+from core.rules import dump_rule
+from core.settings import Settings
+from smartcommunity.commands import SubParsers
+
+__all__ = ["register"]
+
+
+def _url() -> str:
+    url = Settings().database_url
+    if url is None:
+        raise ConfigurationError("SC_DATABASE_URL is not set")
+    schema.upgrade(url)
+    return url
+
+
+def _list(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url()) as conn:
+        rows = catalog.load_rule_rows(conn)
+    print(f"{'id':<32} {'type':<15} {'severity':<9} {'enabled':<8} {'source':<8} title")
+    for row in rows:
+        rule = row.rule
+        if args.type and rule.type != args.type:
+            continue
+        enabled = "yes" if row.enabled else "no"
+        print(
+            f"{row.id:<32} {rule.type:<15} {rule.severity.value:<9} {enabled:<8}"
+            f" {row.source:<8} {rule.title}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with psycopg.connect(_url()) as conn:
+        rows = catalog.load_rule_rows(conn, args.id)
+    if not rows:
+        print(f"no rule {args.id!r}", file=sys.stderr)
+        return 1
+    data = dump_rule(rows[0].rule)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.files]
+    if args.defaults:
+        paths.append(DEFAULTS_DIR)
+    if not paths:
+        print("give rule files (or --defaults)", file=sys.stderr)
+        return 2
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"no such file: {missing[0]}", file=sys.stderr)
+        return 2
+    rules = load_rules(*paths)  # raises with file and field on the first bad rule
+    if args.dry_run:
+        print(f"{len(rules)} rules valid (nothing written)")
+        return 0
+    with psycopg.connect(_url()) as conn:
+        count = catalog.upsert_rules(conn, rules, "default" if args.defaults else "cli")
+    print(f"applied {count} rules")
+    return 0
+
+
+def _enable(args: argparse.Namespace, enabled: bool) -> int:
+    with psycopg.connect(_url()) as conn:
+        rows = catalog.load_rule_rows(conn, args.id)
+        if not rows:
+            print(f"no rule {args.id!r}", file=sys.stderr)
+            return 1
+        catalog.set_enabled(conn, args.id, enabled)
+    print(f"{'enabled' if enabled else 'disabled'} {args.id}")
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    where = "state <> 'resolved'" if not args.all else "true"
+    params: list[object] = []
+    if args.community:
+        where += " AND community_id = %s"
+        params.append(args.community)
+    with psycopg.connect(_url()) as conn:
+        rows = conn.execute(
+            "SELECT id, raised_at, severity, state, rule_id, subject, occurrences, title"  # noqa: S608 - fixed fragments
+            f" FROM alerts WHERE {where} ORDER BY raised_at DESC LIMIT %s",
+            [*params, args.limit],
+        ).fetchall()
+    for aid, raised, severity, state, rule_id, subject, occurrences, title in rows:
+        print(
+            f"{aid:>6} {raised:%Y-%m-%d %H:%M:%S} {severity:<8} {state:<12} {rule_id:<28}"
+            f" {subject:<32} x{occurrences:<3} {title}"
+        )
+    return 0
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    rules = commands.add_parser("rules", help="alert rules: list, show, apply, enable, disable")
+    sub = rules.add_subparsers(dest="rules_cmd", required=True)
+    list_ = sub.add_parser("list", help="every rule with its state")
+    list_.add_argument("--type", help="only rules of this type (threshold, event, ...)")
+    list_.set_defaults(func=_list)
+    show = sub.add_parser("show", help="one rule as YAML (or --json)")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=_show)
+    apply = sub.add_parser("apply", help="create or replace rules from YAML/JSON files or folders")
+    apply.add_argument("files", nargs="*", metavar="FILE")
+    apply.add_argument("--defaults", action="store_true", help="(re)apply the shipped pack")
+    apply.add_argument("--dry-run", action="store_true", help="validate only")
+    apply.set_defaults(func=_apply)
+    for name, enabled in (("enable", True), ("disable", False)):
+        cmd = sub.add_parser(name, help=f"{name} a rule (no restart needed)")
+        cmd.add_argument("id")
+        cmd.set_defaults(func=lambda args, e=enabled: _enable(args, e))
+
+    alerts = commands.add_parser("alerts", help="list alerts (the API has the full lifecycle)")
+    alerts.add_argument("--all", action="store_true", help="resolved ones too")
+    alerts.add_argument("--community")
+    alerts.add_argument("--limit", type=int, default=50)
+    alerts.set_defaults(func=_alerts)
