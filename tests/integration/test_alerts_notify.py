@@ -1,0 +1,181 @@
+"""Notifications and live rule changes against real servers: a local HTTP receiver, PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+
+from alerts import catalog
+from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sign
+from core.rules import parse_rule
+from tests.integration.test_alerts_support import (
+    Clock,
+    event,
+    make_listener,
+    reading,
+    rows,
+    setup_devices,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cret-s3cret-s3cret"
+SOS: dict[str, Any] = {
+    "id": "sos",
+    "type": "event",
+    "title": "SOS",
+    "severity": "critical",
+    "events": ["sos_pressed"],
+}
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Fails the first ``failures`` posts with 503, then accepts; records what it got."""
+
+    failures: ClassVar[int] = 0
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            self.send_response(503)
+        else:
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _sender(url: str, attempts: int) -> WebhookSender:
+    return WebhookSender(
+        url=url, attempts=attempts, backoff_min_s=0.001, backoff_max_s=0.001, timeout_s=5
+    )
+
+
+def test_signed_webhooks_retry_with_backoff_then_deliver(
+    fresh_database_url: str, receiver: str
+) -> None:
+    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
+    with psycopg.connect(fresh_database_url) as conn:
+        conn.execute(
+            "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, 'major')",
+            (receiver, SECRET),
+        )
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [SOS])
+    listener.committed([event("w1", "sos_pressed", clock.now)])
+    listener.stop()
+    Receiver.failures = 2
+    sender = _sender(fresh_database_url, attempts=5)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        for _ in range(3):
+            assert sender.deliver_due(conn) == 1
+            conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now()")
+        assert sender.deliver_due(conn) == 0
+    assert rows(fresh_database_url, "SELECT state, attempts FROM webhook_deliveries") == [
+        ("delivered", 3)
+    ]
+    headers, body = Receiver.received[-1]
+    signature = headers[SIGNATURE_HEADER.lower()]
+    assert signature == sign(SECRET, headers[TIMESTAMP_HEADER.lower()], body)
+    assert b'"rule_id":"sos"' in body
+
+
+def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
+    fresh_database_url: str, receiver: str
+) -> None:
+    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
+    with psycopg.connect(fresh_database_url) as conn:
+        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [SOS])
+    listener.committed([event("w1", "sos_pressed", clock.now)])
+    listener.stop()
+    Receiver.failures = 100
+    sender = _sender(fresh_database_url, attempts=3)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        for _ in range(3):
+            sender.deliver_due(conn)
+            conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now()")
+    assert rows(
+        fresh_database_url, "SELECT state, attempts, last_error FROM webhook_deliveries"
+    ) == [("dead", 3, "HTTP 503")]
+
+
+def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -> None:
+    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
+    rule = {
+        "id": "spo2",
+        "type": "threshold",
+        "title": "SpO2 low",
+        "severity": "major",
+        "metric": "spo2",
+        "op": "<",
+        "raise": 90,
+    }
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [rule])
+    try:
+        listener.committed([reading("w1", "spo2", clock.now, 91)])
+        assert rows(fresh_database_url, "SELECT count(*) FROM alerts") == [(0,)]
+        with psycopg.connect(fresh_database_url) as conn:
+            catalog.upsert_rules(conn, [parse_rule({**rule, "raise": 92})], "api")
+        listener.tick(clock.advance(1))  # the engine sees the new revision
+        listener.committed([reading("w1", "spo2", clock.at(60), 91)])
+        assert rows(fresh_database_url, "SELECT rule_id FROM alerts") == [("spo2",)]
+        with psycopg.connect(fresh_database_url) as conn:
+            catalog.set_enabled(conn, "spo2", False)
+        listener.tick(clock.advance(1))
+        assert listener.engine.evaluators == {}
+    finally:
+        listener.stop()
+
+
+def test_absence_raises_offline_and_a_reconnect_clears_it_once(fresh_database_url: str) -> None:
+    setup_devices(fresh_database_url, "c1", [("d1", "access", None)], interval=60)
+    rule = {
+        "id": "offline",
+        "type": "absence",
+        "title": "Offline",
+        "severity": "minor",
+        "intervals": 3,
+        "min_clears": 2,
+    }
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [rule])
+    try:
+        listener.committed([reading("d1", "battery", clock.now, 90, "access")])
+        listener.tick(clock.advance(179))
+        assert rows(fresh_database_url, "SELECT count(*) FROM alerts") == [(0,)]
+        listener.tick(clock.advance(2))
+        assert rows(fresh_database_url, "SELECT state FROM alerts") == [("open",)]
+        listener.committed([reading("d1", "battery", clock.advance(10), 90, "access")])
+        listener.tick(clock.advance(1))
+        assert rows(fresh_database_url, "SELECT state FROM alerts") == [("open",)]  # not yet
+        listener.committed([reading("d1", "battery", clock.advance(50), 90, "access")])
+    finally:
+        listener.stop()
+    assert rows(fresh_database_url, "SELECT state, resolved_by FROM alerts") == [
+        ("resolved", "engine")
+    ]
