@@ -11,14 +11,28 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
+from pydantic import ValidationError
+
+from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.models import Device
 from core.settings import Settings
+from simulators.community import demo_devices
 from simulators.connection import Protocol
+from simulators.credentials import load_credentials
+from simulators.faults import FAULT_KINDS, build_fault
+from simulators.injector import inject_faults
+from simulators.population import generate_community
+from simulators.registration import register_devices
+from simulators.roster import RosterEntry, read_roster, write_roster
 from simulators.runner import run_simulation
-from simulators.stats import Progress
+from simulators.stats import Progress, SimulationStats
 
 __all__ = ["add_arguments", "main_from_args"]
 
@@ -47,7 +61,9 @@ def _rate(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=_positive_int, default=100, help="how many devices")
+    parser.add_argument(
+        "--devices", type=_positive_int, default=100, help="how many demo devices (default 100)"
+    )
     parser.add_argument(
         "--rate",
         type=_rate,
@@ -64,7 +80,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="stop after N telemetry messages (default: no limit; Ctrl-C stops)",
+        help="stop after N telemetry messages, for benchmarks (default: no limit; Ctrl-C stops)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="split the fleet, the rate and the message count between N processes",
     )
     parser.add_argument(
         "--mqtt-url", default=None, help="mqtt://[user:password@]host:port (default: SC_MQTT_URL)"
@@ -88,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one MQTT connection per device, each with its own Will (small fleets)",
     )
     parser.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="per-device MQTT credentials (device_id,username,password) for a broker that "
+        "makes every device log in as itself; implies --per-device-connections",
+    )
+    parser.add_argument(
         "--keep-online",
         action="store_true",
         help="leave the devices' retained status online when the run ends",
@@ -99,12 +130,134 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between progress lines",
     )
+    roster = parser.add_argument_group("the community (default: --devices demo devices)")
+    roster.add_argument(
+        "--buildings",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="generate a community of N buildings with flats, residents and their devices",
+    )
+    roster.add_argument("--kind", choices=("urban", "rural"), default="urban")
+    roster.add_argument(
+        "--roster",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="simulate the devices of a devices.csv or community.json",
+    )
+    roster.add_argument(
+        "--roster-out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write devices.csv (installer import) and community.json (buildings, residents)",
+    )
+    roster.add_argument(
+        "--register",
+        action="store_true",
+        help="register the community and its devices in the database (SC_DATABASE_URL)",
+    )
+    roster.add_argument(
+        "--no-run",
+        action="store_true",
+        help="generate, write and register, then exit without publishing",
+    )
+    faults = parser.add_argument_group("faults (instead of a simulation)")
+    faults.add_argument(
+        "--fault",
+        action="append",
+        choices=(*FAULT_KINDS, "all"),
+        metavar="KIND",
+        help="publish this fault once and exit; repeat for several, 'all' for every kind "
+        f"({', '.join(FAULT_KINDS)})",
+    )
+    faults.add_argument(
+        "--device",
+        default=None,
+        help="the registered device the faults come from (default: the roster's first)",
+    )
 
 
 def _print_progress(progress: Progress) -> None:
     print(
         f"{progress.elapsed_s:7.1f} s  {progress.telemetry:>10,} telemetry  "
         f"{progress.events:>8,} events  {progress.rate:>9,.0f} msg/s",
+        flush=True,
+    )
+
+
+def _inject(args: argparse.Namespace, mqtt_url: str, roster: list[Device]) -> int:
+    kinds = FAULT_KINDS if "all" in args.fault else tuple(dict.fromkeys(args.fault))
+    if args.device is None:
+        device = roster[0]
+    else:
+        found = [d for d in roster if d.id == args.device]
+        if not found:
+            print(f"simulate: device {args.device!r} is not in the roster", file=sys.stderr)
+            return 2
+        device = found[0]
+    credentials = load_credentials(args.credentials) if args.credentials else None
+    now = datetime.now(UTC)
+    faults = [build_fault(kind, device=device, now=now, seed=args.seed) for kind in kinds]
+    report = inject_faults(
+        faults,
+        mqtt_url=mqtt_url,
+        protocol=cast(Protocol, args.protocol),
+        credentials=credentials,
+    )
+    print(f"{'fault':<18} {'device':<28} {'msgs':>4}  the platform must")
+    for fault in faults:
+        if fault.reason is not None:
+            outcome = f"dead-letter each as {fault.reason.value}"
+        elif fault.drop_connection:
+            outcome = "store it; the retained status stays online (no Will)"
+        else:
+            outcome = f"store {fault.stored} reading time(s), dead-letter nothing"
+        print(f"{fault.kind:<18} {fault.device_id:<28} {len(fault.messages):>4}  {outcome}")
+    print(f"published {report.messages} messages for {report.faults} faults", flush=True)
+    return 0
+
+
+def _roster(args: argparse.Namespace) -> list[RosterEntry]:
+    """The devices to simulate, written and registered when asked."""
+    if args.roster is not None:
+        entries = read_roster(args.roster)
+    elif args.buildings is not None:
+        community = generate_community(
+            args.community, buildings=args.buildings, seed=args.seed, kind=args.kind
+        )
+        if args.roster_out is not None:
+            for path in write_roster(community, args.roster_out):
+                print(f"wrote {path}")
+        entries = [(p.device, p.building) for p in community.placed]
+        print(
+            f"community {community.id}: {len(community.buildings)} buildings, "
+            f"{len(community.units)} flats, {len(community.residents)} residents, "
+            f"{len(entries)} devices"
+        )
+    else:
+        devices = demo_devices(community_id=args.community, count=args.devices, seed=args.seed)
+        entries = [(d, None) for d in devices]
+    if args.register:
+        url = Settings().database_url
+        if url is None:
+            raise ConfigurationError("--register needs SC_DATABASE_URL")
+        schema.upgrade(url)
+        done = register_devices(
+            url, [d for d, _ in entries], buildings={d.id: b for d, b in entries}
+        )
+        print(f"registered {done.new} new of {done.devices} devices")
+    return entries
+
+
+def _report(stats: SimulationStats) -> None:
+    print(
+        f"published {stats.published:,} of {stats.sent:,} messages "
+        f"({stats.telemetry:,} telemetry, {stats.events:,} events, {stats.statuses:,} statuses) "
+        f"in {stats.elapsed_s:.1f} s: {stats.rate:,.0f} msg/s"
+        + (f"; {stats.unconfirmed:,} unconfirmed" if stats.unconfirmed else "")
+        + (f"; {stats.refused:,} refused" if stats.refused else ""),
         flush=True,
     )
 
@@ -117,19 +270,25 @@ def main_from_args(args: argparse.Namespace) -> int:
         settings = Settings()
         mqtt_url = mqtt_url or settings.mqtt_url
         zone_name = zone_name or settings.time_zone
-    if mqtt_url is None:
-        print("simulate: give --mqtt-url or set SC_MQTT_URL", file=sys.stderr)
-        return 2
     try:
         time_zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):
         print(f"simulate: unknown time zone {zone_name!r}", file=sys.stderr)
         return 2
     try:
+        roster = _roster(args)
+        if args.no_run:
+            return 0
+        if mqtt_url is None:
+            print("simulate: give --mqtt-url or set SC_MQTT_URL", file=sys.stderr)
+            return 2
+        devices = [d for d, _ in roster]
+        if args.fault:
+            return _inject(args, mqtt_url, devices)
+        credentials = load_credentials(args.credentials) if args.credentials else None
         stats = run_simulation(
             mqtt_url=mqtt_url,
-            community_id=args.community,
-            devices=args.devices,
+            roster=devices,
             seed=args.seed,
             rate=args.rate,
             duration_s=args.duration,
@@ -137,24 +296,19 @@ def main_from_args(args: argparse.Namespace) -> int:
             incident_scale=args.incident_scale,
             time_zone=time_zone,
             protocol=cast(Protocol, args.protocol),
-            per_device_connections=args.per_device_connections,
+            per_device_connections=args.per_device_connections or credentials is not None,
+            credentials=credentials,
             mark_offline_on_stop=not args.keep_online,
+            processes=args.processes,
             progress_interval_s=args.progress_interval,
             on_progress=_print_progress,
             handle_signals=True,
         )
-    except ValueError as exc:
+    except (OSError, ValueError, ValidationError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
-    except (ServiceUnavailable, ConfigurationError) as exc:
+    except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"published {stats.published:,} of {stats.sent:,} messages "
-        f"({stats.telemetry:,} telemetry, {stats.events:,} events, {stats.statuses:,} statuses) "
-        f"in {stats.elapsed_s:.1f} s: {stats.rate:,.0f} msg/s"
-        + (f"; {stats.unconfirmed:,} unconfirmed" if stats.unconfirmed else "")
-        + (f"; {stats.refused:,} refused" if stats.refused else ""),
-        flush=True,
-    )
+    _report(stats)
     return 0 if stats.unconfirmed == 0 and stats.refused == 0 else 1

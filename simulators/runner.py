@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from zoneinfo import ZoneInfo
 
+from core.models import Device
 from simulators.community import demo_devices
 from simulators.connection import Protocol
+from simulators.credentials import DeviceCredentials
 from simulators.model import COMMUNITY_TZ
+from simulators.parallel import run_parallel
 from simulators.publisher import Simulator
 from simulators.stats import Progress, SimulationStats
 
@@ -22,6 +26,7 @@ def run_simulation(
     mqtt_url: str,
     community_id: str = "demo",
     devices: int = 100,
+    roster: Sequence[Device] | None = None,
     seed: int = 0,
     rate: float | None = None,
     duration_s: float | None = None,
@@ -30,42 +35,74 @@ def run_simulation(
     time_zone: ZoneInfo = COMMUNITY_TZ,
     protocol: Protocol = "auto",
     per_device_connections: bool = False,
+    credentials: Mapping[str, DeviceCredentials] | None = None,
     mark_offline_on_stop: bool = True,
+    processes: int = 1,
     progress_interval_s: float = 5.0,
     on_progress: Callable[[Progress], None] | None = None,
     handle_signals: bool = False,
 ) -> SimulationStats:
-    """Simulate ``devices`` demo devices of ``community_id`` until the duration or count.
+    """Simulate ``roster``, or ``devices`` demo devices of ``community_id``, to the end.
 
     ``rate``: telemetry messages a second in total; None for each device's own
-    interval, ``math.inf`` for as fast as the broker confirms. With
+    interval, ``math.inf`` for as fast as the broker confirms. ``processes``
+    above 1 splits the fleet between that many simulator processes. With
     ``handle_signals`` (main thread only), SIGINT and SIGTERM end the run
     cleanly; a second one interrupts as usual.
     """
-    roster = demo_devices(community_id=community_id, count=devices, seed=seed)
+    fleet = (
+        list(roster)
+        if roster is not None
+        else demo_devices(community_id=community_id, count=devices, seed=seed)
+    )
+    if processes > 1:
+        stop = threading.Event()
+        with _stop_on_signals(stop.set) if handle_signals else _nothing():
+            return run_parallel(
+                devices=fleet,
+                processes=processes,
+                mqtt_url=mqtt_url,
+                rate=rate,
+                duration_s=duration_s,
+                max_messages=max_messages,
+                credentials=credentials,
+                progress_interval_s=progress_interval_s,
+                on_progress=on_progress,
+                stop=stop,
+                seed=seed,
+                time_zone=time_zone,
+                incident_scale=incident_scale,
+                protocol=protocol,
+                per_device_connections=per_device_connections,
+                mark_offline_on_stop=mark_offline_on_stop,
+            )
     simulator = Simulator(
-        devices=roster,
+        devices=fleet,
         mqtt_url=mqtt_url,
-        seed=seed,
         rate=rate,
         duration_s=duration_s,
         max_messages=max_messages,
+        credentials=credentials,
+        progress_interval_s=progress_interval_s,
+        on_progress=on_progress,
+        seed=seed,
         time_zone=time_zone,
         incident_scale=incident_scale,
         protocol=protocol,
         per_device_connections=per_device_connections,
         mark_offline_on_stop=mark_offline_on_stop,
-        progress_interval_s=progress_interval_s,
-        on_progress=on_progress,
     )
-    if not handle_signals:
-        return simulator.run()
-    with _stop_on_signals(simulator):
+    with _stop_on_signals(simulator.stop) if handle_signals else _nothing():
         return simulator.run()
 
 
 @contextmanager
-def _stop_on_signals(simulator: Simulator) -> Iterator[None]:
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     # A clean stop publishes the offline statuses and waits for PUBACKs;
     # the default handler would kill the run with messages in flight.
     previous = {int(signum): signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -76,7 +113,7 @@ def _stop_on_signals(simulator: Simulator) -> Iterator[None]:
         signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        simulator.stop()
+        stop()
         restore(signum)
 
     for signum in previous:

@@ -1,0 +1,412 @@
+"""A whole community from a seed: buildings, flats, residents, and the devices they live with.
+
+Where devices go follows the codes and practice in domain.md: a smoke detector
+in every stair-hall and in the homes of elders who live alone (GB 20517
+independent alarms), a hydrant pressure gauge at the top of each building
+(the most unfavourable point, GB 50974 5.2.2), a residual-current monitor on
+each building's distribution board, extinguisher gauges every other floor, a
+door controller at each building entrance and at the community gates, a
+parcel locker bank per few buildings, and a care watch for each elder
+enrolled in the care service. Device ids carry the place: ``B3-2F-smoke-01``
+is the first smoke detector on the second floor of building 3, prefixed with
+the community id in the registry.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from core.models import Device
+from simulators.access import ACCESS_INTERVAL_S, ACCESS_MODEL
+from simulators.fire import FIRE_KINDS
+from simulators.locker import LOCKER_INTERVAL_S, LOCKER_MODEL
+from simulators.wearable import WEARABLE_INTERVAL_S, WEARABLE_MODEL
+
+__all__ = [
+    "Building",
+    "Community",
+    "PlacedDevice",
+    "Resident",
+    "Unit",
+    "generate_community",
+]
+
+Kind = Literal["urban", "rural"]
+# Storeys: urban blocks in China are mostly 6-storey walk-ups to 18-storey towers;
+# rural villages two- and three-storey houses grouped in rows.
+FLOORS: dict[Kind, tuple[int, int]] = {"urban": (6, 18), "rural": (2, 3)}
+UNITS_PER_FLOOR: dict[Kind, tuple[int, int]] = {"urban": (2, 4), "rural": (1, 2)}
+OCCUPIED_SHARE = 0.9
+# Household sizes 1-5 (China's average is about 2.6 people).
+HOUSEHOLD_SIZES = (1, 2, 3, 4, 5)
+HOUSEHOLD_WEIGHTS = (0.25, 0.30, 0.25, 0.15, 0.05)
+# About one person in five is 60 or older (seventh census: 18.7 %, higher in old estates).
+ELDERLY_SHARE = 0.22
+# Elders enrolled in the community care service wear a watch; most of those
+# who live alone are enrolled.
+CARE_SHARE = 0.45
+CARE_SHARE_ALONE = 0.85
+# Gas detectors go in the kitchens of this share of flats.
+GAS_DETECTOR_SHARE = 0.15
+# One locker bank per this many buildings.
+BUILDINGS_PER_LOCKER = 3
+COMMUNITY_GATES = ("north-gate", "south-gate")
+# Names for residents (pinyin); a seed gives the same people every time.
+SURNAMES = (
+    "Wang",
+    "Li",
+    "Zhang",
+    "Liu",
+    "Chen",
+    "Yang",
+    "Zhao",
+    "Huang",
+    "Zhou",
+    "Wu",
+    "Xu",
+    "Sun",
+)
+GIVEN_NAMES = (
+    "Wei",
+    "Fang",
+    "Min",
+    "Jing",
+    "Li",
+    "Qiang",
+    "Lei",
+    "Jun",
+    "Yan",
+    "Hua",
+    "Ping",
+    "Gang",
+    "Xiu Ying",
+    "Gui Lan",
+    "Shu Zhen",
+    "Jian Guo",
+)
+REFERENCE_YEAR = 2026
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Building:
+    id: str  # "B3"
+    name: str
+    floors: int
+    units_per_floor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unit:
+    id: str  # "B3-0502": building 3, floor 5, flat 2
+    building: str
+    floor: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resident:
+    id: str
+    name: str
+    unit: str
+    birth_year: int
+    lives_alone: bool
+    # The care watch this resident wears (device id), if enrolled.
+    wearable: str | None = None
+
+    @property
+    def elderly(self) -> bool:
+        return REFERENCE_YEAR - self.birth_year >= 60
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlacedDevice:
+    """A registry device and where it is: building, floor, flat, a readable spot."""
+
+    device: Device
+    local_id: str
+    building: str | None
+    floor: int | None
+    unit: str | None
+    location: str
+
+    @property
+    def id(self) -> str:
+        return self.device.id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Community:
+    id: str
+    name: str
+    kind: Kind
+    time_zone: str
+    seed: int
+    buildings: tuple[Building, ...]
+    units: tuple[Unit, ...]
+    residents: tuple[Resident, ...]
+    placed: tuple[PlacedDevice, ...]
+    _by_local: dict[str, PlacedDevice] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_local.update({p.local_id: p for p in self.placed})
+
+    @property
+    def devices(self) -> list[Device]:
+        return [p.device for p in self.placed]
+
+    def device(self, local_id: str) -> PlacedDevice:
+        """A device by its id inside the community (``B3-2F-smoke-01``)."""
+        try:
+            return self._by_local[local_id]
+        except KeyError:
+            raise KeyError(f"no device {local_id!r} in community {self.id}") from None
+
+
+class _Placer:
+    """Numbers devices per (place, kind) and builds their registry rows."""
+
+    def __init__(self, community_id: str, rng: random.Random) -> None:
+        self.community_id = community_id
+        self.rng = rng
+        self.placed: list[PlacedDevice] = []
+        self._counts: dict[str, int] = {}
+
+    def add(
+        self,
+        *,
+        place: str,
+        kind: str,
+        device_class: str,
+        model: str,
+        interval_s: int,
+        name: str,
+        building: str | None,
+        floor: int | None = None,
+        unit: str | None = None,
+    ) -> str:
+        stem = f"{place}-{kind.replace('_', '-')}"
+        number = self._counts[stem] = self._counts.get(stem, 0) + 1
+        local_id = f"{stem}-{number:02d}"
+        device = Device(
+            id=f"{self.community_id}-{local_id}",
+            community_id=self.community_id,
+            device_class=device_class,
+            model=model,
+            name=name,
+            expected_interval_s=interval_s,
+        )
+        self.placed.append(
+            PlacedDevice(
+                device=device,
+                local_id=local_id,
+                building=building,
+                floor=floor,
+                unit=unit,
+                location=name,
+            )
+        )
+        return device.id
+
+    def fire(
+        self,
+        key: str,
+        *,
+        place: str,
+        where: str,
+        building: str | None,
+        floor: int | None = None,
+        unit: str | None = None,
+    ) -> str:
+        kind = FIRE_KINDS[key]
+        label = key.replace("_", " ")
+        return self.add(
+            place=place,
+            kind=key,
+            device_class="fire",
+            model=kind.model,
+            interval_s=kind.interval_s,
+            name=f"{label.capitalize()} sensor, {where}",
+            building=building,
+            floor=floor,
+            unit=unit,
+        )
+
+
+def _buildings(rng: random.Random, count: int, kind: Kind) -> list[Building]:
+    buildings = []
+    for number in range(1, count + 1):
+        buildings.append(
+            Building(
+                id=f"B{number}",
+                name=f"Building {number}" if kind == "urban" else f"House row {number}",
+                floors=rng.randint(*FLOORS[kind]),
+                units_per_floor=rng.randint(*UNITS_PER_FLOOR[kind]),
+            )
+        )
+    return buildings
+
+
+def _units(building: Building) -> Iterator[Unit]:
+    for floor in range(1, building.floors + 1):
+        for flat in range(1, building.units_per_floor + 1):
+            yield Unit(id=f"{building.id}-{floor:02d}{flat:02d}", building=building.id, floor=floor)
+
+
+def _household(rng: random.Random, unit: Unit, first_id: int, community_id: str) -> list[Resident]:
+    size = rng.choices(HOUSEHOLD_SIZES, weights=HOUSEHOLD_WEIGHTS)[0]
+    surname = rng.choice(SURNAMES)
+    residents = []
+    for i in range(size):
+        elderly = rng.random() < ELDERLY_SHARE * (1.6 if size <= 2 else 0.8)
+        age = rng.randint(60, 95) if elderly else rng.randint(1 if i else 22, 59)
+        residents.append(
+            Resident(
+                id=f"{community_id}-r{first_id + i:05d}",
+                name=f"{surname} {rng.choice(GIVEN_NAMES)}",
+                unit=unit.id,
+                birth_year=REFERENCE_YEAR - age,
+                lives_alone=size == 1,
+            )
+        )
+    return residents
+
+
+def generate_community(
+    community_id: str,
+    *,
+    buildings: int,
+    seed: int = 0,
+    kind: Kind = "urban",
+    name: str | None = None,
+    time_zone: str = "Asia/Shanghai",
+) -> Community:
+    """``buildings`` buildings with their flats, residents and devices; same seed, same place."""
+    if buildings < 1:
+        raise ValueError("a community needs at least one building")
+    rng = random.Random(f"{seed}/{community_id}/community")  # noqa: S311 - simulation, not secrets
+    placer = _Placer(community_id, rng)
+    units: list[Unit] = []
+    residents: list[Resident] = []
+    built = _buildings(rng, buildings, kind)
+    for building in built:
+        b = building.id
+        top = building.floors
+        placer.add(
+            place=f"{b}-1F",
+            kind="door",
+            device_class="access",
+            model=ACCESS_MODEL,
+            interval_s=ACCESS_INTERVAL_S,
+            name=f"Entrance door, {building.name}",
+            building=b,
+            floor=1,
+        )
+        placer.fire(
+            "hydrant", place=f"{b}-{top}F", where=f"{building.name} roof", building=b, floor=top
+        )
+        placer.fire(
+            "residual_current", place=f"{b}-1F", where=f"{building.name} board", building=b, floor=1
+        )
+        if kind == "urban":
+            placer.fire(
+                "heat", place=f"{b}-basement", where=f"{building.name} plant room", building=b
+            )
+        for floor in range(1, top + 1):
+            placer.fire(
+                "smoke",
+                place=f"{b}-{floor}F",
+                where=f"{building.name} {floor}F hall",
+                building=b,
+                floor=floor,
+            )
+            if floor % 2 == 1:
+                placer.fire(
+                    "extinguisher",
+                    place=f"{b}-{floor}F",
+                    where=f"{building.name} {floor}F",
+                    building=b,
+                    floor=floor,
+                )
+        for unit in _units(building):
+            units.append(unit)
+            if rng.random() < GAS_DETECTOR_SHARE:
+                placer.fire(
+                    "gas",
+                    place=unit.id,
+                    where=f"flat {unit.id} kitchen",
+                    building=b,
+                    floor=unit.floor,
+                    unit=unit.id,
+                )
+            if rng.random() >= OCCUPIED_SHARE:
+                continue
+            household = _household(rng, unit, len(residents) + 1, community_id)
+            alone_elder = len(household) == 1 and household[0].elderly
+            if alone_elder:
+                placer.fire(
+                    "smoke",
+                    place=unit.id,
+                    where=f"flat {unit.id}",
+                    building=b,
+                    floor=unit.floor,
+                    unit=unit.id,
+                )
+            for resident in household:
+                share = CARE_SHARE_ALONE if resident.lives_alone else CARE_SHARE
+                if resident.elderly and rng.random() < share:
+                    watch = placer.add(
+                        place=unit.id,
+                        kind="watch",
+                        device_class="wearable",
+                        model=WEARABLE_MODEL,
+                        interval_s=WEARABLE_INTERVAL_S,
+                        name=f"Care watch of {resident.name}",
+                        building=b,
+                        floor=unit.floor,
+                        unit=unit.id,
+                    )
+                    resident = Resident(
+                        id=resident.id,
+                        name=resident.name,
+                        unit=resident.unit,
+                        birth_year=resident.birth_year,
+                        lives_alone=resident.lives_alone,
+                        wearable=watch,
+                    )
+                residents.append(resident)
+    for index in range(0, len(built), BUILDINGS_PER_LOCKER):
+        b = built[index].id
+        placer.add(
+            place=f"{b}-1F",
+            kind="locker",
+            device_class="locker",
+            model=LOCKER_MODEL,
+            interval_s=LOCKER_INTERVAL_S,
+            name=f"Parcel locker, {built[index].name} lobby",
+            building=b,
+            floor=1,
+        )
+    for gate in COMMUNITY_GATES if buildings > 1 else ():
+        placer.add(
+            place=gate,
+            kind="door",
+            device_class="access",
+            model=ACCESS_MODEL,
+            interval_s=ACCESS_INTERVAL_S,
+            name=f"Community {gate.replace('-', ' ')}",
+            building=None,
+        )
+    placer.fire("tank", place="pump-room", where="community pump room", building=None)
+    return Community(
+        id=community_id,
+        name=name or f"Community {community_id}",
+        kind=kind,
+        time_zone=time_zone,
+        seed=seed,
+        buildings=tuple(built),
+        units=tuple(units),
+        residents=tuple(residents),
+        placed=tuple(placer.placed),
+    )

@@ -1,0 +1,88 @@
+"""Writing simulated devices into the registry, so that simulated devices are registered ones.
+
+The registry's tables are ``communities`` and ``devices`` (core/migrations);
+``devices.building`` arrives with the alerts migration and is filled when it is
+there, since the rule engine correlates fire detectors by building. Existing
+rows are left as they are: registering twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import psycopg
+
+from core.models import Device
+
+__all__ = ["Registered", "register_devices"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered:
+    devices: int
+    new: int
+
+
+def _has_building_column(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'devices'"
+        " AND column_name = 'building'"
+    ).fetchone()
+    return row is not None
+
+
+def register_devices(
+    url: str,
+    devices: Iterable[Device],
+    *,
+    buildings: Mapping[str, str | None] | None = None,
+    community_names: Mapping[str, str] | None = None,
+    time_zone: str = "Asia/Shanghai",
+    kind: str = "urban",
+) -> Registered:
+    """Insert the devices' communities and the devices; ``buildings`` maps device id to building."""
+    devices = list(devices)
+    where = buildings or {}
+    names = community_names or {}
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        communities = sorted({d.community_id for d in devices})
+        cur.executemany(
+            "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
+            [(c, names.get(c, c), kind, time_zone) for c in communities],
+        )
+        rows = [
+            (
+                d.id,
+                d.community_id,
+                d.device_class,
+                d.model,
+                d.name,
+                d.state.value,
+                d.expected_interval_s,
+            )
+            for d in devices
+        ]
+        if _has_building_column(conn):
+            cur.executemany(
+                "INSERT INTO devices (id, community_id, device_class, model, name, state,"
+                " expected_interval_s, building) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                [(*row, where.get(row[0])) for row in rows],
+            )
+        else:
+            cur.executemany(
+                "INSERT INTO devices (id, community_id, device_class, model, name, state,"
+                " expected_interval_s) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+        cur.execute(
+            "SELECT count(*) FROM devices"
+            " WHERE id = ANY(%s) AND created_at >= transaction_timestamp()",
+            ([d.id for d in devices],),
+        )
+        found = cur.fetchone()
+    return Registered(devices=len(devices), new=int(found[0]) if found else 0)
