@@ -71,6 +71,8 @@ class Engine:
                     self._watchers.setdefault(metric, []).append(evaluator)
             if isinstance(evaluator, AbsenceEvaluator):
                 self._absence.append(evaluator)
+        # Readings of other metrics are not even arranged (observations(metrics=...)).
+        self.metrics: frozenset[str] = frozenset(self._by_metric) | frozenset(self._watchers)
 
     @property
     def rules(self) -> list[Rule]:

@@ -6,7 +6,7 @@ numpy vectorises); datetimes exist only at its edges.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -120,9 +120,16 @@ def _event_time(ts: datetime, received_at: datetime) -> float:
 
 
 def observations(
-    items: Iterable[tuple[str, list[Reading], DeviceEvent | None]], directory: Directory
+    items: Iterable[tuple[str, list[Reading], DeviceEvent | None]],
+    directory: Directory,
+    metrics: Container[str] | None = None,
 ) -> Observations:
-    """Arrange (device id, readings, event) triples for ``Engine.evaluate``."""
+    """Arrange (device id, readings, event) triples for ``Engine.evaluate``.
+
+    ``metrics``: the ones any rule reads (others are skipped). This runs for every
+    message of the stream, so it avoids per-reading work: readings of one message
+    share their timestamps, converted once.
+    """
     obs = Observations()
     groups = obs.readings
     seen = obs.seen
@@ -133,17 +140,24 @@ def observations(
             continue
         newest = seen.get(device_id, 0.0)
         cls = info.device_class
+        stamp: datetime | None = None
+        received: datetime | None = None
+        t = 0.0
         for r in readings:
-            t = _event_time(r.ts, r.received_at)
-            key = (cls, r.metric)
-            group = groups.get(key)
+            if r.ts is not stamp or r.received_at is not received:
+                stamp, received = r.ts, r.received_at
+                t = _event_time(stamp, received)
+                if t > newest:
+                    newest = t
+            metric = r.metric
+            if metrics is not None and metric not in metrics:
+                continue
+            group = groups.get((cls, metric))
             if group is None:
-                group = groups[key] = ReadingColumns()
+                group = groups[cls, metric] = ReadingColumns()
             group.device_ids.append(device_id)
             group.ts.append(t)
             group.values.append(r.value)
-            if t > newest:
-                newest = t
         if event is not None:
             t = _event_time(event.ts, event.received_at)
             obs.events.append(EventObs(info, event.event, t, event.data))

@@ -241,13 +241,17 @@ class AlertListener:
         try:
             now = self.clock()
             obs = observations(
-                ((a.device_id, a.readings, a.event) for a in accepted), self.engine.directory
+                ((a.device_id, a.readings, a.event) for a in accepted),
+                self.engine.directory,
+                self.engine.metrics,
             )
             if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
                 self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
                 self._load_directory()
                 obs = observations(
-                    ((a.device_id, a.readings, a.event) for a in accepted), self.engine.directory
+                    ((a.device_id, a.readings, a.event) for a in accepted),
+                    self.engine.directory,
+                    self.engine.metrics,
                 )
             self._evaluate(obs, now.timestamp())
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
