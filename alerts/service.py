@@ -19,6 +19,7 @@ while.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,9 @@ FLOOD_CHECK_EVERY_S = 10.0
 # Absence is judged only after intake has been healthy this long: after an
 # outage the backlog has to drain before silence means anything.
 ABSENCE_GRACE_S = 60.0
+# After a failed database call, ticks leave the database alone this long (doubling).
+OUTAGE_BACKOFF_MIN_S = 0.5
+OUTAGE_BACKOFF_MAX_S = 10.0
 # Device events replayed on start, at most (a crash window is seconds, not days).
 REPLAY_LIMIT = 100_000
 REPLAY_MAX_AGE = timedelta(hours=6)
@@ -106,6 +110,9 @@ class AlertListener:
         self.absence_grace_s = absence_grace_s
         self.errors = 0
         self.alerts_written = 0
+        self._outage_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = OUTAGE_BACKOFF_MIN_S
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -246,8 +253,11 @@ class AlertListener:
                 self.engine.metrics,
             )
             if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
+                # Devices registered since the last read. If the database cannot say,
+                # evaluate what is known now rather than lose the batch.
                 self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
-                self._load_directory()
+                with contextlib.suppress(ServiceUnavailable):
+                    self._load_directory()
                 obs = observations(
                     ((a.device_id, a.readings, a.event) for a in accepted),
                     self.engine.directory,
@@ -258,21 +268,47 @@ class AlertListener:
             if newest is not None and (self._watermark is None or newest > self._watermark):
                 self._watermark = newest
             self._flush()
+            self._recovered()
         except ServiceUnavailable as exc:
-            _LOG.warning("alerts not written yet (database unavailable): %s", exc.detail)
+            self._outage(exc)
         except Exception:  # noqa: BLE001 - the boundary: the engine must never stop ingest
             self.errors += 1
             _LOG.exception("alert engine failed on a batch")
 
     def tick(self, now: datetime) -> None:
         """Timers, reloads, escalation and retries. Never raises."""
+        if time.monotonic() < self._retry_at:
+            return  # the database was down a moment ago: do not hammer it
         try:
             self._tick(now)
+            self._recovered()
         except ServiceUnavailable as exc:
-            _LOG.warning("alert tick deferred (database unavailable): %s", exc.detail)
+            self._outage(exc)
         except Exception:  # noqa: BLE001 - the boundary, as in committed()
             self.errors += 1
             _LOG.exception("alert engine tick failed")
+
+    def _outage(self, exc: ServiceUnavailable) -> None:
+        mono = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = mono
+            _LOG.warning(
+                "alert engine: database unavailable (%s); %d changes held, retrying",
+                exc.detail,
+                len(self._pending),
+            )
+        else:
+            self._backoff = min(self._backoff * 2, OUTAGE_BACKOFF_MAX_S)
+        self._retry_at = mono + self._backoff
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            _LOG.info(
+                "alert engine: database back after %.1fs", time.monotonic() - self._outage_since
+            )
+            self._outage_since = None
+            self._backoff = OUTAGE_BACKOFF_MIN_S
+            self._retry_at = 0.0
 
     def _tick(self, now_dt: datetime) -> None:
         now = now_dt.timestamp()

@@ -84,7 +84,7 @@ def run_pipeline(
     bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)
     alert_listener = None
     if settings.alerts.enabled:
-        alert_listener = _alert_listener(settings, worker, bridge)
+        alert_listener = _alert_listener(settings, bridge)
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
@@ -123,7 +123,7 @@ def run_pipeline(
         _LOG.info("pipeline %s stopped", worker)
 
 
-def _alert_listener(settings: Settings, worker: str, bridge: MqttBridge) -> AlertListener:
+def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:
     """The rule engine as a listener: its own store connection, MQTT client and webhooks."""
     assert settings.database_url is not None
     assert settings.mqtt_url is not None

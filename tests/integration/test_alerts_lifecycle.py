@@ -12,6 +12,7 @@ from alerts.catalog import MaintenanceWindow
 from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.rules import Severity, parse_rule
+from smartcommunity.embedded import EmbeddedPostgres
 from tests.integration.test_alerts_support import (
     T0,
     Clock,
@@ -281,3 +282,29 @@ def test_data_the_database_refuses_does_not_hold_up_other_alerts(fresh_database_
     )
     assert alerts == [("w1", 2, "a\ufffdb"), ("w2", 1, None)]
     assert listener.errors == 0
+
+
+def test_a_database_outage_holds_alerts_and_writes_them_when_it_is_back(
+    private_postgres: EmbeddedPostgres,
+) -> None:
+    url = private_postgres.url
+    setup_devices(url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
+    clock = Clock()
+    listener = make_listener(url, clock, [SOS, {**HR, "for": 0, "min_breaches": 1}])
+    try:
+        private_postgres.stop()
+        # Readings committed just before the outage reach the engine now.
+        listener.committed([event("w1", "sos_pressed", clock.now)])
+        listener.committed([reading("w2", "heart_rate", clock.at(1), 130)])
+        assert listener.errors == 0
+        for _ in range(3):
+            listener.tick(clock.advance(1))  # backs off, never raises
+        private_postgres.start()
+        listener._retry_at = 0.0  # the backoff would wait a few seconds more
+        listener.tick(clock.advance(1))
+    finally:
+        listener.stop()
+    assert rows(url, "SELECT rule_id, subject FROM alerts ORDER BY rule_id") == [
+        ("hr", "device:w2"),
+        ("sos", "device:w1"),
+    ]
