@@ -228,6 +228,8 @@ SELECT h.device_id, h.metric, d.day, d.time_zone, d.day::timestamp AT TIME ZONE 
 # Hours refreshed per transaction: a backlog (days of downtime, a bulk load) is
 # worked through in steps that each hold few locks for long.
 REFRESH_HOURS_PER_STEP = 24
+# Neither the migrations' key nor maintenance's.
+_REFRESH_LOCK_KEY = 0x5C0_0003
 
 # -- TimescaleDB -----------------------------------------------------------------------------
 
@@ -475,6 +477,8 @@ def refresh_rollups(conn: Conn, now: datetime | None = None) -> int:
     done = 0
     while True:
         with conn.transaction():
+            # One refresher at a time: two recomputing one hour would collide on its key.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK_KEY,))
             hours = [row[0] for row in conn.execute(_CLAIM, {"upto": upto})]
             if hours:
                 # The rest of a long backlog goes back for the next step.
