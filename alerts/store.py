@@ -323,13 +323,17 @@ class AlertStore:
         """The condition again while the alert is active: count it; raise severity if higher."""
         higher = _rank(change.severity) > _rank(alert["severity"])
         unsuppress = alert["state"] == AlertState.SUPPRESSED and suppressed is None
+        # An acknowledged pre-alarm that becomes a confirmed fire must be acknowledged
+        # again: it re-opens, and its escalation clock starts over.
+        reopen = unsuppress or (higher and alert["state"] == AlertState.ACKNOWLEDGED)
         row = conn.execute(
             f"UPDATE alerts SET occurrences = occurrences + 1,"  # noqa: S608 - constant column list
             " last_seen = greatest(last_seen, %(at)s), condition_cleared_at = NULL,"
             " severity = CASE WHEN %(higher)s THEN %(severity)s ELSE severity END,"
             " title = CASE WHEN %(higher)s THEN %(title)s ELSE title END,"
             " details = CASE WHEN %(higher)s THEN details || %(details)s ELSE details END,"
-            " state = CASE WHEN %(unsuppress)s THEN 'open' ELSE state END,"
+            " state = CASE WHEN %(reopen)s THEN 'open' ELSE state END,"
+            " escalated_at = CASE WHEN %(reopen)s THEN %(now)s ELSE escalated_at END,"
             " notified = notified OR %(unsuppress)s,"
             f" updated_at = clock_timestamp() WHERE id = %(id)s RETURNING {_ALERT_COLUMNS}",
             {
@@ -339,6 +343,8 @@ class AlertStore:
                 "title": change.title,
                 "details": Jsonb(_clean(dict(change.details))),
                 "unsuppress": unsuppress,
+                "reopen": reopen,
+                "now": _ts(batch.now),
                 "id": alert["id"],
             },
         ).fetchone()

@@ -308,3 +308,35 @@ def test_a_database_outage_holds_alerts_and_writes_them_when_it_is_back(
         ("hr", "device:w2"),
         ("sos", "device:w1"),
     ]
+
+
+def test_an_acknowledged_pre_alarm_reopens_when_a_second_detector_confirms_it(
+    fresh_database_url: str,
+) -> None:
+    setup_devices(fresh_database_url, "c1", [("s1", "fire", "3"), ("s2", "fire", "3")])
+    fire = {
+        "id": "fire",
+        "type": "correlation",
+        "title": "Confirmed fire",
+        "severity": "critical",
+        "single_severity": "major",
+        "events": ["smoke_alarm"],
+        "window": "120s",
+        "auto_resolve": False,
+    }
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [fire])
+    try:
+        listener.committed([event("s1", "smoke_alarm", clock.now)])
+        with psycopg.connect(fresh_database_url) as conn:
+            conn.execute("UPDATE alerts SET state = 'acknowledged'")  # "going to verify"
+        listener.committed([event("s2", "smoke_alarm", clock.at(40))])
+    finally:
+        listener.stop()
+    assert rows(fresh_database_url, "SELECT severity, state, occurrences FROM alerts") == [
+        ("critical", "open", 2)
+    ]
+    history = rows(
+        fresh_database_url, "SELECT action, from_state, to_state FROM alert_history ORDER BY id"
+    )
+    assert history == [("raised", None, "open"), ("severity_raised", "acknowledged", "open")]
