@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ _LOG = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 NOTIFY_CHANNEL = "sc_alerts"
 FLOOD_RULE = "system.flood"
+# Stands in for an infinite time in saved state: further than any timestamp.
+_FAR = 1e300
 # pg_notify payloads are capped at 8000 bytes; details beyond this stay in the table.
 _NOTIFY_DETAILS_MAX = 2000
 
@@ -55,7 +58,10 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 def _clean(value: Any) -> Any:
-    """JSON that PostgreSQL takes: jsonb refuses NUL characters, devices send them."""
+    """JSON that PostgreSQL takes: jsonb refuses NUL characters (devices send them) and
+    infinities (an engine timer's "never")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return math.copysign(_FAR, value) if not math.isnan(value) else None
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
@@ -537,7 +543,7 @@ class AlertStore:
     def _save_state(self, conn: Conn, state: StateChanges) -> None:
         if not state:
             return
-        upserts = [(r, s, Jsonb(d)) for (r, s), d in state.items() if d is not None]
+        upserts = [(r, s, Jsonb(_clean(d))) for (r, s), d in state.items() if d is not None]
         deletes = [(r, s) for (r, s), d in state.items() if d is None]
         with conn.cursor() as cur:
             if upserts:

@@ -448,3 +448,18 @@ def test_changes_name_their_rule_and_kind() -> None:
     assert change.rule_id == "hr.high"
     assert change.community_id == "c1"
     assert change.device_id == "w1"
+
+
+def test_saved_state_is_json_postgresql_takes() -> None:
+    import json
+    import math
+
+    from alerts.events import EventEntry
+    from alerts.store import _clean
+
+    entry = EventEntry("w1")  # last_ts: minus infinity, "never"
+    text = json.dumps(_clean(entry.to_json()), allow_nan=False)
+    back = EventEntry(**json.loads(text))
+    assert back.last_ts < -1e299
+    assert not math.isinf(back.last_ts)
+    assert _clean({"n": "a\0b"}) == {"n": "a\ufffdb"}
