@@ -17,9 +17,22 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import require_token
-from api.deps import Pool
-from api.routes import alerts, communities, dead_letters, devices, ops, readings, rules, series
+from api.deps import MAX_BODY_BYTES, Pool
+from api.routes import (
+    alerts,
+    audit,
+    buildings,
+    communities,
+    dead_letters,
+    devices,
+    ops,
+    readings,
+    residents,
+    rules,
+    series,
+    users,
+)
+from api.scope import authorize
 from core.errors import ConfigurationError
 from core.schema import upgrade
 from core.settings import Settings
@@ -83,9 +96,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
 
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-    for module in (communities, devices, readings, series, dead_letters):
+    # authorize: every route's role and community check, in one place (api/scope.py).
+    v1 = APIRouter(
+        prefix="/api/v1", dependencies=[Depends(authorize)], max_body_size=MAX_BODY_BYTES
+    )
+    for module in (communities, buildings, devices, readings, series, residents, dead_letters):
         v1.include_router(module.router)
+    for router in (users.router, users.tokens_router, users.me_router, audit.router):
+        v1.include_router(router)
     for router in (alerts.router, alerts.maintenance_router, rules.router, rules.webhooks_router):
         v1.include_router(router)
     app.include_router(alerts.stream_router)

@@ -1,4 +1,4 @@
-"""Request dependencies: the settings, a pooled database connection, the page size.
+"""Request dependencies: the settings, a pooled database connection, the page size, the clock.
 
 Routes are plain ``def``: FastAPI runs them (and these dependencies) in its
 threadpool, so the blocking psycopg calls never sit inside the event loop.
@@ -6,7 +6,9 @@ threadpool, so the blocking psycopg calls never sit inside the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import psycopg
@@ -17,7 +19,10 @@ from core.settings import Settings
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "MAX_BODY_BYTES",
     "POOL_TIMEOUT_S",
+    "Clock",
+    "ClockDep",
     "ConnDep",
     "Pool",
     "PoolDep",
@@ -26,12 +31,19 @@ __all__ = [
     "page_size",
 ]
 
+_LOG = logging.getLogger(__name__)
+
 Pool = ConnectionPool[psycopg.Connection[Any]]
+Clock = Callable[[], datetime]
 
 # A request that cannot get a connection in 5 s gets a 503 instead of waiting on.
 POOL_TIMEOUT_S = 5.0
 # Pages a client gets when it does not ask; max_page_size still caps what it may ask.
 DEFAULT_PAGE_SIZE = 100
+# A JSON body is a device, a rule or a user: kilobytes. 1 MiB holds the largest rule
+# and refuses (413) a client streaming a file to the wrong route. The CSV import
+# has its own, larger limit.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def get_settings(request: Request) -> Settings:
@@ -42,8 +54,18 @@ def get_pool(request: Request) -> Pool:
     return cast(Pool, request.app.state.pool)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_clock(request: Request) -> Clock:
+    """``app.state.clock`` when a test set one, else the wall clock."""
+    return cast(Clock, getattr(request.app.state, "clock", _utc_now))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[Pool, Depends(get_pool)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
 def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection[Any]]:
@@ -51,9 +73,18 @@ def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection[Any]]:
 
     Autocommit: every statement here is a read or a single-statement write, so a
     request never holds a transaction open, and nothing commits after the response.
+
+    The auth dependency names the request's user in the session setting ``sc.actor``
+    (the audit triggers read it); it is cleared before the connection goes back.
     """
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
-        yield conn
+        try:
+            yield conn
+        finally:
+            try:
+                conn.execute("SELECT set_config('sc.actor', '', false)")
+            except psycopg.Error as exc:  # a broken connection: the pool discards it
+                _LOG.debug("could not clear sc.actor: %s", exc)
 
 
 ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn)]

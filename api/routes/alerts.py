@@ -21,9 +21,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from psycopg.rows import class_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.auth import CurrentToken, TokenInfo, require_token
+from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import POOL_TIMEOUT_S, ConnDep, PoolDep, SettingsDep, page_size
+from api.scope import COMMUNITY_HINT, Authorized, community_clause, unknown_in_body
 from core.rules import SEVERITIES, AlertState, Severity
 
 __all__ = [
@@ -143,6 +144,7 @@ def _get(conn: psycopg.Connection[Any], alert_id: int, *, lock: bool = False) ->
 def list_alerts(
     conn: ConnDep,
     settings: SettingsDep,
+    principal: Authorized,
     state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
     min_severity: Severity | None = None,
@@ -157,8 +159,8 @@ def list_alerts(
 ) -> AlertsPublic:
     """Alerts, newest first, filtered; pass ``next_cursor`` as ``after`` for the next page."""
     size = page_size(settings, limit)
-    where = ["true"]
-    params: list[object] = []
+    scope, params = community_clause(principal)
+    where = [scope]
     for column, values in (("state", state), ("severity", severity)):
         if values:
             where.append(f"{column} = ANY(%s)")
@@ -327,6 +329,12 @@ def _wanted(payload: dict[str, Any], community_id: str | None, floor: int) -> bo
     return severity in SEVERITIES and SEVERITIES.index(Severity(severity)) >= floor
 
 
+def _sees(token: TokenInfo, payload: dict[str, Any]) -> bool:
+    """Only alerts of the token's communities (api.scope holds the rule for the rest)."""
+    community = payload.get("community_id")
+    return isinstance(token, Principal) and isinstance(community, str) and token.sees(community)
+
+
 def _event(payload: dict[str, Any]) -> ServerSentEvent:
     history_id = payload.get("history_id") or None
     return ServerSentEvent(
@@ -348,7 +356,7 @@ SELECT h.id, h.action, h.actor, h.at, a.id, a.rule_id, a.subject, a.community_id
 async def stream_alerts(
     request: Request,
     settings: SettingsDep,
-    _token: Annotated[TokenInfo, Depends(stream_token)],
+    token: Annotated[TokenInfo, Depends(stream_token)],
     community_id: str | None = None,
     min_severity: Severity = Severity.INFO,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -376,7 +384,7 @@ async def stream_alerts(
                     "state": row[12], "title": row[13], "occurrences": row[14],
                     "group_id": row[15], "replayed": True,
                 }  # fmt: skip
-                if _wanted(payload, community_id, floor):
+                if _wanted(payload, community_id, floor) and _sees(token, payload):
                     yield _event(payload)
         while not await request.is_disconnected():
             async for notify in conn.notifies(timeout=STREAM_POLL_S):
@@ -384,7 +392,7 @@ async def stream_alerts(
                     payload = json.loads(notify.payload)
                 except ValueError:
                     continue
-                if _wanted(payload, community_id, floor):
+                if _wanted(payload, community_id, floor) and _sees(token, payload):
                     yield _event(payload)
 
 
@@ -456,19 +464,22 @@ def start_maintenance(
                     _actor(token),
                 ),
             ).fetchone()
-    except psycopg.errors.ForeignKeyViolation:
-        field = "device_id" if body.device_id is not None else "community_id"
-        raise _field_error(field, f"unknown {field.removesuffix('_id')}") from None
+    except psycopg.errors.ForeignKeyViolation as exc:
+        # Answered as api.scope answers for another community's: ids cannot be probed.
+        if "community" in (exc.diag.constraint_name or ""):
+            raise unknown_in_body("community_id", body.community_id, COMMUNITY_HINT) from None
+        raise unknown_in_body("device_id", str(body.device_id)) from None
     assert created is not None
     return created
 
 
 @maintenance_router.get("")
 def list_maintenance(
-    conn: ConnDep, community_id: str | None = None, current: bool = True
+    conn: ConnDep, principal: Authorized, community_id: str | None = None, current: bool = True
 ) -> list[MaintenancePublic]:
     """Maintenance windows; by default only those not ended yet."""
-    where, params = ["true"], []
+    scope, params = community_clause(principal)
+    where = [scope]
     if community_id is not None:
         where.append("community_id = %s")
         params.append(community_id)

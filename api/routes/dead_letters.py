@@ -12,6 +12,7 @@ from psycopg import sql
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import ConnDep, SettingsDep, page_size
 from api.schemas import DeadLetterPublic, DeadLettersPublic
+from api.scope import Authorized, community_clause
 
 __all__ = ["router"]
 
@@ -55,14 +56,17 @@ def _public(
 def list_dead_letters(
     conn: ConnDep,
     settings: SettingsDep,
+    principal: Authorized,
     reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device")] = None,
     limit: LimitQuery = None,
     after: AfterQuery = None,
 ) -> DeadLettersPublic:
     """Refused messages with their topic, reason and raw payload (text, or base64 if binary)."""
     size = page_size(settings, limit)
-    terms: list[sql.Composable] = []
-    params: list[object] = []
+    # The community is the topic's second level; a topic without one is nobody's but
+    # the administrators' of every community.
+    scope, params = community_clause(principal, "split_part(topic, '/', 2)")
+    terms: list[sql.Composable] = [sql.SQL(" AND " + scope)]
     if reason is not None:
         terms.append(sql.SQL(" AND reason = %s"))
         params.append(reason)

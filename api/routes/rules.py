@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ConnDep
+from api.scope import Authorized, community_clause
 from core.rules import Rule, Severity, dump_rule, parse_rule
 
 __all__ = ["RulePublic", "router", "webhooks_router"]
@@ -77,11 +78,13 @@ def _save(conn: psycopg.Connection[Any], rule: Rule) -> RulePublic:
 
 @router.get("")
 def list_rules(
-    conn: ConnDep, type: str | None = None, enabled: bool | None = None
+    conn: ConnDep, principal: Authorized, type: str | None = None, enabled: bool | None = None
 ) -> list[RulePublic]:
-    """Every rule, by id."""
-    where: list[str] = ["true"]
-    params: list[object] = []
+    """Every rule (of your communities, and those for all), by id."""
+    scope, params = community_clause(
+        principal, "definition->'scope'->>'community'", everywhere=True
+    )
+    where: list[str] = [scope]
     if type is not None:
         where.append("definition->>'type' = %s")
         params.append(type)
@@ -219,9 +222,13 @@ def create_webhook(conn: ConnDep, body: WebhookCreate) -> WebhookCreated:
 
 
 @webhooks_router.get("")
-def list_webhooks(conn: ConnDep) -> list[WebhookPublic]:
+def list_webhooks(conn: ConnDep, principal: Authorized) -> list[WebhookPublic]:
+    scope, params = community_clause(principal, everywhere=True)
     with conn.cursor(row_factory=class_row(WebhookPublic)) as cur:
-        return cur.execute(f"SELECT {_WEBHOOK} FROM webhooks ORDER BY id").fetchall()  # noqa: S608
+        return cur.execute(
+            f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
+            params,
+        ).fetchall()
 
 
 @webhooks_router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -233,12 +240,13 @@ def delete_webhook(conn: ConnDep, webhook_id: int) -> None:
 @webhooks_router.get("/deliveries")
 def list_deliveries(
     conn: ConnDep,
+    principal: Authorized,
     state: Literal["pending", "delivered", "dead"] | None = None,
     webhook_id: int | None = None,
 ) -> list[DeliveryPublic]:
     """Deliveries, newest first; ``state=dead`` is the dead-letter list."""
-    where: list[str] = ["true"]
-    params: list[object] = []
+    scope, params = community_clause(principal, everywhere=True)
+    where: list[str] = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})"]  # noqa: S608 - constant fragments
     if state is not None:
         where.append("state = %s")
         params.append(state)

@@ -17,6 +17,10 @@ MODULES = (
     "smartcommunity.commands.tokens",
     "smartcommunity.commands.storage",
     "smartcommunity.commands.rules",
+    "smartcommunity.commands.communities",
+    "smartcommunity.commands.devices",
+    "smartcommunity.commands.users",
+    "smartcommunity.commands.broker",
 )
 
 if TYPE_CHECKING:

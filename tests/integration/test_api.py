@@ -117,7 +117,9 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert ("GET", "/api/v1/devices/d-x/readings") in routes
     assert ("GET", "/api/v1/dead-letters") in routes
     assert ("GET", "/api/v1/communities/c-x/latest") in routes
-    assert len(routes) == 14 + 20  # + alerts, stream, maintenance, rules, webhooks
+    # + alerts, stream, maintenance, rules, webhooks; + buildings, device lifecycle and
+    # import, residents, users, tokens, me, audit, fleet status
+    assert len(routes) == 14 + 20 + 28
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
@@ -238,7 +240,10 @@ def test_register_device(client: TestClient, auth: dict[str, str], community: st
     created = register(
         client, auth, community, device_id, model="W1", name="Mrs Li", expected_interval_s=60
     )
-    assert created == {
+    credentials = created.pop("credentials")  # shown once, at registration
+    assert credentials["username"] == device_id
+    assert len(credentials["password"]) >= 32
+    expected = {
         "id": device_id,
         "community_id": community,
         "device_class": "wearable",
@@ -253,6 +258,7 @@ def test_register_device(client: TestClient, auth: dict[str, str], community: st
         "status_at": None,
         "reporting": False,
     }
+    assert {k: created[k] for k in expected} == expected
     assert client.get(f"/api/v1/devices/{device_id}", headers=auth).json() == created
 
     body = {"id": device_id, "community_id": community, "device_class": "wearable"}

@@ -1,0 +1,179 @@
+"""``/api/v1/users`` and ``/tokens`` (administrators), ``/me`` (everyone): people, their
+role and communities, and their bearer tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, status
+
+from api.accounts import UserError, create_user, get_user, list_users, update_user
+from api.auth import Principal, create_token, list_tokens, revoke_token
+from api.cursors import LimitQuery
+from api.deps import ConnDep, SettingsDep, page_size
+from api.registry_schemas import (
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserCreate,
+    UserPatch,
+    UserPublic,
+    UsersPublic,
+)
+from api.scope import Authorized, not_found
+
+__all__ = ["me_router", "router", "tokens_router"]
+
+router = APIRouter(prefix="/users", tags=["users"])
+tokens_router = APIRouter(prefix="/tokens", tags=["users"])
+me_router = APIRouter(prefix="/me", tags=["users"])
+
+
+def _invalid(field: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
+    )
+
+
+def _within_scope(
+    principal: Principal, communities: Sequence[str] | None, everywhere: bool | None
+) -> None:
+    """A scoped administrator hands out only their own communities."""
+    if principal.communities is None:
+        return
+    if everywhere:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="only an administrator of every community may grant every community",
+        )
+    for community in communities or ():
+        if community not in principal.communities:
+            raise _invalid("communities", f"unknown community {community!r}")
+
+
+@router.get("")
+def users(
+    conn: ConnDep,
+    settings: SettingsDep,
+    principal: Authorized,
+    limit: LimitQuery = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> UsersPublic:
+    size = page_size(settings, limit)
+    rows = list_users(conn, within=principal.communities, after=after, limit=size + 1)
+    more = len(rows) > size
+    rows = rows[:size]
+    return UsersPublic(data=rows, next_cursor=str(rows[-1].id) if more else None)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def add_user(conn: ConnDep, principal: Authorized, body: UserCreate) -> UserPublic:
+    """Create a user with a role and communities; then give them a token."""
+    _within_scope(principal, body.communities, body.all_communities)
+    try:
+        return create_user(
+            conn, body.name, body.role, body.communities, all_communities=body.all_communities
+        )
+    except UserError as exc:
+        if exc.field == "name":
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+        raise _invalid(exc.field, str(exc)) from None
+
+
+def _user(conn: psycopg.Connection[Any], user_id: int) -> UserPublic:
+    found = get_user(conn, user_id)
+    if found is None:
+        raise not_found(f"no user {user_id}")
+    return found
+
+
+@router.get("/{user_id}")
+def user(conn: ConnDep, _p: Authorized, user_id: int) -> UserPublic:
+    return _user(conn, user_id)
+
+
+@router.patch("/{user_id}")
+def change_user(conn: ConnDep, principal: Authorized, user_id: int, body: UserPatch) -> UserPublic:
+    """Change role or communities, or disable (a disabled user's tokens stop working)."""
+    _within_scope(principal, body.communities, body.all_communities)
+    _user(conn, user_id)
+    try:
+        return update_user(
+            conn,
+            user_id,
+            role=body.role,
+            communities=body.communities,
+            all_communities=body.all_communities,
+            disabled=body.disabled,
+        )
+    except UserError as exc:
+        raise _invalid(exc.field, str(exc)) from None
+
+
+def _token_public(conn: psycopg.Connection[Any], user_id: int) -> list[TokenPublic]:
+    return [
+        TokenPublic(
+            id=t.id,
+            name=t.name,
+            user_id=t.user_id,
+            user_name=t.user_name,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+            last_used_at=t.last_used_at,
+        )
+        for t in list_tokens(conn, user_id)
+    ]
+
+
+def _new_token(conn: psycopg.Connection[Any], user_id: int, body: TokenCreate) -> TokenCreated:
+    try:
+        secret = create_token(conn, body.name, body.expires_at, user_id=user_id)
+    except ValueError as exc:
+        field = "expires_at" if "expires_at" in str(exc) else "name"
+        raise _invalid(field, str(exc)) from None
+    newest = max(_token_public(conn, user_id), key=lambda t: t.id)
+    return TokenCreated(**newest.model_dump(), token=secret)
+
+
+@router.get("/{user_id}/tokens")
+def user_tokens(conn: ConnDep, _p: Authorized, user_id: int) -> list[TokenPublic]:
+    """The user's tokens, revoked and expired ones included. Never the secrets."""
+    return _token_public(conn, user_id)
+
+
+@router.post("/{user_id}/tokens", status_code=status.HTTP_201_CREATED)
+def add_user_token(conn: ConnDep, _p: Authorized, user_id: int, body: TokenCreate) -> TokenCreated:
+    """A bearer token for the user, shown once."""
+    _user(conn, user_id)
+    return _new_token(conn, user_id, body)
+
+
+@tokens_router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke(conn: ConnDep, _p: Authorized, token_id: int) -> None:
+    revoke_token(conn, token_id)
+
+
+@me_router.get("")
+def me(conn: ConnDep, principal: Authorized) -> UserPublic:
+    """Who this token belongs to: name, role, communities."""
+    return _user(conn, principal.user_id)
+
+
+@me_router.get("/tokens")
+def my_tokens(conn: ConnDep, principal: Authorized) -> list[TokenPublic]:
+    return _token_public(conn, principal.user_id)
+
+
+@me_router.post("/tokens", status_code=status.HTTP_201_CREATED)
+def add_my_token(conn: ConnDep, principal: Authorized, body: TokenCreate) -> TokenCreated:
+    """Another token for yourself (a second device, a script), shown once."""
+    return _new_token(conn, principal.user_id, body)
+
+
+@me_router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_mine(conn: ConnDep, _p: Authorized, token_id: int) -> None:
+    revoke_token(conn, token_id)

@@ -1,0 +1,179 @@
+"""Write Mosquitto's password_file and acl_file from the registry, and make it reload them.
+
+Both files are written next to their final name and renamed over it, so a broker
+reloading at that moment reads the old file or the new one, never half of one.
+Mosquitto 2.0 re-reads both on SIGHUP and applies them to clients already
+connected: a device decommissioned or rotated is disconnected at the reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.broker_acl import (
+    BrokerDevice,
+    ServiceAccount,
+    ServiceRole,
+    render_acl_file,
+    render_password_file,
+    usable_username,
+)
+from core.errors import SmartCommunityError
+
+__all__ = [
+    "ExportSummary",
+    "MqttAccountError",
+    "add_account",
+    "export_broker_files",
+    "list_accounts",
+    "load_broker_users",
+    "reload_mosquitto",
+    "remove_account",
+    "write_atomically",
+]
+
+_LOG = logging.getLogger(__name__)
+Conn = psycopg.Connection[Any]
+# Readable by the broker's group, not by everyone: the hashes are slow to attack,
+# not impossible. Mosquitto 2.1 refuses world-readable password files.
+FILE_MODE = 0o640
+
+
+class MqttAccountError(SmartCommunityError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    devices: int
+    accounts: int
+    skipped_decommissioned: int
+    skipped_no_credentials: int
+    skipped_bad_username: list[str]
+    password_file: Path
+    acl_file: Path
+
+
+def load_broker_users(
+    conn: Conn,
+) -> tuple[list[BrokerDevice], list[ServiceAccount], dict[str, int], list[str]]:
+    """Devices and accounts that may log in, counts of the devices left out and why,
+    and the ids that cannot be Mosquitto user names."""
+    devices: list[BrokerDevice] = []
+    skipped = {"decommissioned": 0, "no_credentials": 0}
+    bad: list[str] = []
+    for device_id, community, device_class, state, password_hash in conn.execute(
+        "SELECT id, community_id, device_class, state, mqtt_password_hash FROM devices ORDER BY id"
+    ):
+        if state == "decommissioned":
+            skipped["decommissioned"] += 1
+        elif password_hash is None:
+            skipped["no_credentials"] += 1
+        elif not usable_username(device_id):
+            bad.append(device_id)
+        else:
+            devices.append(BrokerDevice(device_id, community, device_class, password_hash))
+    accounts = [
+        ServiceAccount(username, ServiceRole(role), password_hash)
+        for username, role, password_hash in conn.execute(
+            "SELECT username, role, password_hash FROM mqtt_accounts ORDER BY username"
+        )
+    ]
+    return devices, accounts, skipped, bad
+
+
+def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def export_broker_files(conn: Conn, password_file: Path, acl_file: Path) -> ExportSummary:
+    """Write both files from one consistent read of the registry."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        devices, accounts, skipped, bad = load_broker_users(conn)
+    names = {d.device_id for d in devices}
+    clash = sorted(names.intersection(a.username for a in accounts))
+    if clash:
+        raise MqttAccountError(
+            f"{clash[0]!r} is both a device and a service account: remove the account"
+        )
+    for device_id in bad:
+        _LOG.warning(
+            "device %r cannot log in: its id is not a valid Mosquitto user name", device_id
+        )
+    now = datetime.now(UTC)
+    write_atomically(password_file, render_password_file(devices, accounts))
+    write_atomically(acl_file, render_acl_file(devices, accounts, generated_at=now))
+    return ExportSummary(
+        devices=len(devices),
+        accounts=len(accounts),
+        skipped_decommissioned=skipped["decommissioned"],
+        skipped_no_credentials=skipped["no_credentials"],
+        skipped_bad_username=bad,
+        password_file=password_file,
+        acl_file=acl_file,
+    )
+
+
+def reload_mosquitto(pid: int) -> None:
+    """SIGHUP: Mosquitto re-reads password_file and acl_file and re-checks its clients."""
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise MqttAccountError(f"no process {pid} to reload") from None
+    except PermissionError:
+        raise MqttAccountError(
+            f"not allowed to signal process {pid}: run as the broker's user or root"
+        ) from None
+
+
+def add_account(conn: Conn, username: str, role: ServiceRole, password_hash: str) -> None:
+    if not usable_username(username):
+        raise MqttAccountError(
+            f"{username!r}: use letters, digits, '_', '.' or '-' (no ':'), up to 64"
+        )
+    with conn.transaction():
+        taken = conn.execute("SELECT 1 FROM devices WHERE id = %s", (username,)).fetchone()
+        if taken:
+            raise MqttAccountError(f"{username!r} is a device id")
+        conn.execute(
+            "INSERT INTO mqtt_accounts (username, role, password_hash) VALUES (%s, %s, %s)"
+            " ON CONFLICT (username) DO UPDATE SET role = excluded.role,"
+            " password_hash = excluded.password_hash, rotated_at = now()",
+            (username, role.value, password_hash),
+        )
+
+
+def remove_account(conn: Conn, username: str) -> bool:
+    with conn.transaction():
+        cur = conn.execute("DELETE FROM mqtt_accounts WHERE username = %s", (username,))
+    return cur.rowcount == 1
+
+
+def list_accounts(conn: Conn) -> list[tuple[str, str, datetime, datetime | None]]:
+    return [
+        (str(r[0]), str(r[1]), r[2], r[3])
+        for r in conn.execute(
+            "SELECT username, role, created_at, rotated_at FROM mqtt_accounts ORDER BY username"
+        )
+    ]

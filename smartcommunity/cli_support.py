@@ -1,0 +1,75 @@
+"""What the registry's sub-commands share: a database connection that names its actor,
+credentials files, and small tables on stdout."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core import schema
+from core.errors import ConfigurationError
+from core.settings import Settings
+
+__all__ = ["cli_actor", "connect", "database_url", "print_table", "write_credentials"]
+
+# Credentials files hold passwords: readable by their owner only.
+SECRET_FILE_MODE = 0o600
+
+
+def database_url() -> str:
+    url = Settings().database_url
+    if url is None:
+        raise ConfigurationError("SC_DATABASE_URL is not set")
+    schema.upgrade(url)
+    return url
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry for the uid (containers)
+        return f"cli:uid{os.getuid()}"
+
+
+def connect() -> psycopg.Connection[Any]:
+    """An autocommit connection whose changes the audit log attributes to this CLI user."""
+    conn = psycopg.connect(database_url(), autocommit=True)
+    conn.execute("SELECT set_config('sc.actor', %s, false)", (cli_actor(),))
+    return conn
+
+
+def write_credentials(target: str, rows: Iterable[tuple[str, str]]) -> int:
+    """``device_id,username,password`` CSV (what ``smartcommunity simulate --credentials``
+    reads) to a new file only its owner can read, or to stdout for ``-``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("device_id", "username", "password"))
+    count = 0
+    for device_id, password in rows:
+        writer.writerow((device_id, device_id, password))
+        count += 1
+    if target == "-":
+        sys.stdout.write(buffer.getvalue())
+        return count
+    path = Path(target)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(buffer.getvalue())
+    os.chmod(path, SECRET_FILE_MODE)
+    return count
+
+
+def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    text = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in text:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

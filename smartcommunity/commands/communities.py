@@ -1,0 +1,130 @@
+"""``smartcommunity community ...`` and ``smartcommunity building ...``: where devices go."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from pydantic import ValidationError
+
+from api.registry_places import create_building, create_unit, get_building, list_buildings
+from core.device_csv import validation_reason
+from core.registry import BuildingSpec, UnitSpec
+from core.topics import valid_id
+from smartcommunity.cli_support import connect, print_table
+from smartcommunity.commands import SubParsers
+
+__all__ = ["register"]
+
+
+def _fail(message: str) -> int:
+    print(f"smartcommunity: {message}", file=sys.stderr)
+    return 1
+
+
+def _create(args: argparse.Namespace) -> int:
+    if not valid_id(args.id):
+        return _fail(f"invalid community id {args.id!r}: letters, digits, '_', '.', '-'")
+    try:
+        ZoneInfo(args.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return _fail(f"unknown time zone {args.time_zone!r}: use an IANA name")
+    with connect() as conn:
+        try:
+            conn.execute(
+                "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)",
+                (args.id, args.name or args.id, args.kind, args.time_zone),
+            )
+        except psycopg.errors.UniqueViolation:
+            return _fail(f"community {args.id!r} already exists")
+    print(f"created community {args.id} ({args.kind}, {args.time_zone})")
+    return 0
+
+
+def _list(_args: argparse.Namespace) -> int:
+    with connect() as conn:
+        rows = conn.execute(
+            "SELECT c.id, c.name, c.kind, c.time_zone,"
+            " (SELECT count(*) FROM devices d WHERE d.community_id = c.id"
+            "  AND d.state <> 'decommissioned'),"
+            " (SELECT count(*) FROM buildings b WHERE b.community_id = c.id)"
+            " FROM communities c ORDER BY c.id"
+        ).fetchall()
+    print_table(("id", "name", "kind", "time zone", "devices", "buildings"), rows)
+    return 0
+
+
+def _add_building(args: argparse.Namespace) -> int:
+    try:
+        spec = BuildingSpec(
+            id=args.id, name=args.name or "", address=args.address or "", floors=args.floors
+        )
+    except ValidationError as exc:
+        return _fail(validation_reason(exc))
+    with connect() as conn:
+        if (
+            conn.execute("SELECT 1 FROM communities WHERE id = %s", (args.community,)).fetchone()
+            is None
+        ):
+            return _fail(f"no community {args.community!r}")
+        if create_building(conn, args.community, spec) is None:
+            return _fail(f"building {args.id!r} already exists in {args.community}")
+    print(f"added building {args.id} to {args.community}")
+    return 0
+
+
+def _add_unit(args: argparse.Namespace) -> int:
+    try:
+        spec = UnitSpec(id=args.id, floor=args.floor)
+    except ValidationError as exc:
+        return _fail(validation_reason(exc))
+    with connect() as conn:
+        if get_building(conn, args.community, args.building) is None:
+            return _fail(f"no building {args.building!r} in {args.community!r}")
+        if not create_unit(conn, args.community, args.building, spec):
+            return _fail(f"unit {args.id!r} already exists")
+    print(f"added unit {args.id} to {args.community}/{args.building}")
+    return 0
+
+
+def _list_buildings(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        found = list_buildings(conn, args.community, after=None, limit=10_000)
+    print_table(
+        ("building", "name", "floors", "units"),
+        ((b.id, b.name, b.floors, len(b.units)) for b in found),
+    )
+    return 0
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    community = commands.add_parser("community", help="communities devices belong to")
+    sub = community.add_subparsers(dest="community_cmd", required=True)
+    create = sub.add_parser("create", help="create a community")
+    create.add_argument("id")
+    create.add_argument("--name")
+    create.add_argument("--kind", choices=("urban", "rural"), default="urban")
+    create.add_argument("--time-zone", default="Asia/Shanghai")
+    create.set_defaults(func=_create)
+    sub.add_parser("list", help="communities with their device counts").set_defaults(func=_list)
+
+    building = commands.add_parser("building", help="buildings and units of a community")
+    bsub = building.add_subparsers(dest="building_cmd", required=True)
+    add = bsub.add_parser("add", help="add a building")
+    add.add_argument("community")
+    add.add_argument("id")
+    add.add_argument("--name")
+    add.add_argument("--address")
+    add.add_argument("--floors", type=int)
+    add.set_defaults(func=_add_building)
+    unit = bsub.add_parser("unit", help="add a unit (flat, room) to a building")
+    unit.add_argument("community")
+    unit.add_argument("building")
+    unit.add_argument("id")
+    unit.add_argument("--floor", type=int)
+    unit.set_defaults(func=_add_unit)
+    listing = bsub.add_parser("list", help="a community's buildings")
+    listing.add_argument("community")
+    listing.set_defaults(func=_list_buildings)

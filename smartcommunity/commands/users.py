@@ -1,0 +1,115 @@
+"""``smartcommunity user ...``: people, their role and the communities it applies to.
+
+Tokens for a user: ``smartcommunity token create NAME --user USER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from api.accounts import UserError, create_user, find_user, list_users, update_user
+from core.access import Role
+from smartcommunity.cli_support import connect, print_table
+from smartcommunity.commands import SubParsers
+
+__all__ = ["register"]
+
+
+def _fail(message: str) -> int:
+    print(f"smartcommunity user: {message}", file=sys.stderr)
+    return 1
+
+
+def _create(args: argparse.Namespace) -> int:
+    if not args.community and not args.all_communities:
+        return _fail("give --community (repeat for several) or --all-communities")
+    with connect() as conn:
+        try:
+            user = create_user(
+                conn,
+                args.name,
+                Role(args.role),
+                args.community or [],
+                all_communities=args.all_communities,
+            )
+        except UserError as exc:
+            return _fail(str(exc))
+    where = "every community" if user.all_communities else ", ".join(user.communities)
+    print(f"created user {user.name} (id {user.id}): {user.role} of {where}")
+    print(
+        f"# give them a token: smartcommunity token create NAME --user {user.name}", file=sys.stderr
+    )
+    return 0
+
+
+def _list(_args: argparse.Namespace) -> int:
+    with connect() as conn:
+        users = list_users(conn, within=None, after=None, limit=100_000)
+    print_table(
+        ("id", "name", "role", "communities", "disabled"),
+        (
+            (
+                u.id,
+                u.name,
+                u.role.value,
+                "*" if u.all_communities else ",".join(u.communities),
+                f"{u.disabled_at:%Y-%m-%d}" if u.disabled_at else "",
+            )
+            for u in users
+        ),
+    )
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        user = find_user(conn, args.name)
+        if user is None:
+            return _fail(f"no user {args.name!r}")
+        try:
+            user = update_user(
+                conn,
+                user.id,
+                role=Role(args.role) if args.role else None,
+                communities=args.community,
+                all_communities=args.all_communities,
+                disabled=args.disabled,
+            )
+        except UserError as exc:
+            return _fail(str(exc))
+    where = "every community" if user.all_communities else ", ".join(user.communities) or "none"
+    state = " (disabled)" if user.disabled_at else ""
+    print(f"user {user.name}: {user.role} of {where}{state}")
+    return 0
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    user = commands.add_parser("user", help="users, roles and their communities")
+    sub = user.add_subparsers(dest="user_cmd", required=True)
+    roles = [r.value for r in Role]
+
+    create = sub.add_parser("create", help="create a user")
+    create.add_argument("name")
+    create.add_argument("--role", choices=roles, required=True)
+    create.add_argument("--community", action="append", help="repeat for several")
+    create.add_argument("--all-communities", action="store_true", help="present and future")
+    create.set_defaults(func=_create)
+
+    sub.add_parser("list", help="users and their scope").set_defaults(func=_list)
+
+    update = sub.add_parser("update", help="change role or communities, disable or enable")
+    update.add_argument("name")
+    update.add_argument("--role", choices=roles)
+    update.add_argument(
+        "--community", action="append", help="the full new list (repeat for several)"
+    )
+    everywhere = update.add_mutually_exclusive_group()
+    everywhere.add_argument(
+        "--all-communities", dest="all_communities", action="store_true", default=None
+    )
+    everywhere.add_argument("--listed-communities", dest="all_communities", action="store_false")
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--disable", dest="disabled", action="store_true", default=None)
+    state.add_argument("--enable", dest="disabled", action="store_false")
+    update.set_defaults(func=_update)

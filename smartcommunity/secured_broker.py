@@ -1,0 +1,87 @@
+"""A Mosquitto that lets in only what ``smartcommunity broker export`` wrote.
+
+The shipped configuration (``smartcommunity/mosquitto.conf``: persistence, queue
+limits) with anonymous access off and the exported password_file and acl_file
+on. For the tests and for an installer trying the whole path on a laptop; a
+production broker uses deploy/mosquitto/mosquitto.conf with the same two lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO
+
+from smartcommunity.embedded.broker import MOSQUITTO_CANDIDATES, mosquitto_config
+from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess
+
+__all__ = ["SecuredMosquitto", "secured_config"]
+
+
+def secured_config(*, port: int, data_dir: Path, password_file: Path, acl_file: Path) -> str:
+    config = mosquitto_config(port=port, data_dir=data_dir)
+    if "allow_anonymous true" not in config:
+        raise EmbeddedServerError("broker", "shipped mosquitto.conf changed: no allow_anonymous")
+    config = config.replace("allow_anonymous true", "allow_anonymous false")
+    return config + (
+        "\n# Added by smartcommunity.secured_broker: the registry's users, their topics only.\n"
+        f"password_file {password_file.absolute()}\n"
+        f"acl_file {acl_file.absolute()}\n"
+    )
+
+
+class SecuredMosquitto(ServerProcess):
+    """Mosquitto on 127.0.0.1 with the exported files; ``reload()`` re-reads them."""
+
+    name = "secured-broker"
+
+    def __init__(
+        self, *, data_dir: Path, password_file: Path, acl_file: Path, port: int | None = None
+    ) -> None:
+        super().__init__(data_dir=data_dir, port=port)
+        self.password_file = password_file
+        self.acl_file = acl_file
+        found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
+        if found is None:
+            raise EmbeddedServerError(self.name, "no mosquitto in /usr/sbin or /usr/local/sbin")
+        self._binary = found
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def url_for(self, username: str, password: str) -> str:
+        return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads password_file and acl_file."""
+        if self.pid is None or not self.running:
+            raise EmbeddedServerError(self.name, "not running")
+        os.kill(self.pid, signal.SIGHUP)
+
+    def _prepare(self) -> None:
+        self.config_path.write_text(
+            secured_config(
+                port=self.port,
+                data_dir=self.data_dir,
+                password_file=self.password_file,
+                acl_file=self.acl_file,
+            ),
+            encoding="utf-8",
+        )
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
+            [self._binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
