@@ -1,8 +1,10 @@
 """The pipeline: collect a batch, validate it, commit it, then acknowledge it.
 
-Two threads in a row. The intake thread collects and validates batch N+1 while
-the commit thread writes batch N, so Python work and database work overlap;
-a hand-off of one batch between them keeps the order and bounds memory. The
+Three threads in a row. The intake thread collects and validates batch N+1
+while the commit thread writes batch N, so Python work and database work
+overlap; the listener thread then tells the rule engine what was committed,
+without holding up the next commit. Small bounded hand-offs between them keep
+the order and bound memory. The
 broker's flow control (MQTT 5 receive maximum) bounds what is in flight, since
 nothing is acknowledged before it is committed: when the database is slow or
 down, intake pauses at the broker and nothing is dropped.
@@ -38,6 +40,9 @@ _T = TypeVar("_T")
 METRICS_EVERY_S = 5.0
 # How often listeners get a tick without traffic (timers such as absence rules).
 TICK_EVERY_S = 0.25
+# Committed batches waiting for the listeners; past it the commit thread waits,
+# so a slow rule engine slows intake instead of growing memory.
+LISTENER_BACKLOG = 4
 # Intake polls rather than waking per message: a wake-up per message costs more
 # CPU than the message itself at high rates, and 2 ms is nothing next to a batch.
 _POLL_S = 0.002
@@ -50,9 +55,10 @@ class BatchSink(Protocol):
 
 
 class CommittedListener(Protocol):
-    """Told, on the commit thread, what was committed and how time passes.
+    """Told what was committed and how time passes, after the acknowledgement.
 
-    The rule engine hooks in here; both calls come from one thread, in order.
+    The rule engine hooks in here; both calls come from one thread (the listener
+    thread), in commit order.
     """
 
     def committed(self, accepted: Sequence[Accepted]) -> None: ...
@@ -90,6 +96,9 @@ class Pipeline:
         self._save_metrics = save_metrics
         self._window = SeqWindow()
         self._handoff: queue.Queue[_Validated | None] = queue.Queue(maxsize=1)
+        self._to_listeners: queue.Queue[Sequence[Accepted] | None] = queue.Queue(
+            maxsize=LISTENER_BACKLOG
+        )
         self._metrics_saved = 0.0
         self._ticked = 0.0
 
@@ -97,13 +106,17 @@ class Pipeline:
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set; what is committed by then is acknowledged."""
+        notifier = threading.Thread(target=self._listener_loop, name="listeners")
         committer = threading.Thread(target=self._commit_loop, args=(stop,), name="commit")
+        notifier.start()
         committer.start()
         try:
             self._intake_loop(stop)
         finally:
             self._put(None, committer)
             committer.join()
+            self._to_listeners.put(None)  # after everything committed was handed over
+            notifier.join()
 
     def _put(self, item: _Validated | None, committer: threading.Thread) -> None:
         while committer.is_alive():
@@ -230,8 +243,8 @@ class Pipeline:
         self.counters.committed(messages=len(item.messages), seconds=time.perf_counter() - started)
         self._count(item.batch, result, item.duplicates)
         self.bridge.ack(item.messages)
-        for listener in self.listeners:
-            listener.committed(item.batch.accepted)
+        if self.listeners:
+            self._to_listeners.put(item.batch.accepted)
 
     def _retrying(self, step: Callable[[], _T], stop: threading.Event) -> _T | None:
         """Run ``step`` until the database answers; None if asked to stop first."""
@@ -257,14 +270,33 @@ class Pipeline:
         for dead in result.dead_letters:
             self.counters.reject(dead.reason)
 
-    def _housekeeping(self, *, force_metrics: bool = False) -> None:
+    def _listener_loop(self) -> None:
+        while True:
+            try:
+                accepted = self._to_listeners.get(timeout=TICK_EVERY_S)
+            except queue.Empty:
+                accepted = ()
+            if accepted is None:
+                return
+            try:
+                self._notify(accepted)
+            except Exception:  # noqa: BLE001 - the thread's boundary: a listener bug must not stall commits
+                _LOG.exception("a listener failed; it keeps getting later batches")
+
+    def _notify(self, accepted: Sequence[Accepted]) -> None:
+        if accepted:
+            for listener in self.listeners:
+                listener.committed(accepted)
         now = time.monotonic()
-        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + self._handoff.qsize())
-        if self.listeners and now - self._ticked >= TICK_EVERY_S:
+        if now - self._ticked >= TICK_EVERY_S:
             self._ticked = now
             wall = datetime.now(UTC)
             for listener in self.listeners:
                 listener.tick(wall)
+
+    def _housekeeping(self, *, force_metrics: bool = False) -> None:
+        now = time.monotonic()
+        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + self._handoff.qsize())
         if self._save_metrics is None:
             return
         if not force_metrics and now - self._metrics_saved < METRICS_EVERY_S:
