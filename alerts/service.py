@@ -1,6 +1,6 @@
 """The engine inside the pipeline: the edges around ``Engine.evaluate``.
 
-``AlertListener`` is a ``CommittedListener``: the pipeline thread calls
+``AlertListener`` is a ``CommittedListener``: the pipeline's listener thread calls
 ``committed(accepted)`` after each commit and ``tick(now)`` a few times a
 second. It evaluates, writes the alert transaction, then publishes.
 
@@ -244,7 +244,7 @@ class AlertListener:
     # -- the pipeline's calls -----------------------------------------------------------
 
     def committed(self, accepted: Sequence[Committed]) -> None:
-        """After each commit, on the pipeline thread. Never raises."""
+        """After each commit, on the pipeline's listener thread. Never raises."""
         try:
             now = self.clock()
             obs = observations(
