@@ -61,10 +61,13 @@ def _device_class(value: str) -> str:
     return value
 
 
-def _username(value: str) -> str:
-    # The id is the device's MQTT user name: Mosquitto's password_file splits at ':'.
-    if ":" in value:
-        raise ValueError("a device id is its MQTT user name and cannot contain ':'")
+def _device_id(value: str) -> str:
+    # The id is also the device's MQTT user name: Mosquitto's password_file splits at ':'.
+    if not valid_id(value) or ":" in value:
+        raise ValueError(
+            "use 1-64 letters, digits, '_', '.' or '-', starting alphanumeric"
+            " (the id is also the device's MQTT user name)"
+        )
     return value
 
 
@@ -104,7 +107,7 @@ class _Placed(BaseModel):
 class DeviceSpec(_Placed):
     """One device to register."""
 
-    id: Annotated[RegistryId, AfterValidator(_username)]
+    id: Annotated[str, AfterValidator(_device_id)]
     community_id: RegistryId
     device_class: DeviceClassName
     model: Text = ""

@@ -1,0 +1,70 @@
+"""Online and offline through the real pipeline: the retained status, a late Last Will
+after a reconnect, and data that proves a device is back."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+import pytest
+
+from api.registry_devices import get_device, register_device
+from api.registry_places import presence_of
+from core import schema
+from core.connectivity import Connectivity, judge
+from core.registry import DeviceSpec
+from core.topics import device_topic
+from tests.integration.support import Publisher, pipeline_thread, telemetry, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_late_will_does_not_flip_a_reconnected_device(
+    database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    schema.upgrade(database_url)
+    community, device = f"c{unique_id}", f"{unique_id}-w"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO communities (id, name) VALUES (%s, 'x')", (community,))
+        spec = DeviceSpec(
+            id=device, community_id=community, device_class="wearable", expected_interval_s=60
+        )
+        assert isinstance(
+            register_device(conn, spec, visible=lambda _c: True, installed_by="t"), tuple
+        )
+
+        def state() -> Connectivity:
+            record = get_device(conn, device)
+            assert record is not None
+            return judge(presence_of(record), datetime.now(UTC))
+
+        status = device_topic(community, "wearable", device, "status")
+        publisher = Publisher(mqtt_url, f"dev-{unique_id}")
+        try:
+            with pipeline_thread(database_url, mqtt_url, f"pipe-{unique_id}", community):
+                connected = datetime.now(UTC)
+                old_session = connected - timedelta(seconds=30)
+                # The new session says online; then the old session's Will (stamped with
+                # that session's connect time, as docs/installer.md asks) arrives late.
+                online = {"online": True, "ts": int(connected.timestamp() * 1000)}
+                late_will = {"online": False, "ts": int(old_session.timestamp() * 1000)}
+                publisher.publish(status, orjson.dumps(online))
+                publisher.flush()
+                wait_for(lambda: state() is Connectivity.ONLINE, 10, "online")
+                publisher.publish(status, orjson.dumps(late_will))
+                publisher.flush()
+                time.sleep(1.0)  # several flush intervals: the Will has been processed
+                assert state() is Connectivity.ONLINE
+                # A Will without a time: the broker's delivery is the time, so it wins...
+                publisher.publish(status, orjson.dumps({"online": False}))
+                publisher.flush()
+                wait_for(lambda: state() is Connectivity.OFFLINE, 10, "offline")
+                # ...until the device speaks again.
+                topic = device_topic(community, "wearable", device, "telemetry")
+                publisher.publish(topic, telemetry(1, int(time.time() * 1000)))
+                publisher.flush()
+                wait_for(lambda: state() is Connectivity.ONLINE, 10, "back online")
+        finally:
+            publisher.close()
