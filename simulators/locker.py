@@ -38,8 +38,8 @@ UPS_DRAIN_PCT_PER_H = 25.0
 UPS_CHARGE_PCT_PER_H = 20.0
 DOORS_LEFT_OPEN_PER_DAY = 0.05
 FORCED_PER_DAY = 0.002
-# A compartment door stands open ~20 s per transaction, out of a 300 s sample.
-DOOR_OPEN_SHARE = 20.0 / LOCKER_INTERVAL_S
+# A compartment door stands open ~20 s per transaction.
+DOOR_OPEN_S = 20.0
 PICKUP_METHODS = ("code", "qr", "face")
 PARCEL_SIZES = ("S", "M", "L")
 
@@ -68,7 +68,11 @@ class LockerModel(DeviceModel):
         rng = self.rng
         now = local.timestamp()
         events = self._pickups(local, now) + self._deposits(local, now, dt_s)
-        doors_open = sum(rng.random() < DOOR_OPEN_SHARE for _ in events)
+        # A snapshot: the chance that a transaction of this step is under way at the
+        # instant of the sample, whatever the step's length (a 5 min report or an
+        # hour of replayed history).
+        open_share = min(1.0, DOOR_OPEN_S / dt_s) if dt_s > 0 else 0.0
+        doors_open = sum(rng.random() < open_share for _ in events)
         if self._happens(FORCED_PER_DAY, dt_s):
             events.append(
                 SimEvent(

@@ -156,6 +156,9 @@ class Community:
     def devices(self) -> list[Device]:
         return [p.device for p in self.placed]
 
+    def has(self, local_id: str) -> bool:
+        return local_id in self._by_local
+
     def device(self, local_id: str) -> PlacedDevice:
         """A device by its id inside the community (``B3-2F-smoke-01``)."""
         try:
@@ -285,7 +288,8 @@ def generate_community(
     """``buildings`` buildings with their flats, residents and devices; same seed, same place."""
     if buildings < 1:
         raise ValueError("a community needs at least one building")
-    rng = random.Random(f"{seed}/{community_id}/community")  # noqa: S311 - simulation, not secrets
+    # The seed alone draws the place: a scenario plays the same community under a new id.
+    rng = random.Random(f"{seed}/community")  # noqa: S311 - simulation, not secrets
     placer = _Placer(community_id, rng)
     units: list[Unit] = []
     residents: list[Resident] = []

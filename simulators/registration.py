@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import psycopg
 
 from core.models import Device
+from simulators.scenario import BoundScenario
 
-__all__ = ["Registered", "register_devices"]
+__all__ = ["Registered", "register_devices", "register_scenario", "retire_scenario"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,3 +87,31 @@ def register_devices(
         )
         found = cur.fetchone()
     return Registered(devices=len(devices), new=int(found[0]) if found else 0)
+
+
+def register_scenario(url: str, bound: BoundScenario) -> Registered:
+    """The scenario's whole community, the cast with the intervals it reports at."""
+    devices = [
+        p.device.model_copy(update={"expected_interval_s": bound.intervals[p.device.id]})
+        if p.device.id in bound.intervals
+        else p.device
+        for p in bound.community.placed
+    ]
+    community = bound.community
+    return register_devices(
+        url,
+        devices,
+        buildings={p.device.id: p.building for p in community.placed},
+        community_names={community.id: f"Scenario {bound.scenario.name}"},
+        time_zone=community.time_zone,
+        kind=community.kind,
+    )
+
+
+def retire_scenario(url: str, bound: BoundScenario) -> None:
+    """Decommission a finished run's devices: silent from now on, they must not page anyone."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE devices SET state = 'decommissioned' WHERE community_id = %s",
+            (bound.community.id,),
+        )

@@ -17,6 +17,7 @@ MODULES = (
     "smartcommunity.commands.tokens",
     "smartcommunity.commands.storage",
     "smartcommunity.commands.rules",
+    "smartcommunity.commands.scenario",
     "smartcommunity.commands.communities",
     "smartcommunity.commands.devices",
     "smartcommunity.commands.users",

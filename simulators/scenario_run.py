@@ -1,0 +1,213 @@
+"""One scenario from start to verdict, or several side by side: what ``scenario run`` calls.
+
+Each run plays in a community of its own (the scenario's name and a random
+suffix), so runs never see each other's alerts, and an alert still open from
+an earlier run cannot absorb this one's. The registry is written first (a
+callback: the command line writes it through SQL, a test as it likes); the
+gateway and the rule engine re-read the registry on an unknown device at
+most every second or two, so play starts a moment later. While the timeline
+plays the alerts are read every second; the run ends when every expected
+alert has come or run out of time and the settle time after the last step is
+over.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from core.errors import ServiceUnavailable
+from simulators.checker import AlertRecord, AlertSource, Outcome, Verdict, judge, render
+from simulators.connection import Protocol
+from simulators.credentials import DeviceCredentials
+from simulators.player import Player
+from simulators.scenario import BoundScenario, Scenario, bind
+
+__all__ = ["ScenarioResult", "community_id_for", "run_scenario", "run_scenarios"]
+
+log = logging.getLogger(__name__)
+
+# The gateway re-reads the registry on an unknown device at most every 1 s, the
+# rule engine every 2 s: new devices speak after both can have seen them.
+REGISTRY_SETTLE_S = 3.0
+POLL_S = 1.0
+FINAL_READ_ATTEMPTS = 5
+# After every deadline has passed, give up this much later anyway.
+GRACE_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    bound: BoundScenario
+    verdict: Verdict
+    table: str
+    time_scale: float
+    elapsed_s: float
+    messages: int
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+
+def community_id_for(scenario: Scenario, prefix: str = "scn") -> str:
+    return f"{prefix}-{scenario.name}-{secrets.token_hex(3)}"[:64]
+
+
+def _horizon_s(bound: BoundScenario, time_scale: float) -> float:
+    """Wall seconds after the start by which everything must have happened."""
+    scenario = bound.scenario
+    steps = {s.name: s.at / time_scale for s in scenario.timeline if s.name}
+    last = max((s.at / time_scale for s in scenario.timeline), default=0.0)
+    deadlines = [steps.get(e.after or "", 0.0) + e.within for e in scenario.expect]
+    return max([last + scenario.settle, *deadlines]) + GRACE_S
+
+
+def _read_final(alerts: AlertSource, bound: BoundScenario) -> list[AlertRecord]:
+    """The alerts for the verdict: a slow API gets a few chances, not a crash."""
+    for attempt in range(FINAL_READ_ATTEMPTS):
+        try:
+            return alerts.alerts(bound.community.id)
+        except ServiceUnavailable as exc:
+            if attempt == FINAL_READ_ATTEMPTS - 1:
+                raise
+            log.warning("%s: reading alerts: %s; again", bound.scenario.name, exc)
+            time.sleep(POLL_S)
+    raise AssertionError("unreachable")
+
+
+def run_scenario(
+    bound: BoundScenario,
+    *,
+    mqtt_url: str,
+    alerts: AlertSource,
+    register: Callable[[BoundScenario], None] | None = None,
+    retire: Callable[[BoundScenario], None] | None = None,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    protocol: Protocol = "auto",
+    credentials: Mapping[str, DeviceCredentials] | None = None,
+) -> ScenarioResult:
+    """Register, play and judge ``bound``."""
+    began = time.monotonic()
+    if register is not None:
+        register(bound)
+        time.sleep(REGISTRY_SETTLE_S)
+    player = Player(
+        bound,
+        mqtt_url=mqtt_url,
+        time_scale=time_scale,
+        seed=seed,
+        protocol=protocol,
+        credentials=credentials,
+    )
+    scenario = bound.scenario
+    player.start()
+    try:
+        assert player.started_at is not None
+        started = player.started_at
+        start_mono = time.monotonic()
+        give_up = start_mono + _horizon_s(bound, player.time_scale)
+        settle_until = start_mono + player.timeline_end_s + scenario.settle
+        verdict: Verdict | None = None
+        while True:
+            player.advance(time.monotonic() + POLL_S)
+            now_mono = time.monotonic()
+            try:
+                records = alerts.alerts(bound.community.id)
+            except ServiceUnavailable as exc:
+                log.warning("%s: alerts not readable yet: %s", scenario.name, exc)
+                records = None
+            if records is not None:
+                verdict = judge(
+                    bound,
+                    records,
+                    player.steps,
+                    now=datetime.now(UTC),
+                    started=started,
+                    ended=False,
+                )
+                waiting = any(
+                    r.kind == "expect" and r.outcome is Outcome.PENDING for r in verdict.rows
+                )
+                if player.timeline_done() and now_mono >= settle_until and not waiting:
+                    break
+            if now_mono >= give_up:
+                break
+        records = _read_final(alerts, bound)
+        verdict = judge(
+            bound, records, player.steps, now=datetime.now(UTC), started=started, ended=True
+        )
+    finally:
+        player.stop()
+        if retire is not None:
+            retire(bound)
+    return ScenarioResult(
+        bound=bound,
+        verdict=verdict,
+        table=render(bound, verdict, time_scale=player.time_scale),
+        time_scale=player.time_scale,
+        elapsed_s=time.monotonic() - began,
+        messages=player.messages,
+    )
+
+
+def run_scenarios(
+    scenarios: Sequence[Scenario],
+    *,
+    mqtt_url: str,
+    alerts: AlertSource,
+    register: Callable[[BoundScenario], None] | None = None,
+    retire: Callable[[BoundScenario], None] | None = None,
+    time_scale: float = 1.0,
+    seed: int = 0,
+    protocol: Protocol = "auto",
+    credentials: Mapping[str, DeviceCredentials] | None = None,
+    prefix: str = "scn",
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> list[ScenarioResult]:
+    """Run several scenarios side by side (each in a thread and a community of its own)."""
+    results: dict[int, ScenarioResult] = {}
+    errors: dict[int, BaseException] = {}
+    lock = threading.Lock()
+
+    def one(index: int, scenario: Scenario) -> None:
+        try:
+            bound = bind(scenario, community_id_for(scenario, prefix))
+            result = run_scenario(
+                bound,
+                mqtt_url=mqtt_url,
+                alerts=alerts,
+                register=register,
+                retire=retire,
+                time_scale=time_scale,
+                seed=seed,
+                protocol=protocol,
+                credentials=credentials,
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            with lock:
+                errors[index] = exc
+            return
+        with lock:
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+
+    threads = [
+        threading.Thread(target=one, args=(i, s), name=f"scenario-{s.name}")
+        for i, s in enumerate(scenarios)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        first = min(errors)
+        raise errors[first]
+    return [results[i] for i in range(len(scenarios))]

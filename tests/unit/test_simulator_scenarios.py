@@ -1,0 +1,175 @@
+"""Scenario files, their binding to a community, and the checker's verdicts, without servers."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts.pack import default_rules
+from core.rules import CorrelationRule, EventRule, Rule
+from simulators.checker import AlertRecord, Outcome, Raise, judge, render
+from simulators.model import COMMUNITY_TZ
+from simulators.player import Player, StepRecord
+from simulators.scenario import (
+    ScenarioError,
+    bind,
+    load_scenario,
+    parse_seconds,
+    shipped_scenarios,
+)
+
+SHIPPED = shipped_scenarios()
+T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+
+
+def severities(rule: Rule) -> set[str]:
+    """Every severity the rule can raise at (pre-alarms, follow-ups cancelled)."""
+    found = {rule.severity.value}
+    if isinstance(rule, CorrelationRule) and rule.single_severity:
+        found.add(rule.single_severity.value)
+    if isinstance(rule, EventRule) and rule.followup and rule.followup.otherwise:
+        found.add(rule.followup.otherwise.value)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_scenarios_load_bind_and_name_real_rules(name: str) -> None:
+    scenario = load_scenario(SHIPPED[name])
+    assert scenario.name == name
+    bound = bind(scenario, f"unit-{name}")
+    assert bound.cast
+    pack = {rule.id: rule for rule in default_rules()}
+    for item in (*scenario.expect, *scenario.forbid):
+        rules = [r for rule_id, r in pack.items() if fnmatch.fnmatchcase(rule_id, item.rule)]
+        assert rules, f"{name}: no rule {item.rule!r} in the default pack"
+        if item.severity is not None:
+            assert any(item.severity in severities(r) for r in rules), (name, item)
+    for pattern in scenario.allow:
+        assert any(fnmatch.fnmatchcase(rule_id, pattern) for rule_id in pack), pattern
+
+
+def test_a_scenario_plays_the_same_community_under_any_id() -> None:
+    scenario = load_scenario(SHIPPED["fire-confirmed"])
+    first, second = bind(scenario, "run-a"), bind(scenario, "run-b")
+    assert [p.local_id for p in first.cast] == [p.local_id for p in second.cast]
+    assert first.subject("building:B3") == "building:run-a/B3"
+    assert first.subject("device:B3-2F-smoke-01") == "device:run-a-B3-2F-smoke-01"
+    assert first.subject("community") == "community:run-a"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+title: t
+community: {buildings: 1, kind: rural, seed: 2}
+cast: [B1-1F-door-01]
+timeline:
+  - {at: 1s, name: go, device: B1-1F-door-01, event: door_forced}
+expect:
+  - {rule: access.door_forced, subject: "device:B1-1F-door-01", after: go, within: 5s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("title: t", "title: t\ncolour: red"), "colour: Extra inputs"),
+        (("at: 1s", "at: soon"), "is not a duration"),
+        (("cast: [B1-1F-door-01]", "cast: [B9-1F-door-01]"), "no device 'B9-1F-door-01'"),
+        (("after: go", "after: nothing"), "no step of that name"),
+        (("event: door_forced}", "set: {heart_rate: 1}}"), "not a metric of B1-1F-door-01"),
+        (("device: B1-1F-door-01,", "device: B1-1F-lock-01,"), "not in the cast"),
+        (("device: B1-1F-door-01,", ""), "exactly one of device or building"),
+    ],
+)
+def test_mistakes_are_errors_that_say_where(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    path = write(tmp_path, BASE.replace(*change, 1))
+    with pytest.raises(ScenarioError, match=message):
+        bind(load_scenario(path), "c")
+    assert bind(load_scenario(write(tmp_path, BASE)), "c").cast
+
+
+def test_durations() -> None:
+    assert parse_seconds("90s") == 90
+    assert parse_seconds("25h") == 90_000
+    assert parse_seconds(2) == 2
+    for bad in ("-1s", "soon", True):
+        with pytest.raises(ValueError):
+            parse_seconds(bad)
+
+
+def frozen(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
+def test_models_live_at_the_scenario_time_of_day() -> None:
+    bound = bind(load_scenario(SHIPPED["fall-at-night"]), "night")
+    for now in (T0, T0 + timedelta(hours=9), T0 + timedelta(hours=20, minutes=5)):
+        player = Player(bound, mqtt_url="mqtt://127.0.0.1:1", clock=frozen(now))
+        model_time = player.model_time(now)
+        local = model_time.astimezone(COMMUNITY_TZ)
+        assert (local.hour, local.minute) == (3, 10)
+        assert now - timedelta(days=1) < model_time <= now
+
+
+def alert(rule: str, subject: str, *raises: tuple[float, str], ident: int = 1) -> AlertRecord:
+    return AlertRecord(
+        id=ident,
+        rule_id=rule,
+        subject=subject,
+        severity=raises[-1][1],
+        state="open",
+        raised_at=T0 + timedelta(seconds=raises[0][0]),
+        raises=tuple(Raise(at=T0 + timedelta(seconds=t), severity=s) for t, s in raises),
+    )
+
+
+def fire_verdict(alerts: list[AlertRecord], *, now_s: float, ended: bool) -> list[Outcome]:
+    bound = bind(load_scenario(SHIPPED["fire-confirmed"]), "c")
+    steps = [
+        StepRecord(index=0, name="first_detector", at=T0 + timedelta(seconds=5)),
+        StepRecord(index=1, name="second_detector", at=T0 + timedelta(seconds=50)),
+    ]
+    verdict = judge(
+        bound, alerts, steps, now=T0 + timedelta(seconds=now_s), started=T0, ended=ended
+    )
+    assert render(bound, verdict, time_scale=1.0).startswith("scenario fire-confirmed")
+    return [row.outcome for row in verdict.rows]
+
+
+def test_checker_passes_a_fire_confirmed_in_time() -> None:
+    ok = alert("fire.confirmed", "building:c/B3", (5.2, "major"), (50.3, "critical"))
+    assert fire_verdict([ok], now_s=60, ended=True) == [Outcome.SUCCESS] * 3
+
+
+def test_checker_waits_then_fails_what_never_comes_or_comes_late() -> None:
+    assert fire_verdict([], now_s=8, ended=False)[:2] == [Outcome.PENDING, Outcome.PENDING]
+    assert fire_verdict([], now_s=70, ended=True)[:2] == [Outcome.FAILURE, Outcome.FAILURE]
+    late = alert("fire.confirmed", "building:c/B3", (5.2, "major"), (75.0, "critical"))
+    assert fire_verdict([late], now_s=80, ended=True)[:2] == [Outcome.SUCCESS, Outcome.FAILURE]
+    # Critical before the second detector: raised for the wrong reason.
+    early = alert("fire.confirmed", "building:c/B3", (5.2, "critical"))
+    assert fire_verdict([early], now_s=60, ended=True)[1] is Outcome.FAILURE
+
+
+def test_checker_fails_forbidden_and_unexpected_alerts_but_not_allowed_ones() -> None:
+    ok = alert("fire.confirmed", "building:c/B3", (5.2, "major"), (50.3, "critical"))
+    forbidden = alert("fire.confirmed", "building:c/B1", (20, "major"), ident=2)
+    stray = alert("wearable.sos", "device:c-x", (30, "critical"), ident=3)
+    outcomes = fire_verdict([ok, forbidden, stray], now_s=60, ended=True)
+    assert outcomes == [Outcome.SUCCESS, Outcome.SUCCESS, Outcome.FAILURE, Outcome.FAILURE]
+    bound = bind(load_scenario(SHIPPED["quiet-day"]), "q")
+    health = alert("device.offline", "device:q-B1-1F-door-01", (30, "minor"))
+    verdict = judge(bound, [health], [], now=T0, started=T0, ended=True)
+    assert verdict.passed
+    assert [r.kind for r in verdict.rows] == ["forbid", "allowed"]
