@@ -306,16 +306,32 @@ def generate_community(
             name=f"Entrance door, {building.name}",
             building=b,
             floor=1,
+            unit="entrance",
         )
         placer.fire(
-            "hydrant", place=f"{b}-{top}F", where=f"{building.name} roof", building=b, floor=top
+            "hydrant",
+            place=f"{b}-{top}F",
+            where=f"{building.name} roof",
+            building=b,
+            floor=top,
+            unit="roof",
         )
         placer.fire(
-            "residual_current", place=f"{b}-1F", where=f"{building.name} board", building=b, floor=1
+            "residual_current",
+            place=f"{b}-1F",
+            where=f"{building.name} board",
+            building=b,
+            floor=1,
+            unit="switch-room",
         )
         if kind == "urban":
             placer.fire(
-                "heat", place=f"{b}-basement", where=f"{building.name} plant room", building=b
+                "heat",
+                place=f"{b}-basement",
+                where=f"{building.name} plant room",
+                building=b,
+                floor=-1,
+                unit="plant-room",
             )
         for floor in range(1, top + 1):
             placer.fire(
@@ -324,14 +340,16 @@ def generate_community(
                 where=f"{building.name} {floor}F hall",
                 building=b,
                 floor=floor,
+                unit=f"{floor}F-hall",
             )
             if floor % 2 == 1:
                 placer.fire(
                     "extinguisher",
                     place=f"{b}-{floor}F",
-                    where=f"{building.name} {floor}F",
+                    where=f"{building.name} {floor}F hall",
                     building=b,
                     floor=floor,
+                    unit=f"{floor}F-hall",
                 )
         for unit in _units(building):
             units.append(unit)
@@ -391,6 +409,7 @@ def generate_community(
             name=f"Parcel locker, {built[index].name} lobby",
             building=b,
             floor=1,
+            unit="lobby",
         )
     for gate in COMMUNITY_GATES if buildings > 1 else ():
         placer.add(

@@ -37,13 +37,15 @@ def test_every_class_placed_where_the_codes_want_it(kind: str) -> None:
         assert FLOORS[community.kind][0] <= building.floors <= FLOORS[community.kind][1]
         here = [p for p in community.placed if p.building == building.id]
         # A smoke detector in every stair-hall, one hydrant gauge at the top, one entrance.
-        halls = {p.floor for p in here if "-smoke-" in p.local_id and p.unit is None}
+        halls = {p.floor for p in here if "-smoke-" in p.local_id and p.unit == f"{p.floor}F-hall"}
         assert halls == set(range(1, building.floors + 1))
         (hydrant,) = [p for p in here if "-hydrant-" in p.local_id]
         assert hydrant.floor == building.floors
         assert sum(p.device.device_class == "access" for p in here) == 1
     for placed in community.placed:
         assert placed.device.id == f"c1-{placed.local_id}"
+        # The installer's import wants a place (unit) for every floor given.
+        assert (placed.floor is None) == (placed.unit is None), placed
         assert community.device(placed.local_id) is placed
         topic = device_topic("c1", placed.device.device_class, placed.device.id, Channel.TELEMETRY)
         assert parse_topic(topic).device_id == placed.device.id
@@ -68,7 +70,9 @@ def test_residents_watches_and_units_hang_together() -> None:
     alone = [r for r in elderly if r.lives_alone]
     assert alone
     # An elder living alone has an independent smoke alarm at home.
-    flats_with_alarm = {p.unit for p in community.placed if "-smoke-" in p.local_id and p.unit}
+    flats_with_alarm = {
+        p.unit for p in community.placed if "-smoke-" in p.local_id and p.unit in units
+    }
     assert {r.unit for r in alone} == flats_with_alarm
 
 
