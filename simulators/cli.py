@@ -27,6 +27,7 @@ from simulators.community import demo_devices
 from simulators.connection import Protocol
 from simulators.credentials import load_credentials
 from simulators.faults import FAULT_KINDS, build_fault
+from simulators.fleet import PER_DEVICE_AUTO_MAX, PER_DEVICE_CONNECTIONS_MAX
 from simulators.injector import inject_faults
 from simulators.population import generate_community
 from simulators.registration import register_devices
@@ -105,10 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-zone", default=None, help="community time zone (default: SC_TIME_ZONE)"
     )
     parser.add_argument("--protocol", choices=("auto", "5", "3.1.1"), default="auto")
-    parser.add_argument(
+    connections = parser.add_mutually_exclusive_group()
+    connections.add_argument(
         "--per-device-connections",
-        action="store_true",
-        help="one MQTT connection per device, each with its own Will (small fleets)",
+        dest="per_device_connections",
+        action="store_const",
+        const=True,
+        default=None,
+        help="one MQTT connection per device, each with its own Last Will (up to "
+        f"{PER_DEVICE_CONNECTIONS_MAX} per process; the default up to {PER_DEVICE_AUTO_MAX})",
+    )
+    connections.add_argument(
+        "--shared-connection",
+        dest="per_device_connections",
+        action="store_const",
+        const=False,
+        help="every device over one connection (no Will per device): the fastest",
     )
     parser.add_argument(
         "--credentials",
@@ -296,7 +309,7 @@ def main_from_args(args: argparse.Namespace) -> int:
             incident_scale=args.incident_scale,
             time_zone=time_zone,
             protocol=cast(Protocol, args.protocol),
-            per_device_connections=args.per_device_connections or credentials is not None,
+            per_device_connections=True if credentials else args.per_device_connections,
             credentials=credentials,
             mark_offline_on_stop=not args.keep_online,
             processes=args.processes,

@@ -1,11 +1,11 @@
 """The simulated fleet: each device's model, topics, counters, connection and payloads.
 
-One connection carries every device by default. A Will belongs to one
-connection, so that connection's Will is the simulator's own, on
-``simulators/{client_id}/status`` (outside ``community/``, where the pipeline
-never sees it). A Will per device needs a connection per device, as real
-devices have: ``per_device=True``, for fleets of up to
-PER_DEVICE_CONNECTIONS_MAX.
+A Will belongs to one connection, so a Will per device needs a connection per
+device, as real devices have: ``per_device=True``, for fleets of up to
+PER_DEVICE_CONNECTIONS_MAX per process (the default up to PER_DEVICE_AUTO_MAX).
+Otherwise one connection carries every device, and its Will is the
+simulator's own, on ``simulators/{client_id}/status`` (outside ``community/``,
+where the pipeline never sees it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from simulators.model import DeviceModel, Metrics, SimEvent
 __all__ = [
     "OFFLINE",
     "ONLINE",
+    "PER_DEVICE_AUTO_MAX",
     "PER_DEVICE_CONNECTIONS_MAX",
     "Member",
     "close_clients",
@@ -38,6 +39,9 @@ OFFLINE = orjson.dumps({"online": False})
 # Each connection costs a paho network thread and a socket; past this, run
 # several simulator processes instead.
 PER_DEVICE_CONNECTIONS_MAX = 200
+# Fleets up to this size get a connection (and a Last Will) per device unless
+# told otherwise: a demo community behaves like real devices.
+PER_DEVICE_AUTO_MAX = 50
 
 
 def telemetry_payload(*, ts_ms: int, seq: int, metrics: Metrics) -> bytes:

@@ -29,6 +29,7 @@ from simulators.devices import build_model
 from simulators.fleet import (
     OFFLINE,
     ONLINE,
+    PER_DEVICE_AUTO_MAX,
     PER_DEVICE_CONNECTIONS_MAX,
     Member,
     close_clients,
@@ -88,7 +89,7 @@ class Simulator:
         incident_scale: float = 1.0,
         protocol: Protocol = "auto",
         client_id: str | None = None,
-        per_device_connections: bool = False,
+        per_device_connections: bool | None = None,
         credentials: Mapping[str, DeviceCredentials] | None = None,
         mark_offline_on_stop: bool = True,
         progress_interval_s: float = 5.0,
@@ -124,7 +125,12 @@ class Simulator:
         self._max_messages = max_messages
         self._protocol: Protocol = protocol
         self._client_id = client_id or f"sc-sim-{uuid.uuid4().hex[:12]}"
-        self._per_device = per_device_connections
+        # Auto: a small fleet connects device by device, each with its Last Will.
+        self._per_device = (
+            len(devices) <= PER_DEVICE_AUTO_MAX
+            if per_device_connections is None
+            else per_device_connections
+        )
         self._credentials = credentials
         self._mark_offline = mark_offline_on_stop
         self._progress_interval_s = progress_interval_s

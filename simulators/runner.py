@@ -34,7 +34,7 @@ def run_simulation(
     incident_scale: float = 1.0,
     time_zone: ZoneInfo = COMMUNITY_TZ,
     protocol: Protocol = "auto",
-    per_device_connections: bool = False,
+    per_device_connections: bool | None = None,
     credentials: Mapping[str, DeviceCredentials] | None = None,
     mark_offline_on_stop: bool = True,
     processes: int = 1,
