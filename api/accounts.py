@@ -51,7 +51,9 @@ def list_users(
     if within is not None:
         where.append(
             sql.SQL(
-                "NOT u.all_communities AND NOT EXISTS (SELECT 1 FROM user_communities AS c"
+                "NOT u.all_communities"
+                " AND EXISTS (SELECT 1 FROM user_communities AS c WHERE c.user_id = u.id)"
+                " AND NOT EXISTS (SELECT 1 FROM user_communities AS c"
                 " WHERE c.user_id = u.id AND NOT c.community_id = ANY(%s))"
             )
         )

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.metrics import DEVICE_CLASSES
-from core.models import DeviceState
 from core.topics import valid_id
 
 __all__ = [
@@ -21,11 +20,8 @@ __all__ = [
     "DeadLetterPublic",
     "DeadLettersPublic",
     "DeviceClass",
-    "DeviceCreate",
-    "DevicePublic",
     "DeviceReadingPublic",
     "DeviceReadingsPublic",
-    "DevicesPublic",
     "EventPublic",
     "EventsPublic",
     "Health",
@@ -65,7 +61,6 @@ def _time_zone(value: str) -> str:
 
 Id = Annotated[str, AfterValidator(_id)]
 DeviceClass = Annotated[str, AfterValidator(_device_class)]
-Text = Annotated[str, Field(max_length=200)]
 
 
 class CommunityCreate(BaseModel):
@@ -91,45 +86,6 @@ class CommunitiesPublic(BaseModel):
     model_config = _OUT
 
     data: list[CommunityPublic]
-    next_cursor: str | None
-
-
-class DeviceCreate(BaseModel):
-    model_config = _IN
-
-    id: Id
-    community_id: Id
-    device_class: DeviceClass
-    model: Text = ""
-    name: Text = ""
-    # Same bound as core.models.Device: a device silent for a week is not "expected".
-    expected_interval_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 300
-
-
-class DevicePublic(BaseModel):
-    model_config = _OUT
-
-    id: str
-    community_id: str
-    device_class: str
-    model: str
-    name: str
-    state: DeviceState
-    expected_interval_s: int
-    created_at: datetime
-    last_seen: datetime | None = Field(description="Newest device time received")
-    last_received_at: datetime | None = Field(description="When the platform last received data")
-    online: bool | None = Field(description="Last status the device (or its Last Will) reported")
-    status_at: datetime | None
-    reporting: bool = Field(
-        description="Data received within twice the expected interval (computed by the server)"
-    )
-
-
-class DevicesPublic(BaseModel):
-    model_config = _OUT
-
-    data: list[DevicePublic]
     next_cursor: str | None
 
 

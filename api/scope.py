@@ -153,8 +153,10 @@ def _user(conn: Conn, user_id: str, principal: Principal, _family: Family) -> Lo
     if principal.communities is None:
         return Located(visible=True)
     everywhere, communities = row
-    # A scoped administrator manages the users of their own communities only.
-    return Located(visible=not everywhere and set(communities) <= principal.communities)
+    # A scoped administrator manages the users of their own communities only (a user
+    # of no community at all is for the administrators of every community).
+    mine = bool(communities) and set(communities) <= principal.communities
+    return Located(visible=not everywhere and mine)
 
 
 def _token(conn: Conn, token_id: str, principal: Principal, family: Family) -> Located | None:

@@ -494,11 +494,14 @@ def test_dead_letters_of_another_community_are_not_listed(world: World) -> None:
 
 def test_users_of_other_communities_are_not_listed(world: World) -> None:
     theirs = world.user(world.b)
+    nobodys = str(create_user(world.db, fresh("u"), Role.VIEWER, []).id)
     status, answer = _request(world, "GET", "/users?limit=1000", None, "admin")
     assert status == 200
     ids = {str(u["id"]) for u in answer["data"]}
     assert str(world.user_ids["viewer"]) in ids
     assert theirs not in ids
+    assert nobodys not in ids
+    assert _request(world, "GET", f"/users/{nobodys}", None, "admin")[0] == 404
     # A scoped administrator cannot hand out another community, nor every community.
     for body in (
         {"name": fresh("u"), "role": "admin", "communities": [world.b]},
