@@ -323,7 +323,9 @@ def test_the_matrix_covers_every_route(world: World) -> None:
         if path.startswith("/api/v1/") and path != "/api/v1/alerts/stream"
         for method in operations
     }
-    assert listed == app
+    missing, gone = sorted(app - listed), sorted(listed - app)
+    assert not missing, f"new routes: add each to ROUTES (with a valid body) -> {missing}"
+    assert not gone, f"routes no longer in the app: remove from ROUTES -> {gone}"
 
 
 @pytest.mark.parametrize("role", [r.value for r in Role])
