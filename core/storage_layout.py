@@ -335,19 +335,29 @@ SELECT device_id, metric, day, time_zone, bucket, sum(count)::bigint AS count,
 
 
 def timescaledb_available(conn: Conn) -> bool:
-    """TimescaleDB can be used here: installed, or available and preloaded."""
+    """TimescaleDB can be used here: installed, or available and preloaded; and not
+    limited to its Apache-licensed part, which has no compression and no
+    continuous aggregates (``timescaledb.license = 'apache'``)."""
     row = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb'),"
         " EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
-        " current_setting('shared_preload_libraries') ~ 'timescaledb'"
+        " current_setting('shared_preload_libraries') ~ 'timescaledb',"
+        " current_setting('timescaledb.license', true)"
     ).fetchone()
     assert row is not None
-    installed, available, preloaded = (bool(v) for v in row)
+    installed, available, preloaded = (bool(v) for v in row[:3])
     if available and not preloaded and not installed:
         _LOG.warning(
             "TimescaleDB is available but not in shared_preload_libraries: using plain PostgreSQL"
         )
-    return installed or (available and preloaded)
+    usable = installed or (available and preloaded)
+    if usable and row[3] == "apache":
+        _LOG.warning(
+            "TimescaleDB runs with timescaledb.license = 'apache' (no compression, no"
+            " continuous aggregates): using plain PostgreSQL"
+        )
+        return False
+    return usable
 
 
 def detect_path(conn: Conn) -> StoragePath:
@@ -363,6 +373,8 @@ def detect_path(conn: Conn) -> StoragePath:
         if path is StoragePath.TIMESCALEDB and not timescaledb_available(conn):
             raise ConfigurationError(
                 f"{FORCE_SETTING} asks for TimescaleDB but the server cannot load it"
+                " (or only its Apache-licensed part, without compression and continuous"
+                " aggregates)"
             )
         return path
     return StoragePath.TIMESCALEDB if timescaledb_available(conn) else StoragePath.POSTGRESQL

@@ -30,6 +30,21 @@ _SIZES = (
     "   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(t.name))"
     " GROUP BY name, n ORDER BY n"
 )
+# TimescaleDB: a compressed chunk's rows live in an internal table that is no
+# child of the hypertable, and a continuous aggregate's rows in its
+# materialisation hypertable: hypertable_size() counts both.
+_SIZES_TIMESCALE = (
+    "SELECT name, pg_size_pretty(coalesce("
+    "   (SELECT hypertable_size(format('%%I.%%I', h.hypertable_schema, h.hypertable_name))"
+    "      FROM timescaledb_information.hypertables AS h"
+    "     WHERE h.hypertable_name = t.name AND h.hypertable_schema = current_schema()),"
+    "   (SELECT hypertable_size(format('%%I.%%I', a.materialization_hypertable_schema,"
+    "                                  a.materialization_hypertable_name))"
+    "      FROM timescaledb_information.continuous_aggregates AS a"
+    "     WHERE a.view_name = t.name AND a.view_schema = current_schema()),"
+    "   pg_total_relation_size(to_regclass(t.name)), 0))"
+    " FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, n) ORDER BY n"
+)
 _PARTITIONS = (
     "SELECT count(*), min(c.relname), max(c.relname) FROM pg_inherits AS i"
     " JOIN pg_class AS c ON c.oid = i.inhrelid"
@@ -44,12 +59,20 @@ _RATIO = (
     " FROM hypertable_compression_stats(%s)"
 )
 _JOBS = (
-    "SELECT j.proc_name, j.hypertable_name, j.schedule_interval, j.config::text,"
-    " s.last_run_started_at, s.last_run_status"
+    "SELECT j.proc_name, j.hypertable_name, j.schedule_interval, j.config,"
+    " s.last_run_started_at, s.last_run_status, s.total_runs, s.total_failures,"
+    " s.next_start, e.err_message"
     " FROM timescaledb_information.jobs AS j"
     " LEFT JOIN timescaledb_information.job_stats AS s USING (job_id)"
-    " WHERE j.proc_name LIKE 'policy_%' ORDER BY j.hypertable_name, j.proc_name"
+    " LEFT JOIN LATERAL (SELECT err_message FROM timescaledb_information.job_errors AS e"
+    "                     WHERE e.job_id = j.job_id ORDER BY e.start_time DESC LIMIT 1) AS e"
+    "   ON s.last_run_status = 'Failed'"
+    # The platform's policies only: TimescaleDB has jobs of its own (telemetry, job
+    # history retention) that belong to no hypertable.
+    " WHERE j.proc_name LIKE 'policy_%%' AND j.hypertable_name = ANY(%s)"
+    " ORDER BY j.hypertable_name, j.proc_name"
 )
+_POLICY_TABLES = ["readings", "device_events", "rollup_hourly", "rollup_daily"]
 
 
 def _url() -> str:
@@ -64,6 +87,22 @@ def _days(value: timedelta) -> str:
     return f"{value.days} days" if value.seconds == 0 else str(value)
 
 
+def _interval(value: timedelta) -> str:
+    """``12 hours``, ``1 day``, ``1 day 6 hours``: what a person reads in a policy."""
+    units = [
+        (value.days, "day"),
+        (value.seconds // 3600, "hour"),
+        (value.seconds // 60 % 60, "minute"),
+        (value.seconds % 60, "second"),
+    ]
+    parts = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in units if n]
+    return " ".join(parts) or "0 seconds"
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if value else "never"
+
+
 def status_lines(conn: Conn) -> list[str]:
     """What ``db status`` prints: path, sizes, partitions or chunks, compression, policies."""
     config = read_config(conn)
@@ -75,8 +114,13 @@ def status_lines(conn: Conn) -> list[str]:
         lines.append(f"timescaledb: {version[0] if version else '?'}")
     lines.append(f"retention: {_summary(config)}")
     tables = ["readings", "device_events", "rollup_hourly", "rollup_daily", "latest"]
-    lines.append("sizes (with indexes and partitions):")
-    for name, size in conn.execute(_SIZES, (tables,)):
+    if config.path is StoragePath.POSTGRESQL:
+        lines.append("sizes (with indexes and partitions):")
+        sizes = conn.execute(_SIZES, (tables,))
+    else:
+        lines.append("sizes (with indexes, chunks and compressed chunks):")
+        sizes = conn.execute(_SIZES_TIMESCALE, (tables,))
+    for name, size in sizes:
         lines.append(f"  {name:<15} {size}")
     if config.path is StoragePath.POSTGRESQL:
         lines += _plain_status(conn, config)
@@ -118,24 +162,38 @@ def _plain_status(conn: Conn, config: StorageConfig) -> list[str]:
 
 
 def _timescale_status(conn: Conn, config: StorageConfig) -> list[str]:
-    lines = [f"chunks (interval {config.chunk_interval}):"]
+    lines = [f"chunks (interval {_interval(config.chunk_interval)}):"]
     for table in ("readings", "device_events"):
         count, compressed, first, last = conn.execute(_CHUNKS, (table,)).fetchone() or (
             0, 0, None, None
         )  # fmt: skip
         before, after = conn.execute(_RATIO, (table,)).fetchone() or (None, None)
-        ratio = f"{before / after:.1f}x" if before and after else "n/a"
-        lines.append(
-            f"  {table:<15} {count} chunks ({compressed} compressed), {first} .. {last};"
-            f" compression ratio {ratio}"
-        )
-    lines.append("policies:")
-    for proc, table, every, settings, last_at, last_status in conn.execute(_JOBS):
-        lines.append(
-            f"  {table:<15} {proc:<38} every {every}; {settings};"
-            f" last run {last_at or 'never'} {last_status or ''}".rstrip()
-        )
+        span = f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC" if count else "none yet"
+        if before and after:
+            ratio = (
+                f"compression ratio {before / after:.1f}x"
+                f" ({_mib(before)} -> {_mib(after)} in the compressed chunks)"
+            )
+        else:
+            ratio = "compression ratio n/a (nothing compressed yet)"
+        lines.append(f"  {table:<15} {count} chunks ({compressed} compressed), {span}; {ratio}")
+    lines.append("policies (TimescaleDB job scheduler):")
+    for row in conn.execute(_JOBS, (_POLICY_TABLES,)):
+        proc, table, every, settings, last_at, status, runs, failures, next_at, error = row
+        shown = {k: v for k, v in (settings or {}).items() if not k.endswith("hypertable_id")}
+        options = ", ".join(f"{k} {v}" for k, v in sorted(shown.items()))
+        lines.append(f"  {table:<15} {proc:<36} every {_interval(every)}; {options}")
+        last = f"last run {_when(last_at)}"
+        if status:
+            last += f" {status} (runs {runs or 0}, failed {failures or 0})"
+        if error:
+            last += f": {error}"
+        lines.append(f"  {'':<15} {last}; next {_when(next_at)}")
     return lines
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 def retention_changes(conn: Conn, config: StorageConfig) -> list[str]:
