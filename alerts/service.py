@@ -36,6 +36,7 @@ from alerts.pack import default_rules
 from alerts.rate import RateEvaluator
 from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
+from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
 from core.errors import ServiceUnavailable
 from core.models import DeviceEvent, Reading
 from core.rules import Rule
@@ -113,6 +114,7 @@ class AlertListener:
         self._outage_since: float | None = None
         self._retry_at = 0.0
         self._backoff = OUTAGE_BACKOFF_MIN_S
+        self.visits = VisitCheck(topic_filter=topic_filter)
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -327,6 +329,10 @@ class AlertListener:
         changes, self.state = self.engine.tick(self.state, now, absence=self._absence_allowed(mono))
         self._pending.extend(changes)
         self._flush()
+        if self._due.get("visits", 0.0) <= mono:
+            self._due["visits"] = mono + VISIT_CHECK_EVERY_S
+            self._pending.extend(self.store.run(lambda c: self.visits.run(c, now_dt)))
+            self._flush()
         notices = self.store.escalate(now)
         if self._due.get("flood", 0.0) <= mono:
             self._due["flood"] = mono + FLOOD_CHECK_EVERY_S

@@ -27,10 +27,12 @@ from api.routes import (
     devices,
     ops,
     readings,
+    reports,
     residents,
     rules,
     series,
     users,
+    visits,
 )
 from api.scope import authorize
 from core.errors import ConfigurationError
@@ -102,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (communities, buildings, devices, readings, series, residents, dead_letters):
         v1.include_router(module.router)
+    v1.include_router(visits.router)  # care visits (docs/visits.md)
+    v1.include_router(reports.router)  # a community's monthly service report
     for router in (users.router, users.tokens_router, users.me_router, audit.router):
         v1.include_router(router)
     for router in (alerts.router, alerts.maintenance_router, rules.router, rules.webhooks_router):

@@ -56,6 +56,7 @@ ROUTE_FAMILIES: dict[str, Family] = {
     "rules": Family.RULES,
     "webhooks": Family.WEBHOOKS,
     "residents": Family.RESIDENTS,
+    "visits": Family.VISITS,
     "dead-letters": Family.DEAD_LETTERS,
     "users": Family.USERS,
     "tokens": Family.USERS,

@@ -30,6 +30,7 @@ class Family(StrEnum):
     RULES = "rules"
     WEBHOOKS = "webhooks"
     RESIDENTS = "residents"  # personal data: only roles that care for people
+    VISITS = "visits"  # care visits, policies, who is due: names and notes, as residents
     DEAD_LETTERS = "dead_letters"
     USERS = "users"  # users and their tokens
     AUDIT = "audit"
@@ -54,6 +55,8 @@ POLICY: dict[Family, tuple[frozenset[Role], frozenset[Role]]] = {
     Family.WEBHOOKS: (_ADMIN, _ADMIN),
     # Names, addresses and contacts: for those who respond to a fall, nobody else.
     Family.RESIDENTS: (frozenset({Role.ADMIN, Role.OPERATOR}), _ADMIN),
+    # The control room records the visits its workers report and follows them up.
+    Family.VISITS: (frozenset({Role.ADMIN, Role.OPERATOR}), frozenset({Role.ADMIN, Role.OPERATOR})),
     # Raw payloads: installers commissioning a device need to see why it is refused.
     Family.DEAD_LETTERS: (frozenset({Role.ADMIN, Role.INSTALLER}), _NOBODY),
     Family.USERS: (_ADMIN, _ADMIN),

@@ -22,6 +22,8 @@ MODULES = (
     "smartcommunity.commands.devices",
     "smartcommunity.commands.users",
     "smartcommunity.commands.broker",
+    "smartcommunity.commands.visits",
+    "smartcommunity.commands.report",
 )
 
 if TYPE_CHECKING:

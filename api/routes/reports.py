@@ -1,0 +1,321 @@
+"""``/api/v1/communities/{community_id}/report``: a community's service figures for a month.
+
+Alerts by class and severity, time to acknowledge and to resolve (median, 90th
+percentile), the share acknowledged within 3 minutes, devices online, the visit
+rate. Counts only, no names: every role that reads communities may read it,
+for the communities it is assigned to. JSON, CSV (``figure,value`` rows) or a
+one-page printable HTML page (``format=html``).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import psycopg
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict
+
+from api.deps import ClockDep, ConnDep
+from api.routes.visits import community_coverage, sync_checkins
+from api.scope import Authorized, not_found
+from core.visits import Month, Standing
+from core.visits_report import ACK_TARGET_S, AlertRecord, figures
+
+__all__ = [
+    "ReportPublic",
+    "build_report",
+    "flatten",
+    "render_csv",
+    "render_html",
+    "router",
+]
+
+Conn = psycopg.Connection[Any]
+router = APIRouter(prefix="/communities", tags=["reports"])
+_OUT = ConfigDict(frozen=True)
+VISIT_RULE_ID = "visit-overdue"
+
+
+class AlertFigures(BaseModel):
+    model_config = _OUT
+
+    total: int
+    suppressed: int
+    by_class_severity: dict[str, dict[str, int]]
+    acknowledged: int
+    resolved: int
+    ack_median_s: float | None
+    ack_p90_s: float | None
+    resolve_median_s: float | None
+    resolve_p90_s: float | None
+    ack_target_s: float
+    ack_within_target_share: float | None
+    fire_alerts: int
+    fire_ack_within_target_share: float | None
+
+
+class DeviceFigures(BaseModel):
+    model_config = _OUT
+
+    total: int
+    online: int
+    online_share: float | None
+
+
+class VisitFigures(BaseModel):
+    model_config = _OUT
+
+    residents: int
+    visited: int
+    visit_rate: float | None
+    policy_met: int
+    policy_met_rate: float | None
+    due: int
+    overdue: int
+    missed: int
+    visits_recorded: int
+    not_at_home: int
+    follow_ups_opened: int
+    follow_ups_open: int
+
+
+class ReportPublic(BaseModel):
+    model_config = _OUT
+
+    community_id: str
+    community_name: str
+    month: str
+    time_zone: str
+    generated_at: datetime
+    alerts: AlertFigures
+    devices: DeviceFigures
+    visits: VisitFigures
+
+
+def _alert_records(
+    conn: Conn, community_id: str, start: datetime, end: datetime
+) -> list[AlertRecord]:
+    rows = conn.execute(
+        "SELECT coalesce(d.device_class,"
+        "   CASE WHEN a.rule_id = %s THEN 'visits' END,"
+        "   r.definition->'scope'->>'device_class', 'other'),"
+        " a.severity, a.raised_at, a.acknowledged_at, a.resolved_at, a.state = 'suppressed'"
+        " FROM alerts AS a LEFT JOIN devices AS d ON d.id = a.device_id"
+        " LEFT JOIN alert_rules AS r ON r.id = a.rule_id"
+        " WHERE a.community_id = %s AND a.raised_at >= %s AND a.raised_at < %s",
+        (VISIT_RULE_ID, community_id, start, end),
+    ).fetchall()
+    return [AlertRecord(*row) for row in rows]
+
+
+def build_report(conn: Conn, community_id: str, month: Month, now: datetime) -> ReportPublic | None:
+    """The month's figures for a community as of ``now``; None: no such community."""
+    found = conn.execute(
+        "SELECT name, time_zone FROM communities WHERE id = %s", (community_id,)
+    ).fetchone()
+    if found is None:
+        return None
+    name, time_zone = str(found[0]), str(found[1])
+    start, end = month.bounds(ZoneInfo(time_zone))
+    fig = figures(_alert_records(conn, community_id, start, end))
+    devices = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE online) FROM devices"
+        " WHERE community_id = %s AND state <> 'decommissioned'",
+        (community_id,),
+    ).fetchone()
+    assert devices is not None
+    sync_checkins(conn)
+    cov = community_coverage(conn, community_id, month, now)
+    assert cov is not None
+    c = cov.coverage
+    counted = conn.execute(
+        "SELECT count(*) FILTER (WHERE outcome <> 'not_at_home'),"
+        " count(*) FILTER (WHERE outcome = 'not_at_home'),"
+        " count(*) FILTER (WHERE follow_up_due IS NOT NULL),"
+        " (SELECT count(*) FROM visits WHERE community_id = %s AND follow_up_due IS NOT NULL"
+        "  AND follow_up_done_at IS NULL)"
+        " FROM visits WHERE community_id = %s AND started_at >= %s AND started_at < %s",
+        (community_id, community_id, start, end),
+    ).fetchone()
+    assert counted is not None
+    total, online = int(devices[0]), int(devices[1])
+    return ReportPublic(
+        community_id=community_id,
+        community_name=name,
+        month=str(month),
+        time_zone=time_zone,
+        generated_at=now,
+        alerts=AlertFigures(
+            total=fig.alerts,
+            suppressed=fig.suppressed,
+            by_class_severity=fig.by_class_severity,
+            acknowledged=fig.acknowledged,
+            resolved=fig.resolved,
+            ack_median_s=fig.ack_median_s,
+            ack_p90_s=fig.ack_p90_s,
+            resolve_median_s=fig.resolve_median_s,
+            resolve_p90_s=fig.resolve_p90_s,
+            ack_target_s=ACK_TARGET_S,
+            ack_within_target_share=fig.ack_within_target_share,
+            fire_alerts=fig.fire_alerts,
+            fire_ack_within_target_share=fig.fire_ack_within_target_share,
+        ),
+        devices=DeviceFigures(
+            total=total, online=online, online_share=online / total if total else None
+        ),
+        visits=VisitFigures(
+            residents=c.residents,
+            visited=c.visited,
+            visit_rate=c.visit_rate,
+            policy_met=c.policy_met,
+            policy_met_rate=c.policy_met_rate,
+            due=len(c.with_standing(Standing.DUE)),
+            overdue=len(c.with_standing(Standing.OVERDUE)),
+            missed=len(c.with_standing(Standing.MISSED)),
+            visits_recorded=int(counted[0]),
+            not_at_home=int(counted[1]),
+            follow_ups_opened=int(counted[2]),
+            follow_ups_open=int(counted[3]),
+        ),
+    )
+
+
+def flatten(report: ReportPublic) -> dict[str, str]:
+    """``figure -> value`` as the CSV has them: dotted names, '' for none."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            out[prefix] = "" if value is None else str(value)
+
+    walk("", report.model_dump(mode="json"))
+    return out
+
+
+def render_csv(report: ReportPublic) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("figure", "value"))
+    writer.writerows(flatten(report).items())
+    return buffer.getvalue()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+_CSS = """
+body { font: 11pt/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 48em; color: #111; }
+h1 { font-size: 16pt; margin-bottom: 0; } .sub { color: #555; margin-top: 0.2em; }
+table { border-collapse: collapse; width: 100%; margin: 0.6em 0 1.2em; }
+th, td { border-bottom: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+h2 { font-size: 12pt; margin: 1em 0 0.2em; }
+@page { size: A4; margin: 15mm; }
+@media print { body { margin: 0; max-width: none; font-size: 10pt; } a { color: inherit; } }
+"""
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: ReportPublic) -> str:
+    a, d, v = report.alerts, report.devices, report.visits
+    severities = ["info", "warning", "minor", "major", "critical"]
+    by_class = [
+        [cls, *(str(counts.get(s, 0)) for s in severities), str(sum(counts.values()))]
+        for cls, counts in a.by_class_severity.items()
+    ]
+    service = [
+        ["Alerts raised", str(a.total)],
+        ["Acknowledged / resolved", f"{a.acknowledged} / {a.resolved}"],
+        ["Time to acknowledge, median / 90th pct", f"{_dur(a.ack_median_s)} / {_dur(a.ack_p90_s)}"],
+        [
+            "Time to resolve, median / 90th pct",
+            f"{_dur(a.resolve_median_s)} / {_dur(a.resolve_p90_s)}",
+        ],
+        ["Acknowledged within 3 min (all)", _pct(a.ack_within_target_share)],
+        [
+            f"Fire alerts acknowledged within 3 min ({a.fire_alerts})",
+            _pct(a.fire_ack_within_target_share),
+        ],
+        ["Devices online", f"{d.online} of {d.total} ({_pct(d.online_share)})"],
+    ]
+    care = [
+        ["Residents in the visit programme", str(v.residents)],
+        ["Visited at least once (visit rate)", f"{v.visited} ({_pct(v.visit_rate)})"],
+        ["Policy met (weekly visits every week)", f"{v.policy_met} ({_pct(v.policy_met_rate)})"],
+        ["Due / overdue / missed", f"{v.due} / {v.overdue} / {v.missed}"],
+        ["Visits recorded / not at home", f"{v.visits_recorded} / {v.not_at_home}"],
+        [
+            "Follow-ups opened this month / still open",
+            f"{v.follow_ups_opened} / {v.follow_ups_open}",
+        ],
+    ]
+    title = f"{report.community_name} — service report {report.month}"
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p class='sub'>Community {html.escape(report.community_id)} · times in "
+        f"{html.escape(report.time_zone)} · generated "
+        f"{html.escape(report.generated_at.isoformat())}</p>"
+        "<h2>Control room</h2>"
+        + _table(["Figure", "Value"], service)
+        + "<h2>Alerts by class and severity</h2>"
+        + _table(["Class", *severities, "total"], by_class or [["none", *["0"] * 6]])
+        + "<h2>Elderly care visits</h2>"
+        + _table(["Figure", "Value"], care)
+        + "</body></html>"
+    )
+
+
+@router.get(
+    "/{community_id}/report",
+    responses={200: {"content": {"text/csv": {}, "text/html": {}}}},
+)
+def report(
+    conn: ConnDep,
+    _p: Authorized,
+    clock: ClockDep,
+    community_id: str,
+    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])],
+    format: Literal["json", "csv", "html"] = "json",
+) -> Response:
+    """The month's service figures: ``format=json`` (default), ``csv`` or ``html``."""
+    built = build_report(conn, community_id, Month.parse(month), clock())
+    if built is None:
+        raise not_found(f"no community {community_id!r}")
+    if format == "csv":
+        filename = f"report-{community_id}-{built.month}.csv"
+        return Response(
+            render_csv(built),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    if format == "html":
+        return Response(render_html(built), media_type="text/html; charset=utf-8")
+    return Response(built.model_dump_json(), media_type="application/json")

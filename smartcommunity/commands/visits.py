@@ -1,0 +1,301 @@
+"""``smartcommunity visits ...``: record visits, set policies, list who is due, rehearse a month."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from api.routes.visits import (
+    VisitIn,
+    community_coverage,
+    coverage_public,
+    record_visit,
+    resident_community,
+    set_policy,
+    sync_checkins,
+)
+from core.visits import Month, Outcome, Policy
+from simulators.visits import month_alerts, month_visits, programme
+from smartcommunity.cli_support import connect, print_table
+from smartcommunity.commands import SubParsers
+
+__all__ = ["register", "simulate_month"]
+
+Conn = psycopg.Connection[Any]
+# Simulated devices per class, and the share of them online, for the devices figure.
+SIM_DEVICES_PER_CLASS = 10
+SIM_ONLINE_SHARE = 0.9
+
+
+def _fail(message: str) -> int:
+    print(f"smartcommunity: {message}", file=sys.stderr)
+    return 1
+
+
+def _when(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone (e.g. +08:00 or Z)")
+    return moment
+
+
+def _record(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        found = resident_community(conn, args.resident)
+        if found is None:
+            return _fail(f"no resident {args.resident!r}")
+        body = VisitIn(
+            resident_id=args.resident,
+            worker=args.worker,
+            started_at=_when(args.at),
+            outcome=Outcome(args.outcome),
+            notes=args.notes,
+        )
+        visit = record_visit(conn, found[0], found[1], body, "cli")
+    due = f", follow-up due {visit.follow_up_due}" if visit.follow_up_due else ""
+    print(f"recorded visit {visit.id} to {visit.resident_id} ({visit.outcome.value}{due})")
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        if resident_community(conn, args.resident) is None:
+            return _fail(f"no resident {args.resident!r}")
+        set_policy(conn, args.resident, Policy(args.policy))
+    print(f"{args.resident}: visit policy {args.policy}")
+    return 0
+
+
+def _deadline(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        cur = conn.execute(
+            "UPDATE communities SET visit_deadline_day = %s WHERE id = %s",
+            (args.day, args.community),
+        )
+    if cur.rowcount != 1:
+        return _fail(f"no community {args.community!r}")
+    print(f"{args.community}: residents not visited by day {args.day} raise an alert")
+    return 0
+
+
+def _due(args: argparse.Namespace) -> int:
+    now = _when(args.as_of)
+    with connect() as conn:
+        sync_checkins(conn)
+        row = conn.execute(
+            "SELECT time_zone FROM communities WHERE id = %s", (args.community,)
+        ).fetchone()
+        if row is None:
+            return _fail(f"no community {args.community!r}")
+        month = Month.parse(args.month) if args.month else Month.of(now, ZoneInfo(row[0]))
+        found = community_coverage(conn, args.community, month, now)
+    assert found is not None
+    cov = coverage_public(found)
+    rate = "-" if cov.visit_rate is None else f"{cov.visit_rate * 100:.1f} %"
+    met = "-" if cov.policy_met_rate is None else f"{cov.policy_met_rate * 100:.1f} %"
+    local = now.astimezone(ZoneInfo(cov.time_zone))
+    print(
+        f"{cov.community_id} {cov.month} as of {local:%Y-%m-%d %H:%M}"
+        f" ({cov.time_zone}): visited {cov.visited} of {cov.residents} ({rate});"
+        f" policy met {cov.policy_met} ({met}); deadline day {cov.deadline_day}"
+    )
+    for title, rows in (("overdue", cov.overdue), ("missed", cov.missed), ("due", cov.due)):
+        if not rows or (title == "due" and not args.all):
+            if rows:
+                print(f"{len(rows)} due (not yet visited, still in time): --all lists them")
+            continue
+        print(f"\n{title} ({len(rows)}):")
+        print_table(
+            ("resident", "name", "policy", "visits", "not at home", "last visit"),
+            [
+                (r.resident_id, r.name, r.policy.value, r.visits, r.attempts, r.last_visit or "")
+                for r in rows
+            ],
+        )
+    return 0
+
+
+def simulate_month(
+    conn: Conn,
+    community_id: str,
+    month: Month,
+    *,
+    residents: int,
+    seed: int = 0,
+    miss_share: float = 0.04,
+    until: datetime | None = None,
+    alerts: bool = True,
+) -> tuple[int, int, int]:
+    """Write a simulated month: (residents, visits, alerts) written."""
+    conn.execute(
+        "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+        (community_id, community_id),
+    )
+    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
+    tz = ZoneInfo(str(row.fetchone()[0]))  # type: ignore[index]
+    people = programme(community_id, residents, seed)
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO residents (id, community_id, name, vulnerabilities, visit_policy)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
+                " SET visit_policy = excluded.visit_policy",
+                [
+                    (p.id, community_id, p.name, list(p.vulnerabilities), p.policy.value)
+                    for p in people
+                ],
+            )
+        conn.execute(
+            "DELETE FROM visits WHERE community_id = %s AND source = 'simulator'"
+            " AND started_at >= %s AND started_at < %s",
+            (community_id, *month.bounds(tz)),
+        )
+        visits = month_visits(people, month, tz, seed=seed, miss_share=miss_share, until=until)
+        for v in visits:
+            body = VisitIn(
+                resident_id=v.resident_id,
+                worker=v.worker,
+                started_at=v.started_at,
+                ended_at=v.ended_at,
+                outcome=v.outcome,
+                notes=v.notes,
+            )
+            record_visit(conn, community_id, str(tz), body, "simulator")
+        written = 0
+        if alerts:
+            written = _simulate_alerts(conn, community_id, month, tz, seed, until)
+    return len(people), len(visits), written
+
+
+def _simulate_alerts(
+    conn: Conn, community_id: str, month: Month, tz: ZoneInfo, seed: int, until: datetime | None
+) -> int:
+    classes = ("fire", "wearable", "access", "locker")
+    for cls in classes:
+        for n in range(SIM_DEVICES_PER_CLASS):
+            conn.execute(
+                "INSERT INTO devices (id, community_id, device_class, name, online)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (
+                    f"{community_id}-sim-{cls}-{n}",
+                    community_id,
+                    cls,
+                    f"simulated {cls} {n}",
+                    n < SIM_DEVICES_PER_CLASS * SIM_ONLINE_SHARE,
+                ),
+            )
+    conn.execute(
+        "DELETE FROM alerts WHERE community_id = %s AND rule_id LIKE 'sim-%%'"
+        " AND raised_at >= %s AND raised_at < %s",
+        (community_id, *month.bounds(tz)),
+    )
+    count = 0
+    for i, a in enumerate(month_alerts(month, tz, seed=seed)):
+        if until is not None and a.raised_at >= until:
+            continue
+        acked = a.acknowledged_at if until is None or (a.acknowledged_at or until) < until else None
+        resolved = (
+            a.resolved_at if acked and (until is None or (a.resolved_at or until) < until) else None
+        )
+        state = "resolved" if resolved else "acknowledged" if acked else "open"
+        conn.execute(
+            "INSERT INTO alerts (rule_id, subject, community_id, device_id, rule_type, severity,"
+            " initial_severity, state, title, details, first_seen, last_seen, raised_at,"
+            " acknowledged_at, acknowledged_by, resolved_at, resolved_by)"
+            " VALUES (%s, %s, %s, %s, 'simulated', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                f"sim-{a.alert_class}-{a.severity}",
+                f"sim:{month}/{i}",
+                community_id,
+                f"{community_id}-sim-{a.alert_class}-{i % SIM_DEVICES_PER_CLASS}",
+                a.severity,
+                a.severity,
+                state,
+                f"Simulated {a.alert_class} alert",
+                Jsonb({"simulated": True}),
+                a.raised_at,
+                a.raised_at,
+                a.raised_at,
+                acked,
+                "user:simulator" if acked else None,
+                resolved,
+                "user:simulator" if resolved else None,
+            ),
+        )
+        count += 1
+    return count
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    month = Month.parse(args.month)
+    until = _when(args.until) if args.until else None
+    with connect() as conn:
+        tz_row = conn.execute(
+            "SELECT time_zone FROM communities WHERE id = %s", (args.community,)
+        ).fetchone()
+        tz = ZoneInfo(str(tz_row[0]) if tz_row else "Asia/Shanghai")
+        if until is None and Month.of(datetime.now(UTC), tz) == month:
+            until = datetime.now(UTC)  # the current month: only what has happened yet
+        people, visits, alerts = simulate_month(
+            conn,
+            args.community,
+            month,
+            residents=args.residents,
+            seed=args.seed,
+            miss_share=args.miss_share,
+            until=until,
+            alerts=not args.no_alerts,
+        )
+    print(
+        f"{args.community} {month}: {people} residents in the programme,"
+        f" {visits} visits, {alerts} simulated alerts"
+    )
+    return 0
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    visits = commands.add_parser("visits", help="elderly care visits (docs/visits.md)")
+    sub = visits.add_subparsers(dest="visits_command", required=True)
+
+    record = sub.add_parser("record", help="record a visit to a resident")
+    record.add_argument("--resident", required=True)
+    record.add_argument("--worker", required=True)
+    record.add_argument("--outcome", required=True, choices=[o.value for o in Outcome])
+    record.add_argument("--at", help="start, ISO 8601 with zone (default: now)")
+    record.add_argument("--notes", default="")
+    record.set_defaults(func=_record)
+
+    policy = sub.add_parser("policy", help="set a resident's visit policy")
+    policy.add_argument("resident")
+    policy.add_argument("policy", choices=[p.value for p in Policy])
+    policy.set_defaults(func=_policy)
+
+    deadline = sub.add_parser("deadline", help="day of the month the visit alert is raised")
+    deadline.add_argument("community")
+    deadline.add_argument("day", type=int, choices=range(1, 29), metavar="DAY(1-28)")
+    deadline.set_defaults(func=_deadline)
+
+    due = sub.add_parser("due", help="visit rate, overdue and due residents of a month")
+    due.add_argument("--community", required=True)
+    due.add_argument("--month", help="YYYY-MM (default: the current month)")
+    due.add_argument("--as-of", help="judge as of this time (ISO 8601 with zone)")
+    due.add_argument("--all", action="store_true", help="list the due residents too")
+    due.set_defaults(func=_due)
+
+    sim = sub.add_parser("simulate", help="write a simulated month of visits (and alerts)")
+    sim.add_argument("--community", required=True)
+    sim.add_argument("--month", required=True, help="YYYY-MM")
+    sim.add_argument("--residents", type=int, default=300)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--miss-share", type=float, default=0.04)
+    sim.add_argument("--until", help="only what happened before this (default: now, or all)")
+    sim.add_argument("--no-alerts", action="store_true", help="visits only")
+    sim.set_defaults(func=_simulate)
