@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test unit lint bench clean mosquitto
+.PHONY: install demo test unit lint bench clean mosquitto browser
 
 # Mosquitto carries the delivery guarantees the fault tests check; the demo runs
 # without it (on amqtt) but the tests do not. Installed from Debian's packages
@@ -33,7 +33,17 @@ install: $(STAMP)
 demo: install
 	$(BIN)/smartcommunity demo
 
-test: install mosquitto
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded
+# browser) and need a CJK font to render the default zh-CN page.
+browser:
+	@test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi "noto sans cjk" || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -qq chromium fonts-noto-cjk >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null)) && \
+		echo "installed chromium and fonts-noto-cjk"; \
+	  else echo "warning: chromium or fonts-noto-cjk missing; the browser tests will fail"; fi; }
+
+test: install mosquitto browser
 	$(BIN)/pytest
 
 unit: install
