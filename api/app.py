@@ -17,12 +17,14 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
+from api.dashboard import pages as dashboard_pages
 from api.deps import MAX_BODY_BYTES, Pool
 from api.routes import (
     alerts,
     audit,
     buildings,
     communities,
+    dashboard_api,
     dead_letters,
     devices,
     ops,
@@ -106,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         v1.include_router(module.router)
     v1.include_router(visits.router)  # care visits (docs/visits.md)
     v1.include_router(reports.router)  # a community's monthly service report
+    v1.include_router(dashboard_api.router)
     for router in (users.router, users.tokens_router, users.me_router, audit.router):
         v1.include_router(router)
     for router in (alerts.router, alerts.maintenance_router, rules.router, rules.webhooks_router):
@@ -113,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts.stream_router)
     app.include_router(ops.router)
     app.include_router(v1)
+    app.include_router(dashboard_pages.router)  # the control-room page, at /
     return app
 
 

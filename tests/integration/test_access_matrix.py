@@ -204,6 +204,8 @@ ROUTES: list[tuple[str, str, Body | None]] = [
     ("GET", "/communities/{community_id}/aggregates?metric=battery", None),
     ("GET", "/communities/{community_id}/readings?metric=battery", None),
     ("GET", "/communities/{community_id}/latest", None),
+    ("GET", "/communities/{community_id}/overview", None),
+    ("GET", "/communities/{community_id}/figures", None),
     ("GET", "/devices", None),
     (
         "POST",
@@ -220,6 +222,7 @@ ROUTES: list[tuple[str, str, Body | None]] = [
     ("GET", "/devices/{device_id}/readings", None),
     ("GET", "/devices/{device_id}/events", None),
     ("GET", "/devices/{device_id}/aggregates?metric=battery", None),
+    ("GET", "/devices/{device_id}/latest", None),
     ("GET", "/residents", None),
     (
         "POST",

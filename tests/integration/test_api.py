@@ -118,8 +118,9 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert ("GET", "/api/v1/dead-letters") in routes
     assert ("GET", "/api/v1/communities/c-x/latest") in routes
     # + alerts, stream, maintenance, rules, webhooks; + buildings, device lifecycle and
-    # import, residents, users, tokens, me, audit, fleet status; + visits and the report
-    assert len(routes) == 14 + 20 + 28 + 7
+    # import, residents, users, tokens, me, audit, fleet status; + the dashboard's tiles,
+    # figures and a device's latest values; + visits and the monthly report
+    assert len(routes) == 14 + 20 + 28 + 3 + 7
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
