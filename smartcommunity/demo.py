@@ -113,6 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
         base_url = f"http://127.0.0.1:{args.port}"
         print(
             "\nSmartCommunity demo is running\n"
+            f"  dashboard    {base_url}/#token={token}\n"
             f"  API docs     {base_url}/docs\n"
             f"  health       {base_url}/health\n"
             f"  broker       {mqtt_url}\n"

@@ -20,6 +20,7 @@ import {
   errorBlock,
   loadingBlock,
   renderTiles,
+  syncOptions,
   tickAges,
 } from "./widgets.js";
 
@@ -51,16 +52,7 @@ export function matches(alert, f) {
   if (f.building && buildingOf(alert) !== (f.building === "~" ? "" : f.building)) return false;
   if (f.cls && alertClass(alert) !== f.cls) return false;
   if (f.severity && SEVERITIES.indexOf(alert.severity) > SEVERITIES.indexOf(f.severity)) return false;
-  return STATES[f.state].includes(alert.state);
-}
-
-function syncOptions(select, options, value) {
-  const signature = JSON.stringify(options);
-  if (select.dataset.signature !== signature) {
-    replace(select, options.map(([v, label]) => h("option", { value: v }, label)));
-    select.dataset.signature = signature;
-  }
-  select.value = options.some(([v]) => v === value) ? value : "";
+  return (STATES[f.state] || STATES.attention).includes(alert.state);
 }
 
 export function boardView(container) {
@@ -115,6 +107,7 @@ export function boardView(container) {
   }
 
   function renderTable() {
+    if (!STATES[filters.state]) filters.state = "attention";
     const source = filters.state === "resolved"
       ? [...store.resolved.values()].filter((a) => Date.now() - new Date(a.resolved_at || a.raised_at) < DAY_MS)
       : [...store.alerts.values()];
@@ -143,6 +136,7 @@ export function boardView(container) {
   }
 
   render();
+  if (filters.state === "resolved") loadResolvedSince(new Date(Date.now() - DAY_MS)).catch(() => {});
   const unsubscribe = subscribe((changes) => {
     if (changes.has("community") || changes.has("buildings")) renderAside();
     renderFilters();

@@ -20,6 +20,7 @@ import {
   placeText,
   renderTile,
   renderTiles,
+  syncOptions,
 } from "./widgets.js";
 
 // Devices are listed from the registry; re-read this often while the page is open.
@@ -68,12 +69,10 @@ function deviceList(communityId, only) {
   function render() {
     panel.querySelector(".devices-title").textContent = t("overview.devices");
     search.placeholder = t("overview.search");
-    replace(cls, h("option", { value: "" }, `${t("filter.class")}: ${t("filter.all")}`),
-      CLASSES.map((c) => h("option", { value: c }, t(`class.${c}`))));
-    cls.value = filters.cls;
-    replace(conn, h("option", { value: "" }, `${t("col.conn")}: ${t("filter.all")}`),
-      ["online", "offline", "silent", "never_seen"].map((c) => h("option", { value: c }, t(`conn.${c}`))));
-    conn.value = filters.conn;
+    syncOptions(cls, [["", `${t("filter.class")}: ${t("filter.all")}`],
+      ...CLASSES.map((c) => [c, t(`class.${c}`)])], filters.cls);
+    syncOptions(conn, [["", `${t("col.conn")}: ${t("filter.all")}`],
+      ...["online", "offline", "silent", "never_seen"].map((c) => [c, t(`conn.${c}`)])], filters.conn);
     const c = community(communityId);
     const devices = [...store.devices.values()]
       .filter((d) => d.community_id === communityId && d.state !== "decommissioned")

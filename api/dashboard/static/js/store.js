@@ -87,9 +87,29 @@ export async function loadSession() {
   store.communities = new Map(communities.map((c) => [c.id, c]));
   const saved = localStorage.getItem("sc.community");
   store.current = store.communities.has(saved) ? saved : communities.length ? communities[0].id : null;
+  // Nobody chose yet: the first synchronisation picks the community with most to do.
+  autoPick = !store.communities.has(saved) && communities.length > 1;
+}
+
+let autoPick = false;
+
+function pickBusiestCommunity() {
+  autoPick = false;
+  const counts = new Map();
+  for (const a of store.alerts.values()) {
+    if (a.state === "open") counts.set(a.community_id, (counts.get(a.community_id) || 0) + 1);
+  }
+  const [busiest] = [...counts.entries()].sort((x, y) => y[1] - x[1])[0] || [];
+  if (busiest && busiest !== store.current && store.communities.has(busiest)) {
+    store.current = busiest;
+    store.overview = null;
+    store.figures = null;
+    notify("community");
+  }
 }
 
 export function selectCommunity(id) {
+  autoPick = false;
   if (!store.communities.has(id) || id === store.current) return;
   store.current = id;
   localStorage.setItem("sc.community", id);
@@ -130,6 +150,7 @@ export async function syncAlerts() {
     if (now - new Date(a.resolved_at || a.raised_at).getTime() > KEEP_RESOLVED_MS) store.resolved.delete(id);
   }
   for (const [id, at] of store.arrived) if (now - at > 60_000) store.arrived.delete(id);
+  if (autoPick) pickBusiestCommunity();
   notify("alerts");
   scheduleCommunityRefresh(0);
 }

@@ -247,6 +247,16 @@ export function wireActionDialog() {
   });
 }
 
+/** Options of a select, rebuilt only when they change (an open list stays open). */
+export function syncOptions(select, options, value) {
+  const signature = JSON.stringify(options);
+  if (select.dataset.signature !== signature) {
+    replace(select, options.map(([v, label]) => h("option", { value: v }, label)));
+    select.dataset.signature = signature;
+  }
+  select.value = options.some(([v]) => v === value) ? value : "";
+}
+
 export function loadingBlock() {
   return h("p", { class: "empty" }, t("loading"));
 }
