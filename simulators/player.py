@@ -393,8 +393,7 @@ class Player:
         started = time.monotonic()
         for count, (_, actor, channel, payload) in enumerate(messages):
             due = started + count / HISTORY_RATE
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            time.sleep(max(0.0, due - time.monotonic()))  # the clock moves between two reads
             self._publish(actor, channel, payload)
         self.flush()
         self.steps.append(StepRecord(index=-1, name=HISTORY_STEP, at=self._clock()))

@@ -24,8 +24,12 @@ from core import schema
 from core.models import Device
 from core.settings import Settings
 from gateway.service import run_pipeline
+from simulators.checker import ApiAlerts
 from simulators.community import demo_devices
 from simulators.publisher import Simulator
+from simulators.registration import register_scenario, retire_scenario
+from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
+from simulators.scenario_run import run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 
 __all__ = ["register_devices", "run_demo"]
@@ -34,6 +38,11 @@ _LOG = logging.getLogger(__name__)
 DEMO_COMMUNITY = "demo-001"
 # Reproducible demo: the same devices and the same day every run.
 DEMO_SEED = 2026
+# Scripted incidents played against the running demo, each in a community of its own.
+DEMO_INCIDENTS = ("fire-confirmed", "sos", "forced-door", "fall-at-night")
+# Long enough for the board to be open; then often enough to see them again.
+INCIDENTS_FIRST_S = 20.0
+INCIDENTS_EVERY_S = 300.0
 
 
 def register_devices(url: str, community_id: str, name: str, devices: list[Device]) -> None:
@@ -51,6 +60,35 @@ def register_devices(url: str, community_id: str, name: str, devices: list[Devic
                 for d in devices
             ],
         )
+
+
+def _play_incidents(
+    stop: threading.Event, mqtt_url: str, database_url: str, base_url: str, token: str
+) -> None:
+    """Play the shipped incident scenarios now and then, so the board has something to show."""
+    shipped = shipped_scenarios()
+    scenarios = [load_scenario(shipped[name]) for name in DEMO_INCIDENTS]
+
+    def register(bound: BoundScenario) -> None:
+        register_scenario(database_url, bound)
+
+    def retire(bound: BoundScenario) -> None:
+        retire_scenario(database_url, bound)
+
+    stop.wait(INCIDENTS_FIRST_S)
+    while not stop.is_set():
+        try:
+            run_scenarios(
+                scenarios,
+                mqtt_url=mqtt_url,
+                alerts=ApiAlerts(base_url=base_url, token=token),
+                register=register,
+                retire=retire,
+                prefix="demo",
+            )
+        except Exception:  # noqa: BLE001 - the thread's boundary: the demo goes on without them
+            _LOG.exception("the demo's incidents failed")
+        stop.wait(INCIDENTS_EVERY_S)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -101,6 +139,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 host="127.0.0.1",
                 port=args.port,
                 log_level="warning",
+                # An open dashboard holds a stream: don't wait 15 s for it on Ctrl-C.
+                timeout_graceful_shutdown=2,
             )
         )
         api = threading.Thread(target=server.run, name="api", daemon=True)
@@ -111,6 +151,13 @@ def run_demo(args: argparse.Namespace) -> int:
         sim.start()
 
         base_url = f"http://127.0.0.1:{args.port}"
+        incidents = threading.Thread(
+            target=_play_incidents,
+            args=(stop, mqtt_url, database_url, base_url, token),
+            name="incidents",
+            daemon=True,
+        )
+        incidents.start()
         print(
             "\nSmartCommunity demo is running\n"
             f"  dashboard    {base_url}/#token={token}\n"
@@ -123,6 +170,8 @@ def run_demo(args: argparse.Namespace) -> int:
             f"{base_url}/api/v1/devices?limit=5\n"
             f"  devices      {len(devices)} simulated in community {DEMO_COMMUNITY}, "
             f"{args.rate:g} msgs/s\n"
+            f"  incidents    {', '.join(DEMO_INCIDENTS)} played {INCIDENTS_FIRST_S:.0f} s "
+            f"from now, then every {INCIDENTS_EVERY_S / 60:.0f} min\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
