@@ -55,14 +55,19 @@ def run_pipeline(
     counters = PipelineCounters()
 
     # The registry is read on the intake thread while the commit thread writes, so
-    # it has a connection of its own.
-    reader = BatchWriter(url=settings.database_url, worker=worker)
+    # it has a plain connection of its own (no staging tables, no storage config).
+    url = settings.database_url
+    reader: list[psycopg.Connection[tuple[object, ...]]] = []
 
     def load() -> dict[str, DeviceInfo]:
         try:
-            return load_devices(reader.connection())
+            if not reader or reader[0].closed or reader[0].broken:
+                reader[:] = [psycopg.connect(url, connect_timeout=5)]
+            return load_devices(reader[0])
         except psycopg.OperationalError as exc:
-            reader.close()
+            for conn in reader:
+                conn.close()
+            reader.clear()
             raise ServiceUnavailable("database", str(exc)) from exc
 
     def save_metrics(snapshot: dict[str, object]) -> None:
@@ -118,7 +123,8 @@ def run_pipeline(
             alert_listener.stop()
         bridge.stop()
         writer.close()
-        reader.close()
+        for conn in reader:
+            conn.close()
         maintenance.join(30)
         _LOG.info("pipeline %s stopped", worker)
 

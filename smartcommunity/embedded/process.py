@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -97,7 +98,7 @@ def stop_leftover(proc: psutil.Process, signum: signal.Signals, what: str) -> No
         pass
 
 
-class ServerProcess:
+class ServerProcess(ABC):
     """A server child process in a process group of its own, logging to a file."""
 
     name = "server"
@@ -118,8 +119,8 @@ class ServerProcess:
         return self.data_dir / f"{self.name}.log"
 
     @property
-    def url(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def url(self) -> str: ...
 
     @property
     def running(self) -> bool:
@@ -194,11 +195,12 @@ class ServerProcess:
     ) -> None:
         self.stop()
 
+    @abstractmethod
     def _prepare(self) -> None:
         """Make data_dir ready before the server process starts."""
 
-    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        raise NotImplementedError
+    @abstractmethod
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]: ...
 
     def _ready(self) -> bool:
         return _accepts_connections(self.port)
