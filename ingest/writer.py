@@ -14,6 +14,7 @@ dead letters with the database's reason, so one bad message cannot hold up the r
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 __all__ = ["BatchWriter", "is_outage", "merge_statement"]
 
 _LOG = logging.getLogger(__name__)
+# Times a batch the server rolled back (deadlock, serialisation failure) is written again.
+ROLLBACK_ATTEMPTS = 3
 
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS readings_stage "
@@ -141,20 +144,35 @@ class BatchWriter:
         """Commit the batch; raise ``ServiceUnavailable`` if the database is unreachable."""
         conn = self.connection()
         try:
-            try:
-                with conn.transaction():
-                    return self._write_all(conn, batch.accepted, batch.dead_letters)
-            except psycopg.Error as exc:
-                if is_outage(exc):
-                    raise
-                _LOG.warning("batch refused (%s); isolating the message at fault", exc)
-                with conn.transaction():
-                    return self._write_isolating(conn, batch)
+            for attempt in itertools.count(1):
+                try:
+                    return self._commit(conn, batch)
+                except psycopg.Error as exc:
+                    # A deadlock with another writer of the same device rows (or a
+                    # serialisation failure): the server undid the whole transaction
+                    # and the link is fine, so the batch is simply written again.
+                    if not _rolled_back(exc) or attempt >= ROLLBACK_ATTEMPTS:
+                        raise
+                    _LOG.warning("batch rolled back by the server (%s); writing it again", exc)
+            raise AssertionError("unreachable")
         except psycopg.Error as exc:
             if is_outage(exc):
                 self.close()
                 raise ServiceUnavailable("database", str(exc).strip()) from exc
             raise
+
+    # -- internals --------------------------------------------------------
+
+    def _commit(self, conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> WriteResult:
+        try:
+            with conn.transaction():
+                return self._write_all(conn, batch.accepted, batch.dead_letters)
+        except psycopg.Error as exc:
+            if is_outage(exc):
+                raise
+            _LOG.warning("batch refused (%s); isolating the message at fault", exc)
+            with conn.transaction():
+                return self._write_isolating(conn, batch)
 
     # -- internals --------------------------------------------------------
 
@@ -221,10 +239,13 @@ class BatchWriter:
                 for device_id in sorted(seen):  # a stable order avoids deadlocks between workers
                     copy.write_row((device_id, *seen[device_id]))
             cur.execute(_LAST_SEEN)
-        for a in accepted:
-            if a.status is not None:
-                s = a.status
-                cur.execute(_STATUS, (s.online, s.ts, s.device_id, s.ts))
+        # Sorted too; the status_at guard makes the order of one device's statuses moot.
+        statuses = sorted(
+            (a.status for a in accepted if a.status is not None),
+            key=lambda s: (s.device_id, s.ts),
+        )
+        for s in statuses:
+            cur.execute(_STATUS, (s.online, s.ts, s.device_id, s.ts))
 
     def _write_isolating(
         self, conn: psycopg.Connection[tuple[object, ...]], batch: Batch
@@ -251,6 +272,11 @@ class BatchWriter:
         dead = [*batch.dead_letters, *refused]
         self._write_all(conn, [], dead)
         return WriteResult(total.rows_written, total.rows_duplicate, total.events_written, dead)
+
+
+def _rolled_back(exc: psycopg.Error) -> bool:
+    """Deadlock detected or serialization failure: the server's doing, not the data's."""
+    return exc.sqlstate in ("40P01", "40001")
 
 
 def _count(row: tuple[object, ...] | None) -> int:
