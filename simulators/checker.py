@@ -37,6 +37,7 @@ __all__ = [
     "Verdict",
     "judge",
     "render",
+    "render_error",
 ]
 
 # History actions that mean "the rule put the alert at this severity".
@@ -296,14 +297,23 @@ def _short(subject: str, community_id: str) -> str:
     )
 
 
+def _head(bound: BoundScenario, time_scale: float) -> str:
+    return (
+        f"scenario {bound.scenario.name}: {bound.scenario.title}\n"
+        f"  community {bound.community.id}, {len(bound.cast)} devices playing,"
+        f" time scale {time_scale:g}"
+    )
+
+
+def render_error(bound: BoundScenario, error: str, *, time_scale: float) -> str:
+    """What a run that broke off prints in place of its table."""
+    return f"{_head(bound, time_scale)}\n  ERROR: {error}\n  FAIL: the run broke off"
+
+
 def render(bound: BoundScenario, verdict: Verdict, *, time_scale: float) -> str:
     """The pass/fail table of one scenario."""
-    scenario = bound.scenario
     community = bound.community.id
-    head = (
-        f"scenario {scenario.name}: {scenario.title}\n"
-        f"  community {community}, {len(bound.cast)} devices playing, time scale {time_scale:g}"
-    )
+    head = _head(bound, time_scale)
     columns = ("", "rule", "subject", "severity", "within", "actual", "result")
     body = [
         (

@@ -49,6 +49,8 @@ HISTORY_RATE = 1_500.0
 HEARTBEAT = {"rssi": -75.0}
 # How long the end of a run waits for the broker to confirm what was sent.
 CONFIRM_TIMEOUT_S = 15.0
+CONNECT_ATTEMPTS = 3
+CONNECT_BACKOFF_S = 1.0
 
 
 def _utc_now() -> datetime:
@@ -213,12 +215,22 @@ class Player:
         )
 
     def _connect(self, actor: _Actor) -> None:
-        actor.client = connect_client(
-            address_for(self._address, actor.device_id, self._credentials),
-            client_id=actor.device_id,
-            will=Will(topic=actor.topic(Channel.STATUS), payload=OFFLINE),
-            protocol=self._protocol,
-        )
+        # A device whose CONNECT goes unanswered tries again, as hardware does: a
+        # busy broker (every scenario's cast connecting at once) is no verdict.
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                actor.client = connect_client(
+                    address_for(self._address, actor.device_id, self._credentials),
+                    client_id=actor.device_id,
+                    will=Will(topic=actor.topic(Channel.STATUS), payload=OFFLINE),
+                    protocol=self._protocol,
+                )
+                break
+            except ServiceUnavailable as exc:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise
+                log.warning("%s: %s; connecting again", actor.device_id, exc)
+                time.sleep(attempt * CONNECT_BACKOFF_S)
         self._publish(actor, Channel.STATUS, ONLINE, retain=True)
 
     def _drop(self, actor: _Actor, *, will: bool) -> None:

@@ -109,9 +109,20 @@ def register_scenario(url: str, bound: BoundScenario) -> Registered:
 
 
 def retire_scenario(url: str, bound: BoundScenario) -> None:
-    """Decommission a finished run's devices: silent from now on, they must not page anyone."""
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "UPDATE devices SET state = 'decommissioned' WHERE community_id = %s",
-            (bound.community.id,),
-        )
+    """Decommission a finished run's devices: silent from now on, they must not page anyone.
+
+    One row per statement, each committed at once: the ingest writer is
+    updating these rows too (the cast's last words and offline statuses), and a
+    statement that locks several of them in its own order can deadlock with it.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = conn.execute(
+            "SELECT id FROM devices WHERE community_id = %s ORDER BY id", (bound.community.id,)
+        ).fetchall()
+        for (device_id,) in ids:
+            conn.execute(
+                "UPDATE devices SET state = 'decommissioned', decommissioned_at = now(),"
+                " mqtt_password_hash = NULL, updated_at = now()"
+                " WHERE id = %s AND state <> 'decommissioned'",
+                (device_id,),
+            )

@@ -21,8 +21,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.errors import ServiceUnavailable
-from simulators.checker import AlertRecord, AlertSource, Outcome, Verdict, judge, render
+import psycopg
+
+from core.errors import ConfigurationError, ServiceUnavailable
+from simulators.checker import (
+    AlertRecord,
+    AlertSource,
+    Outcome,
+    Verdict,
+    judge,
+    render,
+    render_error,
+)
 from simulators.connection import Protocol
 from simulators.credentials import DeviceCredentials
 from simulators.player import Player
@@ -44,15 +54,16 @@ GRACE_S = 15.0
 @dataclass(frozen=True, slots=True)
 class ScenarioResult:
     bound: BoundScenario
-    verdict: Verdict
+    verdict: Verdict | None  # None when the run broke off; ``error`` says why
     table: str
     time_scale: float
     elapsed_s: float
     messages: int
+    error: str | None = None
 
     @property
     def passed(self) -> bool:
-        return self.verdict.passed
+        return self.error is None and self.verdict is not None and self.verdict.passed
 
 
 def community_id_for(scenario: Scenario, prefix: str = "scn") -> str:
@@ -93,11 +104,13 @@ def run_scenario(
     protocol: Protocol = "auto",
     credentials: Mapping[str, DeviceCredentials] | None = None,
 ) -> ScenarioResult:
-    """Register, play and judge ``bound``."""
+    """Register, play and judge ``bound``.
+
+    A run that breaks off (the broker, the API or the database failing it) is
+    a failed result whose table says why, not an exception: the other runs
+    beside it still report.
+    """
     began = time.monotonic()
-    if register is not None:
-        register(bound)
-        time.sleep(REGISTRY_SETTLE_S)
     player = Player(
         bound,
         mqtt_url=mqtt_url,
@@ -106,6 +119,34 @@ def run_scenario(
         protocol=protocol,
         credentials=credentials,
     )
+    try:
+        return _play(bound, player, began, alerts=alerts, register=register, retire=retire)
+    except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
+        log.warning("scenario %s broke off: %s", bound.scenario.name, exc)
+        error = f"{type(exc).__name__}: {str(exc).strip()}"
+        return ScenarioResult(
+            bound=bound,
+            verdict=None,
+            table=render_error(bound, error, time_scale=player.time_scale),
+            time_scale=player.time_scale,
+            elapsed_s=time.monotonic() - began,
+            messages=player.messages,
+            error=error,
+        )
+
+
+def _play(
+    bound: BoundScenario,
+    player: Player,
+    began: float,
+    *,
+    alerts: AlertSource,
+    register: Callable[[BoundScenario], None] | None,
+    retire: Callable[[BoundScenario], None] | None,
+) -> ScenarioResult:
+    if register is not None:
+        register(bound)
+        time.sleep(REGISTRY_SETTLE_S)
     scenario = bound.scenario
     player.start()
     try:
@@ -176,9 +217,11 @@ def run_scenarios(
     errors: dict[int, BaseException] = {}
     lock = threading.Lock()
 
-    def one(index: int, scenario: Scenario) -> None:
+    # Every scenario bound before any plays: a mistake in one file stops the lot at once.
+    bounds = [bind(scenario, community_id_for(scenario, prefix)) for scenario in scenarios]
+
+    def one(index: int, bound: BoundScenario) -> None:
         try:
-            bound = bind(scenario, community_id_for(scenario, prefix))
             result = run_scenario(
                 bound,
                 mqtt_url=mqtt_url,
@@ -200,8 +243,8 @@ def run_scenarios(
                 on_result(result)
 
     threads = [
-        threading.Thread(target=one, args=(i, s), name=f"scenario-{s.name}")
-        for i, s in enumerate(scenarios)
+        threading.Thread(target=one, args=(i, b), name=f"scenario-{b.scenario.name}")
+        for i, b in enumerate(bounds)
     ]
     for thread in threads:
         thread.start()

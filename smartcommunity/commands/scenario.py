@@ -150,7 +150,9 @@ def _run(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             on_result=show,
         )
-    failed = [r.bound.scenario.name for r in results if not r.passed]
+    failed = [
+        r.bound.scenario.name + (" (broke off)" if r.error else "") for r in results if not r.passed
+    ]
     print(
         f"{len(results) - len(failed)} of {len(results)} scenarios passed"
         + (f"; failed: {', '.join(failed)}" if failed else "")

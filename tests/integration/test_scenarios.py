@@ -11,6 +11,7 @@ engine's minute of steady intake before it calls a device offline).
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,10 @@ from api.app import create_app
 from api.auth import create_token
 from core import schema
 from core.settings import Settings
-from simulators.scenario import load_scenario, shipped_scenarios
+from simulators.checker import ApiAlerts
+from simulators.registration import register_scenario, retire_scenario
+from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
+from simulators.scenario_run import run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from tests.integration.support import pipeline_thread
@@ -120,8 +124,9 @@ def test_every_shipped_scenario_passes_end_to_end(
     ]
     with pipeline_thread(fresh_database_url, private_broker.url, f"{unique_id}-pipe", "+"):
         status = main(argv)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     print(out)  # the tables, for whoever reads a failure
+    print(err, file=sys.stderr)
     shipped = shipped_scenarios()
     for name in [*shipped, "sos-never-pressed"]:
         assert re.search(rf"^scenario {name}: ", out, re.MULTILINE), f"no table for {name}"
@@ -132,7 +137,48 @@ def test_every_shipped_scenario_passes_end_to_end(
     # Finished runs are retired: their silent devices must not page anyone later.
     with psycopg.connect(fresh_database_url) as conn:
         active = conn.execute(
-            "SELECT count(*) FROM devices WHERE community_id LIKE %s AND state <> 'decommissioned'",
+            "SELECT count(*) FROM devices WHERE community_id LIKE %s"
+            " AND (state <> 'decommissioned' OR decommissioned_at IS NULL)",
             (f"{unique_id}-%",),
         ).fetchone()
     assert active == (0,)
+
+
+def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
+    fresh_database_url: str,
+    private_broker: EmbeddedBroker,
+    api_url: str,
+    unique_id: str,
+) -> None:
+    schema.upgrade(fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        token = create_token(conn, "scenario broke off")
+    shipped = shipped_scenarios()
+    scenarios = [load_scenario(shipped["sos"]), load_scenario(shipped["geofence"])]
+    # The sos run's registry goes to a database that is not there: a real refusal.
+    missing = f"{fresh_database_url.rsplit('/', 1)[0]}/{unique_id}_no_such_database"
+
+    def register(bound: BoundScenario) -> None:
+        url = missing if bound.scenario.name == "sos" else fresh_database_url
+        register_scenario(url, bound)
+
+    with pipeline_thread(fresh_database_url, private_broker.url, f"{unique_id}-pipe", "+"):
+        results = run_scenarios(
+            scenarios,
+            mqtt_url=private_broker.url,
+            alerts=ApiAlerts(base_url=api_url, token=token),
+            register=register,
+            retire=lambda bound: retire_scenario(fresh_database_url, bound),
+            time_scale=float(TIME_SCALE),
+            prefix=unique_id,
+        )
+    sos, geofence = results
+    assert not sos.passed
+    assert sos.verdict is None
+    assert sos.error is not None
+    assert "OperationalError" in sos.error
+    assert f"{unique_id}_no_such_database" in sos.error
+    assert sos.table.startswith("scenario sos: ")
+    assert "ERROR: OperationalError" in sos.table
+    assert geofence.error is None
+    assert geofence.passed, geofence.table
