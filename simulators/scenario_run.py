@@ -148,8 +148,8 @@ def _play(
         register(bound)
         time.sleep(REGISTRY_SETTLE_S)
     scenario = bound.scenario
-    player.start()
-    try:
+    try:  # registered devices are retired whatever happens from here
+        player.start()
         assert player.started_at is not None
         started = player.started_at
         start_mono = time.monotonic()

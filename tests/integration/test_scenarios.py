@@ -29,8 +29,8 @@ from core import schema
 from core.settings import Settings
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
-from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
-from simulators.scenario_run import run_scenarios
+from simulators.scenario import BoundScenario, bind, load_scenario, shipped_scenarios
+from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from tests.integration.support import pipeline_thread
@@ -182,3 +182,31 @@ def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
     assert "ERROR: OperationalError" in sos.table
     assert geofence.error is None
     assert geofence.passed, geofence.table
+
+
+def test_a_run_whose_broker_is_gone_retires_what_it_registered(
+    fresh_database_url: str, api_url: str, unique_id: str
+) -> None:
+    schema.upgrade(fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        token = create_token(conn, "scenario no broker")
+    bound = bind(load_scenario(shipped_scenarios()["sos"]), f"{unique_id}-sos")
+
+    def register(b: BoundScenario) -> None:
+        register_scenario(fresh_database_url, b)
+
+    result = run_scenario(
+        bound,
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # nothing listens there
+        alerts=ApiAlerts(base_url=api_url, token=token),
+        register=register,
+        retire=lambda b: retire_scenario(fresh_database_url, b),
+    )
+    assert not result.passed
+    assert result.error is not None
+    assert result.error.startswith("ServiceUnavailable: mqtt")
+    with psycopg.connect(fresh_database_url) as conn:
+        states = conn.execute(
+            "SELECT DISTINCT state FROM devices WHERE community_id = %s", (bound.community.id,)
+        ).fetchall()
+    assert states == [("decommissioned",)]
