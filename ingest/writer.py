@@ -174,8 +174,6 @@ class BatchWriter:
             with conn.transaction():
                 return self._write_isolating(conn, batch)
 
-    # -- internals --------------------------------------------------------
-
     def _write_all(
         self,
         conn: psycopg.Connection[tuple[object, ...]],
