@@ -119,46 +119,23 @@ def test_csv_round_trips_every_figure(db: psycopg.Connection[Any], month300: str
 def test_cli_report_and_due_list(database_url: str, month300: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SC_")}
     env["SC_DATABASE_URL"] = database_url
-    cmd = [sys.executable, "-m", "smartcommunity.cli"]
-    out = subprocess.run(
-        [
-            *cmd,
-            "report",
-            "--community",
-            month300,
-            "--month",
-            "2026-11",
-            "--as-of",
-            AS_OF,
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "smartcommunity.cli", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
+    month = ["--community", month300, "--month", "2026-11", "--as-of", AS_OF]
+    out = cli("report", *month)
     assert "visit rate" in out
     assert "acked within 3 min" in out
-    due = subprocess.run(
-        [
-            *cmd,
-            "visits",
-            "due",
-            "--community",
-            month300,
-            "--month",
-            "2026-11",
-            "--as-of",
-            AS_OF,
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    due = cli("visits", "due", *month)
     assert "overdue (" in due
 
 
