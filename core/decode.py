@@ -6,7 +6,6 @@ class). Every refusal is a ``RejectedMessage`` with a stable reason.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,6 +16,14 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from core.errors import RejectedMessage, RejectReason
+from core.limits import (
+    EARLIEST,
+    EARLIEST_S,
+    MAX_DATA_NODES,
+    check_depth,
+    check_text,
+    refine_json_error,
+)
 from core.metrics import metric_spec
 from core.models import (
     DeviceEvent,
@@ -32,14 +39,15 @@ from core.topics import Channel, DeviceTopic
 __all__ = ["Decoded", "Limits", "decode"]
 
 _M = TypeVar("_M", bound=BaseModel)
-
-# Anything earlier is a device sending seconds where milliseconds belong, or an
-# unset RTC; both would file readings decades in the past.
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# Aware datetimes are compared with each other in UTC; a year at the edge of what
+# datetime holds overflows on the way there, so years are bounded first.
+_LAST_YEAR = 9998
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """The limits that are settings; the fixed ones are in ``core.limits``."""
+
     max_payload_bytes: int = 64 * 1024
     max_future_s: int = 24 * 3600
     max_future: timedelta = field(init=False)
@@ -73,10 +81,10 @@ class Decoded:
         return None
 
 
-def _from_validation(exc: ValidationError) -> RejectedMessage:
+def _from_validation(exc: ValidationError, payload: bytes) -> RejectedMessage:
     errors = exc.errors(include_url=False)
     if any(e["type"] == "json_invalid" for e in errors):
-        return RejectedMessage(RejectReason.BAD_JSON, "payload is not valid JSON")
+        return refine_json_error(payload)
     if any(e["type"] == "finite_number" for e in errors):
         where = next(e["loc"] for e in errors if e["type"] == "finite_number")
         return RejectedMessage(
@@ -87,46 +95,103 @@ def _from_validation(exc: ValidationError) -> RejectedMessage:
     location = ".".join(
         str(p) for p in first["loc"] if not str(p).endswith(("int", "bool", "float"))
     )
-    return RejectedMessage(RejectReason.BAD_PAYLOAD, f"{location or 'payload'}: {first['msg']}")
+    return RejectedMessage(
+        RejectReason.BAD_PAYLOAD, _short(f"{location or 'payload'}: {first['msg']}")
+    )
+
+
+def _short(detail: str) -> str:
+    """Details quote the device's input: keep them a readable size."""
+    return detail if len(detail) <= 200 else detail[:200] + "…"
 
 
 def _validate(model: type[_M], payload: bytes) -> _M:
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:
-        raise _from_validation(exc) from None
+        raise _from_validation(exc, payload) from None
+
+
+def _too_early(detail: object) -> RejectedMessage:
+    return RejectedMessage(
+        RejectReason.BAD_PAYLOAD,
+        f"timestamp {detail} is before 2000: seconds sent instead of milliseconds?",
+    )
+
+
+def _too_late(detail: object, limits: Limits) -> RejectedMessage:
+    return RejectedMessage(
+        RejectReason.FUTURE_TIMESTAMP,
+        f"timestamp {detail} is more than {limits.max_future_s} s ahead of receipt",
+    )
+
+
+def epoch_time(seconds: float, received_at: datetime, limits: Limits) -> datetime:
+    """Epoch seconds into a datetime, bounded (2000 … receipt + max_future) before conversion."""
+    if seconds < EARLIEST_S:
+        raise _too_early(f"{seconds:.0f} s")
+    if seconds > received_at.timestamp() + limits.max_future_s:
+        raise _too_late(f"{seconds:.0f} s", limits)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _timestamp(value: int | datetime, received_at: datetime, limits: Limits) -> datetime:
-    ts = value if isinstance(value, datetime) else datetime.fromtimestamp(value / 1000, UTC)
-    if ts < EARLIEST:
-        raise RejectedMessage(
-            RejectReason.BAD_PAYLOAD,
-            f"timestamp {ts.isoformat()} is before 2000: seconds sent instead of milliseconds?",
-        )
-    if ts - received_at > limits.max_future:
-        raise RejectedMessage(
-            RejectReason.FUTURE_TIMESTAMP,
-            f"timestamp {ts.isoformat()} is more than {limits.max_future_s} s ahead of receipt",
-        )
-    return ts
+    if not isinstance(value, datetime):
+        # Compared as an integer: a 400-digit one must never meet a float conversion.
+        if value < EARLIEST_S * 1000:
+            raise _too_early(f"{value} ms")
+        if value > (received_at.timestamp() + limits.max_future_s) * 1000:
+            raise _too_late(f"{_short(str(value))} ms", limits)
+        return datetime.fromtimestamp(value / 1000, UTC)
+    if value.year < EARLIEST.year - 1:
+        raise _too_early(value.isoformat())
+    if value.year > _LAST_YEAR:
+        raise _too_late(value.isoformat(), limits)
+    if value < EARLIEST:
+        raise _too_early(value.isoformat())
+    if value - received_at > limits.max_future:
+        raise _too_late(value.isoformat(), limits)
+    return value
 
 
 def _checked_value(device_class: str, metric: str, value: float | bool) -> float:
     spec = metric_spec(device_class, metric)
     if spec is None:
         raise RejectedMessage(
-            RejectReason.UNKNOWN_METRIC, f"{metric!r} is not a metric of class {device_class!r}"
+            RejectReason.UNKNOWN_METRIC,
+            f"{_short(repr(metric))} is not a metric of class {device_class!r}",
         )
-    number = float(value)
-    if not math.isfinite(number):
+    if isinstance(value, float) and not math.isfinite(value):
         raise RejectedMessage(RejectReason.NOT_FINITE, f"{metric} is NaN or infinite")
-    if not spec.low <= number <= spec.high:
+    # Compared before conversion: an integer of any size compares exactly with a float.
+    if not spec.low <= value <= spec.high:
+        shown = f"{value:g}" if isinstance(value, float) else _short(str(int(value)))
         raise RejectedMessage(
             RejectReason.OUT_OF_RANGE,
-            f"{metric}={number:g} outside [{spec.low:g}, {spec.high:g}] {spec.unit}".rstrip(),
+            f"{metric}={shown} outside [{spec.low:g}, {spec.high:g}] {spec.unit}".rstrip(),
         )
-    return number
+    return float(value)
+
+
+def _check_data(data: object) -> None:
+    """Event data goes into jsonb and to the rule engine: bound its strings and size."""
+    nodes = 0
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        nodes += 1
+        if nodes > MAX_DATA_NODES:
+            raise RejectedMessage(
+                RejectReason.TOO_MANY_VALUES, f"event data has more than {MAX_DATA_NODES} values"
+            )
+        if isinstance(item, str):
+            check_text(item, "an event data string")
+        elif isinstance(item, dict):
+            for key in item:
+                check_text(key, "an event data key")
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _telemetry(
@@ -158,10 +223,14 @@ def _senml(topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Li
     try:
         pack = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        # orjson refuses the NaN/Infinity literals some encoders emit; say so precisely.
-        with contextlib.suppress(ValueError):
-            json.loads(payload, parse_constant=_not_finite)
-        raise RejectedMessage(RejectReason.BAD_JSON, "payload is not valid JSON") from None
+        # orjson refuses integers past 64 bits and the NaN/Infinity literals some
+        # encoders emit; the standard parser takes the first (then bounded like any
+        # number) and says precisely why for the second. The depth was checked first,
+        # so it cannot recurse too far; strict UTF-8 keeps it from guessing UTF-16.
+        try:
+            pack = json.loads(payload.decode("utf-8"), parse_constant=_not_finite)
+        except ValueError:
+            raise refine_json_error(payload) from None
     readings = []
     for record in resolve_pack(pack, now=received_at.timestamp()):
         if record.kind not in ("v", "vb"):
@@ -171,7 +240,7 @@ def _senml(topic: DeviceTopic, payload: bytes, received_at: datetime, limits: Li
             )
         # The metric is the last segment of the resolved name (bn is usually a device URN).
         metric = record.name.replace("/", ":").rsplit(":", 1)[-1]
-        ts = _timestamp(datetime.fromtimestamp(record.time, UTC), received_at, limits)
+        ts = epoch_time(record.time, received_at, limits)
         assert isinstance(record.value, float | bool)
         value = _checked_value(topic.device_class, metric, record.value)
         readings.append(Reading(topic.device_id, metric, ts, value, None, received_at))
@@ -188,10 +257,12 @@ def decode(
             RejectReason.PAYLOAD_TOO_LARGE,
             f"{len(payload)} bytes exceeds the limit of {limits.max_payload_bytes}",
         )
+    check_depth(payload)
     if topic.channel is Channel.TELEMETRY:
         return _telemetry(topic, payload, received_at, limits)
     if topic.channel is Channel.EVENT:
         env = _validate(EventEnvelope, payload)
+        _check_data(env.data)
         ts = _timestamp(env.ts, received_at, limits)
         event = DeviceEvent(topic.device_id, env.event, ts, env.data, env.seq, received_at)
         return Decoded(topic, event=event)

@@ -46,6 +46,14 @@ class RejectReason(StrEnum):
     CLASS_MISMATCH = "class_mismatch"
     COMMUNITY_MISMATCH = "community_mismatch"
     DATABASE_REFUSED = "database_refused"
+    # Bounds of core.limits, checked before any conversion.
+    TOO_DEEP = "too_deep"
+    TOO_MANY_VALUES = "too_many_values"
+    STRING_TOO_LONG = "string_too_long"
+    # Handling the message raised something unexpected; the exception is in the detail.
+    INTERNAL_ERROR = "internal_error"
+    # In flight during two crashes in a row: quarantined without being decoded again.
+    POISON = "poison"
 
 
 class RejectedMessage(SmartCommunityError):

@@ -23,6 +23,8 @@ from pydantic import (
     StrictInt,
 )
 
+from core.limits import MAX_METRICS, SEQ_LIMIT
+
 __all__ = [
     "Device",
     "DeviceEvent",
@@ -41,21 +43,23 @@ _ENVELOPE = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=
 Timestamp = Annotated[StrictInt, Field(ge=0)] | AwareDatetime
 MetricName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 MetricValue = StrictBool | StrictInt | StrictFloat
+# Stored in a PostgreSQL bigint.
+Seq = Annotated[StrictInt, Field(ge=0, lt=SEQ_LIMIT)]
 
 
 class TelemetryEnvelope(BaseModel):
     model_config = _ENVELOPE
 
     ts: Timestamp
-    seq: Annotated[StrictInt, Field(ge=0)] | None = None
-    metrics: Annotated[dict[MetricName, MetricValue], Field(min_length=1, max_length=64)]
+    seq: Seq | None = None
+    metrics: Annotated[dict[MetricName, MetricValue], Field(min_length=1, max_length=MAX_METRICS)]
 
 
 class EventEnvelope(BaseModel):
     model_config = _ENVELOPE
 
     ts: Timestamp
-    seq: Annotated[StrictInt, Field(ge=0)] | None = None
+    seq: Seq | None = None
     event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     data: dict[str, Any] = Field(default_factory=dict)
 

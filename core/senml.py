@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import RejectedMessage, RejectReason
+from core.limits import MAX_ABS_NUMBER, MAX_SENML_RECORDS, check_text
 
 __all__ = ["SenmlRecord", "resolve_pack"]
 
@@ -42,15 +43,32 @@ def _number(record: dict[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"'{key}' must be a number")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise RejectedMessage(RejectReason.NOT_FINITE, f"SenML '{key}' is not finite")
+    # Bounded before float(): a huge integer would overflow, and sums of two huge
+    # floats (bt + t, bv + v) would become infinite.
+    if not -MAX_ABS_NUMBER <= value <= MAX_ABS_NUMBER:
+        raise RejectedMessage(
+            RejectReason.OUT_OF_RANGE, f"SenML '{key}' is beyond ±{MAX_ABS_NUMBER:g}"
+        )
     return float(value)
+
+
+def _text(record: dict[str, Any], key: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise _bad(f"'{key}' must be a string")
+    return check_text(value, f"SenML '{key}'")
 
 
 def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
     """Resolve a parsed SenML JSON pack; ``now`` is the receive time in epoch seconds."""
     if not isinstance(pack, list) or not pack:
         raise _bad("a pack is a non-empty JSON array of records")
+    if len(pack) > MAX_SENML_RECORDS:
+        raise RejectedMessage(
+            RejectReason.TOO_MANY_VALUES, f"SenML pack of more than {MAX_SENML_RECORDS} records"
+        )
     base_name, base_time, base_unit, base_value, base_sum = "", 0.0, None, 0.0, 0.0
     out: list[SenmlRecord] = []
     for index, record in enumerate(pack):
@@ -61,14 +79,12 @@ def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
         if any(key.endswith("_") for key in unknown):
             raise _bad(f"record {index} has must-understand fields {sorted(unknown)}")
         if "bn" in record:
-            if not isinstance(record["bn"], str):
-                raise _bad("'bn' must be a string")
-            base_name = record["bn"]
+            base_name = _text(record, "bn")
         base_time = (_number(record, "bt") or 0.0) if "bt" in record else base_time
         base_value = (_number(record, "bv") or 0.0) if "bv" in record else base_value
         base_sum = (_number(record, "bs") or 0.0) if "bs" in record else base_sum
         if "bu" in record:
-            base_unit = str(record["bu"])
+            base_unit = _text(record, "bu")
         carried = [key for key in _VALUE_KEYS if key in record]
         if len(carried) > 1:
             raise _bad(f"record {index} carries more than one value {carried}")
@@ -76,7 +92,7 @@ def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
             if set(record) - _BASE_KEYS:
                 raise _bad(f"record {index} has no value")
             continue  # a record of base fields only
-        name = base_name + str(record.get("n", ""))
+        name = base_name + (_text(record, "n") if "n" in record else "")
         if not name:
             raise _bad(f"record {index} has no name")
         offset = _number(record, "t") or 0.0
@@ -84,7 +100,7 @@ def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
         relative = time < RELATIVE_TIME_LIMIT
         if relative:
             time += now
-        unit = str(record["u"]) if "u" in record else base_unit
+        unit = _text(record, "u") if "u" in record else base_unit
         value: float | bool | str | None
         if not carried:
             kind, value = "s", (base_sum or 0.0) + (_number(record, "s") or 0.0)
@@ -98,9 +114,7 @@ def resolve_pack(pack: Any, *, now: float) -> list[SenmlRecord]:
                     raise _bad("'vb' must be true or false")
                 value = raw
             else:
-                if not isinstance(raw, str):
-                    raise _bad(f"'{kind}' must be a string")
-                value = raw
+                value = _text(record, kind)
         out.append(SenmlRecord(name, time, unit, value, kind, relative))
     if not out:
         raise _bad("the pack has no records with values")

@@ -57,7 +57,7 @@ class ValidationSettings(BaseModel):
 
     max_payload_bytes: int = Field(default=64 * 1024, ge=64)
     # Matches the common IoT-platform rule: device clocks 24 h ahead are wrong.
-    max_future_s: int = Field(default=24 * 3600, ge=0)
+    max_future_s: int = Field(default=24 * 3600, ge=0, le=366 * 24 * 3600)
 
 
 class AlertSettings(BaseModel):

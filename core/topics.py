@@ -12,6 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from core.errors import RejectedMessage, RejectReason
+from core.limits import MAX_TOPIC_CHARS, MAX_TOPIC_LEVELS
 
 __all__ = [
     "ALL_DEVICE_TOPICS",
@@ -79,8 +80,13 @@ _PARSE_CACHE_SIZE = 65_536
 
 @lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def parse_topic(topic: str) -> DeviceTopic:
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[0] != ROOT:
+    if len(topic) > MAX_TOPIC_CHARS:
+        raise RejectedMessage(
+            RejectReason.BAD_TOPIC, f"topic of {len(topic)} characters, more than {MAX_TOPIC_CHARS}"
+        )
+    # Split no further than one level past the grammar's: that is enough to refuse.
+    parts = topic.split("/", MAX_TOPIC_LEVELS)
+    if len(parts) != MAX_TOPIC_LEVELS or parts[0] != ROOT:
         raise RejectedMessage(
             RejectReason.BAD_TOPIC, f"expected {ROOT}/<community>/<class>/<device>/<channel>"
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.servers import broker_server, database_server, embedded_postgres, temporary_database
@@ -76,3 +77,11 @@ def private_postgres() -> Iterator[EmbeddedPostgres]:
 def unique_id() -> str:
     """A short id no other test uses, valid in topics, device and community ids."""
     return f"t{secrets.token_hex(5)}"
+
+
+# Property tests: a quick run in the suite, a long one on demand
+# (pytest tests/unit/test_decode_properties.py --hypothesis-profile=fuzz).
+# No deadline: the machine is shared and timing is not what they test.
+settings.register_profile("default", max_examples=200, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile("default")

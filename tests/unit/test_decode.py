@@ -14,6 +14,8 @@ NOW = datetime(2026, 11, 29, 1, 2, 3, 456000, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 TELEMETRY = parse_topic("community/c1/wearable/w1/telemetry")
 FIRE = parse_topic("community/c1/fire/f1/telemetry")
+TELEMETRY_TOPIC = "community/c1/wearable/w1/telemetry"
+EVENT_TOPIC = "community/c1/wearable/w1/event"
 
 
 def payload(obj: object) -> bytes:
@@ -219,3 +221,94 @@ def test_event_and_status_rejections() -> None:
     )
     status_topic = "community/c1/wearable/w1/status"
     assert rejected(status_topic, payload({"online": "yes"})).reason is RejectReason.BAD_PAYLOAD
+
+
+# -- hostile inputs: each once crashed or slipped past decode (issue 13) -------------
+
+
+@pytest.mark.parametrize(
+    ("topic_str", "raw", "reason"),
+    [
+        # 400-digit value: once OverflowError in float().
+        (
+            TELEMETRY_TOPIC,
+            b'{"ts": %d, "metrics": {"battery": %s}}' % (NOW_MS, b"9" * 400),
+            "out_of_range",
+        ),
+        # seq past bigint: once accepted, then killed the commit thread in COPY.
+        (
+            TELEMETRY_TOPIC,
+            payload({"ts": NOW_MS, "seq": 2**63, "metrics": {"battery": 1}}),
+            "bad_payload",
+        ),
+        # Timestamps datetime cannot hold: once OverflowError / ValueError.
+        (
+            TELEMETRY_TOPIC,
+            b'{"ts": %s, "metrics": {"battery": 1}}' % (b"9" * 400),
+            "future_timestamp",
+        ),
+        (
+            TELEMETRY_TOPIC,
+            payload({"ts": "0001-01-01T00:00:00+14:00", "metrics": {"battery": 1}}),
+            "bad_payload",
+        ),
+        (
+            TELEMETRY_TOPIC,
+            payload({"ts": "9999-12-31T23:59:59-14:00", "metrics": {"battery": 1}}),
+            "future_timestamp",
+        ),
+        (
+            TELEMETRY_TOPIC,
+            payload([{"bt": 1e308, "t": 1e308, "n": "battery", "v": 1}]),
+            "out_of_range",
+        ),
+        (TELEMETRY_TOPIC, payload([{"bt": 10**400, "n": "battery", "v": 1}]), "out_of_range"),
+        (TELEMETRY_TOPIC, payload([{"bt": 1e15, "n": "battery", "v": 1}]), "future_timestamp"),
+        (TELEMETRY_TOPIC, payload([{"bt": -1e15, "n": "battery", "v": 1}]), "bad_payload"),
+        (TELEMETRY_TOPIC, payload([{"n": "battery", "v": 10**400}]), "out_of_range"),
+        # Deep nesting: once RecursionError in the NaN-refining parser.
+        (TELEMETRY_TOPIC, b"[" * 30_000 + b"]" * 30_000, "too_deep"),
+        (
+            EVENT_TOPIC,
+            b'{"ts": 1, "event": "x", "data": ' + b"[" * 50 + b"]" * 50 + b"}",
+            "too_deep",
+        ),
+        (TELEMETRY_TOPIC, payload([{"n": "x" * 5000, "v": 1}]), "string_too_long"),
+        (
+            EVENT_TOPIC,
+            payload({"ts": NOW_MS, "event": "sos", "data": {"k": "x" * 5000}}),
+            "string_too_long",
+        ),
+        (
+            EVENT_TOPIC,
+            payload({"ts": NOW_MS, "event": "sos", "data": {"k": list(range(2000))}}),
+            "too_many_values",
+        ),
+        (TELEMETRY_TOPIC, payload([{"n": "battery", "v": 1}] * 1001), "too_many_values"),
+        (
+            TELEMETRY_TOPIC,
+            payload({"ts": NOW_MS, "metrics": {f"m{i}": 1 for i in range(65)}}),
+            "bad_payload",
+        ),
+        (TELEMETRY_TOPIC, b'{"ts": 1, "metrics": {"battery": "\\ud800"}}', "bad_json"),
+        (TELEMETRY_TOPIC, b"\xff\xfe{}", "bad_json"),
+    ],
+)
+def test_hostile_payloads_are_refused_with_their_reason(
+    topic_str: str, raw: bytes, reason: str
+) -> None:
+    assert rejected(topic_str, raw).reason.value == reason
+
+
+def test_hostile_topics_are_refused() -> None:
+    for topic in ("community/" + "a" * 300 + "/wearable/w/telemetry", "community/" + "a/" * 5000):
+        with pytest.raises(RejectedMessage) as info:
+            parse_topic(topic)
+        assert info.value.reason is RejectReason.BAD_TOPIC
+
+
+def test_the_edges_that_fit_are_accepted() -> None:
+    raw = payload({"ts": NOW_MS, "seq": 2**63 - 1, "metrics": {"battery": 100, "rssi": -0.0}})
+    decoded = decode(TELEMETRY, raw, NOW)
+    assert decoded.seq == 2**63 - 1
+    assert [r.value for r in decoded.readings] == [100.0, -0.0]
