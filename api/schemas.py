@@ -149,6 +149,10 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
+    # "failed": a worker's thread died; "stale": a running worker's heartbeat stopped;
+    # "none": no worker is running (an API on its own is healthy).
+    pipeline: Literal["ok", "failed", "stale", "none", "unknown"] = "unknown"
+    detail: str | None = None
 
 
 # --- storage queries: buckets, community series, latest values ---------------------------------

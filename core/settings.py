@@ -17,6 +17,7 @@ __all__ = [
     "GatewaySettings",
     "IngestSettings",
     "Settings",
+    "TestHookSettings",
     "ValidationSettings",
 ]
 
@@ -50,6 +51,13 @@ class IngestSettings(BaseModel):
     retry_max_s: float = Field(default=5.0, gt=0)
     # Registry re-reads on an unknown device are rate limited to this.
     registry_refresh_s: float = Field(default=1.0, ge=0)
+    # A pipeline thread that makes no progress this long is taken for dead: the
+    # process exits and is restarted. Far above any batch's commit time.
+    stall_s: float = Field(default=300.0, gt=0)
+    # After a thread failed, the process exits within this even if stopping hangs.
+    exit_after_s: float = Field(default=5.0, gt=0, le=60)
+    # Messages in flight during this many crashes in a row are quarantined as poison.
+    poison_crashes: int = Field(default=2, ge=1, le=10)
 
 
 class ValidationSettings(BaseModel):
@@ -58,6 +66,20 @@ class ValidationSettings(BaseModel):
     max_payload_bytes: int = Field(default=64 * 1024, ge=64)
     # Matches the common IoT-platform rule: device clocks 24 h ahead are wrong.
     max_future_s: int = Field(default=24 * 3600, ge=0, le=366 * 24 * 3600)
+
+
+class TestHookSettings(BaseModel):
+    """Faults on purpose, for the tests of the pipeline's boundaries. Never set in production."""
+
+    model_config = {"frozen": True}
+
+    # A message whose payload contains this raises inside validation (internal_error).
+    raise_marker: str | None = None
+    # A message whose payload contains this kills the process with SIGSEGV while in flight.
+    crash_marker: str | None = None
+    # This pipeline thread (intake, commit, listeners, heartbeat) raises after kill_after_s.
+    kill_thread: str | None = None
+    kill_after_s: float = Field(default=1.0, ge=0)
 
 
 class AlertSettings(BaseModel):
@@ -106,6 +128,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
+    test_hooks: TestHookSettings = TestHookSettings()
 
     @field_validator("mqtt_url")
     @classmethod

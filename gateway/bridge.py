@@ -190,6 +190,12 @@ class MqttBridge:
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
+    def network_alive(self) -> bool:
+        """paho's network thread runs; an exception in a callback would end it silently."""
+        client = self._client
+        thread = getattr(client, "_thread", None) if client is not None else None
+        return client is None or (thread is not None and thread.is_alive())
+
     # -- paho callbacks (network thread: hand off only) -------------------
 
     def _on_connect(
@@ -259,9 +265,16 @@ class MqttBridge:
         if self.inbox.qsize() > _SOFT_QUEUE_LIMIT:
             while self.inbox.qsize() > _SOFT_QUEUE_LIMIT // 2 and self._client is not None:
                 time.sleep(0.01)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics and Mosquitto enforces it; another broker might
+            # not, and an exception here would end paho's network thread. The topic
+            # grammar refuses the replacement characters: a bad_topic dead letter.
+            topic = msg._topic.decode("utf-8", "replace")
         self.inbox.put(
             InboundMessage(
-                msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self._generation
+                topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self._generation
             )
         )
 

@@ -27,10 +27,12 @@ from core.errors import RejectedMessage, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
 from core.topics import parse_topic
+from gateway.boundary import dead_letter, internal_error
 from gateway.bridge import InboundMessage, MqttBridge
 from gateway.dedupe import SeqWindow
 from gateway.registry import Registry
-from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
+from gateway.supervisor import Supervisor
+from ingest.batch import Accepted, Batch, WriteResult
 
 __all__ = ["BatchSink", "CommittedListener", "Pipeline"]
 
@@ -85,6 +87,7 @@ class Pipeline:
         limits: Limits,
         save_metrics: Callable[[dict[str, object]], None] | None = None,
         listeners: Sequence[CommittedListener] = (),
+        on_message: Callable[[InboundMessage], None] | None = None,
     ) -> None:
         self.bridge = bridge
         self.sink = sink
@@ -101,34 +104,42 @@ class Pipeline:
         )
         self._metrics_saved = 0.0
         self._ticked = 0.0
+        # Test hooks (gateway.hooks): called with each message before it is validated.
+        self._on_message = on_message
+        self._beat: Callable[[str], None] = lambda _name: None
+        self._supervisor: Supervisor | None = None
 
     # -- threads -------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set; what is committed by then is acknowledged."""
-        notifier = threading.Thread(target=self._listener_loop, name="listeners")
-        committer = threading.Thread(target=self._commit_loop, args=(stop,), name="commit")
-        notifier.start()
-        committer.start()
-        try:
-            self._intake_loop(stop)
-        finally:
-            self._put(None, committer)
-            committer.join()
-            self._to_listeners.put(None)  # after everything committed was handed over
-            notifier.join()
+    def run(self, stop: threading.Event, supervisor: Supervisor | None = None) -> None:
+        """Run until ``stop`` is set; what is committed by then is acknowledged.
+
+        Raises ``PipelineFailed`` when one of its threads ended unexpectedly.
+        """
+        supervisor = supervisor or Supervisor(stop=stop)
+        self._supervisor = supervisor
+        self._beat = supervisor.beat
+        notifier = supervisor.start("listeners", self._listener_loop)
+        committer = supervisor.start("commit", self._commit_loop, stop)
+        intake = supervisor.start("intake", self._intake_loop, stop)
+        heartbeat = supervisor.start("heartbeat", supervisor.heartbeat_loop)
+        while not stop.wait(_IDLE_S * 5):
+            pass
+        intake.join()
+        self._put(None, committer)
+        committer.join()
+        # After everything committed was handed over.
+        _put_while_alive(self._to_listeners, None, notifier)
+        notifier.join()
+        heartbeat.join()
+        supervisor.finished()
 
     def _put(self, item: _Validated | None, committer: threading.Thread) -> None:
-        while committer.is_alive():
-            try:
-                self._handoff.put(item, timeout=_IDLE_S)
-            except queue.Full:
-                continue
-            else:
-                return
+        _put_while_alive(self._handoff, item, committer)
 
     def _intake_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._beat("intake")
             messages = self._collect(stop)
             if not messages:
                 continue
@@ -139,6 +150,7 @@ class Pipeline:
             kept, duplicates = self._dedupe(batch)
             item = _Validated(messages, kept, duplicates)
             while not stop.is_set():
+                self._beat("intake")
                 try:
                     self._handoff.put(item, timeout=_IDLE_S)
                     break
@@ -147,6 +159,7 @@ class Pipeline:
 
     def _commit_loop(self, stop: threading.Event) -> None:
         while True:
+            self._beat("commit")
             try:
                 item = self._handoff.get(timeout=_IDLE_S)
             except queue.Empty:
@@ -193,44 +206,60 @@ class Pipeline:
         batch = Batch()
         for message in messages:
             received_at = datetime.fromtimestamp(message.received_at, UTC)
+            # The per-message boundary: whatever this message makes us raise ends
+            # as its dead letter; only an outage (ServiceUnavailable) stops the batch.
             try:
-                topic = parse_topic(message.topic)
-                self.registry.check(topic)
-                decoded = decode(topic, message.payload, received_at, self.limits)
+                batch.accepted.append(self._accept(message, received_at))
             except RejectedMessage as exc:
                 batch.dead_letters.append(
-                    DeadLetter(
+                    dead_letter(
                         message.topic, message.payload, exc.reason.value, exc.detail, received_at
                     )
                 )
-                continue
-            batch.accepted.append(
-                Accepted(
-                    device_id=topic.device_id,
-                    topic=message.topic,
-                    payload=message.payload,
-                    readings=decoded.readings,
-                    event=decoded.event,
-                    status=decoded.status,
-                    device_time=decoded.device_time,
-                    received_at=received_at,
-                    seq=decoded.seq,
+            except ServiceUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the boundary; the cause is in the dead letter
+                batch.dead_letters.append(
+                    internal_error(message.topic, message.payload, received_at, exc, "validation")
                 )
-            )
         return batch
+
+    def _accept(self, message: InboundMessage, received_at: datetime) -> Accepted:
+        if self._on_message is not None:
+            self._on_message(message)
+        topic = parse_topic(message.topic)
+        self.registry.check(topic)
+        decoded = decode(topic, message.payload, received_at, self.limits)
+        return Accepted(
+            device_id=topic.device_id,
+            topic=message.topic,
+            payload=message.payload,
+            readings=decoded.readings,
+            event=decoded.event,
+            status=decoded.status,
+            device_time=decoded.device_time,
+            received_at=received_at,
+            seq=decoded.seq,
+        )
 
     def _dedupe(self, batch: Batch) -> tuple[Batch, int]:
         """Drop recent resends (same device and seq). Runs once per batch, after
         validation succeeded, so a retried batch is not mistaken for its own resend."""
         kept: list[Accepted] = []
+        dead = list(batch.dead_letters)
         for item in batch.accepted:
-            if item.device_time is not None and self._window.is_duplicate(
-                item.device_id, item.seq, item.device_time
-            ):
+            try:
+                duplicate = item.device_time is not None and self._window.is_duplicate(
+                    item.device_id, item.seq, item.device_time
+                )
+            except Exception as exc:  # noqa: BLE001 - the per-message boundary, as in _validate
+                received_at = item.received_at or datetime.now(UTC)
+                dead.append(internal_error(item.topic, item.payload, received_at, exc, "dedupe"))
                 continue
-            kept.append(item)
-        duplicates = len(batch.accepted) - len(kept)
-        return Batch(kept, batch.dead_letters), duplicates
+            if not duplicate:
+                kept.append(item)
+        duplicates = len(batch.accepted) - len(kept) - (len(dead) - len(batch.dead_letters))
+        return Batch(kept, dead), duplicates
 
     # -- commit --------------------------------------------------------------
 
@@ -244,12 +273,24 @@ class Pipeline:
         self._count(item.batch, result, item.duplicates)
         self.bridge.ack(item.messages)
         if self.listeners:
-            self._to_listeners.put(item.batch.accepted)
+            self._to_listeners_put(item.batch.accepted)
+
+    def _to_listeners_put(self, accepted: Sequence[Accepted]) -> None:
+        """Wait for room (a slow rule engine slows commits) unless the pipeline failed."""
+        while self._supervisor is None or self._supervisor.failure is None:
+            self._beat("commit")
+            try:
+                self._to_listeners.put(accepted, timeout=_IDLE_S)
+            except queue.Full:
+                continue
+            else:
+                return
 
     def _retrying(self, step: Callable[[], _T], stop: threading.Event) -> _T | None:
         """Run ``step`` until the database answers; None if asked to stop first."""
         delay = self.settings.retry_min_s
         while True:
+            self._beat(threading.current_thread().name)
             try:
                 return step()
             except ServiceUnavailable as exc:
@@ -272,6 +313,7 @@ class Pipeline:
 
     def _listener_loop(self) -> None:
         while True:
+            self._beat("listeners")
             try:
                 accepted = self._to_listeners.get(timeout=TICK_EVERY_S)
             except queue.Empty:
@@ -307,3 +349,14 @@ class Pipeline:
             self._save_metrics(self.counters.snapshot())
         except ServiceUnavailable as exc:
             _LOG.debug("metrics not saved: %s", exc)
+
+
+def _put_while_alive(into: queue.Queue[_T], item: _T, consumer: threading.Thread) -> None:
+    """Hand over unless the consumer is gone (it failed: nobody would ever take it)."""
+    while consumer.is_alive():
+        try:
+            into.put(item, timeout=_IDLE_S)
+        except queue.Full:
+            continue
+        else:
+            return

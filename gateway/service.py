@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
@@ -20,8 +21,10 @@ from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
 from gateway.bridge import MqttBridge, parse_mqtt_url
+from gateway.hooks import TestHooks
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.registry import DeviceInfo, Registry, load_devices
+from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
 
@@ -45,13 +48,23 @@ def run_pipeline(
     *,
     listeners: tuple[CommittedListener, ...] = (),
     ready: threading.Event | None = None,
+    hard_exit: bool = False,
 ) -> None:
-    """Run gateway and ingest until ``stop`` is set."""
+    """Run gateway and ingest until ``stop`` is set.
+
+    Raises ``PipelineFailed`` when a pipeline thread ended unexpectedly. With
+    ``hard_exit`` (a service process) the process also ends on its own if
+    stopping after such a failure hangs.
+    """
     if settings.database_url is None or settings.mqtt_url is None:
         raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL (or use `demo`)")
     schema.upgrade(settings.database_url)
     worker = _worker_name(settings)
-    writer = BatchWriter(url=settings.database_url, worker=worker)
+    writer = BatchWriter(
+        url=settings.database_url,
+        worker=worker,
+        dead_payload_bytes=settings.validation.max_payload_bytes,
+    )
     counters = PipelineCounters()
 
     # The registry is read on the intake thread while the commit thread writes, so
@@ -85,6 +98,17 @@ def run_pipeline(
             writer.close()
             raise ServiceUnavailable("database", str(exc)) from exc
 
+    report_state = _state_reporter(settings.database_url, settings.gateway.client_id)
+    hooks = TestHooks(settings.test_hooks)
+    if hooks.active:
+        _LOG.warning("test hooks are set: %s", settings.test_hooks)
+    supervisor = Supervisor(
+        stop=stop,
+        report=report_state,
+        stall_s=settings.ingest.stall_s,
+        exit_after_s=settings.ingest.exit_after_s if hard_exit else None,
+        on_beat=hooks.on_beat if hooks.active else None,
+    )
     registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
     bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)
     alert_listener = None
@@ -103,11 +127,13 @@ def run_pipeline(
         ),
         save_metrics=save_metrics,
         listeners=listeners,
+        on_message=hooks.on_message if hooks.active else None,
     )
     # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
     maintenance_stop = threading.Event()
     maintenance = MaintenanceTask(url=settings.database_url).start(maintenance_stop)
     bridge.start()
+    supervisor.watch("mqtt-network", bridge.network_alive)
     try:
         if alert_listener is not None:
             alert_listener.start()
@@ -116,7 +142,7 @@ def run_pipeline(
         if ready is not None:
             ready.set()
         _LOG.info("pipeline %s running", worker)
-        pipeline.run(stop)
+        pipeline.run(stop, supervisor)
     finally:
         maintenance_stop.set()
         if alert_listener is not None:
@@ -127,6 +153,40 @@ def run_pipeline(
             conn.close()
         maintenance.join(30)
         _LOG.info("pipeline %s stopped", worker)
+
+
+_HEARTBEAT = (
+    "INSERT INTO pipeline_metrics AS m"
+    " (worker, updated_at, counters, heartbeat_at, heartbeat_s, state, failure)"
+    " VALUES (%s, now(), '{}', now(), %s, %s, %s)"
+    " ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
+    " heartbeat_s = excluded.heartbeat_s, state = excluded.state, failure = excluded.failure"
+)
+
+
+def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
+    """The worker's heartbeat and state, over a connection of its own: the heartbeat
+    must not wait behind a batch, and a failed thread may hold the writer's."""
+    conn: list[psycopg.Connection[tuple[object, ...]]] = []
+    lock = threading.Lock()
+
+    def report(state: str, failure: str) -> None:
+        with lock:
+            try:
+                if not conn or conn[0].closed or conn[0].broken:
+                    conn[:] = [psycopg.connect(url, connect_timeout=5, autocommit=True)]
+                conn[0].execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
+            except psycopg.OperationalError as exc:
+                for c in conn:
+                    c.close()
+                conn.clear()
+                raise ServiceUnavailable("database", str(exc)) from exc
+            if state != "running":
+                for c in conn:
+                    c.close()
+                conn.clear()
+
+    return report
 
 
 def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:

@@ -7,9 +7,11 @@ runs first without a conflict clause, the cheap common case; when that hits the
 natural key (a redelivered or resent message) it runs again with ``ON CONFLICT
 DO NOTHING``, so a duplicate never makes a second row.
 
-A batch the database refuses for its content (not for being unreachable) is
-split: each message is retried under a savepoint and the ones refused become
-dead letters with the database's reason, so one bad message cannot hold up the rest.
+A batch the database refuses for any reason but being unreachable is bisected
+(``_bisect``): halves are retried under savepoints until the messages at fault
+stand alone; they become dead letters with the database's error text and the
+rest commit. Being unreachable (``is_outage``) is told apart by error class and
+raised as ``ServiceUnavailable``: the caller pauses and retries, nothing is lost.
 """
 
 from __future__ import annotations
@@ -80,9 +82,12 @@ _EVENT = (
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 _DEAD = (
-    "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, worker) "
-    "VALUES (%s, %s, %s, %s, %s, %s)"
+    "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
+# Dead letters keep at most this much of a payload (the payload limit by default);
+# the real size is stored beside it.
+DEAD_PAYLOAD_BYTES = 64 * 1024
 _COPY_SEEN = "COPY seen_stage (id, seen, received) FROM STDIN (FORMAT BINARY)"
 _SEEN_TYPES = ["text", "timestamptz", "timestamptz"]
 # Device time only moves forward: a late reading never makes "last seen" go back.
@@ -109,12 +114,20 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def _text(value: str) -> str:
+    """Text PostgreSQL takes: no NUL, no lone surrogates (a dead letter must always insert)."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class BatchWriter:
     """Writes batches over one connection, reconnecting after an outage."""
 
-    def __init__(self, *, url: str, worker: str) -> None:
+    def __init__(
+        self, *, url: str, worker: str, dead_payload_bytes: int = DEAD_PAYLOAD_BYTES
+    ) -> None:
         self.url = url
         self.worker = worker
+        self.dead_payload_bytes = dead_payload_bytes
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._merge_fast = b""
         self._merge_safe = b""
@@ -167,12 +180,12 @@ class BatchWriter:
         try:
             with conn.transaction():
                 return self._write_all(conn, batch.accepted, batch.dead_letters)
-        except psycopg.Error as exc:
-            if is_outage(exc):
+        except Exception as exc:
+            if not _refusal(exc):
                 raise
-            _LOG.warning("batch refused (%s); isolating the message at fault", exc)
+            _LOG.warning("batch refused (%s); bisecting it to find the messages at fault", exc)
             with conn.transaction():
-                return self._write_isolating(conn, batch)
+                return self._write_bisecting(conn, batch)
 
     def _write_all(
         self,
@@ -193,10 +206,19 @@ class BatchWriter:
                 cur.executemany(_EVENT, event_rows)
                 events = max(cur.rowcount, 0)
             if dead:
+                limit = self.dead_payload_bytes
                 cur.executemany(
                     _DEAD,
                     [
-                        (d.received_at, d.topic, d.payload, d.reason, d.detail, self.worker)
+                        (
+                            d.received_at,
+                            _text(d.topic),
+                            d.payload[:limit],
+                            len(d.payload) if len(d.payload) > limit else None,
+                            d.reason,
+                            _text(d.detail),
+                            self.worker,
+                        )
                         for d in dead
                     ],
                 )
@@ -245,31 +267,54 @@ class BatchWriter:
         for s in statuses:
             cur.execute(_STATUS, (s.online, s.ts, s.device_id, s.ts))
 
-    def _write_isolating(
+    # -- bisection ------------------------------------------------------------
+
+    def _write_bisecting(
         self, conn: psycopg.Connection[tuple[object, ...]], batch: Batch
     ) -> WriteResult:
-        total = WriteResult(0, 0, 0, [])
+        """Commit what the database takes; the messages it refuses become dead letters."""
+        written = WriteResult(0, 0, 0, [])
         refused: list[DeadLetter] = []
-        ok: list[Accepted] = []
-        for item in batch.accepted:
+        pending = [batch.accepted]
+        while pending:
+            items = pending.pop()
             try:
                 with conn.transaction():  # a savepoint
-                    part = self._write_all(conn, [item], [])
-            except psycopg.Error as exc:
-                if is_outage(exc):
+                    part = self._write_all(conn, items, [])
+            except Exception as exc:
+                if not _refusal(exc):
                     raise
-                refused.append(_refused(item, exc))
+                if len(items) == 1:
+                    refused.append(_refused(items[0], exc))
+                else:
+                    middle = len(items) // 2
+                    pending += [items[middle:], items[:middle]]  # the first half first
                 continue
-            ok.append(item)
-            total = WriteResult(
-                total.rows_written + part.rows_written,
-                total.rows_duplicate + part.rows_duplicate,
-                total.events_written + part.events_written,
+            written = WriteResult(
+                written.rows_written + part.rows_written,
+                written.rows_duplicate + part.rows_duplicate,
+                written.events_written + part.events_written,
                 [],
             )
+        if refused:
+            _LOG.warning("%d message(s) refused by the database, now dead letters", len(refused))
         dead = [*batch.dead_letters, *refused]
         self._write_all(conn, [], dead)
-        return WriteResult(total.rows_written, total.rows_duplicate, total.events_written, dead)
+        return WriteResult(
+            written.rows_written, written.rows_duplicate, written.events_written, dead
+        )
+
+
+def _refusal(exc: Exception) -> bool:
+    """The database (or the driver's conversion on the way to it) refused the data.
+
+    Anything but an outage: an unknown refusal is still a refusal, and bisection
+    finds the message behind it. Outages and rollbacks the server chose
+    (deadlocks) are the caller's to retry.
+    """
+    if is_outage(exc):
+        return False
+    return not (isinstance(exc, psycopg.Error) and _rolled_back(exc))
 
 
 def _rolled_back(exc: psycopg.Error) -> bool:
@@ -281,8 +326,9 @@ def _count(row: tuple[object, ...] | None) -> int:
     return int(str(row[0])) if row is not None else 0
 
 
-def _refused(item: Accepted, exc: psycopg.Error) -> DeadLetter:
-    detail = (exc.diag.message_primary or str(exc)).strip()
+def _refused(item: Accepted, exc: Exception) -> DeadLetter:
+    primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
+    detail = (primary or f"{type(exc).__name__}: {exc}").strip()
     return DeadLetter(
         topic=item.topic,
         payload=item.payload,

@@ -51,10 +51,16 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 def cmd_run(_args: argparse.Namespace) -> int:
     from gateway.service import run_pipeline
+    from gateway.supervisor import EXIT_THREAD_FAILED, PipelineFailed
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    run_pipeline(_settings(), stop)
+    try:
+        run_pipeline(_settings(), stop, hard_exit=True)
+    except PipelineFailed as exc:
+        # Non-zero, so that systemd (or any supervisor) restarts us.
+        _LOG.critical("exiting: %s", exc)
+        return EXIT_THREAD_FAILED
     return 0
 
 

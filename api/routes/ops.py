@@ -21,6 +21,15 @@ router = APIRouter(tags=["operations"])
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A load balancer's probe times out after a few seconds; answer 503 before it does.
 HEALTH_TIMEOUT_S = 2.0
+# A running worker beats every heartbeat_s (1 s); this many missed beats and its
+# pipeline counts as stopped. Generous: a loaded machine delays a beat, not ten.
+MISSED_BEATS = 10
+# Running or failed workers, and whether each one's heartbeat is overdue.
+_PIPELINE = (
+    "SELECT worker, state, failure,"
+    " heartbeat_at < now() - make_interval(secs => heartbeat_s * %s)"
+    " FROM pipeline_metrics WHERE state IN ('running', 'failed') ORDER BY worker"
+)
 
 _WORKERS = "SELECT worker, updated_at, counters FROM pipeline_metrics"
 _DEAD_LETTERS = "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
@@ -34,14 +43,25 @@ _DEVICES = (
 
 @router.get("/health", responses={503: {"model": Health}})
 def health(pool: PoolDep, response: Response) -> Health:
-    """200 when the database answers, 503 otherwise. No credentials needed."""
+    """200 when the database answers and no pipeline worker failed or went silent,
+    503 otherwise. No credentials needed."""
     try:
         with pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
-            conn.execute("SELECT 1")
+            workers = conn.execute(_PIPELINE, (MISSED_BEATS,)).fetchall()
     except psycopg.OperationalError:  # includes PoolTimeout
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(status="unavailable", database="unreachable")
-    return Health(status="ok", database="ok")
+    failed = [f"{w}: {failure}" for w, state, failure, _ in workers if state == "failed"]
+    stale = [f"{w}: no heartbeat" for w, state, _, late in workers if state == "running" and late]
+    if failed or stale:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Health(
+            status="unavailable",
+            database="ok",
+            pipeline="failed" if failed else "stale",
+            detail="; ".join([*failed, *stale])[:1000],
+        )
+    return Health(status="ok", database="ok", pipeline="ok" if workers else "none")
 
 
 def _escape(value: str) -> str:
