@@ -14,10 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "AlertSettings",
     "ApiSettings",
+    "FaultHookSettings",
     "GatewaySettings",
     "IngestSettings",
     "Settings",
-    "TestHookSettings",
     "ValidationSettings",
 ]
 
@@ -68,7 +68,7 @@ class ValidationSettings(BaseModel):
     max_future_s: int = Field(default=24 * 3600, ge=0, le=366 * 24 * 3600)
 
 
-class TestHookSettings(BaseModel):
+class FaultHookSettings(BaseModel):
     """Faults on purpose, for the tests of the pipeline's boundaries. Never set in production."""
 
     model_config = {"frozen": True}
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
-    test_hooks: TestHookSettings = TestHookSettings()
+    test_hooks: FaultHookSettings = FaultHookSettings()
 
     @field_validator("mqtt_url")
     @classmethod

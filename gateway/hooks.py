@@ -11,16 +11,14 @@ import os
 import signal
 import time
 
-from core.settings import TestHookSettings
+from core.settings import FaultHookSettings
 from gateway.bridge import InboundMessage
 
-__all__ = ["TestHooks"]
+__all__ = ["FaultHooks"]
 
 
-class TestHooks:
-    __test__ = False  # not a pytest class, whatever its name
-
-    def __init__(self, settings: TestHookSettings) -> None:
+class FaultHooks:
+    def __init__(self, settings: FaultHookSettings) -> None:
         self._raise = settings.raise_marker.encode() if settings.raise_marker else None
         self._crash = settings.crash_marker.encode() if settings.crash_marker else None
         self._kill = settings.kill_thread

@@ -20,19 +20,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from core.decode import Limits, decode
-from core.errors import RejectedMessage, ServiceUnavailable
+from core.errors import RejectedMessage, RejectReason, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
 from core.topics import parse_topic
 from gateway.boundary import dead_letter, internal_error
 from gateway.bridge import InboundMessage, MqttBridge
 from gateway.dedupe import SeqWindow
+from gateway.quarantine import Quarantine
 from gateway.registry import Registry
 from gateway.supervisor import Supervisor
-from ingest.batch import Accepted, Batch, WriteResult
+from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 
 __all__ = ["BatchSink", "CommittedListener", "Pipeline"]
 
@@ -73,6 +75,7 @@ class _Validated:
     messages: list[InboundMessage]
     batch: Batch
     duplicates: int
+    journal: Path | None = None  # the quarantine's record of this batch in flight
 
 
 class Pipeline:
@@ -88,6 +91,7 @@ class Pipeline:
         save_metrics: Callable[[dict[str, object]], None] | None = None,
         listeners: Sequence[CommittedListener] = (),
         on_message: Callable[[InboundMessage], None] | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.bridge = bridge
         self.sink = sink
@@ -106,6 +110,7 @@ class Pipeline:
         self._ticked = 0.0
         # Test hooks (gateway.hooks): called with each message before it is validated.
         self._on_message = on_message
+        self._quarantine = quarantine
         self._beat: Callable[[str], None] = lambda _name: None
         self._supervisor: Supervisor | None = None
 
@@ -144,18 +149,59 @@ class Pipeline:
             if not messages:
                 continue
             self.counters.add("messages_received_total", len(messages))
-            batch = self._retrying(partial(self._validate, messages), stop)
-            if batch is None:
+            if self._quarantine is None:
+                if not self._intake_batch(messages, [], stop):
+                    return
+                continue
+            poison, clean, suspects = self._quarantine.sort(messages)
+            if (clean or poison) and not self._intake_batch(clean, poison, stop):
                 return
-            kept, duplicates = self._dedupe(batch)
-            item = _Validated(messages, kept, duplicates)
-            while not stop.is_set():
-                self._beat("intake")
-                try:
-                    self._handoff.put(item, timeout=_IDLE_S)
-                    break
-                except queue.Full:
-                    continue
+            for suspect in suspects:
+                # Alone in the pipeline: if it crashes us again, the journal names it only.
+                self._wait_idle(stop)
+                if not self._intake_batch([suspect], [], stop):
+                    return
+                self._wait_idle(stop)
+
+    def _wait_idle(self, stop: threading.Event) -> None:
+        """Until every journaled batch is acknowledged."""
+        assert self._quarantine is not None
+        while self._quarantine.in_flight() and not stop.is_set():
+            self._beat("intake")
+            time.sleep(_POLL_S)
+
+    def _intake_batch(
+        self, messages: list[InboundMessage], poison: list[InboundMessage], stop: threading.Event
+    ) -> bool:
+        """Validate one batch and hand it to the commit thread; False when stopping."""
+        journal = None
+        if self._quarantine is not None:
+            journal = self._quarantine.begin(messages)  # before anything is decoded
+        batch = self._retrying(partial(self._validate, messages), stop)
+        if batch is None:
+            return False
+        batch.dead_letters += [self._poison(m) for m in poison]
+        kept, duplicates = self._dedupe(batch)
+        item = _Validated([*messages, *poison], kept, duplicates, journal)
+        while not stop.is_set():
+            self._beat("intake")
+            try:
+                self._handoff.put(item, timeout=_IDLE_S)
+            except queue.Full:
+                continue
+            else:
+                return True
+        return False
+
+    def _poison(self, message: InboundMessage) -> DeadLetter:
+        assert self._quarantine is not None
+        return dead_letter(
+            message.topic,
+            message.payload,
+            RejectReason.POISON.value,
+            f"in flight during {self._quarantine.crashes} crashes in a row; not decoded again",
+            datetime.fromtimestamp(message.received_at, UTC),
+        )
 
     def _commit_loop(self, stop: threading.Event) -> None:
         while True:
@@ -272,6 +318,8 @@ class Pipeline:
         self.counters.committed(messages=len(item.messages), seconds=time.perf_counter() - started)
         self._count(item.batch, result, item.duplicates)
         self.bridge.ack(item.messages)
+        if item.journal is not None and self._quarantine is not None:
+            self._quarantine.end(item.journal, item.messages)
         if self.listeners:
             self._to_listeners_put(item.batch.accepted)
 

@@ -21,8 +21,9 @@ from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
 from gateway.bridge import MqttBridge, parse_mqtt_url
-from gateway.hooks import TestHooks
+from gateway.hooks import FaultHooks
 from gateway.pipeline import CommittedListener, Pipeline
+from gateway.quarantine import Quarantine
 from gateway.registry import DeviceInfo, Registry, load_devices
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
@@ -99,7 +100,7 @@ def run_pipeline(
             raise ServiceUnavailable("database", str(exc)) from exc
 
     report_state = _state_reporter(settings.database_url, settings.gateway.client_id)
-    hooks = TestHooks(settings.test_hooks)
+    hooks = FaultHooks(settings.test_hooks)
     if hooks.active:
         _LOG.warning("test hooks are set: %s", settings.test_hooks)
     supervisor = Supervisor(
@@ -108,6 +109,10 @@ def run_pipeline(
         stall_s=settings.ingest.stall_s,
         exit_after_s=settings.ingest.exit_after_s if hard_exit else None,
         on_beat=hooks.on_beat if hooks.active else None,
+    )
+    # Before the broker connects: messages in flight at the last crash are known first.
+    quarantine = Quarantine.for_worker(
+        settings.data_dir, settings.gateway.client_id, crashes=settings.ingest.poison_crashes
     )
     registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
     bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)
@@ -128,6 +133,7 @@ def run_pipeline(
         save_metrics=save_metrics,
         listeners=listeners,
         on_message=hooks.on_message if hooks.active else None,
+        quarantine=quarantine,
     )
     # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
     maintenance_stop = threading.Event()
@@ -143,6 +149,7 @@ def run_pipeline(
             ready.set()
         _LOG.info("pipeline %s running", worker)
         pipeline.run(stop, supervisor)
+        quarantine.close()  # a clean stop: nothing in flight was a crash's doing
     finally:
         maintenance_stop.set()
         if alert_listener is not None:

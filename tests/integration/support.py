@@ -17,7 +17,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import schema
-from core.settings import GatewaySettings, IngestSettings, Settings
+from core.settings import FaultHookSettings, GatewaySettings, IngestSettings, Settings
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.service import run_pipeline
@@ -173,7 +173,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def pipeline_thread(
-    database_url: str, mqtt_url: str, client_id: str, community: str
+    database_url: str,
+    mqtt_url: str,
+    client_id: str,
+    community: str,
+    *,
+    test_hooks: FaultHookSettings | None = None,
 ) -> Iterator[None]:
     """The pipeline in this process: fast to start, for tests that need no crash.
 
@@ -185,6 +190,7 @@ def pipeline_thread(
         mqtt_url=mqtt_url,
         gateway=GatewaySettings(client_id=client_id, topic_filter=f"community/{community}/+/+/+"),
         ingest=IngestSettings(flush_interval_ms=50),
+        test_hooks=test_hooks or FaultHookSettings(),
     )
     stop = threading.Event()
     ready = threading.Event()
