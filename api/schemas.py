@@ -134,7 +134,16 @@ class DeadLetterPublic(BaseModel):
     worker: str
     payload: str = Field(description="The raw payload, as text or base64 (see payload_encoding)")
     payload_encoding: Literal["utf-8", "base64"]
-    payload_size: int = Field(description="Raw payload length in bytes")
+    payload_size: int = Field(description="Raw payload length in bytes, as received")
+    truncated: bool = Field(
+        default=False, description="Only the payload's first bytes were kept (payload limit)"
+    )
+    replayed_at: datetime | None = None
+    replay_outcome: str | None = Field(
+        default=None,
+        description="The newest replay's result: stored, duplicate, rejected, truncated",
+    )
+    replay_reason: str | None = None
 
 
 class DeadLettersPublic(BaseModel):

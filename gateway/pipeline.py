@@ -36,7 +36,7 @@ from gateway.registry import Registry
 from gateway.supervisor import Supervisor
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 
-__all__ = ["BatchSink", "CommittedListener", "Pipeline"]
+__all__ = ["BatchSink", "CommittedListener", "Pipeline", "accept"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -76,6 +76,28 @@ class _Validated:
     batch: Batch
     duplicates: int
     journal: Path | None = None  # the quarantine's record of this batch in flight
+
+
+def accept(
+    topic_name: str, payload: bytes, received_at: datetime, registry: Registry, limits: Limits
+) -> Accepted:
+    """One message's way in (topic, registry, payload); ``RejectedMessage`` if refused.
+
+    The pipeline's path, and a dead letter's replay."""
+    topic = parse_topic(topic_name)
+    registry.check(topic)
+    decoded = decode(topic, payload, received_at, limits)
+    return Accepted(
+        device_id=topic.device_id,
+        topic=topic_name,
+        payload=payload,
+        readings=decoded.readings,
+        event=decoded.event,
+        status=decoded.status,
+        device_time=decoded.device_time,
+        received_at=received_at,
+        seq=decoded.seq,
+    )
 
 
 class Pipeline:
@@ -273,20 +295,7 @@ class Pipeline:
     def _accept(self, message: InboundMessage, received_at: datetime) -> Accepted:
         if self._on_message is not None:
             self._on_message(message)
-        topic = parse_topic(message.topic)
-        self.registry.check(topic)
-        decoded = decode(topic, message.payload, received_at, self.limits)
-        return Accepted(
-            device_id=topic.device_id,
-            topic=message.topic,
-            payload=message.payload,
-            readings=decoded.readings,
-            event=decoded.event,
-            status=decoded.status,
-            device_time=decoded.device_time,
-            received_at=received_at,
-            seq=decoded.seq,
-        )
+        return accept(message.topic, message.payload, received_at, self.registry, self.limits)
 
     def _dedupe(self, batch: Batch) -> tuple[Batch, int]:
         """Drop recent resends (same device and seq). Runs once per batch, after

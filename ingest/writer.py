@@ -123,11 +123,18 @@ class BatchWriter:
     """Writes batches over one connection, reconnecting after an outage."""
 
     def __init__(
-        self, *, url: str, worker: str, dead_payload_bytes: int = DEAD_PAYLOAD_BYTES
+        self,
+        *,
+        url: str,
+        worker: str,
+        dead_payload_bytes: int = DEAD_PAYLOAD_BYTES,
+        store_refused: bool = True,
     ) -> None:
         self.url = url
         self.worker = worker
         self.dead_payload_bytes = dead_payload_bytes
+        # Off for replays: a message refused again already has its dead letter.
+        self.store_refused = store_refused
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._merge_fast = b""
         self._merge_safe = b""
@@ -299,7 +306,7 @@ class BatchWriter:
         if refused:
             _LOG.warning("%d message(s) refused by the database, now dead letters", len(refused))
         dead = [*batch.dead_letters, *refused]
-        self._write_all(conn, [], dead)
+        self._write_all(conn, [], dead if self.store_refused else batch.dead_letters)
         return WriteResult(
             written.rows_written, written.rows_duplicate, written.events_written, dead
         )

@@ -24,6 +24,7 @@ MODULES = (
     "smartcommunity.commands.broker",
     "smartcommunity.commands.visits",
     "smartcommunity.commands.report",
+    "smartcommunity.commands.dead_letters",
 )
 
 if TYPE_CHECKING:

@@ -544,6 +544,10 @@ def test_dead_letters(
         "payload": base64.b64encode(binary).decode(),
         "payload_encoding": "base64",
         "payload_size": len(binary),
+        "truncated": False,
+        "replayed_at": None,
+        "replay_outcome": None,
+        "replay_reason": None,
     }
     assert datetime.fromisoformat(page["data"][1]["received_at"]) == BASE + timedelta(seconds=1)
     rest = client.get(
@@ -553,6 +557,39 @@ def test_dead_letters(
     ).json()
     assert [d["id"] for d in rest["data"]] == [oldest]
     assert rest["next_cursor"] is None
+
+
+def test_dead_letters_by_device_and_time(
+    client: TestClient, auth: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    reason = unique("too_deep")
+    device = unique("dev")
+    rows = [
+        (BASE + timedelta(minutes=n), f"community/c1/wearable/{d}/telemetry")
+        for n, d in enumerate([device, "other", device, device])
+    ]
+    ids = [
+        int(
+            db.execute(
+                "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason,"
+                " detail) VALUES (%s, %s, 'abc', %s, %s, '') RETURNING id",
+                (at, topic, 70_000 if n == 3 else None, reason),
+            ).fetchone()[0]  # type: ignore[index]
+        )
+        for n, (at, topic) in enumerate(rows)
+    ]
+    params = {
+        "reason": reason,
+        "device": device,
+        "since": (BASE + timedelta(minutes=1)).isoformat(),
+        "until": (BASE + timedelta(minutes=4)).isoformat(),
+    }
+    page = client.get("/api/v1/dead-letters", params=params, headers=auth).json()
+    assert [d["id"] for d in page["data"]] == [ids[3], ids[2]]
+    assert page["data"][0]["truncated"] is True
+    assert page["data"][0]["payload_size"] == 70_000
+    assert page["data"][1]["truncated"] is False
+    assert page["data"][1]["payload_size"] == 3
 
 
 def test_metrics(client: TestClient, auth: dict[str, str], db: psycopg.Connection[Any]) -> None:

@@ -1,0 +1,161 @@
+"""``smartcommunity dead-letters list|replay``: what the pipeline refused, and a
+second chance for it after a fix (a registered device, a widened range, a
+corrected bug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from core.decode import Limits
+from core.settings import Settings
+from gateway.replay import ReplayResult, Selection, replay
+from smartcommunity.cli_support import connect, database_url, print_table
+from smartcommunity.commands import SubParsers
+
+__all__ = ["register"]
+
+_LIST = sql.SQL(
+    "SELECT d.id, d.received_at, d.reason, d.topic, coalesce(d.payload_size,"
+    " octet_length(d.payload)), d.payload_size IS NOT NULL, r.outcome, d.detail"
+    " FROM dead_letters AS d"
+    " LEFT JOIN LATERAL (SELECT outcome FROM dead_letter_replays WHERE dead_letter_id = d.id"
+    "  ORDER BY replayed_at DESC, id DESC LIMIT 1) AS r ON true"
+    " WHERE true{} ORDER BY d.received_at DESC, d.id DESC LIMIT %s"
+)
+# Detail shown in the table; --json has it whole.
+_DETAIL_CHARS = 60
+
+
+def _when(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. 2026-12-01T00:00+08:00")
+    return value
+
+
+def _filters(args: argparse.Namespace) -> tuple[sql.Composable, list[Any]]:
+    terms: list[sql.Composable] = []
+    params: list[Any] = []
+    for clause, value in (
+        (" AND d.reason = %s", args.reason),
+        (" AND split_part(d.topic, '/', 4) = %s", args.device),
+        (" AND d.received_at >= %s", args.since),
+        (" AND d.received_at < %s", args.until),
+    ):
+        if value is not None:
+            terms.append(sql.SQL(clause))
+            params.append(value)
+    return sql.Composed(terms), params
+
+
+def _list(args: argparse.Namespace) -> int:
+    where, params = _filters(args)
+    with connect() as conn:
+        rows = conn.execute(_LIST.format(where), [*params, args.limit]).fetchall()
+    if args.json:
+        for id_, at, reason, topic, size, truncated, replay_outcome, detail in rows:
+            record = {
+                "id": id_,
+                "received_at": at.isoformat(),
+                "reason": reason,
+                "topic": topic,
+                "payload_size": size,
+                "truncated": truncated,
+                "replay_outcome": replay_outcome,
+                "detail": detail,
+            }
+            print(json.dumps(record, ensure_ascii=False))
+        return 0
+    print_table(
+        ("id", "received_at", "reason", "topic", "bytes", "replayed", "detail"),
+        (
+            (
+                id_,
+                f"{at:%Y-%m-%d %H:%M:%S%z}",
+                reason,
+                topic,
+                f"{size}{' (truncated)' if truncated else ''}",
+                replay_outcome or "",
+                detail[:_DETAIL_CHARS],
+            )
+            for id_, at, reason, topic, size, truncated, replay_outcome, detail in rows
+        ),
+    )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings = Settings()
+    url = database_url()
+    limits = Limits(
+        max_payload_bytes=settings.validation.max_payload_bytes,
+        max_future_s=settings.validation.max_future_s,
+    )
+    selection = Selection(
+        reason=args.reason,
+        device=args.device,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        again=args.again,
+    )
+
+    def show(result: ReplayResult) -> None:
+        why = f" {result.reason}:" if result.reason else ""
+        print(f"{result.dead_letter_id}  {result.outcome}{why} {result.detail}  {result.topic}")
+
+    results = replay(
+        url,
+        selection,
+        limits=limits,
+        worker=f"replay@{socket.gethostname()}:{os.getpid()}",
+        dry_run=args.dry_run,
+        progress=show,
+    )
+    _summary(results, dry_run=args.dry_run)
+    return 0
+
+
+def _summary(results: Sequence[ReplayResult], *, dry_run: bool) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing"
+    print(f"replayed {len(results)} dead letter(s): {text}{' (dry run)' if dry_run else ''}")
+
+
+def _selection_arguments(parser: argparse.ArgumentParser, limit: int) -> None:
+    parser.add_argument("--reason", help="e.g. unknown_device, internal_error, poison")
+    parser.add_argument("--device", help="the device id in the topic")
+    parser.add_argument("--since", type=_when, help="received at or after (ISO 8601 with zone)")
+    parser.add_argument("--until", type=_when, help="received before (ISO 8601 with zone)")
+    parser.add_argument("--limit", type=int, default=limit)
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    dead = commands.add_parser(
+        "dead-letters", help="messages the pipeline refused: list, replay"
+    ).add_subparsers(dest="dead_cmd", required=True)
+
+    listing = dead.add_parser("list", help="newest first, filtered by reason, device, time")
+    _selection_arguments(listing, limit=50)
+    listing.add_argument("--json", action="store_true", help="one JSON object a line")
+    listing.set_defaults(func=_list)
+
+    again = dead.add_parser(
+        "replay",
+        help="run selected dead letters through the pipeline again (oldest first); "
+        "each result is recorded",
+    )
+    _selection_arguments(again, limit=10_000)
+    again.add_argument("--again", action="store_true", help="also those a replay already stored")
+    again.add_argument("--dry-run", action="store_true", help="say what would happen only")
+    again.set_defaults(func=_replay)
