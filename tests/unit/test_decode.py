@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,10 @@ def test_the_edges_that_fit_are_accepted() -> None:
     decoded = decode(TELEMETRY, raw, NOW)
     assert decoded.seq == 2**63 - 1
     assert [r.value for r in decoded.readings] == [100.0, -0.0]
+
+
+def test_the_readme_lists_every_reject_reason() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    contract = readme[readme.index("### Reject reasons") : readme.index("### When things go wrong")]
+    missing = [r.value for r in RejectReason if f"`{r.value}`" not in contract]
+    assert missing == []
