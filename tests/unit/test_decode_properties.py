@@ -14,8 +14,9 @@ import string
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from core.decode import Decoded, Limits, decode
 from core.errors import RejectedMessage
@@ -190,11 +191,19 @@ def fits_the_database(decoded: Decoded) -> None:
         _fits_time(decoded.status.ts)
 
 
+def _label(outcome: str) -> None:
+    """The outcomes, counted in --hypothesis-show-statistics."""
+    if currently_in_test_context():
+        event(outcome)
+
+
 def decode_or_reject(topic: str, raw: bytes) -> Decoded | None:
     try:
         decoded = decode(parse_topic(topic), raw, NOW, LIMITS)
-    except RejectedMessage:
+    except RejectedMessage as exc:
+        _label(exc.reason.value)
         return None
+    _label("accepted")
     fits_the_database(decoded)
     return decoded
 
