@@ -153,7 +153,9 @@ class Supervisor:
         while not self.stop.wait(_WATCH_S):
             self.beat(name)
             found = self.problem()
-            if found is not None:
+            # Threads end by design once a stop is under way; only exceptions count then,
+            # and the boundary catches those.
+            if found is not None and not self.stop.is_set():
                 self.fail(*found)
                 return
             now = time.monotonic()

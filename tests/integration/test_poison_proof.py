@@ -221,7 +221,7 @@ def test_a_dead_thread_ends_the_process_and_health_says_so(
         community,
         SC_DATA_DIR=str(tmp_path),
         SC_TEST_HOOKS__KILL_THREAD=thread,
-        SC_TEST_HOOKS__KILL_AFTER_S="2",
+        SC_TEST_HOOKS__KILL_AFTER_S="0.5",
     )
     log = tmp_path / "pipeline.log"
     proc = start_pipeline_process(env, log)
