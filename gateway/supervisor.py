@@ -109,13 +109,14 @@ class Supervisor:
                 return
             self.failure = PipelineFailed(name, cause)
         _LOG.critical("pipeline failed (%s: %s); stopping", name, cause)
-        self._report("failed", f"{name}: {cause}")
         self.stop.set()
         if self.exit_after_s is not None:
-            # Stopping may hang on the very thing that failed: the process ends regardless.
+            # Stopping (or saying so, below) may hang on the very thing that failed:
+            # the process ends regardless.
             timer = threading.Timer(self.exit_after_s, _hard_exit, args=(name,))
             timer.daemon = True
             timer.start()
+        self._report("failed", f"{name}: {cause}")
 
     def _report(self, state: str, failure: str = "") -> None:
         if self.report is None:
