@@ -162,6 +162,8 @@ def run_pipeline(
         _LOG.info("pipeline %s stopped", worker)
 
 
+# A heartbeat that cannot be written within this is skipped, not waited for.
+_NO_HANG = "-c statement_timeout=5000"
 _HEARTBEAT = (
     "INSERT INTO pipeline_metrics AS m"
     " (worker, updated_at, counters, heartbeat_at, heartbeat_s, state, failure)"
@@ -181,7 +183,9 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
         with lock:
             try:
                 if not conn or conn[0].closed or conn[0].broken:
-                    conn[:] = [psycopg.connect(url, connect_timeout=5, autocommit=True)]
+                    conn[:] = [
+                        psycopg.connect(url, connect_timeout=5, autocommit=True, options=_NO_HANG)
+                    ]
                 conn[0].execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
             except psycopg.OperationalError as exc:
                 for c in conn:

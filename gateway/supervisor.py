@@ -72,7 +72,7 @@ class Supervisor:
 
     # -- the threads ----------------------------------------------------------------
 
-    def start(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+    def start(self, name: str, target: Callable[..., object], *args: Any) -> threading.Thread:
         """Run ``target(*args)`` on a thread named ``name`` inside the boundary."""
         thread = threading.Thread(target=self._boundary, args=(name, target, args), name=name)
         with self._lock:
@@ -91,7 +91,7 @@ class Supervisor:
         if self.on_beat is not None:
             self.on_beat(name)
 
-    def _boundary(self, name: str, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _boundary(self, name: str, target: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
             target(*args)
         except BaseException as exc:  # noqa: BLE001 - the thread's one boundary
