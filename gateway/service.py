@@ -103,16 +103,19 @@ def run_pipeline(
     hooks = FaultHooks(settings.test_hooks)
     if hooks.active:
         _LOG.warning("test hooks are set: %s", settings.test_hooks)
+    # Before the broker connects: messages in flight at the last crash are known first.
+    quarantine = Quarantine.for_worker(
+        settings.data_dir, settings.gateway.client_id, crashes=settings.ingest.poison_crashes
+    )
     supervisor = Supervisor(
         stop=stop,
         report=report_state,
         stall_s=settings.ingest.stall_s,
         exit_after_s=settings.ingest.exit_after_s if hard_exit else None,
         on_beat=hooks.on_beat if hooks.active else None,
-    )
-    # Before the broker connects: messages in flight at the last crash are known first.
-    quarantine = Quarantine.for_worker(
-        settings.data_dir, settings.gateway.client_id, crashes=settings.ingest.poison_crashes
+        # A failure the supervisor sees (a thread's exception, a stall) is logged and
+        # is no message's doing: only crashes it cannot see count against messages.
+        on_failure=quarantine.close,
     )
     registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
     bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)

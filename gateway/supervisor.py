@@ -58,8 +58,10 @@ class Supervisor:
         stall_s: float = 300.0,
         exit_after_s: float | None = None,
         on_beat: Callable[[str], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.stop = stop
+        self.on_failure = on_failure
         self.report = report
         self.stall_s = stall_s
         self.exit_after_s = exit_after_s
@@ -116,6 +118,11 @@ class Supervisor:
             timer = threading.Timer(self.exit_after_s, _hard_exit, args=(name,))
             timer.daemon = True
             timer.start()
+        if self.on_failure is not None:
+            try:
+                self.on_failure()
+            except Exception:  # noqa: BLE001 - the exit must not depend on it
+                _LOG.exception("on_failure of the supervisor raised")
         self._report("failed", f"{name}: {cause}")
 
     def _report(self, state: str, failure: str = "") -> None:

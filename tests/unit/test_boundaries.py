@@ -28,13 +28,19 @@ def _message(n: int) -> InboundMessage:
 def test_a_thread_that_raises_fails_the_pipeline_and_says_so() -> None:
     stop = threading.Event()
     reports: list[tuple[str, str]] = []
-    supervisor = Supervisor(stop=stop, report=lambda s, f: reports.append((s, f)))
+    cleared: list[bool] = []
+    supervisor = Supervisor(
+        stop=stop,
+        report=lambda s, f: reports.append((s, f)),
+        on_failure=lambda: cleared.append(True),  # the quarantine's journal, in the service
+    )
 
     def broken() -> None:
         raise KeyError("boom")
 
     supervisor.start("commit", broken).join()
     assert stop.is_set()
+    assert cleared == [True]
     assert reports == [("failed", "commit: KeyError: 'boom'")]
     with pytest.raises(PipelineFailed) as info:
         supervisor.finished()
