@@ -42,6 +42,9 @@ _M = TypeVar("_M", bound=BaseModel)
 # Aware datetimes are compared with each other in UTC; a year at the edge of what
 # datetime holds overflows on the way there, so years are bounded first.
 _LAST_YEAR = 9998
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+EARLIEST_MS = (EARLIEST - _EPOCH) // _MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +133,26 @@ def epoch_time(seconds: float, received_at: datetime, limits: Limits) -> datetim
     """Epoch seconds into a datetime, bounded (2000 … receipt + max_future) before conversion."""
     if seconds < EARLIEST_S:
         raise _too_early(f"{seconds:.0f} s")
-    if seconds > received_at.timestamp() + limits.max_future_s:
+    if seconds > received_at.timestamp() + limits.max_future_s + 1:
         raise _too_late(f"{seconds:.0f} s", limits)
-    return datetime.fromtimestamp(seconds, UTC)
+    ts = datetime.fromtimestamp(seconds, UTC)
+    # Again on the datetime: the float compared above may round either way by a microsecond.
+    if ts < EARLIEST:
+        raise _too_early(ts.isoformat())
+    if ts - received_at > limits.max_future:
+        raise _too_late(ts.isoformat(), limits)
+    return ts
 
 
 def _timestamp(value: int | datetime, received_at: datetime, limits: Limits) -> datetime:
     if not isinstance(value, datetime):
-        # Compared as an integer: a 400-digit one must never meet a float conversion.
-        if value < EARLIEST_S * 1000:
+        # Integer milliseconds, compared and converted exactly: a 400-digit one never
+        # meets a float, and a time at the limit does not round past it.
+        if value < EARLIEST_MS:
             raise _too_early(f"{value} ms")
-        if value > (received_at.timestamp() + limits.max_future_s) * 1000:
+        if value > (received_at + limits.max_future - _EPOCH) // _MS:
             raise _too_late(f"{_short(str(value))} ms", limits)
-        return datetime.fromtimestamp(value / 1000, UTC)
+        return _EPOCH + value * _MS
     if value.year < EARLIEST.year - 1:
         raise _too_early(value.isoformat())
     if value.year > _LAST_YEAR:

@@ -320,3 +320,19 @@ def test_the_readme_lists_every_reject_reason() -> None:
     contract = readme[readme.index("### Reject reasons") : readme.index("### When things go wrong")]
     missing = [r.value for r in RejectReason if f"`{r.value}`" not in contract]
     assert missing == []
+
+
+def test_times_at_the_limits_are_exact() -> None:
+    """Compared and converted without float rounding: the edge is in, one ms past is out."""
+    day = 86_400_000
+    edge = decode(TELEMETRY, payload({"ts": NOW_MS + day, "metrics": {"battery": 1}}), NOW)
+    assert edge.readings[0].ts == NOW + timedelta(days=1)
+    early = 946_684_800_000  # 2000-01-01T00:00:00Z
+    first = decode(TELEMETRY, payload({"ts": early, "metrics": {"battery": 1}}), NOW)
+    assert first.readings[0].ts == datetime(2000, 1, 1, tzinfo=UTC)
+    for ts, reason in ((NOW_MS + day + 1, "future_timestamp"), (early - 1, "bad_payload")):
+        raw = payload({"ts": ts, "metrics": {"battery": 1}})
+        assert rejected(TELEMETRY_TOPIC, raw).reason.value == reason
+    late = NOW.timestamp() + 86_400 + 1e-6
+    raw = payload([{"bt": late, "n": "battery", "v": 1}])
+    assert rejected(TELEMETRY_TOPIC, raw).reason.value == "future_timestamp"
