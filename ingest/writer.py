@@ -8,7 +8,7 @@ natural key (a redelivered or resent message) it runs again with ``ON CONFLICT
 DO NOTHING``, so a duplicate never makes a second row.
 
 A batch the database refuses for any reason but being unreachable is bisected
-(``_bisect``): halves are retried under savepoints until the messages at fault
+(``_write_bisecting``): halves are retried under savepoints until the messages at fault
 stand alone; they become dead letters with the database's error text and the
 rest commit. Being unreachable (``is_outage``) is told apart by error class and
 raised as ``ServiceUnavailable``: the caller pauses and retries, nothing is lost.
