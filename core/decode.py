@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from core.errors import RejectedMessage, RejectReason
+from core.events import is_known_event
 from core.metrics import metric_spec
 from core.models import (
     DeviceEvent,
@@ -192,6 +193,11 @@ def decode(
         return _telemetry(topic, payload, received_at, limits)
     if topic.channel is Channel.EVENT:
         env = _validate(EventEnvelope, payload)
+        if not is_known_event(topic.device_class, env.event):
+            raise RejectedMessage(
+                RejectReason.UNKNOWN_EVENT,
+                f"{env.event!r} is not an event of class {topic.device_class!r}",
+            )
         ts = _timestamp(env.ts, received_at, limits)
         event = DeviceEvent(topic.device_id, env.event, ts, env.data, env.seq, received_at)
         return Decoded(topic, event=event)

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.events import EVENTS
 from core.metrics import DEVICE_CLASSES, METRICS
 
 __all__ = [
@@ -174,6 +175,17 @@ def _check_metric(metric: str, scope: Scope) -> None:
         raise ValueError(f"metric {metric!r} is not reported by {where}")
 
 
+def _check_events(events: tuple[str, ...], scope: Scope) -> None:
+    """A rule listening for an event no device of its scope sends would never fire."""
+    classes = [scope.device_class] if scope.device_class else sorted(EVENTS)
+    for event in events:
+        if not any(event in EVENTS[c] for c in classes):
+            where = f"class {scope.device_class!r}" if scope.device_class else "any device class"
+            raise ValueError(
+                f"event {event!r} is not sent by {where} (see the event catalogue, core/events.py)"
+            )
+
+
 Comparison = Literal[">", ">=", "<", "<="]
 
 
@@ -272,6 +284,11 @@ class CountRule(_Base):
     # Subject: the device, or the device plus a field of the event data (e.g. "door").
     group_by: str | None = None
 
+    @model_validator(mode="after")
+    def _known_event(self) -> CountRule:
+        _check_events((self.event,), self.scope)
+        return self
+
 
 class FollowUp(BaseModel):
     """After the event, the alert is raised only if nothing cancels it ``within`` this long."""
@@ -302,6 +319,12 @@ class EventRule(_Base):
     # Events that end the condition (e.g. alarm_cleared, geofence_enter).
     clear_events: tuple[EventName, ...] = ()
 
+    @model_validator(mode="after")
+    def _known_events(self) -> EventRule:
+        cancel = self.followup.cancel_events if self.followup is not None else ()
+        _check_events((*self.events, *self.clear_events, *cancel), self.scope)
+        return self
+
 
 class CorrelationRule(_Base):
     """``min_devices`` independent devices of one building (or community) within ``window``:
@@ -315,6 +338,11 @@ class CorrelationRule(_Base):
     single_severity: Severity | None = None
     single_title: str | None = None
     clear_events: tuple[EventName, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_events(self) -> CorrelationRule:
+        _check_events((*self.events, *self.clear_events), self.scope)
+        return self
 
 
 Rule = Annotated[

@@ -219,3 +219,16 @@ def test_event_and_status_rejections() -> None:
     )
     status_topic = "community/c1/wearable/w1/status"
     assert rejected(status_topic, payload({"online": "yes"})).reason is RejectReason.BAD_PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("topic", "name"),
+    [
+        ("community/c1/wearable/w1/event", "sos"),  # misspelt: the rule listens for sos_pressed
+        ("community/c1/fire/f1/event", "fall_detected"),  # a real event, of another class
+    ],
+)
+def test_an_event_outside_the_class_catalogue_is_unknown_event(topic: str, name: str) -> None:
+    exc = rejected(topic, payload({"ts": NOW_MS, "event": name}))
+    assert exc.reason is RejectReason.UNKNOWN_EVENT
+    assert repr(name) in exc.detail
