@@ -112,6 +112,10 @@ class Observations:
     seen: dict[str, float] = field(default_factory=dict)
     # Devices not in the directory (registered since it was loaded).
     unknown: set[str] = field(default_factory=set)
+    # How far each device's clock ran ahead of receipt (s, newest message; may be < 0).
+    ahead: dict[str, float] = field(default_factory=dict)
+    # The last status per device in the batch (broker order): (online, received at).
+    links: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
 
 def _event_time(ts: datetime, received_at: datetime) -> float:
@@ -133,6 +137,7 @@ def observations(
     obs = Observations()
     groups = obs.readings
     seen = obs.seen
+    ahead = obs.ahead
     for device_id, readings, event in items:
         info = directory.get(device_id)
         if info is None:
@@ -147,6 +152,7 @@ def observations(
             if r.ts is not stamp or r.received_at is not received:
                 stamp, received = r.ts, r.received_at
                 t = _event_time(stamp, received)
+                ahead[device_id] = (stamp - received).total_seconds()
                 if t > newest:
                     newest = t
             metric = r.metric
@@ -160,6 +166,7 @@ def observations(
             group.values.append(r.value)
         if event is not None:
             t = _event_time(event.ts, event.received_at)
+            ahead[device_id] = (event.ts - event.received_at).total_seconds()
             obs.events.append(EventObs(info, event.event, t, event.data))
             if t > newest:
                 newest = t

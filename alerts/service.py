@@ -38,7 +38,7 @@ from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
 from core.errors import ServiceUnavailable
-from core.models import DeviceEvent, Reading
+from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic
@@ -72,7 +72,17 @@ class Committed(Protocol):
     device_id: str
     readings: list[Reading]
     event: DeviceEvent | None
+    status: DeviceStatus | None
     received_at: datetime | None
+
+
+def _links(accepted: Sequence[Committed]) -> dict[str, tuple[bool, float]]:
+    """The last status of each device in the batch, in the broker's order."""
+    return {
+        a.device_id: (s.online, s.received_at.timestamp())
+        for a in accepted
+        if (s := a.status) is not None
+    }
 
 
 class AlertListener:
@@ -188,6 +198,7 @@ class AlertListener:
         self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
         if initial:
             self.state.presence.update(seen)
+            self.state.links_down.update(self.store.run(catalog.links_down))
         self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
 
     def _reload_maintenance(self, now: float) -> None:
@@ -265,6 +276,7 @@ class AlertListener:
                     self.engine.directory,
                     self.engine.metrics,
                 )
+            obs.links = _links(accepted)
             self._evaluate(obs, now.timestamp())
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
             if newest is not None and (self._watermark is None or newest > self._watermark):

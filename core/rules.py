@@ -30,6 +30,7 @@ __all__ = [
     "SEVERITIES",
     "AbsenceRule",
     "AlertState",
+    "ClockSkewRule",
     "CorrelationRule",
     "CountRule",
     "EventRule",
@@ -259,6 +260,33 @@ class AbsenceRule(_Base):
     # Messages in a row, after the device is back, before the alert clears:
     # a device on the edge of its deadline does not flap open/resolved.
     min_clears: Annotated[int, Field(ge=1, le=100)] = 2
+    # Silence multiple per device class, where it differs from ``intervals``.
+    class_intervals: dict[str, Annotated[float, Field(ge=1, le=100)]] = Field(default_factory=dict)
+    # A Last Will (link lost) raises the alert after this grace, for these classes,
+    # instead of waiting for silence; a reconnect within it raises nothing.
+    link_loss_grace: Duration = Field(default=60.0, ge=0)
+    link_loss_classes: tuple[str, ...] = ("fire", "access", "wearable")
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> AbsenceRule:
+        for cls in (*self.class_intervals, *self.link_loss_classes):
+            if cls not in DEVICE_CLASSES:
+                raise ValueError(
+                    f"unknown device class {cls!r}: one of {', '.join(sorted(DEVICE_CLASSES))}"
+                )
+        return self
+
+    def intervals_for(self, device_class: str) -> float:
+        return self.class_intervals.get(device_class, self.intervals)
+
+
+class ClockSkewRule(_Base):
+    """A device clock more than ``max_ahead`` ahead of the receive time: one alert per
+    device; clears after ``min_clears`` messages in a row within the tolerance."""
+
+    type: Literal["clock_skew"] = "clock_skew"
+    max_ahead: Duration = Field(default=300.0, gt=0)
+    min_clears: Annotated[int, Field(ge=1, le=100)] = 2
 
 
 Match = dict[str, Any]
@@ -346,7 +374,13 @@ class CorrelationRule(_Base):
 
 
 Rule = Annotated[
-    ThresholdRule | RateRule | AbsenceRule | CountRule | EventRule | CorrelationRule,
+    ThresholdRule
+    | RateRule
+    | AbsenceRule
+    | ClockSkewRule
+    | CountRule
+    | EventRule
+    | CorrelationRule,
     Field(discriminator="type"),
 ]
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)

@@ -131,6 +131,7 @@ def test_the_default_pack_covers_the_four_classes_and_every_rule_type() -> None:
         "threshold",
         "rate_of_change",
         "absence",
+        "clock_skew",
         "count",
         "event",
         "correlation",
