@@ -95,7 +95,8 @@ class AbsenceEvaluator(Evaluator):
             if info is not None:
                 self.clear(ctx, info, at, details={"back_at": at, "reason": "reconnected"})
 
-    def _links_lost(self, rs: RuleState[AbsenceEntry], ctx: Context) -> None:
+    def links_lost(self, rs: RuleState[AbsenceEntry], ctx: Context) -> None:
+        """Links lost (a Will) longer ago than the grace, with nothing since."""
         rule = self.rule
         for device_id, lost_at in ctx.state.links_down.items():
             if ctx.now - lost_at < rule.link_loss_grace:
@@ -133,8 +134,6 @@ class AbsenceEvaluator(Evaluator):
         return self._limits
 
     def tick(self, rs: RuleState[AbsenceEntry], ctx: Context) -> None:
-        if ctx.state.links_down:
-            self._links_lost(rs, ctx)
         devices, last_seen = ctx.state.presence.view()
         if not devices:
             return

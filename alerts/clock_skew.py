@@ -4,8 +4,8 @@ Only a clock *ahead* is judged: a device time behind receipt is also what queued
 or buffered data looks like (a backlog after an outage, a device replaying its
 history), so it says nothing certain about the clock. Freshness is already safe
 from a fast clock (``core.clock``); this rule tells someone to fix it, once per
-device, and clears by itself after ``min_clears`` messages in a row within the
-tolerance.
+device, and clears by itself when the device's messages are back within the
+clock tolerance (a clock does not drift back by chance: it was fixed).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = ["ClockSkewEntry", "ClockSkewEvaluator"]
 class ClockSkewEntry:
     device_id: str
     ahead_s: float  # the worst offset seen while open
-    good: int = 0  # messages in a row within the tolerance
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,14 +59,11 @@ class ClockSkewEvaluator(Evaluator):
                 self.raise_(ctx, info, ctx.now, details={"ahead_s": round(offset, 3)})
                 continue
             if offset > CLOCK_TOLERANCE_S:
-                entry.good = 0
-                entry.ahead_s = max(entry.ahead_s, offset)
-                rs.touch(subject)
+                if offset > entry.ahead_s:
+                    entry.ahead_s = offset
+                    rs.touch(subject)
                 continue
-            entry.good += 1
-            rs.touch(subject)
-            if entry.good >= self.rule.min_clears:
-                rs.drop(subject)
-                info = ctx.directory.get(device_id)
-                if info is not None:
-                    self.clear(ctx, info, ctx.now, details={"ahead_s": round(offset, 3)})
+            rs.drop(subject)
+            info = ctx.directory.get(device_id)
+            if info is not None:
+                self.clear(ctx, info, ctx.now, details={"ahead_s": round(offset, 3)})

@@ -159,14 +159,18 @@ class Engine:
             last[device_id, metric] = value
 
     def tick(
-        self, state: EngineState, now: float, *, absence: bool = True
+        self, state: EngineState, now: float, *, absence: bool = True, links: bool | None = None
     ) -> tuple[list[AlertChange], EngineState]:
         """Let time pass with no new data: timers, windows, follow-ups, and absence unless
-        the caller knows that silence means nothing now (intake stalled)."""
+        the caller knows that silence means nothing now (intake stalled). Lost links
+        (``links``, default as ``absence``) need no backlog drained: a Will is news."""
         ctx = Context(self.directory, now, state)
         for evaluator in self.evaluators.values():
             if absence or not isinstance(evaluator, AbsenceEvaluator):
                 evaluator.tick(self._rs(state, evaluator), ctx)
+        if (absence if links is None else links) and state.links_down:
+            for lost in self._absence:
+                lost.links_lost(self._rs(state, lost), ctx)
         return ctx.changes, state
 
     # -- restart -----------------------------------------------------------------

@@ -338,7 +338,12 @@ class AlertListener:
         if self._due.get("tick", 0.0) > mono:
             return
         self._due["tick"] = mono + self.settings.tick_s
-        changes, self.state = self.engine.tick(self.state, now, absence=self._absence_allowed(mono))
+        changes, self.state = self.engine.tick(
+            self.state,
+            now,
+            absence=self._absence_allowed(mono),
+            links=self.healthy() and not self._pending,
+        )
         self._pending.extend(changes)
         self._flush()
         if self._due.get("visits", 0.0) <= mono:

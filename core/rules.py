@@ -282,11 +282,10 @@ class AbsenceRule(_Base):
 
 class ClockSkewRule(_Base):
     """A device clock more than ``max_ahead`` ahead of the receive time: one alert per
-    device; clears after ``min_clears`` messages in a row within the tolerance."""
+    device; clears when a batch brings its messages all within the clock tolerance."""
 
     type: Literal["clock_skew"] = "clock_skew"
     max_ahead: Duration = Field(default=300.0, gt=0)
-    min_clears: Annotated[int, Field(ge=1, le=100)] = 2
 
 
 Match = dict[str, Any]
