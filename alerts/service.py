@@ -43,7 +43,7 @@ from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic
 
-__all__ = ["AlertListener"]
+__all__ = ["AlertListener", "link_statuses"]
 
 _LOG = logging.getLogger(__name__)
 # The directory is re-read this often, and on an unknown device at most this often.
@@ -76,13 +76,19 @@ class Committed(Protocol):
     received_at: datetime | None
 
 
-def _links(accepted: Sequence[Committed]) -> dict[str, tuple[bool, float]]:
-    """The last status of each device in the batch, in the broker's order."""
-    return {
-        a.device_id: (s.online, s.received_at.timestamp())
-        for a in accepted
-        if (s := a.status) is not None
-    }
+def link_statuses(accepted: Sequence[Committed]) -> dict[str, tuple[bool, float]]:
+    """The last status of each device in the batch, in the broker's order. A clean
+    goodbye is no lost link: silence decides about that device from then on."""
+    links: dict[str, tuple[bool, float]] = {}
+    for a in accepted:
+        s = a.status
+        if s is None:
+            continue
+        if s.clean and not s.online:
+            links.pop(a.device_id, None)
+        else:
+            links[a.device_id] = (s.online, s.received_at.timestamp())
+    return links
 
 
 class AlertListener:
@@ -276,7 +282,7 @@ class AlertListener:
                     self.engine.directory,
                     self.engine.metrics,
                 )
-            obs.links = _links(accepted)
+            obs.links = link_statuses(accepted)
             self._evaluate(obs, now.timestamp())
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
             if newest is not None and (self._watermark is None or newest > self._watermark):

@@ -203,4 +203,6 @@ def decode(
         return Decoded(topic, event=event)
     status = _validate(StatusEnvelope, payload)
     ts = received_at if status.ts is None else _timestamp(status.ts, received_at, limits)
-    return Decoded(topic, status=DeviceStatus(topic.device_id, status.online, ts, received_at))
+    return Decoded(
+        topic, status=DeviceStatus(topic.device_id, status.online, ts, received_at, status.clean)
+    )

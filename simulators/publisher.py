@@ -1,8 +1,9 @@
 """Publishing simulated devices to a broker at a paced aggregate rate.
 
 Devices get a retained ``{"online": true}`` at start and, on a clean stop,
-``{"online": false}``; telemetry and events go out with QoS 1 and count as
-published only once the broker acknowledges them. Connections: ``fleet``.
+``{"online": false, "clean": true}`` (a goodbye, not a lost link); telemetry
+and events go out with QoS 1 and count as published only once the broker
+acknowledges them. Connections: ``fleet``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from simulators.connection import BrokerAddress, Protocol
 from simulators.credentials import DeviceCredentials
 from simulators.devices import build_model
 from simulators.fleet import (
-    OFFLINE,
+    GOODBYE,
     ONLINE,
     PER_DEVICE_AUTO_MAX,
     PER_DEVICE_CONNECTIONS_MAX,
@@ -194,7 +195,7 @@ class Simulator:
             elapsed = time.monotonic() - started
             if self._mark_offline:
                 for member in self._members:
-                    self._publish(member, member.status_topic, OFFLINE, retain=True)
+                    self._publish(member, member.status_topic, GOODBYE, retain=True)
                     self._statuses += 1
             self._drain()
         finally:

@@ -553,3 +553,28 @@ def test_saved_state_is_json_postgresql_takes() -> None:
     assert back.last_ts < -1e299
     assert not math.isinf(back.last_ts)
     assert _clean({"n": "a\0b"}) == {"n": "a\ufffdb"}
+
+
+def test_a_clean_goodbye_is_not_a_lost_link() -> None:
+    from alerts.service import link_statuses
+    from core.decode import decode
+    from core.topics import parse_topic
+    from ingest.batch import Accepted
+
+    topic = parse_topic("community/c1/wearable/w1/status")
+
+    def status(payload: bytes, at: float) -> Accepted:
+        decoded = decode(topic, payload, datetime.fromtimestamp(at, UTC))
+        return Accepted(device_id="w1", topic=str(topic), payload=payload, status=decoded.status)
+
+    will = status(b'{"online": false}', T0)
+    goodbye = status(b'{"online": false, "clean": true}', T0 + 1)
+    assert link_statuses([will]) == {"w1": (False, T0)}
+    assert link_statuses([goodbye]) == {}
+    h = Harness(TestAbsence.RULE)
+    h.feed(T0, [("w1", "battery", T0, 90)])
+    changes, h.state = h.engine.evaluate(
+        Observations(links=link_statuses([goodbye])), h.state, T0 + 1
+    )
+    assert changes == []
+    assert h.tick(T0 + 120) == []  # no link-loss alarm after the grace
