@@ -134,8 +134,7 @@ def test_a_will_with_an_old_ts_is_offline_at_once_and_alerts_after_the_grace(
         with pipeline_thread(url, mqtt_url, f"p-{unique_id}", community):
             for device in devices.values():
                 device.connect()
-            for d in devices:
-                wait_for(lambda d=d: online(url, d) is True, 30, f"{d} online")
+            wait_for(lambda: all(online(url, d) is True for d in devices), 30, "all online")
 
             devices[watch].drop_link()
             wait_for(lambda: online(url, watch) is False, 30, "the Will to mark it offline")

@@ -95,7 +95,7 @@ def test_cli_generates_writes_and_registers(
     assert len(issued) == expected
     assert creds.stat().st_mode & 0o077 == 0
     with psycopg.connect(database_url) as conn:
-        hashes = dict(
+        hashes: dict[str, str] = dict(
             conn.execute(
                 "SELECT id, mqtt_password_hash FROM devices WHERE community_id = %s",
                 (unique_id,),
