@@ -1,4 +1,5 @@
-"""Absence rules: no telemetry or event for N x the device's expected interval.
+"""Absence rules: no telemetry or event for N x the device's expected interval,
+or a lost link (a Last Will) not restored within a short grace.
 
 "Seen" is the device time of what it sent (capped at receive time), never a
 retained status message and never the time we happened to receive old
@@ -7,6 +8,12 @@ the broker hands them over now. A device that never reported is not offline,
 it is not commissioned yet. The scan is vectorised over all devices; coming
 back clears the alert only after ``min_clears`` messages in a row, so a
 device on the edge of its deadline does not flap.
+
+A Last Will is the broker saying the link is gone, now: for the classes where
+that matters (fire, access, wearable SOS) the alert is raised after
+``link_loss_grace`` instead of after silence (a smoke alarm reporting hourly
+would otherwise show offline 3 h late), and an online status resolves it. A
+reconnect within the grace raises nothing, so a reconnect storm does not flap.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from alerts.evaluator import Context, Evaluator, in_schedule
-from alerts.model import Directory, FloatArray, device_subject
+from alerts.model import DeviceInfo, Directory, FloatArray, device_subject
 from alerts.state import RuleState
 from core.rules import AbsenceRule
 
@@ -28,8 +35,9 @@ __all__ = ["AbsenceEntry", "AbsenceEvaluator"]
 @dataclass(slots=True)
 class AbsenceEntry:
     device_id: str
-    since: float  # last sign of life before the silence
+    since: float  # last sign of life before the silence (or when the link was lost)
     back: int = 0  # messages since it came back
+    link: bool = False  # raised for a lost link: an online status resolves it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,12 +71,55 @@ class AbsenceEvaluator(Evaluator):
                 continue
             entry.since = ts
             info = ctx.directory.get(entry.device_id)
-            if info is None or ctx.now - ts > self.rule.intervals * info.expected_interval_s:
+            if info is None or ctx.now - ts > self._allowed(info):
                 continue  # old data delivered late: it was alive then, not now
             entry.back += 1
             if entry.back >= self.rule.min_clears:
                 rs.drop(subject)
                 self.clear(ctx, info, ts, details={"back_at": ts})
+
+    def _allowed(self, info: DeviceInfo) -> float:
+        return self.rule.intervals_for(info.device_class) * info.expected_interval_s
+
+    def links(
+        self, rs: RuleState[AbsenceEntry], links: dict[str, tuple[bool, float]], ctx: Context
+    ) -> None:
+        """Status messages: an online status resolves an alert raised for a lost link."""
+        for device_id, (online, at) in links.items():
+            subject = device_subject(device_id)
+            entry = rs.get(subject)
+            if not online or entry is None or not entry.link:
+                continue
+            info = ctx.directory.get(device_id)
+            rs.drop(subject)
+            if info is not None:
+                self.clear(ctx, info, at, details={"back_at": at, "reason": "reconnected"})
+
+    def links_lost(self, rs: RuleState[AbsenceEntry], ctx: Context) -> None:
+        """Links lost (a Will) longer ago than the grace, with nothing since."""
+        rule = self.rule
+        for device_id, lost_at in ctx.state.links_down.items():
+            if ctx.now - lost_at < rule.link_loss_grace:
+                continue
+            subject = device_subject(device_id)
+            if rs.get(subject) is not None:
+                continue
+            info = ctx.directory.get(device_id)
+            if (
+                info is None
+                or info.state != "active"
+                or info.device_class not in rule.link_loss_classes
+                or not self.applies(info)
+                or not in_schedule(rule.schedule, ctx.now, info.time_zone)
+            ):
+                continue
+            rs.put(subject, AbsenceEntry(device_id, lost_at, link=True))
+            self.raise_(
+                ctx,
+                info,
+                lost_at + rule.link_loss_grace,
+                details={"reason": "link_lost", "link_lost_at": lost_at},
+            )
 
     def _deadlines(self, devices: list[str], directory: Directory) -> FloatArray:
         """Allowed silence per presence slot; NaN where the rule does not apply."""
@@ -78,7 +129,7 @@ class AbsenceEvaluator(Evaluator):
             for slot, device_id in enumerate(devices):
                 info = directory.get(device_id)
                 if info is not None and info.state == "active" and self.applies(info):
-                    limits[slot] = self.rule.intervals * info.expected_interval_s
+                    limits[slot] = self._allowed(info)
             self._limits, self._limits_for = limits, key
         return self._limits
 
@@ -106,8 +157,9 @@ class AbsenceEvaluator(Evaluator):
                 info,
                 since + float(limits[slot]),
                 details={
+                    "reason": "silent",
                     "last_seen": since,
                     "expected_interval_s": info.expected_interval_s,
-                    "intervals": self.rule.intervals,
+                    "intervals": self.rule.intervals_for(info.device_class),
                 },
             )

@@ -22,6 +22,7 @@ __all__ = [
     "MaintenanceWindow",
     "RuleRow",
     "active_alerts",
+    "links_down",
     "load_directory",
     "load_maintenance",
     "load_rule_rows",
@@ -147,6 +148,18 @@ def load_directory(conn: Conn) -> tuple[dict[str, DeviceInfo], dict[str, float]]
         if last_seen is not None:
             seen[device_id] = float(last_seen)
     return directory, seen
+
+
+def links_down(conn: Conn) -> dict[str, float]:
+    """Devices whose last status said offline with no data since (a Will), and when:
+    a restart must not forget a link lost just before it."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, extract(epoch FROM status_at)::float8 FROM devices"
+            " WHERE state = 'active' AND online IS FALSE AND status_at IS NOT NULL"
+            " AND (last_received_at IS NULL OR last_received_at < status_at)"
+        ).fetchall()
+    return {str(device_id): float(at) for device_id, at in rows}
 
 
 @dataclass(frozen=True, slots=True)

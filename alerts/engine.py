@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from alerts.absence import AbsenceEvaluator
+from alerts.clock_skew import ClockSkewEvaluator
 from alerts.correlation import CorrelationEvaluator
 from alerts.evaluator import Context, Evaluator
 from alerts.events import CountEvaluator, EventEvaluator
@@ -22,6 +23,7 @@ from alerts.state import EngineState, RuleState
 from alerts.threshold import ThresholdEvaluator
 from core.rules import (
     AbsenceRule,
+    ClockSkewRule,
     CorrelationRule,
     CountRule,
     EventRule,
@@ -40,6 +42,8 @@ def build_evaluator(rule: Rule) -> Evaluator:
         return RateEvaluator(rule)
     if isinstance(rule, AbsenceRule):
         return AbsenceEvaluator(rule)
+    if isinstance(rule, ClockSkewRule):
+        return ClockSkewEvaluator(rule)
     if isinstance(rule, CountRule):
         return CountEvaluator(rule)
     if isinstance(rule, EventRule):
@@ -61,6 +65,7 @@ class Engine:
         self._by_event: dict[str, list[Evaluator]] = {}
         self._watchers: dict[str, list[EventEvaluator]] = {}
         self._absence: list[AbsenceEvaluator] = []
+        self._clocks: list[ClockSkewEvaluator] = []
         for evaluator in self.evaluators.values():
             for metric in evaluator.metrics():
                 self._by_metric.setdefault(metric, []).append(evaluator)
@@ -71,6 +76,8 @@ class Engine:
                     self._watchers.setdefault(metric, []).append(evaluator)
             if isinstance(evaluator, AbsenceEvaluator):
                 self._absence.append(evaluator)
+            if isinstance(evaluator, ClockSkewEvaluator):
+                self._clocks.append(evaluator)
         # Readings of other metrics are not even arranged (observations(metrics=...)).
         self.metrics: frozenset[str] = frozenset(self._by_metric) | frozenset(self._watchers)
 
@@ -85,10 +92,19 @@ class Engine:
         self, batch: Observations, state: EngineState, now: float
     ) -> tuple[list[AlertChange], EngineState]:
         ctx = Context(self.directory, now, state)
+        if batch.links:
+            self._links(state, ctx, batch.links)
         if batch.seen:
             state.presence.update(batch.seen)
+            down = state.links_down
+            for device_id, ts in batch.seen.items() if down else ():
+                if ts > down.get(device_id, ts):
+                    del down[device_id]  # data sent after the Will: the link is back
             for absence in self._absence:
                 absence.seen(self._rs(state, absence), batch.seen, ctx)
+        if batch.ahead:
+            for clock in self._clocks:
+                clock.on_ahead(self._rs(state, clock), batch.ahead, ctx)
         for event in batch.events:
             for evaluator in self._by_event.get(event.event, ()):
                 if evaluator.applies(event.device):
@@ -101,6 +117,24 @@ class Engine:
             if watchers:
                 self._watch(state, ctx, metric, group.device_ids, group.ts, group.values, watchers)
         return ctx.changes, state
+
+    def _links(
+        self, state: EngineState, ctx: Context, links: dict[str, tuple[bool, float]]
+    ) -> None:
+        """Status messages (a Last Will is one): down now, or back."""
+        down = state.links_down
+        back: dict[str, float] = {}
+        for device_id, (online, at) in links.items():
+            if not online:
+                down[device_id] = at
+            elif down.pop(device_id, None) is not None:
+                back[device_id] = at
+        # A reconnect after a Will we saw is a sign of life, or silence since before
+        # the link was cut would raise the moment the link alert resolves. Other
+        # online statuses are not: a retained one is re-sent on every resubscribe.
+        state.presence.update(back)
+        for absence in self._absence:
+            absence.links(self._rs(state, absence), links, ctx)
 
     def _watch(
         self,
@@ -125,14 +159,18 @@ class Engine:
             last[device_id, metric] = value
 
     def tick(
-        self, state: EngineState, now: float, *, absence: bool = True
+        self, state: EngineState, now: float, *, absence: bool = True, links: bool | None = None
     ) -> tuple[list[AlertChange], EngineState]:
         """Let time pass with no new data: timers, windows, follow-ups, and absence unless
-        the caller knows that silence means nothing now (intake stalled)."""
+        the caller knows that silence means nothing now (intake stalled). Lost links
+        (``links``, default as ``absence``) need no backlog drained: a Will is news."""
         ctx = Context(self.directory, now, state)
         for evaluator in self.evaluators.values():
             if absence or not isinstance(evaluator, AbsenceEvaluator):
                 evaluator.tick(self._rs(state, evaluator), ctx)
+        if (absence if links is None else links) and state.links_down:
+            for lost in self._absence:
+                lost.links_lost(self._rs(state, lost), ctx)
         return ctx.changes, state
 
     # -- restart -----------------------------------------------------------------

@@ -6,6 +6,7 @@ numpy vectorises); datetimes exist only at its edges.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,6 +113,10 @@ class Observations:
     seen: dict[str, float] = field(default_factory=dict)
     # Devices not in the directory (registered since it was loaded).
     unknown: set[str] = field(default_factory=set)
+    # How far each device's clock ran ahead of receipt (s, worst in the batch; may be < 0).
+    ahead: dict[str, float] = field(default_factory=dict)
+    # The last status per device in the batch (broker order): (online, received at).
+    links: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
 
 def _event_time(ts: datetime, received_at: datetime) -> float:
@@ -133,6 +138,7 @@ def observations(
     obs = Observations()
     groups = obs.readings
     seen = obs.seen
+    ahead = obs.ahead
     for device_id, readings, event in items:
         info = directory.get(device_id)
         if info is None:
@@ -147,6 +153,9 @@ def observations(
             if r.ts is not stamp or r.received_at is not received:
                 stamp, received = r.ts, r.received_at
                 t = _event_time(stamp, received)
+                offset = (stamp - received).total_seconds()
+                if offset > ahead.get(device_id, -math.inf):
+                    ahead[device_id] = offset
                 if t > newest:
                     newest = t
             metric = r.metric
@@ -160,6 +169,9 @@ def observations(
             group.values.append(r.value)
         if event is not None:
             t = _event_time(event.ts, event.received_at)
+            offset = (event.ts - event.received_at).total_seconds()
+            if offset > ahead.get(device_id, -math.inf):
+                ahead[device_id] = offset
             obs.events.append(EventObs(info, event.event, t, event.data))
             if t > newest:
                 newest = t

@@ -38,12 +38,12 @@ from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
 from core.errors import ServiceUnavailable
-from core.models import DeviceEvent, Reading
+from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic
 
-__all__ = ["AlertListener"]
+__all__ = ["AlertListener", "link_statuses"]
 
 _LOG = logging.getLogger(__name__)
 # The directory is re-read this often, and on an unknown device at most this often.
@@ -72,7 +72,23 @@ class Committed(Protocol):
     device_id: str
     readings: list[Reading]
     event: DeviceEvent | None
+    status: DeviceStatus | None
     received_at: datetime | None
+
+
+def link_statuses(accepted: Sequence[Committed]) -> dict[str, tuple[bool, float]]:
+    """The last status of each device in the batch, in the broker's order. A clean
+    goodbye is no lost link: silence decides about that device from then on."""
+    links: dict[str, tuple[bool, float]] = {}
+    for a in accepted:
+        s = a.status
+        if s is None:
+            continue
+        if s.clean and not s.online:
+            links.pop(a.device_id, None)
+        else:
+            links[a.device_id] = (s.online, s.received_at.timestamp())
+    return links
 
 
 class AlertListener:
@@ -188,6 +204,7 @@ class AlertListener:
         self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
         if initial:
             self.state.presence.update(seen)
+            self.state.links_down.update(self.store.run(catalog.links_down))
         self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
 
     def _reload_maintenance(self, now: float) -> None:
@@ -265,6 +282,7 @@ class AlertListener:
                     self.engine.directory,
                     self.engine.metrics,
                 )
+            obs.links = link_statuses(accepted)
             self._evaluate(obs, now.timestamp())
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
             if newest is not None and (self._watermark is None or newest > self._watermark):
@@ -326,7 +344,12 @@ class AlertListener:
         if self._due.get("tick", 0.0) > mono:
             return
         self._due["tick"] = mono + self.settings.tick_s
-        changes, self.state = self.engine.tick(self.state, now, absence=self._absence_allowed(mono))
+        changes, self.state = self.engine.tick(
+            self.state,
+            now,
+            absence=self._absence_allowed(mono),
+            links=self.healthy() and not self._pending,
+        )
         self._pending.extend(changes)
         self._flush()
         if self._due.get("visits", 0.0) <= mono:

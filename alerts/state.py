@@ -118,6 +118,8 @@ class EngineState:
     presence: Presence = field(default_factory=Presence)
     # Latest value of metrics that follow-ups watch, per (device, metric).
     last_values: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Devices whose Last Will (or offline status) came with nothing since: when.
+    links_down: dict[str, float] = field(default_factory=dict)
 
     def rule(self, rule_id: str, factory: Callable[[], RuleState[Any]]) -> RuleState[Any]:
         found = self.rules.get(rule_id)

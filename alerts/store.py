@@ -416,10 +416,13 @@ class AlertStore:
             if row[0] < self.flood_threshold:
                 continue
             group = self._flood_alert(conn, community, int(row[0]), batch)
+            # The count is the rate (resolved ones were raised too); only alerts still
+            # open or acknowledged join the group: a resolved one needs no attention.
             members = conn.execute(
                 "UPDATE alerts SET group_id = %s, updated_at = clock_timestamp()"
                 " WHERE community_id = %s AND raised_at > %s AND rule_id <> %s"
-                " AND group_id IS NULL AND state <> 'suppressed' AND severity <> 'critical'"
+                " AND group_id IS NULL AND state IN ('open', 'acknowledged')"
+                " AND severity <> 'critical'"
                 " RETURNING id",
                 (group, community, since, FLOOD_RULE),
             ).fetchall()

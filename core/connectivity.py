@@ -9,10 +9,12 @@ Three signals, each incomplete on its own:
 - silence: no data for ``INACTIVITY_FACTOR`` expected intervals is offline, even
   if the last status said online (a hung device keeps its TCP session alive).
 
-A reconnect followed by a late offline message (the old session's Will delivered
-after the new session's online) must not flip the device back: the ingest writer
-keeps only a status newer than the one held (by the message's ``ts``), and here
-data received after an offline status overrides it.
+Status messages of one device are ordered by the broker (our receive time),
+never by a ``ts`` inside them: a Will is composed at connect time, so its ``ts``
+is older than the online status that followed, yet when the broker publishes it
+the link is gone. The ingest writer keeps the status received last, and here
+data received after an offline status overrides it. Freshness uses device time
+capped at receipt (``core.clock``), so a fast clock cannot keep a device "online".
 
 Pure: the caller passes ``now``, so a test controls the clock.
 """

@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from core.errors import RejectedMessage, RejectReason
+from core.events import is_known_event
 from core.limits import (
     EARLIEST,
     EARLIEST_S,
@@ -273,9 +274,16 @@ def decode(
     if topic.channel is Channel.EVENT:
         env = _validate(EventEnvelope, payload)
         _check_data(env.data)
+        if not is_known_event(topic.device_class, env.event):
+            raise RejectedMessage(
+                RejectReason.UNKNOWN_EVENT,
+                f"{env.event!r} is not an event of class {topic.device_class!r}",
+            )
         ts = _timestamp(env.ts, received_at, limits)
         event = DeviceEvent(topic.device_id, env.event, ts, env.data, env.seq, received_at)
         return Decoded(topic, event=event)
     status = _validate(StatusEnvelope, payload)
     ts = received_at if status.ts is None else _timestamp(status.ts, received_at, limits)
-    return Decoded(topic, status=DeviceStatus(topic.device_id, status.online, ts, received_at))
+    return Decoded(
+        topic, status=DeviceStatus(topic.device_id, status.online, ts, received_at, status.clean)
+    )

@@ -39,6 +39,7 @@ class RejectReason(StrEnum):
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     UNKNOWN_METRIC = "unknown_metric"
+    UNKNOWN_EVENT = "unknown_event"
     FUTURE_TIMESTAMP = "future_timestamp"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNKNOWN_DEVICE = "unknown_device"

@@ -69,6 +69,9 @@ class StatusEnvelope(BaseModel):
 
     online: StrictBool
     ts: Timestamp | None = None
+    # A goodbye the device sends before a deliberate DISCONNECT; a Last Will leaves
+    # it out, so an offline status without it means the link was lost.
+    clean: StrictBool = False
 
 
 class DeviceState(StrEnum):
@@ -117,3 +120,4 @@ class DeviceStatus:
     online: bool
     ts: datetime
     received_at: datetime
+    clean: bool = False  # a deliberate goodbye, not a lost link

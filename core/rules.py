@@ -23,12 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from core.events import EVENTS
 from core.metrics import DEVICE_CLASSES, METRICS
 
 __all__ = [
     "SEVERITIES",
     "AbsenceRule",
     "AlertState",
+    "ClockSkewRule",
     "CorrelationRule",
     "CountRule",
     "EventRule",
@@ -174,6 +176,17 @@ def _check_metric(metric: str, scope: Scope) -> None:
         raise ValueError(f"metric {metric!r} is not reported by {where}")
 
 
+def _check_events(events: tuple[str, ...], scope: Scope) -> None:
+    """A rule listening for an event no device of its scope sends would never fire."""
+    classes = [scope.device_class] if scope.device_class else sorted(EVENTS)
+    for event in events:
+        if not any(event in EVENTS[c] for c in classes):
+            where = f"class {scope.device_class!r}" if scope.device_class else "any device class"
+            raise ValueError(
+                f"event {event!r} is not sent by {where} (see the event catalogue, core/events.py)"
+            )
+
+
 Comparison = Literal[">", ">=", "<", "<="]
 
 
@@ -247,6 +260,32 @@ class AbsenceRule(_Base):
     # Messages in a row, after the device is back, before the alert clears:
     # a device on the edge of its deadline does not flap open/resolved.
     min_clears: Annotated[int, Field(ge=1, le=100)] = 2
+    # Silence multiple per device class, where it differs from ``intervals``.
+    class_intervals: dict[str, Annotated[float, Field(ge=1, le=100)]] = Field(default_factory=dict)
+    # A Last Will (link lost) raises the alert after this grace, for these classes,
+    # instead of waiting for silence; a reconnect within it raises nothing.
+    link_loss_grace: Duration = Field(default=60.0, ge=0)
+    link_loss_classes: tuple[str, ...] = ("fire", "access", "wearable")
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> AbsenceRule:
+        for cls in (*self.class_intervals, *self.link_loss_classes):
+            if cls not in DEVICE_CLASSES:
+                raise ValueError(
+                    f"unknown device class {cls!r}: one of {', '.join(sorted(DEVICE_CLASSES))}"
+                )
+        return self
+
+    def intervals_for(self, device_class: str) -> float:
+        return self.class_intervals.get(device_class, self.intervals)
+
+
+class ClockSkewRule(_Base):
+    """A device clock more than ``max_ahead`` ahead of the receive time: one alert per
+    device; clears when a batch brings its messages all within the clock tolerance."""
+
+    type: Literal["clock_skew"] = "clock_skew"
+    max_ahead: Duration = Field(default=300.0, gt=0)
 
 
 Match = dict[str, Any]
@@ -271,6 +310,11 @@ class CountRule(_Base):
     window: Duration = Field(gt=0)
     # Subject: the device, or the device plus a field of the event data (e.g. "door").
     group_by: str | None = None
+
+    @model_validator(mode="after")
+    def _known_event(self) -> CountRule:
+        _check_events((self.event,), self.scope)
+        return self
 
 
 class FollowUp(BaseModel):
@@ -302,6 +346,12 @@ class EventRule(_Base):
     # Events that end the condition (e.g. alarm_cleared, geofence_enter).
     clear_events: tuple[EventName, ...] = ()
 
+    @model_validator(mode="after")
+    def _known_events(self) -> EventRule:
+        cancel = self.followup.cancel_events if self.followup is not None else ()
+        _check_events((*self.events, *self.clear_events, *cancel), self.scope)
+        return self
+
 
 class CorrelationRule(_Base):
     """``min_devices`` independent devices of one building (or community) within ``window``:
@@ -316,9 +366,20 @@ class CorrelationRule(_Base):
     single_title: str | None = None
     clear_events: tuple[EventName, ...] = ()
 
+    @model_validator(mode="after")
+    def _known_events(self) -> CorrelationRule:
+        _check_events((*self.events, *self.clear_events), self.scope)
+        return self
+
 
 Rule = Annotated[
-    ThresholdRule | RateRule | AbsenceRule | CountRule | EventRule | CorrelationRule,
+    ThresholdRule
+    | RateRule
+    | AbsenceRule
+    | ClockSkewRule
+    | CountRule
+    | EventRule
+    | CorrelationRule,
     Field(discriminator="type"),
 ]
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)

@@ -9,7 +9,8 @@ or ``needs_follow_up``); ``not_at_home`` is recorded as an attempt only.
 The city's KPI (monthly visit rate, 月探访率) is the share of residents under a
 policy who were visited at least once in the month. ``policy_met`` is stricter:
 a weekly resident must be seen in every week (Monday to Sunday) that began in
-the month and has ended.
+the month and has ended within it, and is not "met" before the first such week
+has ended.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def resident_status(
     missed: tuple[date, ...] = ()
     if policy is Policy.WEEKLY:
         missed_list: list[date] = []
+        judged = 0
         current_open = False
         for monday in _weeks(month):
             w_start = _midnight(monday, tz)
@@ -168,13 +170,17 @@ def resident_status(
             if w_start > horizon:
                 break
             hit = any(w_start <= t < w_end for t in seen)
-            if w_end <= now:
+            # Judged only once ended, and only if it ends within the month: a week
+            # running into the next month is that month's to judge with its visits.
+            if w_end <= now and w_end <= end:
+                judged += 1
                 if not hit:
                     missed_list.append(monday)
-            elif not hit:
+            elif not hit and w_end > now:
                 current_open = True
         missed = tuple(missed_list)
-        met = not missed
+        # No week judged yet (the first has not ended) is not "met": nothing is proven.
+        met = judged > 0 and not missed
         if missed:
             standing = Standing.MISSED if over else Standing.OVERDUE
         elif current_open or (not seen and not over):

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from core.clock import CLOCK_TOLERANCE_S, fresh_time
 from core.errors import RejectReason, ServiceUnavailable
 from core.models import Reading
 from core.storage import StoragePath
@@ -54,9 +55,9 @@ WITH ins AS (
 ), newest AS (
     INSERT INTO latest AS l (device_id, metric, community_id, ts, value, received_at)
     SELECT DISTINCT ON (ins.device_id, ins.metric)
-           ins.device_id, ins.metric, d.community_id, ins.ts, ins.value, ins.received_at
+           ins.device_id, ins.metric, d.community_id, {fresh_ts}, ins.value, ins.received_at
       FROM ins JOIN devices AS d ON d.id = ins.device_id
-     ORDER BY ins.device_id, ins.metric, ins.ts DESC
+     ORDER BY ins.device_id, ins.metric, {fresh_ts} DESC
         ON CONFLICT (device_id, metric) DO UPDATE
        SET community_id = excluded.community_id, ts = excluded.ts, value = excluded.value,
            received_at = excluded.received_at
@@ -65,6 +66,9 @@ WITH ins AS (
 # Plain PostgreSQL only: the hours this batch wrote into, for the rollup refresh
 # (core.storage_layout.refresh_rollups). One or two rows per batch instead of an
 # upsert per reading: upserting rollups per batch cost ~20 us a reading here.
+# Clock clamp (core.clock): a device clock running ahead must not pin ``latest`` in
+# the future, where correct readings would never replace it.
+_FRESH_TS = f"LEAST(ins.ts, ins.received_at + interval '{CLOCK_TOLERANCE_S} seconds')"
 _DIRTY = """, dirty AS (
     INSERT INTO rollup_dirty (hour) SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM ins
 )"""
@@ -74,6 +78,7 @@ _COUNT = " SELECT count(*) FROM ins"
 def merge_statement(path: StoragePath, *, on_conflict: bool) -> bytes:
     """The statement that moves the staged rows into storage; returns rows inserted."""
     text = _INSERTED + (_DIRTY if path is StoragePath.POSTGRESQL else "") + _COUNT
+    text = text.replace("{fresh_ts}", _FRESH_TS)
     return text.replace("{conflict}", "ON CONFLICT DO NOTHING" if on_conflict else "").encode()
 
 
@@ -101,8 +106,10 @@ UPDATE devices AS d
    AND (d.last_seen IS NULL OR v.seen > d.last_seen
         OR d.last_received_at IS NULL OR v.received > d.last_received_at)
 """
-# A status older than the one we hold (an offline Will delivered after the
-# device came back) must not flip the device.
+# Status ordering is the broker's order (our receive time), never the device's
+# ``ts``: a Will carries the time it was set at connect, older than the online
+# status that followed, yet it is the newer news. The guard keeps a status
+# redelivered after a newer one (a reconnect of ours) from flipping the device.
 _STATUS = """
 UPDATE devices SET online = %s, status_at = %s
  WHERE id = %s AND (status_at IS NULL OR status_at <= %s)
@@ -255,24 +262,25 @@ class BatchWriter:
         for a in accepted:
             if a.device_time is None or a.received_at is None:
                 continue
+            device_time = fresh_time(a.device_time, a.received_at)  # a fast clock: core.clock
             prev = seen.get(a.device_id)
             if prev is None:
-                seen[a.device_id] = (a.device_time, a.received_at)
+                seen[a.device_id] = (device_time, a.received_at)
             else:
-                seen[a.device_id] = (max(prev[0], a.device_time), max(prev[1], a.received_at))
+                seen[a.device_id] = (max(prev[0], device_time), max(prev[1], a.received_at))
         if seen:
             with cur.copy(_COPY_SEEN) as copy:
                 copy.set_types(_SEEN_TYPES)
                 for device_id in sorted(seen):  # a stable order avoids deadlocks between workers
                     copy.write_row((device_id, *seen[device_id]))
             cur.execute(_LAST_SEEN)
-        # Sorted too; the status_at guard makes the order of one device's statuses moot.
+        # By device for a stable lock order; the sort is stable, so one device's
+        # statuses keep the broker's order and the last one received wins.
         statuses = sorted(
-            (a.status for a in accepted if a.status is not None),
-            key=lambda s: (s.device_id, s.ts),
+            (a.status for a in accepted if a.status is not None), key=lambda s: s.device_id
         )
         for s in statuses:
-            cur.execute(_STATUS, (s.online, s.ts, s.device_id, s.ts))
+            cur.execute(_STATUS, (s.online, s.received_at, s.device_id, s.received_at))
 
     # -- bisection ------------------------------------------------------------
 

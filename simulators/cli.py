@@ -25,12 +25,12 @@ from core.models import Device
 from core.settings import Settings
 from simulators.community import demo_devices
 from simulators.connection import Protocol
-from simulators.credentials import load_credentials
+from simulators.credentials import load_credentials, write_credentials
 from simulators.faults import FAULT_KINDS, build_fault
 from simulators.fleet import PER_DEVICE_AUTO_MAX, PER_DEVICE_CONNECTIONS_MAX
 from simulators.injector import inject_faults
 from simulators.population import generate_community
-from simulators.registration import register_devices
+from simulators.registration import issue_credentials, register_devices
 from simulators.roster import RosterEntry, read_roster, write_roster
 from simulators.runner import run_simulation
 from simulators.stats import Progress, SimulationStats
@@ -172,6 +172,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="register the community and its devices in the database (SC_DATABASE_URL)",
     )
     roster.add_argument(
+        "--credentials-out",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="with --register: where the MQTT passwords issued to new devices go "
+        "(default: ./<community>-credentials.csv; pass it as --credentials to log in with them)",
+    )
+    roster.add_argument(
         "--no-run",
         action="store_true",
         help="generate, write and register, then exit without publishing",
@@ -261,6 +269,17 @@ def _roster(args: argparse.Namespace) -> list[RosterEntry]:
             url, [d for d, _ in entries], buildings={d.id: b for d, b in entries}
         )
         print(f"registered {done.new} new of {done.devices} devices")
+        # As the registry does for an installer: each device gets its own MQTT password,
+        # so `smartcommunity broker export` can let it log in as itself.
+        issued = issue_credentials(url, [d.id for d, _ in entries])
+        if issued:
+            out = args.credentials_out or Path(f"{args.community}-credentials.csv")
+            write_credentials(out, issued)
+            print(
+                f"issued MQTT credentials to {len(issued)} devices: {out} "
+                "(then `smartcommunity broker export`; simulate with --credentials on a "
+                "broker that makes each device log in)"
+            )
     return entries
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from simulators.connection import BrokerAddress
 
-__all__ = ["DeviceCredentials", "address_for", "load_credentials"]
+__all__ = ["DeviceCredentials", "address_for", "load_credentials", "write_credentials"]
 
 _FIELDS = ("device_id", "username", "password")
 
@@ -47,6 +47,19 @@ def load_credentials(path: Path) -> dict[str, DeviceCredentials]:
             username = (row.get("username") or "").strip() or device_id
             found[device_id] = DeviceCredentials(username=username, password=password)
     return found
+
+
+def write_credentials(path: Path, passwords: Mapping[str, str]) -> None:
+    """Append ``device_id,username,password`` rows (the file ``load_credentials`` reads),
+    readable by the owner only: it holds the only plaintext copy of the passwords."""
+    new = not path.exists()
+    path.touch(mode=0o600, exist_ok=True)
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(_FIELDS)
+        for device_id, password in sorted(passwords.items()):
+            writer.writerow((device_id, device_id, password))
 
 
 def address_for(

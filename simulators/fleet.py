@@ -23,6 +23,7 @@ from simulators.credentials import DeviceCredentials, address_for
 from simulators.model import DeviceModel, Metrics, SimEvent
 
 __all__ = [
+    "GOODBYE",
     "OFFLINE",
     "ONLINE",
     "PER_DEVICE_AUTO_MAX",
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 ONLINE = orjson.dumps({"online": True})
-OFFLINE = orjson.dumps({"online": False})
+OFFLINE = orjson.dumps({"online": False})  # the Last Will: the link was lost
+GOODBYE = orjson.dumps({"online": False, "clean": True})  # a deliberate disconnect
 # Each connection costs a paho network thread and a socket; past this, run
 # several simulator processes instead.
 PER_DEVICE_CONNECTIONS_MAX = 200

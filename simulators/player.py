@@ -32,7 +32,7 @@ from core.topics import Channel, device_topic
 from simulators.connection import BrokerAddress, Protocol, Will, connect_client, negotiate_protocol
 from simulators.credentials import DeviceCredentials, address_for
 from simulators.devices import build_model
-from simulators.fleet import OFFLINE, ONLINE, event_payload, telemetry_payload
+from simulators.fleet import GOODBYE, OFFLINE, ONLINE, event_payload, telemetry_payload
 from simulators.model import COMMUNITY_TZ, DeviceModel, Metrics, SimEvent
 from simulators.population import PlacedDevice
 from simulators.scenario import BoundScenario, Step
@@ -295,7 +295,7 @@ class Player:
         """Offline statuses for devices still connected, PUBACKs awaited, links closed."""
         for actor in self._actors.values():
             if actor.client is not None and clean:
-                self._publish(actor, Channel.STATUS, OFFLINE, retain=True)
+                self._publish(actor, Channel.STATUS, GOODBYE, retain=True)
         if clean:
             self.flush()
         for actor in self._actors.values():

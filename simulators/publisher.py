@@ -1,12 +1,14 @@
 """Publishing simulated devices to a broker at a paced aggregate rate.
 
 Devices get a retained ``{"online": true}`` at start and, on a clean stop,
-``{"online": false}``; telemetry and events go out with QoS 1 and count as
-published only once the broker acknowledges them. Connections: ``fleet``.
+``{"online": false, "clean": true}`` (a goodbye, not a lost link); telemetry
+and events go out with QoS 1 and count as published only once the broker
+acknowledges them. Connections: ``fleet``.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import random
@@ -27,7 +29,7 @@ from simulators.connection import BrokerAddress, Protocol
 from simulators.credentials import DeviceCredentials
 from simulators.devices import build_model
 from simulators.fleet import (
-    OFFLINE,
+    GOODBYE,
     ONLINE,
     PER_DEVICE_AUTO_MAX,
     PER_DEVICE_CONNECTIONS_MAX,
@@ -58,6 +60,9 @@ MAX_INFLIGHT = 20
 BURST_MAX = 500
 # Shortest pacing sleep; shorter sleeps overshoot and cost more than they save.
 MIN_SLEEP_S = 0.002
+# Each report of a device comes its interval +- this share after the last (clock
+# drift and radio retries of a real fleet).
+JITTER = 0.05
 # How long the end of a run waits for the broker to confirm what was sent.
 DRAIN_TIMEOUT_S = 30.0
 _ACCEPTED = frozenset({mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN})  # NO_CONN: queued for resend
@@ -71,8 +76,10 @@ class Simulator:
     """Runs ``devices`` against a broker until a duration, a telemetry count, or ``stop()``.
 
     ``rate`` is telemetry messages a second across all devices, taken in turn;
-    None means each device at its own ``expected_interval_s``, ``math.inf`` as
-    fast as the broker confirms. Events ride along when the models produce them.
+    None means each device at its own ``expected_interval_s`` (first reports
+    spread over one interval, then every interval with +-``JITTER`` so that the
+    fleet does not beat in step), ``math.inf`` as fast as the broker confirms.
+    Events ride along when the models produce them.
     ``seq`` counts per device from ``seq_start`` (default: the start time in ms).
     """
 
@@ -120,6 +127,8 @@ class Simulator:
         # Interleave the classes so that any stretch of the stream looks like the whole.
         random.Random(seed).shuffle(members)  # noqa: S311 - simulation, not secrets
         self._members = members
+        self._own_intervals = rate is None
+        self._rng = random.Random(seed)  # noqa: S311 - simulation, not secrets
         self._rate = rate if rate is not None else sum(1 / d.expected_interval_s for d in devices)
         self._duration_s = duration_s
         self._max_messages = max_messages
@@ -179,11 +188,14 @@ class Simulator:
                 self._publish(member, member.status_topic, ONLINE, retain=True)
                 self._statuses += 1
             started = time.monotonic()
-            self._pace(started)
+            if self._own_intervals:
+                self._pace_own(started)
+            else:
+                self._pace(started)
             elapsed = time.monotonic() - started
             if self._mark_offline:
                 for member in self._members:
-                    self._publish(member, member.status_topic, OFFLINE, retain=True)
+                    self._publish(member, member.status_topic, GOODBYE, retain=True)
                     self._statuses += 1
             self._drain()
         finally:
@@ -229,6 +241,40 @@ class Simulator:
             for _ in range(min(due, BURST_MAX)):
                 self._emit(members[turn], wall, wall_ms)
                 turn = (turn + 1) % count
+
+    def _pace_own(self, started: float) -> None:
+        """Each device at its own interval: a heap of (next due, member)."""
+        rng, limit = self._rng, self._max_messages
+        deadline = started + self._duration_s if self._duration_s is not None else math.inf
+        next_report, last = started + self._progress_interval_s, (started, 0)
+        due: list[tuple[float, int]] = [
+            (started + rng.uniform(0, m.device.expected_interval_s), i)
+            for i, m in enumerate(self._members)
+        ]
+        heapq.heapify(due)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= deadline or (limit is not None and self._telemetry >= limit):
+                return
+            if now >= next_report:
+                last = self._report(now, started, last)
+                next_report = now + self._progress_interval_s
+            if due[0][0] > now:
+                self._stop.wait(
+                    max(min(due[0][0] - now, deadline - now, next_report - now), MIN_SLEEP_S)
+                )
+                continue
+            wall = self._clock()
+            wall_ms = int(wall.timestamp() * 1000)
+            for _ in range(BURST_MAX):
+                at, index = due[0]
+                if at > now or (limit is not None and self._telemetry >= limit):
+                    break
+                member = self._members[index]
+                self._emit(member, wall, wall_ms)
+                interval = member.device.expected_interval_s
+                # From the due time, not from now: a late report does not shift the rest.
+                heapq.heapreplace(due, (at + interval * rng.uniform(1 - JITTER, 1 + JITTER), index))
 
     def _emit(self, member: Member, wall: datetime, wall_ms: int) -> None:
         # Strictly increasing per device, telemetry and events alike: storage keys

@@ -8,21 +8,54 @@ rows are left as they are: registering twice is harmless.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import psycopg
 
 from core.models import Device
+from core.passwords import hash_password, new_secret
 from simulators.scenario import BoundScenario
 
-__all__ = ["Registered", "register_devices", "register_scenario", "retire_scenario"]
+__all__ = [
+    "Registered",
+    "issue_credentials",
+    "register_devices",
+    "register_scenario",
+    "retire_scenario",
+]
+
+
+# How long retiring waits for the pipeline to store the cast's offline statuses.
+RETIRE_SETTLE_S = 15.0
+RETIRE_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Registered:
     devices: int
     new: int
+
+
+def issue_credentials(url: str, device_ids: Iterable[str]) -> dict[str, str]:
+    """MQTT passwords for the devices that have none yet, as the registry issues them
+    (only the hash is stored); returns device id -> password, the only plaintext copy."""
+    issued: dict[str, str] = {}
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM devices WHERE id = ANY(%s) AND mqtt_password_hash IS NULL"
+            " AND state <> 'decommissioned' ORDER BY id FOR UPDATE",
+            (list(device_ids),),
+        )
+        for (device_id,) in cur.fetchall():
+            issued[str(device_id)] = new_secret()
+        cur.executemany(
+            "UPDATE devices SET mqtt_password_hash = %s, credentials_rotated_at = now(),"
+            " updated_at = now() WHERE id = %s",
+            [(hash_password(password), device_id) for device_id, password in issued.items()],
+        )
+    return issued
 
 
 def _has_building_column(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
@@ -108,14 +141,30 @@ def register_scenario(url: str, bound: BoundScenario) -> Registered:
     )
 
 
-def retire_scenario(url: str, bound: BoundScenario) -> None:
+def retire_scenario(url: str, bound: BoundScenario, *, settle_s: float = RETIRE_SETTLE_S) -> None:
     """Decommission a finished run's devices: silent from now on, they must not page anyone.
+
+    First wait (at most ``settle_s``) until the pipeline has stored the cast's
+    last words: every device that said online has said offline (its clean-stop
+    status or its Last Will). Retired before that, those would be dead letters
+    ``device_decommissioned`` on every run. Without a pipeline running, the wait
+    simply ends at the bound.
 
     One row per statement, each committed at once: the ingest writer is
     updating these rows too (the cast's last words and offline statuses), and a
     statement that locks several of them in its own order can deadlock with it.
     """
     with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM devices WHERE community_id = %s"
+                " AND state <> 'decommissioned' AND online IS TRUE",
+                (bound.community.id,),
+            ).fetchone()
+            if row is None or row[0] == 0:
+                break
+            time.sleep(RETIRE_POLL_S)
         ids = conn.execute(
             "SELECT id FROM devices WHERE community_id = %s ORDER BY id", (bound.community.id,)
         ).fetchall()

@@ -92,6 +92,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return main_from_args(args)
 
 
+def cmd_week(args: argparse.Namespace) -> int:
+    from smartcommunity.week import run_week
+
+    if args.devices < 1 or args.days <= 0 or args.operators < 1:
+        print("--devices, --days and --operators must be positive", file=sys.stderr)
+        return 2
+    report = run_week(
+        devices=args.devices,
+        days=args.days,
+        seed=args.seed,
+        operators=args.operators,
+        on_day=lambda day: print(f"day {day} done", file=sys.stderr, flush=True),
+    )
+    print(report.render())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smartcommunity", description="Community safety and care device platform."
@@ -128,6 +145,16 @@ def _parser() -> argparse.ArgumentParser:
     else:
         add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    week = sub.add_parser(
+        "week",
+        help="a simulated week in minutes: routine, scripted incidents, and the alarm report",
+    )
+    week.add_argument("--devices", type=int, default=2000, help="about this many (default 2000)")
+    week.add_argument("--days", type=float, default=7.0, help="virtual days (default 7)")
+    week.add_argument("--seed", type=int, default=1)
+    week.add_argument("--operators", type=int, default=1, help="operators sharing the alarms")
+    week.set_defaults(func=cmd_week)
     register_all(sub, db)
     return parser
 

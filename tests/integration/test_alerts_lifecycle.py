@@ -262,6 +262,30 @@ def test_a_flood_becomes_one_grouped_alert_and_critical_ones_stay_apart(
     store.close()
 
 
+def test_a_flood_groups_only_alerts_still_open(fresh_database_url: str) -> None:
+    setup_devices(fresh_database_url, "c1", [(f"w{n}", "wearable", None) for n in range(5)])
+    store = AlertStore(url=fresh_database_url, worker="w", flood_threshold=4, flood_window_s=600)
+    now = T0.timestamp()
+    auto = parse_rule({**SOS, "id": "auto", "auto_resolve": True})
+
+    def raise_or_clear(kind: ChangeKind, device: str, at: float) -> AlertChange:
+        return AlertChange(kind, auto, f"device:{device}", "c1", at, Severity.MAJOR, "A", device)
+
+    store.apply([raise_or_clear(ChangeKind.RAISE, f"w{n}", now + n) for n in range(3)], {}, now)
+    store.apply([raise_or_clear(ChangeKind.CLEAR, "w0", now + 5)], {}, now + 5)
+    assert rows(fresh_database_url, "SELECT state FROM alerts WHERE device_id = 'w0'") == [
+        ("resolved",)
+    ]
+    store.apply([raise_or_clear(ChangeKind.RAISE, f"w{n}", now + 10) for n in (3, 4)], {}, now + 10)
+    grouped = rows(
+        fresh_database_url,
+        "SELECT a.device_id FROM alerts a JOIN alerts g ON g.id = a.group_id"
+        " WHERE g.rule_id = 'system.flood' ORDER BY a.device_id",
+    )
+    assert grouped == [("w1",), ("w2",), ("w3",), ("w4",)]  # not the resolved w0
+    store.close()
+
+
 def test_data_the_database_refuses_does_not_hold_up_other_alerts(fresh_database_url: str) -> None:
     setup_devices(fresh_database_url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
     clock = Clock()

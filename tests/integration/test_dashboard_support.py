@@ -135,7 +135,7 @@ def raise_alert(
 ) -> int:
     """Raise through the alert store, as the engine does: history row and pg_notify."""
     rule = parse_rule(
-        {"id": rule_id, "type": "event", "title": title, "severity": severity, "events": ["x"]}
+        {"id": rule_id, "type": "event", "title": title, "severity": severity, "events": ["fault"]}
     )
     when = (at or datetime.now(UTC)).timestamp()
     subject = f"device:{device_id}" if device_id else f"building:{community_id}/{building}"

@@ -95,7 +95,9 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
         f"community/{community}/fire/{device}/telemetry": [good],
         # jsonb refuses NUL: valid JSON the database will not take.
         f"{base}/event": [
-            json.dumps({"ts": now, "event": "sos_pressed", "data": {"n": "a\0b"}}).encode()
+            json.dumps({"ts": now, "event": "sos_pressed", "data": {"n": "a\0b"}}).encode(),
+            # A misspelt SOS: never stored as an event no rule reads.
+            json.dumps({"ts": now, "event": "sos"}).encode(),
         ],
     }
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
@@ -110,7 +112,7 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
             )
             publisher.flush()
             wait_for(
-                lambda: count(fresh_database_url, "SELECT count(*) FROM dead_letters") >= 5,
+                lambda: count(fresh_database_url, "SELECT count(*) FROM dead_letters") >= 6,
                 30,
                 "dead letters",
             )
@@ -128,10 +130,10 @@ def test_bad_messages_become_dead_letters_and_the_pipeline_goes_on(
         f"('bad_json', '{base}/telemetry'), ('bad_payload', '{base}/telemetry'),"
         f"('unknown_device', 'community/{community}/wearable/ghost-{unique_id}/telemetry'),"
         f"('class_mismatch', 'community/{community}/fire/{device}/telemetry'),"
-        f"('database_refused', '{base}/event'))",
+        f"('database_refused', '{base}/event'), ('unknown_event', '{base}/event'))",
     )
-    assert reasons == 5
-    assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 5
+    assert reasons == 6
+    assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 6
     raw = count(
         fresh_database_url,
         "SELECT count(*) FROM dead_letters WHERE payload = '\\x7b6e6f74206a736f6e'::bytea",

@@ -81,13 +81,13 @@ def hostile_corpus(
         (tel, b"[" * 30_000 + b"]" * 30_000, "too_deep"),
         (
             ev,
-            b'{"ts": %d, "event": "sos", "data": %s}' % (now_ms, b"[" * 40 + b"]" * 40),
+            b'{"ts": %d, "event": "sos_pressed", "data": %s}' % (now_ms, b"[" * 40 + b"]" * 40),
             "too_deep",
         ),
         (tel, _json([{"bt": now_s, "n": "x" * 5000, "v": 1}]), "string_too_long"),
         (
             ev,
-            _json({"ts": now_ms, "event": "sos", "data": {"note": "x" * 5000}}),
+            _json({"ts": now_ms, "event": "sos_pressed", "data": {"note": "x" * 5000}}),
             "string_too_long",
         ),
         (
@@ -97,7 +97,7 @@ def hostile_corpus(
         ),
         (
             ev,
-            _json({"ts": now_ms, "event": "sos", "data": {"k": list(range(2000))}}),
+            _json({"ts": now_ms, "event": "sos_pressed", "data": {"k": list(range(2000))}}),
             "too_many_values",
         ),
         (tel, b" " * 70_000 + b"{}", "payload_too_large"),
@@ -118,7 +118,7 @@ def hostile_corpus(
         # Valid JSON the database refuses (jsonb has no NUL): bisected out of its batch.
         (
             ev,
-            _json({"ts": now_ms, "event": "sos", "data": {"note": "a\u0000b"}}),
+            _json({"ts": now_ms, "event": "sos_pressed", "data": {"note": "a\u0000b"}}),
             "database_refused",
         ),
         # A bug this message triggers (a test hook raises in validation).

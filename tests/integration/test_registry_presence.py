@@ -1,10 +1,10 @@
-"""Online and offline through the real pipeline: the retained status, a late Last Will
-after a reconnect, and data that proves a device is back."""
+"""Online and offline through the real pipeline: the retained status, the Last Will
+ordered as the broker delivers it, and data that proves a device is back."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
 import psycopg
@@ -21,7 +21,7 @@ from tests.integration.support import Publisher, pipeline_thread, telemetry, wai
 pytestmark = pytest.mark.integration
 
 
-def test_a_late_will_does_not_flip_a_reconnected_device(
+def test_status_follows_the_brokers_order_not_the_devices_ts(
     database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
     schema.upgrade(database_url)
@@ -45,19 +45,21 @@ def test_a_late_will_does_not_flip_a_reconnected_device(
         try:
             with pipeline_thread(database_url, mqtt_url, f"pipe-{unique_id}", community):
                 connected = datetime.now(UTC)
-                old_session = connected - timedelta(seconds=30)
-                # The new session says online; then the old session's Will (stamped with
-                # that session's connect time, as docs/installer.md asks) arrives late.
-                online = {"online": True, "ts": int(connected.timestamp() * 1000)}
-                late_will = {"online": False, "ts": int(old_session.timestamp() * 1000)}
+                # The Will as devices compose it: stamped at connect, before the online
+                # status that follows. The broker publishes it when the link dies, so it
+                # is the newer news whatever its ts says.
+                will = {"online": False, "ts": int(connected.timestamp() * 1000)}
+                online = {"online": True, "ts": int(connected.timestamp() * 1000) + 500}
                 publisher.publish(status, orjson.dumps(online))
                 publisher.flush()
                 wait_for(lambda: state() is Connectivity.ONLINE, 10, "online")
-                publisher.publish(status, orjson.dumps(late_will))
+                publisher.publish(status, orjson.dumps(will))
                 publisher.flush()
-                time.sleep(1.0)  # several flush intervals: the Will has been processed
-                assert state() is Connectivity.ONLINE
-                # A Will without a time: the broker's delivery is the time, so it wins...
+                wait_for(lambda: state() is Connectivity.OFFLINE, 10, "offline at the Will")
+                # A reconnect: online again, whatever its ts.
+                publisher.publish(status, orjson.dumps({"online": True, "ts": 1_000_000_000_000}))
+                publisher.flush()
+                wait_for(lambda: state() is Connectivity.ONLINE, 10, "online after reconnect")
                 publisher.publish(status, orjson.dumps({"online": False}))
                 publisher.flush()
                 wait_for(lambda: state() is Connectivity.OFFLINE, 10, "offline")

@@ -182,6 +182,12 @@ def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
     assert "ERROR: OperationalError" in sos.table
     assert geofence.error is None
     assert geofence.passed, geofence.table
+    # Retiring waited for the cast's offline statuses: none became a dead letter.
+    with psycopg.connect(fresh_database_url) as conn:
+        late = conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE reason = 'device_decommissioned'"
+        ).fetchone()
+    assert late == (0,)
 
 
 def test_a_run_whose_broker_is_gone_retires_what_it_registered(
@@ -210,3 +216,41 @@ def test_a_run_whose_broker_is_gone_retires_what_it_registered(
             "SELECT DISTINCT state FROM devices WHERE community_id = %s", (bound.community.id,)
         ).fetchall()
     assert states == [("decommissioned",)]
+
+
+def test_retiring_waits_for_the_casts_offline_status(
+    fresh_database_url: str, unique_id: str
+) -> None:
+    schema.upgrade(fresh_database_url)
+    bound = bind(load_scenario(shipped_scenarios()["sos"]), f"{unique_id}-retire")
+    register_scenario(fresh_database_url, bound)
+    member = bound.community.placed[0].device.id
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        conn.execute("UPDATE devices SET online = true, status_at = now() WHERE id = %s", (member,))
+    said_offline = threading.Event()
+
+    def last_words() -> None:
+        # What the pipeline does when the device's offline status (or Will) arrives,
+        # a moment after the run has ended and retiring has begun.
+        said_offline.wait(10)
+        time.sleep(1.0)
+        with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE devices SET online = false, status_at = clock_timestamp() WHERE id = %s",
+                (member,),
+            )
+
+    writer = threading.Thread(target=last_words)
+    writer.start()
+    try:
+        retiring = threading.Thread(target=retire_scenario, args=(fresh_database_url, bound))
+        retiring.start()
+        said_offline.set()
+        retiring.join(30)
+    finally:
+        writer.join(10)
+    with psycopg.connect(fresh_database_url) as conn:
+        row = conn.execute(
+            "SELECT state, decommissioned_at >= status_at FROM devices WHERE id = %s", (member,)
+        ).fetchone()
+    assert row == ("decommissioned", True)  # retired only after its offline status

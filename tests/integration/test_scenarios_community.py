@@ -9,6 +9,8 @@ import psycopg
 import pytest
 
 from core import schema
+from core.passwords import verify_password
+from simulators.credentials import load_credentials
 from simulators.population import generate_community
 from simulators.registration import register_devices
 from simulators.runner import run_simulation
@@ -79,9 +81,27 @@ def test_cli_generates_writes_and_registers(
     monkeypatch.setenv("SC_DATABASE_URL", database_url)
     argv = ["simulate", "--community", unique_id, "--buildings", "2", "--seed", "3"]
     out = tmp_path / "roster"
-    assert main([*argv, "--roster-out", str(out), "--register", "--no-run"]) == 0
+    creds = tmp_path / "credentials.csv"
+    register = ["--register", "--credentials-out", str(creds), "--no-run"]
+    assert main([*argv, "--roster-out", str(out), *register]) == 0
     expected = len(generate_community(unique_id, buildings=2, seed=3).placed)
     registered = f"SELECT count(*) FROM devices WHERE community_id = '{unique_id}'"
     assert count(database_url, registered) == expected
     assert (out / "devices.csv").read_text().count("\n") == expected + 1
     assert (out / "community.json").exists()
+    # Each device got its own MQTT password, as an installer's import gives it: the
+    # broker export leaves none out, and the written password matches the stored hash.
+    issued = load_credentials(creds)
+    assert len(issued) == expected
+    assert creds.stat().st_mode & 0o077 == 0
+    with psycopg.connect(database_url) as conn:
+        hashes: dict[str, str] = dict(
+            conn.execute(
+                "SELECT id, mqtt_password_hash FROM devices WHERE community_id = %s",
+                (unique_id,),
+            ).fetchall()
+        )
+    assert all(verify_password(c.password, hashes[d]) for d, c in issued.items())
+    # Registering again issues nothing new and keeps the passwords that work.
+    assert main([*argv, *register]) == 0
+    assert load_credentials(creds) == issued

@@ -212,3 +212,33 @@ def test_falls_back_to_mqtt_311_on_amqtt(tmp_path: Path, unique_id: str) -> None
             messages = inbox.wait_for(lambda got: len(got) >= stats.sent)
         assert stats.unconfirmed == 0
         assert len(by_channel(messages, Channel.TELEMETRY)) == 20
+
+
+def test_without_a_rate_each_device_reports_at_its_own_interval(
+    mqtt_url: str, unique_id: str
+) -> None:
+    # Three devices at 1, 2 and 4 s: over 8 s about 8, 4 and 2 reports, not the
+    # fleet's total rate served in turn (every device at the same pace).
+    devices = [
+        d.model_copy(update={"expected_interval_s": interval})
+        for d, interval in zip(
+            demo_devices(community_id=unique_id, count=3, seed=2), (1, 2, 4), strict=True
+        )
+    ]
+    simulator = Simulator(
+        devices=devices, mqtt_url=mqtt_url, seed=2, duration_s=8, mark_offline_on_stop=False
+    )
+    with subscribed(mqtt_url, f"community/{unique_id}/+/+/telemetry", f"{unique_id}-s") as inbox:
+        stats = simulator.run()
+        messages = inbox.wait_for(lambda got: len(got) >= stats.telemetry)
+    per_device = {d.id: 0 for d in devices}
+    for message in messages:
+        per_device[parse_topic(message.topic).device_id] += 1
+    elapsed = stats.elapsed_s
+    for device in devices:
+        expected = elapsed / device.expected_interval_s
+        # The first report falls anywhere in the first interval; jitter is 5 %.
+        assert expected - 1.5 <= per_device[device.id] <= expected + 1, (device, per_device)
+    clear_retained(
+        mqtt_url, [f"community/{unique_id}/{d.device_class}/{d.id}/status" for d in devices]
+    )

@@ -223,6 +223,96 @@ class TestAbsence:
         h.feed(T0, [("d1", "battery", T0, 90)])
         assert [c.subject for c in h.tick(T0 + 10_000)] == ["device:d1"]
 
+    @staticmethod
+    def status(h: Harness, now: float, device_id: str, *, online: bool) -> list[AlertChange]:
+        changes, h.state = h.engine.evaluate(
+            Observations(links={device_id: (online, now)}), h.state, now
+        )
+        return changes
+
+    def test_a_last_will_raises_after_the_grace_and_a_reconnect_resolves(self) -> None:
+        h = Harness(self.RULE)  # default grace 60 s, fire/access/wearable
+        h.feed(T0, [("w1", "battery", T0, 90)])  # reports every 10 min
+        assert self.status(h, T0 + 5, "w1", online=False) == []
+        assert h.tick(T0 + 64) == []
+        lost = h.tick(T0 + 66)
+        assert kinds(lost) == [("raise", "device:w1", "minor")]
+        assert lost[0].at == T0 + 65
+        assert lost[0].details["reason"] == "link_lost"
+        assert h.tick(T0 + 3000) == []  # once, and silence adds no second alert
+        back = self.status(h, T0 + 3001, "w1", online=True)
+        assert kinds(back) == [("clear", "device:w1", "minor")]
+        assert h.tick(T0 + 3100) == []
+
+    def test_a_reconnect_storm_raises_nothing(self) -> None:
+        h = Harness(self.RULE)
+        h.feed(T0, [("d1", "battery", T0, 90)])
+        changes: list[AlertChange] = []
+        for k in range(40):  # link drops and comes back every 20 s for 13 minutes
+            t = T0 + 20 * k
+            changes += self.status(h, t, "d1", online=False)
+            changes += h.tick(t + 10)
+            changes += self.status(h, t + 15, "d1", online=True)
+            changes += h.feed(t + 16, [("d1", "battery", t + 16, 90)])
+            changes += h.tick(t + 19)
+        assert changes == []
+
+    def test_data_after_the_will_means_the_link_is_back(self) -> None:
+        h = Harness(self.RULE)
+        h.feed(T0, [("d1", "battery", T0, 90)])
+        self.status(h, T0 + 1, "d1", online=False)
+        h.feed(T0 + 30, [("d1", "battery", T0 + 30, 90)])
+        assert h.tick(T0 + 100) == []
+
+    def test_link_loss_only_for_the_classes_that_need_it(self) -> None:
+        h = Harness({**self.RULE, "link_loss_classes": ["fire"]})
+        h.feed(T0, [("w1", "battery", T0, 90), ("s1", "battery_v", T0, 3.5)])
+        self.status(h, T0, "w1", online=False)
+        self.status(h, T0, "s1", online=False)
+        assert [c.subject for c in h.tick(T0 + 61)] == ["device:s1"]
+
+    def test_silence_multiple_per_class(self) -> None:
+        h = Harness({**self.RULE, "class_intervals": {"access": 10}})
+        h.feed(T0, [("d1", "battery", T0, 90), ("w1", "battery", T0, 90)])
+        assert h.tick(T0 + 599) == []  # d1: 10 x 60 s
+        assert [c.subject for c in h.tick(T0 + 601)] == ["device:d1"]
+        assert [c.subject for c in h.tick(T0 + 1801)] == ["device:w1"]  # w1: 3 x 600 s
+
+
+class TestClockSkew:
+    RULE: ClassVar[dict[str, Any]] = {
+        "id": "clock",
+        "type": "clock_skew",
+        "title": "Clock ahead",
+        "severity": "warning",
+        "max_ahead": "5m",
+    }
+
+    @staticmethod
+    def reading(h: Harness, received: float, device_time: float) -> list[AlertChange]:
+        r = Reading("w1", "battery", at(device_time), 90, None, at(received))
+        changes, h.state = h.engine.evaluate(
+            observations([("w1", [r], None)], DEVICES), h.state, received
+        )
+        return changes
+
+    def test_a_clock_3_h_fast_raises_once_and_recovers_when_fixed(self) -> None:
+        h = Harness(self.RULE, TestAbsence.RULE)
+        raised = self.reading(h, T0, T0 + 3 * 3600)
+        assert kinds(raised) == [("raise", "device:w1", "warning")]
+        assert raised[0].details["ahead_s"] == 3 * 3600
+        for k in range(1, 10):
+            assert self.reading(h, T0 + 60 * k, T0 + 3 * 3600 + 60 * k) == []
+        # The fast clock never made the device look fresher than receipt.
+        assert h.state.presence.get("w1") == T0 + 540
+        cleared = self.reading(h, T0 + 600, T0 + 601)  # fixed: within the 5 s tolerance
+        assert kinds(cleared) == [("clear", "device:w1", "warning")]
+
+    def test_a_clock_behind_is_not_skew(self) -> None:
+        # Device time behind receipt is also what queued data looks like.
+        h = Harness(self.RULE)
+        assert self.reading(h, T0 + 3 * 3600, T0) == []
+
 
 class TestCount:
     RULE: ClassVar[dict[str, Any]] = {
@@ -463,3 +553,28 @@ def test_saved_state_is_json_postgresql_takes() -> None:
     assert back.last_ts < -1e299
     assert not math.isinf(back.last_ts)
     assert _clean({"n": "a\0b"}) == {"n": "a\ufffdb"}
+
+
+def test_a_clean_goodbye_is_not_a_lost_link() -> None:
+    from alerts.service import link_statuses
+    from core.decode import decode
+    from core.topics import parse_topic
+    from ingest.batch import Accepted
+
+    topic = parse_topic("community/c1/wearable/w1/status")
+
+    def status(payload: bytes, at: float) -> Accepted:
+        decoded = decode(topic, payload, datetime.fromtimestamp(at, UTC))
+        return Accepted(device_id="w1", topic=str(topic), payload=payload, status=decoded.status)
+
+    will = status(b'{"online": false}', T0)
+    goodbye = status(b'{"online": false, "clean": true}', T0 + 1)
+    assert link_statuses([will]) == {"w1": (False, T0)}
+    assert link_statuses([goodbye]) == {}
+    h = Harness(TestAbsence.RULE)
+    h.feed(T0, [("w1", "battery", T0, 90)])
+    changes, h.state = h.engine.evaluate(
+        Observations(links=link_statuses([goodbye])), h.state, T0 + 1
+    )
+    assert changes == []
+    assert h.tick(T0 + 120) == []  # no link-loss alarm after the grace

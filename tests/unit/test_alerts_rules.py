@@ -131,6 +131,7 @@ def test_the_default_pack_covers_the_four_classes_and_every_rule_type() -> None:
         "threshold",
         "rate_of_change",
         "absence",
+        "clock_skew",
         "count",
         "event",
         "correlation",
@@ -177,3 +178,32 @@ def test_a_bad_rule_file_names_the_file_and_the_field(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match=r"bad.yaml: rules.0.threshold.for"):
         load_rules(bad)
+
+
+def test_a_rule_pack_naming_an_unknown_event_fails_to_load(tmp_path: Path) -> None:
+    pack = tmp_path / "sos.yaml"
+    pack.write_text(
+        "rules:\n  - {id: w.sos, type: event, title: SOS, severity: critical,"
+        " scope: {device_class: wearable}, events: [sos]}\n"
+    )
+    with pytest.raises(ConfigurationError, match=r"sos.yaml: .*event 'sos' is not sent by class"):
+        load_rules(pack)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        # An event of another class, a count rule, a correlation clear and a follow-up cancel.
+        {"type": "event", "scope": {"device_class": "fire"}, "events": ["sos_pressed"]},
+        {"type": "count", "event": "acces_denied", "threshold": 3, "window": 60},
+        {"type": "correlation", "events": ["smoke_alarm"], "window": 60, "clear_events": ["x"]},
+        {
+            "type": "event",
+            "events": ["fall_detected"],
+            "followup": {"within": 60, "cancel_events": ["fall_canceled"]},
+        },
+    ],
+)
+def test_every_event_a_rule_names_must_be_in_the_catalogue(rule: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="is not sent by"):
+        parse_rule({"id": "r", "title": "R", "severity": "major", **rule})

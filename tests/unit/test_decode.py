@@ -277,12 +277,12 @@ def test_event_and_status_rejections() -> None:
         (TELEMETRY_TOPIC, payload([{"n": "x" * 5000, "v": 1}]), "string_too_long"),
         (
             EVENT_TOPIC,
-            payload({"ts": NOW_MS, "event": "sos", "data": {"k": "x" * 5000}}),
+            payload({"ts": NOW_MS, "event": "sos_pressed", "data": {"k": "x" * 5000}}),
             "string_too_long",
         ),
         (
             EVENT_TOPIC,
-            payload({"ts": NOW_MS, "event": "sos", "data": {"k": list(range(2000))}}),
+            payload({"ts": NOW_MS, "event": "sos_pressed", "data": {"k": list(range(2000))}}),
             "too_many_values",
         ),
         (TELEMETRY_TOPIC, payload([{"n": "battery", "v": 1}] * 1001), "too_many_values"),
@@ -336,3 +336,16 @@ def test_times_at_the_limits_are_exact() -> None:
     late = NOW.timestamp() + 86_400 + 1e-6
     raw = payload([{"bt": late, "n": "battery", "v": 1}])
     assert rejected(TELEMETRY_TOPIC, raw).reason.value == "future_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("topic", "name"),
+    [
+        ("community/c1/wearable/w1/event", "sos"),  # misspelt: the rule listens for sos_pressed
+        ("community/c1/fire/f1/event", "fall_detected"),  # a real event, of another class
+    ],
+)
+def test_an_event_outside_the_class_catalogue_is_unknown_event(topic: str, name: str) -> None:
+    exc = rejected(topic, payload({"ts": NOW_MS, "event": name}))
+    assert exc.reason is RejectReason.UNKNOWN_EVENT
+    assert repr(name) in exc.detail

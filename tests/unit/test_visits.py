@@ -93,6 +93,20 @@ def test_weekly_policy_counts_weeks_that_began_in_the_month() -> None:
     assert due.standing is Standing.DUE
 
 
+def test_weekly_policy_is_judged_only_on_weeks_ended_within_the_month() -> None:
+    # December 2026: its first Monday is the 7th, that week ends on the 14th.
+    dec = Month(2026, 12)
+    never = resident_status("r1", Policy.WEEKLY, [], dec, BJ, bj(2026, 12, 10))
+    assert not never.policy_met  # no week has ended yet: nothing proven
+    assert never.standing is Standing.DUE
+    weekly = [Visit("r1", bj(2026, 11, d, 10), Outcome.WELL) for d in (3, 10, 17, 24)]
+    # After the month: the week of the 30th runs into December and is not November's.
+    late = resident_status("r1", Policy.WEEKLY, weekly, NOV, BJ, bj(2026, 12, 20))
+    assert late.missed_weeks == ()
+    assert late.policy_met
+    assert late.standing is Standing.OK
+
+
 def test_coverage_rate_and_lists() -> None:
     residents = [
         ("a", Policy.MONTHLY),
