@@ -197,6 +197,8 @@ class AlertChange:
     device_id: str | None = None
     building: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    # Raises of one active alert folded into one change (alerts.store.coalesce).
+    occurrences: int = 1
 
     @property
     def rule_id(self) -> str:

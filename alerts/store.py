@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "AlertStore",
     "Notice",
     "StateChanges",
+    "coalesce",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -69,6 +70,32 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+def coalesce(changes: Sequence[AlertChange]) -> list[AlertChange]:
+    """Fold repeated raises of one (rule, subject) into the first, as an occurrence
+    count, when no clear of it comes between: a storm of repeats costs one UPDATE
+    per alert per transaction instead of one per reading. A higher severity or a
+    chattering mark is kept as a change of its own."""
+    out: list[AlertChange] = []
+    open_at: dict[tuple[str, str], int] = {}
+    for change in changes:
+        key = (change.rule_id, change.subject)
+        if change.kind is not ChangeKind.RAISE:
+            open_at.pop(key, None)
+            out.append(change)
+            continue
+        index = open_at.get(key)
+        if index is not None:
+            first = out[index]
+            if change.severity == first.severity and bool(change.details.get("chattering")) <= bool(
+                first.details.get("chattering")
+            ):
+                out[index] = replace(first, occurrences=first.occurrences + change.occurrences)
+                continue
+        open_at[key] = len(out)
+        out.append(change)
+    return out
 
 
 def _rank(severity: str) -> int:
@@ -109,11 +136,11 @@ _NAMES = (
 _INSERT = f"""
 INSERT INTO alerts (rule_id, subject, community_id, device_id, building, rule_type, severity,
                     initial_severity, state, title, details, first_seen, last_seen, raised_at,
-                    auto_resolve, escalate_after, escalation_max, notified)
+                    auto_resolve, escalate_after, escalation_max, notified, occurrences)
 VALUES (%(rule_id)s, %(subject)s, %(community_id)s, %(device_id)s, %(building)s, %(rule_type)s,
         %(severity)s, %(severity)s, %(state)s, %(title)s, %(details)s, %(at)s, %(at)s, %(now)s,
         %(auto_resolve)s, make_interval(secs => %(escalate_after)s), %(escalation_max)s,
-        %(notified)s)
+        %(notified)s, %(occurrences)s)
 ON CONFLICT (rule_id, subject) WHERE state <> 'resolved' DO NOTHING
 RETURNING {_ALERT_COLUMNS}
 """  # noqa: S608 - constant column list, values are parameters
@@ -200,6 +227,8 @@ class AlertStore:
         then written change by change under savepoints and the refused one is
         logged and counted in ``refused``.
         """
+
+        changes = coalesce(changes)
 
         def work(conn: Conn, isolate: bool) -> list[Notice]:
             batch = _Batch(now)
@@ -302,6 +331,7 @@ class AlertStore:
                     "escalate_after": escalation.after if escalation else None,
                     "escalation_max": escalation.max_steps if escalation else 0,
                     "notified": suppressed is None,
+                    "occurrences": change.occurrences,
                 },
             ).fetchone()
             if row is not None:
@@ -333,11 +363,12 @@ class AlertStore:
         # again: it re-opens, and its escalation clock starts over.
         reopen = unsuppress or (higher and alert["state"] == AlertState.ACKNOWLEDGED)
         row = conn.execute(
-            f"UPDATE alerts SET occurrences = occurrences + 1,"  # noqa: S608 - constant column list
+            f"UPDATE alerts SET occurrences = occurrences + %(occurrences)s,"  # noqa: S608 - constant column list
             " last_seen = greatest(last_seen, %(at)s), condition_cleared_at = NULL,"
             " severity = CASE WHEN %(higher)s THEN %(severity)s ELSE severity END,"
             " title = CASE WHEN %(higher)s THEN %(title)s ELSE title END,"
-            " details = CASE WHEN %(higher)s THEN details || %(details)s ELSE details END,"
+            " details = CASE WHEN %(higher)s OR %(chattering)s THEN details || %(details)s"
+            " ELSE details END,"
             " state = CASE WHEN %(reopen)s THEN 'open' ELSE state END,"
             " escalated_at = CASE WHEN %(reopen)s THEN %(now)s ELSE escalated_at END,"
             " notified = notified OR %(unsuppress)s,"
@@ -345,6 +376,8 @@ class AlertStore:
             {
                 "at": _ts(change.at),
                 "higher": higher,
+                "occurrences": change.occurrences,
+                "chattering": bool(change.details.get("chattering")),
                 "severity": change.severity.value,
                 "title": change.title,
                 "details": Jsonb(_clean(dict(change.details))),

@@ -1,5 +1,13 @@
 """Threshold rules: a `for` duration, separate raise and clear levels, consecutive counts.
 
+Alarm-management practice (ISA-18.2, EEMUA 191) against noisy sensors: the
+on-delay is ``for`` (time) and ``min_breaches`` (readings); the off-delay is
+``off_delay`` (time) and ``min_clears`` (readings). A breach during the off-delay
+keeps the one alert open and counts an occurrence. With ``chatter``, an alert
+that opens and clears ``transitions`` times within ``window`` is marked
+chattering and held open until the value has stayed clear for ``hold``; its
+entry outlives a clear for the length of the window so transitions are counted.
+
 The batch is filtered with numpy first: only devices with a breaching reading
 or a subject already pending/firing are stepped one reading at a time. A
 normal reading of an idle device costs one vectorised comparison.
@@ -9,7 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +47,10 @@ class ThresholdEntry:
     last_ts: float = float("-inf")
     last_breach: bool = False
     value: float = 0.0
+    clearing: bool = False  # firing, and back in range since clear_since
+    clear_since: float = 0.0
+    flips: list[float] = field(default_factory=list)  # recent transitions (chatter)
+    chattering: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,25 +126,90 @@ class ThresholdEvaluator(Evaluator):
         entry.last_ts, entry.last_breach, entry.value = ts, breach, value
         if entry.firing:
             if scheduled and self._op(value, self._clear):
-                if entry.clears:  # still past the clear level: hysteresis holds
+                if entry.clears or entry.clearing:  # still past the clear level: hysteresis holds
                     entry.clears = 0
+                    if entry.clearing and breach:  # back past raise in the off-delay: one more
+                        entry.clearing = False
+                        self._flip(ctx, info, entry, ts, occurrence=True)
+                    entry.clearing = False
                     rs.touch(subject)
                 return
+            if not entry.clearing:
+                entry.clearing, entry.clear_since = True, ts
+                self._flip(ctx, info, entry, ts, occurrence=False)
             entry.clears += 1
-            if entry.clears >= rule.min_clears or not scheduled:
-                rs.drop(subject)
-                self.clear(ctx, info, ts, details={"value": value})
+            if not scheduled or self._cleared(entry, ts):
+                self._end(ctx, rs, subject, info, entry, ts, {"value": value})
             else:
                 rs.touch(subject)
             return
         if not breach:
-            rs.drop(subject)  # the breach ended before it counted
+            if self._remembers(entry, ts):
+                entry.breaches = 0
+                rs.touch(subject)
+            else:
+                rs.drop(subject)  # the breach ended before it counted
             return
         if entry.breaches == 0:
             entry.since = ts
         entry.breaches += 1
         rs.put(subject, entry)
         self._maybe_fire(ctx, rs, subject, info, entry, ts)
+
+    def _off_delay(self, entry: ThresholdEntry) -> float:
+        chatter = self.rule.chatter
+        if entry.chattering and chatter is not None:
+            return max(self.rule.off_delay, chatter.hold)
+        return self.rule.off_delay
+
+    def _cleared(self, entry: ThresholdEntry, now: float) -> bool:
+        return (
+            entry.clearing
+            and entry.clears >= self.rule.min_clears
+            and now - entry.clear_since >= self._off_delay(entry)
+        )
+
+    def _remembers(self, entry: ThresholdEntry, now: float) -> bool:
+        """An idle entry is kept while its transitions may still make it chattering."""
+        chatter = self.rule.chatter
+        if chatter is None:
+            return False
+        entry.flips = [t for t in entry.flips if now - t < chatter.window]
+        return bool(entry.flips)
+
+    def _flip(
+        self, ctx: Context, info: DeviceInfo, entry: ThresholdEntry, ts: float, *, occurrence: bool
+    ) -> None:
+        """A transition of the condition: count it; mark chattering; say an occurrence."""
+        chatter = self.rule.chatter
+        became = False
+        if chatter is not None:
+            entry.flips = [t for t in entry.flips if ts - t < chatter.window] + [ts]
+            if not entry.chattering and len(entry.flips) >= chatter.transitions:
+                entry.chattering = became = True
+        if occurrence or became:
+            details: dict[str, Any] = {"metric": self.rule.metric, "value": entry.value}
+            if entry.chattering:
+                details["chattering"] = True
+            self.raise_(ctx, info, ts, details=details)
+
+    def _end(
+        self,
+        ctx: Context,
+        rs: RuleState[ThresholdEntry],
+        subject: str,
+        info: DeviceInfo,
+        entry: ThresholdEntry,
+        at: float,
+        details: dict[str, Any],
+    ) -> None:
+        self.clear(ctx, info, at, details=details)
+        entry.firing = entry.clearing = entry.chattering = False
+        entry.breaches = entry.clears = 0
+        if self._remembers(entry, at):
+            rs.touch(subject)
+        else:
+            rs.drop(subject)
 
     def _maybe_fire(
         self,
@@ -148,21 +225,24 @@ class ThresholdEvaluator(Evaluator):
             return
         entry.firing = True
         entry.clears = 0
+        entry.clearing = False
         rs.touch(subject)
         at = max(entry.last_ts, entry.since + rule.for_)
-        self.raise_(
-            ctx,
-            info,
-            at,
-            details={
-                "metric": rule.metric,
-                "value": entry.value,
-                "op": rule.op,
-                "raise": rule.raise_,
-                "since": entry.since,
-                "breaches": entry.breaches,
-            },
-        )
+        chatter = rule.chatter
+        if chatter is not None:
+            entry.flips = [t for t in entry.flips if at - t < chatter.window] + [at]
+            entry.chattering = len(entry.flips) >= chatter.transitions
+        details: dict[str, Any] = {
+            "metric": rule.metric,
+            "value": entry.value,
+            "op": rule.op,
+            "raise": rule.raise_,
+            "since": entry.since,
+            "breaches": entry.breaches,
+        }
+        if entry.chattering:
+            details["chattering"] = True
+        self.raise_(ctx, info, at, details=details)
 
     # -- time ------------------------------------------------------------------
 
@@ -181,5 +261,10 @@ class ThresholdEvaluator(Evaluator):
                 if entry.firing:
                     self.clear(ctx, info, ctx.now, details={"reason": "schedule window ended"})
                 continue
-            if not entry.firing and entry.last_breach:
+            if entry.firing:
+                if self._cleared(entry, ctx.now):  # the off-delay ran out with no new breach
+                    self._end(ctx, rs, subject, info, entry, ctx.now, {"value": entry.value})
+            elif entry.last_breach:
                 self._maybe_fire(ctx, rs, subject, info, entry, ctx.now)
+            elif not self._remembers(entry, ctx.now):
+                rs.drop(subject)

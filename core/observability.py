@@ -29,6 +29,8 @@ _HELP = {
     "reconnects_total": ("counter", "Broker reconnects"),
     "queue_depth": ("gauge", "Messages received and not yet in a batch"),
     "awaiting_ack": ("gauge", "Messages received and not yet acknowledged to the broker"),
+    "engine_lag_messages": ("gauge", "Committed messages the rule engine has not evaluated yet"),
+    "engine_lag_seconds": ("gauge", "Age of the oldest commit the rule engine has not evaluated"),
     "batch_size": ("histogram", "Messages per committed batch"),
     "commit_seconds": ("histogram", "Time to write and commit one batch"),
 }
@@ -73,7 +75,9 @@ class PipelineCounters:
             "reconnects_total": 0,
             "queue_depth": 0,
             "awaiting_ack": 0,
+            "engine_lag_messages": 0,
         }
+        self.gauges: dict[str, float] = {"engine_lag_seconds": 0.0}
         self.rejected: dict[str, int] = {}
         self.batch_size = _Histogram(BATCH_BUCKETS)
         self.commit_seconds = _Histogram(COMMIT_BUCKETS)
@@ -85,6 +89,10 @@ class PipelineCounters:
     def set(self, name: str, value: int) -> None:
         with self._lock:
             self.values[name] = value
+
+    def gauge(self, name: str, value: float) -> None:
+        with self._lock:
+            self.gauges[name] = value
 
     def reject(self, reason: str, amount: int = 1) -> None:
         with self._lock:
@@ -100,6 +108,7 @@ class PipelineCounters:
         with self._lock:
             return {
                 **self.values,
+                **self.gauges,
                 "messages_rejected_total": dict(self.rejected),
                 "batch_size": self.batch_size.snapshot(),
                 "commit_seconds": self.commit_seconds.snapshot(),

@@ -30,6 +30,7 @@ __all__ = [
     "SEVERITIES",
     "AbsenceRule",
     "AlertState",
+    "Chatter",
     "ClockSkewRule",
     "CorrelationRule",
     "CountRule",
@@ -190,6 +191,18 @@ def _check_events(events: tuple[str, ...], scope: Scope) -> None:
 Comparison = Literal[">", ">=", "<", "<="]
 
 
+class Chatter(BaseModel):
+    """ISA-18.2 chattering: ``transitions`` raise/clear transitions within ``window``
+    mark the alert chattering; it is then held open (counting occurrences) until
+    the value has stayed clear for ``hold``."""
+
+    model_config = _RULE
+
+    transitions: Annotated[int, Field(ge=2, le=100)] = 3
+    window: Duration = Field(default=60.0, gt=0)
+    hold: Duration = Field(default=300.0, gt=0)
+
+
 class ThresholdRule(_Base):
     """``metric op raise`` held ``for`` long and for ``min_breaches`` readings in a row;
     clears past ``clear`` (hysteresis) for ``min_clears`` readings in a row."""
@@ -202,6 +215,10 @@ class ThresholdRule(_Base):
     for_: Duration = Field(default=0.0, alias="for")
     min_breaches: Annotated[int, Field(ge=1, le=1000)] = 1
     min_clears: Annotated[int, Field(ge=1, le=1000)] = 1
+    # Off-delay: back in range this long (as well as min_clears readings) before it
+    # clears; a breach in between counts an occurrence of the same alert.
+    off_delay: Duration = 0.0
+    chatter: Chatter | None = None
 
     model_config = ConfigDict(**_RULE, populate_by_name=True)
 

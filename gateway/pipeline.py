@@ -2,12 +2,21 @@
 
 Three threads in a row. The intake thread collects and validates batch N+1
 while the commit thread writes batch N, so Python work and database work
-overlap; the listener thread then tells the rule engine what was committed,
-without holding up the next commit. Small bounded hand-offs between them keep
-the order and bound memory. The
-broker's flow control (MQTT 5 receive maximum) bounds what is in flight, since
-nothing is acknowledged before it is committed: when the database is slow or
-down, intake pauses at the broker and nothing is dropped.
+overlap; the listener thread then tells the rule engine what was committed.
+
+Batching is group commit, not a timer: intake takes whatever has arrived as
+soon as the commit thread can take another batch, so at a low rate a batch is
+one message written within milliseconds, and at a high rate batches grow by
+themselves while the previous one commits. The broker's flow control (MQTT 5
+receive maximum) bounds what is in flight, since nothing is acknowledged
+before it is committed: when the database is slow or down, intake pauses at
+the broker and nothing is dropped.
+
+The rule engine never sets the pace of commits: committed batches queue for
+it (bounded by ``IngestSettings.engine_backlog`` messages, for memory), and it
+evaluates everything queued in one call, so a storm of alert transitions makes
+it fall behind and catch up in bigger steps instead of stalling ingest. Its lag
+is exported (``engine_lag_messages``, ``engine_lag_seconds``).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,11 +54,7 @@ _T = TypeVar("_T")
 METRICS_EVERY_S = 5.0
 # How often listeners get a tick without traffic (timers such as absence rules).
 TICK_EVERY_S = 0.25
-# Committed batches waiting for the listeners; past it the commit thread waits,
-# so a slow rule engine slows intake instead of growing memory.
-LISTENER_BACKLOG = 4
-# Intake polls rather than waking per message: a wake-up per message costs more
-# CPU than the message itself at high rates, and 2 ms is nothing next to a batch.
+# With flush_interval_ms > 0 only: intake polls for more messages this often.
 _POLL_S = 0.002
 # Idle wake-up: how quickly a stop request is noticed when no messages come.
 _IDLE_S = 0.1
@@ -125,9 +131,11 @@ class Pipeline:
         self._save_metrics = save_metrics
         self._window = SeqWindow()
         self._handoff: queue.Queue[_Validated | None] = queue.Queue(maxsize=1)
-        self._to_listeners: queue.Queue[Sequence[Accepted] | None] = queue.Queue(
-            maxsize=LISTENER_BACKLOG
-        )
+        # Committed batches for the listeners: (accepted, messages, commit time).
+        self._backlog: deque[tuple[Sequence[Accepted], int, float]] = deque()
+        self._backlog_messages = 0
+        self._backlog_done = False
+        self._backlog_cond = threading.Condition()
         self._metrics_saved = 0.0
         self._ticked = 0.0
         # Test hooks (gateway.hooks): called with each message before it is validated.
@@ -155,8 +163,9 @@ class Pipeline:
         intake.join()
         self._put(None, committer)
         committer.join()
-        # After everything committed was handed over.
-        _put_while_alive(self._to_listeners, None, notifier)
+        with self._backlog_cond:  # after everything committed was handed over
+            self._backlog_done = True
+            self._backlog_cond.notify_all()
         notifier.join()
         heartbeat.join()
         supervisor.finished()
@@ -244,21 +253,22 @@ class Pipeline:
     # -- intake --------------------------------------------------------------
 
     def _collect(self, stop: threading.Event) -> list[InboundMessage]:
+        """Whatever has arrived, up to a batch: wait only for the first message."""
         inbox = self.bridge.inbox
-        batch: list[InboundMessage] = []
         limit = self.settings.batch_size
-        deadline = time.monotonic() + _IDLE_S
+        try:
+            batch = [inbox.get(timeout=_IDLE_S)]
+        except queue.Empty:
+            return []
         flush_after = self.settings.flush_interval_ms / 1000
-        while len(batch) < limit and not stop.is_set():
+        deadline = time.monotonic() + flush_after
+        while len(batch) < limit:
             try:
                 while len(batch) < limit:
                     batch.append(inbox.get_nowait())
             except queue.Empty:
                 pass
-            now = time.monotonic()
-            if len(batch) == 1 and deadline - now > flush_after:
-                deadline = now + flush_after  # the first message starts the flush clock
-            if now >= deadline or len(batch) >= limit:
+            if flush_after <= 0 or time.monotonic() >= deadline or stop.is_set():
                 break
             time.sleep(_POLL_S)
         self.counters.set("queue_depth", inbox.qsize())
@@ -330,18 +340,32 @@ class Pipeline:
         if item.journal is not None and self._quarantine is not None:
             self._quarantine.end(item.journal, item.messages)
         if self.listeners:
-            self._to_listeners_put(item.batch.accepted)
+            self._hand_to_listeners(item.batch.accepted, len(item.messages), stop)
 
-    def _to_listeners_put(self, accepted: Sequence[Accepted]) -> None:
-        """Wait for room (a slow rule engine slows commits) unless the pipeline failed."""
-        while self._supervisor is None or self._supervisor.failure is None:
-            self._beat("commit")
-            try:
-                self._to_listeners.put(accepted, timeout=_IDLE_S)
-            except queue.Full:
-                continue
-            else:
-                return
+    def _hand_to_listeners(
+        self, accepted: Sequence[Accepted], messages: int, stop: threading.Event
+    ) -> None:
+        """Queue a committed batch for the engine; wait only past the backlog bound."""
+        limit = self.settings.engine_backlog
+        with self._backlog_cond:
+            while self._backlog_messages >= limit and not stop.is_set():
+                if self._supervisor is not None and self._supervisor.failure is not None:
+                    break  # the engine's thread is gone: do not wait for it
+                self._beat("commit")
+                self._backlog_cond.wait(_IDLE_S)
+            self._backlog.append((accepted, messages, time.monotonic()))
+            self._backlog_messages += messages
+            self._backlog_cond.notify_all()
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        with self._backlog_cond:
+            messages = self._backlog_messages
+            oldest = self._backlog[0][2] if self._backlog else None
+        self.counters.set("engine_lag_messages", messages)
+        self.counters.gauge(
+            "engine_lag_seconds", 0.0 if oldest is None else time.monotonic() - oldest
+        )
 
     def _retrying(self, step: Callable[[], _T], stop: threading.Event) -> _T | None:
         """Run ``step`` until the database answers; None if asked to stop first."""
@@ -368,19 +392,35 @@ class Pipeline:
         for dead in result.dead_letters:
             self.counters.reject(dead.reason)
 
+    def _evaluated(self, messages: int, batches: int) -> None:
+        with self._backlog_cond:
+            for _ in range(batches):
+                self._backlog.popleft()
+            self._backlog_messages -= messages
+            self._backlog_cond.notify_all()
+        self._report_lag()
+
     def _listener_loop(self) -> None:
+        """Evaluate everything committed and not yet evaluated, in one call: that is
+        how the engine catches up, one evaluation and one alert transaction for the lot."""
         while True:
             self._beat("listeners")
-            try:
-                accepted = self._to_listeners.get(timeout=TICK_EVERY_S)
-            except queue.Empty:
-                accepted = ()
-            if accepted is None:
+            with self._backlog_cond:
+                if not self._backlog and not self._backlog_done:
+                    self._backlog_cond.wait(TICK_EVERY_S)
+                taken = list(self._backlog)
+                done = self._backlog_done and not taken
+            if done:
                 return
+            accepted: list[Accepted] = []
+            for batch, _, _ in taken:
+                accepted.extend(batch)
             try:
                 self._notify(accepted)
             except Exception:  # noqa: BLE001 - the thread's boundary: a listener bug must not stall commits
                 _LOG.exception("a listener failed; it keeps getting later batches")
+            finally:
+                self._evaluated(sum(m for _, m, _ in taken), len(taken))
 
     def _notify(self, accepted: Sequence[Accepted]) -> None:
         if accepted:
