@@ -92,7 +92,7 @@ def test_a_storm_of_flapping_readings_commits_every_row_and_the_engine_catches_u
     by_rule = {
         rule: count(
             fresh_database_url,
-            f"SELECT count(*) FROM alerts WHERE rule_id = '{rule}'",  # noqa: S608 - constant
+            f"SELECT count(*) FROM alerts WHERE rule_id = '{rule}'",
         )
         for rule in ("wearable.battery_low", "wearable.battery_critical", "wearable.spo2_low")
     }

@@ -110,7 +110,8 @@ def test_a_single_message_is_committed_and_acknowledged_as_a_batch_of_one(
             for n in range(3):  # one at a time, each waited for: a low rate
                 stream(publisher, community, devices, 1, base, start=n)
                 publisher.flush()
-                wait_for(lambda n=n: bridge.acked == n + 1, 30, f"ack of message {n}")
+                want = n + 1
+                wait_for(lambda: bridge.acked == want, 30, f"ack of message {n}")  # noqa: B023
             assert sink.sizes == [1, 1, 1]
     finally:
         publisher.close()

@@ -610,7 +610,8 @@ class TestAlarmManagement:
         assert [c.kind for c in changes] == [ChangeKind.RAISE] * len(raises)  # never cleared
         assert len(raises) == 20  # the first and one occurrence per breach that came back
         folded = coalesce(changes)
-        assert len(folded) == 1 and folded[0].occurrences == 20
+        assert len(folded) == 1
+        assert folded[0].occurrences == 20
         last_clear = T0 + 390  # the last reading was 100 %
         assert h.tick(last_clear + 599) == []
         assert kinds(h.tick(last_clear + 600)) == [("clear", "device:w1", "warning")]
@@ -646,4 +647,5 @@ class TestAlarmManagement:
         upserts, _ = rs.take_changes()
         evaluator = h.engine.evaluators["bat.low"]
         restored = evaluator.entry_from_json(upserts["device:w1"])
-        assert restored.flips == [T0, T0 + 10] and not restored.firing
+        assert restored.flips == [T0, T0 + 10]
+        assert not restored.firing
