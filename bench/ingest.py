@@ -73,7 +73,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = Path(__file__).with_name("baselines.py")
-INGESTERS = ("batched", "platform", "naive")
+# The yardstick, run unchanged from beside the repository (never copied into it).
+REFERENCE = REPO.parent / "shared" / "bench" / "peer_batched.py"
+INGESTERS = ("reference", "platform", "batched", "naive")
+# The reference writes its own table of the shape its README gives, with the same
+# natural key as ``readings`` so that both pay for an index.
+REFERENCE_TABLE = "peer_readings"
+REFERENCE_DDL = (
+    f"CREATE TABLE {REFERENCE_TABLE} (time timestamptz NOT NULL, device_id text NOT NULL,"
+    " metric text NOT NULL, value float8, PRIMARY KEY (device_id, metric, time))"
+)
+# The reference prints nothing: it is ready once a probe message's row shows up.
+PROBE_DEVICE = "probe"
+PROBE_EVERY_S = 0.2
 COMMUNITY = "bench"
 DEVICE_CLASS = "wearable"
 TOPIC_FILTER = "community/+/+/+/+"  # what the platform subscribes
@@ -120,6 +132,9 @@ class Workload:
     messages: int
     devices: int
     base_ms: int  # ts of message i is base_ms + i: unique per (device, ts)
+    # The issue's alert storm: battery uniform over 5-100 %, so with the old rule
+    # pack nearly every reading crossed a battery threshold one way or the other.
+    storm: bool = False
 
     def device_id(self, index: int) -> str:
         return f"w{index:05d}"
@@ -138,7 +153,7 @@ class Workload:
                 "metrics": {
                     "heart_rate": 55 + i % 60,
                     "spo2": 92.0 + (i % 80) / 10,
-                    LAST_METRIC: 30 + i % 71,
+                    LAST_METRIC: 5 + (i * 7919) % 96 if self.storm else 30 + i % 71,
                 },
             }
         )
@@ -209,6 +224,7 @@ def fresh_database(server_url: str, workload: Workload) -> Iterator[str]:
                 " SELECT 'w' || lpad(i::text, 5, '0'), %s, %s FROM generate_series(0, %s) AS i",
                 (COMMUNITY, DEVICE_CLASS, workload.devices - 1),
             )
+            conn.execute(REFERENCE_DDL)
             conn.execute("VACUUM ANALYZE devices")
             # Start each run without the previous run's dirty pages to write.
             with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
@@ -226,11 +242,17 @@ def watch_until_committed(
     *,
     timeout_s: float,
     check: Callable[[], None] = lambda: None,
+    kind: str = "platform",
 ) -> tuple[float, int]:
     """Wait until all rows are committed; return (monotonic time seen, final count).
 
     ``check`` is called on each round and may raise to end the wait (a failed publisher).
     """
+    table, ts_column = _table(kind)
+    count_sql = f"SELECT count(*) FROM {table} WHERE device_id <> '{PROBE_DEVICE}'"
+    probe_sql = (
+        f"SELECT count(*) FROM {table} WHERE device_id = %s AND metric = %s AND {ts_column} = %s"
+    )
     device_id, metric, ts = workload.last_row_key()
     expected = workload.rows
     start = time.monotonic()
@@ -241,17 +263,13 @@ def watch_until_committed(
     while True:
         now = time.monotonic()
         if counting:
-            count = _scalar(conn, "SELECT count(*) FROM readings")
+            count = _scalar(conn, count_sql)
             seen = time.monotonic()
             if count >= expected:
                 return seen, count
-        elif _scalar(
-            conn,
-            "SELECT count(*) FROM readings WHERE device_id = %s AND metric = %s AND ts = %s",
-            (device_id, metric, ts),
-        ):
+        elif _scalar(conn, probe_sql, (device_id, metric, ts)):
             seen = time.monotonic()
-            count = _scalar(conn, "SELECT count(*) FROM readings")
+            count = _scalar(conn, count_sql)
             if count >= expected:
                 return seen, count
             print(
@@ -263,8 +281,8 @@ def watch_until_committed(
             next_progress = now + PROGRESS_INTERVAL_S
             total = _scalar(
                 conn,
-                "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables"
-                " WHERE relname = 'readings'",
+                "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = %s",
+                (table,),
             )
             print(f"  {now - start:6.1f}s  ~{total} rows", file=sys.stderr)
             if total != last_total:
@@ -319,8 +337,22 @@ def _scalar(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: Sequenc
     return int(row[0])
 
 
+def _table(kind: str) -> tuple[str, str]:
+    """The table an ingester writes and its device-time column."""
+    return (REFERENCE_TABLE, "time") if kind == "reference" else ("readings", "ts")
+
+
 def verify(url: str, workload: Workload, kind: str) -> tuple[bool, list[str]]:
     """Exactly 3 rows per message, every seq, nothing dead-lettered."""
+    if kind == "reference":  # no seq column: the key makes the count exact
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = _scalar(
+                conn,
+                f"SELECT count(*) FROM {REFERENCE_TABLE} WHERE device_id <> %s",
+                (PROBE_DEVICE,),
+            )
+        ok = rows == workload.rows
+        return ok, [f"{kind}: rows {rows} (expected {workload.rows}): {'OK' if ok else 'FAILED'}"]
     with psycopg.connect(url, autocommit=True) as conn:
         rows = _scalar(conn, "SELECT count(*) FROM readings")
         seqs = _scalar(conn, "SELECT count(DISTINCT seq) FROM readings")
@@ -530,6 +562,15 @@ def start_ingester(
     kind: str, *, mqtt_url: str, database_url: str, client_id: str, args: argparse.Namespace
 ) -> Child:
     env = _clean_env()
+    if kind == "reference":
+        host, port = _mqtt_address(mqtt_url)
+        env |= {
+            "MQTT_HOST": host,
+            "MQTT_PORT": str(port),
+            "DB_URL": database_url,
+            "DB_TABLE": REFERENCE_TABLE,
+        }
+        return Child(kind, [sys.executable, str(REFERENCE)], env, re.compile(r"(?!)"))
     if kind == "platform":
         env |= {
             "SC_DATABASE_URL": database_url,
@@ -538,6 +579,7 @@ def start_ingester(
         }
         if args.batch_size is not None:
             env["SC_INGEST__BATCH_SIZE"] = str(args.batch_size)
+        env["SC_ALERTS__ENABLED"] = "true" if args.rules == "on" else "false"
         for item in args.platform_env:
             key, _, value = item.partition("=")
             env[key] = value
@@ -662,18 +704,35 @@ def run_one(kind: str, workload: Workload, args: argparse.Namespace, work_dir: P
         try:
             # The platform speaks MQTT 5 to Mosquitto unless told otherwise ("auto").
             v5 = kind == "platform" or args.baseline_protocol == "5"
-            prime_session(mqtt_url, client_id, v5=v5)
             publish_s = 0.0
-            if args.mode == "drain":
-                publish_s = publish(mqtt_url, workload, timeout_s=timeout_s)
-                print(f"  published and acked in {publish_s:.1f}s", file=sys.stderr)
             monitor = stack.enter_context(
                 psycopg.connect(db_url, autocommit=True, application_name=BENCH_APP)
             )
-            child = start_ingester(
-                kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
-            )
-            started = child.wait_ready(START_TIMEOUT_S)
+            if kind == "reference":
+                # A clean session (as written): it cannot drain a queue kept for it. So it
+                # is started, seen to write, and paused while the broker takes the
+                # messages for it; the clock starts when it is resumed.
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                wait_reference_ready(mqtt_url, monitor, child)
+                if args.mode == "drain":
+                    child.proc.send_signal(signal.SIGSTOP)
+                    try:
+                        publish_s = publish(mqtt_url, workload, timeout_s=timeout_s)
+                    finally:
+                        child.proc.send_signal(signal.SIGCONT)
+                    print(f"  published and acked in {publish_s:.1f}s", file=sys.stderr)
+                started = time.monotonic()
+            else:
+                prime_session(mqtt_url, client_id, v5=v5)
+                if args.mode == "drain":
+                    publish_s = publish(mqtt_url, workload, timeout_s=timeout_s)
+                    print(f"  published and acked in {publish_s:.1f}s", file=sys.stderr)
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                started = child.wait_ready(START_TIMEOUT_S)
             cpu_start = child.cpu_seconds()
             db_start, broker_start = backend_cpu(monitor), _process_cpu(broker.pid)
             if args.py_spy is not None:
@@ -697,7 +756,7 @@ def run_one(kind: str, workload: Workload, args: argparse.Namespace, work_dir: P
                     raise BenchError(f"publisher failed: {publish_error[0]}")
 
             finished, _ = watch_until_committed(
-                monitor, workload, child, timeout_s=timeout_s, check=publisher_failed
+                monitor, workload, child, timeout_s=timeout_s, check=publisher_failed, kind=kind
             )
             cpu_end = child.cpu_seconds()
             db_end, broker_end = backend_cpu(monitor), _process_cpu(broker.pid)
@@ -710,6 +769,8 @@ def run_one(kind: str, workload: Workload, args: argparse.Namespace, work_dir: P
                 print(f"  published and acked in {publish_s:.1f}s", file=sys.stderr)
             child.stop()
             ok, checks = verify(db_url, workload, kind)
+            if kind == "platform" and args.rules == "on":
+                checks.append(alert_summary(db_url))
             if not ok:
                 checks.append(child.tail())
             if profiler is not None:
@@ -739,6 +800,45 @@ def run_one(kind: str, workload: Workload, args: argparse.Namespace, work_dir: P
                 profiler.proc.kill()
                 profiler.proc.wait(STOP_TIMEOUT_S)
             broker.stop()
+
+
+def wait_reference_ready(
+    mqtt_url: str, monitor: psycopg.Connection[tuple[Any, ...]], child: Child
+) -> None:
+    """Publish a probe message until the reference has written its row."""
+    client = _connected_client(mqtt_url, f"sc-bench-probe-{secrets.token_hex(4)}", clean_start=True)
+    topic = f"community/{COMMUNITY}/{DEVICE_CLASS}/{PROBE_DEVICE}/telemetry"
+    body = orjson.dumps({"ts": "2001-01-01T00:00:00Z", "seq": 0, "metrics": {"battery": 1}})
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not _scalar(
+            monitor,
+            f"SELECT count(*) FROM {REFERENCE_TABLE} WHERE device_id = %s",
+            (PROBE_DEVICE,),
+        ):
+            child.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"reference wrote no probe row\n{child.tail()}")
+            client.publish(topic, body, qos=1)
+            time.sleep(PROBE_EVERY_S)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def alert_summary(url: str) -> str:
+    """What the rule engine made of the run: alerts per rule, and the most per subject."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        per_rule = conn.execute(
+            "SELECT rule_id, count(*), max(occurrences) FROM alerts GROUP BY rule_id ORDER BY 1"
+        ).fetchall()
+        worst = _scalar(
+            conn,
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM alerts"
+            " GROUP BY rule_id, subject) AS s",
+        )
+    rules = ", ".join(f"{r} {n} (max occurrences {o})" for r, n, o in per_rule) or "none"
+    return f"platform alerts: {rules}; at most {worst} alert(s) per (rule, subject)"
 
 
 def _publish_into(
@@ -776,11 +876,12 @@ def summarise(results: Sequence[Result]) -> list[Result]:
 
 
 def format_table(results: Sequence[Result], reference: Sequence[Result]) -> str:
-    batched = [r.msgs_per_s for r in reference if r.ingester == "batched" and r.ok]
-    base = statistics.median(batched) if batched else None
+    yardstick = "reference" if any(r.ingester == "reference" for r in reference) else "batched"
+    runs = [r.msgs_per_s for r in reference if r.ingester == yardstick and r.ok]
+    base = statistics.median(runs) if runs else None
     header = (
         f"{'ingester':<10} {'messages':>8} {'rows':>8} {'seconds':>7} {'msgs/s':>7} "
-        f"{'rows/s':>7} {'CPU ms/1k':>9} {'peak RSS MB':>11} {'vs batched':>10} "
+        f"{'rows/s':>7} {'CPU ms/1k':>9} {'peak RSS MB':>11} {'ratio':>10} "
         f"{'DB ms/1k':>8} {'broker ms/1k':>12}  check"
     )
     lines = [header, "-" * len(header)]
@@ -835,7 +936,20 @@ def _parser() -> argparse.ArgumentParser:
         help="server on which a scratch database is created and dropped for each run",
     )
     parser.add_argument(
-        "--only", default=",".join(INGESTERS), help="comma-separated ingesters, run in this order"
+        "--only",
+        default="reference,platform",
+        help=f"comma-separated ingesters of {','.join(INGESTERS)}, run in this order",
+    )
+    parser.add_argument(
+        "--rules",
+        choices=["off", "on"],
+        default="off",
+        help="the platform's rule engine (on: the default rule pack)",
+    )
+    parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="battery uniform over 5-100 %%: every device crosses battery thresholds",
     )
     parser.add_argument("--mode", choices=["drain", "live"], default="drain")
     parser.add_argument(
@@ -885,12 +999,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--only takes some of {','.join(INGESTERS)}")
     if args.messages < 1 or args.devices < 1 or args.repeat < 1:
         raise SystemExit("--messages, --devices and --repeat must be positive")
+    if "reference" in kinds and not REFERENCE.is_file():
+        raise SystemExit(
+            f"the reference ingester is missing: expected {REFERENCE} (../shared/bench/"
+            "peer_batched.py beside the repository); without it there is no ratio to give."
+            " Run with --only platform,batched to measure against bench/baselines.py instead."
+        )
     print("$ " + shlex.join([sys.executable, *sys.argv]))
     print(_versions(args.database_url))
     print(
         f"mode {args.mode}; {args.devices} devices; {METRICS_PER_MESSAGE} metrics per message; "
         f"QoS 1; baselines on MQTT {args.baseline_protocol}; "
-        "same readings table (with its primary key) for all ingesters"
+        f"rules {args.rules}{', alert storm (battery 5-100 %)' if args.storm else ''}; "
+        "every table with the natural key (device, metric, time) as primary key; "
+        f"reference: {REFERENCE}"
     )
     print(
         "drain: all messages queued at the broker first, timed from the ingester's CONNACK"
@@ -908,7 +1030,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     messages = min(args.messages, args.naive_messages)
                 # Past messages, so that no timestamp is in the future; unique ts per message.
                 base_ms = int(time.time() * 1000) - messages - 3_600_000
-                workload = Workload(messages=messages, devices=args.devices, base_ms=base_ms)
+                workload = Workload(
+                    messages=messages, devices=args.devices, base_ms=base_ms, storm=args.storm
+                )
                 try:
                     result = run_one(kind, workload, args, Path(tmp))
                 except BenchError as exc:
