@@ -51,6 +51,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 __all__ = ["READY", "main"]
 
+
+def _ts(value: Any) -> datetime:
+    """The bench sends ISO 8601 (what the reference ingester reads); epoch ms also works."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
 # The line the bench waits for: printed on CONNACK, when the broker starts delivering.
 READY = "ready"
 TOPIC_FILTER = "community/+/+/+/+"
@@ -133,7 +141,7 @@ class NaiveIngester:
     def on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         data = json.loads(msg.payload)
         device_id = _device_id(msg.topic)
-        ts = datetime.fromtimestamp(data["ts"] / 1000, UTC)
+        ts = _ts(data["ts"])
         received_at = datetime.now(UTC)
         for metric, value in data["metrics"].items():
             self.conn.execute(_INSERT, (device_id, metric, ts, value, data.get("seq"), received_at))
@@ -146,7 +154,7 @@ def _decode(item: tuple[str, bytes | bytearray, float], rows: list[Row]) -> None
     topic, payload, received = item
     data = orjson.loads(payload)
     device_id = _device_id(topic)
-    ts = datetime.fromtimestamp(data["ts"] / 1000, UTC)
+    ts = _ts(data["ts"])
     received_at = datetime.fromtimestamp(received, UTC)
     seq = data.get("seq")
     rows.extend(

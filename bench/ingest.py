@@ -145,7 +145,10 @@ class Workload:
     def payload(self, i: int) -> bytes:
         return orjson.dumps(
             {
-                "ts": self.base_ms + i,
+                # ISO 8601, as the reference ingester expects (it reads no epoch ms).
+                "ts": (EPOCH + timedelta(milliseconds=self.base_ms + i)).isoformat(
+                    timespec="milliseconds"
+                ),
                 "seq": i,
                 # Healthy values: this measures ingest with the rule engine
                 # evaluating every reading; what raising alerts costs is
@@ -808,8 +811,8 @@ def wait_reference_ready(
     """Publish a probe message until the reference has written its row."""
     client = _connected_client(mqtt_url, f"sc-bench-probe-{secrets.token_hex(4)}", clean_start=True)
     topic = f"community/{COMMUNITY}/{DEVICE_CLASS}/{PROBE_DEVICE}/telemetry"
-    body = orjson.dumps({"ts": "2001-01-01T00:00:00Z", "seq": 0, "metrics": {"battery": 1}})
     deadline = time.monotonic() + START_TIMEOUT_S
+    sent = 0
     try:
         while not _scalar(
             monitor,
@@ -819,7 +822,12 @@ def wait_reference_ready(
             child.check_alive()
             if time.monotonic() > deadline:
                 raise BenchError(f"reference wrote no probe row\n{child.tail()}")
+            # A time of its own for each probe: the key refuses a second row, and a
+            # refused COPY would end the reference's writer thread.
+            ts = (datetime(2001, 1, 1, tzinfo=UTC) + timedelta(milliseconds=sent)).isoformat()
+            body = orjson.dumps({"ts": ts, "seq": sent, "metrics": {"battery": 1}})
             client.publish(topic, body, qos=1)
+            sent += 1
             time.sleep(PROBE_EVERY_S)
     finally:
         client.disconnect()
