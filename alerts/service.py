@@ -50,6 +50,11 @@ _LOG = logging.getLogger(__name__)
 DIRECTORY_REFRESH_S = 30.0
 DIRECTORY_MISS_REFRESH_S = 2.0
 WATERMARK_EVERY_S = 5.0
+# Engine state with no alert change to go with it (pending on-delays, hysteresis
+# counters) is written at most this often: in a storm of noisy readings most of it
+# is created and dropped again within seconds, and a crash then costs an on-delay
+# a few seconds of progress (the breach is seen again at the next reading).
+STATE_EVERY_S = 5.0
 FLOOD_CHECK_EVERY_S = 10.0
 # Absence is judged only after intake has been healthy this long: after an
 # outage the backlog has to drain before silence means anything.
@@ -120,6 +125,8 @@ class AlertListener:
         self._revision: tuple[int, int] | None = None
         self._pending: list[AlertChange] = []
         self._pending_state: StateChanges = {}
+        self._saved: set[tuple[str, str]] = set()  # state rows in the database
+        self._state_due = 0.0
         self._watermark: datetime | None = None
         self._watermark_saved: datetime | None = None
         self._due: dict[str, float] = {}
@@ -153,7 +160,7 @@ class AlertListener:
 
     def stop(self) -> None:
         try:
-            self._flush()
+            self._flush(force=True)
         except ServiceUnavailable:
             _LOG.warning("stopping with %d unwritten alert changes", len(self._pending))
         except Exception:  # noqa: BLE001 - stopping must finish; the cause is logged
@@ -187,6 +194,7 @@ class AlertListener:
                 )
             )
         persisted = self.store.run(catalog.load_state) if force else []
+        self._saved.update((rule_id, subject) for rule_id, subject, _ in persisted)
         active = self.store.run(catalog.active_alerts)
         engine.restore(
             self.state,
@@ -389,12 +397,23 @@ class AlertListener:
             for subject in removed:
                 self._pending_state[rule_id, subject] = None
 
-    def _flush(self) -> None:
+    def _flush(self, *, force: bool = False) -> None:
         self._collect_state()
-        if not self._pending and not self._pending_state:
+        mono = time.monotonic()
+        if not self._pending and (
+            not self._pending_state or (mono < self._state_due and not force)
+        ):
             return
-        changes, state = self._pending, self._pending_state
+        changes = self._pending
+        # A delete of a row never written (an entry born and dropped in between) is moot.
+        state = {k: v for k, v in self._pending_state.items() if v is not None or k in self._saved}
         notices = self.store.apply(changes, state, self.clock().timestamp())
+        for key, value in state.items():
+            if value is None:
+                self._saved.discard(key)
+            else:
+                self._saved.add(key)
+        self._state_due = mono + STATE_EVERY_S
         self._pending, self._pending_state = [], {}
         self.alerts_written += len(changes)
         self._publish(notices)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,21 @@ class ThresholdEntry:
     chattering: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict recurses and copies, a hot spot in a storm.
+        return {
+            "device_id": self.device_id,
+            "firing": self.firing,
+            "since": self.since,
+            "breaches": self.breaches,
+            "clears": self.clears,
+            "last_ts": self.last_ts,
+            "last_breach": self.last_breach,
+            "value": self.value,
+            "clearing": self.clearing,
+            "clear_since": self.clear_since,
+            "flips": list(self.flips),
+            "chattering": self.chattering,
+        }
 
 
 class ThresholdEvaluator(Evaluator):

@@ -284,8 +284,10 @@ def watch_until_committed(
             next_progress = now + PROGRESS_INTERVAL_S
             total = _scalar(
                 conn,
-                "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = %s",
-                (table,),
+                # The platform's readings are partitioned: count the partitions too.
+                "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables"
+                " WHERE (relname = %s OR relname LIKE %s) AND schemaname NOT LIKE 'pg_temp%%'",
+                (table, f"{table}\\_%"),
             )
             print(f"  {now - start:6.1f}s  ~{total} rows", file=sys.stderr)
             if total != last_total:

@@ -649,3 +649,13 @@ class TestAlarmManagement:
         restored = evaluator.entry_from_json(upserts["device:w1"])
         assert restored.flips == [T0, T0 + 10]
         assert not restored.firing
+
+
+def test_a_threshold_entry_saves_every_field() -> None:
+    from dataclasses import fields
+
+    from alerts.threshold import ThresholdEntry
+
+    entry = ThresholdEntry("w1", flips=[T0])
+    assert set(entry.to_json()) == {f.name for f in fields(ThresholdEntry)}
+    assert ThresholdEntry(**entry.to_json()) == entry
