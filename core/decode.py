@@ -61,6 +61,7 @@ class Limits:
 
 
 _DEFAULT_LIMITS = Limits()
+_new_reading = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -212,14 +213,20 @@ def _telemetry(
         return _senml(topic, payload, received_at, limits)
     env = _validate(TelemetryEnvelope, payload)
     ts = _timestamp(env.ts, received_at, limits)
+    device_id, device_class, seq = topic.device_id, topic.device_class, env.seq
+    # _new_reading skips the NamedTuple's Python-level __new__: an eighth of the
+    # intake thread's time in the profile, for three readings a message.
     readings = [
-        Reading(
-            topic.device_id,
-            metric,
-            ts,
-            _checked_value(topic.device_class, metric, value),
-            env.seq,
-            received_at,
+        _new_reading(
+            Reading,
+            (
+                device_id,
+                metric,
+                ts,
+                _checked_value(device_class, metric, value),
+                seq,
+                received_at,
+            ),
         )
         for metric, value in env.metrics.items()
     ]
