@@ -864,6 +864,120 @@ def _publish_into(
         errors.append(exc)
 
 
+# -- latency mode -------------------------------------------------------------------------
+
+# Devices whose rows the latency monitor watches (index lookups on the natural key).
+LATENCY_PROBES = 10
+LATENCY_POLL_S = 0.005
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_latency(kind: str, args: argparse.Namespace, work_dir: Path) -> str:
+    """Publish at ``--rate`` for ``--duration`` s, device time = publish time; a monitor
+    polls the newest row of a few devices every 5 ms and notes when each published
+    message of theirs became visible (the rows of one device commit in order).
+    Returns one line of p50/p99/max publish -> row visible."""
+    from smartcommunity.embedded import EmbeddedBroker
+
+    client_id = f"sc-bench-{kind}"
+    total = int(args.rate * args.duration)
+    workload = Workload(messages=total, devices=args.devices, base_ms=0)
+    table, ts_column = _table(kind)
+    probes = [workload.device_id(d) for d in range(min(LATENCY_PROBES, args.devices))]
+    with fresh_database(args.database_url, workload) as db_url:
+        broker = EmbeddedBroker(
+            data_dir=work_dir / f"broker-{kind}-{secrets.token_hex(3)}", kind="mosquitto"
+        )
+        mqtt_url = broker.start()
+        child: Child | None = None
+        try:
+            monitor = psycopg.connect(db_url, autocommit=True, application_name=BENCH_APP)
+            if kind == "reference":
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                wait_reference_ready(mqtt_url, monitor, child)
+            else:
+                prime_session(mqtt_url, client_id, v5=True)
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                child.wait_ready(START_TIMEOUT_S)
+            published: dict[tuple[str, datetime], float] = {}  # probe rows: (device, ts) -> t
+            visible: dict[tuple[str, datetime], float] = {}
+            done = threading.Event()
+            sql = (
+                f"SELECT max({ts_column}) FROM {table}"
+                f" WHERE device_id = %s AND metric = '{LAST_METRIC}'"
+            )
+
+            def watch() -> None:
+                while not done.is_set():
+                    for device in probes:
+                        row = monitor.execute(sql, (device,)).fetchone()
+                        now = time.monotonic()
+                        newest = row[0] if row else None
+                        if newest is None:
+                            continue
+                        for key in [k for k in published if k[0] == device and k not in visible]:
+                            if key[1] <= newest:
+                                visible[key] = now
+                    time.sleep(LATENCY_POLL_S)
+
+            client = _connected_client(
+                mqtt_url, f"sc-bench-pub-{secrets.token_hex(4)}", clean_start=True, max_inflight=0
+            )
+            watcher = threading.Thread(target=watch, name="latency-watch", daemon=True)
+            watcher.start()
+            start = time.monotonic()
+            try:
+                for i in range(total):
+                    due = start + i / args.rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    ms = int(time.time() * 1000)
+                    ts = EPOCH + timedelta(milliseconds=ms)
+                    device = workload.device_id(i % args.devices)
+                    body = orjson.dumps(
+                        {
+                            "ts": ts.isoformat(timespec="milliseconds"),
+                            "seq": i,
+                            "metrics": {"heart_rate": 70, "spo2": 97.0, LAST_METRIC: 50},
+                        }
+                    )
+                    if device in probes:
+                        published[device, ts] = time.monotonic()
+                    client.publish(workload.topic(i % args.devices), body, qos=1)
+                deadline = time.monotonic() + 30
+                while len(visible) < len(published) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                done.set()
+                watcher.join(5)
+                client.disconnect()
+                client.loop_stop()
+                monitor.close()
+            achieved = total / (time.monotonic() - start)
+            waits = [(visible[k] - t) * 1000 for k, t in published.items() if k in visible]
+            missing = len(published) - len(waits)
+            if not waits:
+                return f"{kind:<10} no row became visible"
+            return (
+                f"{kind:<10} {len(waits):>5} {_quantile(waits, 0.5):>7.1f} "
+                f"{_quantile(waits, 0.99):>7.1f} {max(waits):>7.1f}"
+                f"   (publish rate {achieved:.0f} msgs/s; {missing} not seen)"
+            )
+        finally:
+            if child is not None:
+                child.stop()
+            broker.stop()
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -928,6 +1042,23 @@ def _versions(server_url: str) -> str:
     )
 
 
+def _latency_main(args: argparse.Namespace, kinds: Sequence[str]) -> int:
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
+        for _ in range(args.repeat):
+            for kind in kinds:
+                print(f"{kind}: latency at {args.rate:.0f} msgs/s", file=sys.stderr)
+                try:
+                    lines.append(run_latency(kind, args, Path(tmp)))
+                except BenchError as exc:
+                    lines.append(f"{kind}: FAILED: {str(exc).splitlines()[0]}")
+    print(f"publish -> row visible, {args.rate:.0f} msgs/s over {args.devices} devices")
+    print(f"{'ingester':<10} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    for line in lines:
+        print(line)
+    return 1 if any("FAILED" in line for line in lines) else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -961,7 +1092,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="battery uniform over 5-100 %%: every device crosses battery thresholds",
     )
-    parser.add_argument("--mode", choices=["drain", "live"], default="drain")
+    parser.add_argument("--mode", choices=["drain", "live", "latency"], default="drain")
+    parser.add_argument("--rate", type=float, default=2000.0, help="latency: msgs/s published")
+    parser.add_argument("--duration", type=float, default=30.0, help="latency: seconds")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -1030,6 +1163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else "live: publisher and ingester concurrent, timed from the first publish",
         "to the commit of the last row",
     )
+    if args.mode == "latency":
+        return _latency_main(args, kinds)
     results: list[Result] = []
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
