@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
+from core.observability import render_prometheus
 from core.topics import device_topic
 from tests.integration.support import Publisher, count, pipeline_thread, register, wait_for
 
@@ -26,12 +28,17 @@ READINGS = 12  # per device, one a minute of device time
 ROWS = DEVICES * READINGS * 3
 
 
-def _lag(url: str, worker: str) -> int | None:
+def _counters(url: str, worker: str) -> dict[str, Any] | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT counters FROM pipeline_metrics WHERE worker = %s", (worker,)
         ).fetchone()
-    return None if row is None else int(row[0].get("engine_lag_messages", -1))
+    return None if row is None else dict(row[0])
+
+
+def _lag(url: str, worker: str) -> int | None:
+    counters = _counters(url, worker)
+    return None if counters is None else int(counters.get("engine_lag_messages", -1))
 
 
 def test_a_storm_of_flapping_readings_commits_every_row_and_the_engine_catches_up(
@@ -80,6 +87,12 @@ def test_a_storm_of_flapping_readings_commits_every_row_and_the_engine_catches_u
         publisher.close()
     assert count(fresh_database_url) == ROWS
     assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 0
+    # The lag is what /metrics renders from the saved counters.
+    counters = _counters(fresh_database_url, worker)
+    assert counters is not None
+    text = render_prometheus({worker: counters})
+    assert f'sc_pipeline_engine_lag_messages{{worker="{worker}"}} 0' in text
+    assert "# TYPE sc_pipeline_engine_lag_seconds gauge" in text
     # At most one alert per (rule, device), opened or ever resolved.
     assert (
         count(
