@@ -164,7 +164,7 @@ class Engine:
         """Let time pass with no new data: timers, windows, follow-ups, and absence unless
         the caller knows that silence means nothing now (intake stalled). Lost links
         (``links``, default as ``absence``) need no backlog drained: a Will is news."""
-        ctx = Context(self.directory, now, state)
+        ctx = Context(self.directory, now, state, silence_counts=absence)
         for evaluator in self.evaluators.values():
             if absence or not isinstance(evaluator, AbsenceEvaluator):
                 evaluator.tick(self._rs(state, evaluator), ctx)

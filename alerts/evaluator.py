@@ -34,6 +34,9 @@ class Context:
     now: float
     state: EngineState
     changes: list[AlertChange] = field(default_factory=list)
+    # False while intake is behind (backlog, broker away): silence since a device's
+    # last reading then proves nothing, so timers that end on silence wait.
+    silence_counts: bool = True
 
 
 @lru_cache(maxsize=64)

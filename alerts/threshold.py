@@ -276,7 +276,9 @@ class ThresholdEvaluator(Evaluator):
                     self.clear(ctx, info, ctx.now, details={"reason": "schedule window ended"})
                 continue
             if entry.firing:
-                if self._cleared(entry, ctx.now):  # the off-delay ran out with no new breach
+                # The off-delay ran out with no new reading; not while intake is behind,
+                # when the next reading, still queued, may be a breach.
+                if ctx.silence_counts and self._cleared(entry, ctx.now):
                     self._end(ctx, rs, subject, info, entry, ctx.now, {"value": entry.value})
             elif entry.last_breach:
                 self._maybe_fire(ctx, rs, subject, info, entry, ctx.now)
