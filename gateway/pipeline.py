@@ -154,6 +154,7 @@ class Pipeline:
         supervisor = supervisor or Supervisor(stop=stop)
         self._supervisor = supervisor
         self._beat = supervisor.beat
+        supervisor.starting()
         notifier = supervisor.start("listeners", self._listener_loop)
         committer = supervisor.start("commit", self._commit_loop, stop)
         intake = supervisor.start("intake", self._intake_loop, stop)

@@ -171,6 +171,12 @@ class Supervisor:
                 last_report = now
                 self._report("running")
 
+    def starting(self) -> None:
+        """Say "running" before the threads start: with group commit the first message
+        is handled within milliseconds, and a worker that crashes on it before its first
+        heartbeat would otherwise never be seen by /health (its state still unknown)."""
+        self._report("running")
+
     def finished(self) -> None:
         """After the threads were joined: the final state; raises if one failed."""
         if self.failure is not None:
