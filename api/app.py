@@ -8,10 +8,12 @@ on a fresh database, then opens the connection pool.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
+from psycopg import sql
 from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
@@ -36,7 +38,7 @@ from api.routes import (
     users,
     visits,
 )
-from api.scope import authorize
+from api.scope import ERROR_RESPONSES, authorize, check_routes
 from core.errors import ConfigurationError
 from core.schema import upgrade
 from core.settings import Settings
@@ -64,6 +66,42 @@ def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _refused_value(request: Request, exc: Exception) -> JSONResponse:
+    # A value that passed validation but that PostgreSQL cannot hold (a NUL inside a
+    # string, a number past its column's range): the client's input, not our fault.
+    _LOG.info("value refused by the database for %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": [{"loc": [], "msg": "a value the database cannot store", "type": "value_error"}]},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def _row_security(request: Request, exc: Exception) -> JSONResponse:
+    # Row-level security refused a write into another community: a route's own check
+    # should have answered first (api/scope.py); answer as for what does not exist.
+    _LOG.warning("row-level security refused %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "not found"}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+_Hook = Callable[[psycopg.Connection[Any]], None]
+
+
+def _pool_hooks(role: str) -> tuple[_Hook, _Hook]:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        # Every pooled connection runs as the role without BYPASSRLS (migration 0006).
+        if role:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+
+    def reset(conn: psycopg.Connection[Any]) -> None:
+        # Nothing of one request's identity or scope carries over to the next; a
+        # connection that cannot be reset is discarded by the pool.
+        conn.execute(
+            "SELECT set_config('sc.actor', '', false), set_config('sc.communities', '', false)"
+        )
+
+    return configure, reset
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API application for ``settings``; needs ``settings.database_url``."""
     url = settings.database_url
@@ -73,10 +111,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(upgrade, url)
+        configure, reset = _pool_hooks(settings.api.database_role)
         pool: Pool = ConnectionPool(
             url,
             open=False,
             check=ConnectionPool.check_connection,
+            configure=configure,
+            reset=reset,
             kwargs={"autocommit": True},
             min_size=POOL_MIN_SIZE,
             max_size=POOL_MAX_SIZE,
@@ -99,10 +140,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(psycopg.DataError, _refused_value)
+    app.add_exception_handler(psycopg.errors.InsufficientPrivilege, _row_security)
 
     # authorize: every route's role and community check, in one place (api/scope.py).
     v1 = APIRouter(
-        prefix="/api/v1", dependencies=[Depends(authorize)], max_body_size=MAX_BODY_BYTES
+        prefix="/api/v1",
+        dependencies=[Depends(authorize)],
+        max_body_size=MAX_BODY_BYTES,
+        responses=ERROR_RESPONSES,
     )
     for module in (communities, buildings, devices, readings, series, residents, dead_letters):
         v1.include_router(module.router)
@@ -117,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(v1)
     app.include_router(dashboard_pages.router)  # the control-room page, at /
+    check_routes(app)  # fail closed: no route takes an object id without its check
     return app
 
 

@@ -75,16 +75,21 @@ def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection[Any]]:
     request never holds a transaction open, and nothing commits after the response.
 
     The auth dependency names the request's user in the session setting ``sc.actor``
-    (the audit triggers read it); it is cleared before the connection goes back.
+    (the audit triggers read it) and ``api.scope.authorize`` the user's communities in
+    ``sc.communities`` (the row-level security policies read it); both are cleared
+    before the connection goes back, so the next request starts seeing nothing.
     """
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
         try:
             yield conn
         finally:
             try:
-                conn.execute("SELECT set_config('sc.actor', '', false)")
+                conn.execute(
+                    "SELECT set_config('sc.actor', '', false),"
+                    " set_config('sc.communities', '', false)"
+                )
             except psycopg.Error as exc:  # a broken connection: the pool discards it
-                _LOG.debug("could not clear sc.actor: %s", exc)
+                _LOG.debug("could not clear the request's settings: %s", exc)
 
 
 ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn)]

@@ -1,31 +1,42 @@
-"""The one place that decides whether a request may proceed: role, then community.
+"""Who may do what to which object: role, then the parsed object in the caller's scope.
 
-``authorize`` is a dependency of the whole ``/api/v1`` router:
+Three layers, each enough on its own for what it covers (docs/security.md):
 
-1. the route's family (``core.access.Family``, from its path) and method decide
-   whether the user's role may read or change it (403 otherwise; the answer does
-   not depend on any id, so it reveals nothing);
-2. every id in the path (``device_id``, ``alert_id``, ...) is looked up and its
-   community checked against the user's communities; so is a ``community_id`` or
-   ``device_id`` in a JSON body. Something in another community gets exactly the
-   answer something that does not exist gets: ids cannot be probed.
+1. ``authorize`` (a dependency of the whole ``/api/v1`` router): the route's family
+   (``core.access.Family``, from its path) and method decide whether the user's role
+   may read or change it (403; the answer depends on no id, so it reveals nothing).
+   It also refuses a JSON route's body sent as anything but JSON (415), so no body
+   is ever read one way here and another way by the route.
+2. Every id in a path is declared with one of the ``*Id`` types below: a dependency
+   that parses the value with the same strict type the route receives, loads the
+   object and answers 404 for anything outside the caller's communities, exactly as
+   for an object that does not exist (OWASP API1). ``check_routes`` refuses to
+   build an app with a path parameter that does not go through one of them.
+   Bodies naming a community, device or resident are checked after pydantic parsed
+   them (``body_community`` and friends), never by peeking at raw bytes.
+3. PostgreSQL row-level security (migration 0006): the API's queries run as
+   ``sc_api`` with the caller's communities in ``sc.communities``, so a route that
+   forgets its check returns nothing of another community instead of leaking it.
 
-Lists filter with ``community_filter(principal)``. A route whose family or path
-parameter is unknown here is refused (fail closed); a unit test walks the app's
-routes so that a new one cannot ship without a decision.
+Refused attempts at another community's objects are written to the audit log
+(action ``refused``) with the actor, route and target.
 """
 
 from __future__ import annotations
 
+import email.message
 import json
+import logging
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.routing import APIRoute
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi.routing import APIRoute, iter_route_contexts
 from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BeforeValidator, Field
 
 from api.auth import Principal, require_token
 from api.deps import ConnDep
@@ -33,17 +44,42 @@ from core.access import Family, allowed
 
 __all__ = [
     "API_PREFIX",
+    "BIGINT_MAX",
     "COMMUNITY_HINT",
-    "PATH_PARAMETERS",
+    "ERROR_RESPONSES",
     "ROUTE_FAMILIES",
+    "SCOPED_PARAMETERS",
+    "AlertId",
     "Authorized",
+    "BuildingId",
+    "CommunityId",
+    "DeliveryId",
+    "DeviceId",
+    "IntId",
+    "OwnTokenId",
+    "ResidentId",
+    "RuleId",
+    "TextId",
+    "TokenId",
+    "UserId",
+    "WebhookId",
+    "WindowId",
     "authorize",
+    "body_community",
+    "body_device",
+    "body_resident",
+    "check_routes",
     "community_clause",
     "community_filter",
     "family_of",
     "not_found",
+    "record_refusal",
+    "locate",
     "unknown_in_body",
+    "widen_scope",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -72,13 +108,19 @@ _SUB_FAMILIES: dict[str, Family] = {
     "status": Family.TELEMETRY,
 }
 
+# The answers every /api/v1 route may give besides its own, for the OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No, unknown, revoked or expired bearer token, or a disabled user"},
+    403: {"description": "The role may not do this, or it applies to every community"},
+    404: {"description": "No such object in the caller's communities"},
+    413: {"description": "Body larger than the route accepts"},
+    415: {"description": "A JSON body sent with another Content-Type"},
+    422: {"description": "Invalid parameter or body"},
+}
+
 
 def family_of(path: str) -> Family | None:
-    """The family of a route path template, e.g. ``/api/v1/devices/{device_id}/readings``.
-
-    FastAPI may give a route's path with or without the ``/api/v1`` prefix of the
-    router it is included in; both name the same family.
-    """
+    """The family of a route path template, e.g. ``/api/v1/devices/{device_id}/readings``."""
     parts = path.removeprefix(API_PREFIX).lstrip("/").split("/")
     family = ROUTE_FAMILIES.get(parts[0])
     if family in (Family.COMMUNITIES, Family.DEVICES) and len(parts) >= 3:
@@ -105,156 +147,357 @@ def unknown_in_body(field: str, value: str, hint: str = "") -> HTTPException:
     )
 
 
+_EVERYWHERE = "only an administrator of every community may change what applies to all"
+
+
+def _everywhere() -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=_EVERYWHERE)
+
+
+# --- the id types --------------------------------------------------------------------------
+
+BIGINT_MAX = 2**63 - 1
+# Canonical decimal only: "4.0", "+4", "4e0", "4_0", " 4", "4\n" are not ids (Python's
+# int() and pydantic's lax mode accept some of them, which is how "4.0" once slipped
+# past a check that parsed differently from the route).
+_INT = re.compile(r"0|[1-9][0-9]{0,18}")
+# The registry's id alphabet (core.topics); no control characters, so never a NUL.
+_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+
+def _int_id(value: object) -> object:
+    if isinstance(value, str) and _INT.fullmatch(value) is None:
+        raise ValueError("an id is a whole number in decimal digits")
+    return value
+
+
+def _text_id(value: object) -> object:
+    if isinstance(value, str) and _TEXT.fullmatch(value) is None:
+        raise ValueError("an id is 1-64 letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+IntId = Annotated[int, BeforeValidator(_int_id), Field(ge=0, le=BIGINT_MAX)]
+TextId = Annotated[
+    str, BeforeValidator(_text_id), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+]
+
 Conn = psycopg.Connection[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Located:
-    visible: bool
-    # Applies to every community (a rule or webhook without one): only an
-    # administrator of every community may change it.
-    everywhere: bool = False
+def record_refusal(
+    conn: Conn,
+    principal: Principal,
+    request: Request,
+    entity: str,
+    target: object,
+    community: str | None = None,
+) -> None:
+    """Audit a refused attempt at another community's object (or a wider user's):
+    who, which route, what. The target's community's administrators see it."""
+    route = request.scope.get("route")
+    template = route.path if isinstance(route, APIRoute) else request.url.path
+    try:
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"
+            " VALUES (%s, 'refused', %s, %s, %s, %s)",
+            (
+                principal.actor,
+                entity,
+                str(target),
+                community,
+                Jsonb({"method": request.method, "route": template}),
+            ),
+        )
+    except psycopg.Error as exc:  # the refusal stands even if it cannot be written
+        _LOG.warning("could not audit a refusal: %s", exc)
 
 
-Locate = Callable[[Conn, str, Principal, Family], Located | None]
+def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
+    """(exists, community: None for a global rule or webhook) of an object.
+
+    ``sc_locate`` (migration 0006) looks past row-level security: another community's
+    object must be audited when refused, and must not read as free to create.
+    """
+    row = conn.execute("SELECT sc_locate(%s, %s)", (entity, str(target))).fetchone()
+    if row is None or row[0] is None:
+        return False, None
+    return True, row[0][0]
 
 
-@dataclass(frozen=True, slots=True)
-class _Param:
-    """How to find the community of one kind of path id, and how "not found" reads."""
-
-    message: Callable[[str], str]
-    locate: Locate  # None: does not exist
-    integer: bool = False
-    # Methods that create what does not exist yet (PUT of a rule): no 404 for them.
-    creates: frozenset[str] = frozenset()
+def _checks_off(request: Request) -> bool:
+    """The test hook that proves row-level security on its own (tests/integration/
+    test_security.py): with it, the object and body checks here let everything through."""
+    return bool(getattr(request.app.state, "test_without_object_checks", False))
 
 
-def _community_of(query: str) -> Locate:
-    def locate(conn: Conn, value: str, principal: Principal, _family: Family) -> Located | None:
-        row = conn.execute(query.encode(), (value,)).fetchone()
-        if row is None:
-            return None
-        if row[0] is None:
-            return Located(visible=True, everywhere=True)
-        return Located(visible=principal.sees(row[0]))
+def _scoped(
+    conn: Conn, principal: Principal, request: Request, entity: str, target: object, message: str
+) -> str | None:
+    """``entity``'s community (None: global); 404 if missing or not the caller's."""
+    if _checks_off(request):
+        return None
+    exists, community = locate(conn, entity, target)
+    if not exists:
+        raise not_found(message)
+    if not principal.sees(community):
+        record_refusal(conn, principal, request, entity, target, community)
+        raise not_found(message)
+    if community is None and request.method not in _READ_METHODS:
+        if principal.communities is not None:
+            raise _everywhere()
+    return community
 
-    return locate
+
+def _community(
+    community_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    _scoped(conn, principal, request, "community", community_id, f"no community {community_id!r}")
+    return community_id
 
 
-def _user(conn: Conn, user_id: str, principal: Principal, _family: Family) -> Located | None:
+def _device(
+    device_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    _scoped(conn, principal, request, "device", device_id, f"no device {device_id!r}")
+    return device_id
+
+
+def _resident(
+    resident_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    _scoped(conn, principal, request, "resident", resident_id, f"no resident {resident_id!r}")
+    return resident_id
+
+
+def _building(
+    community_id: Annotated[str, Depends(_community)], building_id: Annotated[TextId, Path()]
+) -> str:
+    # Inside /communities/{community_id}: the community's check covers it; the
+    # route answers 404 for a building that community does not have.
+    return building_id
+
+
+def _alert(
+    alert_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    _scoped(conn, principal, request, "alert", alert_id, f"no alert {alert_id}")
+    return alert_id
+
+
+def _window(
+    window_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    _scoped(conn, principal, request, "maintenance", window_id, f"no current window {window_id}")
+    return window_id
+
+
+def _rule(
+    rule_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    if request.method == "PUT" and not locate(conn, "rule", rule_id)[0]:
+        return rule_id  # PUT creates it; the body's scope is checked after parsing
+    _scoped(conn, principal, request, "rule", rule_id, f"no rule {rule_id!r}")
+    return rule_id
+
+
+def _webhook(
+    webhook_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    _scoped(conn, principal, request, "webhook", webhook_id, f"no webhook {webhook_id}")
+    return webhook_id
+
+
+def _delivery(
+    delivery_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    message = f"no dead delivery {delivery_id}"
+    _scoped(conn, principal, request, "delivery", delivery_id, message)
+    return delivery_id
+
+
+def _user_visible(conn: Conn, principal: Principal, user_id: int) -> bool | None:
+    """None: no such user. A scoped administrator manages only users whose every
+    community is one of theirs: never one of every community (a global administrator)
+    or of none (those are for the administrators of every community)."""
     row = conn.execute(
         "SELECT all_communities,"
         " array(SELECT community_id FROM user_communities WHERE user_id = u.id)"
         " FROM users AS u WHERE id = %s",
-        (int(user_id),),
+        (user_id,),
     ).fetchone()
     if row is None:
         return None
     if principal.communities is None:
-        return Located(visible=True)
+        return True
     everywhere, communities = row
-    # A scoped administrator manages the users of their own communities only (a user
-    # of no community at all is for the administrators of every community).
-    mine = bool(communities) and set(communities) <= principal.communities
-    return Located(visible=not everywhere and mine)
+    return not everywhere and bool(communities) and set(communities) <= principal.communities
 
 
-def _token(conn: Conn, token_id: str, principal: Principal, family: Family) -> Located | None:
-    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (int(token_id),)).fetchone()
+def _user(
+    user_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    visible = _user_visible(conn, principal, user_id)
+    if visible is None:
+        raise not_found(f"no user {user_id}")
+    if not visible:
+        record_refusal(conn, principal, request, "user", user_id)
+        raise not_found(f"no user {user_id}")
+    return user_id
+
+
+def _token(
+    token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
     if row is None:
-        return None
-    if family is Family.SELF:
-        return Located(visible=row[0] == principal.user_id)
-    return _user(conn, str(row[0]), principal, family)
+        raise not_found(f"no token {token_id}")
+    if not _user_visible(conn, principal, int(row[0])):
+        record_refusal(conn, principal, request, "token", token_id)
+        raise not_found(f"no token {token_id}")
+    return token_id
 
 
-def _nested(_conn: Conn, _value: str, _principal: Principal, _family: Family) -> Located:
-    # Inside /communities/{community_id}/...: the community check covers it, the
-    # route answers 404 for one that does not exist.
-    return Located(visible=True)
+def _own_token(
+    token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
+    if row is None:
+        raise not_found(f"no token {token_id}")
+    if row[0] != principal.user_id:
+        record_refusal(conn, principal, request, "token", token_id)
+        raise not_found(f"no token {token_id}")
+    return token_id
 
 
-PATH_PARAMETERS: dict[str, _Param] = {
-    "community_id": _Param(
-        lambda v: f"no community {v!r}", _community_of("SELECT id FROM communities WHERE id = %s")
-    ),
-    "device_id": _Param(
-        lambda v: f"no device {v!r}",
-        _community_of("SELECT community_id FROM devices WHERE id = %s"),
-    ),
-    "resident_id": _Param(
-        lambda v: f"no resident {v!r}",
-        _community_of("SELECT community_id FROM residents WHERE id = %s"),
-    ),
-    "alert_id": _Param(
-        lambda v: f"no alert {v}",
-        _community_of("SELECT community_id FROM alerts WHERE id = %s::bigint"),
-        integer=True,
-    ),
-    "window_id": _Param(
-        lambda v: f"no current window {v}",
-        _community_of("SELECT community_id FROM maintenance_windows WHERE id = %s::bigint"),
-        integer=True,
-    ),
-    "rule_id": _Param(
-        lambda v: f"no rule {v!r}",
-        _community_of("SELECT definition->'scope'->>'community' FROM alert_rules WHERE id = %s"),
-        creates=frozenset({"PUT"}),
-    ),
-    "webhook_id": _Param(
-        lambda v: f"no webhook {v}",
-        _community_of("SELECT community_id FROM webhooks WHERE id = %s::bigint"),
-        integer=True,
-    ),
-    "delivery_id": _Param(
-        lambda v: f"no dead delivery {v}",
-        _community_of(
-            "SELECT w.community_id FROM webhook_deliveries AS d"
-            " JOIN webhooks AS w ON w.id = d.webhook_id WHERE d.id = %s::bigint"
-        ),
-        integer=True,
-    ),
-    "user_id": _Param(lambda v: f"no user {v}", _user, integer=True),
-    "token_id": _Param(lambda v: f"no token {v}", _token, integer=True),
-    "building_id": _Param(lambda v: f"no building {v!r}", _nested),
-    "unit_id": _Param(lambda v: f"no unit {v!r}", _nested),
+CommunityId = Annotated[str, Depends(_community)]
+DeviceId = Annotated[str, Depends(_device)]
+ResidentId = Annotated[str, Depends(_resident)]
+BuildingId = Annotated[str, Depends(_building)]
+AlertId = Annotated[int, Depends(_alert)]
+WindowId = Annotated[int, Depends(_window)]
+RuleId = Annotated[str, Depends(_rule)]
+WebhookId = Annotated[int, Depends(_webhook)]
+DeliveryId = Annotated[int, Depends(_delivery)]
+UserId = Annotated[int, Depends(_user)]
+TokenId = Annotated[int, Depends(_token)]
+OwnTokenId = Annotated[int, Depends(_own_token)]  # /me/tokens/{token_id}: the caller's only
+
+# path parameter -> the dependencies allowed to resolve it (check_routes).
+SCOPED_PARAMETERS: dict[str, frozenset[Callable[..., Any]]] = {
+    "community_id": frozenset({_community}),
+    "device_id": frozenset({_device}),
+    "resident_id": frozenset({_resident}),
+    "building_id": frozenset({_building}),
+    "alert_id": frozenset({_alert}),
+    "window_id": frozenset({_window}),
+    "rule_id": frozenset({_rule}),
+    "webhook_id": frozenset({_webhook}),
+    "delivery_id": frozenset({_delivery}),
+    "user_id": frozenset({_user}),
+    "token_id": frozenset({_token, _own_token}),
 }
-# Body fields checked like path ids; a hidden one reads as unknown (422), as the
-# routes answer for one that does not exist.
+
+
+# --- bodies, after parsing -----------------------------------------------------------------
+
 COMMUNITY_HINT = ": create it first with POST /api/v1/communities"
-_BODY_FIELDS = {
-    "community_id": ("SELECT id FROM communities WHERE id = %s", COMMUNITY_HINT),
-    "device_id": ("SELECT community_id FROM devices WHERE id = %s", ""),
-}
-_BIGINT = 2**63 - 1
 
 
-def _is_bigint(value: str) -> bool:
-    try:
-        return abs(int(value)) <= _BIGINT
-    except ValueError:
+def body_community(
+    conn: Conn,
+    principal: Principal,
+    request: Request,
+    community_id: str | None,
+    *,
+    field: str = "community_id",
+) -> None:
+    """A parsed body's community: None (every community) is for global administrators;
+    another community's reads as one that does not exist (422)."""
+    if _checks_off(request):
+        return
+    if community_id is None:
+        if principal.communities is not None:
+            raise _everywhere()
+        return
+    if principal.sees(community_id):
+        return
+    if locate(conn, "community", community_id)[0]:
+        record_refusal(conn, principal, request, "community", community_id, community_id)
+    raise unknown_in_body(field, community_id, COMMUNITY_HINT)
+
+
+def body_device(conn: Conn, principal: Principal, request: Request, device_id: str) -> None:
+    """A parsed body's device of another community reads as unknown (422)."""
+    if _checks_off(request):
+        return
+    exists, community = locate(conn, "device", device_id)
+    if exists and not principal.sees(community):
+        record_refusal(conn, principal, request, "device", device_id, community)
+        raise unknown_in_body("device_id", device_id)
+
+
+def body_resident(conn: Conn, principal: Principal, request: Request, resident_id: str) -> None:
+    if _checks_off(request):
+        return
+    exists, community = locate(conn, "resident", resident_id)
+    if exists and not principal.sees(community):
+        record_refusal(conn, principal, request, "resident", resident_id, community)
+        raise unknown_in_body("resident_id", resident_id)
+
+
+# --- the router's dependency ---------------------------------------------------------------
+
+
+def _json_route(request: Request) -> bool:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None:
         return False
+    media_type = getattr(route.body_field.field_info, "media_type", "application/json")
+    return _is_json(media_type)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    """The JSON object a write request carries (FastAPI caches the body), else {}."""
-    if request.method in _READ_METHODS:
-        return {}
-    if "json" not in request.headers.get("content-type", ""):
-        return {}
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return {}  # the route's own validation answers
-    return body if isinstance(body, dict) else {}
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def _body_type(request: Request) -> None:
+    """415 for a JSON route's non-empty body not labelled JSON: FastAPI would hand it
+    to the model as bytes, or (no Content-Type) parse it anyway."""
+    if request.method in _READ_METHODS or not _json_route(request):
+        return
+    if await request.body() and not _is_json(request.headers.get("content-type")):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="send the body as application/json"
+        )
+
+
+def _scope_setting(principal: Principal) -> str:
+    """The value of ``sc.communities`` that the row-level security policies read."""
+    if principal.communities is None:
+        return "*"
+    return json.dumps(sorted(principal.communities))
+
+
+def widen_scope(conn: Conn, principal: Principal, community_id: str) -> None:
+    """Add a community this request creates to its row-level security scope."""
+    if principal.communities is not None:
+        wider = json.dumps(sorted(principal.communities | {community_id}))
+        conn.execute("SELECT set_config('sc.communities', %s, false)", (wider,))
 
 
 def authorize(
     request: Request,
     conn: ConnDep,
     principal: Annotated[Principal, Depends(require_token)],
-    body: Annotated[dict[str, Any], Depends(_json_body)],
+    _body: Annotated[None, Depends(_body_type)],
 ) -> Principal:
     route = request.scope.get("route")
     path = route.path if isinstance(route, APIRoute) else request.url.path
@@ -268,59 +511,39 @@ def authorize(
             status.HTTP_403_FORBIDDEN,
             detail=f"the {principal.role} role may not {action} {family.value.replace('_', ' ')}",
         )
-    everywhere = HTTPException(
-        status.HTTP_403_FORBIDDEN,
-        detail="only an administrator of every community may change what applies to all",
-    )
-    scoped_write = write and principal.communities is not None
-    for name, value in request.path_params.items():
-        param = PATH_PARAMETERS.get(name)
-        if param is None:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="no access policy for this route")
-        if param.integer and not _is_bigint(value):
-            continue  # the route's validation answers 422
-        located = param.locate(conn, str(value), principal, family)
-        if located is None and request.method in param.creates:
-            continue
-        if located is None or not located.visible:
-            raise not_found(param.message(str(value)))
-        if located.everywhere and scoped_write:
-            raise everywhere
-    for field, (query, hint) in _BODY_FIELDS.items():
-        value = body.get(field)
-        if not isinstance(value, str) or field in request.path_params:
-            continue
-        row = conn.execute(query.encode(), (value,)).fetchone()
-        if row is not None and not principal.sees(row[0]):
-            raise unknown_in_body(field, value, hint)
-    if scoped_write and body and family in _SCOPED_BODIES:
-        target = _SCOPED_BODIES[family](body)
-        if target is None:
-            raise everywhere
-        if not principal.sees(target):
-            raise unknown_in_body("community_id", target, COMMUNITY_HINT)
+    # Row-level security from here on: this request's queries see the caller's
+    # communities only (api.deps.get_conn clears it when the connection goes back).
+    conn.execute("SELECT set_config('sc.communities', %s, false)", (_scope_setting(principal),))
     return principal
 
 
-def _rule_community(body: dict[str, Any]) -> str | None:
-    scope = body.get("scope")
-    community = scope.get("community") if isinstance(scope, dict) else None
-    return community if isinstance(community, str) else None
-
-
-def _webhook_community(body: dict[str, Any]) -> str | None:
-    community = body.get("community_id")
-    return community if isinstance(community, str) else None
-
-
-# Families whose bodies say where they apply; no community means every community.
-_SCOPED_BODIES: dict[Family, Callable[[dict[str, Any]], str | None]] = {
-    Family.RULES: _rule_community,
-    Family.WEBHOOKS: _webhook_community,
-}
-
-
 Authorized = Annotated[Principal, Depends(authorize)]
+
+
+def check_routes(app: FastAPI) -> None:
+    """Fail closed at start-up: every path parameter of an /api/v1 route must be resolved
+    by its scope dependency, never taken raw by the route."""
+    problems: list[str] = []
+    for context in iter_route_contexts(app.routes):
+        route, path = context.original_route, context.path or ""
+        if not isinstance(route, APIRoute) or not path.startswith(API_PREFIX + "/"):
+            continue
+        if path == API_PREFIX + "/alerts/stream":
+            continue
+        if family_of(path) is None:
+            problems.append(f"{path}: no family")
+        for param in route.dependant.path_params:
+            problems.append(f"{path}: {param.name} taken raw")
+        stack = list(route.dependant.dependencies)
+        while stack:
+            dep = stack.pop()
+            for param in dep.path_params:
+                allowed_by = SCOPED_PARAMETERS.get(param.name, frozenset())
+                if dep.call not in allowed_by:
+                    problems.append(f"{path}: {param.name} resolved by {dep.call}")
+            stack.extend(dep.dependencies)
+    if problems:
+        raise RuntimeError("routes without an object-level check: " + "; ".join(problems))
 
 
 def community_filter(

@@ -106,6 +106,10 @@ class AlertSettings(BaseModel):
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     # Publish alerts to community/{id}/alerts/{severity} on the broker.
     mqtt_publish: bool = True
+    # Webhooks to loopback, private and link-local addresses (cloud metadata at
+    # 169.254.169.254, the database's host) are refused unless this is on: the demo
+    # and tests, whose receivers run on this machine, turn it on.
+    webhook_private_destinations: bool = False
 
 
 class ApiSettings(BaseModel):
@@ -114,6 +118,12 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65_535)
     max_page_size: int = Field(default=1_000, ge=1)
+    # The role the API's queries run as (SET ROLE; migration 0006 creates it): no
+    # BYPASSRLS, so row-level security holds each request to its communities.
+    # '' keeps the login role, which must then be subject to RLS itself.
+    database_role: str = Field(default="sc_api", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
+    # Open alert streams per user; one more is refused with 429.
+    max_streams_per_user: int = Field(default=5, ge=1, le=1_000)
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,9 @@ from hypothesis import settings
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.servers import broker_server, database_server, embedded_postgres, temporary_database
 
+# The tests' webhook receivers listen on this machine (docs/security.md: off by default).
+os.environ.setdefault("SC_ALERTS__WEBHOOK_PRIVATE_DESTINATIONS", "true")
+
 
 @pytest.fixture(scope="session")
 def database_server_url() -> Iterator[str]:

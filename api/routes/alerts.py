@@ -24,7 +24,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import POOL_TIMEOUT_S, ConnDep, PoolDep, SettingsDep, page_size
-from api.scope import COMMUNITY_HINT, Authorized, community_clause, unknown_in_body
+from api.scope import (
+    COMMUNITY_HINT,
+    AlertId,
+    Authorized,
+    WindowId,
+    body_community,
+    body_device,
+    community_clause,
+    unknown_in_body,
+)
 from core.rules import SEVERITIES, AlertState, Severity
 
 __all__ = [
@@ -201,7 +210,7 @@ def list_alerts(
 
 
 @router.get("/{alert_id}")
-def get_alert(conn: ConnDep, alert_id: int) -> AlertDetail:
+def get_alert(conn: ConnDep, alert_id: AlertId) -> AlertDetail:
     """One alert with its full history (the audit) and, for a flood group, its members."""
     alert = _get(conn, alert_id)
     with conn.cursor(row_factory=class_row(HistoryPublic)) as cur:
@@ -276,7 +285,7 @@ def _transition(
 
 @router.post("/{alert_id}/ack")
 def acknowledge(
-    conn: ConnDep, token: CurrentToken, alert_id: int, body: AckBody | None = None
+    conn: ConnDep, token: CurrentToken, alert_id: AlertId, body: AckBody | None = None
 ) -> AlertDetail:
     """Acknowledge an open (or suppressed) alert: escalation stops. 409 if it is not open."""
     actor = _actor(token)
@@ -293,7 +302,9 @@ def acknowledge(
 
 
 @router.post("/{alert_id}/resolve")
-def resolve(conn: ConnDep, token: CurrentToken, alert_id: int, body: ResolveBody) -> AlertDetail:
+def resolve(
+    conn: ConnDep, token: CurrentToken, alert_id: AlertId, body: ResolveBody
+) -> AlertDetail:
     """Resolve with a note saying why. 409 if already resolved."""
     actor = _actor(token)
     return _transition(
@@ -439,10 +450,13 @@ def _field_error(field: str, msg: str) -> HTTPException:
 
 @maintenance_router.post("", status_code=status.HTTP_201_CREATED)
 def start_maintenance(
-    conn: ConnDep, token: CurrentToken, body: MaintenanceCreate
+    request: Request, conn: ConnDep, token: Authorized, body: MaintenanceCreate
 ) -> MaintenancePublic:
     """Put a device, a building or a community in maintenance: its alerts are recorded as
     suppressed and nobody is notified until ``ends_at``."""
+    body_community(conn, token, request, body.community_id)
+    if body.device_id is not None:
+        body_device(conn, token, request, body.device_id)
     starts = body.starts_at or datetime.now(UTC)
     if body.ends_at <= starts:
         raise _field_error("ends_at", "ends_at must be after starts_at")
@@ -494,7 +508,7 @@ def list_maintenance(
 
 
 @maintenance_router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT)
-def end_maintenance(conn: ConnDep, _token: CurrentToken, window_id: int) -> None:
+def end_maintenance(conn: ConnDep, _token: CurrentToken, window_id: WindowId) -> None:
     """End a window now (alerts are no longer suppressed from the next reload, ~1 s)."""
     cur = conn.execute(
         "UPDATE maintenance_windows SET ends_at = greatest(starts_at + interval '1 microsecond',"

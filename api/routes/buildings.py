@@ -10,7 +10,7 @@ from api.cursors import LimitQuery
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_places import create_building, create_unit, get_building, list_buildings
 from api.registry_schemas import BuildingPublic, BuildingsPublic
-from api.scope import Authorized, not_found
+from api.scope import Authorized, BuildingId, CommunityId, not_found
 from core.registry import BuildingSpec, UnitSpec
 
 __all__ = ["router"]
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/communities/{community_id}/buildings", tags=["buildi
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def add_building(
-    conn: ConnDep, _p: Authorized, community_id: str, body: BuildingSpec
+    conn: ConnDep, _p: Authorized, community_id: CommunityId, body: BuildingSpec
 ) -> BuildingPublic:
     """Add a building to the community. 409 if its id is taken there."""
     created = create_building(conn, community_id, body)
@@ -34,7 +34,7 @@ def buildings(
     conn: ConnDep,
     settings: SettingsDep,
     _p: Authorized,
-    community_id: str,
+    community_id: CommunityId,
     limit: LimitQuery = None,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> BuildingsPublic:
@@ -47,7 +47,9 @@ def buildings(
 
 
 @router.get("/{building_id}")
-def building(conn: ConnDep, _p: Authorized, community_id: str, building_id: str) -> BuildingPublic:
+def building(
+    conn: ConnDep, _p: Authorized, community_id: CommunityId, building_id: BuildingId
+) -> BuildingPublic:
     found = get_building(conn, community_id, building_id)
     if found is None:
         raise not_found(f"no building {building_id!r}")
@@ -56,7 +58,11 @@ def building(conn: ConnDep, _p: Authorized, community_id: str, building_id: str)
 
 @router.post("/{building_id}/units", status_code=status.HTTP_201_CREATED)
 def add_unit(
-    conn: ConnDep, _p: Authorized, community_id: str, building_id: str, body: UnitSpec
+    conn: ConnDep,
+    _p: Authorized,
+    community_id: CommunityId,
+    building_id: BuildingId,
+    body: UnitSpec,
 ) -> BuildingPublic:
     """Add a unit (flat, room) to a building; returns the building with its units."""
     if get_building(conn, community_id, building_id) is None:

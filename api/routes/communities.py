@@ -14,7 +14,7 @@ from api.deps import ClockDep, ConnDep, SettingsDep, page_size
 from api.registry_places import fleet_status
 from api.registry_schemas import CommunityStatusPublic
 from api.schemas import CommunitiesPublic, CommunityCreate, CommunityPublic
-from api.scope import Authorized, community_filter, not_found
+from api.scope import Authorized, CommunityId, community_filter, not_found, widen_scope
 
 __all__ = ["router"]
 
@@ -30,6 +30,8 @@ def create_community(
     """Create a community; devices can then be registered in it. 409 if the id exists.
 
     An administrator scoped to some communities gets the new one added to them."""
+    # The new community is the caller's from now on, for row-level security too.
+    widen_scope(conn, principal, body.id)
     try:
         with conn.transaction(), conn.cursor(row_factory=class_row(CommunityPublic)) as cur:
             created = cur.execute(
@@ -76,7 +78,7 @@ def list_communities(
 
 
 @router.get("/{community_id}")
-def get_community(conn: ConnDep, _p: Authorized, community_id: str) -> CommunityPublic:
+def get_community(conn: ConnDep, _p: Authorized, community_id: CommunityId) -> CommunityPublic:
     query = sql.SQL("SELECT {} FROM communities WHERE id = %s").format(_COLUMNS)
     with conn.cursor(row_factory=class_row(CommunityPublic)) as cur:
         found = cur.execute(query, (community_id,)).fetchone()
@@ -91,7 +93,7 @@ def community_status(
     settings: SettingsDep,
     clock: ClockDep,
     _p: Authorized,
-    community_id: str,
+    community_id: CommunityId,
     limit: LimitQuery = None,
 ) -> CommunityStatusPublic:
     """Fleet status: devices by state and connectivity (status channel, Last Will and

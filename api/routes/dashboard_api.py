@@ -26,7 +26,7 @@ from api.dashboard.schemas import (
 )
 from api.deps import ClockDep, ConnDep
 from api.routes.devices import get_device_or_404
-from api.scope import Authorized, not_found
+from api.scope import Authorized, CommunityId, DeviceId, not_found
 from core.metrics import metric_spec
 
 __all__ = ["router"]
@@ -44,7 +44,9 @@ def _community(conn: ConnDep, community_id: str) -> tuple[str, str]:
 
 
 @router.get("/communities/{community_id}/overview")
-def overview(conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: str) -> OverviewPublic:
+def overview(
+    conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: CommunityId
+) -> OverviewPublic:
     """The community's buildings as tiles: devices online, offline, never seen, in
     maintenance and alerting, in total and per device class, and each building's open
     and acknowledged alerts with the worst severity among them."""
@@ -53,7 +55,9 @@ def overview(conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: str) 
 
 
 @router.get("/communities/{community_id}/figures")
-def figures(conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: str) -> FiguresPublic:
+def figures(
+    conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: CommunityId
+) -> FiguresPublic:
     """Service figures of the control room: open alerts, alerts today and this month,
     median time to acknowledge and to resolve (by a person) of the alerts raised today
     and this month, and devices online and offline. Days and months are the
@@ -64,7 +68,7 @@ def figures(conn: ConnDep, clock: ClockDep, _p: Authorized, community_id: str) -
 
 @router.get("/devices/{device_id}/latest")
 def device_latest(
-    conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str
+    conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId
 ) -> DeviceLatestPublic:
     """The newest value (by device time) of each metric the device has reported."""
     device = get_device_or_404(conn, device_id, clock())

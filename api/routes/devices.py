@@ -43,7 +43,14 @@ from api.registry_schemas import (
     MqttCredentials,
 )
 from api.schemas import DeviceClass
-from api.scope import COMMUNITY_HINT, Authorized, community_filter, not_found, unknown_in_body
+from api.scope import (
+    COMMUNITY_HINT,
+    Authorized,
+    DeviceId,
+    community_filter,
+    not_found,
+    unknown_in_body,
+)
 from core.broker_acl import command_topic
 from core.connectivity import INACTIVITY_FACTOR, judge
 from core.device_csv import MAX_CSV_BYTES, CsvFileError, RowError, parse_devices_csv
@@ -269,14 +276,14 @@ def list_devices(
 
 
 @router.get("/{device_id}")
-def show_device(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str) -> DevicePublic:
+def show_device(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
     """One device: where it is, its state, connectivity, battery and signal."""
     return get_device_or_404(conn, device_id, clock())
 
 
 @router.patch("/{device_id}")
 def change_device(
-    conn: ConnDep, principal: Authorized, clock: ClockDep, device_id: str, body: DevicePatch
+    conn: ConnDep, principal: Authorized, clock: ClockDep, device_id: DeviceId, body: DevicePatch
 ) -> DevicePublic:
     """Change model, name, place, interval or resident. Community and class are fixed."""
     try:
@@ -298,26 +305,26 @@ def _transition(
 
 
 @router.post("/{device_id}/maintenance")
-def to_maintenance(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str) -> DevicePublic:
+def to_maintenance(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
     """In maintenance: readings are still stored, its alerts are suppressed."""
     return _transition(conn, device_id, "maintenance", clock())
 
 
 @router.post("/{device_id}/activate")
-def activate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str) -> DevicePublic:
+def activate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
     """Back from maintenance."""
     return _transition(conn, device_id, "active", clock())
 
 
 @router.post("/{device_id}/decommission")
-def retire(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str) -> DevicePublic:
+def retire(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
     """For good: the pipeline refuses its messages at once, the broker from the next
     ``smartcommunity broker export``. Its history stays."""
     return device_public(decommission(conn, device_id), clock())
 
 
 @router.post("/{device_id}/credentials")
-def rotate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: str) -> DeviceRegistered:
+def rotate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DeviceRegistered:
     """A new MQTT password, shown once. The broker takes it at the next export."""
     try:
         record, password = rotate_credentials(conn, device_id)

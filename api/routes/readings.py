@@ -14,6 +14,7 @@ from pydantic import AwareDatetime
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
+from api.scope import DeviceId
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
 from core.metrics import METRICS
 
@@ -96,7 +97,7 @@ def _filters(
 def list_readings(
     conn: ConnDep,
     settings: SettingsDep,
-    device_id: str,
+    device_id: DeviceId,
     window: RangeDep,
     metric: str | None = None,
     limit: LimitQuery = None,
@@ -131,7 +132,7 @@ def list_readings(
 def list_events(
     conn: ConnDep,
     settings: SettingsDep,
-    device_id: str,
+    device_id: DeviceId,
     window: RangeDep,
     event: str | None = None,
     limit: LimitQuery = None,

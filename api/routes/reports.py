@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from api.deps import ClockDep, ConnDep
 from api.routes.visits import community_coverage, sync_checkins
-from api.scope import Authorized, not_found
+from api.scope import Authorized, CommunityId, not_found
 from core.visits import Month, Standing
 from core.visits_report import ACK_TARGET_S, AlertRecord, figures
 
@@ -301,7 +301,7 @@ def report(
     conn: ConnDep,
     _p: Authorized,
     clock: ClockDep,
-    community_id: str,
+    community_id: CommunityId,
     month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])],
     format: Literal["json", "csv", "html"] = "json",
 ) -> Response:

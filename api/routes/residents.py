@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg import sql
 
 from api.cursors import LimitQuery
@@ -18,7 +18,7 @@ from api.registry_residents import (
     update_resident,
 )
 from api.registry_schemas import ResidentPublic, ResidentsPublic
-from api.scope import Authorized, community_filter, not_found
+from api.scope import Authorized, ResidentId, body_community, community_filter, not_found
 from core.registry import ResidentPatch, ResidentSpec, changed_fields
 
 __all__ = ["router"]
@@ -35,8 +35,11 @@ def _place_error(message: str) -> HTTPException:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def add_resident(conn: ConnDep, _p: Authorized, body: ResidentSpec) -> ResidentPublic:
+def add_resident(
+    request: Request, conn: ConnDep, principal: Authorized, body: ResidentSpec
+) -> ResidentPublic:
     """Enrol a resident. Link their wearable with the device's ``resident_id``."""
+    body_community(conn, principal, request, body.community_id)
     problem = place_problem(conn, body.community_id, body.building, body.unit)
     if problem is not None:
         raise _place_error(problem)
@@ -69,7 +72,7 @@ def residents(
 
 
 @router.get("/{resident_id}")
-def resident(conn: ConnDep, _p: Authorized, resident_id: str) -> ResidentPublic:
+def resident(conn: ConnDep, _p: Authorized, resident_id: ResidentId) -> ResidentPublic:
     found = get_resident(conn, resident_id)
     if found is None:
         raise not_found(f"no resident {resident_id!r}")
@@ -78,7 +81,7 @@ def resident(conn: ConnDep, _p: Authorized, resident_id: str) -> ResidentPublic:
 
 @router.patch("/{resident_id}")
 def change_resident(
-    conn: ConnDep, _p: Authorized, resident_id: str, body: ResidentPatch
+    conn: ConnDep, _p: Authorized, resident_id: ResidentId, body: ResidentPatch
 ) -> ResidentPublic:
     current = get_resident(conn, resident_id)
     if current is None:
@@ -97,6 +100,6 @@ def change_resident(
 
 
 @router.delete("/{resident_id}", status_code=status.HTTP_204_NO_CONTENT)
-def forget_resident(conn: ConnDep, _p: Authorized, resident_id: str) -> None:
+def forget_resident(conn: ConnDep, _p: Authorized, resident_id: ResidentId) -> None:
     """Delete a resident's personal data; their wearables stay registered, unlinked."""
     delete_resident(conn, resident_id)

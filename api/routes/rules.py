@@ -12,13 +12,25 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Request, status
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
-from api.deps import ConnDep
-from api.scope import Authorized, community_clause
+from api.auth import Principal
+from api.deps import ConnDep, SettingsDep
+from api.scope import (
+    Authorized,
+    DeliveryId,
+    RuleId,
+    WebhookId,
+    body_community,
+    body_device,
+    community_clause,
+    TextId,
+    locate,
+)
+from api.webhook_targets import refuse_private_destination
 from core.rules import Rule, Severity, dump_rule, parse_rule
 
 __all__ = ["RulePublic", "router", "webhooks_router"]
@@ -95,22 +107,33 @@ def list_rules(
     return [_public(row) for row in conn.execute(query, params).fetchall()]
 
 
+def _check_scope(request: Request, conn: psycopg.Connection[Any], principal: Principal, rule: Rule) -> None:
+    """Where the parsed rule applies must be the caller's: no community is everywhere."""
+    body_community(conn, principal, request, rule.scope.community, field="scope")
+    if rule.scope.device is not None:
+        body_device(conn, principal, request, rule.scope.device)
+
+
 @router.get("/{rule_id}")
-def get_rule(conn: ConnDep, rule_id: str) -> RulePublic:
+def get_rule(conn: ConnDep, rule_id: RuleId) -> RulePublic:
     return _get(conn, rule_id)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_rule(conn: ConnDep, rule: RuleBody) -> RulePublic:
+def create_rule(
+    request: Request, conn: ConnDep, principal: Authorized, rule: RuleBody
+) -> RulePublic:
     """Add a rule. 409 if the id is taken (use PUT to replace)."""
-    exists = conn.execute("SELECT 1 FROM alert_rules WHERE id = %s", (rule.id,)).fetchone()
-    if exists:
+    _check_scope(request, conn, principal, rule)
+    if locate(conn, "rule", rule.id)[0]:  # taken, in any community: ids are global
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"rule {rule.id!r} already exists")
     return _save(conn, rule)
 
 
 @router.put("/{rule_id}")
-def replace_rule(conn: ConnDep, rule_id: str, rule: RuleBody) -> RulePublic:
+def replace_rule(
+    request: Request, conn: ConnDep, principal: Authorized, rule_id: RuleId, rule: RuleBody
+) -> RulePublic:
     """Create or replace the rule ``rule_id``; the body's id must match."""
     if rule.id != rule_id:
         raise HTTPException(
@@ -123,6 +146,7 @@ def replace_rule(conn: ConnDep, rule_id: str, rule: RuleBody) -> RulePublic:
                 }
             ],
         )
+    _check_scope(request, conn, principal, rule)
     return _save(conn, rule)
 
 
@@ -138,18 +162,18 @@ def _set_enabled(conn: psycopg.Connection[Any], rule_id: str, enabled: bool) -> 
 
 
 @router.post("/{rule_id}/enable")
-def enable_rule(conn: ConnDep, rule_id: str) -> RulePublic:
+def enable_rule(conn: ConnDep, rule_id: RuleId) -> RulePublic:
     return _set_enabled(conn, rule_id, True)
 
 
 @router.post("/{rule_id}/disable")
-def disable_rule(conn: ConnDep, rule_id: str) -> RulePublic:
+def disable_rule(conn: ConnDep, rule_id: RuleId) -> RulePublic:
     """Stop evaluating a rule; its open alerts stay until resolved."""
     return _set_enabled(conn, rule_id, False)
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_rule(conn: ConnDep, rule_id: str) -> None:
+def delete_rule(conn: ConnDep, rule_id: RuleId) -> None:
     with conn.transaction():
         cur = conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
         if cur.rowcount != 1:
@@ -167,7 +191,7 @@ class WebhookCreate(BaseModel):
     secret: Annotated[str | None, Field(min_length=16, max_length=200)] = Field(
         default=None, description="HMAC key; generated (and shown once) when omitted"
     )
-    community_id: str | None = None
+    community_id: TextId | None = None
     min_severity: Severity = Severity.WARNING
 
 
@@ -208,9 +232,18 @@ _DELIVERY = (
 
 
 @webhooks_router.post("", status_code=status.HTTP_201_CREATED)
-def create_webhook(conn: ConnDep, body: WebhookCreate) -> WebhookCreated:
+def create_webhook(
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    principal: Authorized,
+    body: WebhookCreate,
+) -> WebhookCreated:
     """Alerts (raised, escalated, resolved) of ``min_severity`` and above are POSTed to
     ``url`` with ``X-SC-Signature: sha256=HMAC(secret, X-SC-Timestamp + "." + body)``."""
+    body_community(conn, principal, request, body.community_id)
+    if not settings.alerts.webhook_private_destinations:
+        refuse_private_destination(str(body.url))
     secret = body.secret or secrets.token_urlsafe(32)
     row = conn.execute(
         "INSERT INTO webhooks (url, secret, community_id, min_severity) VALUES (%s, %s, %s, %s)"  # noqa: S608 - constant columns, values are parameters
@@ -232,7 +265,7 @@ def list_webhooks(conn: ConnDep, principal: Authorized) -> list[WebhookPublic]:
 
 
 @webhooks_router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(conn: ConnDep, webhook_id: int) -> None:
+def delete_webhook(conn: ConnDep, webhook_id: WebhookId) -> None:
     if conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,)).rowcount != 1:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no webhook {webhook_id}")
 
@@ -262,7 +295,7 @@ def list_deliveries(
 
 
 @webhooks_router.post("/deliveries/{delivery_id}/retry")
-def retry_delivery(conn: ConnDep, delivery_id: int) -> DeliveryPublic:
+def retry_delivery(conn: ConnDep, delivery_id: DeliveryId) -> DeliveryPublic:
     """Send a dead letter again (attempts start over)."""
     with conn.cursor(row_factory=class_row(DeliveryPublic)) as cur:
         row = cur.execute(

@@ -33,6 +33,7 @@ from pydantic import AwareDatetime
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, invalid_cursor
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
+from api.scope import CommunityId, DeviceId
 from api.schemas import (
     BucketPublic,
     BucketsPublic,
@@ -278,7 +279,7 @@ def _buckets(
 def device_aggregates(
     conn: ConnDep,
     settings: SettingsDep,
-    device_id: str,
+    device_id: DeviceId,
     metric: MetricQuery,
     bucket: Bucket = Bucket.HOUR,
     agg: Agg = Agg.AVG,
@@ -313,7 +314,7 @@ def device_aggregates(
 def community_aggregates(
     conn: ConnDep,
     settings: SettingsDep,
-    community_id: str,
+    community_id: CommunityId,
     metric: MetricQuery,
     bucket: Bucket = Bucket.HOUR,
     agg: Agg = Agg.AVG,
@@ -357,7 +358,7 @@ _COMMUNITY_READINGS = (
 def community_readings(
     conn: ConnDep,
     settings: SettingsDep,
-    community_id: str,
+    community_id: CommunityId,
     metric: MetricQuery,
     start: StartQuery = None,
     end: EndQuery = None,
@@ -403,7 +404,7 @@ _LATEST = sql.SQL(
 def community_latest(
     conn: ConnDep,
     settings: SettingsDep,
-    community_id: str,
+    community_id: CommunityId,
     metric: Annotated[str | None, Query(description="Only this metric")] = None,
     limit: LimitQuery = None,
     after: AfterQuery = None,

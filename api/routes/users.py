@@ -22,7 +22,7 @@ from api.registry_schemas import (
     UserPublic,
     UsersPublic,
 )
-from api.scope import Authorized, not_found
+from api.scope import Authorized, OwnTokenId, TokenId, UserId, not_found
 
 __all__ = ["me_router", "router", "tokens_router"]
 
@@ -91,12 +91,14 @@ def _user(conn: psycopg.Connection[Any], user_id: int) -> UserPublic:
 
 
 @router.get("/{user_id}")
-def user(conn: ConnDep, _p: Authorized, user_id: int) -> UserPublic:
+def user(conn: ConnDep, _p: Authorized, user_id: UserId) -> UserPublic:
     return _user(conn, user_id)
 
 
 @router.patch("/{user_id}")
-def change_user(conn: ConnDep, principal: Authorized, user_id: int, body: UserPatch) -> UserPublic:
+def change_user(
+    conn: ConnDep, principal: Authorized, user_id: UserId, body: UserPatch
+) -> UserPublic:
     """Change role or communities, or disable (a disabled user's tokens stop working)."""
     _within_scope(principal, body.communities, body.all_communities)
     _user(conn, user_id)
@@ -140,20 +142,22 @@ def _new_token(conn: psycopg.Connection[Any], user_id: int, body: TokenCreate) -
 
 
 @router.get("/{user_id}/tokens")
-def user_tokens(conn: ConnDep, _p: Authorized, user_id: int) -> list[TokenPublic]:
+def user_tokens(conn: ConnDep, _p: Authorized, user_id: UserId) -> list[TokenPublic]:
     """The user's tokens, revoked and expired ones included. Never the secrets."""
     return _token_public(conn, user_id)
 
 
 @router.post("/{user_id}/tokens", status_code=status.HTTP_201_CREATED)
-def add_user_token(conn: ConnDep, _p: Authorized, user_id: int, body: TokenCreate) -> TokenCreated:
+def add_user_token(
+    conn: ConnDep, _p: Authorized, user_id: UserId, body: TokenCreate
+) -> TokenCreated:
     """A bearer token for the user, shown once."""
     _user(conn, user_id)
     return _new_token(conn, user_id, body)
 
 
 @tokens_router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(conn: ConnDep, _p: Authorized, token_id: int) -> None:
+def revoke(conn: ConnDep, _p: Authorized, token_id: TokenId) -> None:
     revoke_token(conn, token_id)
 
 
@@ -175,5 +179,5 @@ def add_my_token(conn: ConnDep, principal: Authorized, body: TokenCreate) -> Tok
 
 
 @me_router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_mine(conn: ConnDep, _p: Authorized, token_id: int) -> None:
+def revoke_mine(conn: ConnDep, _p: Authorized, token_id: OwnTokenId) -> None:
     revoke_token(conn, token_id)

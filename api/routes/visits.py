@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
-from api.scope import Authorized, community_clause, not_found, unknown_in_body
+from api.scope import AlertId, Authorized, community_clause, not_found, unknown_in_body
 from core.visits import (
     FOLLOW_UP_DAYS,
     Coverage,
@@ -447,7 +447,7 @@ ALERT_VISITS = 10
 
 
 @router.get("/alerts/{alert_id}")
-def alert_visits(conn: ConnDep, _p: Authorized, alert_id: int) -> AlertVisitsPublic:
+def alert_visits(conn: ConnDep, _p: Authorized, alert_id: AlertId) -> AlertVisitsPublic:
     """The resident behind an alert (their wearable's ``resident_id``) and their visits."""
     row = conn.execute(
         "SELECT a.device_id, r.id, r.name FROM alerts AS a"

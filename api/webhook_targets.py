@@ -1,0 +1,60 @@
+"""Where a webhook may point: not at this machine or its private network.
+
+A webhook is a request the platform makes on an administrator's behalf; pointed at
+``http://169.254.169.254/`` (cloud metadata), ``127.0.0.1`` or the database's host
+it would turn the alert sender into a proxy into the private network (server-side
+request forgery). Such destinations are refused unless
+``alerts.webhook_private_destinations`` allows them (the demo and the tests, whose
+receivers run on this machine).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, status
+
+__all__ = ["private_destination", "refuse_private_destination"]
+
+
+def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def private_destination(url: str) -> str | None:
+    """Why ``url`` may not be a webhook's destination, or None if it may."""
+    host = urlsplit(url).hostname
+    if not host:
+        return "the URL has no host"
+    try:
+        return f"{host} is not a public address" if _private(ipaddress.ip_address(host)) else None
+    except ValueError:
+        pass  # a name: what it resolves to decides
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return f"{host} does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if _private(address):
+            return f"{host} resolves to {address}, which is not a public address"
+    return None
+
+
+def refuse_private_destination(url: str) -> None:
+    reason = private_destination(url)
+    if reason is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": ["body", "url"],
+                    "msg": f"{reason}: webhooks go to public destinations only",
+                    "type": "private_destination",
+                }
+            ],
+        )
