@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
+from api.alert_hub import AlertHub
 from api.dashboard import pages as dashboard_pages
 from api.deps import MAX_BODY_BYTES, Pool
 from api.routes import (
@@ -38,6 +39,7 @@ from api.routes import (
     users,
     visits,
 )
+from api.routes.alerts import NOTIFY_CHANNEL
 from api.scope import ERROR_RESPONSES, authorize, check_routes
 from core.errors import ConfigurationError
 from core.schema import upgrade
@@ -71,8 +73,22 @@ def _refused_value(request: Request, exc: Exception) -> JSONResponse:
     # string, a number past its column's range): the client's input, not our fault.
     _LOG.info("value refused by the database for %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse(
-        {"detail": [{"loc": [], "msg": "a value the database cannot store", "type": "value_error"}]},
+        {
+            "detail": [
+                {"loc": [], "msg": "a value the database cannot store", "type": "value_error"}
+            ]
+        },
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    # A constraint the routes did not foresee (a null where a value is required, a
+    # reference to something gone): the request conflicts with what is stored.
+    _LOG.warning("constraint refused %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "the request conflicts with stored data"},
+        status_code=status.HTTP_409_CONFLICT,
     )
 
 
@@ -125,9 +141,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await run_in_threadpool(pool.open, wait=True, timeout=POOL_OPEN_TIMEOUT_S)
         app.state.pool = pool
+        # One LISTEN for every alert stream of this process (api/alert_hub.py).
+        hub = AlertHub(url, NOTIFY_CHANNEL)
+        await hub.start()
+        app.state.alert_hub = hub
         try:
             yield
         finally:
+            await hub.stop()
             await run_in_threadpool(pool.close)
 
     app = FastAPI(
@@ -142,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(psycopg.DataError, _refused_value)
     app.add_exception_handler(psycopg.errors.InsufficientPrivilege, _row_security)
+    app.add_exception_handler(psycopg.IntegrityError, _conflict)
 
     # authorize: every route's role and community check, in one place (api/scope.py).
     v1 = APIRouter(

@@ -110,7 +110,7 @@ def create_resident(conn: Conn, spec: ResidentSpec) -> ResidentPublic | None:
 def update_resident(conn: Conn, resident_id: str, changes: dict[str, Any]) -> ResidentPublic:
     if changes:
         values = {
-            k: Jsonb([c.model_dump() for c in v]) if k == "contacts" else v
+            k: Jsonb([c.model_dump() for c in v or ()]) if k == "contacts" else v
             for k, v in changes.items()
         }
         assignments = sql.SQL(", ").join(

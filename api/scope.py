@@ -72,9 +72,10 @@ __all__ = [
     "community_clause",
     "community_filter",
     "family_of",
+    "locate",
     "not_found",
     "record_refusal",
-    "locate",
+    "scope_setting",
     "unknown_in_body",
     "widen_scope",
 ]
@@ -243,9 +244,9 @@ def _scoped(
     if not principal.sees(community):
         record_refusal(conn, principal, request, entity, target, community)
         raise not_found(message)
-    if community is None and request.method not in _READ_METHODS:
-        if principal.communities is not None:
-            raise _everywhere()
+    global_write = community is None and request.method not in _READ_METHODS
+    if global_write and principal.communities is not None:
+        raise _everywhere()
     return community
 
 
@@ -479,7 +480,7 @@ async def _body_type(request: Request) -> None:
         )
 
 
-def _scope_setting(principal: Principal) -> str:
+def scope_setting(principal: Principal) -> str:
     """The value of ``sc.communities`` that the row-level security policies read."""
     if principal.communities is None:
         return "*"
@@ -513,7 +514,7 @@ def authorize(
         )
     # Row-level security from here on: this request's queries see the caller's
     # communities only (api.deps.get_conn clears it when the connection goes back).
-    conn.execute("SELECT set_config('sc.communities', %s, false)", (_scope_setting(principal),))
+    conn.execute("SELECT set_config('sc.communities', %s, false)", (scope_setting(principal),))
     return principal
 
 

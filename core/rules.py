@@ -308,7 +308,10 @@ class ClockSkewRule(_Base):
 Match = dict[str, Any]
 
 
-def _matches_shape(where: Match) -> Match:
+def _matches_shape(where: Any) -> Match:
+    if not isinstance(where, dict):
+        # ValueError, not TypeError: pydantic turns only this into a 422 for the field.
+        raise ValueError("where is an object of field: value or field: {comparison: value}")  # noqa: TRY004
     for key, condition in where.items():
         if isinstance(condition, dict):
             unknown = set(condition) - {"eq", "ne", "gt", "ge", "lt", "le", "in"}

@@ -27,7 +27,7 @@ __all__ = [
 ROOT = "community"
 ALL_DEVICE_TOPICS = f"{ROOT}/+/+/+/+"
 # Ids appear in topics and ACL patterns: no MQTT wildcards, separators or spaces.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 class Channel(StrEnum):
@@ -48,7 +48,8 @@ class DeviceTopic:
 
 
 def valid_id(value: str) -> bool:
-    return _ID.match(value) is not None
+    # fullmatch: '$' would let a trailing newline through.
+    return _ID.fullmatch(value) is not None
 
 
 def _check(kind: str, value: str) -> str:

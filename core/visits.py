@@ -42,7 +42,10 @@ __all__ = [
 DEFAULT_DEADLINE_DAY = 25
 # A "needs follow-up" visit opens a task due a week later, unless the worker says otherwise.
 FOLLOW_UP_DAYS = 7
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+# Months outside these years are typos, and near year 1 or 9999 the month's bounds in
+# a time zone fall outside what dates can hold.
+MIN_YEAR, MAX_YEAR = 1970, 2999
 
 
 class Policy(StrEnum):
@@ -74,10 +77,18 @@ class Month:
 
     @classmethod
     def parse(cls, text: str) -> Month:
-        match = _MONTH.match(text)
+        match = _MONTH.fullmatch(text)
         if match is None:
             raise ValueError(f"invalid month {text!r}: expected YYYY-MM")
+        if not MIN_YEAR <= int(match[1]) <= MAX_YEAR:
+            raise ValueError(f"invalid month {text!r}: years {MIN_YEAR}-{MAX_YEAR}")
         return cls(int(match[1]), int(match[2]))
+
+    @classmethod
+    def checked(cls, text: str) -> str:
+        """``text`` if it parses (a validator for query parameters)."""
+        cls.parse(text)
+        return text
 
     @classmethod
     def of(cls, moment: datetime, tz: ZoneInfo) -> Month:

@@ -9,10 +9,12 @@ a client that reconnects with ``Last-Event-ID`` first gets what it missed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import psycopg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
@@ -20,10 +22,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from psycopg.rows import class_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
+from api.alert_hub import AlertHub, TooManyStreams
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
-from api.deps import POOL_TIMEOUT_S, ConnDep, PoolDep, SettingsDep, page_size
+from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
 from api.scope import (
     COMMUNITY_HINT,
     AlertId,
@@ -32,6 +36,7 @@ from api.scope import (
     body_community,
     body_device,
     community_clause,
+    scope_setting,
     unknown_in_body,
 )
 from core.rules import SEVERITIES, AlertState, Severity
@@ -53,8 +58,6 @@ maintenance_router = APIRouter(prefix="/maintenance", tags=["alerts"])
 stream_router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 NOTIFY_CHANNEL = "sc_alerts"  # alerts.store.NOTIFY_CHANNEL (api does not import alerts)
-# The stream wakes this often with nothing to say, to notice a closed client.
-STREAM_POLL_S = 1.0
 # At most this many missed events are replayed to a client that reconnects.
 REPLAY_MAX = 1_000
 _OUT = ConfigDict(frozen=True)
@@ -322,15 +325,30 @@ def resolve(
 # -- live stream ------------------------------------------------------------------------
 
 _stream_bearer = HTTPBearer(auto_error=False, description="A token from `smartcommunity token`")
+# A stream re-checks its token this often with nothing to send, and before every
+# event: a revoked token or a disabled user ends it within this long.
+RECHECK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCaller:
+    principal: Principal
+    credentials: HTTPAuthorizationCredentials
+
+
+def _check_token(pool: Pool, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The bearer check of every route, on a connection returned to the pool at once."""
+    with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
+        return require_token(conn, credentials)
 
 
 def stream_token(
     pool: PoolDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_stream_bearer)],
-) -> TokenInfo:
-    """The bearer check of every route, on a connection returned to the pool at once."""
-    with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
-        return require_token(conn, credentials)
+) -> StreamCaller:
+    principal = _check_token(pool, credentials)
+    assert credentials is not None  # require_token answered 401 otherwise
+    return StreamCaller(principal, credentials)
 
 
 def _wanted(payload: dict[str, Any], community_id: str | None, floor: int) -> bool:
@@ -340,10 +358,10 @@ def _wanted(payload: dict[str, Any], community_id: str | None, floor: int) -> bo
     return severity in SEVERITIES and SEVERITIES.index(Severity(severity)) >= floor
 
 
-def _sees(token: TokenInfo, payload: dict[str, Any]) -> bool:
-    """Only alerts of the token's communities (api.scope holds the rule for the rest)."""
+def _sees(principal: Principal, payload: dict[str, Any]) -> bool:
+    """Only alerts of the caller's communities (api.scope holds the rule for the rest)."""
     community = payload.get("community_id")
-    return isinstance(token, Principal) and isinstance(community, str) and token.sees(community)
+    return isinstance(community, str) and principal.sees(community)
 
 
 def _event(payload: dict[str, Any]) -> ServerSentEvent:
@@ -363,48 +381,109 @@ SELECT h.id, h.action, h.actor, h.at, a.id, a.rule_id, a.subject, a.community_id
 """
 
 
-@stream_router.get("/stream", response_class=EventSourceResponse)
+def _missed(pool: Pool, principal: Principal, after: int) -> list[dict[str, Any]]:
+    """What a reconnecting client missed, within its communities (row-level security
+    as for every request, and _sees on top)."""
+    with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
+        conn.execute("SELECT set_config('sc.communities', %s, false)", (scope_setting(principal),))
+        rows = conn.execute(_MISSED, (after, REPLAY_MAX)).fetchall()
+    return [
+        {
+            "history_id": row[0],
+            "action": row[1],
+            "actor": row[2],
+            "at": row[3].astimezone(UTC).isoformat(),
+            "id": row[4],
+            "rule_id": row[5],
+            "subject": row[6],
+            "community_id": row[7],
+            "device_id": row[8],
+            "building": row[9],
+            "rule_type": row[10],
+            "severity": row[11],
+            "state": row[12],
+            "title": row[13],
+            "occurrences": row[14],
+            "group_id": row[15],
+            "replayed": True,
+        }
+        for row in rows
+    ]
+
+
+def _hub(request: Request) -> AlertHub:
+    return cast(AlertHub, request.app.state.alert_hub)
+
+
+def stream_slot(
+    request: Request, settings: SettingsDep, caller: Annotated[StreamCaller, Depends(stream_token)]
+) -> StreamCaller:
+    """429 when the user already has as many streams open as allowed."""
+    if _hub(request).streams_of(caller.principal.user_id) >= settings.api.max_streams_per_user:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"at most {settings.api.max_streams_per_user} open alert streams per user",
+        )
+    return caller
+
+
+@stream_router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={401: {"description": "No valid token"}, 429: {"description": "Too many streams"}},
+)
 async def stream_alerts(
     request: Request,
+    pool: PoolDep,
     settings: SettingsDep,
-    token: Annotated[TokenInfo, Depends(stream_token)],
-    community_id: str | None = None,
+    caller: Annotated[StreamCaller, Depends(stream_slot)],
+    community_id: Annotated[str | None, Query(max_length=64)] = None,
     min_severity: Severity = Severity.INFO,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Alert transitions as they are committed (Server-Sent Events).
 
     Event type = the action (``raised``, ``repeated``, ``severity_raised``,
     ``escalated``, ``acknowledged``, ``resolved``, ``auto_resolved`` ...), data =
     the alert summary as JSON, id = the history id (send it back as
-    ``Last-Event-ID`` to get what was missed while disconnected).
+    ``Last-Event-ID`` to get what was missed while disconnected). The stream ends
+    within seconds of its token being revoked or its user disabled.
     """
-    url = settings.database_url
-    assert url is not None  # create_app refuses to start without it
+    hub = _hub(request)
     floor = SEVERITIES.index(min_severity)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    principal = caller.principal
+    try:
+        subscriber = hub.subscribe(principal.user_id, settings.api.max_streams_per_user)
+    except TooManyStreams:
+        return  # opened meanwhile by another request of the same user
+    try:
         if last_event_id is not None and last_event_id.isdigit():
-            cur = await conn.execute(_MISSED, (int(last_event_id), REPLAY_MAX))
-            for row in await cur.fetchall():
-                payload = {
-                    "history_id": row[0], "action": row[1], "actor": row[2],
-                    "at": row[3].astimezone(UTC).isoformat(), "id": row[4], "rule_id": row[5],
-                    "subject": row[6], "community_id": row[7], "device_id": row[8],
-                    "building": row[9], "rule_type": row[10], "severity": row[11],
-                    "state": row[12], "title": row[13], "occurrences": row[14],
-                    "group_id": row[15], "replayed": True,
-                }  # fmt: skip
-                if _wanted(payload, community_id, floor) and _sees(token, payload):
+            missed = await run_in_threadpool(_missed, pool, principal, int(last_event_id))
+            for payload in missed:
+                if _wanted(payload, community_id, floor) and _sees(principal, payload):
                     yield _event(payload)
         while not await request.is_disconnected():
-            async for notify in conn.notifies(timeout=STREAM_POLL_S):
-                try:
-                    payload = json.loads(notify.payload)
-                except ValueError:
-                    continue
-                if _wanted(payload, community_id, floor) and _sees(token, payload):
-                    yield _event(payload)
+            try:
+                raw = await asyncio.wait_for(subscriber.queue.get(), timeout=RECHECK_S)
+            except TimeoutError:
+                raw = ""
+            if raw is None:
+                return  # closed by the hub: the client reconnects and is replayed
+            try:
+                principal = await run_in_threadpool(_check_token, pool, caller.credentials)
+            except HTTPException:
+                return  # revoked, expired or disabled: no further event
+            if not raw:
+                continue
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                continue
+            wanted = isinstance(payload, dict) and _wanted(payload, community_id, floor)
+            if wanted and _sees(principal, payload):
+                yield _event(payload)
+    finally:
+        hub.unsubscribe(subscriber)
 
 
 # -- maintenance ------------------------------------------------------------------------

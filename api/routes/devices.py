@@ -276,7 +276,9 @@ def list_devices(
 
 
 @router.get("/{device_id}")
-def show_device(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
+def show_device(
+    conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId
+) -> DevicePublic:
     """One device: where it is, its state, connectivity, battery and signal."""
     return get_device_or_404(conn, device_id, clock())
 
@@ -305,7 +307,9 @@ def _transition(
 
 
 @router.post("/{device_id}/maintenance")
-def to_maintenance(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
+def to_maintenance(
+    conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId
+) -> DevicePublic:
     """In maintenance: readings are still stored, its alerts are suppressed."""
     return _transition(conn, device_id, "maintenance", clock())
 

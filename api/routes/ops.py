@@ -6,12 +6,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import PlainTextResponse
 
-from api.auth import require_token
+from api.auth import CurrentPrincipal
 from api.deps import ConnDep, PoolDep
 from api.schemas import Health
+from core.access import Role
 from core.observability import render_prometheus
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "router"]
@@ -78,25 +79,43 @@ def _family(
     return lines
 
 
+# Process figures (pipeline counters) are for those who run the control room; figures
+# that count every community's devices only for those who may see every community.
+_METRICS_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
+
+
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    dependencies=[Depends(require_token)],
-    responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}}},
+    responses={
+        200: {"content": {PROMETHEUS_CONTENT_TYPE: {}}},
+        401: {"description": "No valid token"},
+        403: {"description": "Not an operator or administrator"},
+    },
 )
-def metrics(conn: ConnDep) -> PlainTextResponse:
-    """Pipeline counters of every worker, plus registry and dead-letter gauges."""
+def metrics(conn: ConnDep, principal: CurrentPrincipal) -> PlainTextResponse:
+    """Pipeline counters of every worker (operators and administrators), plus registry
+    and dead-letter gauges (only for those who see every community)."""
+    if principal.role not in _METRICS_ROLES:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="metrics are for operators and administrators",
+        )
     workers: dict[str, Mapping[str, Any]] = {}
     saved_at: list[tuple[Mapping[str, str], float]] = []
     for worker, updated_at, counters in conn.execute(_WORKERS):
         workers[worker] = counters
         saved_at.append(({"worker": worker}, updated_at.timestamp()))
-    dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
-    devices, reporting = [], []
-    for device_class, state, count, fresh in conn.execute(_DEVICES):
-        labels = {"device_class": device_class, "state": state}
-        devices.append((labels, count))
-        reporting.append((labels, fresh))
+    dead: list[tuple[Mapping[str, str], float]] = []
+    devices: list[tuple[Mapping[str, str], float]] = []
+    reporting: list[tuple[Mapping[str, str], float]] = []
+    if principal.communities is None:
+        conn.execute("SELECT set_config('sc.communities', '*', false)")  # row-level security
+        dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
+        for device_class, state, count, fresh in conn.execute(_DEVICES):
+            labels = {"device_class": device_class, "state": state}
+            devices.append((labels, count))
+            reporting.append((labels, fresh))
     lines = [
         *_family(
             "sc_pipeline_snapshot_timestamp_seconds",

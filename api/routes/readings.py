@@ -14,8 +14,8 @@ from pydantic import AwareDatetime
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
-from api.scope import DeviceId
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
+from api.scope import DeviceId
 from core.metrics import METRICS
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]

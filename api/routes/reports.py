@@ -13,15 +13,15 @@ import csv
 import html
 import io
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import ClockDep, ConnDep
-from api.routes.visits import community_coverage, sync_checkins
+from api.routes.visits import MonthQuery, community_coverage, sync_checkins
 from api.scope import Authorized, CommunityId, not_found
 from core.visits import Month, Standing
 from core.visits_report import ACK_TARGET_S, AlertRecord, figures
@@ -302,7 +302,7 @@ def report(
     _p: Authorized,
     clock: ClockDep,
     community_id: CommunityId,
-    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])],
+    month: MonthQuery,
     format: Literal["json", "csv", "html"] = "json",
 ) -> Response:
     """The month's service figures: ``format=json`` (default), ``csv`` or ``html``."""

@@ -23,11 +23,11 @@ from api.scope import (
     Authorized,
     DeliveryId,
     RuleId,
+    TextId,
     WebhookId,
     body_community,
     body_device,
     community_clause,
-    TextId,
     locate,
 )
 from api.webhook_targets import refuse_private_destination
@@ -107,7 +107,9 @@ def list_rules(
     return [_public(row) for row in conn.execute(query, params).fetchall()]
 
 
-def _check_scope(request: Request, conn: psycopg.Connection[Any], principal: Principal, rule: Rule) -> None:
+def _check_scope(
+    request: Request, conn: psycopg.Connection[Any], principal: Principal, rule: Rule
+) -> None:
     """Where the parsed rule applies must be the caller's: no community is everywhere."""
     body_community(conn, principal, request, rule.scope.community, field="scope")
     if rule.scope.device is not None:

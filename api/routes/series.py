@@ -33,7 +33,6 @@ from pydantic import AwareDatetime
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, invalid_cursor
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
-from api.scope import CommunityId, DeviceId
 from api.schemas import (
     BucketPublic,
     BucketsPublic,
@@ -42,6 +41,7 @@ from api.schemas import (
     LatestPublic,
     LatestValuesPublic,
 )
+from api.scope import CommunityId, DeviceId
 from core.metrics import METRICS
 from core.storage import Bucket, StoragePath
 from core.storage_layout import read_config

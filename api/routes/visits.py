@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
@@ -45,7 +45,11 @@ __all__ = [
 
 Conn = psycopg.Connection[Any]
 router = APIRouter(prefix="/visits", tags=["visits"])
-MonthQuery = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"])]
+MonthQuery = Annotated[
+    str,
+    Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-11"]),
+    AfterValidator(Month.checked),
+]
 _IN = ConfigDict(frozen=True, extra="forbid")
 _OUT = ConfigDict(frozen=True)
 

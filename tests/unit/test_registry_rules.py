@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.app import create_app
-from api.scope import PATH_PARAMETERS, family_of
+from api.scope import SCOPED_PARAMETERS, check_routes, family_of
 from core.access import POLICY, Family, Role, allowed
 from core.broker_acl import (
     BrokerDevice,
@@ -242,7 +242,20 @@ def test_every_api_route_has_a_family_and_known_ids() -> None:
         assert family_of(path) is not None, f"{path} has no access family"
         for part in path.split("/"):
             if part.startswith("{"):
-                assert part.strip("{}") in PATH_PARAMETERS, f"{path}: {part} has no scope check"
+                assert part.strip("{}") in SCOPED_PARAMETERS, f"{path}: {part} has no scope check"
+
+
+def test_a_route_taking_a_raw_id_stops_the_app() -> None:
+    """Fail closed: a path id the route reads itself, without its scope dependency."""
+    app = create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    check_routes(app)  # the real app passes
+
+    @app.get("/api/v1/alerts/{alert_id}/raw")
+    def raw(alert_id: int) -> int:
+        return alert_id
+
+    with pytest.raises(RuntimeError, match="alert_id taken raw"):
+        check_routes(app)
 
 
 @pytest.mark.parametrize(
