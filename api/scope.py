@@ -198,6 +198,8 @@ def record_refusal(
     who, which route, what. The target's community's administrators see it."""
     route = request.scope.get("route")
     template = route.path if isinstance(route, APIRoute) else request.url.path
+    if not template.startswith(API_PREFIX + "/"):  # the route's path inside its router
+        template = API_PREFIX + template
     try:
         conn.execute(
             "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"

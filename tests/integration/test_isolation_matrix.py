@@ -102,7 +102,9 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
         "community_id": t.b,
         "device_class": "fire",
     },
-    ("POST", "/devices/import"): lambda t: f"id,community_id,device_class\n{fresh('d')},{t.b},fire\n",
+    ("POST", "/devices/import"): lambda t: (
+        f"id,community_id,device_class\n{fresh('d')},{t.b},fire\n"
+    ),
     ("GET", "/devices/{device_id}"): LIST,
     ("PATCH", "/devices/{device_id}"): lambda t: {"name": "Renamed"},
     ("POST", "/devices/{device_id}/maintenance"): lambda t: None,

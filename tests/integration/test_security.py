@@ -1,0 +1,373 @@
+"""Community isolation beyond the matrix: row-level security on its own, users and
+tokens, content types, hostile input, the audit of refusals, webhook destinations,
+/metrics, and the live stream after revocation (docs/security.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from api.accounts import create_user
+from api.app import create_app
+from api.auth import builtin_admin_id, create_token, hash_token
+from core.access import Role
+from core.settings import AlertSettings, ApiSettings, Settings
+from smartcommunity.embedded import free_port
+from tests.integration.test_access_matrix import SOON, World, fresh
+from tests.integration.test_alerts_api import raise_alert
+from tests.integration.test_alerts_support import T0, setup_devices
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Two:
+    """Communities A and B; tokens of roles scoped to A, and of the root administrator."""
+
+    w: World
+    tokens: dict[str, str]
+    root: str
+
+    def auth(self, who: str) -> dict[str, str]:
+        token = self.root if who == "root" else self.tokens[who]
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def two(database_url: str) -> Iterator[Two]:
+    with (
+        TestClient(create_app(Settings(database_url=database_url))) as client,
+        psycopg.connect(database_url, autocommit=True) as db,
+    ):
+        w = World(client, db, fresh("ca"), fresh("cb"))
+        for community in (w.a, w.b):
+            db.execute("INSERT INTO communities (id, name) VALUES (%s, %s)", (community, community))
+        tokens = {}
+        for role in Role:
+            user = create_user(db, fresh(role.value), role, [w.a])
+            w.user_ids[role.value] = user.id
+            tokens[role.value] = create_token(db, "security", user_id=user.id)
+        yield Two(w, tokens, create_token(db, "security root"))
+
+
+def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
+    row = db.execute(
+        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- row-level security, with the route-level checks switched off -------------------------
+
+
+@pytest.fixture
+def without_object_checks(two: Two) -> Iterator[Two]:
+    app = two.w.client.app
+    app.state.test_without_object_checks = True  # type: ignore[attr-defined]
+    try:
+        yield two
+    finally:
+        app.state.test_without_object_checks = False  # type: ignore[attr-defined]
+
+
+def test_the_api_queries_as_a_role_subject_to_row_level_security(two: Two) -> None:
+    pool = two.w.client.app.state.pool  # type: ignore[attr-defined]
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT current_user, r.rolbypassrls, r.rolsuper FROM pg_roles AS r"
+            " WHERE r.rolname = current_user"
+        ).fetchone()
+    assert row == ("sc_api", False, False)
+
+
+def test_row_level_security_alone_keeps_b_out(without_object_checks: Two) -> None:
+    two = without_object_checks
+    w = two.w
+    alert, device, webhook = w.alert(w.b), w.device(w.b), w.webhook(w.b)
+    resident = w.resident(w.b)
+    admin = two.auth("admin")
+    # The hook is on: the same request that the object check answers with 404 now
+    # reaches the route, whose own query finds nothing of B.
+    assert w.client.get(f"/api/v1/alerts/{alert}", headers=admin).status_code == 404
+    assert w.client.get(f"/api/v1/devices/{device}", headers=admin).status_code == 404
+    assert w.client.get(f"/api/v1/residents/{resident}", headers=admin).status_code == 404
+    assert w.client.post(f"/api/v1/alerts/{alert}/ack", headers=admin).status_code == 404
+    assert w.client.delete(f"/api/v1/webhooks/{webhook}", headers=admin).status_code == 404
+    listed = w.client.get("/api/v1/alerts", headers=admin, params={"community_id": w.b})
+    assert listed.status_code == 200
+    assert listed.json()["data"] == []
+    made = w.client.post(
+        "/api/v1/maintenance",
+        headers=admin,
+        json={"community_id": w.b, "ends_at": SOON, "reason": "rls"},
+    )
+    assert made.status_code == 404
+    state = w.db.execute("SELECT state FROM alerts WHERE id = %s", (int(alert),)).fetchone()
+    assert state == ("open",)
+    kept = w.db.execute("SELECT count(*) FROM webhooks WHERE id = %s", (int(webhook),)).fetchone()
+    assert kept == (1,)
+    windows = w.db.execute(
+        "SELECT count(*) FROM maintenance_windows WHERE reason = 'rls'"
+    ).fetchone()
+    assert windows == (0,)
+    # And the hook really is what let the requests through: B's root sees the alert.
+    assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("root")).status_code == 200
+
+
+# --- users and tokens ----------------------------------------------------------------------
+
+
+def test_a_scoped_admin_cannot_take_over_a_wider_user(two: Two) -> None:
+    w = two.w
+    admin = two.auth("admin")
+    root_id = builtin_admin_id(w.db)
+    for spelled in (str(root_id), f"{root_id}.0", f"0{root_id}", f"+{root_id}"):
+        made = w.client.post(f"/api/v1/users/{spelled}/tokens", headers=admin, json={"name": "x"})
+        assert made.status_code in (404, 422), (spelled, made.text)
+        changed = w.client.patch(f"/api/v1/users/{spelled}", headers=admin, json={"role": "viewer"})
+        assert changed.status_code in (404, 422)
+    wide = create_user(w.db, fresh("wide"), Role.OPERATOR, [w.a, w.b])
+    assert w.client.get(f"/api/v1/users/{wide.id}", headers=admin).status_code == 404
+    assert w.client.get(f"/api/v1/users/{wide.id}/tokens", headers=admin).status_code == 404
+    role = w.db.execute("SELECT role FROM users WHERE id = %s", (root_id,)).fetchone()
+    assert role == ("admin",)
+
+
+def test_me_tokens_are_the_callers_own(two: Two) -> None:
+    w = two.w
+    victim = create_token(w.db, "victim", user_id=w.user_ids["admin"])
+    victim_id = _token_id(w.db, victim)
+    for spelled in (str(victim_id), f"{victim_id}.0"):
+        gone = w.client.delete(f"/api/v1/me/tokens/{spelled}", headers=two.auth("viewer"))
+        assert gone.status_code in (404, 422)
+    assert w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {victim}"}).is_success
+    mine = create_token(w.db, "mine", user_id=w.user_ids["viewer"])
+    own = w.client.delete(f"/api/v1/me/tokens/{_token_id(w.db, mine)}", headers=two.auth("viewer"))
+    assert own.status_code == 204
+    assert (
+        w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {mine}"}).status_code == 401
+    )
+
+
+# --- bodies, content types, hostile input --------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_json_body_under_another_content_type_is_415(two: Two, content_type: str | None) -> None:
+    w = two.w
+    body = json.dumps({"community_id": w.a, "ends_at": SOON, "reason": "x"}).encode()
+    headers = two.auth("operator")
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    answer = w.client.post("/api/v1/maintenance", headers=headers, content=body)
+    assert answer.status_code == 415, answer.text
+
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=UTF-8"])
+def test_a_body_naming_b_is_checked_whatever_the_spelling_of_json(
+    two: Two, content_type: str
+) -> None:
+    w = two.w
+    body = json.dumps({"community_id": w.b, "ends_at": SOON, "reason": "spelled"}).encode()
+    headers = {**two.auth("operator"), "Content-Type": content_type}
+    answer = w.client.post("/api/v1/maintenance", headers=headers, content=body)
+    assert answer.status_code == 422, answer.text
+    # The same request for A succeeds: the spelling is JSON, the community decided.
+    body = json.dumps({"community_id": w.a, "ends_at": SOON, "reason": "spelled"}).encode()
+    assert w.client.post("/api/v1/maintenance", headers=headers, content=body).status_code == 201
+
+
+def _event_rule() -> dict[str, Any]:
+    return {
+        "id": fresh("rule"),
+        "type": "event",
+        "title": "t",
+        "severity": "warning",
+        "events": ["sos_pressed"],
+    }
+
+
+def test_hostile_input_is_a_client_error(two: Two) -> None:
+    w = two.w
+    admin = two.auth("admin")
+    resident = w.resident(w.a)
+    requests: list[tuple[str, str, Any]] = [
+        ("GET", "/api/v1/alerts?community_id=%00", None),
+        ("GET", "/api/v1/devices/d%00", None),
+        ("GET", "/api/v1/alerts/1_0", None),
+        ("GET", "/api/v1/alerts/4.0", None),
+        ("GET", f"/api/v1/communities/{w.a}/report?month=9999-12", None),
+        ("GET", f"/api/v1/communities/{w.a}/report?month=0001-01", None),
+        ("GET", "/api/v1/users/78594884999228830062651375616/tokens", None),
+        ("POST", "/api/v1/communities", {"id": "nl\n", "name": "x"}),
+        ("POST", "/api/v1/residents", {"id": fresh("r"), "community_id": w.a, "name": "a\x00"}),
+        ("POST", "/api/v1/rules", {**World.rule_body(w.a, fresh("rule")), "scope": "x"}),
+        ("POST", "/api/v1/rules", {**_event_rule(), "where": "x"}),
+        ("POST", "/api/v1/webhooks", {"url": "http://127.0.0.1:9/", "community_id": w.device(w.a)}),
+    ]
+    for method, path, body in requests:
+        answer = w.client.request(method, path, headers=admin, json=body)
+        assert 400 <= answer.status_code < 500, (method, path, answer.status_code, answer.text)
+    nulled = w.client.patch(f"/api/v1/residents/{resident}", headers=admin, json={"contacts": None})
+    assert nulled.status_code == 200, nulled.text
+    assert nulled.json()["contacts"] == []
+
+
+def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
+    w = two.w
+    alert = w.alert(w.b)
+    assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("viewer")).status_code == 404
+    row = w.db.execute(
+        "SELECT actor, community_id, after FROM audit_log"
+        " WHERE action = 'refused' AND entity = 'alert' AND entity_id = %s",
+        (alert,),
+    ).fetchone()
+    assert row is not None
+    actor, community, after = row
+    assert actor.startswith("user:viewer")
+    assert community == w.b
+    assert after == {"method": "GET", "route": "/api/v1/alerts/{alert_id}"}
+    # B's side may read it; A's administrator may not.
+    seen_by_a = w.client.get("/api/v1/audit", headers=two.auth("admin"), params={"limit": 1000})
+    assert alert not in {e["entity_id"] for e in seen_by_a.json()["data"] if e["entity"] == "alert"}
+
+
+# --- webhooks and metrics ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+    ],
+)
+def test_webhooks_to_private_destinations_are_refused(database_url: str, url: str) -> None:
+    settings = Settings(
+        database_url=database_url, alerts=AlertSettings(webhook_private_destinations=False)
+    )
+    with psycopg.connect(database_url, autocommit=True) as db:
+        token = create_token(db, "hooks")
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/api/v1/webhooks", headers={"Authorization": f"Bearer {token}"}, json={"url": url}
+        )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["type"] == "private_destination"
+
+
+def test_metrics_show_community_figures_only_to_global_viewers(two: Two) -> None:
+    w = two.w
+    w.device(w.a)
+    assert w.client.get("/metrics", headers=two.auth("viewer")).status_code == 403
+    scoped = w.client.get("/metrics", headers=two.auth("operator"))
+    assert scoped.status_code == 200
+    assert "sc_devices{" not in scoped.text
+    root = w.client.get("/metrics", headers=two.auth("root"))
+    assert "sc_devices{" in root.text
+
+
+# --- the live stream -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def live(fresh_database_url: str) -> Iterator[tuple[str, str]]:
+    """The API in a real server (streams need a real event loop and socket)."""
+    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
+    port = free_port()
+    settings = Settings(database_url=fresh_database_url, api=ApiSettings(max_streams_per_user=2))
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", fresh_database_url
+    finally:
+        srv.should_exit = True
+        thread.join(20)
+
+
+class Reader(threading.Thread):
+    """Reads one stream, recording events and when it ended."""
+
+    def __init__(self, base: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token = base, token
+        self.events: list[str] = []
+        self.opened = threading.Event()
+        self.first = threading.Event()
+        self.status = 0
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with (
+            httpx.Client(timeout=60) as client,
+            client.stream("GET", f"{self.base}/api/v1/alerts/stream", headers=headers) as r,
+        ):
+            self.status = r.status_code
+            self.opened.set()
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    self.events.append(line[7:])
+                    self.first.set()
+
+
+def test_revoking_the_token_ends_the_stream_and_nothing_follows(live: tuple[str, str]) -> None:
+    base, url = live
+    with psycopg.connect(url, autocommit=True) as db:
+        token = create_token(db, "stream")
+        other = create_token(db, "another user's")  # the built-in admin, too: same user
+        reader = Reader(base, token)
+        reader.start()
+        assert reader.opened.wait(20)
+        assert reader.status == 200
+        raise_alert(url, "w1", T0.timestamp())
+        assert reader.first.wait(20), "the stream delivered nothing"
+        # One LISTEN for the process however many streams are open.
+        second = Reader(base, other)
+        second.start()
+        assert second.opened.wait(20)
+        listeners = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE 'LISTEN%%'"
+        ).fetchone()
+        assert listeners == (1,)
+        # The cap: two streams per user here; the third is refused.
+        third = httpx.get(
+            f"{base}/api/v1/alerts/stream", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert third.status_code == 429
+        db.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s", (hash_token(token),)
+        )
+        raise_alert(url, "w2", T0.timestamp() + 1)
+        reader.join(5)
+        assert not reader.is_alive(), "the stream outlived its token by more than 5 s"
+        assert reader.events == ["raised"], reader.events
+        # The other stream lives on with its own token; it ends when that is revoked.
+        assert second.is_alive()
+        db.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s", (hash_token(other),)
+        )
+        second.join(5)
+        assert not second.is_alive()
