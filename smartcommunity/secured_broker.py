@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import IO
 
 from smartcommunity.embedded.broker import MOSQUITTO_CANDIDATES, mosquitto_config
-from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess
+from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess, free_port
 
 __all__ = ["SecuredMosquitto", "secured_config"]
 
 
-def secured_config(*, port: int, data_dir: Path, password_file: Path, acl_file: Path) -> str:
+def secured_config(
+    *, port: int, data_dir: Path, password_file: Path, acl_file: Path, device_port: int
+) -> str:
+    """The shipped configuration, closed to anonymous clients, with a second listener
+    for devices as deploy/mosquitto/mosquitto.conf has: there a client's id is its
+    user name, so no device can take another's (and disconnect it)."""
     config = mosquitto_config(port=port, data_dir=data_dir)
     if "allow_anonymous true" not in config:
         raise EmbeddedServerError("broker", "shipped mosquitto.conf changed: no allow_anonymous")
@@ -29,6 +34,9 @@ def secured_config(*, port: int, data_dir: Path, password_file: Path, acl_file: 
         "\n# Added by smartcommunity.secured_broker: the registry's users, their topics only.\n"
         f"password_file {password_file.absolute()}\n"
         f"acl_file {acl_file.absolute()}\n"
+        "\n# Devices: the client id is the user name (listener options follow their listener).\n"
+        f"listener {device_port} 127.0.0.1\n"
+        "use_username_as_clientid true\n"
     )
 
 
@@ -41,6 +49,8 @@ class SecuredMosquitto(ServerProcess):
         self, *, data_dir: Path, password_file: Path, acl_file: Path, port: int | None = None
     ) -> None:
         super().__init__(data_dir=data_dir, port=port)
+        # Devices connect here (client id bound to user name); services to ``port``.
+        self.device_port = free_port()
         self.password_file = password_file
         self.acl_file = acl_file
         found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
@@ -72,6 +82,7 @@ class SecuredMosquitto(ServerProcess):
                 data_dir=self.data_dir,
                 password_file=self.password_file,
                 acl_file=self.acl_file,
+                device_port=self.device_port,
             ),
             encoding="utf-8",
         )

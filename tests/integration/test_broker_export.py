@@ -56,8 +56,11 @@ class Rig:
         self.broker.reload()
 
     def url(self, user: str, password: str | None = None) -> tuple[str, int, str, str]:
+        """Devices use the devices' listener (client id bound to user name), services
+        the loopback one, as in deploy/mosquitto/mosquitto.conf."""
         secret = self.passwords[user] if password is None else password
-        return ("127.0.0.1", self.broker.port, user, secret)
+        port = self.broker.port if user == self.pipeline_user else self.broker.device_port
+        return ("127.0.0.1", port, user, secret)
 
 
 @dataclass
@@ -93,8 +96,11 @@ class Client:
         self.client.loop_stop()
 
 
-def connect(rig: Rig, user: str, password: str | None = None, client_id: str = "") -> Client:
-    host, port, username, secret = rig.url(user, password)
+def connect(
+    rig: Rig, user: str, password: str | None = None, client_id: str = "", port: int = 0
+) -> Client:
+    host, device_port, username, secret = rig.url(user, password)
+    port = port or device_port
     paho = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id or user, protocol=mqtt.MQTTv5
     )
@@ -239,6 +245,42 @@ def test_own_topic_is_stored_other_topics_are_refused(rig: Rig, unique_id: str) 
         f" OR topic LIKE 'community/%/{other}/%'",
     )
     assert stray == 0, "a refused message reached the pipeline"
+
+
+def test_a_device_cannot_take_another_devices_client_id(rig: Rig) -> None:
+    """The exported configuration binds a device's client id to its user name: a device
+    connecting with a neighbour's client id is itself, and the neighbour stays online."""
+    mine, other, _fire = _devices(rig)
+    theirs = device_topic(rig.community, "wearable", other, "telemetry")
+    victim = connect(rig, other)
+    try:
+        attacker = connect(rig, mine, client_id=other)
+        try:
+            assert attacker.connack == 0  # connected, as itself
+            assert attacker.publish(theirs, telemetry(1)) == NOT_AUTHORIZED
+            # A PUBACK after the attacker's CONNACK: the broker still holds the victim.
+            assert victim.publish(theirs, telemetry(2)) == 0
+            assert not victim.disconnected.is_set()
+        finally:
+            attacker.close()
+    finally:
+        victim.close()
+
+
+def test_without_the_binding_the_same_takeover_works(rig: Rig) -> None:
+    """The control: on the services' listener (ids not bound) the same CONNECT does
+    disconnect the victim, so the test above would see a takeover."""
+    mine, other, _fire = _devices(rig)
+    victim = connect(rig, other, port=rig.broker.port)
+    try:
+        attacker = connect(rig, mine, client_id=other, port=rig.broker.port)
+        try:
+            assert attacker.connack == 0
+            assert victim.disconnected.wait(TIMEOUT_S), "the takeover did not happen"
+        finally:
+            attacker.close()
+    finally:
+        victim.close()
 
 
 def test_the_pipeline_account_reads_devices_and_writes_alerts(rig: Rig) -> None:
