@@ -36,7 +36,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.routing import APIRoute, iter_route_contexts
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from api.auth import Principal, require_token
 from api.deps import ConnDep
@@ -57,11 +57,13 @@ __all__ = [
     "DeviceId",
     "IntId",
     "OwnTokenId",
+    "Problem",
     "ResidentId",
     "RuleId",
     "TextId",
     "TokenId",
     "UserId",
+    "ValidationProblem",
     "WebhookId",
     "WindowId",
     "authorize",
@@ -109,14 +111,31 @@ _SUB_FAMILIES: dict[str, Family] = {
     "status": Family.TELEMETRY,
 }
 
-# The answers every /api/v1 route may give besides its own, for the OpenAPI.
+
+class Problem(BaseModel):
+    detail: str
+
+
+class ValidationProblem(BaseModel):
+    """FastAPI's answer to an invalid parameter or body (what it documents as 422)."""
+
+    detail: list[dict[str, Any]]
+
+
+# The answers every /api/v1 route may give besides its own, for the OpenAPI. FastAPI
+# documents 422 (with its validation-error body) for every route that has parameters.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No, unknown, revoked or expired bearer token, or a disabled user"},
-    403: {"description": "The role may not do this, or it applies to every community"},
-    404: {"description": "No such object in the caller's communities"},
+    401: {
+        "model": Problem,
+        "description": "No, unknown, revoked or expired bearer token, or a disabled user",
+    },
+    403: {
+        "model": Problem,
+        "description": "The role may not do this, or it applies to every community",
+    },
+    404: {"model": Problem, "description": "No such object in the caller's communities"},
     413: {"description": "Body larger than the route accepts"},
-    415: {"description": "A JSON body sent with another Content-Type"},
-    422: {"description": "Invalid parameter or body"},
+    415: {"model": Problem, "description": "A JSON body sent with another Content-Type"},
 }
 
 

@@ -47,6 +47,7 @@ from api.scope import (
     COMMUNITY_HINT,
     Authorized,
     DeviceId,
+    ValidationProblem,
     community_filter,
     not_found,
     unknown_in_body,
@@ -172,15 +173,20 @@ def _import_public(report: ImportReport, imported: int) -> DeviceImportPublic:
     responses={
         200: {"model": DeviceImportPublic, "description": "dry run: what would be imported"},
         413: {"description": f"larger than {MAX_CSV_BYTES} bytes"},
-        422: {"model": DeviceImportPublic, "description": "bad rows; nothing imported"},
+        422: {
+            "model": DeviceImportPublic | ValidationProblem,
+            "description": "bad rows, nothing imported; or bad query parameters",
+        },
     },
 )
 def import_csv(
     conn: ConnDep,
     principal: Authorized,
+    # Optional so that an empty body is answered like an empty file (a DeviceImportPublic
+    # 422 naming line 1), as documented, not with a validation error of another shape.
     csv_file: Annotated[
         bytes, Body(media_type="text/csv", description="UTF-8 CSV with a header row")
-    ],
+    ] = b"",
     skip_invalid: Annotated[
         bool, Query(description="Import the good rows even when some are bad")
     ] = False,
