@@ -130,6 +130,37 @@ def test_sign_in_with_a_token_stays_signed_in_and_signs_out(
     assert page.is_hidden("#app")
 
 
+def test_a_link_with_someone_elses_token_asks_before_switching(
+    api_server: ApiServer, page: Page
+) -> None:
+    c = fresh("c")
+    community(api_server.database_url, c, "东区")
+    mine = token(api_server.database_url, Role.OPERATOR, [c])
+    theirs = token(api_server.database_url, Role.VIEWER, [c])
+    sign_in(page, api_server, mine)
+    asked: list[str] = []
+
+    def dismiss(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    page.goto(f"{api_server.url}/#token={theirs}")
+    page.reload()
+    wait_live(page)
+    assert len(asked) == 1
+    assert (page.text_content("#who-role") or "") == "值班员"  # still the operator
+    stored = page.evaluate("localStorage.getItem('sc.token') || sessionStorage.getItem('sc.token')")
+    assert stored == mine
+    # Accepting switches; the address bar no longer holds the token either way.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{api_server.url}/#token={theirs}")
+    page.reload()
+    wait_live(page)
+    assert (page.text_content("#who-role") or "") != "值班员"
+    assert "token" not in page.url
+
+
 # --- an incident, live ----------------------------------------------------------------------
 
 

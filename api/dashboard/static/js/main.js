@@ -274,10 +274,15 @@ function boot() {
   applyStatic();
   wire();
   // The demo prints a link with the token in the fragment (never sent to the server):
-  // take it, and take it out of the address bar and the history.
+  // take it, and take it out of the address bar and the history. A link carrying
+  // someone else's token must not silently replace who is signed in here: ask.
   const fragment = location.hash.match(/^#token=([^&]+)/);
   if (fragment) {
-    setToken(decodeURIComponent(fragment[1]), true);
+    const offered = decodeURIComponent(fragment[1]);
+    const current = getToken();
+    if (!current || current === offered || window.confirm(t("signin.switch"))) {
+      setToken(offered, true);
+    }
     history.replaceState(null, "", `${location.pathname}#/board`);
   }
   if (getToken()) startSession();
