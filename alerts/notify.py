@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.store import Notice
 from core.topics import alert_topic
+from core.webhook_targets import private_destination
 
 __all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "sign"]
 
@@ -42,6 +43,16 @@ _CLAIM = 20
 _POLL_S = 1.0
 # paho keeps at most this many unsent alerts while the broker is away.
 _MAX_QUEUED = 10_000
+
+
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead anywhere, a private address included: not followed."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -91,8 +102,11 @@ class WebhookSender:
         backoff_min_s: float,
         backoff_max_s: float,
         timeout_s: float,
+        private_destinations: bool = False,
     ) -> None:
         self.url = url
+        # Loopback, private and link-local receivers: only when the settings allow.
+        self.private_destinations = private_destinations
         self.attempts = attempts
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
@@ -170,6 +184,10 @@ class WebhookSender:
         return len(due)
 
     def _post(self, delivery_id: int, url: str, secret: str, payload: Any) -> str | None:
+        if not self.private_destinations:
+            reason = private_destination(url)
+            if reason is not None:
+                return f"refused: {reason}"
         body = json.dumps(payload, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         request = urllib.request.Request(  # noqa: S310 - http(s) URLs validated by the API
@@ -184,7 +202,7 @@ class WebhookSender:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+            with _NO_REDIRECTS.open(request, timeout=self.timeout_s) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             return f"HTTP {exc.code}"

@@ -235,5 +235,6 @@ def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:
             backoff_min_s=alerts.webhook_backoff_min_s,
             backoff_max_s=alerts.webhook_backoff_max_s,
             timeout_s=alerts.webhook_timeout_s,
+            private_destinations=alerts.webhook_private_destinations,
         ),
     )

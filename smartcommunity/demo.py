@@ -114,7 +114,11 @@ def run_demo(args: argparse.Namespace) -> int:
             broker = stack.enter_context(EmbeddedBroker(data_dir=data_dir / "broker"))
             mqtt_url = broker.url
             _LOG.info("embedded %s broker at %s", broker.kind, mqtt_url)
-        settings = base.model_copy(update={"database_url": database_url, "mqtt_url": mqtt_url})
+        # The demo's webhook receivers run on this machine (docs/security.md).
+        alerts = base.alerts.model_copy(update={"webhook_private_destinations": True})
+        settings = base.model_copy(
+            update={"database_url": database_url, "mqtt_url": mqtt_url, "alerts": alerts}
+        )
 
         schema.upgrade(database_url)
         devices = demo_devices(community_id=DEMO_COMMUNITY, count=args.devices, seed=DEMO_SEED)

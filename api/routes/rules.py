@@ -30,8 +30,8 @@ from api.scope import (
     community_clause,
     locate,
 )
-from api.webhook_targets import refuse_private_destination
 from core.rules import Rule, Severity, dump_rule, parse_rule
+from core.webhook_targets import private_destination
 
 __all__ = ["RulePublic", "router", "webhooks_router"]
 
@@ -244,8 +244,18 @@ def create_webhook(
     """Alerts (raised, escalated, resolved) of ``min_severity`` and above are POSTed to
     ``url`` with ``X-SC-Signature: sha256=HMAC(secret, X-SC-Timestamp + "." + body)``."""
     body_community(conn, principal, request, body.community_id)
-    if not settings.alerts.webhook_private_destinations:
-        refuse_private_destination(str(body.url))
+    reason = private_destination(str(body.url))
+    if reason is not None and not settings.alerts.webhook_private_destinations:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": ["body", "url"],
+                    "msg": f"{reason}: webhooks go to public destinations only",
+                    "type": "private_destination",
+                }
+            ],
+        )
     secret = body.secret or secrets.token_urlsafe(32)
     row = conn.execute(
         "INSERT INTO webhooks (url, secret, community_id, min_severity) VALUES (%s, %s, %s, %s)"  # noqa: S608 - constant columns, values are parameters

@@ -67,9 +67,15 @@ def receiver() -> Iterator[str]:
         thread.join(10)
 
 
-def _sender(url: str, attempts: int) -> WebhookSender:
+def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
+    # The receiver listens on loopback: allowed here as the tests' settings allow it.
     return WebhookSender(
-        url=url, attempts=attempts, backoff_min_s=0.001, backoff_max_s=0.001, timeout_s=5
+        url=url,
+        attempts=attempts,
+        backoff_min_s=0.001,
+        backoff_max_s=0.001,
+        timeout_s=5,
+        private_destinations=private,
     )
 
 
@@ -121,6 +127,27 @@ def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
     assert rows(
         fresh_database_url, "SELECT state, attempts, last_error FROM webhook_deliveries"
     ) == [("dead", 3, "HTTP 503")]
+
+
+def test_the_sender_refuses_a_private_destination_unless_allowed(
+    fresh_database_url: str, receiver: str
+) -> None:
+    """A webhook stored before the API checked destinations (or a name that resolves
+    elsewhere since) is refused again at sending: nothing reaches the receiver."""
+    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
+    with psycopg.connect(fresh_database_url) as conn:
+        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
+    clock = Clock()
+    listener = make_listener(fresh_database_url, clock, [SOS])
+    listener.committed([event("w1", "sos_pressed", clock.now)])
+    listener.stop()
+    sender = _sender(fresh_database_url, attempts=1, private=False)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        assert sender.deliver_due(conn) == 1
+    [(state, error)] = rows(fresh_database_url, "SELECT state, last_error FROM webhook_deliveries")
+    assert state == "dead"
+    assert error.startswith("refused: 127.0.0.1 is not a public address")
+    assert Receiver.received == []
 
 
 def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -> None:

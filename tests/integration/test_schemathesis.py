@@ -90,7 +90,7 @@ def caller(database_url: str) -> Iterator[Caller]:
     suppress_health_check=list(HealthCheck),
 )
 def test_no_server_error_and_answers_as_documented(
-    case: schemathesis.Case, caller: Caller, who: str
+    case: schemathesis.Case[Any], caller: Caller, who: str
 ) -> None:
     secret = caller.restore(who)
     kwargs = case.as_transport_kwargs(

@@ -261,9 +261,11 @@ def test_webhooks_to_private_destinations_are_refused(database_url: str, url: st
     settings = Settings(
         database_url=database_url, alerts=AlertSettings(webhook_private_destinations=False)
     )
-    with psycopg.connect(database_url, autocommit=True) as db:
+    with (
+        TestClient(create_app(settings)) as client,
+        psycopg.connect(database_url, autocommit=True) as db,
+    ):
         token = create_token(db, "hooks")
-    with TestClient(create_app(settings)) as client:
         answer = client.post(
             "/api/v1/webhooks", headers={"Authorization": f"Bearer {token}"}, json={"url": url}
         )
