@@ -442,9 +442,10 @@ def body_community(
         if principal.communities is not None:
             raise _everywhere()
         return
-    if principal.sees(community_id):
+    exists = locate(conn, "community", community_id)[0]
+    if exists and principal.sees(community_id):
         return
-    if locate(conn, "community", community_id)[0]:
+    if exists:
         record_refusal(conn, principal, request, "community", community_id, community_id)
     raise unknown_in_body(field, community_id, COMMUNITY_HINT)
 
