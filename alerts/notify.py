@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -43,6 +44,10 @@ _CLAIM = 20
 _POLL_S = 1.0
 # paho keeps at most this many unsent alerts while the broker is away.
 _MAX_QUEUED = 10_000
+
+
+def _addresses(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
 
 
 class _Refuse(urllib.request.HTTPRedirectHandler):
@@ -185,7 +190,7 @@ class WebhookSender:
 
     def _post(self, delivery_id: int, url: str, secret: str, payload: Any) -> str | None:
         if not self.private_destinations:
-            reason = private_destination(url)
+            reason = private_destination(url, _addresses)
             if reason is not None:
                 return f"refused: {reason}"
         body = json.dumps(payload, separators=(",", ":")).encode()

@@ -12,10 +12,10 @@ sender again before every delivery: a name may resolve elsewhere by then.
 from __future__ import annotations
 
 import ipaddress
-import socket
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["private_destination"]
+__all__ = ["Resolve", "private_destination"]
 
 
 def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -24,7 +24,12 @@ def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not address.is_global or address.is_multicast
 
 
-def private_destination(url: str) -> str | None:
+# host -> the addresses it resolves to (socket.getaddrinfo's answers, in the callers:
+# core does no network I/O of its own). OSError or UnicodeError when it does not.
+Resolve = Callable[[str], Iterable[str]]
+
+
+def private_destination(url: str, resolve: Resolve) -> str | None:
     """Why ``url`` may not be a webhook's destination, or None if it may."""
     host = urlsplit(url).hostname
     if not host:
@@ -34,11 +39,11 @@ def private_destination(url: str) -> str | None:
     except ValueError:
         pass  # a name: what it resolves to decides
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        addresses = list(resolve(host))
     except (OSError, UnicodeError):
         return f"{host} does not resolve"
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
         if _private(address):
             return f"{host} resolves to {address}, which is not a public address"
     return None

@@ -8,6 +8,7 @@ Running engines pick up a change within a second (``revision`` grows), no restar
 from __future__ import annotations
 
 import secrets
+import socket
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -233,6 +234,10 @@ _DELIVERY = (
 )
 
 
+def _addresses(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+
+
 @webhooks_router.post("", status_code=status.HTTP_201_CREATED)
 def create_webhook(
     request: Request,
@@ -244,7 +249,7 @@ def create_webhook(
     """Alerts (raised, escalated, resolved) of ``min_severity`` and above are POSTed to
     ``url`` with ``X-SC-Signature: sha256=HMAC(secret, X-SC-Timestamp + "." + body)``."""
     body_community(conn, principal, request, body.community_id)
-    reason = private_destination(str(body.url))
+    reason = private_destination(str(body.url), _addresses)
     if reason is not None and not settings.alerts.webhook_private_destinations:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -29,7 +29,7 @@ from core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = 10
+EXAMPLES = 6
 # The live stream never ends by itself; tests/integration/test_security.py covers it.
 SKIPPED = {"/api/v1/alerts/stream"}
 
