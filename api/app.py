@@ -70,7 +70,7 @@ def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def _refused_value(request: Request, exc: Exception) -> JSONResponse:
     # A value that passed validation but that PostgreSQL cannot hold (a NUL inside a
-    # string, a number past its column's range): the client's input, not our fault.
+    # string, a number past its column's range, a lone surrogate): the client's input.
     _LOG.info("value refused by the database for %s %s: %s", request.method, request.url.path, exc)
     return JSONResponse(
         {
@@ -162,6 +162,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
     app.add_exception_handler(psycopg.DataError, _refused_value)
+    # A lone surrogate ("\ud800") is valid JSON but cannot be encoded for PostgreSQL.
+    app.add_exception_handler(UnicodeEncodeError, _refused_value)
     app.add_exception_handler(psycopg.errors.InsufficientPrivilege, _row_security)
     app.add_exception_handler(psycopg.IntegrityError, _conflict)
 

@@ -219,6 +219,14 @@ def test_hostile_input_is_a_client_error(two: Two) -> None:
     for method, path, body in requests:
         answer = w.client.request(method, path, headers=admin, json=body)
         assert 400 <= answer.status_code < 500, (method, path, answer.status_code, answer.text)
+    # A lone surrogate: valid JSON, not encodable for the database.
+    surrogate = b'{"id": "d-sur", "community_id": "%s", "device_class": "fire", "name": "\\ud800"}'
+    answer = w.client.post(
+        "/api/v1/devices",
+        headers={**admin, "Content-Type": "application/json"},
+        content=surrogate % w.a.encode(),
+    )
+    assert answer.status_code == 422, answer.text
     # Even for the administrator of every community, a community must exist.
     hook = {"url": "http://127.0.0.1:9/", "community_id": w.device(w.a)}
     assert w.client.post("/api/v1/webhooks", headers=two.auth("root"), json=hook).status_code == 422
