@@ -166,6 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(UnicodeEncodeError, _refused_value)
     app.add_exception_handler(psycopg.errors.InsufficientPrivilege, _row_security)
     app.add_exception_handler(psycopg.IntegrityError, _conflict)
+    # null for a field that must have a value (a PATCH with {"name": null}): invalid input.
+    app.add_exception_handler(psycopg.errors.NotNullViolation, _refused_value)
 
     # authorize: every route's role and community check, in one place (api/scope.py).
     v1 = APIRouter(

@@ -233,6 +233,8 @@ def test_hostile_input_is_a_client_error(two: Two) -> None:
     nulled = w.client.patch(f"/api/v1/residents/{resident}", headers=admin, json={"contacts": None})
     assert nulled.status_code == 200, nulled.text
     assert nulled.json()["contacts"] == []
+    unnamed = w.client.patch(f"/api/v1/residents/{resident}", headers=admin, json={"name": None})
+    assert unnamed.status_code == 422, unnamed.text
 
 
 def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
