@@ -247,6 +247,11 @@ def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
     return True, row[0][0]
 
 
+# Global objects only those of every community may even see (a global rule is read by
+# all: it applies to their communities too).
+_PRIVATE_GLOBALS = frozenset({"webhook", "delivery"})
+
+
 def _checks_off(request: Request) -> bool:
     """The test hook that proves row-level security on its own (tests/integration/
     test_security.py): with it, the object and body checks here let everything through."""
@@ -262,7 +267,8 @@ def _scoped(
     exists, community = locate(conn, entity, target)
     if not exists:
         raise not_found(message)
-    if not principal.sees(community):
+    hidden = community is None and entity in _PRIVATE_GLOBALS and principal.communities is not None
+    if hidden or not principal.sees(community):
         record_refusal(conn, principal, request, entity, target, community)
         raise not_found(message)
     global_write = community is None and request.method not in _READ_METHODS

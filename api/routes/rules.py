@@ -273,7 +273,9 @@ def create_webhook(
 
 @webhooks_router.get("")
 def list_webhooks(conn: ConnDep, principal: Authorized) -> list[WebhookPublic]:
-    scope, params = community_clause(principal, everywhere=True)
+    # Global webhooks (and their deliveries) carry every community's alerts to a URL
+    # that may hold a secret: for administrators of every community only.
+    scope, params = community_clause(principal)
     with conn.cursor(row_factory=class_row(WebhookPublic)) as cur:
         return cur.execute(
             f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
@@ -295,7 +297,9 @@ def list_deliveries(
     webhook_id: int | None = None,
 ) -> list[DeliveryPublic]:
     """Deliveries, newest first; ``state=dead`` is the dead-letter list."""
-    scope, params = community_clause(principal, everywhere=True)
+    # Global webhooks (and their deliveries) carry every community's alerts to a URL
+    # that may hold a secret: for administrators of every community only.
+    scope, params = community_clause(principal)
     where: list[str] = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})"]  # noqa: S608 - constant fragments
     if state is not None:
         where.append("state = %s")

@@ -96,15 +96,14 @@ ALTER TABLE communities ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sc_community ON communities TO sc_api
     USING (sc_sees(id)) WITH CHECK (sc_sees(id));
 
--- Global webhooks and rules (no community) are read by everyone, changed by callers
--- of every community only.
+-- A global webhook (no community) sends every community's alerts to a URL that may
+-- carry a secret: only callers of every community see or change it.
 ALTER TABLE webhooks ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sc_community ON webhooks TO sc_api
-    USING (community_id IS NULL OR sc_sees(community_id)) WITH CHECK (sc_sees(community_id));
-CREATE POLICY sc_global_write ON webhooks AS RESTRICTIVE FOR UPDATE TO sc_api
-    USING (sc_sees(community_id));
-CREATE POLICY sc_global_delete ON webhooks AS RESTRICTIVE FOR DELETE TO sc_api
-    USING (sc_sees(community_id));
+    USING (sc_sees(community_id)) WITH CHECK (sc_sees(community_id));
+
+-- Global rules (no community) are read by everyone, changed by callers of every
+-- community only.
 
 ALTER TABLE alert_rules ENABLE ROW LEVEL SECURITY;
 CREATE POLICY sc_community ON alert_rules TO sc_api

@@ -286,6 +286,20 @@ def test_webhooks_to_private_destinations_are_refused(database_url: str, url: st
     assert answer.json()["detail"][0]["type"] == "private_destination"
 
 
+def test_global_webhooks_are_for_administrators_of_every_community(two: Two) -> None:
+    w = two.w
+    row = w.db.execute(
+        "INSERT INTO webhooks (url, secret) VALUES ('https://hooks.example/t0ken', 's') RETURNING id"
+    ).fetchone()
+    assert row is not None
+    hook = int(row[0])
+    listed = w.client.get("/api/v1/webhooks", headers=two.auth("admin")).json()
+    assert hook not in {h["id"] for h in listed}
+    assert w.client.delete(f"/api/v1/webhooks/{hook}", headers=two.auth("admin")).status_code == 404
+    everything = w.client.get("/api/v1/webhooks", headers=two.auth("root")).json()
+    assert hook in {h["id"] for h in everything}
+
+
 def test_metrics_show_community_figures_only_to_global_viewers(two: Two) -> None:
     w = two.w
     w.device(w.a)
