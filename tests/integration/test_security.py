@@ -289,7 +289,8 @@ def test_webhooks_to_private_destinations_are_refused(database_url: str, url: st
 def test_global_webhooks_are_for_administrators_of_every_community(two: Two) -> None:
     w = two.w
     row = w.db.execute(
-        "INSERT INTO webhooks (url, secret) VALUES ('https://hooks.example/t0ken', 's') RETURNING id"
+        "INSERT INTO webhooks (url, secret) VALUES ('https://hooks.example/t0ken', 's')"
+        " RETURNING id"
     ).fetchone()
     assert row is not None
     hook = int(row[0])
