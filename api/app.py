@@ -104,7 +104,7 @@ _Hook = Callable[[psycopg.Connection[Any]], None]
 
 def _pool_hooks(role: str) -> tuple[_Hook, _Hook]:
     def configure(conn: psycopg.Connection[Any]) -> None:
-        # Every pooled connection runs as the role without BYPASSRLS (migration 0006).
+        # Every pooled connection runs as the role without BYPASSRLS (migration 0007).
         if role:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
 

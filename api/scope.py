@@ -14,7 +14,7 @@ Three layers, each enough on its own for what it covers (docs/security.md):
    build an app with a path parameter that does not go through one of them.
    Bodies naming a community, device or resident are checked after pydantic parsed
    them (``body_community`` and friends), never by peeking at raw bytes.
-3. PostgreSQL row-level security (migration 0006): the API's queries run as
+3. PostgreSQL row-level security (migration 0007): the API's queries run as
    ``sc_api`` with the caller's communities in ``sc.communities``, so a route that
    forgets its check returns nothing of another community instead of leaking it.
 
@@ -238,7 +238,7 @@ def record_refusal(
 def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
     """(exists, community: None for a global rule or webhook) of an object.
 
-    ``sc_locate`` (migration 0006) looks past row-level security: another community's
+    ``sc_locate`` (migration 0007) looks past row-level security: another community's
     object must be audited when refused, and must not read as free to create.
     """
     row = conn.execute("SELECT sc_locate(%s, %s)", (entity, str(target))).fetchone()

@@ -118,7 +118,7 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65_535)
     max_page_size: int = Field(default=1_000, ge=1)
-    # The role the API's queries run as (SET ROLE; migration 0006 creates it): no
+    # The role the API's queries run as (SET ROLE; migration 0007 creates it): no
     # BYPASSRLS, so row-level security holds each request to its communities.
     # '' keeps the login role, which must then be subject to RLS itself.
     database_role: str = Field(default="sc_api", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
