@@ -55,6 +55,18 @@ class World:
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
+    def populate(self, label: str) -> str:
+        """Communities A and B, a user and token of every role scoped to A; the root token."""
+        for community in (self.a, self.b):
+            self.db.execute(
+                "INSERT INTO communities (id, name) VALUES (%s, %s)", (community, community)
+            )
+        for role in Role:
+            user = create_user(self.db, fresh(role.value), role, [self.a])
+            self.user_ids[role.value] = user.id
+            self.tokens[role.value] = create_token(self.db, label, user_id=user.id)
+        return create_token(self.db, f"{label} root")  # the built-in admin: everywhere
+
     # --- objects, made directly in the database ---
 
     def device(self, community: str) -> str:
@@ -168,13 +180,7 @@ def world(database_url: str) -> Iterator[World]:
         psycopg.connect(database_url, autocommit=True) as db,
     ):
         w = World(client, db, fresh("ca"), fresh("cb"))
-        for community in (w.a, w.b):
-            db.execute("INSERT INTO communities (id, name) VALUES (%s, %s)", (community, community))
-        for role in Role:
-            user = create_user(db, fresh(role.value), role, [w.a])
-            w.user_ids[role.value] = user.id
-            w.tokens[role.value] = create_token(db, "matrix", user_id=user.id)
-        w.tokens["root"] = create_token(db, "matrix root")  # the built-in admin: everywhere
+        w.tokens["root"] = w.populate("matrix")
         yield w
 
 

@@ -21,7 +21,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.accounts import create_user
 from api.app import create_app
 from api.auth import builtin_admin_id, create_token, hash_token
 from core.access import Role
@@ -201,13 +200,8 @@ def matrix(database_url: str) -> Iterator[Matrix]:
         psycopg.connect(database_url, autocommit=True) as db,
     ):
         w = World(client, db, fresh("ca"), fresh("cb"))
-        for community in (w.a, w.b):
-            db.execute("INSERT INTO communities (id, name) VALUES (%s, %s)", (community, community))
-        tokens = {}
-        for role in Role:
-            user = create_user(db, fresh(role.value), role, [w.a])
-            tokens[role.value] = create_token(db, "isolation", user_id=user.id)
-        root = create_token(db, "isolation root")
+        root = w.populate("isolation")
+        tokens = dict(w.tokens)
         b_user = w.user(w.b)
         b_token = create_token(db, "b's", user_id=int(b_user))
         root_id = str(builtin_admin_id(db))

@@ -50,14 +50,8 @@ def two(database_url: str) -> Iterator[Two]:
         psycopg.connect(database_url, autocommit=True) as db,
     ):
         w = World(client, db, fresh("ca"), fresh("cb"))
-        for community in (w.a, w.b):
-            db.execute("INSERT INTO communities (id, name) VALUES (%s, %s)", (community, community))
-        tokens = {}
-        for role in Role:
-            user = create_user(db, fresh(role.value), role, [w.a])
-            w.user_ids[role.value] = user.id
-            tokens[role.value] = create_token(db, "security", user_id=user.id)
-        yield Two(w, tokens, create_token(db, "security root"))
+        root = w.populate("security")
+        yield Two(w, dict(w.tokens), root)
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
