@@ -43,8 +43,12 @@ browser:
 		echo "installed chromium and fonts-noto-cjk"; \
 	  else echo "warning: chromium or fonts-noto-cjk missing; the browser tests will fail"; fi; }
 
+# The suite mostly waits on servers: workers overlap those waits on 2 cores.
+# loadfile keeps a file's module fixtures on one worker.
+TEST_WORKERS ?= 4
+
 test: install mosquitto browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: install
 	$(BIN)/pytest tests/unit
