@@ -5,25 +5,31 @@ Each device logs in as itself (username = device id) and may publish only below
 topic. Service accounts get what their process needs: the pipeline reads every
 device topic and publishes alerts; the API reads alerts. Decommissioned devices
 and devices without credentials are left out, so they cannot log in at all.
+Devices of a class that an Alink product or a vendor JSON profile names also
+get that profile's topics, with their own device name pinned in them.
 
 Pure: ``smartcommunity broker export`` does the reading and the writing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from core.alink import alink_filter, device_post_filter, device_reply_filter, reply_topic
+from core.profiles import AlinkProduct, JsonProfile
 from core.topics import ALL_DEVICE_TOPICS, ROOT, device_filter, valid_id
 
 __all__ = [
     "COMMAND_CHANNEL",
     "BrokerDevice",
+    "ForeignTopics",
     "ServiceAccount",
     "ServiceRole",
     "command_topic",
+    "foreign_topics",
     "render_acl_file",
     "render_password_file",
     "service_grants",
@@ -32,6 +38,8 @@ __all__ = [
 
 # Commands to a device go to community/{c}/{class}/{id}/cmd; the device subscribes there.
 COMMAND_CHANNEL = "cmd"
+# Stands for a device's id in foreign topic patterns; ids cannot contain braces.
+DEVICE_PLACEHOLDER = "{device}"
 
 
 class ServiceRole(StrEnum):
@@ -79,11 +87,56 @@ def render_password_file(
     return "\n".join(lines) + "\n" if lines else ""
 
 
+@dataclass(frozen=True, slots=True)
+class ForeignTopics:
+    """Topics outside the native grammar that decoder profiles own (docs/decoders.md).
+
+    ``device``: per device class, (access, filter) with ``{device}`` standing for the
+    device's id, so each device gets its own topics only; ``pipeline``: what the
+    pipeline's account reads (the posts) and writes (Alink's answers)."""
+
+    device: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    pipeline: tuple[tuple[str, str], ...] = ()
+
+    def for_device(self, device: BrokerDevice) -> list[tuple[str, str]]:
+        return [
+            (access, pattern.replace(DEVICE_PLACEHOLDER, device.device_id))
+            for access, pattern in self.device.get(device.device_class, ())
+        ]
+
+
+def foreign_topics(
+    products: Iterable[AlinkProduct], profiles: Iterable[JsonProfile]
+) -> ForeignTopics:
+    """An Alink device publishes its own posts under its product key and reads its
+    answers; a vendor device publishes its own topic (its ``{device}`` level pinned)."""
+    device: dict[str, list[tuple[str, str]]] = {}
+    pipeline: list[tuple[str, str]] = []
+    for product in products:
+        device.setdefault(product.device_class, []).extend(
+            [
+                ("write", device_post_filter(product.product_key, DEVICE_PLACEHOLDER)),
+                ("read", device_reply_filter(product.product_key, DEVICE_PLACEHOLDER)),
+            ]
+        )
+        pipeline += [
+            ("read", alink_filter(product.product_key)),
+            ("write", reply_topic(alink_filter(product.product_key))),
+        ]
+    for profile in profiles:
+        device.setdefault(profile.device_class, []).append(
+            ("write", profile.topic.for_device(DEVICE_PLACEHOLDER))
+        )
+        pipeline.append(("read", profile.topic.mqtt_filter))
+    return ForeignTopics({k: tuple(v) for k, v in device.items()}, tuple(pipeline))
+
+
 def render_acl_file(
     devices: Sequence[BrokerDevice],
     accounts: Sequence[ServiceAccount],
     *,
     generated_at: datetime,
+    foreign: ForeignTopics | None = None,
 ) -> str:
     out = [
         f"# Written by `smartcommunity broker export` at {generated_at.isoformat()}:",
@@ -94,6 +147,8 @@ def render_acl_file(
     for account in accounts:
         out.append(f"user {account.username}")
         out += [f"topic {access} {topic}" for access, topic in service_grants(account.role)]
+        if foreign is not None and account.role is ServiceRole.PIPELINE:
+            out += [f"topic {access} {topic}" for access, topic in foreign.pipeline]
         out.append("")
     out.append(f"# Devices ({len(devices)}): publish below their own topics, read their commands")
     for d in devices:
@@ -101,6 +156,8 @@ def render_acl_file(
             f"user {d.device_id}",
             f"topic write {device_filter(d.community_id, d.device_class, d.device_id)}",
             f"topic read {command_topic(d.community_id, d.device_class, d.device_id)}",
-            "",
         ]
+        if foreign is not None:
+            out += [f"topic {access} {topic}" for access, topic in foreign.for_device(d)]
+        out.append("")
     return "\n".join(out) + "\n"

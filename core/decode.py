@@ -294,3 +294,9 @@ def decode(
     return Decoded(
         topic, status=DeviceStatus(topic.device_id, status.online, ts, received_at, status.clean)
     )
+
+
+# For the other decoders (core.profile_decode): the same checks under public names.
+checked_value = _checked_value
+check_event_data = _check_data
+device_timestamp = _timestamp

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "AlertSettings",
     "ApiSettings",
+    "DecoderSettings",
     "FaultHookSettings",
     "GatewaySettings",
     "IngestSettings",
@@ -87,6 +88,16 @@ class FaultHookSettings(BaseModel):
     kill_after_s: float = Field(default=1.0, ge=0)
 
 
+class DecoderSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # A YAML profile or a folder of them (Alink products, vendor JSON; docs/decoders.md).
+    # Unset: only the native contract is subscribed to.
+    profiles: Path | None = None
+    # Answers to Alink posts (…/post_reply), published after the commit.
+    alink_replies: bool = True
+
+
 class AlertSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -143,6 +154,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
+    decoders: DecoderSettings = DecoderSettings()
     test_hooks: FaultHookSettings = FaultHookSettings()
 
     @field_validator("mqtt_url")

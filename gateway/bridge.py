@@ -15,7 +15,7 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -146,10 +146,17 @@ class MqttBridge:
     """Persistent QoS 1 subscription that delivers into ``self.inbox``."""
 
     def __init__(
-        self, *, url: str, settings: GatewaySettings, client_id: str | None = None
+        self,
+        *,
+        url: str,
+        settings: GatewaySettings,
+        client_id: str | None = None,
+        extra_filters: Sequence[str] = (),
     ) -> None:
         self.address = parse_mqtt_url(url)
         self.settings = settings
+        # Besides topic_filter: the topics decoder profiles own (Alink, vendor JSON).
+        self.filters = [settings.topic_filter, *extra_filters]
         self.client_id = client_id or settings.client_id
         self.inbox: queue.SimpleQueue[InboundMessage] = queue.SimpleQueue()
         self.connected = threading.Event()
@@ -244,9 +251,9 @@ class MqttBridge:
             self._generation += 1
         # Re-subscribing each time is harmless with a kept session and needed without one.
         if self.protocol == MQTTProtocolVersion.MQTTv5:
-            client.subscribe(self.settings.topic_filter, options=SubscribeOptions(qos=1))
+            client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters])
         else:
-            client.subscribe(self.settings.topic_filter, qos=1)
+            client.subscribe([(f, 1) for f in self.filters])
         self.last_error = None
         _LOG.info("connected (session present: %s)", flags.session_present)
 
@@ -261,7 +268,7 @@ class MqttBridge:
         failed = [r for r in reasons if r.is_failure]
         if failed:
             self.last_error = f"subscription refused: {failed[0]}"
-            _LOG.error("subscription to %s refused: %s", self.settings.topic_filter, failed[0])
+            _LOG.error("subscription to %s refused: %s", self.filters, failed[0])
             return
         # Connected means subscribed: only now can a test or a caller rely on delivery.
         self.connected.set()
@@ -307,6 +314,14 @@ class MqttBridge:
                 topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self._generation
             )
         )
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """Publish on the pipeline's own connection (answers to devices); False when
+        not connected now (the device's retry brings the message, and its answer, back)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        return client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS
 
     # -- acknowledgement (pipeline thread) --------------------------------
 

@@ -37,9 +37,11 @@ from core.decode import Limits, decode
 from core.errors import RejectedMessage, RejectReason, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
+from core.topics import ROOT as NATIVE_ROOT
 from core.topics import parse_topic
-from gateway.boundary import dead_letter, internal_error
+from gateway.boundary import RateLimitedLog, dead_letter, internal_error
 from gateway.bridge import InboundMessage, MqttBridge
+from gateway.decoders import Decoders
 from gateway.dedupe import SeqWindow
 from gateway.quarantine import Quarantine
 from gateway.registry import Registry
@@ -49,6 +51,7 @@ from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 __all__ = ["BatchSink", "CommittedListener", "Pipeline", "accept"]
 
 _LOG = logging.getLogger(__name__)
+_SETTLED_LOG = RateLimitedLog(_LOG)
 _T = TypeVar("_T")
 # How often counters are saved for the API's /metrics.
 METRICS_EVERY_S = 5.0
@@ -58,6 +61,7 @@ TICK_EVERY_S = 0.25
 _POLL_S = 0.002
 # Idle wake-up: how quickly a stop request is noticed when no messages come.
 _IDLE_S = 0.1
+NATIVE_PREFIX = NATIVE_ROOT + "/"
 
 
 class BatchSink(Protocol):
@@ -85,16 +89,29 @@ class _Validated:
 
 
 def accept(
-    topic_name: str, payload: bytes, received_at: datetime, registry: Registry, limits: Limits
+    topic_name: str,
+    payload: bytes,
+    received_at: datetime,
+    registry: Registry,
+    limits: Limits,
+    decoders: Decoders | None = None,
 ) -> Accepted:
     """One message's way in (topic, registry, payload); ``RejectedMessage`` if refused.
 
-    The pipeline's path, and a dead letter's replay."""
-    topic = parse_topic(topic_name)
-    registry.check(topic)
-    decoded = decode(topic, payload, received_at, limits)
+    The pipeline's path, and a dead letter's replay. Topics a decoder profile owns
+    (Alink, vendor JSON) are decoded by it (``gateway.decoders``)."""
+    if (
+        decoders is not None
+        and not topic_name.startswith(NATIVE_PREFIX)
+        and decoders.owns(topic_name)
+    ):
+        decoded = decoders.decode(topic_name, payload, received_at, registry, limits)
+    else:
+        topic = parse_topic(topic_name)
+        registry.check(topic)
+        decoded = decode(topic, payload, received_at, limits)
     return Accepted(
-        device_id=topic.device_id,
+        device_id=decoded.topic.device_id,
         topic=topic_name,
         payload=payload,
         readings=decoded.readings,
@@ -120,6 +137,8 @@ class Pipeline:
         listeners: Sequence[CommittedListener] = (),
         on_message: Callable[[InboundMessage], None] | None = None,
         quarantine: Quarantine | None = None,
+        decoders: Decoders | None = None,
+        on_settled: Callable[[Sequence[InboundMessage], Sequence[DeadLetter]], None] | None = None,
     ) -> None:
         self.bridge = bridge
         self.sink = sink
@@ -141,6 +160,10 @@ class Pipeline:
         # Test hooks (gateway.hooks): called with each message before it is validated.
         self._on_message = on_message
         self._quarantine = quarantine
+        self._decoders = decoders
+        # Told, after each commit, which messages were settled and which of them are
+        # dead letters (gateway.replies answers Alink devices from it).
+        self._on_settled = on_settled
         self._beat: Callable[[str], None] = lambda _name: None
         self._supervisor: Supervisor | None = None
 
@@ -306,7 +329,9 @@ class Pipeline:
     def _accept(self, message: InboundMessage, received_at: datetime) -> Accepted:
         if self._on_message is not None:
             self._on_message(message)
-        return accept(message.topic, message.payload, received_at, self.registry, self.limits)
+        return accept(
+            message.topic, message.payload, received_at, self.registry, self.limits, self._decoders
+        )
 
     def _dedupe(self, batch: Batch) -> tuple[Batch, int]:
         """Drop recent resends (same device and seq). Runs once per batch, after
@@ -338,10 +363,19 @@ class Pipeline:
         self.counters.committed(messages=len(item.messages), seconds=time.perf_counter() - started)
         self._count(item.batch, result, item.duplicates)
         self.bridge.ack(item.messages)
+        if self._on_settled is not None:
+            self._settled(item.messages, result.dead_letters)
         if item.journal is not None and self._quarantine is not None:
             self._quarantine.end(item.journal, item.messages)
         if self.listeners:
             self._hand_to_listeners(item.batch.accepted, len(item.messages), stop)
+
+    def _settled(self, messages: Sequence[InboundMessage], dead: Sequence[DeadLetter]) -> None:
+        assert self._on_settled is not None
+        try:
+            self._on_settled(messages, dead)
+        except Exception as exc:  # noqa: BLE001 - the hook's boundary: answers must not stop commits
+            _SETTLED_LOG.error("answering settled messages failed", exc_info=exc)
 
     def _hand_to_listeners(
         self, accepted: Sequence[Accepted], messages: int, stop: threading.Event

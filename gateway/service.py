@@ -21,10 +21,12 @@ from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
 from gateway.bridge import MqttBridge, parse_mqtt_url
+from gateway.decoders import Decoders, load_profiles
 from gateway.hooks import FaultHooks
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.quarantine import Quarantine
 from gateway.registry import DeviceInfo, Registry, load_devices
+from gateway.replies import AlinkReplies
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
@@ -118,7 +120,15 @@ def run_pipeline(
         on_failure=quarantine.close,
     )
     registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
-    bridge = MqttBridge(url=settings.mqtt_url, settings=settings.gateway)
+    decoders = (
+        load_profiles(settings.decoders.profiles) if settings.decoders.profiles else Decoders()
+    )
+    bridge = MqttBridge(
+        url=settings.mqtt_url, settings=settings.gateway, extra_filters=decoders.topic_filters
+    )
+    replies = None
+    if decoders.products and settings.decoders.alink_replies:
+        replies = AlinkReplies(bridge.publish)
     alert_listener = None
     if settings.alerts.enabled:
         alert_listener = _alert_listener(settings, bridge)
@@ -137,6 +147,8 @@ def run_pipeline(
         listeners=listeners,
         on_message=hooks.on_message if hooks.active else None,
         quarantine=quarantine,
+        decoders=decoders or None,
+        on_settled=replies,
     )
     # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
     maintenance_stop = threading.Event()

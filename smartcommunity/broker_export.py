@@ -21,6 +21,7 @@ import psycopg
 
 from core.broker_acl import (
     BrokerDevice,
+    ForeignTopics,
     ServiceAccount,
     ServiceRole,
     render_acl_file,
@@ -106,7 +107,9 @@ def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
         raise
 
 
-def export_broker_files(conn: Conn, password_file: Path, acl_file: Path) -> ExportSummary:
+def export_broker_files(
+    conn: Conn, password_file: Path, acl_file: Path, foreign: ForeignTopics | None = None
+) -> ExportSummary:
     """Write both files from one consistent read of the registry."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -123,7 +126,9 @@ def export_broker_files(conn: Conn, password_file: Path, acl_file: Path) -> Expo
         )
     now = datetime.now(UTC)
     write_atomically(password_file, render_password_file(devices, accounts))
-    write_atomically(acl_file, render_acl_file(devices, accounts, generated_at=now))
+    write_atomically(
+        acl_file, render_acl_file(devices, accounts, generated_at=now, foreign=foreign)
+    )
     return ExportSummary(
         devices=len(devices),
         accounts=len(accounts),

@@ -17,8 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.broker_acl import ServiceRole
+from core.broker_acl import ServiceRole, foreign_topics
+from core.errors import ConfigurationError
 from core.passwords import CHOSEN_ITERATIONS, hash_password, new_secret
+from core.settings import Settings
+from gateway.decoders import load_profiles
 from smartcommunity.broker_export import (
     MqttAccountError,
     add_account,
@@ -59,11 +62,16 @@ def _export(args: argparse.Namespace) -> int:
     acl_file = args.acl_file or args.dir / ACL_FILE
     try:
         pid = _pid(args)
+        profiles = args.profiles or Settings().decoders.profiles
+        decoders = load_profiles(profiles) if profiles else None
+        foreign = (
+            foreign_topics(decoders.products.values(), decoders.profiles) if decoders else None
+        )
         with connect() as conn:
-            summary = export_broker_files(conn, password_file, acl_file)
+            summary = export_broker_files(conn, password_file, acl_file, foreign)
         if pid is not None:
             reload_mosquitto(pid)
-    except MqttAccountError as exc:
+    except (MqttAccountError, ConfigurationError) as exc:
         return _fail(str(exc))
     print(
         f"wrote {summary.password_file} and {summary.acl_file}: {summary.devices} devices, "
@@ -145,6 +153,12 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     export.add_argument("--dir", type=Path, help=f"write {PASSWORD_FILE} and {ACL_FILE} here")
     export.add_argument("--password-file", type=Path)
     export.add_argument("--acl-file", type=Path)
+    export.add_argument(
+        "--profiles",
+        type=Path,
+        metavar="PATH",
+        help="decoder profiles whose topics devices get (default: SC_DECODERS__PROFILES)",
+    )
     reload = export.add_mutually_exclusive_group()
     reload.add_argument("--reload-pid", type=int, metavar="PID", help="SIGHUP this Mosquitto")
     reload.add_argument("--reload-pidfile", type=Path, metavar="FILE", help="...or the pid in FILE")
