@@ -17,7 +17,13 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import schema
-from core.settings import FaultHookSettings, GatewaySettings, IngestSettings, Settings
+from core.settings import (
+    DecoderSettings,
+    FaultHookSettings,
+    GatewaySettings,
+    IngestSettings,
+    Settings,
+)
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.service import run_pipeline
@@ -179,6 +185,7 @@ def pipeline_thread(
     community: str,
     *,
     test_hooks: FaultHookSettings | None = None,
+    decoders: DecoderSettings | None = None,
 ) -> Iterator[None]:
     """The pipeline in this process: fast to start, for tests that need no crash.
 
@@ -191,6 +198,7 @@ def pipeline_thread(
         gateway=GatewaySettings(client_id=client_id, topic_filter=f"community/{community}/+/+/+"),
         ingest=IngestSettings(flush_interval_ms=50),
         test_hooks=test_hooks or FaultHookSettings(),
+        decoders=decoders or DecoderSettings(),
     )
     stop = threading.Event()
     ready = threading.Event()
