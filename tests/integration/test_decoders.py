@@ -162,12 +162,14 @@ def test_alink_property_post_is_stored_before_its_200_reply_and_events_raise_ale
         topic, body = device.reply()
         assert (topic, body["code"], body["id"]) == (reply_topic(fault_topic), 200, "8")
         wait_for(
-            lambda: count(
-                fresh_database_url,
-                f"SELECT count(*) FROM alerts WHERE device_id = '{smoke}'"
-                " AND rule_id = 'fire.device_fault'",
-            )
-            == 1,
+            lambda: (
+                count(
+                    fresh_database_url,
+                    f"SELECT count(*) FROM alerts WHERE device_id = '{smoke}'"
+                    " AND rule_id = 'fire.device_fault'",
+                )
+                == 1
+            ),
             TIMEOUT_S,
             "the Alink fault's alert",
         )
@@ -267,11 +269,13 @@ def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
             "the vendor message",
         )
         wait_for(
-            lambda: count(
-                fresh_database_url,
-                f"SELECT count(*) FROM alerts WHERE device_id = '{locker}'",
-            )
-            >= 1,
+            lambda: (
+                count(
+                    fresh_database_url,
+                    f"SELECT count(*) FROM alerts WHERE device_id = '{locker}'",
+                )
+                >= 1
+            ),
             TIMEOUT_S,
             "the forced door's alert",
         )
