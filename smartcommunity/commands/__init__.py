@@ -25,6 +25,7 @@ MODULES = (
     "smartcommunity.commands.visits",
     "smartcommunity.commands.report",
     "smartcommunity.commands.dead_letters",
+    "smartcommunity.commands.decoders",
 )
 
 if TYPE_CHECKING:
