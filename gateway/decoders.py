@@ -38,7 +38,8 @@ def describe_errors(exc: ValidationError) -> str:
         if loc[:1] == ["profile"]:
             loc = loc[2:] if len(loc) > 1 and loc[1] in ("alink", "json") else loc[1:]
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{'.'.join(loc) or 'profile'}: {message}")
+        # A check across fields (the catalogue's) names its field in the message.
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
     return "; ".join(parts)
 
 
