@@ -193,7 +193,12 @@ def test_alink_posts_decode_properties_and_events() -> None:
 
 def test_replies_say_200_after_commit_and_the_reason_for_a_dead_letter() -> None:
     sent: list[tuple[str, bytes]] = []
-    replies = AlinkReplies(lambda topic, body: sent.append((topic, body)) is None)
+
+    def publish(topic: str, body: bytes) -> bool:
+        sent.append((topic, body))
+        return True
+
+    replies = AlinkReplies(publish)
     good = InboundMessage("/sys/k1/d1/thing/event/property/post", b'{"id":"5"}', 1, 1, 0.0, 1)
     bad = InboundMessage("/sys/k1/d1/thing/event/Fault/post", b'{"id":"6",', 1, 2, 0.0, 1)
     quiet = InboundMessage(
