@@ -191,6 +191,8 @@ def decode_alink(
         raise RejectedMessage(RejectReason.BAD_PAYLOAD, "params: an object is required")
     if not alink.is_property:
         return _alink_event(product, alink, topic, params, seq, received_at, limits)
+    if not params:
+        raise RejectedMessage(RejectReason.BAD_PAYLOAD, "params: no properties")
     if len(params) > MAX_METRICS:
         raise RejectedMessage(
             RejectReason.BAD_PAYLOAD, f"params: more than {MAX_METRICS} properties"

@@ -23,9 +23,10 @@ from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.models import Device
 from core.settings import Settings
+from simulators.alink import alink_devices, load_product, run_alink
 from simulators.community import demo_devices
 from simulators.connection import Protocol
-from simulators.credentials import load_credentials, write_credentials
+from simulators.credentials import DeviceCredentials, load_credentials, write_credentials
 from simulators.faults import FAULT_KINDS, build_fault
 from simulators.fleet import PER_DEVICE_AUTO_MAX, PER_DEVICE_CONNECTIONS_MAX
 from simulators.injector import inject_faults
@@ -95,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same readings")
     parser.add_argument("--community", default="demo", help="community id (default: demo)")
+    parser.add_argument(
+        "--alink",
+        type=Path,
+        metavar="PROFILE",
+        help="simulate --devices devices of this Alink product profile instead: property "
+        "and event posts on /sys/{productKey}/{deviceName}/..., answers counted",
+    )
     parser.add_argument(
         "--incident-scale",
         type=float,
@@ -257,6 +265,10 @@ def _roster(args: argparse.Namespace) -> list[RosterEntry]:
             f"{len(community.units)} flats, {len(community.residents)} residents, "
             f"{len(entries)} devices"
         )
+    elif args.alink is not None:
+        product = load_product(args.alink)
+        devices = alink_devices(product, community_id=args.community, count=args.devices)
+        entries = [(d, None) for d in devices]
     else:
         devices = demo_devices(community_id=args.community, count=args.devices, seed=args.seed)
         entries = [(d, None) for d in devices]
@@ -294,6 +306,33 @@ def _report(stats: SimulationStats) -> None:
     )
 
 
+def _run_alink(
+    args: argparse.Namespace,
+    mqtt_url: str,
+    devices: list[Device],
+    credentials: dict[str, DeviceCredentials] | None,
+) -> int:
+    """0 when every post was answered 200 (stored), 1 otherwise."""
+    alink = run_alink(
+        mqtt_url=mqtt_url,
+        product=load_product(args.alink),
+        devices=devices,
+        duration_s=60.0 if args.duration is None else args.duration,
+        seed=args.seed,
+        incident_scale=args.incident_scale,
+        protocol=cast(Protocol, "3.1.1" if args.protocol == "auto" else args.protocol),
+        credentials=credentials,
+    )
+    refused = ", ".join(f"{n} x {code}" for code, n in sorted(alink.refused.items()))
+    print(
+        f"alink: {alink.posts} posts from {len(devices)} devices, {alink.accepted} answered 200"
+        + (f", refused: {refused}" if refused else "")
+        + (f", {alink.posts - alink.answered} unanswered" if alink.answered < alink.posts else ""),
+        flush=True,
+    )
+    return 0 if alink.accepted == alink.posts else 1
+
+
 def main_from_args(args: argparse.Namespace) -> int:
     """Run ``simulate``; 0 when every message was acknowledged, 1 otherwise, 2 on bad input."""
     mqtt_url: str | None = args.mqtt_url
@@ -318,6 +357,8 @@ def main_from_args(args: argparse.Namespace) -> int:
         if args.fault:
             return _inject(args, mqtt_url, devices)
         credentials = load_credentials(args.credentials) if args.credentials else None
+        if args.alink is not None:
+            return _run_alink(args, mqtt_url, devices, credentials)
         stats = run_simulation(
             mqtt_url=mqtt_url,
             roster=devices,

@@ -18,11 +18,15 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from core.alink import is_alink, post_topic, reply_payload, request_id
 from core.decode import Decoded, Limits, decode
 from core.errors import RejectedMessage
 from core.limits import EARLIEST, SEQ_LIMIT
 from core.metrics import METRICS
+from core.profiles import parse_profile
 from core.topics import parse_topic
+from gateway.decoders import Decoders
+from gateway.registry import DeviceInfo, Registry
 
 NOW = datetime(2026, 11, 29, 1, 2, 3, 456000, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -261,3 +265,172 @@ def test_the_strategies_reach_acceptance() -> None:
     assert decode_or_reject("community/c1/wearable/d1/telemetry", raw) is not None
     raw = json.dumps([{"bt": NOW.timestamp(), "n": "spo2", "v": 97, "t": -1}]).encode()
     assert decode_or_reject("community/c1/wearable/d1/telemetry", raw) is not None
+
+
+# -- Alink and vendor JSON (core.profile_decode, through gateway.decoders) --------
+
+PRODUCT: Any = parse_profile(
+    {
+        "kind": "alink",
+        "product_key": "k1",
+        "device_class": "fire",
+        "properties": {
+            "Temp": "temperature",
+            "Volt": {"metric": "battery_v", "scale": 0.01},
+            "Smoke": {"metric": "smoke_obscuration", "scale": 1e-9, "offset": 0.5},
+        },
+        "events": {"Fault": "fault", "SmokeAlarm": "smoke_alarm"},
+    }
+)
+
+
+def vendor(name: str, time_format: str) -> Any:
+    return parse_profile(
+        {
+            "kind": "json",
+            "name": name,
+            "device_class": "locker",
+            "topic": f"v/{name}/{{device}}/up",
+            "device_id": "$.sn",
+            "time": {"path": "$.t", "format": time_format},
+            "seq": "$.n",
+            "metrics": [
+                {"path": "$.env.temp", "metric": "temperature", "scale": 0.1},
+                {"path": "$.boxes[0]", "metric": "occupied", "scale": 2, "offset": -3},
+            ],
+            "events": [
+                {
+                    "event": "door_forced",
+                    "path": "$.alarm.code",
+                    "equals": "F",
+                    "data": {"b": "$.alarm"},
+                },
+                {"event": "power_lost", "path": "$.off"},
+            ],
+        }
+    )
+
+
+DECODERS = Decoders(
+    products={"k1": PRODUCT},
+    profiles=(vendor("ms", "epoch_ms"), vendor("s", "epoch_s"), vendor("iso", "iso8601")),
+)
+KNOWN = {"d1": DeviceInfo("c1", "fire", "active"), "d2": DeviceInfo("c1", "locker", "active")}
+REGISTRY = Registry(loader=lambda: KNOWN, miss_refresh_s=0)
+REGISTRY.refresh()
+
+identifiers = st.sampled_from(["property", "Fault", "SmokeAlarm", "Other", "1x", ""])
+alink_topics = st.one_of(
+    st.builds(
+        post_topic,
+        st.sampled_from(["k1", "k2", "k 1"]),
+        st.sampled_from(["d1", "d2", "x"]),
+        identifiers,
+    ),
+    st.builds("/sys/{}".format, st.text(max_size=60)),
+    st.builds(
+        "v/{}/{}/up".format,
+        st.sampled_from(["ms", "s", "iso", "x"]),
+        st.sampled_from(["d1", "d2", "", "+"]),
+    ),
+    topics,
+)
+property_values = st.one_of(
+    numbers,
+    st.booleans(),
+    odd_text,
+    st.sampled_from(["23.5", "1e999", "-0", "12345678901234567890"]),
+    st.fixed_dictionaries(
+        {"value": st.one_of(numbers, st.floats(0, 100))}, optional={"time": timestamps}
+    ),
+    deep,
+)
+alink_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.integers(0, 2**32).map(str), huge_ints, odd_text),
+        "version": odd_text,
+        "method": st.sampled_from(["thing.event.property.post", "thing.event.Fault.post", "x"]),
+        "sys": st.one_of(st.fixed_dictionaries({"ack": st.sampled_from([0, 1, "0"])}), scalars),
+        "params": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["Temp", "Volt", "Smoke", "Nope"]), property_values, max_size=4
+            ),
+            st.fixed_dictionaries({}, optional={"value": json_values, "time": timestamps}),
+            json_values,
+        ),
+    },
+)
+NOW_S = int(NOW.timestamp())
+vendor_bodies = st.fixed_dictionaries(
+    {
+        "sn": st.one_of(st.just("d2"), st.sampled_from(["d1", 2, None])),
+        # Plausible for each of the three time formats, and the edges.
+        "t": st.one_of(
+            timestamps,
+            st.integers(NOW_MS - 10**9, NOW_MS),
+            st.integers(NOW_S - 10**6, NOW_S),
+            st.floats(NOW_S - 10**6, NOW_S),
+            st.just(NOW.isoformat()),
+        ),
+        "env": st.one_of(
+            st.fixed_dictionaries({"temp": st.one_of(st.integers(0, 500), property_values)}),
+            scalars,
+        ),
+    },
+    optional={
+        "n": st.one_of(huge_ints, st.sampled_from(["17", "x", "99999999999999999999"])),
+        "boxes": st.one_of(st.lists(property_values, max_size=2), json_values),
+        "alarm": st.one_of(
+            st.fixed_dictionaries({"code": st.sampled_from(["F", "G", 1, True])}), json_values
+        ),
+        "off": st.one_of(st.booleans(), scalars, deep),
+    },
+)
+foreign_payloads = st.one_of(
+    payloads,
+    alink_bodies.map(lambda v: json.dumps(v).encode()),
+    vendor_bodies.map(lambda v: json.dumps(v).encode()),
+)
+
+
+def foreign_or_reject(topic: str, raw: bytes) -> Decoded | None:
+    # The answer to the device is built for every outcome; it must be JSON too.
+    try:
+        decoded = DECODERS.decode(topic, raw, NOW, REGISTRY, LIMITS)
+    except RejectedMessage as exc:
+        _label(f"foreign {exc.reason.value}")
+        if is_alink(topic):
+            json.loads(reply_payload(None, request_id(raw), exc.reason, exc.detail))
+        return None
+    _label("foreign accepted")
+    fits_the_database(decoded)
+    assert decoded.readings or decoded.event is not None
+    json.loads(reply_payload(None, request_id(raw), None))
+    return decoded
+
+
+@given(topic=alink_topics, raw=foreign_payloads)
+def test_any_bytes_on_any_foreign_topic(topic: str, raw: bytes) -> None:
+    foreign_or_reject(topic, raw)
+
+
+@given(identifier=identifiers, body=alink_bodies)
+def test_near_valid_alink_posts(identifier: str, body: dict[str, Any]) -> None:
+    foreign_or_reject(f"/sys/k1/d1/thing/event/{identifier}/post", json.dumps(body).encode())
+
+
+@given(name=st.sampled_from(["ms", "s", "iso"]), body=vendor_bodies)
+def test_near_valid_vendor_payloads(name: str, body: dict[str, Any]) -> None:
+    foreign_or_reject(f"v/{name}/d2/up", json.dumps(body).encode())
+
+
+def test_the_foreign_strategies_reach_acceptance() -> None:
+    post = {"id": "9", "params": {"Temp": 21.5, "Volt": {"value": 360, "time": NOW_MS}}}
+    decoded = foreign_or_reject("/sys/k1/d1/thing/event/property/post", json.dumps(post).encode())
+    assert decoded is not None
+    assert [r.value for r in decoded.readings] == [21.5, 3.6]
+    body = {"sn": "d2", "t": NOW.isoformat(), "env": {"temp": 215}, "alarm": {"code": "F"}}
+    decoded = foreign_or_reject("v/iso/d2/up", json.dumps(body).encode())
+    assert decoded is not None
+    assert decoded.event is not None
