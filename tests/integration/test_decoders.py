@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from core.alink import post_topic, reply_topic
 from core.settings import DecoderSettings
 from gateway.bridge import parse_mqtt_url
+from simulators.alink import alink_devices, load_product, run_alink
 from tests.integration.support import count, pipeline_thread, register, wait_for
 
 pytestmark = pytest.mark.integration
@@ -294,3 +295,27 @@ def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
     assert dead is not None
     assert dead[0] == "bad_payload"
     assert "HB-other" in dead[1]
+
+
+def test_simulated_alink_devices_are_stored_and_answered_200(
+    fresh_database_url: str, mqtt_url: str, unique_id: str, profiles: Path
+) -> None:
+    community = f"c{unique_id}"
+    product = load_product(profiles / "smoke.yaml")
+    devices = alink_devices(product, community_id=community, count=3)
+    register(fresh_database_url, community, [d.id for d in devices], "fire")
+    with pipeline_thread(
+        fresh_database_url,
+        mqtt_url,
+        f"pipe-{unique_id}",
+        community,
+        decoders=DecoderSettings(profiles=profiles),
+    ):
+        stats = run_alink(
+            mqtt_url=mqtt_url, product=product, devices=devices, duration_s=1.5, interval_s=1.0
+        )
+    assert stats.posts >= 3
+    assert (stats.accepted, stats.refused) == (stats.posts, {})
+    stored = count(fresh_database_url, "SELECT count(DISTINCT device_id) FROM readings")
+    assert stored >= 1
+    assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 0
