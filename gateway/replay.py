@@ -21,6 +21,7 @@ from psycopg import sql
 from core.decode import Limits
 from core.errors import RejectedMessage
 from gateway.boundary import internal_error
+from gateway.decoders import Decoders
 from gateway.pipeline import accept
 from gateway.registry import Registry, load_devices
 from ingest.batch import Batch
@@ -87,6 +88,7 @@ def replay(
     worker: str,
     dry_run: bool = False,
     progress: Callable[[ReplayResult], None] | None = None,
+    decoders: Decoders | None = None,
 ) -> list[ReplayResult]:
     """Replay the selected dead letters (oldest first); record and return each result."""
     results: list[ReplayResult] = []
@@ -108,6 +110,7 @@ def replay(
                     limits=limits,
                     writer=writer,
                     dry_run=dry_run,
+                    decoders=decoders,
                 )
                 if not dry_run:
                     conn.execute(
@@ -133,12 +136,13 @@ def _replay_one(
     limits: Limits,
     writer: BatchWriter,
     dry_run: bool,
+    decoders: Decoders | None = None,
 ) -> ReplayResult:
     if payload_size is not None:
         detail = f"only {len(payload)} of {payload_size} bytes were kept"
         return ReplayResult(id_, topic, "truncated", None, detail)
     try:
-        accepted = accept(topic, payload, received_at, registry, limits)
+        accepted = accept(topic, payload, received_at, registry, limits, decoders)
     except RejectedMessage as exc:
         return ReplayResult(id_, topic, "rejected", exc.reason.value, exc.detail)
     except Exception as exc:  # noqa: BLE001 - the per-message boundary, as in the pipeline

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from core.decode import Limits
 from core.settings import Settings
+from gateway.decoders import load_profiles
 from gateway.replay import ReplayResult, Selection, replay
 from smartcommunity.cli_support import connect, database_url, print_table
 from smartcommunity.commands import SubParsers
@@ -119,6 +120,8 @@ def _replay(args: argparse.Namespace) -> int:
         worker=f"replay@{socket.gethostname()}:{os.getpid()}",
         dry_run=args.dry_run,
         progress=show,
+        # Alink and vendor JSON dead letters go back through their profiles.
+        decoders=load_profiles(settings.decoders.profiles) if settings.decoders.profiles else None,
     )
     _summary(results, dry_run=args.dry_run)
     return 0

@@ -23,8 +23,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.alink import post_topic, reply_topic
+from core.decode import Limits
 from core.settings import DecoderSettings
 from gateway.bridge import parse_mqtt_url
+from gateway.decoders import load_profiles
+from gateway.replay import Selection, replay
 from simulators.alink import alink_devices, load_product, run_alink
 from tests.integration.support import count, pipeline_thread, register, wait_for
 
@@ -200,7 +203,11 @@ def test_refused_alink_posts_are_dead_letters_and_answered_with_the_reason(
         (post_topic(key, smoke), {"id": "3", "params": {"Humidity": 40}}, 460),
         (post_topic(key, smoke), {"id": "4", "params": {"CurrentTemperature": 900}}, 460),
         (post_topic(key, smoke, "Exploded"), {"id": "5", "params": {}}, 460),
-        (post_topic(key, f"{unique_id}-ghost"), {"id": "6", "params": {"RSSI": -70}}, 403),
+        (
+            post_topic(key, f"{unique_id}-ghost"),
+            {"id": "6", "params": {"CurrentTemperature": 20}},
+            403,
+        ),
     ]
     reasons = [
         "bad_payload",
@@ -233,6 +240,17 @@ def test_refused_alink_posts_are_dead_letters_and_answered_with_the_reason(
         dead = conn.execute("SELECT topic, reason FROM dead_letters ORDER BY id").fetchall()
     assert sorted(dead) == sorted((t, r) for (t, _, _), r in zip(cases, reasons, strict=True))
     assert count(fresh_database_url) == 0
+    # Once the installer registers the unknown device, its post replays through the profile.
+    register(fresh_database_url, community, [f"{unique_id}-ghost"], "fire")
+    results = replay(
+        fresh_database_url,
+        Selection(reason="unknown_device"),
+        limits=Limits(),
+        worker=f"replay-{unique_id}",
+        decoders=load_profiles(profiles),
+    )
+    assert [(r.outcome, r.topic) for r in results] == [("stored", cases[-1][0])]
+    assert count(fresh_database_url) == 1
 
 
 def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
