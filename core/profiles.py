@@ -205,6 +205,13 @@ class EventMap(BaseModel):
     event: str
 
 
+def _unique(metrics: list[str], where: str) -> None:
+    # Two sources for one metric would make two rows with one key (device, metric, time).
+    twice = sorted({m for m in metrics if metrics.count(m) > 1})
+    if twice:
+        raise ValueError(f"{where}: {twice[0]!r} is mapped more than once")
+
+
 def _shorthand(value: object, field: str) -> object:
     # `Temp: temperature` is short for `Temp: {metric: temperature}`.
     return {field: value} if isinstance(value, str) else value
@@ -248,6 +255,7 @@ class AlinkProduct(BaseModel):
 
     @model_validator(mode="after")
     def _catalogue(self) -> AlinkProduct:
+        _unique([m.metric for m in self.properties.values()], "properties")
         for identifier, mapping in self.properties.items():
             if _IDENTIFIER.fullmatch(identifier) is None:
                 raise ValueError(f"properties.{identifier}: not an Alink identifier")
@@ -322,6 +330,7 @@ class JsonProfile(_PathModel):
     def _catalogue(self) -> JsonProfile:
         if not self.metrics and not self.events:
             raise ValueError("a profile needs at least one metric or event")
+        _unique([m.metric for m in self.metrics], "metrics")
         for i, metric in enumerate(self.metrics):
             try:
                 _check_metric(self.device_class, metric.metric, metric.unit)

@@ -146,6 +146,10 @@ def load_profiles(*paths: Path) -> Decoders:
             else:
                 key = f"topic {profile.topic.mqtt_filter!r}"
                 profiles.append(profile)
+                name = f"profile name {profile.name!r}"
+                if name in seen:
+                    raise ConfigurationError(f"{file}: {name} is also in {seen[name]}")
+                seen[name] = file
             if key in seen:
                 raise ConfigurationError(f"{file}: {key} is also in {seen[key]}")
             seen[key] = file

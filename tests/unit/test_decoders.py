@@ -91,6 +91,11 @@ def test_the_sample_profiles_load() -> None:
         ),
         ("kind: mqtt\n", "kind: a profile says `kind: alink` or `kind: json`"),
         (
+            "kind: alink\nproduct_key: k1\ndevice_class: fire\n"
+            "properties: {T1: temperature, T2: temperature}\n",
+            "properties: 'temperature' is mapped more than once",
+        ),
+        (
             "kind: alink\nproduct_key: k1\ndevice_class: fire\nproperties: {T: temperature}\n"
             "colour: red\n",
             "colour: Extra inputs are not permitted",
