@@ -45,11 +45,40 @@ def refusal(path: Path) -> str:
 def test_the_sample_profiles_load() -> None:
     decoders = load_profiles(SAMPLES)
     assert set(decoders.products) == {"a1ScSmokeDt"}
-    assert [p.name for p in decoders.profiles] == ["hivebox-locker"]
+    assert [p.name for p in decoders.profiles] == ["carewatch-wearable", "hivebox-locker"]
     assert decoders.topic_filters == [
         "/sys/a1ScSmokeDt/+/thing/event/+/post",
+        "carewatch/up/+",
         "lockers/hivebox/+/report",
     ]
+
+
+def test_the_wearable_sample_maps_vitals_and_an_sos_with_its_position() -> None:
+    payload = json.dumps(
+        {
+            "imei": "861234567890123",
+            "time": "2026-11-29T09:02:03+08:00",
+            "hr": 72,
+            "spo2": 97,
+            "gps": {"lat": 31.2304, "lng": 121.4737},
+            "alarm": "SOS",
+        }
+    ).encode()
+    decoded = try_profile(
+        SAMPLES / "carewatch-wearable.yaml", payload, device="861234567890123", received_at=NOW
+    )
+    assert [(r.metric, r.value) for r in decoded.readings] == [
+        ("heart_rate", 72.0),
+        ("spo2", 97.0),
+        ("lat", 31.2304),
+        ("lon", 121.4737),
+    ]
+    assert decoded.readings[0].ts == NOW  # 09:02:03 in UTC+8
+    assert decoded.event is not None
+    assert (decoded.event.event, decoded.event.data) == (
+        "sos_pressed",
+        {"lat": 31.2304, "lon": 121.4737},
+    )
 
 
 @pytest.mark.parametrize(
