@@ -138,28 +138,29 @@ def test_alink_property_post_is_stored_before_its_200_reply_and_events_raise_ale
         decoders=DecoderSettings(profiles=profiles),
     ):
         stamped = now_ms() - 5_000
-        device.post(
-            property_topic,
-            {
-                "id": "7",
-                "version": "1.0",
-                "params": {
-                    "CurrentTemperature": 23.5,
-                    "BatteryVoltage": {"value": 362, "time": stamped},
-                },
-                "method": "thing.event.property.post",
+        post = {
+            "id": "7",
+            "version": "1.0",
+            "params": {
+                "CurrentTemperature": 23.5,
+                "BatteryVoltage": {"value": 362, "time": stamped},
             },
-        )
+            "method": "thing.event.property.post",
+        }
+        device.post(property_topic, post)
         topic, body = device.reply()
         # The reply comes after the commit: the readings are there when it arrives.
-        stored = count(
-            fresh_database_url, f"SELECT count(*) FROM readings WHERE device_id = '{smoke}'"
-        )
-        assert stored == 2
+        stored = f"SELECT count(*) FROM readings WHERE device_id = '{smoke}'"
+        assert count(fresh_database_url, stored) == 2
         assert topic == reply_topic(property_topic)
         assert body["code"] == 200
         assert body["id"] == "7"
         assert body["method"] == "thing.event.property.post"
+        # A device that missed its answer posts again (same id): answered, stored once.
+        device.post(property_topic, post)
+        topic, body = device.reply()
+        assert (body["code"], body["id"]) == (200, "7")
+        assert count(fresh_database_url, stored) == 2
 
         fault_topic = post_topic(f"pk{unique_id}", smoke, "Fault")
         device.post(fault_topic, {"id": "8", "params": {"value": {"code": 3}, "time": now_ms()}})
