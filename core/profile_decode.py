@@ -93,7 +93,7 @@ def _number(name: str, raw: object) -> float | int:
     raise RejectedMessage(RejectReason.BAD_PAYLOAD, f"{name}: {_short(raw)} is not a number")
 
 
-def _scaled(device_class: str, name: str, mapping: MetricMap | Any, raw: object) -> float:
+def _scaled(device_class: str, name: str, mapping: MetricMap, raw: object) -> float:
     number = _number(name, raw)
     # Bounded inputs and factors (1e15 * 1e9): the product is a finite float.
     value = (

@@ -278,21 +278,12 @@ class TimeSpec(_PathModel):
     format: Literal["epoch_ms", "epoch_s", "iso8601"] = "epoch_ms"
 
 
-class JsonMetric(_PathModel):
+class JsonMetric(MetricMap):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
     path: Path
-    metric: str
-    unit: str | None = None
-    scale: Annotated[float, Field(allow_inf_nan=False, ge=-_MAX_FACTOR, le=_MAX_FACTOR)] = 1.0
-    offset: Annotated[float, Field(allow_inf_nan=False, ge=-_MAX_FACTOR, le=_MAX_FACTOR)] = 0.0
     # A metric missing from a message is skipped unless required.
     required: bool = False
-
-    @field_validator("scale")
-    @classmethod
-    def _nonzero(cls, value: float) -> float:
-        if value == 0:
-            raise ValueError("scale must not be 0")
-        return value
 
 
 class JsonEvent(_PathModel):
