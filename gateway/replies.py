@@ -24,6 +24,7 @@ from core.alink import (
     wants_reply,
 )
 from core.errors import RejectedMessage, RejectReason
+from core.observability import PipelineCounters
 from gateway.bridge import InboundMessage
 from ingest.batch import DeadLetter
 
@@ -47,8 +48,11 @@ def _asks_for_reply(payload: bytes) -> bool:
 class AlinkReplies:
     """``publish(topic, payload)`` sends one answer; counts what it sent and could not."""
 
-    def __init__(self, publish: Callable[[str, bytes], bool]) -> None:
+    def __init__(
+        self, publish: Callable[[str, bytes], bool], counters: PipelineCounters | None = None
+    ) -> None:
         self._publish = publish
+        self._counters = counters
         self.sent = 0
         self.unsent = 0
 
@@ -72,5 +76,9 @@ class AlinkReplies:
                 )
             if self._publish(reply_topic(message.topic), body):
                 self.sent += 1
+                if self._counters is not None:
+                    self._counters.add("alink_replies_total")
             else:
                 self.unsent += 1
+                if self._counters is not None:
+                    self._counters.add("alink_replies_unsent_total")

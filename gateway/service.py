@@ -128,7 +128,7 @@ def run_pipeline(
     )
     replies = None
     if decoders.products and settings.decoders.alink_replies:
-        replies = AlinkReplies(bridge.publish)
+        replies = AlinkReplies(bridge.publish, counters)
     alert_listener = None
     if settings.alerts.enabled:
         alert_listener = _alert_listener(settings, bridge)

@@ -17,6 +17,7 @@ from core.broker_acl import (
     render_acl_file,
 )
 from core.errors import ConfigurationError, RejectedMessage, RejectReason
+from core.observability import PipelineCounters, render_prometheus
 from gateway.bridge import InboundMessage
 from gateway.decoders import load_profiles
 from gateway.replies import AlinkReplies
@@ -232,7 +233,8 @@ def test_replies_say_200_after_commit_and_the_reason_for_a_dead_letter() -> None
         sent.append((topic, body))
         return True
 
-    replies = AlinkReplies(publish)
+    counters = PipelineCounters()
+    replies = AlinkReplies(publish, counters)
     good = InboundMessage("/sys/k1/d1/thing/event/property/post", b'{"id":"5"}', 1, 1, 0.0, 1)
     bad = InboundMessage("/sys/k1/d1/thing/event/Fault/post", b'{"id":"6",', 1, 2, 0.0, 1)
     quiet = InboundMessage(
@@ -266,6 +268,10 @@ def test_replies_say_200_after_commit_and_the_reason_for_a_dead_letter() -> None
         ),
     ]
     assert replies.sent == 2
+    assert counters.snapshot()["alink_replies_total"] == 2
+    assert 'sc_pipeline_alink_replies_total{worker="w"} 2' in render_prometheus(
+        {"w": counters.snapshot()}
+    )
 
 
 def test_reply_codes_and_request_ids() -> None:
