@@ -45,7 +45,7 @@ from core.errors import ConfigurationError
 from core.schema import upgrade
 from core.settings import Settings
 
-__all__ = ["API_VERSION", "app_from_env", "create_app"]
+__all__ = ["API_VERSION", "ScopeLeftOver", "app_from_env", "create_app", "pool_hooks"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -100,20 +100,30 @@ def _row_security(request: Request, exc: Exception) -> JSONResponse:
 
 
 _Hook = Callable[[psycopg.Connection[Any]], None]
+_LEFT_OVER_SCOPE = (
+    "SELECT nullif(current_setting('sc.actor', true), ''),"
+    " nullif(current_setting('sc.communities', true), '')"
+)
 
 
-def _pool_hooks(role: str) -> tuple[_Hook, _Hook]:
+class ScopeLeftOver(RuntimeError):
+    """A pooled connection came back with a caller's actor or communities set."""
+
+
+def pool_hooks(role: str) -> tuple[_Hook, _Hook]:
     def configure(conn: psycopg.Connection[Any]) -> None:
         # Every pooled connection runs as the role without BYPASSRLS (migration 0007).
         if role:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
 
     def reset(conn: psycopg.Connection[Any]) -> None:
-        # Nothing of one request's identity or scope carries over to the next; a
-        # connection that cannot be reset is discarded by the pool.
-        conn.execute(
-            "SELECT set_config('sc.actor', '', false), set_config('sc.communities', '', false)"
-        )
+        # A request's actor and communities are local to its transaction (api.deps.
+        # get_conn), so a returned connection holds none. Should a session-level
+        # value ever be set, the connection is not handed out again: the pool
+        # discards a connection whose reset raises.
+        row = conn.execute(_LEFT_OVER_SCOPE).fetchone()
+        if row is not None and any(row):
+            raise ScopeLeftOver(f"a returned connection still holds a caller's scope: {row}")
 
     return configure, reset
 
@@ -127,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(upgrade, url)
-        configure, reset = _pool_hooks(settings.api.database_role)
+        configure, reset = pool_hooks(settings.api.database_role)
         pool: Pool = ConnectionPool(
             url,
             open=False,

@@ -58,7 +58,7 @@ _LIST = (
     " WHERE %(user)s::bigint IS NULL OR t.user_id = %(user)s ORDER BY t.id"
 )
 # The actor of every change this request makes: the audit triggers read sc.actor.
-# api.deps.get_conn clears it when the connection goes back to the pool.
+# Local to the request's transaction (api.deps.get_conn): it ends with it.
 _LOOKUP = (
     "SELECT t.id, t.name, t.created_at, t.expires_at, t.revoked_at, t.last_used_at,"
     " u.id, u.name, u.role, u.all_communities,"
@@ -66,7 +66,7 @@ _LOOKUP = (
     " u.disabled_at IS NOT NULL AS disabled,"
     " t.expires_at IS NOT NULL AND t.expires_at <= now() AS expired,"
     " t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute' AS stale,"
-    " set_config('sc.actor', 'user:' || u.name, false)"
+    " set_config('sc.actor', 'user:' || u.name, true)"
     " FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id WHERE t.token_hash = %s"
 )
 # Writing last_used_at on every request would turn every read into a write;

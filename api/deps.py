@@ -13,7 +13,9 @@ from typing import Annotated, Any, cast
 
 import psycopg
 from fastapi import Depends, Request
+from psycopg import pq
 from psycopg_pool import ConnectionPool
+from starlette.exceptions import HTTPException
 
 from core.settings import Settings
 
@@ -69,30 +71,47 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
 def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection[Any]]:
-    """One autocommit connection per request (shared by auth and the route).
+    """One connection and one transaction per request, shared by auth and the route.
 
-    Autocommit: every statement here is a read or a single-statement write, so a
-    request never holds a transaction open, and nothing commits after the response.
+    The request's actor (``sc.actor``, read by the audit triggers) and communities
+    (``sc.communities``, read by the row-level security policies) are set with
+    ``set_config(..., true)``: they belong to this transaction and end with it, however
+    the request ends, so no connection back in the pool carries a caller's scope (the
+    pool's reset refuses one that does: ``api.app``).
 
-    The auth dependency names the request's user in the session setting ``sc.actor``
-    (the audit triggers read it) and ``api.scope.authorize`` the user's communities in
-    ``sc.communities`` (the row-level security policies read it); both are cleared
-    before the connection goes back, so the next request starts seeing nothing.
+    The dependency has ``scope="function"``: the transaction ends when the route
+    returns, before the response is sent, so a client never sees a success that is
+    not stored yet. An HTTP error answer keeps what was written (the audit row of a
+    refused attempt); any other exception rolls everything back.
     """
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
+        conn.execute("BEGIN")
         try:
             yield conn
-        finally:
-            try:
-                conn.execute(
-                    "SELECT set_config('sc.actor', '', false),"
-                    " set_config('sc.communities', '', false)"
-                )
-            except psycopg.Error as exc:  # a broken connection: the pool discards it
-                _LOG.debug("could not clear the request's settings: %s", exc)
+        except HTTPException:
+            _finish(conn)
+            raise
+        except BaseException:
+            _rollback(conn)
+            raise
+        _finish(conn)
 
 
-ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn)]
+def _finish(conn: psycopg.Connection[Any]) -> None:
+    if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+        _rollback(conn)
+    else:
+        conn.commit()
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.rollback()
+    except psycopg.Error as exc:  # a broken connection: the pool discards it
+        _LOG.debug("could not roll back the request's transaction: %s", exc)
+
+
+ConnDep = Annotated[psycopg.Connection[Any], Depends(get_conn, scope="function")]
 
 
 def page_size(settings: Settings, requested: int | None) -> int:

@@ -78,6 +78,7 @@ __all__ = [
     "not_found",
     "record_refusal",
     "scope_setting",
+    "set_request_scope",
     "unknown_in_body",
     "widen_scope",
 ]
@@ -220,17 +221,19 @@ def record_refusal(
     if not template.startswith(API_PREFIX + "/"):  # the route's path inside its router
         template = API_PREFIX + template
     try:
-        conn.execute(
-            "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"
-            " VALUES (%s, 'refused', %s, %s, %s, %s)",
-            (
-                principal.actor,
-                entity,
-                str(target),
-                community,
-                Jsonb({"method": request.method, "route": template}),
-            ),
-        )
+        # A savepoint: a failed insert must not abort the request's transaction.
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"
+                " VALUES (%s, 'refused', %s, %s, %s, %s)",
+                (
+                    principal.actor,
+                    entity,
+                    str(target),
+                    community,
+                    Jsonb({"method": request.method, "route": template}),
+                ),
+            )
     except psycopg.Error as exc:  # the refusal stands even if it cannot be written
         _LOG.warning("could not audit a refusal: %s", exc)
 
@@ -515,11 +518,19 @@ def scope_setting(principal: Principal) -> str:
     return json.dumps(sorted(principal.communities))
 
 
+def set_request_scope(conn: Conn, principal: Principal) -> None:
+    """Row-level security from here on: this transaction's queries see the caller's
+    communities only. ``set_config(..., true)`` makes it local to the request's
+    transaction (``api.deps.get_conn``), so it cannot outlive the request on the
+    pooled connection, even when the request fails or is abandoned half-way."""
+    conn.execute("SELECT set_config('sc.communities', %s, true)", (scope_setting(principal),))
+
+
 def widen_scope(conn: Conn, principal: Principal, community_id: str) -> None:
     """Add a community this request creates to its row-level security scope."""
     if principal.communities is not None:
         wider = json.dumps(sorted(principal.communities | {community_id}))
-        conn.execute("SELECT set_config('sc.communities', %s, false)", (wider,))
+        conn.execute("SELECT set_config('sc.communities', %s, true)", (wider,))
 
 
 def authorize(
@@ -540,9 +551,7 @@ def authorize(
             status.HTTP_403_FORBIDDEN,
             detail=f"the {principal.role} role may not {action} {family.value.replace('_', ' ')}",
         )
-    # Row-level security from here on: this request's queries see the caller's
-    # communities only (api.deps.get_conn clears it when the connection goes back).
-    conn.execute("SELECT set_config('sc.communities', %s, false)", (scope_setting(principal),))
+    set_request_scope(conn, principal)
     return principal
 
 

@@ -338,7 +338,7 @@ class StreamCaller:
 
 def _check_token(pool: Pool, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The bearer check of every route, on a connection returned to the pool at once."""
-    with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
+    with pool.connection(timeout=POOL_TIMEOUT_S) as conn, conn.transaction():
         return require_token(conn, credentials)
 
 
@@ -384,8 +384,8 @@ SELECT h.id, h.action, h.actor, h.at, a.id, a.rule_id, a.subject, a.community_id
 def _missed(pool: Pool, principal: Principal, after: int) -> list[dict[str, Any]]:
     """What a reconnecting client missed, within its communities (row-level security
     as for every request, and _sees on top)."""
-    with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
-        conn.execute("SELECT set_config('sc.communities', %s, false)", (scope_setting(principal),))
+    with pool.connection(timeout=POOL_TIMEOUT_S) as conn, conn.transaction():
+        conn.execute("SELECT set_config('sc.communities', %s, true)", (scope_setting(principal),))
         rows = conn.execute(_MISSED, (after, REPLAY_MAX)).fetchall()
     return [
         {

@@ -110,7 +110,7 @@ def metrics(conn: ConnDep, principal: CurrentPrincipal) -> PlainTextResponse:
     devices: list[tuple[Mapping[str, str], float]] = []
     reporting: list[tuple[Mapping[str, str], float]] = []
     if principal.communities is None:
-        conn.execute("SELECT set_config('sc.communities', '*', false)")  # row-level security
+        conn.execute("SELECT set_config('sc.communities', '*', true)")  # row-level security
         dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
         for device_class, state, count, fresh in conn.execute(_DEVICES):
             labels = {"device_class": device_class, "state": state}
