@@ -64,6 +64,10 @@ class IngestSettings(BaseModel):
     exit_after_s: float = Field(default=5.0, gt=0, le=60)
     # Messages in flight during this many crashes in a row are quarantined as poison.
     poison_crashes: int = Field(default=2, ge=1, le=10)
+    # The role the pipeline's queries run as (migration 0008): it writes telemetry,
+    # dead letters and alerts of every community, and cannot read users or tokens
+    # nor change the schema. '' keeps the login role (the owner: not advised).
+    database_role: str = Field(default="sc_pipeline", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
 
 
 class ValidationSettings(BaseModel):

@@ -16,6 +16,7 @@ from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener
 from alerts.store import AlertStore
 from core import schema
+from core.conninfo import as_role
 from core.decode import Limits
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
@@ -61,10 +62,12 @@ def run_pipeline(
     """
     if settings.database_url is None or settings.mqtt_url is None:
         raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL (or use `demo`)")
-    schema.upgrade(settings.database_url)
+    schema.upgrade(settings.database_url)  # as the owner, like the storage maintenance
+    # Everything else runs as the pipeline's role (migration 0008, docs/security.md).
+    url = as_role(settings.database_url, settings.ingest.database_role)
     worker = _worker_name(settings)
     writer = BatchWriter(
-        url=settings.database_url,
+        url=url,
         worker=worker,
         dead_payload_bytes=settings.validation.max_payload_bytes,
     )
@@ -72,7 +75,6 @@ def run_pipeline(
 
     # The registry is read on the intake thread while the commit thread writes, so
     # it has a plain connection of its own (no staging tables, no storage config).
-    url = settings.database_url
     reader: list[psycopg.Connection[tuple[object, ...]]] = []
 
     def load() -> dict[str, DeviceInfo]:
@@ -101,7 +103,7 @@ def run_pipeline(
             writer.close()
             raise ServiceUnavailable("database", str(exc)) from exc
 
-    report_state = _state_reporter(settings.database_url, settings.gateway.client_id)
+    report_state = _state_reporter(url, settings.gateway.client_id)
     hooks = FaultHooks(settings.test_hooks)
     if hooks.active:
         _LOG.warning("test hooks are set: %s", settings.test_hooks)
@@ -131,7 +133,7 @@ def run_pipeline(
         replies = AlinkReplies(bridge.publish, counters)
     alert_listener = None
     if settings.alerts.enabled:
-        alert_listener = _alert_listener(settings, bridge)
+        alert_listener = _alert_listener(settings, bridge, url)
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
@@ -191,6 +193,7 @@ _HEARTBEAT = (
 def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
     """The worker's heartbeat and state, over a connection of its own: the heartbeat
     must not wait behind a batch, and a failed thread may hold the writer's."""
+    heartbeat_url = as_role(url, "", options=_NO_HANG)
     conn: list[psycopg.Connection[tuple[object, ...]]] = []
     lock = threading.Lock()
 
@@ -198,9 +201,7 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
         with lock:
             try:
                 if not conn or conn[0].closed or conn[0].broken:
-                    conn[:] = [
-                        psycopg.connect(url, connect_timeout=5, autocommit=True, options=_NO_HANG)
-                    ]
+                    conn[:] = [psycopg.connect(heartbeat_url, connect_timeout=5, autocommit=True)]
                 conn[0].execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
             except psycopg.OperationalError as exc:
                 for c in conn:
@@ -215,9 +216,9 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
     return report
 
 
-def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:
-    """The rule engine as a listener: its own store connection, MQTT client and webhooks."""
-    assert settings.database_url is not None
+def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertListener:
+    """The rule engine as a listener: its own store connection (``url``: as the pipeline's
+    role), MQTT client and webhooks."""
     assert settings.mqtt_url is not None
     alerts = settings.alerts
     publisher = None
@@ -232,7 +233,7 @@ def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:
         )
     return AlertListener(
         store=AlertStore(
-            url=settings.database_url,
+            url=url,
             worker=settings.gateway.client_id,
             flood_threshold=alerts.flood_threshold,
             flood_window_s=alerts.flood_window_s,
@@ -242,7 +243,7 @@ def _alert_listener(settings: Settings, bridge: MqttBridge) -> AlertListener:
         healthy=lambda: bridge.connected.is_set() and bridge.inbox.qsize() < _CAUGHT_UP_QUEUE,
         publisher=publisher,
         webhooks=WebhookSender(
-            url=settings.database_url,
+            url=url,
             attempts=alerts.webhook_attempts,
             backoff_min_s=alerts.webhook_backoff_min_s,
             backoff_max_s=alerts.webhook_backoff_max_s,
