@@ -102,6 +102,23 @@ BEGIN
             EXECUTE format('REVOKE ALL ON %s FROM sc_api, sc_pipeline', part);
         END LOOP;
     END LOOP;
+    -- The rollups the maintenance task fills (plain tables here), read by the API
+    -- through the readings_1h/1d views: those must check as their caller, not as
+    -- their owner, who is not subject to the policies (PostgreSQL 15 and later).
+    FOREACH t IN ARRAY ARRAY['rollup_hourly', 'rollup_daily'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass(t) AND relkind = 'r') THEN
+            EXECUTE format('CREATE POLICY sc_community ON %I TO sc_api'
+                           ' USING (EXISTS (SELECT 1 FROM devices AS d WHERE d.id = device_id))',
+                           t);
+            EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        END IF;
+    END LOOP;
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        ALTER VIEW readings_1h SET (security_invoker = true);
+        ALTER VIEW readings_1d SET (security_invoker = true);
+    ELSE
+        RAISE NOTICE 'PostgreSQL before 15: readings_1h and readings_1d read as their owner';
+    END IF;
     IF to_regprocedure('sc_ensure_day_partition(text, date)') IS NOT NULL THEN
         ALTER FUNCTION sc_ensure_day_partition(text, date) RENAME TO sc_create_day_partition;
         -- The owner's default privileges give new tables to sc_api: not a partition.
