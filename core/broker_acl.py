@@ -8,6 +8,12 @@ and devices without credentials are left out, so they cannot log in at all.
 Devices of a class that an Alink product or a vendor JSON profile names also
 get that profile's topics, with their own device name pinned in them.
 
+Client ids are bound to user names on every listener (``render_listener_conf``:
+``use_username_as_clientid``), so nobody can take another's id, the pipeline's
+included. The pipeline runs two MQTT clients (the manually-acked subscriber and the
+alert publisher), so each pipeline account ``N`` comes with a companion ``N-alerts``
+(same password) that may only publish alerts.
+
 Pure: ``smartcommunity broker export`` does the reading and the writing.
 """
 
@@ -23,28 +29,36 @@ from core.profiles import AlinkProduct, JsonProfile
 from core.topics import ALL_DEVICE_TOPICS, ROOT, device_filter, valid_id
 
 __all__ = [
+    "ALERTS_SUFFIX",
     "COMMAND_CHANNEL",
     "BrokerDevice",
     "ForeignTopics",
+    "Listener",
     "ServiceAccount",
     "ServiceRole",
+    "alerts_username",
     "command_topic",
     "foreign_topics",
     "render_acl_file",
+    "render_listener_conf",
     "render_password_file",
     "service_grants",
     "usable_username",
+    "with_companions",
 ]
 
 # Commands to a device go to community/{c}/{class}/{id}/cmd; the device subscribes there.
 COMMAND_CHANNEL = "cmd"
 # Stands for a device's id in foreign topic patterns; ids cannot contain braces.
 DEVICE_PLACEHOLDER = "{device}"
+# The pipeline's alert publisher logs in as its account's name plus this.
+ALERTS_SUFFIX = "-alerts"
 
 
 class ServiceRole(StrEnum):
     PIPELINE = "pipeline"  # gateway + ingest + alerts: `smartcommunity run`
     API = "api"  # the HTTP API: live alerts
+    ALERTS = "alerts"  # the pipeline's alert publisher (a companion, never stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +85,25 @@ def service_grants(role: ServiceRole) -> list[tuple[str, str]]:
     alerts = f"{ROOT}/+/alerts/#"
     if role is ServiceRole.PIPELINE:
         return [("read", ALL_DEVICE_TOPICS), ("write", alerts)]
+    if role is ServiceRole.ALERTS:
+        return [("write", alerts)]
     return [("read", alerts)]
+
+
+def alerts_username(username: str) -> str:
+    """The name the alert publisher of the pipeline logged in as ``username`` uses."""
+    return username + ALERTS_SUFFIX
+
+
+def with_companions(accounts: Iterable[ServiceAccount]) -> list[ServiceAccount]:
+    """The accounts, each pipeline account followed by its alert publisher's."""
+    out: list[ServiceAccount] = []
+    for account in accounts:
+        out.append(account)
+        if account.role is ServiceRole.PIPELINE:
+            name = alerts_username(account.username)
+            out.append(ServiceAccount(name, ServiceRole.ALERTS, account.password_hash))
+    return out
 
 
 def usable_username(name: str) -> bool:
@@ -82,7 +114,7 @@ def usable_username(name: str) -> bool:
 def render_password_file(
     devices: Iterable[BrokerDevice], accounts: Iterable[ServiceAccount]
 ) -> str:
-    lines = [f"{a.username}:{a.password_hash}" for a in accounts]
+    lines = [f"{a.username}:{a.password_hash}" for a in with_companions(accounts)]
     lines += [f"{d.device_id}:{d.password_hash}" for d in devices]
     return "\n".join(lines) + "\n" if lines else ""
 
@@ -144,7 +176,7 @@ def render_acl_file(
         "",
         "# Service accounts",
     ]
-    for account in accounts:
+    for account in with_companions(accounts):
         out.append(f"user {account.username}")
         out += [f"topic {access} {topic}" for access, topic in service_grants(account.role)]
         if foreign is not None and account.role is ServiceRole.PIPELINE:
@@ -160,4 +192,64 @@ def render_acl_file(
         if foreign is not None:
             out += [f"topic {access} {topic}" for access, topic in foreign.for_device(d)]
         out.append("")
+    return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """Where Mosquitto listens: ``host`` None means every interface."""
+
+    port: int
+    host: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Listener:
+        """``PORT`` or ``HOST:PORT``."""
+        host, _, port = text.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65_536:
+            raise ValueError(f"{text!r}: give PORT or HOST:PORT")
+        return cls(int(port), host or None)
+
+    def line(self) -> str:
+        return f"listener {self.port}" + (f" {self.host}" if self.host else "")
+
+
+def render_listener_conf(
+    *,
+    password_file: str,
+    acl_file: str,
+    pipeline: Listener,
+    devices: Listener,
+    tls_dir: str | None,
+    generated_at: datetime,
+) -> str:
+    """Mosquitto listeners that take only the exported users and bind each client's id
+    to its user name on both the pipeline's (loopback) and the devices' listener:
+    a client that sends another's id connects as itself, and the other stays
+    connected. ``tls_dir`` (ca.crt, server.crt, server.key) secures the devices'
+    listener; None leaves it plain, for a closed network or a test only."""
+    out = [
+        f"# Written by `smartcommunity broker export` at {generated_at.isoformat()}:",
+        "# include it from mosquitto.conf (include_dir); edits are lost at the next export.",
+        "# Security options apply to every listener alike.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        "",
+        "# The pipeline and the services on this machine.",
+        pipeline.line(),
+        "use_username_as_clientid true",
+        "",
+        "# Devices.",
+        devices.line(),
+        "use_username_as_clientid true",
+    ]
+    if tls_dir is not None:
+        out += [
+            f"cafile {tls_dir}/ca.crt",
+            f"certfile {tls_dir}/server.crt",
+            f"keyfile {tls_dir}/server.key",
+            "tls_version tlsv1.2",
+        ]
     return "\n".join(out) + "\n"

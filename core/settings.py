@@ -39,6 +39,10 @@ class GatewaySettings(BaseModel):
     reconnect_max_s: float = Field(default=30.0, gt=0)
     # "auto" speaks MQTT 5 and falls back to 3.1.1 when the broker refuses it.
     protocol: str = Field(default="auto", pattern="^(auto|5|3.1.1)$")
+    # The broker binds each client's id to its user name (the listeners `smartcommunity
+    # broker export` writes): the alert publisher then logs in as the companion
+    # account "<user>-alerts" (same password), or it would take the subscriber's id.
+    bound_client_ids: bool = False
 
 
 class IngestSettings(BaseModel):

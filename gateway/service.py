@@ -16,6 +16,7 @@ from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener
 from alerts.store import AlertStore
 from core import schema
+from core.broker_acl import alerts_username
 from core.conninfo import as_role
 from core.decode import Limits
 from core.errors import ConfigurationError, ServiceUnavailable
@@ -224,10 +225,13 @@ def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertLi
     publisher = None
     if alerts.mqtt_publish:
         address = parse_mqtt_url(settings.mqtt_url)
+        username = address.username
+        if username and settings.gateway.bound_client_ids:
+            username = alerts_username(username)
         publisher = MqttAlertPublisher(
             host=address.host,
             port=address.port,
-            username=address.username,
+            username=username,
             password=address.password,
             client_id=f"{settings.gateway.client_id}-alerts",
         )

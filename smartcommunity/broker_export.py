@@ -1,5 +1,8 @@
 """Write Mosquitto's password_file and acl_file from the registry, and make it reload them.
 
+With a listener file, also the listeners that use them, binding every client's id to
+its user name (``core.broker_acl.render_listener_conf``).
+
 Both files are written next to their final name and renamed over it, so a broker
 reloading at that moment reads the old file or the new one, never half of one.
 Mosquitto 2.0 re-reads both on SIGHUP and applies them to clients already
@@ -22,16 +25,23 @@ import psycopg
 from core.broker_acl import (
     BrokerDevice,
     ForeignTopics,
+    Listener,
     ServiceAccount,
     ServiceRole,
     render_acl_file,
+    render_listener_conf,
     render_password_file,
     usable_username,
+    with_companions,
 )
 from core.errors import SmartCommunityError
 
 __all__ = [
+    "DEVICE_LISTENER",
+    "PIPELINE_LISTENER",
+    "TLS_DIR",
     "ExportSummary",
+    "ListenerPlan",
     "MqttAccountError",
     "add_account",
     "export_broker_files",
@@ -47,10 +57,24 @@ Conn = psycopg.Connection[Any]
 # Readable by the broker's group, not by everyone: the hashes are slow to attack,
 # not impossible. Mosquitto 2.1 refuses world-readable password files.
 FILE_MODE = 0o640
+# As deploy/mosquitto/mosquitto.conf: plain MQTT on loopback for the pipeline, TLS for devices.
+PIPELINE_LISTENER = Listener(1883, "127.0.0.1")
+DEVICE_LISTENER = Listener(8883)
+TLS_DIR = Path("/etc/mosquitto/certs")
 
 
 class MqttAccountError(SmartCommunityError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    """The listener file to write, and its listeners (deploy/mosquitto/mosquitto.conf)."""
+
+    path: Path
+    pipeline: Listener = PIPELINE_LISTENER
+    devices: Listener = DEVICE_LISTENER
+    tls_dir: Path | None = TLS_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,7 @@ class ExportSummary:
     skipped_bad_username: list[str]
     password_file: Path
     acl_file: Path
+    listener_file: Path | None = None
 
 
 def load_broker_users(
@@ -108,14 +133,19 @@ def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
 
 
 def export_broker_files(
-    conn: Conn, password_file: Path, acl_file: Path, foreign: ForeignTopics | None = None
+    conn: Conn,
+    password_file: Path,
+    acl_file: Path,
+    foreign: ForeignTopics | None = None,
+    listeners: ListenerPlan | None = None,
 ) -> ExportSummary:
-    """Write both files from one consistent read of the registry."""
+    """Write both files from one consistent read of the registry (and the listener
+    file that uses them)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         devices, accounts, skipped, bad = load_broker_users(conn)
     names = {d.device_id for d in devices}
-    clash = sorted(names.intersection(a.username for a in accounts))
+    clash = sorted(names.intersection(a.username for a in with_companions(accounts)))
     if clash:
         raise MqttAccountError(
             f"{clash[0]!r} is both a device and a service account: remove the account"
@@ -129,6 +159,16 @@ def export_broker_files(
     write_atomically(
         acl_file, render_acl_file(devices, accounts, generated_at=now, foreign=foreign)
     )
+    if listeners is not None:
+        conf = render_listener_conf(
+            password_file=str(password_file.absolute()),
+            acl_file=str(acl_file.absolute()),
+            pipeline=listeners.pipeline,
+            devices=listeners.devices,
+            tls_dir=None if listeners.tls_dir is None else str(listeners.tls_dir.absolute()),
+            generated_at=now,
+        )
+        write_atomically(listeners.path, conf)
     return ExportSummary(
         devices=len(devices),
         accounts=len(accounts),
@@ -137,6 +177,7 @@ def export_broker_files(
         skipped_bad_username=bad,
         password_file=password_file,
         acl_file=acl_file,
+        listener_file=None if listeners is None else listeners.path,
     )
 
 

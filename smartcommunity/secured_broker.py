@@ -17,7 +17,7 @@ from typing import IO
 from smartcommunity.embedded.broker import MOSQUITTO_CANDIDATES, mosquitto_config
 from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess, free_port
 
-__all__ = ["SecuredMosquitto", "secured_config"]
+__all__ = ["ExportedMosquitto", "SecuredMosquitto", "secured_config"]
 
 
 def secured_config(
@@ -86,6 +86,52 @@ class SecuredMosquitto(ServerProcess):
             ),
             encoding="utf-8",
         )
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
+            [self._binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
+
+
+class ExportedMosquitto(ServerProcess):
+    """Mosquitto running the listener file ``broker export`` wrote, as it is: its
+    listeners, its users and ACLs, its client-id binding (no listener of its own).
+    ``port`` is the pipeline listener's, which tells when the broker is up."""
+
+    name = "exported-broker"
+
+    def __init__(self, *, data_dir: Path, conf_dir: Path, port: int) -> None:
+        super().__init__(data_dir=data_dir, port=port)
+        self.conf_dir = conf_dir
+        found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
+        if found is None:
+            raise EmbeddedServerError(self.name, "no mosquitto in /usr/sbin or /usr/local/sbin")
+        self._binary = found
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    def _prepare(self) -> None:
+        lines = [
+            "# smartcommunity.secured_broker.ExportedMosquitto: the exported listeners only.",
+            "persistence false",
+            "log_dest stderr",
+            "log_type all",
+            f"include_dir {self.conf_dir.absolute()}",
+        ]
+        if os.geteuid() == 0:  # as mosquitto_config: root would switch to "mosquitto"
+            lines.append("user root")
+        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - fixed command, no shell

@@ -4,11 +4,12 @@
     smartcommunity broker export --dir /etc/mosquitto/smartcommunity \
         --reload-pidfile /run/mosquitto/mosquitto.pid
 
-Mosquitto's configuration then needs::
-
-    allow_anonymous false
-    password_file /etc/mosquitto/smartcommunity/passwd
-    acl_file /etc/mosquitto/smartcommunity/acl
+With ``--dir`` it also writes ``conf.d/listeners.conf`` there: the listeners (the
+pipeline's on loopback, the devices' with TLS), anonymous access off, the two files,
+and every client's id bound to its user name. Mosquitto's configuration then needs
+only ``include_dir /etc/mosquitto/smartcommunity/conf.d`` (and no listener of its own).
+A pipeline account ``N`` gets a companion ``N-alerts`` (same password) for the
+pipeline's alert publisher: run the pipeline with ``SC_GATEWAY__BOUND_CLIENT_IDS=true``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.broker_acl import ServiceRole, foreign_topics
+from core.broker_acl import Listener, ServiceRole, foreign_topics
 from core.errors import ConfigurationError
 from core.passwords import CHOSEN_ITERATIONS, hash_password, new_secret
 from core.settings import Settings
 from gateway.decoders import load_profiles
 from smartcommunity.broker_export import (
+    TLS_DIR,
+    ListenerPlan,
     MqttAccountError,
     add_account,
     export_broker_files,
@@ -33,10 +36,11 @@ from smartcommunity.broker_export import (
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
 
-__all__ = ["ACL_FILE", "PASSWORD_FILE", "register"]
+__all__ = ["ACL_FILE", "LISTENER_FILE", "PASSWORD_FILE", "register"]
 
 PASSWORD_FILE = "passwd"  # noqa: S105 a file name, not a password
 ACL_FILE = "acl"
+LISTENER_FILE = "conf.d/listeners.conf"
 
 
 def _fail(message: str) -> int:
@@ -60,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
         return _fail("give --dir, or both --password-file and --acl-file")
     password_file = args.password_file or args.dir / PASSWORD_FILE
     acl_file = args.acl_file or args.dir / ACL_FILE
+    listener_file = args.listener_file or (args.dir / LISTENER_FILE if args.dir else None)
     try:
         pid = _pid(args)
         profiles = args.profiles or Settings().decoders.profiles
@@ -67,16 +72,28 @@ def _export(args: argparse.Namespace) -> int:
         foreign = (
             foreign_topics(decoders.products.values(), decoders.profiles) if decoders else None
         )
+        listeners = None
+        if listener_file is not None:
+            listeners = ListenerPlan(
+                listener_file,
+                pipeline=Listener.parse(args.pipeline_listener),
+                devices=Listener.parse(args.device_listener),
+                tls_dir=None if args.no_tls else args.tls_dir,
+            )
         with connect() as conn:
-            summary = export_broker_files(conn, password_file, acl_file, foreign)
+            summary = export_broker_files(
+                conn, password_file, acl_file, foreign=foreign, listeners=listeners
+            )
         if pid is not None:
             reload_mosquitto(pid)
-    except (MqttAccountError, ConfigurationError) as exc:
+    except (MqttAccountError, ConfigurationError, ValueError) as exc:
         return _fail(str(exc))
     print(
         f"wrote {summary.password_file} and {summary.acl_file}: {summary.devices} devices, "
         f"{summary.accounts} service accounts"
     )
+    if summary.listener_file is not None:
+        print(f"  and {summary.listener_file}: client ids bound to user names on both listeners")
     left_out = [
         (summary.skipped_decommissioned, "decommissioned"),
         (
@@ -159,6 +176,31 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         metavar="PATH",
         help="decoder profiles whose topics devices get (default: SC_DECODERS__PROFILES)",
     )
+    export.add_argument(
+        "--listener-file", type=Path, help=f"listeners' conf (default with --dir: {LISTENER_FILE})"
+    )
+    export.add_argument(
+        "--pipeline-listener",
+        default="127.0.0.1:1883",
+        metavar="[HOST:]PORT",
+        help="the pipeline's and services' listener (default 127.0.0.1:1883)",
+    )
+    export.add_argument(
+        "--device-listener",
+        default="8883",
+        metavar="[HOST:]PORT",
+        help="the devices' listener (default 8883, every interface)",
+    )
+    tls = export.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=TLS_DIR,
+        help=f"ca.crt, server.crt and server.key for the devices' listener (default {TLS_DIR})",
+    )
+    tls.add_argument(
+        "--no-tls", action="store_true", help="devices' listener without TLS: closed networks only"
+    )
     reload = export.add_mutually_exclusive_group()
     reload.add_argument("--reload-pid", type=int, metavar="PID", help="SIGHUP this Mosquitto")
     reload.add_argument("--reload-pidfile", type=Path, metavar="FILE", help="...or the pid in FILE")
@@ -168,7 +210,8 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     asub = account.add_subparsers(dest="account_cmd", required=True)
     add = asub.add_parser("add", help="create (or re-key) an account; prints its password once")
     add.add_argument("name")
-    add.add_argument("--role", choices=[r.value for r in ServiceRole], required=True)
+    roles = [r.value for r in ServiceRole if r is not ServiceRole.ALERTS]  # alerts: a companion
+    add.add_argument("--role", choices=roles, required=True)
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password instead of generating one"
     )
