@@ -100,9 +100,30 @@ def test_writes_what_ingest_writes(pipeline: Conn, device: str) -> None:
         " VALUES ('x', now(), now() + interval '1 hour', 'r', 'p')",
         "CREATE TABLE pr_new (id int)",
         "ALTER TABLE readings ADD COLUMN pr_new int",
-        "SELECT * FROM readings_default",
     ],
 )
 def test_cannot_step_outside_its_tables(pipeline: Conn, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         pipeline.execute(statement.encode())
+
+
+_A_PART = """
+SELECT format('%I.%I', n.nspname, c.relname) FROM pg_inherits AS i
+  JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ WHERE i.inhparent = 'readings'::regclass LIMIT 1
+"""
+
+
+def test_cannot_reach_a_partition_past_its_parent(owner: Conn, pipeline: Conn, device: str) -> None:
+    """A day partition (plain PostgreSQL) or a chunk (TimescaleDB) of readings: rows
+    go in through the parent only, and nothing is deleted behind it."""
+    now = datetime.now(UTC)
+    owner.execute(
+        "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
+        " VALUES (%s, 'temperature', %s, 20, 1, %s)",
+        (device, now, now),
+    )
+    row = owner.execute(_A_PART).fetchone()
+    assert row is not None
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        pipeline.execute(f"DELETE FROM {row[0]}".encode())

@@ -176,15 +176,19 @@ def test_row_level_security_alone_keeps_b_series_out(without_object_checks: Two)
     assert letters.status_code == 200
     assert letters.json()["data"] == []
     # Past every route: the very role and scope the API's requests run with.
+    # On TimescaleDB the series tables keep no policy (docs/security.md): there only
+    # the dead letters are held by one of their own.
+    plain = w.db.execute("SELECT path FROM storage_config").fetchone() == ("postgresql",)
     pool = w.client.app.state.pool  # type: ignore[attr-defined]
     with pool.connection() as conn, conn.transaction():
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.a]),))
-        assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (0, 0, 0, 0)
+        seen = conn.execute(_SERIES_SEEN, {"d": device}).fetchone()
+        assert seen == ((0, 0, 0, 0) if plain else (1, 1, 1, 0))
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.b]),))
         assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (1, 1, 1, 1)
-        # A partition read directly would skip the parent's policies: closed.
-        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
-            conn.execute("SELECT count(*) FROM readings_default")
+        if plain:  # a partition read directly would skip the parent's policies: closed
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute("SELECT count(*) FROM readings_default")
 
 
 # --- users and tokens ----------------------------------------------------------------------
