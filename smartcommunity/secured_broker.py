@@ -24,8 +24,10 @@ def secured_config(
     *, port: int, data_dir: Path, password_file: Path, acl_file: Path, device_port: int
 ) -> str:
     """The shipped configuration, closed to anonymous clients, with a second listener
-    for devices as deploy/mosquitto/mosquitto.conf has: there a client's id is its
-    user name, so no device can take another's (and disconnect it)."""
+    for devices where a client's id is its user name, so no device can take another's
+    (and disconnect it). The services' listener stays unbound here: the tests' control
+    for a takeover. What ``broker export`` writes, and deploy/mosquitto/mosquitto.conf,
+    bind both (``ExportedMosquitto`` runs the former)."""
     config = mosquitto_config(port=port, data_dir=data_dir)
     if "allow_anonymous true" not in config:
         raise EmbeddedServerError("broker", "shipped mosquitto.conf changed: no allow_anonymous")
