@@ -157,8 +157,10 @@ def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
         r.publisher.flush()
         # Ten seconds down, and the pipeline has met the outage (it says so as it retries).
         wait_for(
-            lambda: time.monotonic() - outage_started >= 10
-            and "database unavailable" in r.log.read_text(),
+            lambda: (
+                time.monotonic() - outage_started >= 10
+                and "database unavailable" in r.log.read_text()
+            ),
             60,
             "ten seconds of an outage the pipeline has seen",
         )
