@@ -91,8 +91,8 @@ def _play_incidents(
         stop.wait(INCIDENTS_EVERY_S)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    base = Settings()
+def run_demo(args: argparse.Namespace, base: Settings) -> int:
+    """The demo, from the settings the entry point built (``base``)."""
     data_dir = base.data_dir.resolve()
     stop = threading.Event()
 
