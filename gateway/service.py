@@ -15,7 +15,6 @@ from psycopg.types.json import Jsonb
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener
 from alerts.store import AlertStore
-from core import schema
 from core.decode import Limits
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
@@ -30,6 +29,7 @@ from gateway.replies import AlinkReplies
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
+from store import schema
 
 __all__ = ["run_pipeline"]
 

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from pydantic import ValidationError
 
-from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.models import Device
 from core.settings import Settings
@@ -35,6 +34,7 @@ from simulators.registration import issue_credentials, register_devices
 from simulators.roster import RosterEntry, read_roster, write_roster
 from simulators.runner import run_simulation
 from simulators.stats import Progress, SimulationStats
+from store import schema
 
 __all__ = ["add_arguments", "main_from_args"]
 

@@ -39,7 +39,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from core import schema
+    from store import schema
 
     applied = schema.upgrade(_require_db(_settings()))
     for migration in applied:

@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 
-from core import schema
 from core.errors import ConfigurationError
 from core.settings import Settings
+from store import schema
 
 __all__ = [
     "cli_actor",

@@ -44,7 +44,7 @@ from api.schemas import (
 from api.scope import CommunityId, DeviceId
 from core.metrics import METRICS
 from core.storage import Bucket, StoragePath
-from core.storage_layout import read_config
+from store.layout import read_config
 
 __all__ = ["MAX_BUCKET_RANGE", "MAX_COMMUNITY_RAW_RANGE", "Agg", "router"]
 

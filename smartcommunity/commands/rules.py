@@ -17,11 +17,11 @@ import yaml
 
 from alerts import catalog
 from alerts.pack import DEFAULTS_DIR, load_rules
-from core import schema
 from core.errors import ConfigurationError
 from core.rules import dump_rule
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import schema
 
 __all__ = ["register"]
 

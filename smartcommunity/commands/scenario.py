@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 
 from api.auth import create_token, hash_token
-from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
@@ -35,6 +34,7 @@ from simulators.scenario import (
 from simulators.scenario_run import ScenarioResult, run_scenarios
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import schema
 
 __all__ = ["register"]
 

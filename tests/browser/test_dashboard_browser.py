@@ -19,7 +19,7 @@ import pytest
 
 from core.access import Role
 from core.rules import Severity
-from core.storage_layout import rebuild_rollups
+from store.layout import rebuild_rollups
 from tests.browser.conftest import LAPTOP, WALL, ApiServer, require_cjk_font
 from tests.integration.dashboard_support import (
     Presence,

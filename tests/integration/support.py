@@ -17,7 +17,6 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import schema
 from core.observability import PipelineCounters
 from core.settings import (
     DecoderSettings,
@@ -29,6 +28,7 @@ from core.settings import (
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.service import run_pipeline
+from store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.storage_layout import rebuild_rollups
+from store.layout import rebuild_rollups
 from tests.integration.dashboard_support import community, device, execute, fresh, insert_alert
 
 pytestmark = pytest.mark.integration
@@ -112,17 +112,17 @@ def test_every_panel_and_variable_runs_against_the_schema(
             found[panel["title"].replace("$device", "device")] = rows
     assert len(found) == len(dashboard["panels"]) == 6
 
-    def panel(prefix: str) -> list[tuple[Any, ...]]:
+    def rows_of(prefix: str) -> list[tuple[Any, ...]]:
         return next(rows for title, rows in found.items() if title.startswith(prefix))
 
-    assert sum(r[1] for r in panel("Ingest rate")) * 60 >= 35  # this test's rows at least
-    assert any(r[1] == world["reason"] for r in panel("Dead letters by reason"))
-    assert (world["community"], 1, 0) in panel("Open alerts by community")
-    hourly = panel("Device device: hourly")
+    assert sum(r[1] for r in rows_of("Ingest rate")) * 60 >= 35  # this test's rows at least
+    assert any(r[1] == world["reason"] for r in rows_of("Dead letters by reason"))
+    assert (world["community"], 1, 0) in rows_of("Open alerts by community")
+    hourly = rows_of("Device device: hourly")
     assert hourly
     assert {r[1] for r in hourly} == {"heart_rate"}
-    assert panel("Device device: daily")
-    assert panel("Pipeline workers")
+    assert rows_of("Device device: daily")
+    assert rows_of("Pipeline workers")
 
 
 def test_the_expander_fails_on_what_it_does_not_know() -> None:

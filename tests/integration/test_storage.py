@@ -20,19 +20,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core import schema
 from core.errors import ConfigurationError
 from core.models import Reading
 from core.storage import StoragePath
-from core.storage_layout import (
+from ingest.batch import Accepted, Batch, WriteResult
+from ingest.maintenance import maintain
+from ingest.writer import BatchWriter
+from store import schema
+from store.layout import (
     FORCE_SETTING,
     rebuild_rollups,
     refresh_rollups,
     timescaledb_available,
 )
-from ingest.batch import Accepted, Batch, WriteResult
-from ingest.maintenance import maintain
-from ingest.writer import BatchWriter
 from tests.servers import temporary_database
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Builds the storage of ``core.storage`` on TimescaleDB or on plain PostgreSQL.
 
-``install`` runs inside migration 0002's transaction (``core.schema``). It picks
+``install`` runs inside migration 0002's transaction (``store.schema``). It picks
 the path once, per database:
 
 1. ``smartcommunity.storage`` (a database setting: ``ALTER DATABASE db SET
