@@ -65,6 +65,7 @@ def receiver() -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
+        server.server_close()  # the listening socket, or a ResourceWarning when collected
 
 
 def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
