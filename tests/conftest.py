@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,36 +17,12 @@ from hypothesis import settings
 
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.servers import broker_server, database_server, embedded_postgres, temporary_database
+from tests.thread_guard import no_thread_outlives_its_test
 
 # The tests' webhook receivers listen on this machine (docs/security.md: off by default).
 os.environ.setdefault("SC_ALERTS__WEBHOOK_PRIVATE_DESTINATIONS", "true")
 
-
-# A thread a test started may take this long to finish once the test's own teardown
-# has told it to stop (a server's graceful shutdown, a client's network loop).
-THREAD_GRACE_S = 10.0
-
-
-@pytest.fixture(autouse=True)
-def no_thread_outlives_its_test() -> Iterator[None]:
-    """Fail a test that leaves a thread running: a leaked pipeline, server or client
-    would go on touching the broker and the database under the next test.
-
-    Threads of session- and module-scoped fixtures start before this fixture and are
-    not counted. ``_DummyThread`` stands for a thread started outside ``threading``.
-    """
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + THREAD_GRACE_S
-    stray: list[str] = []
-    for thread in set(threading.enumerate()) - before:
-        if isinstance(thread, threading._DummyThread):
-            continue
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            stray.append(thread.name)
-    if stray:
-        pytest.fail(f"threads outlived the test: {sorted(stray)}", pytrace=False)
+__all__ = ["no_thread_outlives_its_test"]  # autouse: every test is held to it
 
 
 @pytest.fixture(scope="session")
