@@ -87,6 +87,47 @@ def test_core_does_no_network_io() -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+# Where the environment may be read: the entry points that build the process's one
+# Settings, and the embedded broker, which hands its own environment to its child.
+ENVIRONMENT_READERS = {
+    "smartcommunity/cli.py",
+    "api/app.py",
+    "smartcommunity/embedded/broker.py",
+}
+
+
+def environment_reads(path: Path) -> list[str]:
+    """``Settings()`` built, ``os.environ`` or ``os.getenv`` read in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Settings"
+        ):
+            found.append((node.lineno, "Settings()"))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in {"environ", "environb", "getenv"}
+        ):
+            found.append((node.lineno, f"os.{node.attr}"))
+    return [f"{what} at line {line}" for line, what in sorted(found)]
+
+
+def test_only_entry_points_read_the_environment() -> None:
+    for package in PACKAGES:
+        if package == "bench":  # each benchmark script is an entry point of its own
+            continue
+        for path in (ROOT / package).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            if name in ENVIRONMENT_READERS:
+                continue
+            assert not environment_reads(path), f"{name}: {environment_reads(path)}"
+
+
 def test_bench_calls_no_route() -> None:
     for path in (ROOT / "bench").rglob("*.py"):
         routes = {m for m in modules_of(path) if m.startswith(BENCH_FORBIDDEN)}
@@ -102,3 +143,6 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert imports_of(bad) == {"api", "gateway", "psycopg"}
     assert "api.routes.reports" in modules_of(bad)
     assert imports_of(bad) & CORE_FORBIDDEN == {"psycopg"}
+    reads = tmp_path / "r.py"
+    reads.write_text("import os\nurl = os.environ.get('X')\ns = Settings()\n")
+    assert environment_reads(reads) == ["os.environ at line 2", "Settings() at line 3"]
