@@ -43,7 +43,7 @@ from api.schemas import (
 )
 from api.scope import CommunityId, DeviceId
 from core.metrics import METRICS
-from core.storage import Bucket, StoragePath
+from core.storage import Bucket
 from store.layout import read_config
 
 __all__ = ["MAX_BUCKET_RANGE", "MAX_COMMUNITY_RAW_RANGE", "Agg", "router"]
@@ -206,7 +206,7 @@ def _plan(conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: st
     config = read_config(conn)
     if bucket is Bucket.HOUR:
         view, source = "readings_1h", "readings_1h"
-    elif config.path is StoragePath.POSTGRESQL or config.daily_time_zone == time_zone:
+    elif config.has_daily_rollups_in(time_zone):
         view, source = "readings_1d", "readings_1d"
     else:
         # TimescaleDB's daily aggregate is in one zone; other zones' days are
