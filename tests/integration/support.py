@@ -15,7 +15,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.observability import PipelineCounters
 from core.settings import (
@@ -247,18 +246,3 @@ def pipeline_thread(
         assert not thread.is_alive(), "pipeline did not stop"
     if errors:
         raise errors[0]
-
-
-Sample = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def parse_exposition(text: str) -> tuple[dict[str, str], dict[Sample, float]]:
-    """A /metrics body read back with prometheus_client's own parser: each family's
-    type, and each sample's value by (sample name, sorted labels)."""
-    types: dict[str, str] = {}
-    samples: dict[Sample, float] = {}
-    for family in text_string_to_metric_families(text):
-        types[family.name] = family.type
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return types, samples

@@ -19,10 +19,10 @@ import pytest
 
 from api.exposition import Figures, render
 from core.topics import device_topic
+from tests.exposition import parse_exposition
 from tests.integration.support import (
     Publisher,
     count,
-    parse_exposition,
     pipeline_thread,
     register,
     wait_for,

@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth import create_token, hash_token, list_tokens, revoke_token
 from core.observability import PipelineCounters
 from core.settings import ApiSettings, Settings
-from tests.integration.support import parse_exposition
+from tests.exposition import parse_exposition
 
 pytestmark = pytest.mark.integration
 
