@@ -8,8 +8,8 @@ metric families, and prometheus_client writes the text format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,18 +28,18 @@ __all__ = ["CONTENT_TYPE", "Figures", "render"]
 # The classic text format (0.0.4): what every Prometheus scrapes without negotiation.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-Labelled = Sequence[tuple[Mapping[str, str], float]]
+Labelled = list[tuple[Mapping[str, str], float]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Figures:
     """What one scrape read: each worker's saved snapshot and the database gauges."""
 
-    workers: Mapping[str, Mapping[str, Any]]
-    saved_at: Labelled = ()
-    dead_letters: Labelled = ()
-    devices: Labelled = ()
-    reporting: Labelled = ()
+    workers: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    saved_at: Labelled = field(default_factory=list)
+    dead_letters: Labelled = field(default_factory=list)
+    devices: Labelled = field(default_factory=list)
+    reporting: Labelled = field(default_factory=list)
 
 
 # Gauges read from the tables on each scrape: (name, help, the Figures field).

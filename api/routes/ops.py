@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import psycopg
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import PlainTextResponse
@@ -87,26 +84,16 @@ def metrics(conn: ConnDep, principal: CurrentPrincipal) -> Response:
             status.HTTP_403_FORBIDDEN,
             detail="metrics are for operators and administrators",
         )
-    workers: dict[str, Mapping[str, Any]] = {}
-    saved_at: list[tuple[Mapping[str, str], float]] = []
+    figures = Figures()
     for worker, updated_at, counters in conn.execute(_WORKERS):
-        workers[worker] = counters
-        saved_at.append(({"worker": worker}, updated_at.timestamp()))
-    dead: list[tuple[Mapping[str, str], float]] = []
-    devices: list[tuple[Mapping[str, str], float]] = []
-    reporting: list[tuple[Mapping[str, str], float]] = []
+        figures.workers[worker] = counters
+        figures.saved_at.append(({"worker": worker}, updated_at.timestamp()))
     if principal.communities is None:
         conn.execute("SELECT set_config('sc.communities', '*', false)")  # row-level security
-        dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
+        for reason, count in conn.execute(_DEAD_LETTERS):
+            figures.dead_letters.append(({"reason": reason}, count))
         for device_class, state, count, fresh in conn.execute(_DEVICES):
             labels = {"device_class": device_class, "state": state}
-            devices.append((labels, count))
-            reporting.append((labels, fresh))
-    figures = Figures(
-        workers=workers,
-        saved_at=saved_at,
-        dead_letters=dead,
-        devices=devices,
-        reporting=reporting,
-    )
+            figures.devices.append((labels, count))
+            figures.reporting.append((labels, fresh))
     return Response(render(figures), media_type=PROMETHEUS_CONTENT_TYPE)
