@@ -54,13 +54,13 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from core import schema
 from core.models import Device
 from simulators.community import demo_devices
 from simulators.devices import build_model
 from simulators.fleet import event_payload, telemetry_payload
 from simulators.model import SimEvent
 from smartcommunity.embedded import EmbeddedBroker, free_port
+from store import schema
 
 if TYPE_CHECKING:
     from bench.ingest import Child

@@ -212,7 +212,7 @@ def _with_dbname(server_url: str, dbname: str) -> str:
 @contextlib.contextmanager
 def fresh_database(server_url: str, workload: Workload) -> Iterator[str]:
     """A new database with the platform's schema and the devices registered; dropped after."""
-    from core import schema
+    from store import schema
 
     name = f"sc_bench_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as admin:

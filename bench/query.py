@@ -42,9 +42,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core import schema
 from core.storage import StoragePath
-from core.storage_layout import rebuild_rollups
+from store import schema
+from store.layout import rebuild_rollups
 
 COMMUNITY = "bench"
 METRICS = ("heart_rate", "spo2", "battery")

@@ -34,10 +34,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from api.routes.readings import _READINGS
-from api.routes.series import _COMMUNITY_READINGS, Agg, _plan
-from core import schema
 from core.storage import Bucket
+from store import schema
+from store.series import COMMUNITY_READINGS, DEVICE_READINGS, Agg, plan_buckets
 
 Conn = psycopg.Connection[Any]
 COMMUNITIES = ("rls-a", "rls-b")
@@ -78,8 +77,8 @@ def _load(conn: Conn, devices: int, hours: int, start: datetime) -> None:
 def _statements(conn: Conn, start: datetime, hours: int) -> dict[str, Callable[[str], Any]]:
     """name -> (device) -> (query, params), the API's statements for one device's community."""
     hour = (start + timedelta(hours=hours // 2), start + timedelta(hours=hours // 2 + 1))
-    minute = _plan(conn, Bucket.MINUTE, Agg.AVG, "UTC").query
-    hourly = _plan(conn, Bucket.HOUR, Agg.AVG, "UTC").query
+    minute = plan_buckets(conn, Bucket.MINUTE, Agg.AVG, "UTC").query
+    hourly = plan_buckets(conn, Bucket.HOUR, Agg.AVG, "UTC").query
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
 
     def buckets(device: str, lo: datetime, hi: datetime) -> dict[str, Any]:
@@ -96,11 +95,11 @@ def _statements(conn: Conn, start: datetime, hours: int) -> dict[str, Callable[[
 
     return {
         "device readings, 1 h": lambda d: (
-            _READINGS.format(sql.SQL("")),
+            DEVICE_READINGS.format(sql.SQL("")),
             [d, hour[0], hour[1], 1001],
         ),
         "community readings, 1 h": lambda d: (
-            _COMMUNITY_READINGS,
+            COMMUNITY_READINGS,
             {
                 "community": COMMUNITIES[0],
                 "metric": "heart_rate",

@@ -1,23 +1,25 @@
-"""Pipeline counters and their Prometheus text rendering.
+"""Pipeline counters and the catalogue of their names.
 
 A worker keeps a ``PipelineCounters`` in memory and saves ``snapshot()`` to the
 ``pipeline_metrics`` table every few seconds; the API (another process, maybe
-another machine) renders all workers' snapshots with ``render_prometheus``.
+another machine) exposes all workers' snapshots on ``/metrics``
+(``api/exposition.py``, with prometheus_client), named and typed as
+``PIPELINE_METRICS`` says.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["COMMIT_BUCKETS", "PipelineCounters", "render_prometheus"]
+__all__ = ["BATCH_BUCKETS", "COMMIT_BUCKETS", "PIPELINE_METRICS", "PipelineCounters"]
 
 # Commit latency buckets in seconds: a healthy batch commits in tens of ms.
 COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000)
 
-_HELP = {
+# What each saved figure is: (Prometheus type, help text); exported as sc_pipeline_<name>.
+PIPELINE_METRICS: dict[str, tuple[str, str]] = {
     "messages_received_total": ("counter", "MQTT messages handed to the pipeline"),
     "messages_accepted_total": ("counter", "Messages whose content was committed"),
     "messages_rejected_total": ("counter", "Messages stored as dead letters, by reason"),
@@ -117,40 +119,3 @@ class PipelineCounters:
                 "batch_size": self.batch_size.snapshot(),
                 "commit_seconds": self.commit_seconds.snapshot(),
             }
-
-
-def _labels(pairs: Mapping[str, str]) -> str:
-    if not pairs:
-        return ""
-    inner = ",".join(
-        f'{key}="{value.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for key, value in sorted(pairs.items())
-    )
-    return "{" + inner + "}"
-
-
-def render_prometheus(workers: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render snapshots keyed by worker name as Prometheus text exposition format."""
-    lines: list[str] = []
-    for name, (kind, help_text) in _HELP.items():
-        metric = f"sc_pipeline_{name}"
-        lines.append(f"# HELP {metric} {help_text}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for worker, snap in sorted(workers.items()):
-            value = snap.get(name)
-            if value is None:
-                continue
-            base = {"worker": worker}
-            if kind == "histogram":
-                cumulative = value["counts"]
-                for bound, count in zip(value["buckets"], cumulative, strict=True):
-                    lines.append(f"{metric}_bucket{_labels({**base, 'le': str(bound)})} {count}")
-                lines.append(f"{metric}_bucket{_labels({**base, 'le': '+Inf'})} {value['count']}")
-                lines.append(f"{metric}_sum{_labels(base)} {value['sum']}")
-                lines.append(f"{metric}_count{_labels(base)} {value['count']}")
-            elif isinstance(value, Mapping):
-                for reason, count in sorted(value.items()):
-                    lines.append(f"{metric}{_labels({**base, 'reason': reason})} {count}")
-            else:
-                lines.append(f"{metric}{_labels(base)} {value}")
-    return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     decoders: DecoderSettings = DecoderSettings()
     test_hooks: FaultHookSettings = FaultHookSettings()
+    # A bearer token for CLI commands that call the API (`scenario run`); none: they
+    # make one for the run and revoke it after.
+    api_token: SecretStr | None = None
 
     @field_validator("mqtt_url")
     @classmethod

@@ -99,6 +99,12 @@ class StorageConfig:
             found.append("partitions ahead must be between 1 and 60 days")
         return found
 
+    def has_daily_rollups_in(self, time_zone: str) -> bool:
+        """Whether ``readings_1d`` holds the days of ``time_zone``: every community's
+        own days on plain PostgreSQL, ``daily_time_zone``'s only on TimescaleDB (one
+        continuous aggregate); other zones' days are merged from hourly buckets."""
+        return self.path is StoragePath.POSTGRESQL or self.daily_time_zone == time_zone
+
     @property
     def rollup_refresh_start(self) -> timedelta:
         """How far back a continuous-aggregate refresh reaches: inside raw retention."""

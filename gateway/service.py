@@ -15,9 +15,7 @@ from psycopg.types.json import Jsonb
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener
 from alerts.store import AlertStore
-from core import schema
 from core.broker_acl import alerts_username
-from core.conninfo import as_role
 from core.decode import Limits
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
@@ -32,6 +30,8 @@ from gateway.replies import AlinkReplies
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
+from store import schema
+from store.conninfo import as_role
 
 __all__ = ["run_pipeline"]
 
@@ -54,12 +54,14 @@ def run_pipeline(
     listeners: tuple[CommittedListener, ...] = (),
     ready: threading.Event | None = None,
     hard_exit: bool = False,
+    counters: PipelineCounters | None = None,
 ) -> None:
     """Run gateway and ingest until ``stop`` is set.
 
     Raises ``PipelineFailed`` when a pipeline thread ended unexpectedly. With
     ``hard_exit`` (a service process) the process also ends on its own if
-    stopping after such a failure hangs.
+    stopping after such a failure hangs. ``counters``, when given, are the ones the
+    pipeline counts into (a test watches them to know what was committed).
     """
     if settings.database_url is None or settings.mqtt_url is None:
         raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL (or use `demo`)")
@@ -72,7 +74,7 @@ def run_pipeline(
         worker=worker,
         dead_payload_bytes=settings.validation.max_payload_bytes,
     )
-    counters = PipelineCounters()
+    counters = counters if counters is not None else PipelineCounters()
 
     # The registry is read on the intake thread while the commit thread writes, so
     # it has a plain connection of its own (no staging tables, no storage config).

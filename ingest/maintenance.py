@@ -12,7 +12,7 @@ Each pass, under an advisory lock so that one worker at a time does it:
   retention.
 
 More often (``ROLLUP_EVERY_S``) it refreshes the rollups of the complete hours
-the writer noted dirty (``core.storage_layout.refresh_rollups``).
+the writer noted dirty (``store.layout.refresh_rollups``).
 
 Each DDL step is its own short transaction with a lock timeout: a long query
 that holds a table makes the step wait for the next pass, never makes writers
@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.storage import PARTITIONED_TABLES, StoragePath, partition_day, retention_cutoff_day
-from core.storage_layout import read_config, refresh_rollups
+from store.layout import read_config, refresh_rollups
 
 __all__ = [
     "MAINTENANCE_EVERY_S",

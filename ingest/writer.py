@@ -28,8 +28,8 @@ from core.clock import CLOCK_TOLERANCE_S, fresh_time
 from core.errors import RejectReason, ServiceUnavailable
 from core.models import Reading
 from core.storage import StoragePath
-from core.storage_layout import read_config
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
+from store.layout import read_config
 
 __all__ = ["BatchWriter", "is_outage", "merge_statement"]
 
@@ -64,7 +64,7 @@ WITH ins AS (
      WHERE excluded.ts > l.ts
 )"""
 # Plain PostgreSQL only: the hours this batch wrote into, for the rollup refresh
-# (core.storage_layout.refresh_rollups). One or two rows per batch instead of an
+# (store.layout.refresh_rollups). One or two rows per batch instead of an
 # upsert per reading: upserting rollups per batch cost ~20 us a reading here.
 # Clock clamp (core.clock): a device clock running ahead must not pin ``latest`` in
 # the future, where correct readings would never replace it.

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from pydantic import ValidationError
 
-from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.models import Device
 from core.settings import Settings
@@ -35,6 +34,7 @@ from simulators.registration import issue_credentials, register_devices
 from simulators.roster import RosterEntry, read_roster, write_roster
 from simulators.runner import run_simulation
 from simulators.stats import Progress, SimulationStats
+from store import schema
 
 __all__ = ["add_arguments", "main_from_args"]
 
@@ -248,7 +248,7 @@ def _inject(args: argparse.Namespace, mqtt_url: str, roster: list[Device]) -> in
     return 0
 
 
-def _roster(args: argparse.Namespace) -> list[RosterEntry]:
+def _roster(args: argparse.Namespace, settings: Settings) -> list[RosterEntry]:
     """The devices to simulate, written and registered when asked."""
     if args.roster is not None:
         entries = read_roster(args.roster)
@@ -273,7 +273,7 @@ def _roster(args: argparse.Namespace) -> list[RosterEntry]:
         devices = demo_devices(community_id=args.community, count=args.devices, seed=args.seed)
         entries = [(d, None) for d in devices]
     if args.register:
-        url = Settings().database_url
+        url = settings.database_url
         if url is None:
             raise ConfigurationError("--register needs SC_DATABASE_URL")
         schema.upgrade(url)
@@ -333,21 +333,20 @@ def _run_alink(
     return 0 if alink.accepted == alink.posts else 1
 
 
-def main_from_args(args: argparse.Namespace) -> int:
-    """Run ``simulate``; 0 when every message was acknowledged, 1 otherwise, 2 on bad input."""
-    mqtt_url: str | None = args.mqtt_url
-    zone_name: str | None = args.time_zone
-    if mqtt_url is None or zone_name is None:
-        settings = Settings()
-        mqtt_url = mqtt_url or settings.mqtt_url
-        zone_name = zone_name or settings.time_zone
+def main_from_args(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``simulate``; 0 when every message was acknowledged, 1 otherwise, 2 on bad input.
+
+    ``settings`` are the process's, built by the entry point: options override them.
+    """
+    mqtt_url: str | None = args.mqtt_url or settings.mqtt_url
+    zone_name: str = args.time_zone or settings.time_zone
     try:
         time_zone = ZoneInfo(zone_name)
     except (ZoneInfoNotFoundError, ValueError):
         print(f"simulate: unknown time zone {zone_name!r}", file=sys.stderr)
         return 2
     try:
-        roster = _roster(args)
+        roster = _roster(args, settings)
         if args.no_run:
             return 0
         if mqtt_url is None:

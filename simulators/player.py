@@ -37,7 +37,7 @@ from simulators.model import COMMUNITY_TZ, DeviceModel, Metrics, SimEvent
 from simulators.population import PlacedDevice
 from simulators.scenario import BoundScenario, Step
 
-__all__ = ["HISTORY_STEP", "Player", "StepRecord"]
+__all__ = ["HISTORY_STEP", "Player", "StepRecord", "utc_now"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ CONNECT_ATTEMPTS = 3
 CONNECT_BACKOFF_S = 1.0
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
+    """The default clock: the wall clock, for runs against a real pipeline."""
     return datetime.now(UTC)
 
 
@@ -124,7 +125,7 @@ class Player:
         seed: int = 0,
         protocol: Protocol = "auto",
         credentials: Mapping[str, DeviceCredentials] | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if not time_scale >= 1.0:
             raise ValueError("time scale must be at least 1")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 
@@ -35,7 +35,7 @@ from simulators.checker import (
 )
 from simulators.connection import Protocol
 from simulators.credentials import DeviceCredentials
-from simulators.player import Player
+from simulators.player import Player, utc_now
 from simulators.scenario import BoundScenario, Scenario, bind
 
 __all__ = ["ScenarioResult", "community_id_for", "run_scenario", "run_scenarios"]
@@ -103,8 +103,9 @@ def run_scenario(
     seed: int = 0,
     protocol: Protocol = "auto",
     credentials: Mapping[str, DeviceCredentials] | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> ScenarioResult:
-    """Register, play and judge ``bound``.
+    """Register, play and judge ``bound``; ``clock`` stamps the messages and the verdict.
 
     A run that breaks off (the broker, the API or the database failing it) is
     a failed result whose table says why, not an exception: the other runs
@@ -118,9 +119,12 @@ def run_scenario(
         seed=seed,
         protocol=protocol,
         credentials=credentials,
+        clock=clock,
     )
     try:
-        return _play(bound, player, began, alerts=alerts, register=register, retire=retire)
+        return _play(
+            bound, player, began, alerts=alerts, register=register, retire=retire, clock=clock
+        )
     except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
         log.warning("scenario %s broke off: %s", bound.scenario.name, exc)
         error = f"{type(exc).__name__}: {str(exc).strip()}"
@@ -143,6 +147,7 @@ def _play(
     alerts: AlertSource,
     register: Callable[[BoundScenario], None] | None,
     retire: Callable[[BoundScenario], None] | None,
+    clock: Callable[[], datetime],
 ) -> ScenarioResult:
     if register is not None:
         register(bound)
@@ -169,7 +174,7 @@ def _play(
                     bound,
                     records,
                     player.steps,
-                    now=datetime.now(UTC),
+                    now=clock(),
                     started=started,
                     ended=False,
                 )
@@ -181,9 +186,7 @@ def _play(
             if now_mono >= give_up:
                 break
         records = _read_final(alerts, bound)
-        verdict = judge(
-            bound, records, player.steps, now=datetime.now(UTC), started=started, ended=True
-        )
+        verdict = judge(bound, records, player.steps, now=clock(), started=started, ended=True)
     finally:
         player.stop()
         if retire is not None:
@@ -211,6 +214,7 @@ def run_scenarios(
     credentials: Mapping[str, DeviceCredentials] | None = None,
     prefix: str = "scn",
     on_result: Callable[[ScenarioResult], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> list[ScenarioResult]:
     """Run several scenarios side by side (each in a thread and a community of its own)."""
     results: dict[int, ScenarioResult] = {}
@@ -232,6 +236,7 @@ def run_scenarios(
                 seed=seed,
                 protocol=protocol,
                 credentials=credentials,
+                clock=clock,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             with lock:

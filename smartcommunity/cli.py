@@ -10,17 +10,17 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from pydantic import ValidationError
+
 from core.errors import ConfigurationError, SmartCommunityError
 from core.settings import Settings
+from smartcommunity.cli_support import settings as _settings
+from smartcommunity.cli_support import use_settings
 from smartcommunity.commands import register_all
 
 __all__ = ["main"]
 
 _LOG = logging.getLogger("smartcommunity")
-
-
-def _settings() -> Settings:
-    return Settings()
 
 
 def _require_db(settings: Settings) -> str:
@@ -39,7 +39,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from core import schema
+    from store import schema
 
     applied = schema.upgrade(_require_db(_settings()))
     for migration in applied:
@@ -83,13 +83,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartcommunity.demo import run_demo
 
-    return run_demo(args)
+    return run_demo(args, _settings())
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators.cli import main_from_args
 
-    return main_from_args(args)
+    return main_from_args(args, _settings())
 
 
 def cmd_week(args: argparse.Namespace) -> int:
@@ -166,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        # The one place the environment is read: every command gets these settings.
+        use_settings(Settings())
+    except ValidationError as exc:
+        print(f"smartcommunity: configuration: {exc}", file=sys.stderr)
+        return 2
     try:
         return func(args)
     except SmartCommunityError as exc:

@@ -14,18 +14,43 @@ from typing import Any
 
 import psycopg
 
-from core import schema
 from core.errors import ConfigurationError
 from core.settings import Settings
+from store import schema
 
-__all__ = ["cli_actor", "connect", "database_url", "print_table", "write_credentials"]
+__all__ = [
+    "cli_actor",
+    "connect",
+    "database_url",
+    "print_table",
+    "settings",
+    "use_settings",
+    "write_credentials",
+]
 
 # Credentials files hold passwords: readable by their owner only.
 SECRET_FILE_MODE = 0o600
 
 
+# The process's one Settings, built by the entry point (smartcommunity.cli.main) from
+# the environment and handed here, so that no command reads the environment itself.
+_PROCESS: list[Settings] = []
+
+
+def use_settings(built: Settings) -> None:
+    """The entry point hands over the settings it built for this process."""
+    _PROCESS[:] = [built]
+
+
+def settings() -> Settings:
+    """This process's settings, as the entry point built them."""
+    if not _PROCESS:
+        raise ConfigurationError("no settings: commands run through smartcommunity.cli.main")
+    return _PROCESS[0]
+
+
 def database_url() -> str:
-    url = Settings().database_url
+    url = settings().database_url
     if url is None:
         raise ConfigurationError("SC_DATABASE_URL is not set")
     schema.upgrade(url)

@@ -20,7 +20,6 @@ import uvicorn
 
 from api.app import create_app
 from api.auth import create_token
-from core import schema
 from core.models import Device
 from core.settings import Settings
 from gateway.service import run_pipeline
@@ -31,6 +30,7 @@ from simulators.registration import register_scenario, retire_scenario
 from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
 from simulators.scenario_run import run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
+from store import schema
 
 __all__ = ["register_devices", "run_demo"]
 
@@ -91,8 +91,8 @@ def _play_incidents(
         stop.wait(INCIDENTS_EVERY_S)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    base = Settings()
+def run_demo(args: argparse.Namespace, base: Settings) -> int:
+    """The demo, from the settings the entry point built (``base``)."""
     data_dir = base.data_dir.resolve()
     stop = threading.Event()
 

@@ -17,9 +17,12 @@ from hypothesis import settings
 
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.servers import broker_server, database_server, embedded_postgres, temporary_database
+from tests.thread_guard import no_thread_outlives_its_test
 
 # The tests' webhook receivers listen on this machine (docs/security.md: off by default).
 os.environ.setdefault("SC_ALERTS__WEBHOOK_PRIVATE_DESTINATIONS", "true")
+
+__all__ = ["no_thread_outlives_its_test"]  # autouse: every test is held to it
 
 
 @pytest.fixture(scope="session")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
 import psycopg
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import PlainTextResponse
 
 from api.auth import CurrentPrincipal
 from api.deps import ConnDep, PoolDep
+from api.exposition import CONTENT_TYPE, Figures, render
 from api.schemas import Health
 from core.access import Role
-from core.observability import render_prometheus
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "router"]
 
 router = APIRouter(tags=["operations"])
 
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE
 # A load balancer's probe times out after a few seconds; answer 503 before it does.
 HEALTH_TIMEOUT_S = 2.0
 # A running worker beats every heartbeat_s (1 s); this many missed beats and its
@@ -65,20 +62,6 @@ def health(pool: PoolDep, response: Response) -> Health:
     return Health(status="ok", database="ok", pipeline="ok" if workers else "none")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _family(
-    name: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    for labels, value in samples:
-        inner = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
-        lines.append(f"{name}{{{inner}}} {value}")
-    return lines
-
-
 # Process figures (pipeline counters) are for those who run the control room; figures
 # that count every community's devices only for those who may see every community.
 _METRICS_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
@@ -93,7 +76,7 @@ _METRICS_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
         403: {"description": "Not an operator or administrator"},
     },
 )
-def metrics(conn: ConnDep, principal: CurrentPrincipal) -> PlainTextResponse:
+def metrics(conn: ConnDep, principal: CurrentPrincipal) -> Response:
     """Pipeline counters of every worker (operators and administrators), plus registry
     and dead-letter gauges (only for those who see every community)."""
     if principal.role not in _METRICS_ROLES:
@@ -101,34 +84,16 @@ def metrics(conn: ConnDep, principal: CurrentPrincipal) -> PlainTextResponse:
             status.HTTP_403_FORBIDDEN,
             detail="metrics are for operators and administrators",
         )
-    workers: dict[str, Mapping[str, Any]] = {}
-    saved_at: list[tuple[Mapping[str, str], float]] = []
+    figures = Figures()
     for worker, updated_at, counters in conn.execute(_WORKERS):
-        workers[worker] = counters
-        saved_at.append(({"worker": worker}, updated_at.timestamp()))
-    dead: list[tuple[Mapping[str, str], float]] = []
-    devices: list[tuple[Mapping[str, str], float]] = []
-    reporting: list[tuple[Mapping[str, str], float]] = []
+        figures.workers[worker] = counters
+        figures.saved_at.append(({"worker": worker}, updated_at.timestamp()))
     if principal.communities is None:
         conn.execute("SELECT set_config('sc.communities', '*', true)")  # row-level security
-        dead = [({"reason": reason}, count) for reason, count in conn.execute(_DEAD_LETTERS)]
+        for reason, count in conn.execute(_DEAD_LETTERS):
+            figures.dead_letters.append(({"reason": reason}, count))
         for device_class, state, count, fresh in conn.execute(_DEVICES):
             labels = {"device_class": device_class, "state": state}
-            devices.append((labels, count))
-            reporting.append((labels, fresh))
-    lines = [
-        *_family(
-            "sc_pipeline_snapshot_timestamp_seconds",
-            "When each worker last saved its counters (Unix time); alert on staleness",
-            saved_at,
-        ),
-        *_family("sc_dead_letters", "Dead letters stored in the database, by reason", dead),
-        *_family("sc_devices", "Registered devices, by class and state", devices),
-        *_family(
-            "sc_devices_reporting",
-            "Devices that sent data within twice their expected interval",
-            reporting,
-        ),
-    ]
-    body = render_prometheus(workers) + "\n".join(lines) + "\n"
-    return PlainTextResponse(body, media_type=PROMETHEUS_CONTENT_TYPE)
+            figures.devices.append((labels, count))
+            figures.reporting.append((labels, fresh))
+    return Response(render(figures), media_type=PROMETHEUS_CONTENT_TYPE)

@@ -17,6 +17,7 @@ from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
 from core.metrics import METRICS
+from store.series import DEVICE_EVENTS, DEVICE_READINGS
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
 
@@ -65,17 +66,6 @@ def time_range(
 
 RangeDep = Annotated[TimeRange, Depends(time_range)]
 
-_READINGS = sql.SQL(
-    "SELECT metric, ts, value, seq, received_at FROM readings"
-    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
-    " ORDER BY ts, metric LIMIT %s"
-)
-_EVENTS = sql.SQL(
-    "SELECT event, ts, data, seq, received_at FROM device_events"
-    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
-    " ORDER BY ts, event LIMIT %s"
-)
-
 
 def _filters(
     column: str, value: str | None, after: str | None
@@ -120,7 +110,7 @@ def list_readings(
     extra, params = _filters("metric", metric, after)
     with conn.cursor(row_factory=class_row(ReadingPublic)) as cur:
         rows = cur.execute(
-            _READINGS.format(extra), [device_id, window.start, window.end, *params, size + 1]
+            DEVICE_READINGS.format(extra), [device_id, window.start, window.end, *params, size + 1]
         ).fetchall()
     more = len(rows) > size
     rows = rows[:size]
@@ -144,7 +134,7 @@ def list_events(
     extra, params = _filters("event", event, after)
     with conn.cursor(row_factory=class_row(EventPublic)) as cur:
         rows = cur.execute(
-            _EVENTS.format(extra), [device_id, window.start, window.end, *params, size + 1]
+            DEVICE_EVENTS.format(extra), [device_id, window.start, window.end, *params, size + 1]
         ).fetchall()
     more = len(rows) > size
     rows = rows[:size]

@@ -20,7 +20,6 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -43,8 +42,8 @@ from api.schemas import (
 )
 from api.scope import CommunityId, DeviceId
 from core.metrics import METRICS
-from core.storage import Bucket, StoragePath
-from core.storage_layout import read_config
+from core.storage import Bucket
+from store.series import COMMUNITY_READINGS, Agg, plan_buckets
 
 __all__ = ["MAX_BUCKET_RANGE", "MAX_COMMUNITY_RAW_RANGE", "Agg", "router"]
 
@@ -71,30 +70,6 @@ DEFAULT_RAW_RANGE = timedelta(hours=1)
 _ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
 _ALL_METRICS = frozenset(m for specs in METRICS.values() for m in specs)
 
-
-class Agg(StrEnum):
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    COUNT = "count"
-    LAST = "last"
-
-
-# The aggregate over raw readings, and over rollup rows merged into a coarser bucket.
-_RAW_AGG = {
-    Agg.AVG: "avg(value)",
-    Agg.MIN: "min(value)",
-    Agg.MAX: "max(value)",
-    Agg.COUNT: "count(*)::float8",
-    Agg.LAST: "(array_agg(value ORDER BY ts DESC))[1]",
-}
-_MERGED_AGG = {
-    Agg.AVG: "sum(sum) / sum(count)",
-    Agg.MIN: "min(min)",
-    Agg.MAX: "max(max)",
-    Agg.COUNT: "sum(count)::float8",
-    Agg.LAST: "(array_agg(last ORDER BY last_ts DESC))[1]",
-}
 
 StartQuery = Annotated[AwareDatetime | None, Query(description="Inclusive, ISO 8601 with offset")]
 EndQuery = Annotated[
@@ -179,57 +154,6 @@ def _decode_key(cursor: str, size: int) -> list[str]:
     return parts
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    query: sql.Composed
-    source: str
-
-
-def _plan(conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: str) -> _Plan:
-    """Pick the source of the buckets: raw rows, the hourly or the daily rollup.
-
-    The devices' filter, the range and the keyset position are parameters:
-    ``devices`` (text[]), ``metric``, ``lo``, ``hi``, ``after_bucket``, ``after_device``.
-    """
-    keyset = sql.SQL(
-        " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
-        " ORDER BY bucket, device_id LIMIT %(limit)s"
-    )
-    if bucket is Bucket.MINUTE:
-        inner = sql.SQL(
-            "SELECT device_id, date_bin(INTERVAL '1 minute', ts, %(origin)s) AS bucket,"
-            " {agg} AS value, count(*) AS count FROM readings"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND ts >= greatest(%(lo)s, %(after_bucket)s) AND ts < %(hi)s GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_RAW_AGG[agg]))
-        return _Plan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings")
-    config = read_config(conn)
-    if bucket is Bucket.HOUR:
-        view, source = "readings_1h", "readings_1h"
-    elif config.path is StoragePath.POSTGRESQL or config.daily_time_zone == time_zone:
-        view, source = "readings_1d", "readings_1d"
-    else:
-        # TimescaleDB's daily aggregate is in one zone; other zones' days are
-        # merged from hourly buckets (exact for zones with whole-hour offsets).
-        inner = sql.SQL(
-            "SELECT device_id, date_trunc('day', bucket, %(tz)s) AS bucket,"
-            " {agg} AS value, sum(count)::bigint AS count FROM readings_1h"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND bucket >= greatest(%(lo)s, %(after_bucket)s) AND bucket < %(hi)s"
-            " GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_MERGED_AGG[agg]))
-        return _Plan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings_1h")
-    value = sql.SQL("{}::float8").format(sql.Identifier(agg.value))
-    query = sql.SQL(
-        "SELECT device_id, bucket, {value} AS value, count FROM {view}"
-        " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-        " AND bucket >= %(lo)s AND bucket < %(hi)s"
-        " AND (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
-        " ORDER BY bucket, device_id LIMIT %(limit)s"
-    ).format(value=value, view=sql.Identifier(view))
-    return _Plan(query, source)
-
-
 def _buckets(
     conn: psycopg.Connection[Any],
     *,
@@ -248,7 +172,7 @@ def _buckets(
     after_bucket, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
     if after is not None:
         after_bucket, after_device = decode_position(after, str)
-    plan = _plan(conn, bucket, agg, time_zone)
+    plan = plan_buckets(conn, bucket, agg, time_zone)
     params = {
         "devices": devices,
         "metric": metric,
@@ -344,16 +268,6 @@ def community_aggregates(
     )
 
 
-_COMMUNITY_READINGS = (
-    "SELECT r.device_id, r.metric, r.ts, r.value, r.seq, r.received_at"
-    " FROM readings AS r JOIN devices AS d ON d.id = r.device_id"
-    " WHERE d.community_id = %(community)s AND r.metric = %(metric)s"
-    " AND r.ts >= %(start)s AND r.ts < %(end)s"
-    " AND (r.ts, r.device_id) > (%(after_ts)s, %(after_device)s)"
-    " ORDER BY r.ts, r.device_id LIMIT %(limit)s"
-)
-
-
 @router.get("/communities/{community_id}/readings")
 def community_readings(
     conn: ConnDep,
@@ -384,7 +298,7 @@ def community_readings(
         "limit": size + 1,
     }
     with conn.cursor(row_factory=class_row(DeviceReadingPublic)) as cur:
-        rows = cur.execute(_COMMUNITY_READINGS, params).fetchall()
+        rows = cur.execute(COMMUNITY_READINGS, params).fetchall()
     more = len(rows) > size
     rows = rows[:size]
     cursor = encode_position(rows[-1].ts, rows[-1].device_id) if more else None

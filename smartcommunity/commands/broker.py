@@ -21,7 +21,6 @@ from pathlib import Path
 from core.broker_acl import Listener, ServiceRole, foreign_topics
 from core.errors import ConfigurationError
 from core.passwords import CHOSEN_ITERATIONS, hash_password, new_secret
-from core.settings import Settings
 from gateway.decoders import load_profiles
 from smartcommunity.broker_export import (
     TLS_DIR,
@@ -34,6 +33,7 @@ from smartcommunity.broker_export import (
     remove_account,
 )
 from smartcommunity.cli_support import connect, print_table
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 
 __all__ = ["ACL_FILE", "LISTENER_FILE", "PASSWORD_FILE", "register"]
@@ -67,7 +67,7 @@ def _export(args: argparse.Namespace) -> int:
     listener_file = args.listener_file or (args.dir / LISTENER_FILE if args.dir else None)
     try:
         pid = _pid(args)
-        profiles = args.profiles or Settings().decoders.profiles
+        profiles = args.profiles or cli_settings().decoders.profiles
         decoders = load_profiles(profiles) if profiles else None
         foreign = (
             foreign_topics(decoders.products.values(), decoders.profiles) if decoders else None

@@ -15,10 +15,10 @@ from typing import Any
 from psycopg import sql
 
 from core.decode import Limits
-from core.settings import Settings
 from gateway.decoders import load_profiles
 from gateway.replay import ReplayResult, Selection, replay
 from smartcommunity.cli_support import connect, database_url, print_table
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 
 __all__ = ["register"]
@@ -94,7 +94,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = cli_settings()
     url = database_url()
     limits = Limits(
         max_payload_bytes=settings.validation.max_payload_bytes,

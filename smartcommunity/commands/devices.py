@@ -37,7 +37,6 @@ from core.connectivity import judge
 from core.device_csv import CsvFileError, parse_devices_csv, validation_reason
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.registry import DevicePatch, DeviceSpec
-from core.settings import Settings
 from core.topics import device_filter
 from smartcommunity.cli_support import (
     cli_actor,
@@ -46,6 +45,7 @@ from smartcommunity.cli_support import (
     print_table,
     write_credentials,
 )
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from smartcommunity.commissioning import (
     Arrival,
@@ -332,7 +332,7 @@ def _print_arrival(arrival: Arrival, label: str) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = cli_settings()
     mqtt_url = args.mqtt_url or settings.mqtt_url
     if mqtt_url is None:
         return _fail("give --mqtt-url or set SC_MQTT_URL")

@@ -17,17 +17,17 @@ import yaml
 
 from alerts import catalog
 from alerts.pack import DEFAULTS_DIR, load_rules
-from core import schema
 from core.errors import ConfigurationError
 from core.rules import dump_rule
-from core.settings import Settings
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import schema
 
 __all__ = ["register"]
 
 
 def _url() -> str:
-    url = Settings().database_url
+    url = cli_settings().database_url
     if url is None:
         raise ConfigurationError("SC_DATABASE_URL is not set")
     schema.upgrade(url)

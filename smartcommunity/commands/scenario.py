@@ -11,7 +11,6 @@ status is 0 only when every scenario passes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +20,7 @@ from pathlib import Path
 import psycopg
 
 from api.auth import create_token, hash_token
-from core import schema
 from core.errors import ConfigurationError, ServiceUnavailable
-from core.settings import Settings
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
 from simulators.scenario import (
@@ -35,7 +32,9 @@ from simulators.scenario import (
     shipped_scenarios,
 )
 from simulators.scenario_run import ScenarioResult, run_scenarios
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import schema
 
 __all__ = ["register"]
 
@@ -123,7 +122,7 @@ def _register(url: str, bound: BoundScenario) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = cli_settings()
     mqtt_url = args.mqtt_url or settings.mqtt_url
     database_url = settings.database_url
     if mqtt_url is None or database_url is None:
@@ -138,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         print(result.table + "\n", flush=True)
 
     print(f"playing {len(scenarios)} scenario(s) against {mqtt_url} and {api_url}", flush=True)
-    with _token(args.token or os.environ.get("SC_API_TOKEN"), database_url) as token:
+    configured = settings.api_token.get_secret_value() if settings.api_token else None
+    with _token(args.token or configured, database_url) as token:
         results = run_scenarios(
             scenarios,
             mqtt_url=mqtt_url,

@@ -11,13 +11,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core import schema
 from core.errors import ConfigurationError
-from core.settings import Settings
 from core.storage import StorageConfig, StoragePath, retention_cutoff_day
-from core.storage_layout import read_config
 from ingest.maintenance import maintain
+from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import schema
+from store.layout import read_config
 
 __all__ = ["register", "retention_changes", "status_lines"]
 
@@ -76,7 +76,7 @@ _POLICY_TABLES = ["readings", "device_events", "rollup_hourly", "rollup_daily"]
 
 
 def _url() -> str:
-    url = Settings().database_url
+    url = cli_settings().database_url
     if url is None:
         raise ConfigurationError("SC_DATABASE_URL is not set")
     schema.upgrade(url)

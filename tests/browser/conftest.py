@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from core import schema
 from core.settings import Settings
 from smartcommunity.embedded import free_port
+from store import schema
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, ViewportSize

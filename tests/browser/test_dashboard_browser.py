@@ -19,10 +19,9 @@ import pytest
 
 from core.access import Role
 from core.rules import Severity
-from core.storage_layout import rebuild_rollups
+from store.layout import rebuild_rollups
 from tests.browser.conftest import LAPTOP, WALL, ApiServer, require_cjk_font
-from tests.integration.support import Publisher, pipeline_thread
-from tests.integration.test_dashboard_support import (
+from tests.integration.dashboard_support import (
     Presence,
     building,
     community,
@@ -32,6 +31,7 @@ from tests.integration.test_dashboard_support import (
     raise_alert,
     token,
 )
+from tests.integration.support import Publisher, pipeline_thread
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -333,7 +333,11 @@ def test_reconnects_by_itself_and_never_shows_stale_data_as_live(
     assert page.evaluate("document.body.classList.contains('stale')")
     assert "正在重连" in (page.text_content("#stale-banner") or "")
     raise_alert(url, c, d, title="While the API was down")  # the pipeline does not need the API
-    time.sleep(1.0)
+    # The page tries the stream again after the alert is committed, and still fails.
+    with page.expect_event(
+        "requestfailed", lambda request: "/alerts/stream" in request.url, timeout=30_000
+    ):
+        pass
     assert rows(page) == []
     assert page.get_attribute("#live-status", "data-state") == "reconnecting"
 

@@ -27,8 +27,8 @@ from api.auth import create_token
 from core.settings import Settings
 from gateway.bridge import parse_mqtt_url
 from smartcommunity.embedded import free_port
+from tests.integration.alerts_support import rows, setup_devices
 from tests.integration.support import Publisher, pipeline_thread, wait_for
-from tests.integration.test_alerts_support import rows, setup_devices
 
 pytestmark = pytest.mark.integration
 # raised, severity raised (confirmed), raised x2, repeated.

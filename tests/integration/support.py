@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from core import schema
+from core.observability import PipelineCounters
 from core.settings import (
     DecoderSettings,
     FaultHookSettings,
@@ -27,6 +27,7 @@ from core.settings import (
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.service import run_pipeline
+from store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def committed(counters: PipelineCounters) -> int:
+    """Messages the pipeline has committed and acknowledged (stored or dead-lettered)."""
+    return int(counters.snapshot()["batch_size"]["sum"])
+
+
+def wait_committed(counters: PipelineCounters, messages: int, timeout: float = 30) -> None:
+    """Until ``messages`` messages in all have been committed: the fact that says a
+    duplicate or a refusal has been dealt with, where a row count cannot move."""
+    wait_for(lambda: committed(counters) >= messages, timeout, f"{messages} committed messages")
+
+
 def telemetry(i: int, base_ms: int) -> bytes:
     return json.dumps(
         {
@@ -91,15 +103,25 @@ class Publisher:
         if address.username:
             self.client.username_pw_set(address.username, address.password)
         self.connected = threading.Event()
-        self.client.on_connect = lambda *_: self.connected.set()
+        # Connections made so far: a reconnect is seen as this count moving on.
+        self.connections = 0
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_: self.connected.clear()
         self.client.connect(address.host, address.port)
         self.client.loop_start()
         self.pending: list[mqtt.MQTTMessageInfo] = []
 
+    def _on_connect(self, *_: object) -> None:
+        self.connections += 1
+        self.connected.set()
+
     def wait_connected(self, timeout: float = 30) -> None:
         if not self.connected.wait(timeout):
             raise AssertionError("publisher did not (re)connect")
+
+    def wait_reconnected(self, since: int, timeout: float = 30) -> None:
+        """Until a connection after the ``since``-th one is up."""
+        wait_for(lambda: self.connections > since and self.connected.is_set(), timeout, "reconnect")
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.pending.append(self.client.publish(topic, payload, qos=qos))
@@ -186,11 +208,12 @@ def pipeline_thread(
     *,
     test_hooks: FaultHookSettings | None = None,
     decoders: DecoderSettings | None = None,
-) -> Iterator[None]:
+) -> Iterator[PipelineCounters]:
     """The pipeline in this process: fast to start, for tests that need no crash.
 
     It subscribes to the test's community only: the broker may be shared with
-    other tests and keeps their retained statuses.
+    other tests and keeps their retained statuses. Yields the pipeline's counters,
+    so a test can wait for what was committed (``wait_committed``).
     """
     settings = Settings(
         database_url=database_url,
@@ -203,10 +226,11 @@ def pipeline_thread(
     stop = threading.Event()
     ready = threading.Event()
     errors: list[BaseException] = []
+    counters = PipelineCounters()
 
     def target() -> None:
         try:
-            run_pipeline(settings, stop, ready=ready)
+            run_pipeline(settings, stop, ready=ready, counters=counters)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             errors.append(exc)
             ready.set()
@@ -215,7 +239,7 @@ def pipeline_thread(
     thread.start()
     assert ready.wait(30), "pipeline did not start"
     try:
-        yield
+        yield counters
     finally:
         stop.set()
         thread.join(30)

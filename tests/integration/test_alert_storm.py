@@ -17,9 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.observability import render_prometheus
+from api.exposition import Figures, render
 from core.topics import device_topic
-from tests.integration.support import Publisher, count, pipeline_thread, register, wait_for
+from tests.exposition import parse_exposition
+from tests.integration.support import (
+    Publisher,
+    count,
+    pipeline_thread,
+    register,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +97,9 @@ def test_a_storm_of_flapping_readings_commits_every_row_and_the_engine_catches_u
     # The lag is what /metrics renders from the saved counters.
     counters = _counters(fresh_database_url, worker)
     assert counters is not None
-    text = render_prometheus({worker: counters})
-    assert f'sc_pipeline_engine_lag_messages{{worker="{worker}"}} 0' in text
-    assert "# TYPE sc_pipeline_engine_lag_seconds gauge" in text
+    types, samples = parse_exposition(render(Figures(workers={worker: counters})).decode())
+    assert samples[("sc_pipeline_engine_lag_messages", (("worker", worker),))] == 0
+    assert types["sc_pipeline_engine_lag_seconds"] == "gauge"
     # At most one alert per (rule, device), opened or ever resolved.
     assert (
         count(

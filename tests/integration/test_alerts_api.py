@@ -16,12 +16,13 @@ from fastapi.testclient import TestClient
 
 from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
+from api.alert_hub import AlertHub
 from api.app import create_app
 from api.auth import create_token
 from core.rules import Severity, parse_rule
 from core.settings import Settings
 from smartcommunity.embedded import free_port
-from tests.integration.test_alerts_support import T0, setup_devices
+from tests.integration.alerts_support import T0, setup_devices
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +213,7 @@ def test_webhooks_and_dead_letters(api: tuple[TestClient, dict[str, str], str]) 
 @pytest.fixture
 def server(
     api: tuple[TestClient, dict[str, str], str],
-) -> Iterator[tuple[str, dict[str, str], str]]:
+) -> Iterator[tuple[str, dict[str, str], str, AlertHub]]:
     """The API in a real server: the stream needs a real event loop and socket."""
     _, auth, url = api
     port = free_port()
@@ -225,7 +226,7 @@ def server(
         assert time.monotonic() < deadline, "API did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", auth, url
+        yield f"http://127.0.0.1:{port}", auth, url, app.state.alert_hub
     finally:
         srv.should_exit = True
         thread.join(20)
@@ -261,16 +262,20 @@ def _read_events(
 
 
 def test_the_live_stream_pushes_committed_alerts_and_replays_missed_ones(
-    server: tuple[str, dict[str, str], str],
+    server: tuple[str, dict[str, str], str, AlertHub],
 ) -> None:
-    base, auth, url = server
+    base, auth, url, hub = server
     assert httpx.get(f"{base}/api/v1/alerts/stream").status_code == 401
     found: list[dict[str, Any]] = []
     ready = threading.Event()
     reader = threading.Thread(target=_read_events, args=(base, auth, found, ready, 1))
     reader.start()
     assert ready.wait(10)
-    time.sleep(0.3)  # LISTEN is issued right after the headers
+    # The stream subscribes to the hub right after the headers; the hub LISTENs.
+    deadline = time.monotonic() + 10
+    while not (hub.listening.is_set() and hub.streams >= 1):
+        assert time.monotonic() < deadline, "the stream never subscribed"
+        time.sleep(0.02)
     started = time.perf_counter()
     raise_alert(url, "w1", T0.timestamp())
     reader.join(10)

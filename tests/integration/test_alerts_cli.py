@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smartcommunity.cli import main
-from tests.integration.test_alerts_support import rows
+from tests.integration.alerts_support import rows
 
 pytestmark = pytest.mark.integration
 

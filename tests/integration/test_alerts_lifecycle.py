@@ -13,7 +13,7 @@ from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.rules import Severity, parse_rule
 from smartcommunity.embedded import EmbeddedPostgres
-from tests.integration.test_alerts_support import (
+from tests.integration.alerts_support import (
     T0,
     Clock,
     event,

@@ -13,7 +13,7 @@ import pytest
 from alerts import catalog
 from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sign
 from core.rules import parse_rule
-from tests.integration.test_alerts_support import (
+from tests.integration.alerts_support import (
     Clock,
     event,
     make_listener,
@@ -65,6 +65,7 @@ def receiver() -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
+        server.server_close()  # the listening socket, or a ResourceWarning when collected
 
 
 def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:

@@ -20,6 +20,7 @@ from api.app import create_app
 from api.auth import create_token, hash_token, list_tokens, revoke_token
 from core.observability import PipelineCounters
 from core.settings import ApiSettings, Settings
+from tests.exposition import parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -610,18 +611,16 @@ def test_metrics(client: TestClient, auth: dict[str, str], db: psycopg.Connectio
     response = client.get("/metrics", headers=auth)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    lines = set(response.text.splitlines())
-    for expected in (
-        "# TYPE sc_pipeline_messages_received_total counter",
-        f'sc_pipeline_messages_received_total{{worker="{worker}"}} 42',
-        f'sc_pipeline_messages_rejected_total{{reason="bad_json",worker="{worker}"}} 3',
-        f'sc_pipeline_batch_size_bucket{{le="10",worker="{worker}"}} 1',
-        f'sc_pipeline_commit_seconds_count{{worker="{worker}"}} 1',
-        f'sc_pipeline_snapshot_timestamp_seconds{{worker="{worker}"}} {saved.timestamp()}',
-        f'sc_dead_letters{{reason="{reason}"}} 2',
-        "# TYPE sc_devices gauge",
-    ):
-        assert expected in lines, expected
+    types, samples = parse_exposition(response.text)
+    w = (("worker", worker),)
+    assert types["sc_pipeline_messages_received"] == "counter"
+    assert samples[("sc_pipeline_messages_received_total", w)] == 42
+    assert samples[("sc_pipeline_messages_rejected_total", (("reason", "bad_json"), *w))] == 3
+    assert samples[("sc_pipeline_batch_size_bucket", (("le", "10"), *w))] == 1
+    assert samples[("sc_pipeline_commit_seconds_count", w)] == 1
+    assert samples[("sc_pipeline_snapshot_timestamp_seconds", w)] == saved.timestamp()
+    assert samples[("sc_dead_letters", (("reason", reason),))] == 2
+    assert types["sc_devices"] == "gauge"
 
 
 # --- a fresh database, and one that goes away ---------------------------------------------

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from api.registry_devices import register_device
-from core import schema
 from core.broker_acl import ALERTS_SUFFIX, ServiceRole, alerts_username
 from core.registry import DeviceSpec
 from core.settings import AlertSettings, GatewaySettings, IngestSettings, Settings
@@ -26,6 +25,7 @@ from gateway.service import run_pipeline
 from smartcommunity.cli import main
 from smartcommunity.embedded import free_port
 from smartcommunity.secured_broker import ExportedMosquitto
+from store import schema
 from tests.integration.support import wait_for
 from tests.integration.test_broker_export import NOT_AUTHORIZED, TIMEOUT_S, Client, connect
 

@@ -18,8 +18,8 @@ from api.app import create_app
 from api.dashboard.pages import CONTENT_SECURITY_POLICY, STATIC_DIR
 from core.access import Role
 from core.settings import Settings
-from core.storage_layout import rebuild_rollups
-from tests.integration.test_dashboard_support import (
+from store.layout import rebuild_rollups
+from tests.integration.dashboard_support import (
     building,
     community,
     device,

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 
 from api.registry_devices import register_device
-from core import schema
 from core.alink import device_reply_filter, post_topic, reply_topic
 from core.broker_acl import ServiceRole, foreign_topics
 from core.passwords import hash_password, new_secret
@@ -24,6 +23,7 @@ from core.settings import DecoderSettings
 from gateway.decoders import load_profiles
 from smartcommunity.broker_export import add_account, export_broker_files
 from smartcommunity.secured_broker import SecuredMosquitto
+from store import schema
 from tests.integration.support import count, pipeline_thread, wait_for
 from tests.integration.test_broker_export import NOT_AUTHORIZED, TIMEOUT_S, Rig, connect
 

@@ -45,23 +45,30 @@ class Session:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 1883
         self.protocol = protocol
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=protocol,
-            # MQTT 3.1.1 keeps the session this way; MQTT 5 at connect().
-            clean_session=False if protocol != mqtt.MQTTv5 else None,
-        )
+        self.client_id = client_id
+        self.client = self._new_client()
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.session_present: bool | None = None
         self.connect_failure: str | None = None
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._subscribed = threading.Event()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *_args: self._closed.set()
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+
+    def _new_client(self) -> mqtt.Client:
+        """A paho client per connection: the broker keeps the session by client id, and
+        paho's loop_start on a reused client leaks the previous socket pair."""
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=self.protocol,
+            # MQTT 3.1.1 keeps the session this way; MQTT 5 at connect().
+            clean_session=False if self.protocol != mqtt.MQTTv5 else None,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *_args: self._closed.set()
+        client.on_subscribe = self._on_subscribe
+        client.on_message = lambda _c, _u, message: self.messages.put(message)
+        return client
 
     def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -78,6 +85,7 @@ class Session:
     ) -> Iterator[Session]:
         self._connected.clear()
         self._closed.clear()
+        self.client = self._new_client()
         if username is not None:
             self.client.username_pw_set(username)
         if self.protocol == mqtt.MQTTv5:

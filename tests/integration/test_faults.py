@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
+from core.topics import device_topic
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.integration.support import (
     Publisher,
@@ -49,6 +51,7 @@ class Rig:
     proc: subprocess.Popen[bytes]
     # An hour back: the stream's device times never run into the future limit.
     base_ms: int = field(default_factory=lambda: int(time.time() * 1000) - 3_600_000)
+    markers: int = 0  # marker events published so far (Rig.settle)
 
     def start_pipeline(self) -> None:
         self.proc = start_pipeline_process(self.env, self.log)
@@ -69,7 +72,23 @@ class Rig:
 
     def wait_rows(self, rows: int, what: str) -> None:
         wait_for(lambda: self.rows() >= rows, 120, what)
-        time.sleep(1)  # anything extra (a duplicate) would show up now
+        self.settle()
+
+    def settle(self) -> None:
+        """Until a marker published now is stored: the pipeline commits in the order the
+        broker delivers, so whatever the broker still held (a redelivered duplicate
+        included) is committed by then. The marker is an event, not a reading, so the
+        readings counted stay the stream's own."""
+        self.markers += 1
+        marker = {"ts": int(time.time() * 1000), "event": "worn"}
+        topic = device_topic(self.community, "wearable", self.devices[0], "event")
+        self.publisher.publish(topic, orjson.dumps(marker))
+        self.publisher.flush()
+        wait_for(
+            lambda: count(self.url, "SELECT count(*) FROM device_events") >= self.markers,
+            120,
+            "the marker behind the stream",
+        )
 
     def assert_exactly_once(self, messages: int) -> None:
         assert self.rows() == messages * METRICS
@@ -136,7 +155,15 @@ def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
         # Keep publishing into the outage: these must wait at the broker, not vanish.
         r.send(messages // 2, start=messages // 2)
         r.publisher.flush()
-        time.sleep(max(0.0, 10 - (time.monotonic() - outage_started)))
+        # Ten seconds down, and the pipeline has met the outage (it says so as it retries).
+        wait_for(
+            lambda: (
+                time.monotonic() - outage_started >= 10
+                and "database unavailable" in r.log.read_text()
+            ),
+            60,
+            "ten seconds of an outage the pipeline has seen",
+        )
         assert r.proc.poll() is None, "the pipeline died during the outage"
         private_postgres.start()
         r.wait_rows(messages * METRICS, "every row after the outage")
@@ -165,9 +192,9 @@ def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
     ) as r:
         r.send(messages // 2)
         r.publisher.flush()
+        connections = r.publisher.connections
         private_broker.restart()
-        time.sleep(0.5)  # the publisher notices the drop before we wait for its return
-        r.publisher.wait_connected()
+        r.publisher.wait_reconnected(connections)
         r.send(messages // 2, start=messages // 2)
         r.publisher.flush(timeout=120)
         r.wait_rows(messages * METRICS, "every row")

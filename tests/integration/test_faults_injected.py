@@ -10,12 +10,12 @@ import psycopg
 import pytest
 
 from core.models import Device
-from core.topics import parse_topic
+from core.topics import device_topic, parse_topic
 from simulators.connection import BrokerAddress, Will
 from simulators.faults import FAULT_KINDS, Fault, FaultKind, build_fault
 from simulators.fleet import OFFLINE
 from simulators.injector import drop_connection, inject_faults
-from tests.integration.support import pipeline_thread, register, wait_for
+from tests.integration.support import Publisher, pipeline_thread, register, telemetry, wait_for
 from tests.integration.test_simulate_publish import clear_retained
 
 pytestmark = pytest.mark.integration
@@ -84,10 +84,11 @@ def test_each_fault_is_dead_lettered_or_stored_as_the_contract_says(
     community = unique_id
     devices = fault_devices(community)
     with_will = Device(id=f"{community}-will", community_id=community, device_class="wearable")
+    marker = f"{community}-marker"  # speaks last: once it is stored, everything before is
     for device_class in CLASSES:
         ids = [d.id for d in devices.values() if d.device_class == device_class]
         if device_class == "wearable":
-            ids.append(with_will.id)
+            ids += [with_will.id, marker]
         register(database_url, community, ids, device_class)
     now = datetime.now(UTC)
     faults = [build_fault(kind, device=devices[kind], now=now, seed=1) for kind in FAULT_KINDS]
@@ -101,7 +102,17 @@ def test_each_fault_is_dead_lettered_or_stored_as_the_contract_says(
         drop_connection(BrokerAddress.parse(mqtt_url), control, "auto", will=will)
         wait_for(lambda: outcome_reached(database_url, community, faults), SETTLE_S, "faults")
         wait_for(lambda: device_row(database_url, with_will.id)[0] is False, SETTLE_S, "the Will")
-        time.sleep(0.5)  # a duplicate stored twice would show up by now
+        # A duplicate stored twice would be committed before a message published after it.
+        publisher = Publisher(mqtt_url, f"{unique_id}-marker")
+        try:
+            publisher.publish(
+                device_topic(community, "wearable", marker, "telemetry"),
+                telemetry(0, int(time.time() * 1000)),
+            )
+            publisher.flush()
+        finally:
+            publisher.close()
+        wait_for(lambda: stored_times(database_url, marker) == 1, SETTLE_S, "the marker")
 
     assert report.messages == sum(len(f.messages) for f in faults)
     assert report.connections_dropped == 1

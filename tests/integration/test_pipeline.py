@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -21,6 +22,7 @@ from tests.integration.support import (
     pipeline_thread,
     register,
     stream,
+    wait_committed,
     wait_for,
 )
 
@@ -69,13 +71,12 @@ def test_duplicates_are_stored_once(fresh_database_url: str, mqtt_url: str, uniq
     no_seq = json.dumps({"ts": now + 1000, "metrics": {"battery": 70}})
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
-        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community):
-            for payload in (first, first, restamped, no_seq, no_seq):
+        with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community) as pipe:
+            for n, payload in enumerate((first, first, restamped, no_seq, no_seq), start=1):
                 publisher.publish(topic, payload.encode())
                 publisher.flush()
-                time.sleep(0.1)  # separate batches: the database key must catch them too
-            wait_for(lambda: count(fresh_database_url) >= 3, 30, "rows")
-            time.sleep(0.5)
+                # Each in a batch of its own: the database key must catch them too.
+                wait_committed(pipe, n)
     finally:
         publisher.close()
     assert count(fresh_database_url) == 3
@@ -157,7 +158,12 @@ def test_committed_messages_are_acknowledged_and_counted(
             stream(publisher, community, devices, 3000, int(time.time() * 1000) - 60_000)
             publisher.flush()
             wait_for(lambda: count(fresh_database_url) >= 9000, 60, "9000 rows")
-            time.sleep(METRICS_EVERY_S + 0.5)  # one save of the counters
+            # One save of the counters (every METRICS_EVERY_S) that has seen them all.
+            wait_for(
+                lambda: _saved_counter(fresh_database_url, client_id) == 3000,
+                METRICS_EVERY_S * 6,
+                "the saved counters",
+            )
     finally:
         publisher.close()
     redelivered = _drain_session(private_broker.url, client_id)
@@ -173,18 +179,44 @@ def test_committed_messages_are_acknowledged_and_counted(
     assert counters["messages_rejected_total"] == {}
 
 
+def _saved_counter(url: str, worker: str) -> int | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (counters->>'messages_received_total')::int FROM pipeline_metrics"
+            " WHERE worker = %s",
+            (worker,),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def _drain_session(mqtt_url: str, client_id: str) -> int:
-    """Reconnect as the pipeline's session and count what the broker still delivers."""
+    """Reconnect as the pipeline's session and count what the broker still delivers.
+
+    The broker sends a kept session's messages right after accepting the connection;
+    a marker the client publishes to itself afterwards comes behind them, so once the
+    marker is back everything the session held has been delivered.
+    """
     received: list[str] = []
+    marker = f"marker/{client_id}"
+    back = threading.Event()
     address = parse_mqtt_url(mqtt_url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_message = lambda _c, _u, msg: received.append(msg.topic)
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == marker:
+            back.set()
+        else:
+            received.append(msg.topic)
+
+    client.on_message = on_message
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = 60
     client.connect(address.host, address.port, clean_start=False, properties=properties)
     client.loop_start()
     try:
-        time.sleep(2)
+        client.subscribe(marker, qos=1)
+        client.publish(marker, b"end", qos=1)
+        assert back.wait(30), "the marker never came back"
     finally:
         client.disconnect()
         client.loop_stop()

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.conninfo import as_role
-from core.schema import upgrade
 from core.settings import IngestSettings
+from store.conninfo import as_role
+from store.schema import upgrade
 
 pytestmark = pytest.mark.integration
 

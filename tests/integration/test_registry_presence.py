@@ -12,10 +12,10 @@ import pytest
 
 from api.registry_devices import get_device, register_device
 from api.registry_places import presence_of
-from core import schema
 from core.connectivity import Connectivity, judge
 from core.registry import DeviceSpec
 from core.topics import device_topic
+from store import schema
 from tests.integration.support import Publisher, pipeline_thread, telemetry, wait_for
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from api.auth import create_token, require_token
 from api.deps import get_conn
 from api.scope import set_request_scope
 from core.access import Role
-from core.schema import upgrade
 from core.settings import Settings
+from store.schema import upgrade
 
 pytestmark = pytest.mark.integration
 

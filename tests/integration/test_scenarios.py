@@ -25,7 +25,6 @@ import yaml
 
 from api.app import create_app
 from api.auth import create_token
-from core import schema
 from core.settings import Settings
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
@@ -33,6 +32,7 @@ from simulators.scenario import BoundScenario, bind, load_scenario, shipped_scen
 from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
+from store import schema
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core import schema
 from core.passwords import verify_password
 from simulators.credentials import load_credentials
 from simulators.population import generate_community
@@ -16,6 +15,7 @@ from simulators.registration import register_devices
 from simulators.runner import run_simulation
 from simulators.stats import Progress
 from smartcommunity.cli import main
+from store import schema
 from tests.integration.support import count, pipeline_thread, wait_for
 from tests.integration.test_simulate_publish import clear_retained
 

@@ -24,9 +24,9 @@ from api.auth import builtin_admin_id, create_token, hash_token
 from core.access import Role
 from core.settings import AlertSettings, ApiSettings, Settings
 from smartcommunity.embedded import free_port
+from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
-from tests.integration.test_alerts_support import T0, setup_devices
 
 pytestmark = pytest.mark.integration
 

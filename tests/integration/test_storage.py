@@ -20,13 +20,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core import schema
+from core.errors import ConfigurationError
 from core.models import Reading
 from core.storage import StoragePath
-from core.storage_layout import FORCE_SETTING, refresh_rollups, timescaledb_available
 from ingest.batch import Accepted, Batch, WriteResult
 from ingest.maintenance import maintain
 from ingest.writer import BatchWriter
+from store import schema
+from store.layout import (
+    FORCE_SETTING,
+    rebuild_rollups,
+    refresh_rollups,
+    timescaledb_available,
+)
 from tests.servers import temporary_database
 
 pytestmark = pytest.mark.integration
@@ -288,6 +294,43 @@ def test_rollups_match_aggregates_of_raw_rows(store: Store, unique_id: str) -> N
         )
     }
     _approx(got, _expected([r for r in rows if r.device_id in daily_devices], daily_key))
+
+
+def test_rows_written_around_the_writer_reach_the_rollups_by_one_call(
+    store: Store, unique_id: str
+) -> None:
+    """A bulk load straight into ``readings`` (no writer to note its hours): the same
+    ``rebuild_rollups`` call brings the rollups up to date on either path."""
+    device = f"{unique_id}-bulk"
+    store.register(f"c{unique_id}", [device])
+    hour = hour_ago(5).replace(minute=0)
+    store.write([reading(device, "heart_rate", hour + timedelta(minutes=1), 60.0)])
+    store.refresh()  # the hour is materialised: the views read it from the rollups
+
+    def hourly() -> list[tuple[Any, ...]]:
+        return store.rows(
+            "SELECT count, max FROM readings_1h WHERE device_id = %s AND bucket = %s",
+            device,
+            hour,
+        )
+
+    assert hourly() == [(1, 60.0)]
+    with store.conn() as conn:
+        conn.cursor().executemany(
+            "INSERT INTO readings (device_id, metric, ts, value, received_at)"
+            " VALUES (%s, 'heart_rate', %s, %s, now())",
+            [(device, hour + timedelta(minutes=m), 60.0 + m) for m in (10, 20)],
+        )
+    assert hourly() == [(1, 60.0)], "the views saw the bulk rows without a rebuild"
+    with store.conn() as conn:
+        conn.autocommit = False
+        conn.execute("SELECT 1")
+        with pytest.raises(ConfigurationError, match="outside a transaction"):
+            rebuild_rollups(conn, hour, hour + timedelta(hours=1))
+        conn.rollback()
+        assert rebuild_rollups(conn, hour, hour + timedelta(hours=1)) >= 1
+        assert conn.autocommit is False  # handed back as it came
+    assert hourly() == [(3, 80.0)]
 
 
 def test_day_boundaries_follow_the_community_time_zone(store: Store, unique_id: str) -> None:

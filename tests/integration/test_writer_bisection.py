@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from core import schema
 from core.errors import ServiceUnavailable
 from core.models import DeviceEvent, Reading
 from ingest.batch import Accepted, Batch, DeadLetter
 from ingest.writer import BatchWriter
+from store import schema
 
 pytestmark = pytest.mark.integration
 

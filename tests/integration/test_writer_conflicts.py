@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from core import schema
 from core.models import DeviceStatus
 from ingest.batch import Accepted, Batch, WriteResult
 from ingest.writer import BatchWriter
+from store import schema
 
 pytestmark = pytest.mark.integration
 

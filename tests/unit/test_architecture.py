@@ -1,4 +1,4 @@
-"""Holds the import directions of ARCHITECTURE.md."""
+"""Holds the import directions of docs/architecture.md ("The rule the test holds")."""
 
 from __future__ import annotations
 
@@ -8,31 +8,67 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "gateway", "ingest", "alerts", "api", "simulators", "smartcommunity")
+PACKAGES = (
+    "core",
+    "store",
+    "gateway",
+    "ingest",
+    "alerts",
+    "api",
+    "simulators",
+    "smartcommunity",
+    "bench",
+)
 # What each package may import from the project. `smartcommunity` is the launcher
-# (CLI, demo): the composition root, the one place that wires everything.
+# (CLI, demo): the composition root, the one place that wires everything. `bench`
+# drives the whole platform as a user would, so it may import any of it but the
+# HTTP routes (BENCH_FORBIDDEN). `simulators` registers devices and runs
+# migrations for `simulate --register`, hence `store`.
 ALLOWED = {
     "core": {"core"},
-    "ingest": {"core", "ingest"},
-    "alerts": {"core", "alerts"},
-    "gateway": {"core", "gateway", "ingest", "alerts"},
-    "api": {"core", "api"},
-    "simulators": {"core", "simulators"},
-    "smartcommunity": set(PACKAGES),
+    "store": {"core", "store"},
+    "ingest": {"core", "store", "ingest"},
+    "alerts": {"core", "store", "alerts"},
+    "gateway": {"core", "store", "gateway", "ingest", "alerts"},
+    "api": {"core", "store", "api"},
+    "simulators": {"core", "store", "simulators"},
+    "smartcommunity": set(PACKAGES) - {"bench"},
+    "bench": set(PACKAGES),
 }
-# core has no I/O of its own: no network or database clients.
-CORE_FORBIDDEN = {"paho", "socket", "requests", "httpx", "fastapi", "uvicorn", "subprocess"}
+# core has no I/O of its own: no network or database clients (SQL goes in `store`).
+CORE_FORBIDDEN = {
+    "paho",
+    "socket",
+    "requests",
+    "httpx",
+    "fastapi",
+    "uvicorn",
+    "subprocess",
+    "psycopg",
+    "psycopg_pool",
+}
+# A benchmark measures the platform through its services and stores, never by
+# calling an HTTP route's function.
+BENCH_FORBIDDEN = "api.routes"
 
 
-def imports_of(path: Path) -> set[str]:
+def modules_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, by its full dotted name (``from a import b``
+    names ``a.b`` too: b may be a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
+
+
+def imports_of(path: Path) -> set[str]:
+    """The top-level packages ``path`` imports."""
+    return {name.split(".")[0] for name in modules_of(path)}
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -51,7 +87,62 @@ def test_core_does_no_network_io() -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+# Where the environment may be read: the entry points that build the process's one
+# Settings, and the embedded broker, which hands its own environment to its child.
+ENVIRONMENT_READERS = {
+    "smartcommunity/cli.py",
+    "api/app.py",
+    "smartcommunity/embedded/broker.py",
+}
+
+
+def environment_reads(path: Path) -> list[str]:
+    """``Settings()`` built, ``os.environ`` or ``os.getenv`` read in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Settings"
+        ):
+            found.append((node.lineno, "Settings()"))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in {"environ", "environb", "getenv"}
+        ):
+            found.append((node.lineno, f"os.{node.attr}"))
+    return [f"{what} at line {line}" for line, what in sorted(found)]
+
+
+def test_only_entry_points_read_the_environment() -> None:
+    for package in PACKAGES:
+        if package == "bench":  # each benchmark script is an entry point of its own
+            continue
+        for path in (ROOT / package).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            if name in ENVIRONMENT_READERS:
+                continue
+            assert not environment_reads(path), f"{name}: {environment_reads(path)}"
+
+
+def test_bench_calls_no_route() -> None:
+    for path in (ROOT / "bench").rglob("*.py"):
+        routes = {m for m in modules_of(path) if m.startswith(BENCH_FORBIDDEN)}
+        assert not routes, f"{path.relative_to(ROOT)} imports {sorted(routes)}"
+
+
 def test_the_checker_sees_violations(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
-    bad.write_text("from api.app import create_app\nimport gateway.bridge\n")
-    assert imports_of(bad) == {"api", "gateway"}
+    bad.write_text(
+        "from api.app import create_app\nimport gateway.bridge\nfrom api.routes import reports\n"
+        "import psycopg\n"
+    )
+    assert imports_of(bad) == {"api", "gateway", "psycopg"}
+    assert "api.routes.reports" in modules_of(bad)
+    assert imports_of(bad) & CORE_FORBIDDEN == {"psycopg"}
+    reads = tmp_path / "r.py"
+    reads.write_text("import os\nurl = os.environ.get('X')\ns = Settings()\n")
+    assert environment_reads(reads) == ["os.environ at line 2", "Settings() at line 3"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from api import exposition
 from core.alink import parse_alink_topic, reply_payload, request_id
 from core.broker_acl import (
     BrokerDevice,
@@ -17,13 +18,14 @@ from core.broker_acl import (
     render_acl_file,
 )
 from core.errors import ConfigurationError, RejectedMessage, RejectReason
-from core.observability import PipelineCounters, render_prometheus
+from core.observability import PipelineCounters
 from gateway.bridge import InboundMessage
 from gateway.decoders import load_profiles
 from gateway.replies import AlinkReplies
 from ingest.batch import DeadLetter
 from smartcommunity.cli import main
 from smartcommunity.commands.decoders import render, try_profile
+from tests.exposition import parse_exposition
 
 SAMPLES = Path(__file__).resolve().parents[2] / "gateway" / "profiles"
 HIVEBOX = SAMPLES / "hivebox-locker.yaml"
@@ -269,9 +271,10 @@ def test_replies_say_200_after_commit_and_the_reason_for_a_dead_letter() -> None
     ]
     assert replies.sent == 2
     assert counters.snapshot()["alink_replies_total"] == 2
-    assert 'sc_pipeline_alink_replies_total{worker="w"} 2' in render_prometheus(
-        {"w": counters.snapshot()}
+    _, samples = parse_exposition(
+        exposition.render(exposition.Figures(workers={"w": counters.snapshot()})).decode()
     )
+    assert samples[("sc_pipeline_alink_replies_total", (("worker", "w"),))] == 2
 
 
 def test_reply_codes_and_request_ids() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from core import storage_layout
+from store import layout
 
 __all__ = ["Migration", "applied_versions", "migrations", "upgrade"]
 
@@ -30,7 +30,7 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same in every process of the platform.
 _LOCK_KEY = 0x5C0_0001
 # Python steps by migration version: (the SQL file's) version -> step(conn).
-_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {2: storage_layout.install}
+_STEPS: dict[int, Callable[[psycopg.Connection[Any]], None]] = {2: layout.install}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def upgrade(url: str) -> list[Migration]:
                     )
                 _LOG.info("applied migration %04d_%s", migration.version, migration.name)
                 done.append(migration)
-            storage_layout.after_upgrade(conn)
+            layout.after_upgrade(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done

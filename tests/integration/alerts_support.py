@@ -10,11 +10,11 @@ import psycopg
 
 from alerts.service import AlertListener
 from alerts.store import AlertStore
-from core import schema
 from core.models import DeviceEvent, Reading
 from core.rules import Rule, parse_rule
 from core.settings import AlertSettings
 from ingest.batch import Accepted
+from store import schema
 
 # 10:00 in Shanghai on a fixed day.
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)

@@ -16,9 +16,9 @@ from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from api.accounts import create_user
 from api.auth import create_token
-from core import schema
 from core.access import Role
 from core.rules import Severity, parse_rule
+from store import schema
 
 Presence = Literal["online", "offline", "silent", "never_seen"]
 _counter = itertools.count()

@@ -1,3 +1,5 @@
+"""The gateway's admission of a message: the device registry check and the resend window."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta

@@ -1,6 +1,6 @@
 """Builds the storage of ``core.storage`` on TimescaleDB or on plain PostgreSQL.
 
-``install`` runs inside migration 0002's transaction (``core.schema``). It picks
+``install`` runs inside migration 0002's transaction (``store.schema``). It picks
 the path once, per database:
 
 1. ``smartcommunity.storage`` (a database setting: ``ALTER DATABASE db SET
@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from core.errors import ConfigurationError
 from core.storage import PARTITIONED_TABLES, StorageConfig, StoragePath
@@ -514,17 +515,62 @@ def refresh_rollups(conn: Conn, now: datetime | None = None) -> int:
                 return done
 
 
-def rebuild_rollups(conn: Conn, start: datetime, end: datetime) -> int:
-    """Plain path: recompute the rollups of the hours in ``[start, end)`` from raw rows,
-    for rows that reached ``readings`` around the ingest writer (a bulk COPY)."""
-    with conn.transaction():
+def rebuild_rollups(conn: Conn, start: datetime, end: datetime, now: datetime | None = None) -> int:
+    """Recompute the rollups of ``[start, end)`` from the raw rows, on either path; for
+    rows that reached ``readings`` around the ingest writer (a bulk COPY). Returns the
+    hours recomputed.
+
+    The rows must be committed and ``conn`` idle (no transaction open): TimescaleDB
+    refreshes a continuous aggregate only outside a transaction, and the plain path
+    commits hour by hour, so both paths ask the same of the caller.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "rebuild_rollups needs committed rows and a connection outside a transaction"
+        )
+    autocommit = conn.autocommit
+    conn.autocommit = True  # each step commits on its own, on both paths
+    try:
+        config = read_config(conn)
+        if config.path is StoragePath.TIMESCALEDB:
+            return _refresh_aggregates(conn, config, start, end, now or datetime.now(UTC))
         conn.execute(
             "INSERT INTO rollup_dirty (hour)"
             " SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings"
             " WHERE ts >= %s AND ts < %s",
             (start, end),
         )
-    return refresh_rollups(conn)
+        return refresh_rollups(conn, now)
+    finally:
+        conn.autocommit = autocommit
+
+
+def _refresh_aggregates(
+    conn: Conn, config: StorageConfig, start: datetime, end: datetime, now: datetime
+) -> int:
+    """TimescaleDB: refresh both continuous aggregates over the range.
+
+    A refresh materialises only the buckets wholly inside its window, so the window
+    is widened by a day each way (the daily buckets follow the community's day, not
+    UTC's); its start never reaches back past the policies' own start, where raw
+    chunks may already be dropped and a refresh would empty their buckets.
+    A day bucket not wholly inside the window stays as it was: its rows past the
+    aggregate's watermark are read raw, and the daily policy refreshes it within
+    the hour.
+    """
+    floor = now - config.rollup_refresh_start
+    first = max(start - timedelta(days=1), floor).replace(minute=0, second=0, microsecond=0)
+    # Never past the current hour: what is newer the views read raw (real-time
+    # aggregates), as the policies leave it (end_offset one hour).
+    last = min(end + timedelta(days=1), now).replace(minute=0, second=0, microsecond=0)
+    if first >= last:
+        return 0
+    for view in ("rollup_hourly", "rollup_daily"):
+        conn.execute(
+            sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)").format(sql.Literal(view)),
+            (first, last),
+        )
+    return int((last - first) / timedelta(hours=1))
 
 
 def after_upgrade(conn: Conn) -> None:

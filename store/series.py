@@ -1,0 +1,121 @@
+"""The time-series reads of the API: raw readings and events, and buckets from raw
+rows or the rollups. Row-level security applies as the caller's role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from core.storage import Bucket
+from store.layout import read_config
+
+__all__ = [
+    "COMMUNITY_READINGS",
+    "DEVICE_EVENTS",
+    "DEVICE_READINGS",
+    "Agg",
+    "SeriesPlan",
+    "plan_buckets",
+]
+
+DEVICE_READINGS = sql.SQL(
+    "SELECT metric, ts, value, seq, received_at FROM readings"
+    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
+    " ORDER BY ts, metric LIMIT %s"
+)
+DEVICE_EVENTS = sql.SQL(
+    "SELECT event, ts, data, seq, received_at FROM device_events"
+    " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
+    " ORDER BY ts, event LIMIT %s"
+)
+
+COMMUNITY_READINGS = (
+    "SELECT r.device_id, r.metric, r.ts, r.value, r.seq, r.received_at"
+    " FROM readings AS r JOIN devices AS d ON d.id = r.device_id"
+    " WHERE d.community_id = %(community)s AND r.metric = %(metric)s"
+    " AND r.ts >= %(start)s AND r.ts < %(end)s"
+    " AND (r.ts, r.device_id) > (%(after_ts)s, %(after_device)s)"
+    " ORDER BY r.ts, r.device_id LIMIT %(limit)s"
+)
+
+
+class Agg(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+    LAST = "last"
+
+
+# The aggregate over raw readings, and over rollup rows merged into a coarser bucket.
+_RAW_AGG = {
+    Agg.AVG: "avg(value)",
+    Agg.MIN: "min(value)",
+    Agg.MAX: "max(value)",
+    Agg.COUNT: "count(*)::float8",
+    Agg.LAST: "(array_agg(value ORDER BY ts DESC))[1]",
+}
+_MERGED_AGG = {
+    Agg.AVG: "sum(sum) / sum(count)",
+    Agg.MIN: "min(min)",
+    Agg.MAX: "max(max)",
+    Agg.COUNT: "sum(count)::float8",
+    Agg.LAST: "(array_agg(last ORDER BY last_ts DESC))[1]",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    query: sql.Composed
+    source: str
+
+
+def plan_buckets(
+    conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: str
+) -> SeriesPlan:
+    """Pick the source of the buckets: raw rows, the hourly or the daily rollup.
+
+    The devices' filter, the range and the keyset position are parameters:
+    ``devices`` (text[]), ``metric``, ``lo``, ``hi``, ``after_bucket``, ``after_device``.
+    """
+    keyset = sql.SQL(
+        " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+        " ORDER BY bucket, device_id LIMIT %(limit)s"
+    )
+    if bucket is Bucket.MINUTE:
+        inner = sql.SQL(
+            "SELECT device_id, date_bin(INTERVAL '1 minute', ts, %(origin)s) AS bucket,"
+            " {agg} AS value, count(*) AS count FROM readings"
+            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+            " AND ts >= greatest(%(lo)s, %(after_bucket)s) AND ts < %(hi)s GROUP BY 1, 2"
+        ).format(agg=sql.SQL(_RAW_AGG[agg]))
+        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings")
+    config = read_config(conn)
+    if bucket is Bucket.HOUR:
+        view, source = "readings_1h", "readings_1h"
+    elif config.has_daily_rollups_in(time_zone):
+        view, source = "readings_1d", "readings_1d"
+    else:
+        # TimescaleDB's daily aggregate is in one zone; other zones' days are
+        # merged from hourly buckets (exact for zones with whole-hour offsets).
+        inner = sql.SQL(
+            "SELECT device_id, date_trunc('day', bucket, %(tz)s) AS bucket,"
+            " {agg} AS value, sum(count)::bigint AS count FROM readings_1h"
+            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+            " AND bucket >= greatest(%(lo)s, %(after_bucket)s) AND bucket < %(hi)s"
+            " GROUP BY 1, 2"
+        ).format(agg=sql.SQL(_MERGED_AGG[agg]))
+        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings_1h")
+    value = sql.SQL("{}::float8").format(sql.Identifier(agg.value))
+    query = sql.SQL(
+        "SELECT device_id, bucket, {value} AS value, count FROM {view}"
+        " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+        " AND bucket >= %(lo)s AND bucket < %(hi)s"
+        " AND (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+        " ORDER BY bucket, device_id LIMIT %(limit)s"
+    ).format(value=value, view=sql.Identifier(view))
+    return SeriesPlan(query, source)
