@@ -179,6 +179,7 @@ class FireBridge:
         self.links: dict[str, Link] = {}
         self._uitds: dict[bytes, tuple[Uitd | None, float]] = {}
         self.sessions: set[Session] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.port: int | None = None
 
     # -- serving ---------------------------------------------------------------------
@@ -190,16 +191,27 @@ class FireBridge:
         )
         self.port = server.sockets[0].getsockname()[1]
         _LOG.info("fire bridge listening on %s:%s", self.settings.host, self.port)
-        async with server, asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.watcher.run(), name="commit-watcher")
-            tasks.create_task(self._sweeper(), name="link-sweeper")
-            if started is not None:
-                started.set()
-            await server.serve_forever()
+        try:
+            async with server, asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.watcher.run(), name="commit-watcher")
+                tasks.create_task(self._sweeper(), name="link-sweeper")
+                if started is not None:
+                    started.set()
+                await server.serve_forever()
+        finally:
+            # The server stops listening; connections still open end with it.
+            connections = list(self._tasks)
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)
         self.sessions.add(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self.counters["connections"] += 1
         try:
             await session.run()
@@ -260,7 +272,8 @@ class FireBridge:
             session.reply(frame, Command.DENY)
             return
         link = await self._alive(uitd, session)
-        topic = device_topic(uitd.community_id, DEVICE_CLASS, uitd.device_id, "gb26875")
+        # Not a device topic (no such channel): the dead letter's home, listed by device.
+        topic = f"community/{uitd.community_id}/{DEVICE_CLASS}/{uitd.device_id}/gb26875"
         if frame.command == Command.CONFIRM or frame.command == Command.DENY:
             await self._answered(session, frame)
             return
@@ -292,7 +305,11 @@ class FireBridge:
             )
             session.reply(frame, Command.CONFIRM, uitd.zone)
             return
-        if not await self._commit(session, uitd, unit, frame, raw, topic):
+        answer = await self._commit(session, uitd, unit, frame, raw, topic)
+        if answer is None:
+            return
+        if answer == Command.DENY:
+            session.reply(frame, Command.DENY, uitd.zone)
             return
         session.confirmed[raw] = None
         if len(session.confirmed) > _CONFIRMED_KEPT:
@@ -301,13 +318,16 @@ class FireBridge:
 
     async def _commit(
         self, session: Session, uitd: Uitd, unit: DataUnit, frame: Frame, raw: bytes, topic: str
-    ) -> bool:
-        """Publish what the unit carries and wait for its commit; False: no answer."""
+    ) -> Command | None:
+        """Publish what the unit carries and wait for its commit: CONFIRM when it is
+        committed, DENY when every object was refused, None (no answer) otherwise."""
         received_at = _now()
         points = await self._points(session, uitd, unit)
         result = translate(unit, uitd, points, received_at, self.limits)
         for reason, detail in result.refusals:
             await self._dead(topic, raw, reason.value, detail)
+        if result.refusals and not (result.messages or result.states or result.uitd_clock):
+            return Command.DENY
         futures = [self.publisher.publish(m.topic, m.payload) for m in result.messages]
         keys = [k for m in result.messages for k in m.keys]
         timeout = self.settings.commit_timeout_s
@@ -316,13 +336,13 @@ class FireBridge:
         except (TimeoutError, ServiceUnavailable) as exc:
             self.counters["publish_failed"] += 1
             _LOG.warning("frame %s of %s not published: %r", frame.serial, uitd.device_id, exc)
-            return False
+            return None
         if not await self.watcher.wait(keys, timeout):
             self.counters["commit_timeout"] += 1
             _LOG.warning(
                 "frame %s of %s not committed in %.0fs", frame.serial, uitd.device_id, timeout
             )
-            return False
+            return None
         self.counters["messages"] += len(result.messages)
         await self.store.save_states(uitd.device_id, result.states)
         cache = session.points.get(uitd.device_id, {})
@@ -337,7 +357,7 @@ class FireBridge:
             await self._check_clock(
                 session, link, TimeLabel.of(result.uitd_clock.astimezone(uitd.zone))
             )
-        return True
+        return Command.CONFIRM
 
     async def _points(
         self, session: Session, uitd: Uitd, unit: DataUnit

@@ -1,0 +1,443 @@
+"""The GB/T 26875.3 bridge over real TCP, into the real pipeline, broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from core.gbt26875 import Command, Frame, TimeLabel, encode_frame
+from core.gbt26875_units import SystemStatus, encode_unit
+from gateway.bridge import parse_mqtt_url
+from simulators.uitd import (
+    FAULT,
+    FIRE,
+    MAIN_POWER_FAULT,
+    NORMAL,
+    SHANGHAI,
+    SMOKE_1,
+    SMOKE_2,
+    Detector,
+    SimulatedUitd,
+)
+from smartcommunity.embedded import free_port
+from tests.integration.fire_bridge_support import (
+    address_for,
+    bridge_settings,
+    bridge_thread,
+    setup_uitd,
+    start_bridge_process,
+)
+from tests.integration.support import pipeline_thread, stop_process
+
+pytestmark = pytest.mark.integration
+
+
+def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def events(url: str, device: str, event: str) -> int:
+    found = rows(
+        url, "SELECT count(*) FROM device_events WHERE device_id = %s AND event = %s", device, event
+    )
+    return int(found[0][0])
+
+
+async def until(predicate: Any, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what}")
+
+
+def alert(url: str, rule: str, subject: str) -> tuple[Any, ...] | None:
+    found = rows(
+        url,
+        "SELECT severity, created_at, state FROM alerts WHERE rule_id = %s AND subject = %s"
+        " ORDER BY id DESC LIMIT 1",
+        rule,
+        subject,
+    )
+    return found[0] if found else None
+
+
+def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id: str) -> None:
+    """Fire alarm -> critical alert within 1 s, confirmed only after commit; second
+    detector confirms the fire; fault, power loss, a retransmission, a wrong clock and
+    a cut link, each as the platform should see it."""
+    community, uitd_id = f"fb-{unique_id}", f"u-{unique_id}"
+    address = setup_uitd(database_url, community, uitd_id, heartbeat_s=5)
+    smoke1, panel = f"{uitd_id}-smoke1", f"{uitd_id}-panel"
+    settings = bridge_settings(database_url, mqtt_url, f"fb-{unique_id}", commit_timeout_s=1.5)
+
+    async def scenario(bridge_port: int, stack: contextlib.ExitStack) -> None:
+        uitd = SimulatedUitd("127.0.0.1", bridge_port, address, confirm_timeout_s=3.0, retries=0)
+        await uitd.connect()
+        fire = uitd.frame(Command.SEND, encode_unit([uitd.component(SMOKE_1, NORMAL | FIRE)]))
+        # No pipeline yet: the broker takes the message but nobody commits it, so the
+        # frame must not be confirmed.
+        assert await uitd.send(fire) is None
+        assert events(database_url, smoke1, "fire_alarm") == 0
+        await asyncio.to_thread(
+            stack.enter_context,
+            pipeline_thread(database_url, mqtt_url, f"pl-{unique_id}", community),
+        )
+        sent_at = datetime.now(UTC)
+        assert await uitd.send(fire, retries=3) == Command.CONFIRM  # the UITD retransmits
+        # Confirmed means committed: the row is there the moment the confirm is.
+        assert events(database_url, smoke1, "fire_alarm") == 1
+        await until(
+            lambda: alert(database_url, "fire.panel_alarm", f"device:{smoke1}") is not None,
+            10,
+            "the panel fire alarm",
+        )
+        severity, created_at, _ = alert(database_url, "fire.panel_alarm", f"device:{smoke1}") or ()
+        assert severity == "critical"
+        assert created_at - sent_at < timedelta(seconds=1), created_at - sent_at
+
+        # The same frame again (our confirm lost): confirmed, stored once.
+        duplicates = bridge.counters["duplicates"]
+        assert await uitd.send(fire) == Command.CONFIRM
+        assert bridge.counters["duplicates"] == duplicates + 1
+        assert events(database_url, smoke1, "fire_alarm") == 1
+
+        # A second detector of the building confirms the fire (GB 50116).
+        await uitd.send_unit([uitd.component(SMOKE_2, NORMAL | FIRE)])
+        await until(
+            lambda: (
+                (alert(database_url, "fire.confirmed", f"building:{community}/b1") or ("",))[0]
+                == "critical"
+            ),
+            10,
+            "the confirmed fire",
+        )
+        # A fault on the first detector; its fire bit is gone: fire_alarm_cleared.
+        assert await uitd.send_unit([uitd.component(SMOKE_1, NORMAL | FAULT)]) == Command.CONFIRM
+        assert events(database_url, smoke1, "fault") == 1
+        assert events(database_url, smoke1, "fire_alarm_cleared") == 1
+        # Main power lost on the panel.
+        status = SystemStatus(1, 1, NORMAL | MAIN_POWER_FAULT, uitd.label())
+        assert await uitd.send_unit([status]) == Command.CONFIRM
+        await until(
+            lambda: alert(database_url, "fire.panel_main_power", f"device:{panel}") is not None,
+            10,
+            "the main power alert",
+        )
+        # A clock 10 minutes fast gets a clock sync (type 90), which the UITD confirms.
+        uitd.clock_offset = timedelta(minutes=10)
+        assert await uitd.heartbeat() == Command.CONFIRM
+        await until(lambda: uitd.clock_syncs == 1, 10, "the clock sync")
+        await until(
+            lambda: (
+                rows(
+                    database_url,
+                    "SELECT outcome FROM uitd_commands WHERE uitd_id = %s AND kind = 'clock_sync'",
+                    uitd_id,
+                )
+                == [("confirmed",)]
+            ),
+            10,
+            "the clock sync's confirm",
+        )
+        assert abs(uitd.clock_offset.total_seconds()) < 5
+        # The link is cut: past the heartbeat interval, the UITD is offline.
+        await uitd.close()
+        await until(
+            lambda: alert(database_url, "fire.uitd_link_lost", f"device:{uitd_id}") is not None,
+            20,
+            "the UITD offline alert",
+        )
+
+    with bridge_thread(settings) as bridge, contextlib.ExitStack() as stack:
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port, stack))
+
+
+def test_kill_between_receipt_and_commit(
+    database_url: str, mqtt_url: str, unique_id: str, tmp_path: Path
+) -> None:
+    """SIGKILL while a fire alarm waits for its commit: the UITD retransmits to the
+    restarted bridge and the alarm is stored once."""
+    community, uitd_id = f"fk-{unique_id}", f"k-{unique_id}"
+    address = setup_uitd(database_url, community, uitd_id)
+    smoke1 = f"{uitd_id}-smoke1"
+    port = free_port()
+    log = tmp_path / "bridge.log"
+    pipeline_id = f"pk-{unique_id}"
+    # The pipeline's persistent session exists at the broker, but the pipeline is down:
+    # what the bridge publishes is kept for it, and nothing is committed.
+    with pipeline_thread(database_url, mqtt_url, pipeline_id, community):
+        pass
+
+    watcher = EventWatcher(mqtt_url, f"community/{community}/fire/+/event")
+
+    async def first_attempt() -> Frame:
+        uitd = SimulatedUitd("127.0.0.1", port, address, confirm_timeout_s=20.0, retries=0)
+        await uitd.connect()
+        frame = uitd.frame(Command.SEND, encode_unit([uitd.component(SMOKE_1, NORMAL | FIRE)]))
+        sending = asyncio.create_task(uitd.send(frame))
+        # Received and published (the broker has it), then killed before any commit.
+        await until(lambda: watcher.seen.is_set(), 15, "the bridge to publish the alarm")
+        os.kill(bridge.pid, signal.SIGKILL)
+        assert await sending is None  # connection gone, no confirm
+        await uitd.close()
+        return frame
+
+    bridge = start_bridge_process(database_url, mqtt_url, f"fbk-{unique_id}", port, log)
+    try:
+        _wait_listening(port, log)
+        frame = asyncio.run(first_attempt())
+        bridge.wait(10)
+        assert events(database_url, smoke1, "fire_alarm") == 0
+        with pipeline_thread(database_url, mqtt_url, pipeline_id, community):
+            bridge = start_bridge_process(database_url, mqtt_url, f"fbk-{unique_id}", port, log)
+            _wait_listening(port, log)
+
+            async def retransmit() -> int | None:
+                uitd = SimulatedUitd("127.0.0.1", port, address, confirm_timeout_s=10.0)
+                await uitd.connect()
+                try:
+                    return await uitd.send(frame, retries=3)
+                finally:
+                    await uitd.close()
+
+            assert asyncio.run(retransmit()) == Command.CONFIRM
+            assert events(database_url, smoke1, "fire_alarm") == 1
+            active = rows(
+                database_url,
+                "SELECT count(*) FROM alerts WHERE rule_id = 'fire.panel_alarm' AND subject = %s",
+                f"device:{smoke1}",
+            )
+            assert active[0][0] <= 1
+    finally:
+        stop_process(bridge)
+        watcher.close()
+
+
+class EventWatcher:
+    """Sees a message on the broker, as any subscriber would."""
+
+    def __init__(self, mqtt_url: str, topic: str) -> None:
+        address = parse_mqtt_url(mqtt_url)
+        self.seen = threading.Event()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, 1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda *_: self.seen.set()
+        self.client.connect(address.host, address.port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "watcher did not subscribe"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def _wait_listening(port: int, log: Path, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"bridge not listening on {port}: {_log_tail(log)[-2000:]}")
+
+
+def test_refusals_are_denied_and_dead_lettered(
+    database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    community, uitd_id = f"fr-{unique_id}", f"r-{unique_id}"
+    address = setup_uitd(database_url, community, uitd_id)
+    auto_id = f"a-{unique_id}"
+    auto_address = setup_uitd(
+        database_url, community, auto_id, auto_provision=True, detectors=False
+    )
+    stranger = Detector(zone=9, position=9)
+    settings = bridge_settings(database_url, mqtt_url, f"fr-{unique_id}")
+
+    async def scenario(port: int) -> None:
+        uitd = SimulatedUitd("127.0.0.1", port, address, confirm_timeout_s=5.0, retries=0)
+        await uitd.connect()
+        # Garbage between frames is skipped; the connection stays and works.
+        assert uitd._writer is not None
+        uitd._writer.write(b"\x00garbage@#\x01")
+        assert await uitd.heartbeat() == Command.CONFIRM
+        # A bad checksum: denied, the raw frame kept.
+        good = encode_frame(uitd.frame(Command.SEND))
+        bad = good[:-3] + bytes([(good[-3] + 1) % 256]) + b"##"
+        uitd._writer.write(bad)
+        await until(
+            lambda: (
+                rows(
+                    database_url,
+                    "SELECT count(*) FROM dead_letters"
+                    " WHERE reason = 'bad_checksum' AND payload = %s",
+                    bad,
+                )[0][0]
+                == 1
+            ),
+            10,
+            "the bad-checksum dead letter",
+        )
+        # A component nobody mapped, auto-provisioning off: unknown_device, denied.
+        unknown = [uitd.component(stranger, NORMAL | FIRE)]
+        assert await uitd.send_unit(unknown) == Command.DENY
+        dead = rows(
+            database_url,
+            "SELECT reason, payload FROM dead_letters WHERE topic LIKE %s AND reason = %s",
+            f"community/{community}/fire/{uitd_id}/%",
+            "unknown_device",
+        )
+        assert len(dead) == 1
+        assert bytes(dead[0][1]).startswith(b"@@")
+        await uitd.close()
+        # An unregistered UITD address: denied.
+        ghost = SimulatedUitd("127.0.0.1", port, address_for(f"ghost-{unique_id}"), retries=0)
+        await ghost.connect()
+        assert await ghost.heartbeat() == Command.DENY
+        await ghost.close()
+        # Auto-provisioning on: the component becomes a device in the UITD's building.
+        auto = SimulatedUitd("127.0.0.1", port, auto_address, confirm_timeout_s=10.0)
+        await auto.connect()
+        assert await auto.send_unit([auto.component(stranger, NORMAL | FIRE)]) == Command.CONFIRM
+        device = f"{auto_id}.s1-1.c9-9"
+        assert rows(database_url, "SELECT building FROM devices WHERE id = %s", device) == [("b1",)]
+        assert events(database_url, device, "fire_alarm") == 1
+        await auto.close()
+
+    with (
+        pipeline_thread(database_url, mqtt_url, f"pr-{unique_id}", community),
+        bridge_thread(settings) as bridge,
+    ):
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port))
+
+
+def test_duty_checks_answered_and_missed(database_url: str, mqtt_url: str, unique_id: str) -> None:
+    community = f"fd-{unique_id}"
+    keen, asleep = f"d1-{unique_id}", f"d2-{unique_id}"
+    keen_address = setup_uitd(database_url, community, keen, detectors=False)
+    asleep_address = setup_uitd(database_url, community, asleep, detectors=False)
+    settings = bridge_settings(
+        database_url, mqtt_url, f"fd-{unique_id}", duty_check_every_s=1.0, duty_answer_s=2.0
+    )
+
+    def outcomes(uitd_id: str) -> set[str]:
+        found = rows(
+            database_url,
+            "SELECT outcome FROM uitd_commands WHERE uitd_id = %s AND kind = 'duty_check'",
+            uitd_id,
+        )
+        return {r[0] for r in found}
+
+    async def scenario(port: int) -> None:
+        one = SimulatedUitd("127.0.0.1", port, keen_address)
+        two = SimulatedUitd("127.0.0.1", port, asleep_address, answer_duty_checks=False)
+        await one.connect()
+        await two.connect()
+        assert await one.heartbeat() == Command.CONFIRM
+        assert await two.heartbeat() == Command.CONFIRM
+        await until(lambda: "answered" in outcomes(keen), 15, "an answered duty check")
+        await until(lambda: "missed" in outcomes(asleep), 15, "a missed duty check")
+        await until(
+            lambda: alert(database_url, "fire.duty_check_missed", f"device:{asleep}") is not None,
+            10,
+            "the missed duty check alert",
+        )
+        assert events(database_url, keen, "duty_check_answered") >= 1
+        await one.close()
+        await two.close()
+
+    with (
+        pipeline_thread(database_url, mqtt_url, f"pd-{unique_id}", community),
+        bridge_thread(settings) as bridge,
+    ):
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port))
+
+
+def test_200_uitds_with_heartbeats_stay_up(
+    database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    community = f"fc-{unique_id}"
+    ids = [f"c{i}-{unique_id}" for i in range(200)]
+    addresses = [
+        setup_uitd(database_url, community, u, heartbeat_s=5, detectors=False) for u in ids
+    ]
+    settings = bridge_settings(database_url, mqtt_url, f"fc-{unique_id}")
+
+    async def scenario(port: int) -> None:
+        uitds = [SimulatedUitd("127.0.0.1", port, a, confirm_timeout_s=10.0) for a in addresses]
+        await asyncio.gather(*(u.connect() for u in uitds))
+        started = time.monotonic()
+        rounds = 0
+        # Past one heartbeat interval (5 s), beating every 2 s: no link may be lost.
+        while time.monotonic() - started < 6.0:
+            answers = await asyncio.gather(*(u.heartbeat() for u in uitds))
+            assert answers == [Command.CONFIRM] * len(uitds)
+            rounds += 1
+            await asyncio.sleep(2.0)
+        assert rounds >= 3
+        assert bridge.counters["links_lost"] == 0
+        assert len(bridge.sessions) == len(uitds)
+        await asyncio.gather(*(u.close() for u in uitds))
+
+    with bridge_thread(settings) as bridge:
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port))
+
+
+def test_time_label_is_read_in_the_community_zone(
+    database_url: str, mqtt_url: str, unique_id: str
+) -> None:
+    """A component status at 10:00 local (Asia/Shanghai) is stored at 02:00 UTC."""
+    community, uitd_id = f"ft-{unique_id}", f"t-{unique_id}"
+    address = setup_uitd(database_url, community, uitd_id)
+    settings = bridge_settings(database_url, mqtt_url, f"ft-{unique_id}")
+    local = datetime.now(UTC).astimezone(SHANGHAI).replace(microsecond=0)
+
+    async def scenario(port: int) -> None:
+        uitd = SimulatedUitd("127.0.0.1", port, address, confirm_timeout_s=10.0)
+        await uitd.connect()
+        status = uitd.component(SMOKE_2, NORMAL | FIRE)
+        status = type(status)(**{**_fields(status), "time": TimeLabel.of(local)})
+        assert await uitd.send_unit([status]) == Command.CONFIRM
+        await uitd.close()
+
+    with (
+        pipeline_thread(database_url, mqtt_url, f"pt-{unique_id}", community),
+        bridge_thread(settings) as bridge,
+    ):
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port))
+    stored = rows(
+        database_url,
+        "SELECT ts FROM device_events WHERE device_id = %s AND event = 'fire_alarm'",
+        f"{uitd_id}-smoke2",
+    )
+    assert stored == [(local.astimezone(UTC),)]
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
