@@ -199,11 +199,16 @@ class FireBridge:
                     started.set()
                 await server.serve_forever()
         finally:
-            # The server stops listening; connections still open end with it.
+            # The server stops listening; connections still open end with it: closed
+            # sockets end their reads, and only a straggler is cancelled.
+            for session in list(self.sessions):
+                session.closed = True
+                session.writer.close()
             connections = list(self._tasks)
-            for task in connections:
-                task.cancel()
-            await asyncio.gather(*connections, return_exceptions=True)
+            if connections:
+                _, late = await asyncio.wait(connections, timeout=5)
+                for task in late:
+                    task.cancel()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)
@@ -447,7 +452,13 @@ class FireBridge:
             self.counters["duty_missed"] += 1
         every = self.settings.duty_check_every_s
         session = link.session
-        if every > 0 and now >= link.next_duty and session is not None and not link.lost:
+        if (
+            every > 0
+            and now >= link.next_duty
+            and link.duty is None  # one prompt at a time: the UITD shows one
+            and session is not None
+            and not link.lost
+        ):
             link.next_duty = now + every
             minutes = max(1, min(255, round(self.settings.duty_answer_s / 60)))
             command_id = await self._downstream(

@@ -123,6 +123,8 @@ class SimulatedUitd:
                 answer = await asyncio.wait_for(future, self.confirm_timeout_s)
             except TimeoutError:
                 continue
+            except ConnectionError:
+                return None  # the link is gone: no answer will come on it
             finally:
                 self._answers.pop(frame.serial, None)
             (self.confirmed if answer == Command.CONFIRM else self.denied).append(frame.serial)
@@ -147,6 +149,13 @@ class SimulatedUitd:
         )
 
     async def _read(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._receive()
+        for future in self._answers.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection closed"))
+
+    async def _receive(self) -> None:
         assert self._reader is not None
         decoder = StreamDecoder()
         while True:

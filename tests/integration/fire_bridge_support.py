@@ -74,6 +74,26 @@ def setup_uitd(
     return address
 
 
+def setup_uitds(url: str, community: str, ids: list[str], *, heartbeat_s: int) -> list[bytes]:
+    """Many UITDs without panel points, on one connection."""
+    schema.upgrade(url)
+    addresses = [address_for(u) for u in ids]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (community, community),
+        )
+        for uitd_id, address in zip(ids, addresses, strict=True):
+            register_uitd(
+                conn,
+                device_id=uitd_id,
+                community_id=community,
+                address=address,
+                heartbeat_s=heartbeat_s,
+            )
+    return addresses
+
+
 def bridge_settings(database_url: str, mqtt_url: str, client_id: str, **extra: object) -> Settings:
     return Settings(
         database_url=database_url,
