@@ -437,3 +437,105 @@ def test_time_label_is_read_in_the_community_zone(
         f"{uitd_id}-smoke2",
     )
     assert stored == [(local.astimezone(UTC),)]
+
+
+def test_cli_registers_maps_and_simulates(
+    database_url: str,
+    mqtt_url: str,
+    unique_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``fire-bridge register``, ``map``, ``list`` and ``simulate --uitd``, as an installer."""
+    from smartcommunity.cli import main
+
+    community, uitd_id = f"fl-{unique_id}", f"l-{unique_id}"
+    setup_uitd(database_url, community, f"seed-{unique_id}", detectors=False)  # the community
+    address = address_for(uitd_id).hex()
+    monkeypatch.setenv("SC_DATABASE_URL", database_url)
+    assert (
+        main(
+            [
+                "fire-bridge",
+                "register",
+                "--community",
+                community,
+                "--device-id",
+                uitd_id,
+                "--address",
+                address,
+                "--building",
+                "b7",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "fire-bridge",
+                "register",
+                "--community",
+                community,
+                "--device-id",
+                "x" + uitd_id,
+                "--address",
+                address,
+            ]
+        )
+        == 1
+    )  # the address is taken
+    assert (
+        main(
+            [
+                "fire-bridge",
+                "map",
+                "--uitd",
+                uitd_id,
+                "--device-id",
+                f"{uitd_id}-smoke",
+                "--system-type",
+                "1",
+                "--system-address",
+                "1",
+                "--zone",
+                "1",
+                "--position",
+                "1",
+                "--component-type",
+                "42",
+            ]
+        )
+        == 0
+    )
+    assert main(["fire-bridge", "list"]) == 0
+    assert uitd_id in capsys.readouterr().out
+    settings = bridge_settings(database_url, mqtt_url, f"fl-{unique_id}")
+    with (
+        pipeline_thread(database_url, mqtt_url, f"pl-{unique_id}", community),
+        bridge_thread(settings) as bridge,
+    ):
+        assert (
+            main(
+                [
+                    "simulate",
+                    "--uitd",
+                    f"127.0.0.1:{bridge.port}",
+                    "--uitd-address",
+                    address,
+                    "--incident",
+                    "fire",
+                    "--incident",
+                    "fault",
+                    "--pause",
+                    "0",
+                ]
+            )
+            == 0
+        )
+    assert "fire: confirmed" in capsys.readouterr().out
+    assert events(database_url, f"{uitd_id}-smoke", "fire_alarm") == 1
+    assert events(database_url, f"{uitd_id}-smoke", "fault") == 1
+    assert rows(database_url, "SELECT building FROM devices WHERE id = %s", f"{uitd_id}-smoke") == [
+        ("b7",)
+    ]
