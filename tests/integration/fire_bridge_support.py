@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -166,3 +168,35 @@ def start_bridge_process(
         )
     finally:
         handle.close()
+
+
+def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def events(url: str, device: str, event: str) -> int:
+    found = rows(
+        url, "SELECT count(*) FROM device_events WHERE device_id = %s AND event = %s", device, event
+    )
+    return int(found[0][0])
+
+
+async def until(predicate: Any, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what}")
+
+
+def alert(url: str, rule: str, subject: str) -> tuple[Any, ...] | None:
+    found = rows(
+        url,
+        "SELECT severity, created_at, state FROM alerts WHERE rule_id = %s AND subject = %s"
+        " ORDER BY id DESC LIMIT 1",
+        rule,
+        subject,
+    )
+    return found[0] if found else None
