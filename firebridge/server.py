@@ -71,6 +71,8 @@ _MISS_REFRESH_S = 2.0
 # directory must see the new devices before their messages arrive (they re-read at
 # most every 1 s and 2 s on a miss).
 PROVISION_SETTLE_S = 2.2
+# Broken frames stored as dead letters per connection at once; then one a second.
+DEAD_LETTER_BURST = 50
 
 
 def _now() -> datetime:
@@ -114,6 +116,20 @@ class Session:
         self.downstream: dict[int, _Downstream] = {}
         self._serial = 0
         self.closed = False
+        self.identified = False  # a registered UITD has spoken on this connection
+        # Dead letters for broken frames: a bucket of DEAD_LETTER_BURST, refilled at
+        # one a second, so that a stream of noise cannot flood the database.
+        self._budget = float(DEAD_LETTER_BURST)
+        self._budget_at = time.monotonic()
+
+    def may_dead_letter(self) -> bool:
+        now = time.monotonic()
+        self._budget = min(DEAD_LETTER_BURST, self._budget + (now - self._budget_at))
+        self._budget_at = now
+        if self._budget < 1:
+            return False
+        self._budget -= 1
+        return True
 
     def next_serial(self) -> int:
         self._serial = (self._serial + 1) & 0xFFFF
@@ -234,6 +250,12 @@ class FireBridge:
         self.counters[f"frame_{error.fault.value}"] += 1
         if error.fault is FrameFault.GARBAGE:
             return  # skipped bytes between frames; counted, not stored
+        if not session.may_dead_letter():
+            self.counters["dead_letters_dropped"] += 1
+            if not session.identified:
+                # Noise from a peer that never sent one valid frame: not a UITD.
+                session.writer.close()
+            return
         topic = f"gb26875/{session.peer}"
         await self._dead(topic, error.raw, error.fault.value, error.detail)
         header = error.header
@@ -276,6 +298,7 @@ class FireBridge:
             )
             session.reply(frame, Command.DENY)
             return
+        session.identified = True
         link = await self._alive(uitd, session)
         # Not a device topic (no such channel): the dead letter's home, listed by device.
         topic = f"community/{uitd.community_id}/{DEVICE_CLASS}/{uitd.device_id}/gb26875"
@@ -403,9 +426,10 @@ class FireBridge:
         link.last_frame = now
         link.session = session
         if link.lost:
+            # Published first: if the broker is away, the next frame tries again.
+            await self._news(uitd, "link_restored", {"peer": session.peer})
             link.lost = False
             self.counters["links_restored"] += 1
-            await self._news(uitd, "link_restored", {"peer": session.peer})
             await self._status(uitd, online=True)
         return link
 

@@ -11,6 +11,7 @@ import pytest
 
 from core.gbt26875 import Command, TimeLabel, encode_frame
 from core.gbt26875_units import SystemStatus, encode_unit
+from firebridge.server import DEAD_LETTER_BURST
 from simulators.uitd import (
     FAULT,
     FIRE,
@@ -182,6 +183,21 @@ def test_refusals_are_denied_and_dead_lettered(
         await ghost.connect()
         assert await ghost.heartbeat() == Command.DENY
         await ghost.close()
+        # A peer that sends only broken frames: a bounded number of dead letters, then
+        # it is hung up on (it never was a UITD).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        local = "127.0.0.1:{}".format(writer.get_extra_info("sockname")[1])
+        writer.write(bad * (DEAD_LETTER_BURST + 20))
+        await writer.drain()
+        denials = 0
+        while chunk := await asyncio.wait_for(reader.read(65536), 20):  # until hung up on
+            denials += chunk.count(b"##")
+        assert 0 < denials <= DEAD_LETTER_BURST + 5
+        writer.close()
+        stored = rows(
+            database_url, "SELECT count(*) FROM dead_letters WHERE topic = %s", f"gb26875/{local}"
+        )[0][0]
+        assert DEAD_LETTER_BURST <= stored <= DEAD_LETTER_BURST + 5
         # Auto-provisioning on: the component becomes a device in the UITD's building.
         auto = SimulatedUitd("127.0.0.1", port, auto_address, confirm_timeout_s=10.0)
         await auto.connect()
