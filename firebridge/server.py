@@ -65,8 +65,10 @@ _READ_SIZE = 4096
 _CONFIRMED_KEPT = 256
 # How often the sweeper looks at links and duty checks.
 SWEEP_S = 0.5
-# A UITD unknown to the registry is looked up again at most this often.
+# A UITD unknown to the registry is looked up again at most this often, a known one
+# this often (a decommissioning or a changed heartbeat reaches the bridge in that time).
 _MISS_REFRESH_S = 2.0
+_REFRESH_S = 30.0
 # After points were provisioned, the pipeline's registry and the rule engine's
 # directory must see the new devices before their messages arrive (they re-read at
 # most every 1 s and 2 s on a miss).
@@ -288,6 +290,10 @@ class FireBridge:
             reason = (
                 RejectReason.UNKNOWN_DEVICE if uitd is None else RejectReason.DEVICE_DECOMMISSIONED
             )
+            if not session.may_dead_letter():  # an unknown peer repeating itself
+                self.counters["dead_letters_dropped"] += 1
+                session.writer.close()
+                return
             await self._dead(
                 f"gb26875/{format_address(frame.source)}",
                 raw,
@@ -408,7 +414,9 @@ class FireBridge:
     async def _uitd(self, address: bytes) -> Uitd | None:
         known = self._uitds.get(address)
         now = time.monotonic()
-        if known is not None and (known[0] is not None or now - known[1] < _MISS_REFRESH_S):
+        if known is not None and now - known[1] < (
+            _REFRESH_S if known[0] is not None else _MISS_REFRESH_S
+        ):
             return known[0]
         uitd = await self.store.uitd(address)
         self._uitds[address] = (uitd, now)
@@ -423,6 +431,7 @@ class FireBridge:
             link = self.links[uitd.device_id] = Link(uitd, now)
             link.next_duty = now + self.settings.duty_check_every_s
             await self._status(uitd, online=True)
+        link.uitd = uitd  # the registry's latest word on it
         link.last_frame = now
         link.session = session
         if link.lost:
