@@ -225,6 +225,7 @@ frames = st.builds(
 )
 
 
+@settings(max_examples=60)
 @given(frames)
 def test_round_trip(frame: Frame) -> None:
     assert decode_frame(encode_frame(frame)) == frame
@@ -236,7 +237,7 @@ units = st.one_of(
             SystemStatus, st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFF), labels
         ),
         min_size=1,
-        max_size=20,
+        max_size=8,
     ),
     st.lists(
         st.builds(
@@ -250,7 +251,7 @@ units = st.one_of(
             labels,
         ),
         min_size=1,
-        max_size=20,
+        max_size=8,
     ),
     st.lists(
         st.builds(
@@ -264,11 +265,12 @@ units = st.one_of(
             labels,
         ),
         min_size=1,
-        max_size=20,
+        max_size=8,
     ),
 )
 
 
+@settings(max_examples=60)
 @given(units)
 def test_unit_round_trip(objects: list[DataObject]) -> None:
     adu = encode_unit(objects)
@@ -292,7 +294,7 @@ noise = st.lists(
 ).map(b"".join)
 
 
-@settings(max_examples=200)
+@settings(max_examples=150)
 @given(noise, st.lists(st.integers(1, 64), max_size=40))
 def test_stream_decoder_never_raises(data: bytes, cuts: list[int]) -> None:
     decoder = StreamDecoder()
@@ -303,7 +305,7 @@ def test_stream_decoder_never_raises(data: bytes, cuts: list[int]) -> None:
         at += size
 
 
-@settings(max_examples=200)
+@settings(max_examples=150)
 @given(noise, frames, st.lists(st.integers(1, 50), max_size=30))
 def test_no_valid_frame_lost_after_garbage(garbage: bytes, frame: Frame, cuts: list[int]) -> None:
     raw = encode_frame(frame)
