@@ -160,7 +160,7 @@ def start_bridge_process(
     handle = log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "smartcommunity.cli", "fire-bridge"],
+            [sys.executable, "-m", "firebridge"],
             env=env,
             cwd=ROOT,
             stdout=handle,
