@@ -450,8 +450,12 @@ class FireBridge:
 
     async def _status(self, uitd: Uitd, *, online: bool) -> None:
         topic = device_topic(uitd.community_id, DEVICE_CLASS, uitd.device_id, "status")
+        # Offline goes out as a "clean" goodbye: the board shows the UITD offline, and
+        # the alert is fire.uitd_link_lost alone, not also the generic device.offline
+        # that a lost MQTT link (a Will) raises.
+        body = {"online": True} if online else {"online": False, "clean": True}
         try:
-            await self.publisher.publish(topic, orjson.dumps({"online": online}))
+            await self.publisher.publish(topic, orjson.dumps(body))
         except ServiceUnavailable as exc:
             _LOG.warning("status of %s not published: %s", uitd.device_id, exc)
 
