@@ -18,6 +18,44 @@ __all__ = ["EVENTS", "classes_sending", "is_known_event"]
 # tamper/removal and a low battery (GB 20517 asks for a distinct battery signal).
 _COMMON = frozenset({"fault", "self_test", "diagnostics_dump", "tamper", "battery_low"})
 
+# Building fire panels through a GB/T 26875.3 UITD (firebridge/): a status bit that
+# turns on is its event, one that turns off is ``<event>_cleared``; operations
+# (reset, silence ...) are moments with no clearing; the last four are the bridge's
+# own news about the UITD (its link, the duty check, its clock).
+_PANEL_STATES = (
+    "fire_alarm",
+    "shield",
+    "supervisory",
+    "started",
+    "feedback",
+    "delay",
+    "main_power_fault",
+    "backup_power_fault",
+    "bus_fault",
+    "power_fault",
+    "link_fault",
+    "line_fault",
+    "test_mode",
+    "manual_mode",
+)
+_PANEL = frozenset(
+    {
+        *_PANEL_STATES,
+        *(f"{name}_cleared" for name in (*_PANEL_STATES, "fault")),
+        "config_changed",
+        "reset",
+        "silenced",
+        "manual_alarm",
+        "operator_confirmed",
+        "test",
+        "duty_check_answered",
+        "duty_check_missed",
+        "link_lost",
+        "link_restored",
+        "clock_synced",
+    }
+)
+
 EVENTS: dict[str, frozenset[str]] = {
     "fire": _COMMON
     | {
@@ -30,7 +68,8 @@ EVENTS: dict[str, frozenset[str]] = {
         "extinguisher_discharged",
         "manual_call_point",
         "alarm_cleared",
-    },
+    }
+    | _PANEL,
     "locker": _COMMON
     | {
         "parcel_deposited",

@@ -42,6 +42,14 @@ METRICS: dict[str, dict[str, MetricSpec]] = {
         ("tank_level", "m", 0, 50),
         ("extinguisher_pressure", "MPa", 0, 4),
         ("door_open", "", 0, 1),
+        # Analog values of fire panels (GB/T 26875.3 table 8.2.1.3) without a name above.
+        ("event_count", "count", 0, 32_000),
+        ("duration", "s", 0, 32_000),
+        ("voltage", "V", 0, 3_200),
+        ("current", "A", 0, 3_200),
+        ("flow", "L/s", 0, 3_200),
+        ("air_volume", "m3/min", 0, 3_200),
+        ("wind_speed", "m/s", 0, 100),
     ),
     "locker": _specs(
         *_COMMON,

@@ -16,6 +16,7 @@ __all__ = [
     "ApiSettings",
     "DecoderSettings",
     "FaultHookSettings",
+    "FireBridgeSettings",
     "GatewaySettings",
     "IngestSettings",
     "Settings",
@@ -145,6 +146,35 @@ class ApiSettings(BaseModel):
     max_streams_per_user: int = Field(default=5, ge=1, le=1_000)
 
 
+class FireBridgeSettings(BaseModel):
+    """``smartcommunity fire-bridge``: the GB/T 26875.3 server for UITDs (docs/fire-bridge.md)."""
+
+    model_config = {"frozen": True}
+
+    host: str = "0.0.0.0"  # noqa: S104 - UITDs connect from the building's network
+    port: int = Field(default=9000, ge=0, le=65_535)
+    # The centre's own 6-byte address (hex, transmission order), the source of our frames.
+    address: str = Field(default="000000000000", pattern=r"^[0-9a-fA-F]{12}$")
+    # Client id and credentials on the broker; its canonical messages are QoS 1.
+    client_id: str = "sc-fire-bridge"
+    # A frame is confirmed only once what it carried is committed; past this the
+    # bridge stops waiting and sends nothing, so the UITD retransmits (its timeout
+    # is at most 10 s per the standard).
+    commit_timeout_s: float = Field(default=8.0, gt=0, le=60)
+    # How often the database is asked which waiting messages are committed.
+    commit_poll_s: float = Field(default=0.01, gt=0, le=1)
+    # A UITD clock further off than this (either way) gets a clock sync (type 90).
+    clock_skew_s: float = Field(default=30.0, gt=0)
+    # At most one clock sync per UITD in this long, however wrong its clock stays.
+    clock_sync_every_s: float = Field(default=600.0, gt=0)
+    # Duty checks (type 91): every this many seconds per connected UITD; 0 = never.
+    duty_check_every_s: float = Field(default=0.0, ge=0)
+    # The answer key must be pressed within this (the standard's prompt lasts 10 min).
+    duty_answer_s: float = Field(default=600.0, gt=0)
+    # Frames one UITD may have waiting to be handled before its socket is not read.
+    max_pending_frames: int = Field(default=64, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything configurable. ``None`` URLs mean "start the embedded server" in the demo."""
 
@@ -163,6 +193,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
     decoders: DecoderSettings = DecoderSettings()
+    fire_bridge: FireBridgeSettings = FireBridgeSettings()
     test_hooks: FaultHookSettings = FaultHookSettings()
     # A bearer token for CLI commands that call the API (`scenario run`); none: they
     # make one for the run and revoke it after.

@@ -9,6 +9,7 @@ return simulators.cli.main_from_args(args)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from simulators.registration import issue_credentials, register_devices
 from simulators.roster import RosterEntry, read_roster, write_roster
 from simulators.runner import run_simulation
 from simulators.stats import Progress, SimulationStats
+from simulators.uitd import INCIDENTS as UITD_INCIDENTS
+from simulators.uitd import SimulatedUitd, play_incident
 from store import schema
 
 __all__ = ["add_arguments", "main_from_args"]
@@ -63,6 +66,24 @@ def _rate(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    panel = parser.add_argument_group("a building fire panel's UITD (GB/T 26875.3 over TCP)")
+    panel.add_argument(
+        "--uitd",
+        metavar="HOST:PORT",
+        help="play panel incidents to the fire bridge at HOST:PORT instead of MQTT devices",
+    )
+    panel.add_argument(
+        "--uitd-address", default="793000000000", metavar="HEX", help="the UITD's 6-byte address"
+    )
+    panel.add_argument(
+        "--incident",
+        action="append",
+        choices=sorted(UITD_INCIDENTS),
+        help="incident to play, in order (repeatable; default: all but link_cut, then link_cut)",
+    )
+    panel.add_argument(
+        "--pause", type=float, default=2.0, metavar="S", help="seconds between incidents"
+    )
     parser.add_argument(
         "--devices", type=_positive_int, default=100, help="how many demo devices (default 100)"
     )
@@ -333,11 +354,48 @@ def _run_alink(
     return 0 if alink.accepted == alink.posts else 1
 
 
+_ANSWERS = {3: "confirmed", 6: "denied"}
+
+
+def _uitd(args: argparse.Namespace) -> int:
+    host, _, port = str(args.uitd).rpartition(":")
+    if not host or not port.isdigit():
+        print("simulate: --uitd wants HOST:PORT", file=sys.stderr)
+        return 2
+    incidents = args.incident or ["fire", "second_detector", "fault", "main_power", "link_cut"]
+
+    async def play() -> int:
+        uitd = SimulatedUitd(host, int(port), bytes.fromhex(args.uitd_address))
+        await uitd.connect()
+        failed = 0
+        try:
+            for i, name in enumerate(incidents):
+                if i:
+                    await asyncio.sleep(args.pause)
+                answers = await play_incident(uitd, name)
+                words = [
+                    "confirmed" if a == 3 else "denied" if a == 6 else "no answer" for a in answers
+                ]
+                print(f"{name}: {', '.join(words) or 'done'}", flush=True)
+                failed += sum(a != 3 for a in answers)
+        finally:
+            await uitd.close()
+        return 0 if failed == 0 else 1
+
+    try:
+        return asyncio.run(play())
+    except OSError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 1
+
+
 def main_from_args(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``simulate``; 0 when every message was acknowledged, 1 otherwise, 2 on bad input.
 
     ``settings`` are the process's, built by the entry point: options override them.
     """
+    if getattr(args, "uitd", None):
+        return _uitd(args)
     mqtt_url: str | None = args.mqtt_url or settings.mqtt_url
     zone_name: str = args.time_zone or settings.time_zone
     try:

@@ -29,6 +29,7 @@ from simulators.publisher import Simulator
 from simulators.registration import register_scenario, retire_scenario
 from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
 from simulators.scenario_run import run_scenarios
+from smartcommunity.demo_panel import DEMO_UITD, ensure_demo_uitd, run_panel_demo
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from store import schema
 
@@ -123,6 +124,7 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
         schema.upgrade(database_url)
         devices = demo_devices(community_id=DEMO_COMMUNITY, count=args.devices, seed=DEMO_SEED)
         register_devices(database_url, DEMO_COMMUNITY, "Demo community", devices)
+        ensure_demo_uitd(database_url, DEMO_COMMUNITY)
         with psycopg.connect(database_url) as conn:
             token = create_token(conn, f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
@@ -162,6 +164,15 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
             daemon=True,
         )
         incidents.start()
+        # A building fire panel through the GB/T 26875.3 bridge (docs/fire-bridge.md).
+        panel = threading.Thread(
+            target=run_panel_demo,
+            args=(settings, stop),
+            kwargs={"first_s": INCIDENTS_FIRST_S + 10, "every_s": INCIDENTS_EVERY_S},
+            name="fire-panel",
+            daemon=True,
+        )
+        panel.start()
         print(
             "\nSmartCommunity demo is running\n"
             f"  dashboard    {base_url}/#token={token}\n"
@@ -176,6 +187,9 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
             f"{args.rate:g} msgs/s\n"
             f"  incidents    {', '.join(DEMO_INCIDENTS)} played {INCIDENTS_FIRST_S:.0f} s "
             f"from now, then every {INCIDENTS_EVERY_S / 60:.0f} min\n"
+            f"  fire panel   UITD {DEMO_UITD} (GB/T 26875.3): a panel fire alarm "
+            f"{INCIDENTS_FIRST_S + 10:.0f} s from now, then every "
+            f"{INCIDENTS_EVERY_S / 60:.0f} min\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -190,6 +204,7 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
 
         simulator.stop()
         sim.join(15)
+        panel.join(15)
         server.should_exit = True
         api.join(15)
         pipeline.join(30)

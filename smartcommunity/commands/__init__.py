@@ -26,6 +26,7 @@ MODULES = (
     "smartcommunity.commands.report",
     "smartcommunity.commands.dead_letters",
     "smartcommunity.commands.decoders",
+    "smartcommunity.commands.fire_bridge",
 )
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""The GB/T 26875.3 bridge: building fire panels, through their UITDs, into the platform."""

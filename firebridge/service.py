@@ -1,0 +1,73 @@
+"""Wires store, publisher, commit watcher and server into the ``fire-bridge`` service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from core.decode import Limits
+from core.errors import ConfigurationError
+from core.settings import Settings
+from firebridge.commits import CommitWatcher
+from firebridge.publisher import CanonicalPublisher
+from firebridge.server import FireBridge
+from firebridge.store import BridgeStore
+from store import schema
+
+__all__ = ["run_fire_bridge"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def _broker(url: str) -> tuple[str, int, str | None, str | None]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ConfigurationError(f"not an MQTT URL: {url!r}")
+    return parts.hostname, parts.port or 1883, parts.username, parts.password
+
+
+async def run_fire_bridge(
+    settings: Settings,
+    *,
+    on_started: Callable[[FireBridge], None] | None = None,
+) -> None:
+    """Serve UITDs until cancelled."""
+    if settings.database_url is None or settings.mqtt_url is None:
+        raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL")
+    await asyncio.to_thread(schema.upgrade, settings.database_url)
+    bridge_settings = settings.fire_bridge
+    store = BridgeStore(url=settings.database_url, worker=bridge_settings.client_id)
+    host, port, user, password = _broker(settings.mqtt_url)
+    publisher = CanonicalPublisher(
+        host=host, port=port, client_id=bridge_settings.client_id, username=user, password=password
+    )
+    await store.open()
+    try:
+        await publisher.start()
+        bridge = FireBridge(
+            settings=bridge_settings,
+            limits=Limits(
+                max_payload_bytes=settings.validation.max_payload_bytes,
+                max_future_s=settings.validation.max_future_s,
+            ),
+            store=store,
+            publisher=publisher,
+            watcher=CommitWatcher(store, poll_s=bridge_settings.commit_poll_s),
+        )
+        started = asyncio.Event()
+        serving = asyncio.create_task(bridge.serve(started=started), name="fire-bridge")
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            waiter.cancel()
+            await serving  # raises what stopped it
+        if on_started is not None:
+            on_started(bridge)
+        await serving
+    finally:
+        publisher.stop()
+        await store.close()
+        _LOG.info("fire bridge stopped")
