@@ -30,14 +30,20 @@ from paho.mqtt.client import topic_matches_sub
 
 from alerts import catalog
 from alerts.engine import Engine
-from alerts.model import AlertChange, DeviceInfo, Observations, observations
+from alerts.model import (
+    AlertChange,
+    DeviceInfo,
+    EvaluationFailure,
+    Observations,
+    observations,
+)
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.pack import default_rules
 from alerts.rate import RateEvaluator
 from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
-from core.errors import ServiceUnavailable
+from core.errors import MessageFailure, ServiceUnavailable
 from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
@@ -75,6 +81,8 @@ class Committed(Protocol):
     """What the engine reads of one committed message (``ingest.batch.Accepted``)."""
 
     device_id: str
+    topic: str
+    payload: bytes
     readings: list[Reading]
     event: DeviceEvent | None
     status: DeviceStatus | None
@@ -111,6 +119,7 @@ class AlertListener:
         webhooks: WebhookSender | None = None,
         seed: Sequence[Rule] | None = None,
         absence_grace_s: float = ABSENCE_GRACE_S,
+        engine_hook: Callable[[Engine], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -132,6 +141,7 @@ class AlertListener:
         self._due: dict[str, float] = {}
         self._healthy_since: float | None = None
         self.absence_grace_s = absence_grace_s
+        self._engine_hook = engine_hook  # tests only (gateway.hooks)
         self.errors = 0
         self.alerts_written = 0
         self._outage_since: float | None = None
@@ -180,6 +190,8 @@ class AlertListener:
         rules = self.store.run(catalog.load_rules)
         old = {r.id: r for r in self.engine.rules}
         engine = Engine(rules, self.engine.directory)
+        if self._engine_hook is not None:
+            self._engine_hook(engine)
         changed = [r.id for r in engine.rules if old.get(r.id) != r] + [
             rid for rid in old if rid not in engine.evaluators
         ]
@@ -257,7 +269,15 @@ class AlertListener:
             items.append((device_id, [], DeviceEvent(device_id, name, ts, data, None, received)))
         if items:
             _LOG.info("re-evaluating %d device events received since %s", len(items), since)
-            self._evaluate(observations(items, directory), self.clock().timestamp())
+            obs = observations(items, directory)
+            self._evaluate(obs, self.clock().timestamp())
+            for failure in obs.failures:  # dead-lettered when they first came in
+                self.errors += 1
+                _LOG.error(
+                    "re-evaluating a device event: rule %s raised %r",
+                    failure.rule_id,
+                    failure.error,
+                )
             self._flush()
         newest = max((row[4] for row in rows), default=watermark)
         self._watermark_saved = watermark
@@ -270,28 +290,25 @@ class AlertListener:
 
     # -- the pipeline's calls -----------------------------------------------------------
 
-    def committed(self, accepted: Sequence[Committed]) -> None:
-        """After each commit, on the pipeline's listener thread. Never raises."""
+    def committed(self, accepted: Sequence[Committed]) -> list[MessageFailure]:
+        """After each commit, on the pipeline's listener thread. Never raises.
+
+        Returns the messages a rule raised on (the rest of the batch was evaluated):
+        the pipeline makes each an ``internal_error`` dead letter."""
+        failed: list[EvaluationFailure] = []
         try:
             now = self.clock()
-            obs = observations(
-                ((a.device_id, a.readings, a.event) for a in accepted),
-                self.engine.directory,
-                self.engine.metrics,
-            )
+            obs = self._observe(accepted)
             if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
                 # Devices registered since the last read. If the database cannot say,
                 # evaluate what is known now rather than lose the batch.
                 self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
                 with contextlib.suppress(ServiceUnavailable):
                     self._load_directory()
-                obs = observations(
-                    ((a.device_id, a.readings, a.event) for a in accepted),
-                    self.engine.directory,
-                    self.engine.metrics,
-                )
+                obs = self._observe(accepted)
             obs.links = link_statuses(accepted)
             self._evaluate(obs, now.timestamp())
+            failed = obs.failures
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
             if newest is not None and (self._watermark is None or newest > self._watermark):
                 self._watermark = newest
@@ -302,6 +319,54 @@ class AlertListener:
         except Exception:  # noqa: BLE001 - the boundary: the engine must never stop ingest
             self.errors += 1
             _LOG.exception("alert engine failed on a batch")
+        return self._failures(accepted, failed)
+
+    def _observe(self, accepted: Sequence[Committed]) -> Observations:
+        """The batch arranged for the engine; a message that makes arranging raise is
+        left out (its failure recorded) and the others are arranged without it."""
+        items = [(a.device_id, a.readings, a.event) for a in accepted]
+        directory, metrics = self.engine.directory, self.engine.metrics
+        try:
+            return observations(items, directory, metrics)
+        except Exception:  # noqa: BLE001 - found message by message below
+            failures = []
+            for i, item in enumerate(items):
+                try:
+                    observations([item], directory, metrics)
+                except Exception as exc:  # noqa: BLE001 - this message's failure
+                    failures.append(EvaluationFailure(i, "", exc))
+                    items[i] = (item[0], [], None)  # keeps the indices of the others
+            obs = observations(items, directory, metrics)
+            obs.failures.extend(failures)
+            return obs
+
+    def _failures(
+        self, accepted: Sequence[Committed], failed: Sequence[EvaluationFailure]
+    ) -> list[MessageFailure]:
+        """One failure per message, naming every rule that raised on it."""
+        if not failed:
+            return []
+        by_message: dict[int, list[EvaluationFailure]] = {}
+        for failure in failed:
+            by_message.setdefault(failure.source, []).append(failure)
+        found = []
+        for source, failures in by_message.items():
+            self.errors += 1
+            rules = ", ".join(f.rule_id for f in failures if f.rule_id) or "arranging the batch"
+            if not 0 <= source < len(accepted):
+                _LOG.error("alert engine: %s raised %r on no known message", rules, failures[0])
+                continue
+            a = accepted[source]
+            found.append(
+                MessageFailure(
+                    topic=a.topic,
+                    payload=a.payload,
+                    received_at=a.received_at or self.clock(),
+                    stage=f"rule evaluation ({rules})",
+                    error=failures[0].error,
+                )
+            )
+        return found
 
     def tick(self, now: datetime) -> None:
         """Timers, reloads, escalation and retries. Never raises."""

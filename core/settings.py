@@ -95,6 +95,9 @@ class FaultHookSettings(BaseModel):
     # This pipeline thread (intake, commit, listeners, heartbeat) raises after kill_after_s.
     kill_thread: str | None = None
     kill_after_s: float = Field(default=1.0, ge=0)
+    # Every rule raises while evaluating a reading or event of this device (a rule bug
+    # that one device's values trigger; internal_error after the commit).
+    evaluate_raise_device: str | None = None
 
 
 class DecoderSettings(BaseModel):

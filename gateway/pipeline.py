@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from core.decode import Limits, decode
-from core.errors import RejectedMessage, RejectReason, ServiceUnavailable
+from core.errors import MessageFailure, RejectedMessage, RejectReason, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
 from core.topics import ROOT as NATIVE_ROOT
@@ -72,10 +72,12 @@ class CommittedListener(Protocol):
     """Told what was committed and how time passes, after the acknowledgement.
 
     The rule engine hooks in here; both calls come from one thread (the listener
-    thread), in commit order.
+    thread), in commit order. ``committed`` returns the messages it failed on
+    (a rule raised): each becomes an ``internal_error`` dead letter, and the rest of
+    the batch counts as evaluated.
     """
 
-    def committed(self, accepted: Sequence[Accepted]) -> None: ...
+    def committed(self, accepted: Sequence[Accepted]) -> Sequence[MessageFailure] | None: ...
 
     def tick(self, now: datetime) -> None: ...
 
@@ -157,6 +159,9 @@ class Pipeline:
         self._backlog_cond = threading.Condition()
         self._metrics_saved = 0.0
         self._ticked = 0.0
+        # Dead letters for messages the listeners failed on (after their commit):
+        # written by the commit thread, which owns the writer.
+        self._late: deque[DeadLetter] = deque()
         # Test hooks (gateway.hooks): called with each message before it is validated.
         self._on_message = on_message
         self._quarantine = quarantine
@@ -264,6 +269,7 @@ class Pipeline:
             try:
                 item = self._handoff.get(timeout=_IDLE_S)
             except queue.Empty:
+                self._write_late(stop)
                 self._housekeeping()
                 if stop.is_set():
                     break
@@ -271,7 +277,9 @@ class Pipeline:
             if item is None:
                 break
             self._commit(item, stop)
+            self._write_late(stop)
             self._housekeeping()
+        self._write_late(stop)
         self._housekeeping(force_metrics=True)  # the last counters outlive the process
 
     # -- intake --------------------------------------------------------------
@@ -460,13 +468,37 @@ class Pipeline:
     def _notify(self, accepted: Sequence[Accepted]) -> None:
         if accepted:
             for listener in self.listeners:
-                listener.committed(accepted)
+                for failure in listener.committed(accepted) or ():
+                    self._late.append(
+                        internal_error(
+                            failure.topic,
+                            failure.payload,
+                            failure.received_at,
+                            failure.error,
+                            failure.stage,
+                        )
+                    )
         now = time.monotonic()
         if now - self._ticked >= TICK_EVERY_S:
             self._ticked = now
             wall = datetime.now(UTC)
             for listener in self.listeners:
                 listener.tick(wall)
+
+    def _write_late(self, stop: threading.Event) -> None:
+        """Write the dead letters of messages the listeners failed on. Their content is
+        committed and acknowledged already: these record the failure, once."""
+        late: list[DeadLetter] = []
+        while self._late:
+            late.append(self._late.popleft())
+        if not late:
+            return
+        result = self._retrying(partial(self.sink.write, Batch(dead_letters=late)), stop)
+        if result is None:
+            _LOG.warning("stopping: %d listener failure(s) not written", len(late))
+            return
+        for dead in result.dead_letters:
+            self.counters.reject(dead.reason)
 
     def _housekeeping(self, *, force_metrics: bool = False) -> None:
         now = time.monotonic()

@@ -136,7 +136,7 @@ def run_pipeline(
         replies = AlinkReplies(bridge.publish, counters)
     alert_listener = None
     if settings.alerts.enabled:
-        alert_listener = _alert_listener(settings, bridge, url)
+        alert_listener = _alert_listener(settings, bridge, url, hooks)
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
@@ -219,7 +219,9 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
     return report
 
 
-def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertListener:
+def _alert_listener(
+    settings: Settings, bridge: MqttBridge, url: str, hooks: FaultHooks
+) -> AlertListener:
     """The rule engine as a listener: its own store connection (``url``: as the pipeline's
     role), MQTT client and webhooks."""
     assert settings.mqtt_url is not None
@@ -256,4 +258,5 @@ def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertLi
             timeout_s=alerts.webhook_timeout_s,
             private_destinations=alerts.webhook_private_destinations,
         ),
+        engine_hook=hooks.on_engine if hooks.active else None,
     )
