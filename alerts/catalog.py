@@ -30,6 +30,8 @@ __all__ = [
     "load_state",
     "recent_events",
     "recent_readings",
+    "replayed_since",
+    "replays_end",
     "rules_revision",
     "seed_rules",
     "set_enabled",
@@ -245,3 +247,21 @@ def recent_events(
                 (after, limit),
             )
         ]
+
+
+def replays_end(conn: Conn) -> int:
+    """The newest replay so far (0 for none): where a worker seeing replays first begins."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM dead_letter_replays").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def replayed_since(conn: Conn, cursor: int, limit: int) -> list[tuple[int, str, bytes, datetime]]:
+    """Dead letters replayed into storage after ``cursor``: (replay id, topic, payload,
+    first received), oldest replay first."""
+    rows = conn.execute(
+        "SELECT r.id, d.topic, d.payload, d.received_at FROM dead_letter_replays AS r"
+        " JOIN dead_letters AS d ON d.id = r.dead_letter_id"
+        " WHERE r.id > %s AND r.outcome = 'stored' ORDER BY r.id LIMIT %s",
+        (cursor, limit),
+    ).fetchall()
+    return [(int(i), str(t), bytes(p), at) for i, t, p, at in rows]

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -43,11 +44,12 @@ from alerts.rate import RateEvaluator
 from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
-from core.errors import MessageFailure, ServiceUnavailable
+from core.decode import Limits, decode
+from core.errors import MessageFailure, RejectedMessage, ServiceUnavailable
 from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
-from core.topics import device_topic
+from core.topics import device_topic, parse_topic
 
 __all__ = ["AlertListener", "link_statuses"]
 
@@ -70,6 +72,8 @@ OUTAGE_BACKOFF_MIN_S = 0.5
 OUTAGE_BACKOFF_MAX_S = 10.0
 # Device events replayed on start, at most (a crash window is seconds, not days).
 REPLAY_LIMIT = 100_000
+# Replayed dead letters evaluated per look (on the reload cadence); more wait a turn.
+REPLAYED_BATCH = 1_000
 REPLAY_MAX_AGE = timedelta(hours=6)
 
 
@@ -79,6 +83,19 @@ def _utc_now() -> datetime:
 
 class Committed(Protocol):
     """What the engine reads of one committed message (``ingest.batch.Accepted``)."""
+
+    device_id: str
+    topic: str
+    payload: bytes
+    readings: list[Reading]
+    event: DeviceEvent | None
+    status: DeviceStatus | None
+    received_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Replayed:
+    """A dead letter replayed into storage, as the engine reads a committed message."""
 
     device_id: str
     topic: str
@@ -120,6 +137,7 @@ class AlertListener:
         seed: Sequence[Rule] | None = None,
         absence_grace_s: float = ABSENCE_GRACE_S,
         engine_hook: Callable[[Engine], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -142,6 +160,8 @@ class AlertListener:
         self._healthy_since: float | None = None
         self.absence_grace_s = absence_grace_s
         self._engine_hook = engine_hook  # tests only (gateway.hooks)
+        self.limits = limits or Limits()
+        self._replay_cursor: int | None = None
         self.errors = 0
         self.alerts_written = 0
         self._outage_since: float | None = None
@@ -162,6 +182,10 @@ class AlertListener:
         self._reload_maintenance(now)
         self._rebuild_windows(now)
         self._replay()
+        self._replay_cursor = self.store.replay_cursor()
+        if self._replay_cursor is None:  # first start: replays from now on
+            self._replay_cursor = self.store.run(catalog.replays_end)
+            self.store.save_replay_cursor(self._replay_cursor)
         if self.publisher is not None:
             self.publisher.start()
         if self.webhooks is not None:
@@ -368,18 +392,59 @@ class AlertListener:
             )
         return found
 
-    def tick(self, now: datetime) -> None:
-        """Timers, reloads, escalation and retries. Never raises."""
+    def tick(self, now: datetime) -> list[MessageFailure]:
+        """Timers, reloads, escalation, retries and replayed dead letters. Never raises.
+
+        Returns the replayed messages a rule raised on, as ``committed`` does."""
         if time.monotonic() < self._retry_at:
-            return  # the database was down a moment ago: do not hammer it
+            return []  # the database was down a moment ago: do not hammer it
+        failures: list[MessageFailure] = []
         try:
-            self._tick(now)
+            self._tick(now, failures)
             self._recovered()
         except ServiceUnavailable as exc:
             self._outage(exc)
         except Exception:  # noqa: BLE001 - the boundary, as in committed()
             self.errors += 1
             _LOG.exception("alert engine tick failed")
+        return failures
+
+    def _evaluate_replays(self) -> list[MessageFailure]:
+        """Dead letters replayed into storage since the last look (``dead-letters replay``,
+        another process) go through evaluation as any committed message does."""
+        cursor = self._replay_cursor
+        if cursor is None:
+            return []
+        rows = self.store.run(lambda c: catalog.replayed_since(c, cursor, REPLAYED_BATCH))
+        if not rows:
+            return []
+        items = [
+            item
+            for _, topic, payload, received_at in rows
+            if (item := self._replayed(topic, payload, received_at)) is not None
+        ]
+        failures = self.committed(items) if items else []
+        self._replay_cursor = rows[-1][0]
+        self.store.save_replay_cursor(self._replay_cursor)
+        if items:
+            _LOG.info("evaluated %d replayed dead letter(s)", len(items))
+        return failures
+
+    def _replayed(self, topic: str, payload: bytes, received_at: datetime) -> _Replayed | None:
+        """Decoded again as the replay decoded it; None if another worker's, or no longer
+        valid (it was stored, so only a change of limits since can do that)."""
+        if not topic_matches_sub(self.topic_filter, topic):
+            return None
+        try:
+            parsed = parse_topic(topic)
+            decoded = decode(parsed, payload, received_at, self.limits)
+        except RejectedMessage as exc:
+            _LOG.warning("replayed message on %r not evaluated: %s", topic[:200], exc)
+            return None
+        # A status is old news by the time it is replayed: links are not judged on it.
+        return _Replayed(
+            parsed.device_id, topic, payload, decoded.readings, decoded.event, None, received_at
+        )
 
     def _outage(self, exc: ServiceUnavailable) -> None:
         mono = time.monotonic()
@@ -403,13 +468,14 @@ class AlertListener:
             self._backoff = OUTAGE_BACKOFF_MIN_S
             self._retry_at = 0.0
 
-    def _tick(self, now_dt: datetime) -> None:
+    def _tick(self, now_dt: datetime, failures: list[MessageFailure]) -> None:
         now = now_dt.timestamp()
         mono = time.monotonic()
         if self._due.get("reload", 0.0) <= mono:
             self._due["reload"] = mono + self.settings.reload_s
             self._load_rules()
             self._reload_maintenance(now)
+            failures += self._evaluate_replays()
         if self._due.get("directory", 0.0) <= mono:
             self._load_directory()
         if self._pending:

@@ -79,7 +79,7 @@ class CommittedListener(Protocol):
 
     def committed(self, accepted: Sequence[Accepted]) -> Sequence[MessageFailure] | None: ...
 
-    def tick(self, now: datetime) -> None: ...
+    def tick(self, now: datetime) -> Sequence[MessageFailure] | None: ...
 
 
 @dataclass(slots=True)
@@ -468,22 +468,18 @@ class Pipeline:
     def _notify(self, accepted: Sequence[Accepted]) -> None:
         if accepted:
             for listener in self.listeners:
-                for failure in listener.committed(accepted) or ():
-                    self._late.append(
-                        internal_error(
-                            failure.topic,
-                            failure.payload,
-                            failure.received_at,
-                            failure.error,
-                            failure.stage,
-                        )
-                    )
+                self._failed(listener.committed(accepted))
         now = time.monotonic()
         if now - self._ticked >= TICK_EVERY_S:
             self._ticked = now
             wall = datetime.now(UTC)
             for listener in self.listeners:
-                listener.tick(wall)
+                self._failed(listener.tick(wall))
+
+    def _failed(self, failures: Sequence[MessageFailure] | None) -> None:
+        """Messages a listener failed on: dead letters, written by the commit thread."""
+        for f in failures or ():
+            self._late.append(internal_error(f.topic, f.payload, f.received_at, f.error, f.stage))
 
     def _write_late(self, stop: threading.Event) -> None:
         """Write the dead letters of messages the listeners failed on. Their content is

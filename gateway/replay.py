@@ -3,9 +3,9 @@
 Selected dead letters go through the same steps as a message from the broker
 (topic, registry, decode with the limits, the writer with its bisection), with
 the time they were first received. Each replay's result is recorded in
-``dead_letter_replays``; the dead letter itself is kept. Replayed readings go
-straight to storage: the rule engine sees them only through what it reads back
-(rate windows, replay of recent events on start), not live.
+``dead_letter_replays``; the dead letter itself is kept. The running rule
+engine reads the ``stored`` results past its cursor and evaluates them as any
+committed message (``alerts.service.AlertListener._evaluate_replays``).
 """
 
 from __future__ import annotations

@@ -144,10 +144,7 @@ def run_pipeline(
         registry=registry,
         counters=counters,
         settings=settings.ingest,
-        limits=Limits(
-            max_payload_bytes=settings.validation.max_payload_bytes,
-            max_future_s=settings.validation.max_future_s,
-        ),
+        limits=_limits(settings),
         save_metrics=save_metrics,
         listeners=listeners,
         on_message=hooks.on_message if hooks.active else None,
@@ -259,4 +256,12 @@ def _alert_listener(
             private_destinations=alerts.webhook_private_destinations,
         ),
         engine_hook=hooks.on_engine if hooks.active else None,
+        limits=_limits(settings),
+    )
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_payload_bytes=settings.validation.max_payload_bytes,
+        max_future_s=settings.validation.max_future_s,
     )
