@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,8 +172,14 @@ class AlertListener:
 
     # -- start and stop ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Seed rules on a fresh database, load everything, restore state, replay the gap."""
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        """Seed rules on a fresh database, load everything, restore state, replay the gap.
+
+        ``spawn`` and ``beat`` (the pipeline's supervisor) run the webhook thread."""
         now = self.clock().timestamp()
         seeded = self.store.run(lambda conn: catalog.seed_rules(conn, self._seed))
         if seeded:
@@ -189,7 +196,7 @@ class AlertListener:
         if self.publisher is not None:
             self.publisher.start()
         if self.webhooks is not None:
-            self.webhooks.start()
+            self.webhooks.start(spawn, beat)
         _LOG.info("alert engine running with %d rules", len(self.engine.evaluators))
 
     def stop(self) -> None:

@@ -153,13 +153,18 @@ def run_pipeline(
         on_settled=replies,
     )
     # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
+    # Service threads run inside the supervisor's boundary too: none may end unseen.
     maintenance_stop = threading.Event()
-    maintenance = MaintenanceTask(url=settings.database_url).start(maintenance_stop)
+    maintenance = MaintenanceTask(url=settings.database_url).start(
+        maintenance_stop, supervisor.start_service, supervisor.beat
+    )
     bridge.start()
     supervisor.watch("mqtt-network", bridge.network_alive)
     try:
         if alert_listener is not None:
-            alert_listener.start()
+            alert_listener.start(supervisor.start_service, supervisor.beat)
+            if alert_listener.publisher is not None:
+                supervisor.watch("alerts-mqtt", alert_listener.publisher.network_alive)
         if not bridge.wait_connected(_CONNECT_NOTICE_S):
             _LOG.warning("not connected to the broker yet (%s); still trying", bridge.last_error)
         if ready is not None:
