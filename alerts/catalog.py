@@ -15,15 +15,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from alerts.model import DeviceInfo
 from core.rules import Rule, dump_rule, parse_rule
 
 __all__ = [
     "MaintenanceWindow",
     "RuleRow",
     "active_alerts",
+    "last_seen",
     "links_down",
-    "load_directory",
     "load_maintenance",
     "load_rule_rows",
     "load_rules",
@@ -132,24 +131,15 @@ def set_enabled(conn: Conn, rule_id: str, enabled: bool) -> bool:
         return cur.rowcount == 1
 
 
-def load_directory(conn: Conn) -> tuple[dict[str, DeviceInfo], dict[str, float]]:
-    """Devices (not decommissioned) with their community's zone, and their last-seen times."""
-    directory: dict[str, DeviceInfo] = {}
-    seen: dict[str, float] = {}
+def last_seen(conn: Conn) -> dict[str, float]:
+    """Each device's newest sign of life (epoch s), read once at start: from then on
+    the engine sees every message itself."""
     with conn.transaction():
         rows = conn.execute(
-            "SELECT d.id, d.community_id, d.device_class, d.expected_interval_s, d.building,"
-            " c.time_zone, d.state, extract(epoch FROM d.last_seen)::float8"
-            " FROM devices AS d JOIN communities AS c ON c.id = d.community_id"
-            " WHERE d.state <> 'decommissioned'"
+            "SELECT id, extract(epoch FROM last_seen)::float8 FROM devices"
+            " WHERE state <> 'decommissioned' AND last_seen IS NOT NULL"
         ).fetchall()
-    for device_id, community, cls, interval, building, tz, state, last_seen in rows:
-        directory[device_id] = DeviceInfo(
-            device_id, community, cls, float(interval), building, tz, state
-        )
-        if last_seen is not None:
-            seen[device_id] = float(last_seen)
-    return directory, seen
+    return {str(device_id): float(at) for device_id, at in rows}
 
 
 def links_down(conn: Conn) -> dict[str, float]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.directory import DeviceInfo
 from core.models import DeviceEvent, Reading
 from core.rules import Rule, Severity
 
@@ -35,19 +36,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """A device as the engine needs it (registry row plus its community's zone)."""
-
-    device_id: str
-    community_id: str
-    device_class: str
-    expected_interval_s: float
-    building: str | None = None
-    time_zone: str = "Asia/Shanghai"
-    state: str = "active"
 
 
 Directory = Mapping[str, DeviceInfo]

@@ -46,17 +46,18 @@ from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
 from core.decode import Limits, decode
+from core.directory import DeviceDirectory
 from core.errors import MessageFailure, RejectedMessage, ServiceUnavailable
 from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic, parse_topic
+from store import devices
 
 __all__ = ["AlertListener", "link_statuses"]
 
 _LOG = logging.getLogger(__name__)
-# The directory is re-read this often, and on an unknown device at most this often.
-DIRECTORY_REFRESH_S = 30.0
+# Without a shared directory (tests, tools): an unknown device re-reads at most this often.
 DIRECTORY_MISS_REFRESH_S = 2.0
 WATERMARK_EVERY_S = 5.0
 # Engine state with no alert change to go with it (pending on-delays, hysteresis
@@ -139,6 +140,7 @@ class AlertListener:
         absence_grace_s: float = ABSENCE_GRACE_S,
         engine_hook: Callable[[Engine], None] | None = None,
         limits: Limits | None = None,
+        directory: DeviceDirectory | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -162,6 +164,13 @@ class AlertListener:
         self.absence_grace_s = absence_grace_s
         self._engine_hook = engine_hook  # tests only (gateway.hooks)
         self.limits = limits or Limits()
+        # The process's one device directory (the gateway's); one of our own without.
+        self.directory = directory or DeviceDirectory(
+            load_all=lambda: self.store.run(devices.load_all),
+            load_some=lambda ids: self.store.run(lambda c: devices.load_some(c, ids)),
+            miss_refresh_s=DIRECTORY_MISS_REFRESH_S,
+        )
+        self._directory_version = -1
         self._replay_cursor: int | None = None
         self.errors = 0
         self.alerts_written = 0
@@ -250,13 +259,23 @@ class AlertListener:
             _LOG.info("alert rules reloaded (%d enabled; changed: %s)", len(rules), changed)
 
     def _load_directory(self, *, initial: bool = False) -> None:
-        directory, seen = self.store.run(catalog.load_directory)
-        self.engine.directory = directory
-        self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
         if initial:
-            self.state.presence.update(seen)
+            self.directory.refresh()
+            self.state.presence.update(self.store.run(catalog.last_seen))
             self.state.links_down.update(self.store.run(catalog.links_down))
-        self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
+        else:
+            self.directory.refresh_if_stale()  # the safety net, if nobody else did
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        """The engine's view of the directory (retired devices left out), rebuilt when
+        the directory changed: a new map, so that caches keyed on it start over."""
+        if self.directory.version == self._directory_version:
+            return
+        self._directory_version = self.directory.version
+        view = {d: i for d, i in self.directory.devices().items() if i.state != "decommissioned"}
+        self.engine.directory = view
+        self.store.in_maintenance = {d for d, i in view.items() if i.state == "maintenance"}
 
     def _reload_maintenance(self, now: float) -> None:
         def work(conn: Any) -> tuple[list[catalog.MaintenanceWindow], bool]:
@@ -329,14 +348,16 @@ class AlertListener:
         failed: list[EvaluationFailure] = []
         try:
             now = self.clock()
+            self._sync_directory()
             obs = self._observe(accepted)
-            if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
-                # Devices registered since the last read. If the database cannot say,
-                # evaluate what is known now rather than lose the batch.
-                self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
+            if obs.unknown:
+                # Devices registered since the directory heard of it (rate limited). If
+                # the database cannot say, evaluate what is known now, not lose the batch.
                 with contextlib.suppress(ServiceUnavailable):
-                    self._load_directory()
-                obs = self._observe(accepted)
+                    self.directory.missing(obs.unknown)
+                if self.directory.version != self._directory_version:
+                    self._sync_directory()
+                    obs = self._observe(accepted)
             obs.links = link_statuses(accepted)
             self._evaluate(obs, now.timestamp())
             failed = obs.failures
@@ -483,8 +504,7 @@ class AlertListener:
             self._load_rules()
             self._reload_maintenance(now)
             failures += self._evaluate_replays()
-        if self._due.get("directory", 0.0) <= mono:
-            self._load_directory()
+        self._load_directory()
         if self._pending:
             self._flush()  # retry what an outage held back, first
         if self._due.get("tick", 0.0) > mono:

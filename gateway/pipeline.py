@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from core.decode import Limits, decode
+from core.directory import DeviceDirectory
 from core.errors import MessageFailure, RejectedMessage, RejectReason, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
@@ -44,7 +45,6 @@ from gateway.bridge import InboundMessage, MqttBridge
 from gateway.decoders import Decoders
 from gateway.dedupe import SeqWindow
 from gateway.quarantine import Quarantine
-from gateway.registry import Registry
 from gateway.supervisor import Supervisor
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 
@@ -94,7 +94,7 @@ def accept(
     topic_name: str,
     payload: bytes,
     received_at: datetime,
-    registry: Registry,
+    registry: DeviceDirectory,
     limits: Limits,
     decoders: Decoders | None = None,
 ) -> Accepted:
@@ -131,7 +131,7 @@ class Pipeline:
         *,
         bridge: MqttBridge,
         sink: BatchSink,
-        registry: Registry,
+        registry: DeviceDirectory,
         counters: PipelineCounters,
         settings: IngestSettings,
         limits: Limits,
