@@ -196,6 +196,8 @@ class Pipeline:
             self._backlog_done = True
             self._backlog_cond.notify_all()
         notifier.join()
+        if self._write_late(stop):  # what the listeners failed on last; the writer is idle
+            self._housekeeping(force_metrics=True)
         heartbeat.join()
         supervisor.finished()
 
@@ -481,20 +483,21 @@ class Pipeline:
         for f in failures or ():
             self._late.append(internal_error(f.topic, f.payload, f.received_at, f.error, f.stage))
 
-    def _write_late(self, stop: threading.Event) -> None:
+    def _write_late(self, stop: threading.Event) -> bool:
         """Write the dead letters of messages the listeners failed on. Their content is
         committed and acknowledged already: these record the failure, once."""
         late: list[DeadLetter] = []
         while self._late:
             late.append(self._late.popleft())
         if not late:
-            return
+            return False
         result = self._retrying(partial(self.sink.write, Batch(dead_letters=late)), stop)
         if result is None:
             _LOG.warning("stopping: %d listener failure(s) not written", len(late))
-            return
+            return False
         for dead in result.dead_letters:
             self.counters.reject(dead.reason)
+        return True
 
     def _housekeeping(self, *, force_metrics: bool = False) -> None:
         now = time.monotonic()
