@@ -73,6 +73,7 @@ class Supervisor:
         self._beats: dict[str, float] = {}
         self._checks: dict[str, Callable[[], bool]] = {}
         self._no_stall: set[str] = set()
+        self._report_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # -- the threads ----------------------------------------------------------------
@@ -145,6 +146,16 @@ class Supervisor:
     def _report(self, state: str, failure: str = "") -> None:
         if self.report is None:
             return
+        # A "running" decided before a failure must not land after its "failed": a
+        # service thread may die before the pipeline's threads start (or a beat races
+        # the failure), and /health would then see a stale heartbeat, not the failure.
+        with self._report_lock:
+            if state == "running" and self.failure is not None:
+                return
+            self._write_report(state, failure)
+
+    def _write_report(self, state: str, failure: str) -> None:
+        assert self.report is not None
         try:
             self.report(state, failure)
         except ServiceUnavailable as exc:
