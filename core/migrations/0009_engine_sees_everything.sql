@@ -39,3 +39,6 @@ END $$;
 
 CREATE TRIGGER communities_directory_zone AFTER UPDATE OF time_zone ON communities
     FOR EACH STATEMENT EXECUTE FUNCTION sc_community_zone_changed();
+
+-- The pipeline's role (0008) reads the replays it evaluates.
+GRANT SELECT ON dead_letter_replays TO sc_pipeline;
