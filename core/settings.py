@@ -92,9 +92,13 @@ class FaultHookSettings(BaseModel):
     raise_marker: str | None = None
     # A message whose payload contains this kills the process with SIGSEGV while in flight.
     crash_marker: str | None = None
-    # This pipeline thread (intake, commit, listeners, heartbeat) raises after kill_after_s.
+    # This pipeline thread (intake, commit, listeners, heartbeat, webhooks,
+    # storage-maintenance, device-directory) raises after kill_after_s.
     kill_thread: str | None = None
     kill_after_s: float = Field(default=1.0, ge=0)
+    # Every rule raises while evaluating a reading or event of this device (a rule bug
+    # that one device's values trigger; internal_error after the commit).
+    evaluate_raise_device: str | None = None
 
 
 class DecoderSettings(BaseModel):

@@ -17,6 +17,7 @@ from alerts.service import AlertListener
 from alerts.store import AlertStore
 from core.broker_acl import alerts_username
 from core.decode import Limits
+from core.directory import DeviceDirectory
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
@@ -25,13 +26,13 @@ from gateway.decoders import Decoders, load_profiles
 from gateway.hooks import FaultHooks
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.quarantine import Quarantine
-from gateway.registry import DeviceInfo, Registry, load_devices
 from gateway.replies import AlinkReplies
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
 from store import schema
 from store.conninfo import as_role
+from store.devices import DirectoryReader, follow_changes
 
 __all__ = ["run_pipeline"]
 
@@ -76,20 +77,10 @@ def run_pipeline(
     )
     counters = counters if counters is not None else PipelineCounters()
 
-    # The registry is read on the intake thread while the commit thread writes, so
-    # it has a plain connection of its own (no staging tables, no storage config).
-    reader: list[psycopg.Connection[tuple[object, ...]]] = []
-
-    def load() -> dict[str, DeviceInfo]:
-        try:
-            if not reader or reader[0].closed or reader[0].broken:
-                reader[:] = [psycopg.connect(url, connect_timeout=5)]
-            return load_devices(reader[0])
-        except psycopg.OperationalError as exc:
-            for conn in reader:
-                conn.close()
-            reader.clear()
-            raise ServiceUnavailable("database", str(exc)) from exc
+    # One device directory for the gateway and the rule engine, read while the commit
+    # thread writes, so over a plain connection of its own (no staging tables).
+    reader = DirectoryReader(url)
+    directory = reader.directory(miss_refresh_s=settings.ingest.registry_refresh_s)
 
     def save_metrics(snapshot: dict[str, object]) -> None:
         try:
@@ -124,7 +115,6 @@ def run_pipeline(
         # is no message's doing: only crashes it cannot see count against messages.
         on_failure=quarantine.close,
     )
-    registry = Registry(loader=load, miss_refresh_s=settings.ingest.registry_refresh_s)
     decoders = (
         load_profiles(settings.decoders.profiles) if settings.decoders.profiles else Decoders()
     )
@@ -136,18 +126,15 @@ def run_pipeline(
         replies = AlinkReplies(bridge.publish, counters)
     alert_listener = None
     if settings.alerts.enabled:
-        alert_listener = _alert_listener(settings, bridge, url)
+        alert_listener = _alert_listener(settings, bridge, url, hooks, directory)
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
         sink=writer,
-        registry=registry,
+        registry=directory,
         counters=counters,
         settings=settings.ingest,
-        limits=Limits(
-            max_payload_bytes=settings.validation.max_payload_bytes,
-            max_future_s=settings.validation.max_future_s,
-        ),
+        limits=_limits(settings),
         save_metrics=save_metrics,
         listeners=listeners,
         on_message=hooks.on_message if hooks.active else None,
@@ -156,13 +143,26 @@ def run_pipeline(
         on_settled=replies,
     )
     # Day partitions ahead and retention (plain PostgreSQL); a no-op on TimescaleDB.
-    maintenance_stop = threading.Event()
-    maintenance = MaintenanceTask(url=settings.database_url).start(maintenance_stop)
+    # Service threads run inside the supervisor's boundary too: none may end unseen.
+    services_stop = threading.Event()
+    maintenance = MaintenanceTask(url=settings.database_url).start(
+        services_stop, supervisor.start_service, supervisor.beat
+    )
+    directory_feed = supervisor.start_service(
+        "device-directory",
+        follow_changes,
+        url,
+        directory,
+        services_stop,
+        supervisor.beat,
+    )
     bridge.start()
     supervisor.watch("mqtt-network", bridge.network_alive)
     try:
         if alert_listener is not None:
-            alert_listener.start()
+            alert_listener.start(supervisor.start_service, supervisor.beat)
+            if alert_listener.publisher is not None:
+                supervisor.watch("alerts-mqtt", alert_listener.publisher.network_alive)
         if not bridge.wait_connected(_CONNECT_NOTICE_S):
             _LOG.warning("not connected to the broker yet (%s); still trying", bridge.last_error)
         if ready is not None:
@@ -171,14 +171,14 @@ def run_pipeline(
         pipeline.run(stop, supervisor)
         quarantine.close()  # a clean stop: nothing in flight was a crash's doing
     finally:
-        maintenance_stop.set()
+        services_stop.set()
         if alert_listener is not None:
             alert_listener.stop()
         bridge.stop()
         writer.close()
-        for conn in reader:
-            conn.close()
         maintenance.join(30)
+        directory_feed.join(30)
+        reader.close()
         _LOG.info("pipeline %s stopped", worker)
 
 
@@ -219,7 +219,13 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
     return report
 
 
-def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertListener:
+def _alert_listener(
+    settings: Settings,
+    bridge: MqttBridge,
+    url: str,
+    hooks: FaultHooks,
+    directory: DeviceDirectory,
+) -> AlertListener:
     """The rule engine as a listener: its own store connection (``url``: as the pipeline's
     role), MQTT client and webhooks."""
     assert settings.mqtt_url is not None
@@ -256,4 +262,14 @@ def _alert_listener(settings: Settings, bridge: MqttBridge, url: str) -> AlertLi
             timeout_s=alerts.webhook_timeout_s,
             private_destinations=alerts.webhook_private_destinations,
         ),
+        engine_hook=hooks.on_engine if hooks.active else None,
+        limits=_limits(settings),
+        directory=directory,
+    )
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_payload_bytes=settings.validation.max_payload_bytes,
+        max_future_s=settings.validation.max_future_s,
     )
