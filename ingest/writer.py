@@ -58,15 +58,16 @@ _INSERT = b"INSERT INTO readings SELECT * FROM readings_stage"
 _INSERT_SAFE = _INSERT + b" ON CONFLICT DO NOTHING"
 # Clock clamp (core.clock): a device clock running ahead must not pin ``latest`` or
 # ``last_seen`` in the future, where correct readings would never replace them.
-_FRESH_TS = f"LEAST(ts, received_at + interval '{CLOCK_TOLERANCE_S} seconds')"
-_STAGED = f"SELECT device_id, metric, {_FRESH_TS} AS fresh, value, received_at FROM readings_stage"
+# Statements are put together from these constants with str.replace (no user input).
+_TOLERANCE = f"interval '{CLOCK_TOLERANCE_S} seconds'"
+_FRESH_TS = "LEAST(ts, received_at + {tolerance})".replace("{tolerance}", _TOLERANCE)
+_STAGED = "SELECT device_id, metric, {fresh} AS fresh, value, received_at FROM readings_stage"
+_STAGED = _STAGED.replace("{fresh}", _FRESH_TS)
 # The newest staged row per key (a batch may hold a key more than once). Byte order
 # ("C") is all DISTINCT ON needs, and sorts faster than the database's collation.
-_NEWEST = (
-    'SELECT DISTINCT ON (device_id COLLATE "C", metric COLLATE "C") * FROM ('
-    + _STAGED
-    + ') AS s ORDER BY device_id COLLATE "C", metric COLLATE "C", fresh DESC'
-)
+_NEWEST = """
+SELECT DISTINCT ON (device_id COLLATE "C", metric COLLATE "C") * FROM ({staged}) AS s
+ ORDER BY device_id COLLATE "C", metric COLLATE "C", fresh DESC""".replace("{staged}", _STAGED)
 # ``latest`` is the newest value per device and metric by (clamped) device time. A
 # plain UPDATE of the keys it holds is the common case, and the cheapest: no
 # sort, no speculative insert, no join with ``devices``. The upsert runs only when
@@ -77,18 +78,21 @@ _LATEST_UPDATE = """
 UPDATE latest AS l SET ts = s.fresh, value = s.value, received_at = s.received_at
   FROM ({source}) AS s
  WHERE l.device_id = s.device_id AND l.metric = s.metric AND s.fresh > l.ts"""
-_LATEST_UPSERT = f"""
+_LATEST_UPSERT = """
 INSERT INTO latest AS l (device_id, metric, community_id, ts, value, received_at)
 SELECT s.device_id, s.metric, d.community_id, s.fresh, s.value, s.received_at
-  FROM ({_NEWEST}) AS s JOIN devices AS d ON d.id = s.device_id
+  FROM ({newest}) AS s JOIN devices AS d ON d.id = s.device_id
     ON CONFLICT (device_id, metric) DO UPDATE
    SET ts = excluded.ts, value = excluded.value, received_at = excluded.received_at
- WHERE excluded.ts > l.ts"""
+ WHERE excluded.ts > l.ts""".replace("{newest}", _NEWEST)
 # Plain PostgreSQL only: the hours this batch wrote into, for the rollup refresh
 # (store.layout.refresh_rollups). One or two rows per batch instead of an
 # upsert per reading: upserting rollups per batch cost ~20 us a reading here. An
 # hour noted for a duplicate row costs a refresh that changes nothing.
-_DIRTY = b"INSERT INTO rollup_dirty (hour) SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings_stage"
+_DIRTY = (
+    b"INSERT INTO rollup_dirty (hour)"
+    b" SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings_stage"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,7 @@ class MergeStatements:
 def merge_statements(path: StoragePath, *, on_conflict: bool) -> MergeStatements:
     return MergeStatements(
         insert=_INSERT_SAFE if on_conflict else _INSERT,
-        latest_update=_LATEST_UPDATE.format(source=_STAGED).encode(),
+        latest_update=_LATEST_UPDATE.replace("{source}", _STAGED).encode(),
         latest_upsert=_LATEST_UPSERT.encode(),
         dirty=_DIRTY if path is StoragePath.POSTGRESQL else None,
     )
@@ -128,21 +132,25 @@ _SEEN_TYPES = ["text", "timestamptz", "timestamptz"]
 # Rows already up to date are left alone, which spares the table a new version.
 # Read from the staged readings (folded per device here, not in Python) and from
 # seen_stage, which holds the batch's other messages that carry a device time.
-_LAST_SEEN = f"""
+_LAST_SEEN = (
+    """
 UPDATE devices AS d
    SET last_seen = GREATEST(d.last_seen, v.seen),
        last_received_at = GREATEST(d.last_received_at, v.received)
   FROM (SELECT id, max(seen) AS seen, max(received) AS received
-          FROM (SELECT device_id AS id, {_FRESH_TS} AS seen, received_at AS received
+          FROM (SELECT device_id AS id, {fresh} AS seen, received_at AS received
                   FROM readings_stage
                  UNION ALL
-                SELECT id, LEAST(seen, received + interval '{CLOCK_TOLERANCE_S} seconds'), received
+                SELECT id, LEAST(seen, received + {tolerance}), received
                   FROM seen_stage) AS t
          GROUP BY id) AS v
  WHERE d.id = v.id
    AND (d.last_seen IS NULL OR v.seen > d.last_seen
         OR d.last_received_at IS NULL OR v.received > d.last_received_at)
-""".encode()
+""".replace("{fresh}", _FRESH_TS)
+    .replace("{tolerance}", _TOLERANCE)
+    .encode()
+)
 # Status ordering is the broker's order (our receive time), never the device's
 # ``ts``: a Will carries the time it was set at connect, older than the online
 # status that followed, yet it is the newer news. The guard keeps a status
