@@ -15,11 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import schema
 from core.clock import CLOCK_TOLERANCE
 from core.models import DeviceEvent, Reading
 from ingest.batch import Accepted, Batch
 from ingest.writer import BatchWriter
+from store import schema
 
 pytestmark = pytest.mark.integration
 
