@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from store import schema
 from store.conninfo import as_role
 from store.devices import DirectoryReader, follow_changes
 
-__all__ = ["run_pipeline"]
+__all__ = ["run_pipeline", "tune_gc"]
 
 _LOG = logging.getLogger(__name__)
 # How long start-up waits for the first connection before saying so in the log.
@@ -46,6 +47,23 @@ _CAUGHT_UP_QUEUE = 2_000
 
 def _worker_name(settings: Settings) -> str:
     return f"{settings.gateway.client_id}@{socket.gethostname()}:{os.getpid()}"
+
+
+# Allocations between young collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 100_000
+
+
+def tune_gc() -> None:
+    """Collect cycles less often in a pipeline process.
+
+    Intake makes several objects per message that live for one batch (tens of
+    milliseconds); with the default threshold they were traversed again and again
+    as they were promoted, a third of the intake thread's CPU in the profile. A
+    collection every 100k allocations lets a batch die young. Objects from start-up
+    (modules, settings, the device directory) are frozen out of collections. No
+    memory is held by this: cycles are still collected, only less often."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def run_pipeline(
