@@ -136,6 +136,15 @@ class AlertSettings(BaseModel):
     webhook_private_destinations: bool = False
 
 
+class IncidentSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # The incident desk (alerts/incident_desk.py) runs inside the pipeline.
+    enabled: bool = True
+    # Escalation and delivery resolution: targets are tens of seconds at the least.
+    tick_s: float = Field(default=1.0, gt=0, le=60)
+
+
 class ApiSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -198,6 +207,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     decoders: DecoderSettings = DecoderSettings()
     fire_bridge: FireBridgeSettings = FireBridgeSettings()
+    incidents: IncidentSettings = IncidentSettings()
     test_hooks: FaultHookSettings = FaultHookSettings()
     # A bearer token for CLI commands that call the API (`scenario run`); none: they
     # make one for the run and revoke it after.

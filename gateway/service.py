@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from alerts.incident_desk import IncidentDesk
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener
 from alerts.store import AlertStore
-from core.broker_acl import alerts_username
+from core.broker_acl import alerts_username, incidents_username
 from core.decode import Limits
 from core.directory import DeviceDirectory
+from core.dispatch_contract import reply_topic
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import Settings
@@ -143,6 +145,9 @@ def run_pipeline(
     if decoders.products and settings.decoders.alink_replies:
         replies = AlinkReplies(bridge.publish, counters)
     alert_listener = None
+    desk = None
+    if settings.alerts.enabled and settings.incidents.enabled:
+        desk = _incident_desk(settings, url)
     if settings.alerts.enabled:
         alert_listener = _alert_listener(settings, bridge, url, hooks, directory)
         listeners = (*listeners, alert_listener)
@@ -181,6 +186,8 @@ def run_pipeline(
             alert_listener.start(supervisor.start_service, supervisor.beat)
             if alert_listener.publisher is not None:
                 supervisor.watch("alerts-mqtt", alert_listener.publisher.network_alive)
+        if desk is not None:
+            desk.start(supervisor.start_service, supervisor.beat)
         if not bridge.wait_connected(_CONNECT_NOTICE_S):
             _LOG.warning("not connected to the broker yet (%s); still trying", bridge.last_error)
         if ready is not None:
@@ -192,6 +199,8 @@ def run_pipeline(
         services_stop.set()
         if alert_listener is not None:
             alert_listener.stop()
+        if desk is not None:
+            desk.stop()
         bridge.stop()
         writer.close()
         maintenance.join(30)
@@ -235,6 +244,32 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
                 conn.clear()
 
     return report
+
+
+def _incident_desk(settings: Settings, url: str) -> IncidentDesk:
+    """Incidents, dispatch and escalation: a thread and an MQTT client of their own, and
+    a connection as the pipeline's role (``url``)."""
+    assert settings.mqtt_url is not None
+    address = parse_mqtt_url(settings.mqtt_url)
+    # Client ids are bound to user names: the desk logs in as the pipeline's companion.
+    username = address.username
+    if username and settings.gateway.bound_client_ids:
+        username = incidents_username(username)
+    # A worker of one community's topics takes that community's replies only.
+    community = settings.gateway.topic_filter.split("/")[1:2]
+    replies = reply_topic(community[0] if community else "+", "+")
+    return IncidentDesk(
+        url=url,
+        mqtt_host=address.host,
+        mqtt_port=address.port,
+        mqtt_username=username,
+        mqtt_password=address.password,
+        client_id=f"{settings.gateway.client_id}-incidents",
+        tick_s=settings.incidents.tick_s,
+        private_destinations=settings.alerts.webhook_private_destinations,
+        webhook_timeout_s=settings.alerts.webhook_timeout_s,
+        reply_filter=replies,
+    )
 
 
 def _alert_listener(
