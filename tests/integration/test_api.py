@@ -122,8 +122,9 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert ("GET", "/api/v1/communities/c-x/latest") in routes
     # + alerts, stream, maintenance, rules, webhooks; + buildings, device lifecycle and
     # import, residents, users, tokens, me, audit, fleet status; + the dashboard's tiles,
-    # figures and a device's latest values; + visits and the monthly report
-    assert len(routes) == 14 + 20 + 28 + 3 + 7
+    # figures and a device's latest values; + visits and the monthly report; + responders,
+    # teams, duty, incidents and dispatches
+    assert len(routes) == 14 + 20 + 28 + 3 + 7 + 22
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
