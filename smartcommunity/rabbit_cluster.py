@@ -25,6 +25,8 @@ __all__ = ["RabbitCluster", "RabbitNode", "find_rabbitmq", "free_port"]
 
 # A node boots in 5-15 s on a loaded 2-core machine; far above that is a failure.
 BOOT_TIMEOUT_S = 120.0
+# Erlang distribution (node to node) on loopback only.
+_LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 PLUGINS = "rabbitmq_mqtt,rabbitmq_consistent_hash_exchange"
 # The scripts themselves, not Debian's /usr/sbin wrappers: those switch to the
 # rabbitmq user, who cannot read our folders, and send the output to /var/log.
@@ -90,6 +92,7 @@ class RabbitCluster:
     size: int = 3
     nodes: list[RabbitNode] = field(default_factory=list)
     epmd_port: int = 0
+    _epmd: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.server, self.ctl = find_rabbitmq()
@@ -139,7 +142,7 @@ class RabbitCluster:
                 "ERL_CRASH_DUMP": str(folder / "erl_crash.dump"),
                 "RABBITMQ_ADVANCED_CONFIG_FILE": str(folder / "advanced.config"),
                 "RABBITMQ_CONF_ENV_FILE": str(folder / "rabbitmq-env.conf"),
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": _LOOPBACK_DIST,
                 "ERL_EPMD_ADDRESS": "127.0.0.1",
                 "ERL_EPMD_PORT": str(self.epmd_port),
             }
@@ -151,6 +154,18 @@ class RabbitCluster:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> RabbitCluster:
+        # Our own epmd as a child, so that stop() can end it (a daemonised one outlives us).
+        epmd = shutil.which("epmd") or "/usr/bin/epmd"
+        self._epmd = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+            env=self.nodes[0].env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_open(self.epmd_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for node in self.nodes:
             self.start_node(node, wait=False)
         for node in self.nodes:
@@ -212,12 +227,9 @@ class RabbitCluster:
     def stop(self) -> None:
         for node in self.nodes:
             self.kill(node)
-        env = self.nodes[0].env if self.nodes else dict(os.environ)
-        epmd = shutil.which("epmd") or "/usr/bin/epmd"
-        if os.access(epmd, os.X_OK):  # our private epmd (port of its own), nobody else's
-            subprocess.run(  # noqa: S603 - our own binary and arguments
-                [epmd, "-kill"], env=env, capture_output=True, timeout=10, check=False
-            )
+        if self._epmd is not None and self._epmd.poll() is None:
+            self._epmd.kill()
+            self._epmd.wait(10)
 
     def tail(self, node: RabbitNode, size: int = 1500) -> str:
         path = node.folder / "server.out"
