@@ -63,6 +63,9 @@ _IO_SLICE_S = 0.05
 DEPTH_EVERY_S = 5.0
 # Communities are re-read from the registry and bound this often.
 BIND_EVERY_S = 30.0
+# At most one shard is given up per this long, so a joining worker's takeovers
+# (each a rule-state rebuild) spread out and settle instead of cascading at once.
+REBALANCE_EVERY_S = 10.0
 _QUEUE_ARGS = {"x-queue-type": "quorum", "x-single-active-consumer": True}
 
 
@@ -113,7 +116,9 @@ class ShardStatus:
     active: set[int] = field(default_factory=set)
     depth: dict[int, int] = field(default_factory=dict)
     takeovers: int = 0
+    released: int = 0
     moved_unrouted: int = 0
+    consumers: dict[int, int] = field(default_factory=dict)
 
 
 class AmqpSource:
@@ -218,17 +223,23 @@ class AmqpSource:
             self.last_error = None
             _LOG.info("consuming %d shard queues", self.settings.shards)
             depth_due = bind_due = 0.0
+            rebalance_due = time.monotonic() + REBALANCE_EVERY_S
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_IO_SLICE_S)
                 now = time.monotonic()
                 if now >= depth_due:
                     depth_due = now + DEPTH_EVERY_S
                     self._read_depths(control)
+                    if now >= rebalance_due and self._rebalance():
+                        rebalance_due = now + REBALANCE_EVERY_S
                 if now >= bind_due:
                     bind_due = now + BIND_EVERY_S
                     self._bind_all(control, declare=False)
+                for session in list(self._by_shard.values()):
+                    if not session.channel.is_open:  # closed by the broker (queue error)
+                        self._end(session)
                 for shard in range(self.settings.shards):
-                    if shard not in self._by_shard:  # the broker cancelled it: come back
+                    if shard not in self._by_shard:  # cancelled or closed: come back
                         self._consume(connection, shard)
         finally:
             self._connection = None
@@ -303,6 +314,38 @@ class AmqpSource:
         for shard in range(self.settings.shards):
             ok = channel.queue_declare(queue_name(self.settings.queue_prefix, shard), passive=True)
             self.status.depth[shard] = int(ok.method.message_count)
+            self.status.consumers[shard] = int(ok.method.consumer_count)
+
+    def _rebalance(self) -> bool:
+        """Give up one shard when active on more than a fair share; True if done.
+
+        Single-active-consumer never moves a shard to a consumer that joins later,
+        so a new worker would idle: the busiest workers hand shards over. Closing
+        the shard's channel returns its unacknowledged messages to the queue and
+        makes the next consumer in line active (it rebuilds the rule state); we
+        consume again at the back of the line. Committed-but-unacked messages are
+        redelivered and absorbed by the database's keys, as after a crash.
+        """
+        workers = max(self.status.consumers.values(), default=0)
+        if workers <= 1:
+            return False
+        fair = -(-self.settings.shards // workers)  # ceil
+        active = [s for s in self._by_shard.values() if s.active]
+        if len(active) <= fair:
+            return False
+        session = max(active, key=lambda s: s.shard)
+        _LOG.info(
+            "active on %d shards, fair share %d of %d workers: handing shard %d over",
+            len(active),
+            fair,
+            workers,
+            session.shard,
+        )
+        self.status.released += 1
+        self._end(session)
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            session.channel.close()
+        return True
 
     def _reroute(
         self, channel: BlockingChannel, method: Basic.Deliver, props: BasicProperties, body: bytes
@@ -358,6 +401,7 @@ class AmqpSource:
         return {
             "shards_active": len(status.active),
             "shard_takeovers_total": status.takeovers,
+            "shard_releases_total": status.released,
             "unrouted_moved_total": status.moved_unrouted,
             "shard_active": {str(s): int(s in status.active) for s in range(self.settings.shards)},
             "shard_queue_depth": {str(s): d for s, d in sorted(status.depth.items())},
