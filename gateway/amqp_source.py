@@ -131,6 +131,7 @@ class AmqpSource:
         communities: Callable[[], Iterable[str]],
         on_activate: Callable[[int], None] = lambda _s: None,
         on_deactivate: Callable[[int], None] = lambda _s: None,
+        members: Callable[[], int] | None = None,
     ) -> None:
         if not settings.urls:
             raise ValueError("SC_CLUSTER__AMQP_URLS is empty")
@@ -143,6 +144,7 @@ class AmqpSource:
         self._communities = communities
         self._on_activate = on_activate
         self._on_deactivate = on_deactivate
+        self._members = members
         self._lock = threading.Lock()
         self._sessions: dict[int, _Session] = {}  # generation -> session
         self._by_shard: dict[int, _Session] = {}
@@ -326,7 +328,13 @@ class AmqpSource:
         consume again at the back of the line. Committed-but-unacked messages are
         redelivered and absorbed by the database's keys, as after a crash.
         """
-        workers = max(self.status.consumers.values(), default=0)
+        try:
+            # RabbitMQ counts only the active consumer of a single-active-consumer
+            # queue, so the workers' heartbeats (gateway.cluster) say how many there are.
+            workers = self._members() if self._members is not None else 0
+        except Exception as exc:  # noqa: BLE001 - the database is down: balance later
+            _LOG.debug("worker count unknown: %s", exc)
+            return False
         if workers <= 1:
             return False
         fair = -(-self.settings.shards // workers)  # ceil

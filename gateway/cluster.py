@@ -40,6 +40,21 @@ def _community_reader(url: str) -> Callable[[], list[str]]:
     return read
 
 
+def _member_counter(url: str) -> Callable[[], int]:
+    """Clustered workers alive: a recent heartbeat and shard figures in their counters."""
+
+    def count() -> int:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pipeline_metrics WHERE state = 'running'"
+                " AND heartbeat_at > now() - 3 * heartbeat_s * interval '1 second'"
+                " AND counters ? 'shard_active'"
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    return count
+
+
 class _Router(ShardRouter):
     """The router plus the publisher and webhook sender its shard engines share."""
 
@@ -136,6 +151,7 @@ def run_cluster_worker(
         communities=_community_reader(url),
         on_activate=router.activate if engine else lambda _s: None,
         on_deactivate=router.deactivate if engine else lambda _s: None,
+        members=_member_counter(url),
     )
     holder.append(source)
 
