@@ -28,6 +28,7 @@ import pytest
 
 from core import schema
 from core.topics import device_topic
+from gateway.pipeline import METRICS_EVERY_S
 from gateway.shards import shard_of
 from smartcommunity.cluster_rig import (
     FailoverPublisher,
@@ -48,6 +49,9 @@ COMMUNITIES = 3
 RATE = 40.0
 # Generous: the machine is shared and a takeover includes a rule-state rebuild.
 DRAIN_S = 300.0
+# Workers save their figures (shard_active...) this often, plus a margin.
+SAVE_PERIOD_S = METRICS_EVERY_S + 1.5
+CONFIRMED = "Confirmed fire (two independent detectors)"  # alerts/defaults/fire.yaml
 BASE_MS = int(time.time() * 1000) - 3_600_000  # telemetry an hour back, unique per message
 
 
@@ -203,8 +207,14 @@ class Rig:
             found.extend(w for w in self.workers if w.alive and w.name in claims)
             return len(found) == 1 and len(claims) == 1
 
+        # Twice, a save period apart: a worker that just handed the shard over may
+        # still claim it in figures saved before, while the next owner has not saved yet.
         poll(one, 90, f"one worker active on shard {shard}", every=0.5)
-        return found[0]
+        first = found[0]
+        time.sleep(SAVE_PERIOD_S)
+        poll(one, 90, f"one worker active on shard {shard}", every=0.5)
+        assert found[0] is first, f"shard {shard} moved from {first.name} to {found[0].name}"
+        return first
 
     def wait_drained(self) -> None:
         expected = self.sent()
@@ -236,13 +246,26 @@ class Rig:
     def check_incidents(self) -> None:
         """One confirmed fire per building, one SOS alert per community: no more."""
         for c in self.communities:
-            fire = [("critical", f"building:{c.id}/b1")]
+            # The title and the two devices say "confirmed": severity alone would not,
+            # since an unacknowledged pre-alarm escalates to critical after 2 minutes.
+            fire = [(f"building:{c.id}/b1", CONFIRMED, sorted(c.detectors))]
 
-            def confirmed(cid: str = c.id, want: list[tuple[str, str]] = fire) -> bool:
-                return self.alerts("fire.confirmed", cid) == want
+            def confirmed(cid: str = c.id, want: list[tuple[str, str, list[str]]] = fire) -> bool:
+                return self.fires(cid) == want
 
             poll(confirmed, 120, f"one confirmed fire in {c.id}")
             assert len(self.alerts("wearable.sos", c.id)) == 1
+
+    def fires(self, community: str) -> list[tuple[str, str, list[str]]]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return [
+                (str(r[0]), str(r[1]), sorted(r[2] or []))
+                for r in conn.execute(
+                    "SELECT subject, title, details->'devices' FROM alerts"
+                    " WHERE rule_id = 'fire.confirmed' AND community_id = %s",
+                    (community,),
+                ).fetchall()
+            ]
 
     def alerts(self, rule: str, community: str) -> list[tuple[str, str]]:
         with psycopg.connect(self.url, autocommit=True) as conn:
