@@ -33,12 +33,12 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from core import schema
 from core.topics import device_topic
 from gateway.amqp_source import declare_topology
 from gateway.shards import EXCHANGE, shard_of, topic_to_routing_key
 from smartcommunity.cluster_rig import WorkerProcess, poll, worker_env, worker_metrics
 from smartcommunity.rabbit_cluster import RabbitCluster
+from store import schema
 
 SHARDS = 8
 COMMUNITIES = 24

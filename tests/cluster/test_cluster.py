@@ -26,7 +26,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core import schema
 from core.topics import device_topic
 from gateway.pipeline import METRICS_EVERY_S
 from gateway.shards import shard_of
@@ -38,6 +37,7 @@ from smartcommunity.cluster_rig import (
     worker_metrics,
 )
 from smartcommunity.rabbit_cluster import RabbitCluster
+from store import schema
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 

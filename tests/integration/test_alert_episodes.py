@@ -14,8 +14,8 @@ import pytest
 from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.rules import Severity, parse_rule
+from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_alerts_lifecycle import SOS
-from tests.integration.test_alerts_support import T0, setup_devices
 
 pytestmark = pytest.mark.integration
 
