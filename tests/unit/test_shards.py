@@ -1,4 +1,4 @@
-"""Community shards: stable, spread, and the MQTT topic <-> AMQP routing key mapping."""
+"""Community shards: stable, spread, the MQTT topic <-> AMQP key mapping, /metrics labels."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.exposition import Figures, render
 from core.topics import device_topic, parse_topic
 from gateway.shards import (
     binding_key,
@@ -55,3 +56,19 @@ def test_binding_key_matches_device_topics_only() -> None:
     assert queue_name("sc.shard", 3) == "sc.shard.003"
     with pytest.raises(ValueError, match="wildcard"):
         binding_key("c#")
+
+
+def test_metrics_carry_each_shard_as_a_label() -> None:
+    snapshot = {
+        "shards_active": 1,
+        "shard_active": {"0": 1, "1": 0},
+        "shard_queue_depth": {"0": 7, "1": 0},
+        "shard_takeovers_total": 2,
+        "messages_rejected_total": {"bad_json": 3},
+    }
+    text = render(Figures(workers={"w1": snapshot})).decode()
+    assert 'sc_pipeline_shard_queue_depth{shard="0",worker="w1"} 7.0' in text
+    assert 'sc_pipeline_shard_active{shard="1",worker="w1"} 0.0' in text
+    assert 'sc_pipeline_shards_active{worker="w1"} 1.0' in text
+    assert 'sc_pipeline_shard_takeovers_total{worker="w1"} 2.0' in text
+    assert 'sc_pipeline_messages_rejected_total{reason="bad_json",worker="w1"} 3.0' in text
