@@ -15,21 +15,22 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from alerts.model import DeviceInfo
 from core.rules import Rule, dump_rule, parse_rule
 
 __all__ = [
     "MaintenanceWindow",
     "RuleRow",
     "active_alerts",
+    "last_seen",
     "links_down",
-    "load_directory",
     "load_maintenance",
     "load_rule_rows",
     "load_rules",
     "load_state",
     "recent_events",
     "recent_readings",
+    "replayed_since",
+    "replays_end",
     "rules_revision",
     "seed_rules",
     "set_enabled",
@@ -130,24 +131,15 @@ def set_enabled(conn: Conn, rule_id: str, enabled: bool) -> bool:
         return cur.rowcount == 1
 
 
-def load_directory(conn: Conn) -> tuple[dict[str, DeviceInfo], dict[str, float]]:
-    """Devices (not decommissioned) with their community's zone, and their last-seen times."""
-    directory: dict[str, DeviceInfo] = {}
-    seen: dict[str, float] = {}
+def last_seen(conn: Conn) -> dict[str, float]:
+    """Each device's newest sign of life (epoch s), read once at start: from then on
+    the engine sees every message itself."""
     with conn.transaction():
         rows = conn.execute(
-            "SELECT d.id, d.community_id, d.device_class, d.expected_interval_s, d.building,"
-            " c.time_zone, d.state, extract(epoch FROM d.last_seen)::float8"
-            " FROM devices AS d JOIN communities AS c ON c.id = d.community_id"
-            " WHERE d.state <> 'decommissioned'"
+            "SELECT id, extract(epoch FROM last_seen)::float8 FROM devices"
+            " WHERE state <> 'decommissioned' AND last_seen IS NOT NULL"
         ).fetchall()
-    for device_id, community, cls, interval, building, tz, state, last_seen in rows:
-        directory[device_id] = DeviceInfo(
-            device_id, community, cls, float(interval), building, tz, state
-        )
-        if last_seen is not None:
-            seen[device_id] = float(last_seen)
-    return directory, seen
+    return {str(device_id): float(at) for device_id, at in rows}
 
 
 def links_down(conn: Conn) -> dict[str, float]:
@@ -245,3 +237,21 @@ def recent_events(
                 (after, limit),
             )
         ]
+
+
+def replays_end(conn: Conn) -> int:
+    """The newest replay so far (0 for none): where a worker seeing replays first begins."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM dead_letter_replays").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def replayed_since(conn: Conn, cursor: int, limit: int) -> list[tuple[int, str, bytes, datetime]]:
+    """Dead letters replayed into storage after ``cursor``: (replay id, topic, payload,
+    first received), oldest replay first."""
+    rows = conn.execute(
+        "SELECT r.id, d.topic, d.payload, d.received_at FROM dead_letter_replays AS r"
+        " JOIN dead_letters AS d ON d.id = r.dead_letter_id"
+        " WHERE r.id > %s AND r.outcome = 'stored' ORDER BY r.id LIMIT %s",
+        (cursor, limit),
+    ).fetchall()
+    return [(int(i), str(t), bytes(p), at) for i, t, p, at in rows]

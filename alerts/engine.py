@@ -9,15 +9,22 @@ than evaluating it; a caller that wants the old state keeps a copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Any, TypeVar
 
 from alerts.absence import AbsenceEvaluator
 from alerts.clock_skew import ClockSkewEvaluator
 from alerts.correlation import CorrelationEvaluator
 from alerts.evaluator import Context, Evaluator
 from alerts.events import CountEvaluator, EventEvaluator
-from alerts.model import AlertChange, Directory, Observations
+from alerts.model import (
+    AlertChange,
+    Directory,
+    EvaluationFailure,
+    Observations,
+    ReadingColumns,
+)
 from alerts.rate import RateEvaluator
 from alerts.state import EngineState, RuleState
 from alerts.threshold import ThresholdEvaluator
@@ -33,6 +40,8 @@ from core.rules import (
 )
 
 __all__ = ["Engine", "build_evaluator"]
+
+_V = TypeVar("_V")
 
 
 def build_evaluator(rule: Rule) -> Evaluator:
@@ -91,9 +100,12 @@ class Engine:
     def evaluate(
         self, batch: Observations, state: EngineState, now: float
     ) -> tuple[list[AlertChange], EngineState]:
+        """Evaluate one batch. A rule that raises on a message is that message's
+        failure (``batch.failures``), not the batch's: every other rule, and this
+        rule for every other message, is still evaluated."""
         ctx = Context(self.directory, now, state)
         if batch.links:
-            self._links(state, ctx, batch.links)
+            self._links(state, ctx, batch, batch.links)
         if batch.seen:
             state.presence.update(batch.seen)
             down = state.links_down
@@ -101,25 +113,95 @@ class Engine:
                 if ts > down.get(device_id, ts):
                     del down[device_id]  # data sent after the Will: the link is back
             for absence in self._absence:
-                absence.seen(self._rs(state, absence), batch.seen, ctx)
+                rs = self._rs(state, absence)
+                self._per_device(batch, absence, batch.seen, partial(absence.seen, rs, ctx=ctx))
         if batch.ahead:
             for clock in self._clocks:
-                clock.on_ahead(self._rs(state, clock), batch.ahead, ctx)
+                rs = self._rs(state, clock)
+                self._per_device(batch, clock, batch.ahead, partial(clock.on_ahead, rs, ctx=ctx))
         for event in batch.events:
             for evaluator in self._by_event.get(event.event, ()):
-                if evaluator.applies(event.device):
-                    evaluator.on_event(event, self._rs(state, evaluator), ctx)
+                try:
+                    if evaluator.applies(event.device):
+                        evaluator.on_event(event, self._rs(state, evaluator), ctx)
+                except Exception as exc:  # noqa: BLE001 - this message's failure, not the batch's
+                    batch.failures.append(EvaluationFailure(event.source, evaluator.rule.id, exc))
         for (device_class, metric), group in batch.readings.items():
             for evaluator in self._by_metric.get(metric, ()):
                 if evaluator.device_class in (None, device_class):
-                    evaluator.on_readings(metric, group, self._rs(state, evaluator), ctx)
+                    rs = self._rs(state, evaluator)
+                    call = partial(evaluator.on_readings, metric, rs=rs, ctx=ctx)
+                    self._per_message(batch, evaluator, group, call)
             watchers = self._watchers.get(metric)
             if watchers:
-                self._watch(state, ctx, metric, group.device_ids, group.ts, group.values, watchers)
+                for watcher in watchers:
+                    watch = partial(self._watch, state, ctx, watcher=watcher)
+                    self._per_message(batch, watcher, group, watch)
+                last = state.last_values
+                for device_id, value in zip(group.device_ids, group.values, strict=True):
+                    last[device_id, metric] = value
         return ctx.changes, state
 
+    @staticmethod
+    def _per_message(
+        batch: Observations,
+        evaluator: Evaluator,
+        group: ReadingColumns,
+        call: Callable[[ReadingColumns], None],
+    ) -> None:
+        """``call`` on the whole group; if it raises, on each message's rows alone, so
+        that only the messages it raises on fail. The rows the failed call got through
+        are seen a second time by this one rule: at worst a raise is repeated (one more
+        occurrence of an open alert), never lost."""
+        try:
+            call(group)
+        except Exception as exc:  # noqa: BLE001 - isolated below, message by message
+            parts = group.by_source()
+            if len(parts) == 1:
+                batch.failures.append(EvaluationFailure(parts[0][0], evaluator.rule.id, exc))
+                return
+        else:
+            return
+        for source, part in parts:
+            try:
+                call(part)
+            except Exception as exc:  # noqa: BLE001 - this message's failure, not the batch's
+                batch.failures.append(EvaluationFailure(source, evaluator.rule.id, exc))
+
+    @staticmethod
+    def _per_device(
+        batch: Observations,
+        evaluator: Evaluator,
+        items: dict[str, _V],
+        call: Callable[[dict[str, _V]], None],
+    ) -> None:
+        """As ``_per_message`` for inputs kept per device (signs of life, clock offsets):
+        a failure is laid at the door of the device's last message in the batch."""
+        try:
+            call(items)
+        except Exception as exc:  # noqa: BLE001 - isolated below, device by device
+            if len(items) == 1:
+                device_id = next(iter(items))
+                batch.failures.append(
+                    EvaluationFailure(batch.sources.get(device_id, -1), evaluator.rule.id, exc)
+                )
+                return
+        else:
+            return
+        for device_id, value in items.items():
+            try:
+                call({device_id: value})
+            except Exception as exc:  # noqa: BLE001 - this device's failure, not the batch's
+                batch.failures.append(
+                    EvaluationFailure(batch.sources.get(device_id, -1), evaluator.rule.id, exc)
+                )
+
     def _links(
-        self, state: EngineState, ctx: Context, links: dict[str, tuple[bool, float]]
+        self,
+        state: EngineState,
+        ctx: Context,
+        batch: Observations,
+        links: dict[str, tuple[bool, float]],
     ) -> None:
         """Status messages (a Last Will is one): down now, or back."""
         down = state.links_down
@@ -134,29 +216,21 @@ class Engine:
         # online statuses are not: a retained one is re-sent on every resubscribe.
         state.presence.update(back)
         for absence in self._absence:
-            absence.links(self._rs(state, absence), links, ctx)
+            rs = self._rs(state, absence)
+            self._per_device(batch, absence, links, partial(absence.links, rs, ctx=ctx))
 
     def _watch(
-        self,
-        state: EngineState,
-        ctx: Context,
-        metric: str,
-        ids: Sequence[str],
-        ts: Sequence[float],
-        values: Sequence[float],
-        watchers: list[EventEvaluator],
+        self, state: EngineState, ctx: Context, group: ReadingColumns, watcher: EventEvaluator
     ) -> None:
-        for watcher in watchers:
-            rs = self._rs(state, watcher)
-            if not rs.entries:
-                continue
-            pending = {e.device_id for e in rs.entries.values() if e.deadline is not None}
-            for i, device_id in enumerate(ids):
-                if device_id in pending:
-                    watcher.on_watched(rs, ctx, device_id, ts[i], values[i])
-        last = state.last_values
-        for device_id, value in zip(ids, values, strict=True):
-            last[device_id, metric] = value
+        """Follow-ups waiting on a metric (a fall's "no steps since")."""
+        rs = self._rs(state, watcher)
+        if not rs.entries:
+            return
+        pending = {e.device_id for e in rs.entries.values() if e.deadline is not None}
+        ts, values = group.ts, group.values
+        for i, device_id in enumerate(group.device_ids):
+            if device_id in pending:
+                watcher.on_watched(rs, ctx, device_id, ts[i], values[i])
 
     def tick(
         self, state: EngineState, now: float, *, absence: bool = True, links: bool | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.directory import DeviceInfo
 from core.models import DeviceEvent, Reading
 from core.rules import Rule, Severity
 
@@ -24,6 +25,7 @@ __all__ = [
     "ChangeKind",
     "DeviceInfo",
     "Directory",
+    "EvaluationFailure",
     "EventObs",
     "Observations",
     "ReadingColumns",
@@ -34,19 +36,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """A device as the engine needs it (registry row plus its community's zone)."""
-
-    device_id: str
-    community_id: str
-    device_class: str
-    expected_interval_s: float
-    building: str | None = None
-    time_zone: str = "Asia/Shanghai"
-    state: str = "active"
 
 
 Directory = Mapping[str, DeviceInfo]
@@ -71,6 +60,8 @@ class ReadingColumns:
     device_ids: list[str] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    # The message each row came from (its index in the evaluated batch).
+    sources: list[int] = field(default_factory=list)
     _ts: FloatArray | None = None
     _values: FloatArray | None = None
     _rows: dict[str, list[int]] | None = None
@@ -94,6 +85,19 @@ class ReadingColumns:
             self._rows = rows
         return self._rows
 
+    def by_source(self) -> list[tuple[int, ReadingColumns]]:
+        """The rows of each message on their own, in batch order (to isolate a failure)."""
+        parts: dict[int, ReadingColumns] = {}
+        for i, source in enumerate(self.sources):
+            part = parts.get(source)
+            if part is None:
+                part = parts[source] = ReadingColumns()
+            part.device_ids.append(self.device_ids[i])
+            part.ts.append(self.ts[i])
+            part.values.append(self.values[i])
+            part.sources.append(source)
+        return list(parts.items())
+
 
 @dataclass(frozen=True, slots=True)
 class EventObs:
@@ -101,6 +105,16 @@ class EventObs:
     event: str
     ts: float
     data: Mapping[str, Any]
+    source: int = -1  # the message's index in the evaluated batch
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationFailure:
+    """A rule (or the arranging of the batch, ``rule_id`` empty) raised on one message."""
+
+    source: int  # the message's index in the evaluated batch; -1 when unknown
+    rule_id: str
+    error: Exception
 
 
 @dataclass(slots=True)
@@ -117,6 +131,10 @@ class Observations:
     ahead: dict[str, float] = field(default_factory=dict)
     # The last status per device in the batch (broker order): (online, received at).
     links: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    # The last message of each known device in the batch (a failure keyed by device
+    # is laid at its door), and what raised while the engine evaluated the batch.
+    sources: dict[str, int] = field(default_factory=dict)
+    failures: list[EvaluationFailure] = field(default_factory=list)
 
 
 def _event_time(ts: datetime, received_at: datetime) -> float:
@@ -139,11 +157,13 @@ def observations(
     groups = obs.readings
     seen = obs.seen
     ahead = obs.ahead
-    for device_id, readings, event in items:
+    sources = obs.sources
+    for source, (device_id, readings, event) in enumerate(items):
         info = directory.get(device_id)
         if info is None:
             obs.unknown.add(device_id)
             continue
+        sources[device_id] = source
         newest = seen.get(device_id, 0.0)
         cls = info.device_class
         stamp: datetime | None = None
@@ -167,12 +187,13 @@ def observations(
             group.device_ids.append(device_id)
             group.ts.append(t)
             group.values.append(r.value)
+            group.sources.append(source)
         if event is not None:
             t = _event_time(event.ts, event.received_at)
             offset = (event.ts - event.received_at).total_seconds()
             if offset > ahead.get(device_id, -math.inf):
                 ahead[device_id] = offset
-            obs.events.append(EventObs(info, event.event, t, event.data))
+            obs.events.append(EventObs(info, event.event, t, event.data, source))
             if t > newest:
                 newest = t
         if newest:

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -82,6 +83,11 @@ class MqttAlertPublisher:
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
 
+    def network_alive(self) -> bool:
+        """paho's network thread runs (watched by the pipeline's supervisor)."""
+        thread = getattr(self._client, "_thread", None)
+        return thread is not None and thread.is_alive()
+
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
@@ -119,8 +125,19 @@ class WebhookSender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beat: Callable[[str], None] | None = None
 
-    def start(self) -> None:
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        """On a thread of its own, or on one ``spawn(name, target)`` starts (the
+        pipeline's supervisor: the thread's end then ends the process)."""
+        self._beat = beat
+        if spawn is not None:
+            self._thread = spawn("webhooks", self._run)
+            return
         self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
         self._thread.start()
 
@@ -136,7 +153,10 @@ class WebhookSender:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        name = threading.current_thread().name
         while not self._stop.is_set():
+            if self._beat is not None:
+                self._beat(name)
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -30,24 +32,32 @@ from paho.mqtt.client import topic_matches_sub
 
 from alerts import catalog
 from alerts.engine import Engine
-from alerts.model import AlertChange, DeviceInfo, Observations, observations
+from alerts.model import (
+    AlertChange,
+    DeviceInfo,
+    EvaluationFailure,
+    Observations,
+    observations,
+)
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.pack import default_rules
 from alerts.rate import RateEvaluator
 from alerts.state import EngineState
 from alerts.store import AlertStore, Notice, StateChanges
 from alerts.visit_check import VISIT_CHECK_EVERY_S, VisitCheck
-from core.errors import ServiceUnavailable
+from core.decode import Limits, decode
+from core.directory import DeviceDirectory
+from core.errors import MessageFailure, RejectedMessage, ServiceUnavailable
 from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
-from core.topics import device_topic
+from core.topics import device_topic, parse_topic
+from store import devices
 
 __all__ = ["AlertListener", "link_statuses"]
 
 _LOG = logging.getLogger(__name__)
-# The directory is re-read this often, and on an unknown device at most this often.
-DIRECTORY_REFRESH_S = 30.0
+# Without a shared directory (tests, tools): an unknown device re-reads at most this often.
 DIRECTORY_MISS_REFRESH_S = 2.0
 WATERMARK_EVERY_S = 5.0
 # Engine state with no alert change to go with it (pending on-delays, hysteresis
@@ -64,6 +74,8 @@ OUTAGE_BACKOFF_MIN_S = 0.5
 OUTAGE_BACKOFF_MAX_S = 10.0
 # Device events replayed on start, at most (a crash window is seconds, not days).
 REPLAY_LIMIT = 100_000
+# Replayed dead letters evaluated per look (on the reload cadence); more wait a turn.
+REPLAYED_BATCH = 1_000
 REPLAY_MAX_AGE = timedelta(hours=6)
 
 
@@ -75,6 +87,21 @@ class Committed(Protocol):
     """What the engine reads of one committed message (``ingest.batch.Accepted``)."""
 
     device_id: str
+    topic: str
+    payload: bytes
+    readings: list[Reading]
+    event: DeviceEvent | None
+    status: DeviceStatus | None
+    received_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Replayed:
+    """A dead letter replayed into storage, as the engine reads a committed message."""
+
+    device_id: str
+    topic: str
+    payload: bytes
     readings: list[Reading]
     event: DeviceEvent | None
     status: DeviceStatus | None
@@ -111,6 +138,9 @@ class AlertListener:
         webhooks: WebhookSender | None = None,
         seed: Sequence[Rule] | None = None,
         absence_grace_s: float = ABSENCE_GRACE_S,
+        engine_hook: Callable[[Engine], None] | None = None,
+        limits: Limits | None = None,
+        directory: DeviceDirectory | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -132,6 +162,16 @@ class AlertListener:
         self._due: dict[str, float] = {}
         self._healthy_since: float | None = None
         self.absence_grace_s = absence_grace_s
+        self._engine_hook = engine_hook  # tests only (gateway.hooks)
+        self.limits = limits or Limits()
+        # The process's one device directory (the gateway's); one of our own without.
+        self.directory = directory or DeviceDirectory(
+            load_all=lambda: self.store.run(devices.load_all),
+            load_some=lambda ids: self.store.run(lambda c: devices.load_some(c, ids)),
+            miss_refresh_s=DIRECTORY_MISS_REFRESH_S,
+        )
+        self._directory_version = -1
+        self._replay_cursor: int | None = None
         self.errors = 0
         self.alerts_written = 0
         self._outage_since: float | None = None
@@ -141,8 +181,14 @@ class AlertListener:
 
     # -- start and stop ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Seed rules on a fresh database, load everything, restore state, replay the gap."""
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        """Seed rules on a fresh database, load everything, restore state, replay the gap.
+
+        ``spawn`` and ``beat`` (the pipeline's supervisor) run the webhook thread."""
         now = self.clock().timestamp()
         seeded = self.store.run(lambda conn: catalog.seed_rules(conn, self._seed))
         if seeded:
@@ -152,10 +198,14 @@ class AlertListener:
         self._reload_maintenance(now)
         self._rebuild_windows(now)
         self._replay()
+        self._replay_cursor = self.store.replay_cursor()
+        if self._replay_cursor is None:  # first start: replays from now on
+            self._replay_cursor = self.store.run(catalog.replays_end)
+            self.store.save_replay_cursor(self._replay_cursor)
         if self.publisher is not None:
             self.publisher.start()
         if self.webhooks is not None:
-            self.webhooks.start()
+            self.webhooks.start(spawn, beat)
         _LOG.info("alert engine running with %d rules", len(self.engine.evaluators))
 
     def stop(self) -> None:
@@ -180,6 +230,8 @@ class AlertListener:
         rules = self.store.run(catalog.load_rules)
         old = {r.id: r for r in self.engine.rules}
         engine = Engine(rules, self.engine.directory)
+        if self._engine_hook is not None:
+            self._engine_hook(engine)
         changed = [r.id for r in engine.rules if old.get(r.id) != r] + [
             rid for rid in old if rid not in engine.evaluators
         ]
@@ -207,13 +259,23 @@ class AlertListener:
             _LOG.info("alert rules reloaded (%d enabled; changed: %s)", len(rules), changed)
 
     def _load_directory(self, *, initial: bool = False) -> None:
-        directory, seen = self.store.run(catalog.load_directory)
-        self.engine.directory = directory
-        self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
         if initial:
-            self.state.presence.update(seen)
+            self.directory.refresh()
+            self.state.presence.update(self.store.run(catalog.last_seen))
             self.state.links_down.update(self.store.run(catalog.links_down))
-        self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
+        else:
+            self.directory.refresh_if_stale()  # the safety net, if nobody else did
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        """The engine's view of the directory (retired devices left out), rebuilt when
+        the directory changed: a new map, so that caches keyed on it start over."""
+        if self.directory.version == self._directory_version:
+            return
+        self._directory_version = self.directory.version
+        view = {d: i for d, i in self.directory.devices().items() if i.state != "decommissioned"}
+        self.engine.directory = view
+        self.store.in_maintenance = {d for d, i in view.items() if i.state == "maintenance"}
 
     def _reload_maintenance(self, now: float) -> None:
         def work(conn: Any) -> tuple[list[catalog.MaintenanceWindow], bool]:
@@ -257,7 +319,15 @@ class AlertListener:
             items.append((device_id, [], DeviceEvent(device_id, name, ts, data, None, received)))
         if items:
             _LOG.info("re-evaluating %d device events received since %s", len(items), since)
-            self._evaluate(observations(items, directory), self.clock().timestamp())
+            obs = observations(items, directory)
+            self._evaluate(obs, self.clock().timestamp())
+            for failure in obs.failures:  # dead-lettered when they first came in
+                self.errors += 1
+                _LOG.error(
+                    "re-evaluating a device event: rule %s raised %r",
+                    failure.rule_id,
+                    failure.error,
+                )
             self._flush()
         newest = max((row[4] for row in rows), default=watermark)
         self._watermark_saved = watermark
@@ -270,28 +340,27 @@ class AlertListener:
 
     # -- the pipeline's calls -----------------------------------------------------------
 
-    def committed(self, accepted: Sequence[Committed]) -> None:
-        """After each commit, on the pipeline's listener thread. Never raises."""
+    def committed(self, accepted: Sequence[Committed]) -> list[MessageFailure]:
+        """After each commit, on the pipeline's listener thread. Never raises.
+
+        Returns the messages a rule raised on (the rest of the batch was evaluated):
+        the pipeline makes each an ``internal_error`` dead letter."""
+        failed: list[EvaluationFailure] = []
         try:
             now = self.clock()
-            obs = observations(
-                ((a.device_id, a.readings, a.event) for a in accepted),
-                self.engine.directory,
-                self.engine.metrics,
-            )
-            if obs.unknown and self._due.get("miss", 0.0) <= time.monotonic():
-                # Devices registered since the last read. If the database cannot say,
-                # evaluate what is known now rather than lose the batch.
-                self._due["miss"] = time.monotonic() + DIRECTORY_MISS_REFRESH_S
+            self._sync_directory()
+            obs = self._observe(accepted)
+            if obs.unknown:
+                # Devices registered since the directory heard of it (rate limited). If
+                # the database cannot say, evaluate what is known now, not lose the batch.
                 with contextlib.suppress(ServiceUnavailable):
-                    self._load_directory()
-                obs = observations(
-                    ((a.device_id, a.readings, a.event) for a in accepted),
-                    self.engine.directory,
-                    self.engine.metrics,
-                )
+                    self.directory.missing(obs.unknown)
+                if self.directory.version != self._directory_version:
+                    self._sync_directory()
+                    obs = self._observe(accepted)
             obs.links = link_statuses(accepted)
             self._evaluate(obs, now.timestamp())
+            failed = obs.failures
             newest = max((a.received_at for a in accepted if a.received_at), default=None)
             if newest is not None and (self._watermark is None or newest > self._watermark):
                 self._watermark = newest
@@ -302,19 +371,108 @@ class AlertListener:
         except Exception:  # noqa: BLE001 - the boundary: the engine must never stop ingest
             self.errors += 1
             _LOG.exception("alert engine failed on a batch")
+        return self._failures(accepted, failed)
 
-    def tick(self, now: datetime) -> None:
-        """Timers, reloads, escalation and retries. Never raises."""
-        if time.monotonic() < self._retry_at:
-            return  # the database was down a moment ago: do not hammer it
+    def _observe(self, accepted: Sequence[Committed]) -> Observations:
+        """The batch arranged for the engine; a message that makes arranging raise is
+        left out (its failure recorded) and the others are arranged without it."""
+        items = [(a.device_id, a.readings, a.event) for a in accepted]
+        directory, metrics = self.engine.directory, self.engine.metrics
         try:
-            self._tick(now)
+            return observations(items, directory, metrics)
+        except Exception:  # noqa: BLE001 - found message by message below
+            failures = []
+            for i, item in enumerate(items):
+                try:
+                    observations([item], directory, metrics)
+                except Exception as exc:  # noqa: BLE001 - this message's failure
+                    failures.append(EvaluationFailure(i, "", exc))
+                    items[i] = (item[0], [], None)  # keeps the indices of the others
+            obs = observations(items, directory, metrics)
+            obs.failures.extend(failures)
+            return obs
+
+    def _failures(
+        self, accepted: Sequence[Committed], failed: Sequence[EvaluationFailure]
+    ) -> list[MessageFailure]:
+        """One failure per message, naming every rule that raised on it."""
+        if not failed:
+            return []
+        by_message: dict[int, list[EvaluationFailure]] = {}
+        for failure in failed:
+            by_message.setdefault(failure.source, []).append(failure)
+        found = []
+        for source, failures in by_message.items():
+            self.errors += 1
+            rules = ", ".join(f.rule_id for f in failures if f.rule_id) or "arranging the batch"
+            if not 0 <= source < len(accepted):
+                _LOG.error("alert engine: %s raised %r on no known message", rules, failures[0])
+                continue
+            a = accepted[source]
+            found.append(
+                MessageFailure(
+                    topic=a.topic,
+                    payload=a.payload,
+                    received_at=a.received_at or self.clock(),
+                    stage=f"rule evaluation ({rules})",
+                    error=failures[0].error,
+                )
+            )
+        return found
+
+    def tick(self, now: datetime) -> list[MessageFailure]:
+        """Timers, reloads, escalation, retries and replayed dead letters. Never raises.
+
+        Returns the replayed messages a rule raised on, as ``committed`` does."""
+        if time.monotonic() < self._retry_at:
+            return []  # the database was down a moment ago: do not hammer it
+        failures: list[MessageFailure] = []
+        try:
+            self._tick(now, failures)
             self._recovered()
         except ServiceUnavailable as exc:
             self._outage(exc)
         except Exception:  # noqa: BLE001 - the boundary, as in committed()
             self.errors += 1
             _LOG.exception("alert engine tick failed")
+        return failures
+
+    def _evaluate_replays(self) -> list[MessageFailure]:
+        """Dead letters replayed into storage since the last look (``dead-letters replay``,
+        another process) go through evaluation as any committed message does."""
+        cursor = self._replay_cursor
+        if cursor is None:
+            return []
+        rows = self.store.run(lambda c: catalog.replayed_since(c, cursor, REPLAYED_BATCH))
+        if not rows:
+            return []
+        items = [
+            item
+            for _, topic, payload, received_at in rows
+            if (item := self._replayed(topic, payload, received_at)) is not None
+        ]
+        failures = self.committed(items) if items else []
+        self._replay_cursor = rows[-1][0]
+        self.store.save_replay_cursor(self._replay_cursor)
+        if items:
+            _LOG.info("evaluated %d replayed dead letter(s)", len(items))
+        return failures
+
+    def _replayed(self, topic: str, payload: bytes, received_at: datetime) -> _Replayed | None:
+        """Decoded again as the replay decoded it; None if another worker's, or no longer
+        valid (it was stored, so only a change of limits since can do that)."""
+        if not topic_matches_sub(self.topic_filter, topic):
+            return None
+        try:
+            parsed = parse_topic(topic)
+            decoded = decode(parsed, payload, received_at, self.limits)
+        except RejectedMessage as exc:
+            _LOG.warning("replayed message on %r not evaluated: %s", topic[:200], exc)
+            return None
+        # A status is old news by the time it is replayed: links are not judged on it.
+        return _Replayed(
+            parsed.device_id, topic, payload, decoded.readings, decoded.event, None, received_at
+        )
 
     def _outage(self, exc: ServiceUnavailable) -> None:
         mono = time.monotonic()
@@ -338,15 +496,15 @@ class AlertListener:
             self._backoff = OUTAGE_BACKOFF_MIN_S
             self._retry_at = 0.0
 
-    def _tick(self, now_dt: datetime) -> None:
+    def _tick(self, now_dt: datetime, failures: list[MessageFailure]) -> None:
         now = now_dt.timestamp()
         mono = time.monotonic()
         if self._due.get("reload", 0.0) <= mono:
             self._due["reload"] = mono + self.settings.reload_s
             self._load_rules()
             self._reload_maintenance(now)
-        if self._due.get("directory", 0.0) <= mono:
-            self._load_directory()
+            failures += self._evaluate_replays()
+        self._load_directory()
         if self._pending:
             self._flush()  # retry what an outage held back, first
         if self._due.get("tick", 0.0) > mono:

@@ -625,6 +625,26 @@ class AlertStore:
             )
         )
 
+    def save_replay_cursor(self, cursor: int) -> None:
+        """The last replayed dead letter the engine has evaluated (``alerts.service``)."""
+        self.run(
+            lambda conn: conn.execute(
+                "INSERT INTO alert_engine_progress (worker, watermark, replay_cursor)"
+                " VALUES (%s, now(), %s) ON CONFLICT (worker) DO UPDATE"
+                " SET replay_cursor = greatest(alert_engine_progress.replay_cursor,"
+                " excluded.replay_cursor), updated_at = now()",
+                (self.worker, cursor),
+            )
+        )
+
+    def replay_cursor(self) -> int | None:
+        row = self.run(
+            lambda conn: conn.execute(
+                "SELECT replay_cursor FROM alert_engine_progress WHERE worker = %s", (self.worker,)
+            ).fetchone()
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
     def watermark(self) -> datetime | None:
         row = self.run(
             lambda conn: conn.execute(

@@ -30,10 +30,12 @@ from api.routes import (
     dashboard_api,
     dead_letters,
     devices,
+    incidents,
     ops,
     readings,
     reports,
     residents,
+    responders,
     rules,
     series,
     users,
@@ -191,6 +193,11 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(visits.router)  # care visits (docs/visits.md)
     v1.include_router(reports.router)  # a community's monthly service report
     v1.include_router(dashboard_api.router)
+    # Responders, rosters, incidents and dispatch (docs/incidents.md).
+    for router in (responders.router, responders.teams_router, responders.duty_router):
+        v1.include_router(router)
+    for router in (incidents.router, incidents.alerts_router, incidents.me_router):
+        v1.include_router(router)
     for router in (users.router, users.tokens_router, users.me_router, audit.router):
         v1.include_router(router)
     for router in (alerts.router, alerts.maintenance_router, rules.router, rules.webhooks_router):

@@ -55,11 +55,15 @@ __all__ = [
     "CommunityId",
     "DeliveryId",
     "DeviceId",
+    "IncidentId",
     "IntId",
+    "OwnDispatchId",
     "OwnTokenId",
     "Problem",
     "ResidentId",
+    "ResponderId",
     "RuleId",
+    "TeamId",
     "TextId",
     "TokenId",
     "UserId",
@@ -102,6 +106,9 @@ ROUTE_FAMILIES: dict[str, Family] = {
     "tokens": Family.USERS,
     "audit": Family.AUDIT,
     "me": Family.SELF,
+    "responders": Family.RESPONDERS,
+    "teams": Family.RESPONDERS,
+    "incidents": Family.INCIDENTS,
 }
 _SUB_FAMILIES: dict[str, Family] = {
     "buildings": Family.LOCATIONS,
@@ -110,6 +117,7 @@ _SUB_FAMILIES: dict[str, Family] = {
     "aggregates": Family.TELEMETRY,
     "latest": Family.TELEMETRY,
     "status": Family.TELEMETRY,
+    "duty": Family.RESPONDERS,
 }
 
 
@@ -244,11 +252,17 @@ def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
     ``sc_locate`` (migration 0007) looks past row-level security: another community's
     object must be audited when refused, and must not read as free to create.
     """
-    row = conn.execute("SELECT sc_locate(%s, %s)", (entity, str(target))).fetchone()
+    query = "SELECT sc_locate(%s, %s)"
+    if entity in _INCIDENT_ENTITIES:
+        query = "SELECT sc_locate_incident(%s, %s)"
+    row = conn.execute(query, (entity, str(target))).fetchone()
     if row is None or row[0] is None:
         return False, None
     return True, row[0][0]
 
+
+# Located by migration 0010's sc_locate_incident.
+_INCIDENT_ENTITIES = frozenset({"responder", "team", "incident", "dispatch"})
 
 # Global objects only those of every community may even see (a global rule is read by
 # all: it applies to their communities too).
@@ -401,6 +415,44 @@ def _own_token(
     return token_id
 
 
+def _responder(
+    responder_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    _scoped(conn, principal, request, "responder", responder_id, f"no responder {responder_id!r}")
+    return responder_id
+
+
+def _team(
+    team_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> str:
+    _scoped(conn, principal, request, "team", team_id, f"no team {team_id!r}")
+    return team_id
+
+
+def _incident(
+    incident_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    _scoped(conn, principal, request, "incident", incident_id, f"no incident {incident_id}")
+    return incident_id
+
+
+def _own_dispatch(
+    dispatch_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
+) -> int:
+    """/me/dispatches/{dispatch_id}: only a dispatch to the caller's own responder record."""
+    row = conn.execute(
+        "SELECT r.user_id, x.community_id FROM dispatches AS x"
+        " JOIN responders AS r ON r.id = x.responder_id WHERE x.id = %s",
+        (dispatch_id,),
+    ).fetchone()
+    if row is None:
+        raise not_found(f"no dispatch {dispatch_id}")
+    if row[0] != principal.user_id:
+        record_refusal(conn, principal, request, "dispatch", dispatch_id, row[1])
+        raise not_found(f"no dispatch {dispatch_id}")
+    return dispatch_id
+
+
 CommunityId = Annotated[str, Depends(_community)]
 DeviceId = Annotated[str, Depends(_device)]
 ResidentId = Annotated[str, Depends(_resident)]
@@ -413,6 +465,10 @@ DeliveryId = Annotated[int, Depends(_delivery)]
 UserId = Annotated[int, Depends(_user)]
 TokenId = Annotated[int, Depends(_token)]
 OwnTokenId = Annotated[int, Depends(_own_token)]  # /me/tokens/{token_id}: the caller's only
+ResponderId = Annotated[str, Depends(_responder)]
+TeamId = Annotated[str, Depends(_team)]
+IncidentId = Annotated[int, Depends(_incident)]
+OwnDispatchId = Annotated[int, Depends(_own_dispatch)]  # a responder's own dispatch
 
 # path parameter -> the dependencies allowed to resolve it (check_routes).
 SCOPED_PARAMETERS: dict[str, frozenset[Callable[..., Any]]] = {
@@ -427,6 +483,10 @@ SCOPED_PARAMETERS: dict[str, frozenset[Callable[..., Any]]] = {
     "delivery_id": frozenset({_delivery}),
     "user_id": frozenset({_user}),
     "token_id": frozenset({_token, _own_token}),
+    "responder_id": frozenset({_responder}),
+    "team_id": frozenset({_team}),
+    "incident_id": frozenset({_incident}),
+    "dispatch_id": frozenset({_own_dispatch}),
 }
 
 

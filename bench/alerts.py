@@ -63,7 +63,7 @@ from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
 
 if TYPE_CHECKING:
-    from bench.ingest import Child
+    from bench.rig import Child
 
 COMMUNITY = "bench"
 BUILDINGS = 20
@@ -86,13 +86,14 @@ class BenchError(RuntimeError):
 
 
 def _ingest_bench() -> Any:
-    """bench/ingest.py's process and session helpers, also when run as a script."""
+    """The benchmarks' rig (bench/rig.py): process and session helpers, also when run
+    as a script."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    import bench.ingest
+    import bench.rig
 
-    return bench.ingest
+    return bench.rig
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Child:

@@ -18,6 +18,9 @@ class Role(StrEnum):
     INSTALLER = "installer"  # registers and manages devices, buildings and units
     OPERATOR = "operator"  # control room: reads everything, acts on alerts
     VIEWER = "viewer"  # reads devices, readings and alerts
+    # A person sent to incidents: sees only their own dispatches (/me/dispatches) and
+    # answers them; nothing else of the community.
+    RESPONDER = "responder"
 
 
 class Family(StrEnum):
@@ -34,10 +37,14 @@ class Family(StrEnum):
     DEAD_LETTERS = "dead_letters"
     USERS = "users"  # users and their tokens
     AUDIT = "audit"
-    SELF = "self"  # who am I, my own tokens
+    RESPONDERS = "responders"  # responders, teams, duty rosters: names and phone numbers
+    INCIDENTS = "incidents"  # incidents, their timelines and dispatches
+    SELF = "self"  # who am I, my own tokens, my own dispatches (a responder's)
 
 
-_ALL = frozenset(Role)
+# Everyone who works in the platform; a responder's account sees only what is sent to them.
+_ALL = frozenset(Role) - {Role.RESPONDER}
+_EVERYONE = frozenset(Role)
 _ADMIN = frozenset({Role.ADMIN})
 _NOBODY: frozenset[Role] = frozenset()
 
@@ -61,7 +68,13 @@ POLICY: dict[Family, tuple[frozenset[Role], frozenset[Role]]] = {
     Family.DEAD_LETTERS: (frozenset({Role.ADMIN, Role.INSTALLER}), _NOBODY),
     Family.USERS: (_ADMIN, _ADMIN),
     Family.AUDIT: (_ADMIN, _NOBODY),
-    Family.SELF: (_ALL, _ALL),
+    # The control room sends people: it must see who is on duty and how to reach them.
+    Family.RESPONDERS: (frozenset({Role.ADMIN, Role.OPERATOR}), _ADMIN),
+    Family.INCIDENTS: (
+        frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
+        frozenset({Role.ADMIN, Role.OPERATOR}),
+    ),
+    Family.SELF: (_EVERYONE, _EVERYONE),
 }
 
 

@@ -25,13 +25,17 @@ from datetime import datetime
 from enum import StrEnum
 
 from core.alink import alink_filter, device_post_filter, device_reply_filter, reply_topic
+from core.dispatch_contract import dispatch_topic
+from core.dispatch_contract import reply_topic as dispatch_reply_topic
 from core.profiles import AlinkProduct, JsonProfile
 from core.topics import ALL_DEVICE_TOPICS, ROOT, device_filter, valid_id
 
 __all__ = [
     "ALERTS_SUFFIX",
     "COMMAND_CHANNEL",
+    "INCIDENTS_SUFFIX",
     "BrokerDevice",
+    "BrokerResponder",
     "ForeignTopics",
     "Listener",
     "ServiceAccount",
@@ -39,6 +43,7 @@ __all__ = [
     "alerts_username",
     "command_topic",
     "foreign_topics",
+    "incidents_username",
     "render_acl_file",
     "render_listener_conf",
     "render_password_file",
@@ -53,12 +58,14 @@ COMMAND_CHANNEL = "cmd"
 DEVICE_PLACEHOLDER = "{device}"
 # The pipeline's alert publisher logs in as its account's name plus this.
 ALERTS_SUFFIX = "-alerts"
+INCIDENTS_SUFFIX = "-incidents"
 
 
 class ServiceRole(StrEnum):
     PIPELINE = "pipeline"  # gateway + ingest + alerts: `smartcommunity run`
     API = "api"  # the HTTP API: live alerts
     ALERTS = "alerts"  # the pipeline's alert publisher (a companion, never stored)
+    INCIDENTS = "incidents"  # the pipeline's incident desk (a companion, never stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,16 @@ class BrokerDevice:
     device_id: str
     community_id: str
     device_class: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerResponder:
+    """A responder's app or pager: reads their dispatches, writes their replies."""
+
+    username: str
+    community_id: str
+    responder_id: str
     password_hash: str
 
 
@@ -83,10 +100,15 @@ def command_topic(community_id: str, device_class: str, device_id: str) -> str:
 def service_grants(role: ServiceRole) -> list[tuple[str, str]]:
     """(access, topic filter) pairs a service account gets."""
     alerts = f"{ROOT}/+/alerts/#"
+    # The incident desk pushes dispatches and reads responders' replies: as the companion
+    # when client ids are bound, else under the pipeline's own account.
+    desk = [("write", dispatch_topic("+", "+")), ("read", dispatch_reply_topic("+", "+"))]
     if role is ServiceRole.PIPELINE:
-        return [("read", ALL_DEVICE_TOPICS), ("write", alerts)]
+        return [("read", ALL_DEVICE_TOPICS), ("write", alerts), *desk]
     if role is ServiceRole.ALERTS:
         return [("write", alerts)]
+    if role is ServiceRole.INCIDENTS:
+        return desk
     return [("read", alerts)]
 
 
@@ -95,14 +117,22 @@ def alerts_username(username: str) -> str:
     return username + ALERTS_SUFFIX
 
 
+def incidents_username(username: str) -> str:
+    """The name the incident desk of the pipeline logged in as ``username`` uses."""
+    return username + INCIDENTS_SUFFIX
+
+
 def with_companions(accounts: Iterable[ServiceAccount]) -> list[ServiceAccount]:
-    """The accounts, each pipeline account followed by its alert publisher's."""
+    """The accounts, each pipeline account followed by its alert publisher's and its
+    incident desk's (each an MQTT client of its own, so a user name of its own)."""
     out: list[ServiceAccount] = []
     for account in accounts:
         out.append(account)
         if account.role is ServiceRole.PIPELINE:
             name = alerts_username(account.username)
             out.append(ServiceAccount(name, ServiceRole.ALERTS, account.password_hash))
+            desk = incidents_username(account.username)
+            out.append(ServiceAccount(desk, ServiceRole.INCIDENTS, account.password_hash))
     return out
 
 
@@ -112,10 +142,13 @@ def usable_username(name: str) -> bool:
 
 
 def render_password_file(
-    devices: Iterable[BrokerDevice], accounts: Iterable[ServiceAccount]
+    devices: Iterable[BrokerDevice],
+    accounts: Iterable[ServiceAccount],
+    responders: Iterable[BrokerResponder] = (),
 ) -> str:
     lines = [f"{a.username}:{a.password_hash}" for a in with_companions(accounts)]
     lines += [f"{d.device_id}:{d.password_hash}" for d in devices]
+    lines += [f"{r.username}:{r.password_hash}" for r in responders]
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -169,6 +202,7 @@ def render_acl_file(
     *,
     generated_at: datetime,
     foreign: ForeignTopics | None = None,
+    responders: Sequence[BrokerResponder] = (),
 ) -> str:
     out = [
         f"# Written by `smartcommunity broker export` at {generated_at.isoformat()}:",
@@ -192,6 +226,14 @@ def render_acl_file(
         if foreign is not None:
             out += [f"topic {access} {topic}" for access, topic in foreign.for_device(d)]
         out.append("")
+    out.append(f"# Responders ({len(responders)}): their own dispatches and replies only")
+    for r in responders:
+        out += [
+            f"user {r.username}",
+            f"topic read {dispatch_topic(r.community_id, r.responder_id)}",
+            f"topic write {dispatch_reply_topic(r.community_id, r.responder_id)}",
+            "",
+        ]
     return "\n".join(out) + "\n"
 
 

@@ -25,7 +25,7 @@ from core.limits import (
     check_text,
     refine_json_error,
 )
-from core.metrics import metric_spec
+from core.metrics import METRICS, MetricSpec, metric_spec
 from core.models import (
     DeviceEvent,
     DeviceStatus,
@@ -70,6 +70,8 @@ class Decoded:
     readings: list[Reading] = field(default_factory=list)
     event: DeviceEvent | None = None
     status: DeviceStatus | None = None
+    # Known without a scan when every reading has one time (a telemetry object).
+    known_time: datetime | None = None
 
     @property
     def seq(self) -> int | None:
@@ -79,6 +81,8 @@ class Decoded:
 
     @property
     def device_time(self) -> datetime | None:
+        if self.known_time is not None:
+            return self.known_time
         if self.readings:
             return max(r.ts for r in self.readings)
         if self.event is not None:
@@ -166,8 +170,10 @@ def _timestamp(value: int | datetime, received_at: datetime, limits: Limits) -> 
     return value
 
 
-def _checked_value(device_class: str, metric: str, value: float | bool) -> float:
-    spec = metric_spec(device_class, metric)
+def _checked_value(
+    device_class: str, metric: str, value: float | bool, specs: dict[str, MetricSpec] | None = None
+) -> float:
+    spec = metric_spec(device_class, metric) if specs is None else specs.get(metric)
     if spec is None:
         raise RejectedMessage(
             RejectReason.UNKNOWN_METRIC,
@@ -214,6 +220,7 @@ def _telemetry(
     env = _validate(TelemetryEnvelope, payload)
     ts = _timestamp(env.ts, received_at, limits)
     device_id, device_class, seq = topic.device_id, topic.device_class, env.seq
+    specs = METRICS.get(device_class, {})  # the class's table, looked up once a message
     # _new_reading skips the NamedTuple's Python-level __new__: an eighth of the
     # intake thread's time in the profile, for three readings a message.
     readings = [
@@ -223,14 +230,14 @@ def _telemetry(
                 device_id,
                 metric,
                 ts,
-                _checked_value(device_class, metric, value),
+                _checked_value(device_class, metric, value, specs),
                 seq,
                 received_at,
             ),
         )
         for metric, value in env.metrics.items()
     ]
-    return Decoded(topic, readings=readings)
+    return Decoded(topic, readings=readings, known_time=ts)
 
 
 def _not_finite(literal: str) -> float:

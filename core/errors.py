@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 __all__ = [
     "ConfigurationError",
+    "MessageFailure",
     "RejectReason",
     "RejectedMessage",
     "ServiceUnavailable",
@@ -64,3 +67,17 @@ class RejectedMessage(SmartCommunityError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFailure:
+    """One message that made a later stage raise (the rule engine, after its commit).
+
+    Carries what its dead letter needs: the message is already stored and
+    acknowledged, so the dead letter records the failure, not a refusal."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    stage: str
+    error: Exception

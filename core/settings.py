@@ -93,9 +93,13 @@ class FaultHookSettings(BaseModel):
     raise_marker: str | None = None
     # A message whose payload contains this kills the process with SIGSEGV while in flight.
     crash_marker: str | None = None
-    # This pipeline thread (intake, commit, listeners, heartbeat) raises after kill_after_s.
+    # This pipeline thread (intake, commit, listeners, heartbeat, webhooks,
+    # storage-maintenance, device-directory) raises after kill_after_s.
     kill_thread: str | None = None
     kill_after_s: float = Field(default=1.0, ge=0)
+    # Every rule raises while evaluating a reading or event of this device (a rule bug
+    # that one device's values trigger; internal_error after the commit).
+    evaluate_raise_device: str | None = None
 
 
 class DecoderSettings(BaseModel):
@@ -155,6 +159,15 @@ class ClusterSettings(BaseModel):
     @property
     def urls(self) -> list[str]:
         return [u.strip() for u in self.amqp_urls.split(",") if u.strip()]
+
+
+class IncidentSettings(BaseModel):
+    model_config = {"frozen": True}
+
+    # The incident desk (alerts/incident_desk.py) runs inside the pipeline.
+    enabled: bool = True
+    # Escalation and delivery resolution: targets are tens of seconds at the least.
+    tick_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class ApiSettings(BaseModel):
@@ -219,6 +232,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     decoders: DecoderSettings = DecoderSettings()
     fire_bridge: FireBridgeSettings = FireBridgeSettings()
+    incidents: IncidentSettings = IncidentSettings()
     test_hooks: FaultHookSettings = FaultHookSettings()
     # A bearer token for CLI commands that call the API (`scenario run`); none: they
     # make one for the run and revoke it after.

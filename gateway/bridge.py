@@ -15,7 +15,7 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -41,7 +42,9 @@ class _SharedTableProperties(Properties):
     """paho's ``Properties`` builds its constant tables (two dicts and a list) anew for
     each object, i.e. for every MQTT 5 PUBLISH received, and ``clear()`` then walks
     all 27 property names: together a tenth of the pipeline's CPU in the profile.
-    This shares the tables, which nothing mutates, and skips clearing a new object."""
+    This shares the tables, which nothing mutates, and skips clearing a new object.
+    Its attributes are set past paho's ``__setattr__`` (a name check per call), and a
+    PUBLISH without properties, the usual one, is not parsed."""
 
     _tables: tuple[Any, Any, Any] | None = None
 
@@ -51,12 +54,37 @@ class _SharedTableProperties(Properties):
             super().__init__(packetType)  # type: ignore[no-untyped-call]
             _SharedTableProperties._tables = (self.types, self.names, self.properties)
             return
-        self.packetType = packetType
-        self.types, self.names, self.properties = tables
+        self.__dict__.update(
+            packetType=packetType, types=tables[0], names=tables[1], properties=tables[2]
+        )
 
     def clear(self) -> None:
         if len(self.__dict__) > 4:  # anything besides packetType and the tables
             super().clear()  # type: ignore[no-untyped-call]
+
+    def unpack(self, buffer: bytes) -> tuple[Properties, int]:
+        # A zero property length is one byte, 0x00; anything else is parsed by paho.
+        if len(self.__dict__) == 4 and buffer[:1] == b"\x00":
+            return self, 1
+        return super().unpack(buffer)  # type: ignore[no-untyped-call,no-any-return]
+
+
+class _NoFilterMatcher(MQTTMatcher):
+    """paho looks up per-topic callbacks for every message received, with a recursive
+    generator over the topic's levels (a twentieth of the pipeline's CPU in the
+    profile). We register none (``message_callback_add``), so while none is
+    registered the answer is "none" at once."""
+
+    _filters = False
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._filters = True
+        super().__setitem__(key, value)  # type: ignore[no-untyped-call]
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        if not self._filters:
+            return iter(())
+        return super().iter_match(topic)  # type: ignore[no-untyped-call,no-any-return]
 
 
 # decode_publish looks ``Properties`` up in its module at each call; the version range
@@ -195,6 +223,10 @@ class MqttBridge:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        # paho's matcher is private; left alone should a future paho rename it (the
+        # version range in pyproject.toml keeps it where it is).
+        if type(getattr(client, "_on_message_filtered", None)) is MQTTMatcher:
+            client._on_message_filtered = _NoFilterMatcher()  # type: ignore[no-untyped-call]
         client.reconnect_delay_set(
             min_delay=max(1, round(self.settings.reconnect_min_s)),
             max_delay=max(1, round(self.settings.reconnect_max_s)),

@@ -16,6 +16,8 @@ import psycopg
 
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.store import AlertStore
+from core.decode import Limits
+from core.directory import DeviceDirectory
 from core.errors import ConfigurationError
 from core.settings import Settings
 from gateway.amqp_source import AmqpSource
@@ -69,11 +71,17 @@ class _Router(ShardRouter):
         self.publisher = publisher
         self.webhooks = webhooks
 
-    def start(self) -> None:
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        """Shard engines start on takeover (``activate``); the shared senders now,
+        the webhook thread under the pipeline's supervisor (``spawn``, ``beat``)."""
         if self.publisher is not None:
             self.publisher.start()
         if self.webhooks is not None:
-            self.webhooks.start()
+            self.webhooks.start(spawn, beat)
 
     def stop(self) -> None:
         super().stop()
@@ -99,6 +107,12 @@ def run_cluster_worker(
     cluster = settings.cluster
     alerts = settings.alerts
     holder: list[AmqpSource] = []
+    # The process's one device directory, made by run_pipeline before the engine.
+    directories: list[DeviceDirectory] = []
+    limits = Limits(
+        max_payload_bytes=settings.validation.max_payload_bytes,
+        max_future_s=settings.validation.max_future_s,
+    )
 
     def healthy() -> bool:
         source = holder[0]
@@ -120,6 +134,8 @@ def run_cluster_worker(
             ),
             settings=alerts,
             healthy=healthy,
+            limits=limits,
+            directory=directories[0],
         )
 
     publisher = None
@@ -145,7 +161,12 @@ def run_cluster_worker(
             private_destinations=alerts.webhook_private_destinations,
         ),
     )
-    engine = router if alerts.enabled else None
+
+    def make_engine(directory: DeviceDirectory) -> _Router:
+        directories.append(directory)
+        return router
+
+    engine = make_engine if alerts.enabled else None
     source = AmqpSource(
         settings=cluster,
         communities=_community_reader(url),

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 
 from core.alink import alink_filter, is_alink, parse_alink_topic
 from core.decode import Decoded, Limits
+from core.directory import DeviceDirectory
 from core.errors import ConfigurationError, RejectedMessage, RejectReason
 from core.limits import MAX_TOPIC_CHARS
 from core.profile_decode import decode_alink, decode_json
 from core.profiles import AlinkProduct, JsonProfile, Profile, parse_profile
 from core.topics import Channel, DeviceTopic, valid_id
-from gateway.registry import Registry
 
 __all__ = ["Decoders", "describe_errors", "load_profile", "load_profiles"]
 
@@ -90,7 +90,7 @@ class Decoders:
         topic_name: str,
         payload: bytes,
         received_at: datetime,
-        registry: Registry,
+        registry: DeviceDirectory,
         limits: Limits,
     ) -> Decoded:
         """Route, check the device in the registry, decode; ``RejectedMessage`` if refused."""
@@ -121,7 +121,7 @@ class Decoders:
 
 
 def _registered(
-    registry: Registry, device_id: str, device_class: str, channel: Channel
+    registry: DeviceDirectory, device_id: str, device_class: str, channel: Channel
 ) -> DeviceTopic:
     """The device as registered; refused as the native path refuses (unknown,
     decommissioned, or of another class than the profile's)."""

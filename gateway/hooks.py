@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
+from alerts.engine import Engine
+from alerts.model import EventObs, ReadingColumns
 from core.settings import FaultHookSettings
 from gateway.bridge import InboundMessage
 
@@ -23,10 +26,37 @@ class FaultHooks:
         self._crash = settings.crash_marker.encode() if settings.crash_marker else None
         self._kill = settings.kill_thread
         self._kill_at = time.monotonic() + settings.kill_after_s
+        self._evaluate_raise = settings.evaluate_raise_device
 
     @property
     def active(self) -> bool:
-        return any(x is not None for x in (self._raise, self._crash, self._kill))
+        hooks = (self._raise, self._crash, self._kill, self._evaluate_raise)
+        return any(x is not None for x in hooks)
+
+    def on_engine(self, engine: Engine) -> None:
+        """Make every rule of ``engine`` raise on the chosen device's readings and events,
+        from inside the evaluator's own call (as a bug in a rule would)."""
+        device = self._evaluate_raise
+        if device is None:
+            return
+        for evaluator in engine.evaluators.values():
+            real_readings, real_event = evaluator.on_readings, evaluator.on_event
+
+            def on_readings(
+                metric: str, group: ReadingColumns, rs: Any, ctx: Any, _real: Any = real_readings
+            ) -> None:
+                _real(metric, group, rs, ctx)
+                if device in group.device_ids:
+                    raise RuntimeError(f"test hook: a rule fails on {device!r}")
+
+            def on_event(event: EventObs, rs: Any, ctx: Any, _real: Any = real_event) -> None:
+                if event.device.device_id == device:
+                    raise RuntimeError(f"test hook: a rule fails on {device!r}")
+                _real(event, rs, ctx)
+
+            # Instance attributes shadow the methods: this engine only, test runs only.
+            evaluator.on_readings = on_readings  # type: ignore[method-assign]
+            evaluator.on_event = on_event  # type: ignore[method-assign]
 
     def on_message(self, message: InboundMessage) -> None:
         if self._crash is not None and self._crash in message.payload:

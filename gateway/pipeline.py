@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from core.decode import Limits, decode
-from core.errors import RejectedMessage, RejectReason, ServiceUnavailable
+from core.directory import DeviceDirectory
+from core.errors import MessageFailure, RejectedMessage, RejectReason, ServiceUnavailable
 from core.observability import PipelineCounters
 from core.settings import IngestSettings
 from core.topics import ROOT as NATIVE_ROOT
@@ -44,7 +45,6 @@ from gateway.bridge import InboundMessage
 from gateway.decoders import Decoders
 from gateway.dedupe import SeqWindow
 from gateway.quarantine import Quarantine
-from gateway.registry import Registry
 from gateway.source import MessageSource
 from gateway.supervisor import Supervisor
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
@@ -73,12 +73,14 @@ class CommittedListener(Protocol):
     """Told what was committed and how time passes, after the acknowledgement.
 
     The rule engine hooks in here; both calls come from one thread (the listener
-    thread), in commit order.
+    thread), in commit order. ``committed`` returns the messages it failed on
+    (a rule raised): each becomes an ``internal_error`` dead letter, and the rest of
+    the batch counts as evaluated.
     """
 
-    def committed(self, accepted: Sequence[Accepted]) -> None: ...
+    def committed(self, accepted: Sequence[Accepted]) -> Sequence[MessageFailure] | None: ...
 
-    def tick(self, now: datetime) -> None: ...
+    def tick(self, now: datetime) -> Sequence[MessageFailure] | None: ...
 
 
 @dataclass(slots=True)
@@ -93,7 +95,7 @@ def accept(
     topic_name: str,
     payload: bytes,
     received_at: datetime,
-    registry: Registry,
+    registry: DeviceDirectory,
     limits: Limits,
     decoders: Decoders | None = None,
 ) -> Accepted:
@@ -130,7 +132,7 @@ class Pipeline:
         *,
         bridge: MessageSource,
         sink: BatchSink,
-        registry: Registry,
+        registry: DeviceDirectory,
         counters: PipelineCounters,
         settings: IngestSettings,
         limits: Limits,
@@ -158,6 +160,9 @@ class Pipeline:
         self._backlog_cond = threading.Condition()
         self._metrics_saved = 0.0
         self._ticked = 0.0
+        # Dead letters for messages the listeners failed on (after their commit):
+        # written by the commit thread, which owns the writer.
+        self._late: deque[DeadLetter] = deque()
         # Test hooks (gateway.hooks): called with each message before it is validated.
         self._on_message = on_message
         self._quarantine = quarantine
@@ -192,6 +197,8 @@ class Pipeline:
             self._backlog_done = True
             self._backlog_cond.notify_all()
         notifier.join()
+        if self._write_late(stop):  # what the listeners failed on last; the writer is idle
+            self._housekeeping(force_metrics=True)
         heartbeat.join()
         supervisor.finished()
 
@@ -265,6 +272,7 @@ class Pipeline:
             try:
                 item = self._handoff.get(timeout=_IDLE_S)
             except queue.Empty:
+                self._write_late(stop)
                 self._housekeeping()
                 if stop.is_set():
                     break
@@ -272,7 +280,9 @@ class Pipeline:
             if item is None:
                 break
             self._commit(item, stop)
+            self._write_late(stop)
             self._housekeeping()
+        self._write_late(stop)
         self._housekeeping(force_metrics=True)  # the last counters outlive the process
 
     # -- intake --------------------------------------------------------------
@@ -461,13 +471,34 @@ class Pipeline:
     def _notify(self, accepted: Sequence[Accepted]) -> None:
         if accepted:
             for listener in self.listeners:
-                listener.committed(accepted)
+                self._failed(listener.committed(accepted))
         now = time.monotonic()
         if now - self._ticked >= TICK_EVERY_S:
             self._ticked = now
             wall = datetime.now(UTC)
             for listener in self.listeners:
-                listener.tick(wall)
+                self._failed(listener.tick(wall))
+
+    def _failed(self, failures: Sequence[MessageFailure] | None) -> None:
+        """Messages a listener failed on: dead letters, written by the commit thread."""
+        for f in failures or ():
+            self._late.append(internal_error(f.topic, f.payload, f.received_at, f.error, f.stage))
+
+    def _write_late(self, stop: threading.Event) -> bool:
+        """Write the dead letters of messages the listeners failed on. Their content is
+        committed and acknowledged already: these record the failure, once."""
+        late: list[DeadLetter] = []
+        while self._late:
+            late.append(self._late.popleft())
+        if not late:
+            return False
+        result = self._retrying(partial(self.sink.write, Batch(dead_letters=late)), stop)
+        if result is None:
+            _LOG.warning("stopping: %d listener failure(s) not written", len(late))
+            return False
+        for dead in result.dead_letters:
+            self.counters.reject(dead.reason)
+        return True
 
     def _housekeeping(self, *, force_metrics: bool = False) -> None:
         now = time.monotonic()

@@ -3,9 +3,9 @@
 Selected dead letters go through the same steps as a message from the broker
 (topic, registry, decode with the limits, the writer with its bisection), with
 the time they were first received. Each replay's result is recorded in
-``dead_letter_replays``; the dead letter itself is kept. Replayed readings go
-straight to storage: the rule engine sees them only through what it reads back
-(rate windows, replay of recent events on start), not live.
+``dead_letter_replays``; the dead letter itself is kept. The running rule
+engine reads the ``stored`` results past its cursor and evaluates them as any
+committed message (``alerts.service.AlertListener._evaluate_replays``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import psycopg
 from psycopg import sql
 
 from core.decode import Limits
+from core.directory import DeviceDirectory
 from core.errors import RejectedMessage
 from gateway.boundary import internal_error
 from gateway.decoders import Decoders
 from gateway.pipeline import accept
-from gateway.registry import Registry, load_devices
 from ingest.batch import Batch
 from ingest.writer import BatchWriter
+from store import devices
 
 __all__ = ["ReplayResult", "Selection", "replay"]
 
@@ -97,7 +98,7 @@ def replay(
         with psycopg.connect(url, autocommit=True) as conn:
             where, params = _where(selection)
             rows = conn.execute(_SELECT.format(where), [*params, selection.limit]).fetchall()
-            registry = Registry(loader=lambda: load_devices(conn), miss_refresh_s=0)
+            registry = DeviceDirectory(load_all=lambda: devices.load_all(conn), miss_refresh_s=0)
             registry.refresh()
             for id_, received_at, topic, payload, payload_size in rows:
                 result = _replay_one(
@@ -132,7 +133,7 @@ def _replay_one(
     payload: bytes,
     payload_size: int | None,
     *,
-    registry: Registry,
+    registry: DeviceDirectory,
     limits: Limits,
     writer: BatchWriter,
     dry_run: bool,

@@ -18,17 +18,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts import catalog
-from alerts.model import DeviceInfo
 from alerts.notify import MqttAlertPublisher, WebhookSender
-from alerts.service import DIRECTORY_REFRESH_S, AlertListener, Committed
+from alerts.service import AlertListener, Committed
 from alerts.store import Notice
 from alerts.visit_check import VisitCheck
-from core.errors import RejectedMessage
+from core.directory import DeviceInfo
+from core.errors import MessageFailure, RejectedMessage
 from core.topics import parse_topic
 from gateway.shards import shard_of
+
+if TYPE_CHECKING:
+    from alerts.service import _Replayed
 
 __all__ = ["ShardAlertListener", "ShardRouter"]
 
@@ -56,21 +59,31 @@ class ShardAlertListener(AlertListener):
         shared_webhooks: WebhookSender | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         self.shard = shard
         self.shards = shards
+        self._mine_cache: dict[str, bool] = {}
+        super().__init__(**kwargs)
         self.visits = _ShardVisits(self.mine)
         self._shared_publisher = shared_publisher
         self._shared_webhooks = shared_webhooks
 
     def mine(self, community_id: str) -> bool:
-        return shard_of(community_id, self.shards) == self.shard
+        owned = self._mine_cache.get(community_id)
+        if owned is None:
+            owned = self._mine_cache[community_id] = (
+                shard_of(community_id, self.shards) == self.shard
+            )
+        return owned
 
     def _owned(self, info: DeviceInfo) -> bool:
         return self.mine(info.community_id)
 
-    def start(self) -> None:
-        super().start()
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        super().start(spawn, beat)
         self._drop_foreign()
 
     def _load_rules(self, *, force: bool = False) -> None:
@@ -79,15 +92,39 @@ class ShardAlertListener(AlertListener):
             self._drop_foreign()
 
     def _load_directory(self, *, initial: bool = False) -> None:
-        directory, seen = self.store.run(catalog.load_directory)
-        directory = {d: i for d, i in directory.items() if self.mine(i.community_id)}
-        self.engine.directory = directory
-        self.store.in_maintenance = {d for d, i in directory.items() if i.state == "maintenance"}
+        # The process's one directory, kept current by its device feed: a takeover
+        # reads the registry again only if nobody has lately, not once per shard.
+        self.directory.refresh_if_stale()
+        self._sync_directory()
         if initial:
-            self.state.presence.update({d: t for d, t in seen.items() if d in directory})
+            view = self.engine.directory
+            seen = self.store.run(catalog.last_seen)
+            self.state.presence.update({d: t for d, t in seen.items() if d in view})
             down = self.store.run(catalog.links_down)
-            self.state.links_down.update({d: t for d, t in down.items() if d in directory})
-        self._due["directory"] = time.monotonic() + DIRECTORY_REFRESH_S
+            self.state.links_down.update({d: t for d, t in down.items() if d in view})
+
+    def _sync_directory(self) -> None:
+        """The engine sees the shard's communities of the shared directory only."""
+        if self.directory.version == self._directory_version:
+            return
+        self._directory_version = self.directory.version
+        view = {
+            d: i
+            for d, i in self.directory.devices().items()
+            if i.state != "decommissioned" and self.mine(i.community_id)
+        }
+        self.engine.directory = view
+        self.store.in_maintenance = {d for d, i in view.items() if i.state == "maintenance"}
+
+    def _replayed(self, topic: str, payload: bytes, received_at: datetime) -> _Replayed | None:
+        """A replayed dead letter of another shard's community is that shard's to evaluate."""
+        try:
+            community = parse_topic(topic).community_id
+        except RejectedMessage:
+            community = None
+        if community is not None and not self.mine(community):
+            return None
+        return super()._replayed(topic, payload, received_at)
 
     def _subject_mine(self, subject: str) -> bool:
         kind, _, rest = subject.partition(":")
@@ -157,7 +194,9 @@ class ShardRouter:
         for engine in retired:
             engine.stop()
 
-    def committed(self, accepted: Sequence[Committed]) -> None:
+    def committed(self, accepted: Sequence[Committed]) -> list[MessageFailure]:
+        """Each shard's messages to its engine; the failures of all, as
+        ``AlertListener.committed`` returns them (each an ``internal_error`` dead letter)."""
         self._retire()
         groups: dict[int, list[Committed]] = {}
         for item in accepted:
@@ -167,6 +206,7 @@ class ShardRouter:
             groups.setdefault(shard_of(community, self.shards), []).append(item)
         with self._lock:
             engines = dict(self._engines)
+        failures: list[MessageFailure] = []
         for shard, items in groups.items():
             engine = engines.get(shard)
             if engine is None:
@@ -174,14 +214,17 @@ class ShardRouter:
                 # or are past the shard's watermark; the new owner evaluates them.
                 self.skipped += len(items)
                 continue
-            engine.committed(items)
+            failures += engine.committed(items)
+        return failures
 
-    def tick(self, now: datetime) -> None:
+    def tick(self, now: datetime) -> list[MessageFailure]:
         self._retire()
         with self._lock:
             engines = list(self._engines.values())
+        failures: list[MessageFailure] = []
         for engine in engines:
-            engine.tick(now)
+            failures += engine.tick(now)
+        return failures
 
     def stop(self) -> None:
         with self._lock:

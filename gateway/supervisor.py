@@ -1,7 +1,9 @@
 """No thread dies silently: one supervisor boundary for every pipeline thread.
 
 Each thread the pipeline runs (intake, commit, listener, and the heartbeat
-itself) is started here. If one raises, returns while the pipeline is meant to
+itself) is started here, and so are the service threads beside it (webhook
+deliveries, storage maintenance); paho's network threads (intake's and the
+alert publisher's) are watched. If one raises, returns while the pipeline is meant to
 run, or stops beating for ``stall_s``, the supervisor logs why, marks the
 worker ``failed`` (so ``/health`` says so at once), asks everything to stop and,
 in a service process, ends the process with ``EXIT_THREAD_FAILED`` within
@@ -70,16 +72,32 @@ class Supervisor:
         self._threads: dict[str, threading.Thread] = {}
         self._beats: dict[str, float] = {}
         self._checks: dict[str, Callable[[], bool]] = {}
+        self._no_stall: set[str] = set()
+        self._report_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # -- the threads ----------------------------------------------------------------
 
     def start(self, name: str, target: Callable[..., object], *args: Any) -> threading.Thread:
         """Run ``target(*args)`` on a thread named ``name`` inside the boundary."""
+        return self._start(name, target, args, stalls=True)
+
+    def start_service(
+        self, name: str, target: Callable[..., object], *args: Any
+    ) -> threading.Thread:
+        """As ``start``, for a thread whose turns may rightly take long (webhook
+        deliveries, storage maintenance): its end is a failure, its silence is not."""
+        return self._start(name, target, args, stalls=False)
+
+    def _start(
+        self, name: str, target: Callable[..., object], args: tuple[Any, ...], *, stalls: bool
+    ) -> threading.Thread:
         thread = threading.Thread(target=self._boundary, args=(name, target, args), name=name)
         with self._lock:
             self._threads[name] = thread
             self._beats[name] = time.monotonic()
+            if not stalls:
+                self._no_stall.add(name)
         thread.start()
         return thread
 
@@ -128,6 +146,16 @@ class Supervisor:
     def _report(self, state: str, failure: str = "") -> None:
         if self.report is None:
             return
+        # A "running" decided before a failure must not land after its "failed": a
+        # service thread may die before the pipeline's threads start (or a beat races
+        # the failure), and /health would then see a stale heartbeat, not the failure.
+        with self._report_lock:
+            if state == "running" and self.failure is not None:
+                return
+            self._write_report(state, failure)
+
+    def _write_report(self, state: str, failure: str) -> None:
+        assert self.report is not None
         try:
             self.report(state, failure)
         except ServiceUnavailable as exc:
@@ -147,7 +175,7 @@ class Supervisor:
                 continue
             if not thread.is_alive():
                 return name, "ended"
-            if now - self._beats[name] > self.stall_s:
+            if name not in self._no_stall and now - self._beats[name] > self.stall_s:
                 return name, f"no progress for {now - self._beats[name]:.0f} s"
         for name, alive in self._checks.items():
             if not alive():

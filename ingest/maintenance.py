@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -51,6 +52,8 @@ MAINTENANCE_EVERY_S = 3600.0
 # Late rows reach the rollups of their (already materialised) hour this much
 # later; newer hours are read from raw rows by the views, so they never wait.
 ROLLUP_EVERY_S = 15.0
+# The thread wakes this often: to notice a stop, and to say it is alive.
+_TURN_S = 1.0
 # How long a DDL step waits for a table lock before giving up until the next pass.
 LOCK_TIMEOUT = "5s"
 # Not the migrations' key: maintenance must not wait for (or block) an upgrade.
@@ -153,8 +156,8 @@ def _expire_rollups(conn: Conn, report: MaintenanceReport, table: str, before: d
 class MaintenanceTask:
     """Refreshes rollups every ``rollup_every_s`` and runs ``maintain`` at start and
     every ``every_s``, until stopped, on its own connection. Plain PostgreSQL only;
-    on TimescaleDB it checks the path once and returns. A database outage is logged
-    and retried at the next pass."""
+    on TimescaleDB it checks the path once and then idles. A database outage is
+    logged and retried at the next pass."""
 
     def __init__(
         self,
@@ -167,22 +170,42 @@ class MaintenanceTask:
         self.every_s = every_s
         self.rollup_every_s = rollup_every_s
         self.last: MaintenanceReport | None = None
+        self.timescale = False
 
-    def run(self, stop: threading.Event) -> None:
-        next_maintenance = 0.0
+    def run(self, stop: threading.Event, beat: Callable[[str], None] | None = None) -> None:
+        """Until ``stop``; ``beat`` (the supervisor's) is called every second or so."""
+        name = threading.current_thread().name
+        next_maintenance = next_rollup = 0.0
         while not stop.is_set():
-            try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
-                    if read_config(conn).path is StoragePath.TIMESCALEDB:
-                        return  # its job scheduler runs the policies
-                    if time.monotonic() >= next_maintenance:
-                        self.last = maintain(conn)
-                        next_maintenance = time.monotonic() + self.every_s
-                        self._log(self.last)
-                    refresh_rollups(conn)
-            except psycopg.Error as exc:  # the task's boundary: try again next pass
-                _LOG.warning("storage maintenance failed, retrying later: %s", exc)
-            stop.wait(self.rollup_every_s)
+            if beat is not None:
+                beat(name)
+            if time.monotonic() >= next_rollup:
+                next_rollup = time.monotonic() + self.rollup_every_s
+                if self._pass(next_maintenance <= time.monotonic()):
+                    next_maintenance = time.monotonic() + self.every_s
+                elif self.timescale:
+                    # Its job scheduler runs the policies: the thread stays, idle, so
+                    # that its end always means a failure.
+                    next_rollup = float("inf")
+            stop.wait(_TURN_S)
+
+    def _pass(self, maintenance_due: bool) -> bool:
+        """One rollup refresh (and maintenance when due); True when maintenance ran."""
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                if read_config(conn).path is StoragePath.TIMESCALEDB:
+                    self.timescale = True
+                    return False
+                ran = False
+                if maintenance_due:
+                    self.last = maintain(conn)
+                    self._log(self.last)
+                    ran = True
+                refresh_rollups(conn)
+                return ran
+        except psycopg.Error as exc:  # the task's boundary: try again next pass
+            _LOG.warning("storage maintenance failed, retrying later: %s", exc)
+            return False
 
     @staticmethod
     def _log(report: MaintenanceReport) -> None:
@@ -194,9 +217,18 @@ class MaintenanceTask:
                 report.errors,
             )
 
-    def start(self, stop: threading.Event) -> threading.Thread:
+    def start(
+        self,
+        stop: threading.Event,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> threading.Thread:
+        """On a thread of its own, or on one ``spawn(name, target, *args)`` starts (the
+        pipeline's supervisor: the thread's end then ends the process)."""
+        if spawn is not None:
+            return spawn("storage-maintenance", self.run, stop, beat)
         thread = threading.Thread(
-            target=self.run, args=(stop,), name="storage-maintenance", daemon=True
+            target=self.run, args=(stop, beat), name="storage-maintenance", daemon=True
         )
         thread.start()
         return thread

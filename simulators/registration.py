@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -22,6 +24,7 @@ __all__ = [
     "Registered",
     "issue_credentials",
     "register_devices",
+    "register_responders",
     "register_scenario",
     "retire_scenario",
 ]
@@ -131,7 +134,7 @@ def register_scenario(url: str, bound: BoundScenario) -> Registered:
         for p in bound.community.placed
     ]
     community = bound.community
-    return register_devices(
+    registered = register_devices(
         url,
         devices,
         buildings={p.device.id: p.building for p in community.placed},
@@ -139,6 +142,51 @@ def register_scenario(url: str, bound: BoundScenario) -> Registered:
         time_zone=community.time_zone,
         kind=community.kind,
     )
+    register_responders(url, bound)
+    return registered
+
+
+def register_responders(url: str, bound: BoundScenario) -> None:
+    """The scenario's responders, one team per (kind, building), on the roster: around
+    the clock when on duty, else one hour three days away (next on the ladder only)."""
+    if not bound.scenario.responders:
+        return
+    community = bound.community.id
+    off_day = (datetime.now(ZoneInfo(bound.community.time_zone)).weekday() + 3) % 7
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for spec in bound.scenario.responders:
+            responder = bound.responder_id(spec.id)
+            team = f"{community}-{spec.team}-{spec.building or 'all'}"
+            conn.execute(
+                "INSERT INTO responders (id, community_id, name, role) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (responder, community, spec.id, spec.role),
+            )
+            conn.execute(
+                "INSERT INTO teams (id, community_id, building_id, name, kind)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (
+                    team,
+                    community,
+                    spec.building,
+                    f"{spec.team} {spec.building or ''}".strip(),
+                    spec.team,
+                ),
+            )
+            if spec.leader:
+                conn.execute("UPDATE teams SET leader_id = %s WHERE id = %s", (responder, team))
+                continue  # a leader is called after the roster, not on it
+            days = (
+                [(d, "00:00", "00:00") for d in range(7)]
+                if spec.on_duty
+                else [(off_day, "10:00", "11:00")]
+            )
+            for weekday, starts, ends in days:
+                conn.execute(
+                    "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts,"
+                    " ends) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (community, team, responder, weekday, starts, ends),
+                )
 
 
 def retire_scenario(url: str, bound: BoundScenario, *, settle_s: float = RETIRE_SETTLE_S) -> None:

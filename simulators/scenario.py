@@ -31,6 +31,7 @@ __all__ = [
     "BoundScenario",
     "Expectation",
     "History",
+    "ResponderSpec",
     "Scenario",
     "ScenarioError",
     "Step",
@@ -147,6 +148,24 @@ class Expectation(BaseModel):
     within: Seconds = Field(default=30.0, gt=0)
 
 
+class ResponderSpec(BaseModel):
+    """A simulated responder (simulators/responder.py) on a team of the scenario's
+    community: on the roster around the clock (``on_duty``) or only as the next to
+    call; answers after ``accept_after`` and arrives ``travel`` later, or never."""
+
+    model_config = _MODEL
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,20}$")]
+    role: Literal["micro_fire_station", "grid_worker", "care_worker", "guard", "property_manager"]
+    team: Literal["micro_fire_station", "grid", "care", "security", "property"]
+    building: str | None = None
+    on_duty: bool = True
+    leader: bool = False
+    accept_after: Seconds = 5.0
+    travel: Seconds = 60.0
+    answers: bool = True
+
+
 class Scenario(BaseModel):
     model_config = _MODEL
 
@@ -171,6 +190,8 @@ class Scenario(BaseModel):
     settle: Seconds = 10.0
     # Faster than this and the timeline would change meaning (windows, durations).
     max_time_scale: float = Field(default=10.0, ge=1.0)
+    # People the incident desk may send (docs/incidents.md).
+    responders: tuple[ResponderSpec, ...] = ()
 
     @model_validator(mode="after")
     def _names_are_known(self) -> Scenario:
@@ -197,6 +218,9 @@ class BoundScenario:
 
     def device_id(self, local_id: str) -> str:
         return self.community.device(local_id).device.id
+
+    def responder_id(self, local_id: str) -> str:
+        return f"{self.community.id}-{local_id}"
 
     def targets(self, step: Step) -> list[PlacedDevice]:
         if step.device is not None:
@@ -270,6 +294,11 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
                         f"{label}: {metric!r} is not a metric of {placed.local_id} "
                         f"({placed.device.device_class})"
                     )
+    for responder in scenario.responders:
+        if responder.building is not None and responder.building not in buildings:
+            raise ScenarioError(
+                f"{where}: responder {responder.id}: no building {responder.building!r}"
+            )
     if scenario.history is not None:
         for local_id in scenario.history.devices:
             if local_id not in chosen:

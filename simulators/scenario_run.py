@@ -36,6 +36,7 @@ from simulators.checker import (
 from simulators.connection import Protocol
 from simulators.credentials import DeviceCredentials
 from simulators.player import Player, utc_now
+from simulators.responder import ResponderActor, ResponderBehaviour
 from simulators.scenario import BoundScenario, Scenario, bind
 
 __all__ = ["ScenarioResult", "community_id_for", "run_scenario", "run_scenarios"]
@@ -123,7 +124,14 @@ def run_scenario(
     )
     try:
         return _play(
-            bound, player, began, alerts=alerts, register=register, retire=retire, clock=clock
+            bound,
+            player,
+            began,
+            alerts=alerts,
+            register=register,
+            retire=retire,
+            clock=clock,
+            mqtt_url=mqtt_url,
         )
     except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
         log.warning("scenario %s broke off: %s", bound.scenario.name, exc)
@@ -148,12 +156,16 @@ def _play(
     register: Callable[[BoundScenario], None] | None,
     retire: Callable[[BoundScenario], None] | None,
     clock: Callable[[], datetime],
+    mqtt_url: str,
 ) -> ScenarioResult:
     if register is not None:
         register(bound)
         time.sleep(REGISTRY_SETTLE_S)
     scenario = bound.scenario
+    actors = _responders(bound, mqtt_url, player.time_scale)
     try:  # registered devices are retired whatever happens from here
+        for actor in actors:
+            actor.start()
         player.start()
         assert player.started_at is not None
         started = player.started_at
@@ -189,6 +201,9 @@ def _play(
         verdict = judge(bound, records, player.steps, now=clock(), started=started, ended=True)
     finally:
         player.stop()
+        for actor in actors:  # a responder on the way finishes the trip (the arrival)
+            actor.wait_idle(_RESPONDER_WAIT_S)
+            actor.stop()
         if retire is not None:
             retire(bound)
     return ScenarioResult(
@@ -199,6 +214,27 @@ def _play(
         elapsed_s=time.monotonic() - began,
         messages=player.messages,
     )
+
+
+# The longest a run waits after its timeline for its responders' replies to go out.
+_RESPONDER_WAIT_S = 120.0
+
+
+def _responders(bound: BoundScenario, mqtt_url: str, time_scale: float) -> list[ResponderActor]:
+    """The scenario's simulated responders, their delays on the run's time scale."""
+    return [
+        ResponderActor(
+            bound.community.id,
+            bound.responder_id(spec.id),
+            mqtt_url,
+            ResponderBehaviour(
+                accept_after_s=spec.accept_after / time_scale,
+                travel_s=spec.travel / time_scale,
+                answers=spec.answers,
+            ),
+        )
+        for spec in bound.scenario.responders
+    ]
 
 
 def run_scenarios(

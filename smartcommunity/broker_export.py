@@ -24,6 +24,7 @@ import psycopg
 
 from core.broker_acl import (
     BrokerDevice,
+    BrokerResponder,
     ForeignTopics,
     Listener,
     ServiceAccount,
@@ -117,6 +118,18 @@ def load_broker_users(
     return devices, accounts, skipped, bad
 
 
+def load_broker_responders(conn: Conn) -> list[BrokerResponder]:
+    """Responders with an MQTT login (``smartcommunity responders credentials``)."""
+    return [
+        BrokerResponder(username, community, responder, password_hash)
+        for username, community, responder, password_hash in conn.execute(
+            "SELECT mqtt_username, community_id, id, mqtt_password_hash FROM responders"
+            " WHERE mqtt_username IS NOT NULL AND mqtt_password_hash IS NOT NULL ORDER BY id"
+        )
+        if usable_username(username)
+    ]
+
+
 def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -144,7 +157,8 @@ def export_broker_files(
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         devices, accounts, skipped, bad = load_broker_users(conn)
-    names = {d.device_id for d in devices}
+        responders = load_broker_responders(conn)
+    names = {d.device_id for d in devices} | {r.username for r in responders}
     clash = sorted(names.intersection(a.username for a in with_companions(accounts)))
     if clash:
         raise MqttAccountError(
@@ -155,9 +169,12 @@ def export_broker_files(
             "device %r cannot log in: its id is not a valid Mosquitto user name", device_id
         )
     now = datetime.now(UTC)
-    write_atomically(password_file, render_password_file(devices, accounts))
+    write_atomically(password_file, render_password_file(devices, accounts, responders))
     write_atomically(
-        acl_file, render_acl_file(devices, accounts, generated_at=now, foreign=foreign)
+        acl_file,
+        render_acl_file(
+            devices, accounts, generated_at=now, foreign=foreign, responders=responders
+        ),
     )
     if listeners is not None:
         conf = render_listener_conf(

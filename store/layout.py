@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -565,11 +566,18 @@ def _refresh_aggregates(
     last = min(end + timedelta(days=1), now).replace(minute=0, second=0, microsecond=0)
     if first >= last:
         return 0
-    for view in ("rollup_hourly", "rollup_daily"):
-        conn.execute(
-            sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)").format(sql.Literal(view)),
-            (first, last),
-        )
+    refresh = sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)")
+    conn.execute(refresh.format(sql.Literal("rollup_hourly")), (first, last))
+    # TimescaleDB refuses a window that holds no whole bucket: refresh the daily
+    # aggregate over the days wholly inside, in the aggregate's own zone.
+    zone = ZoneInfo(config.daily_time_zone)
+    local_first = first.astimezone(zone)
+    day_first = local_first.replace(hour=0, minute=0, second=0, microsecond=0)
+    if day_first < local_first:
+        day_first += timedelta(days=1)
+    day_last = last.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    if day_first < day_last:
+        conn.execute(refresh.format(sql.Literal("rollup_daily")), (day_first, day_last))
     return int((last - first) / timedelta(hours=1))
 
 

@@ -2,8 +2,10 @@
 
 Alerts by class and severity, time to acknowledge and to resolve (median, 90th
 percentile), the share acknowledged within 3 minutes, devices online, the visit
-rate. Counts only, no names: every role that reads communities may read it,
-for the communities it is assigned to. JSON, CSV (``figure,value`` rows) or a
+rate, and incidents: by type, time to acknowledge, dispatch, arrive and resolve,
+the share arriving within target, escalations (docs/incidents.md). Counts only, no
+names: every role that reads communities may read it, for the communities it is
+assigned to. JSON, CSV (``figure,value`` rows) or a
 one-page printable HTML page (``format=html``).
 """
 
@@ -23,8 +25,10 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import ClockDep, ConnDep
 from api.routes.visits import MonthQuery, community_coverage, sync_checkins
 from api.scope import Authorized, CommunityId, not_found
+from core.incidents import PhaseFigures, incident_figures
 from core.visits import Month, Standing
 from core.visits_report import ACK_TARGET_S, AlertRecord, figures
+from store.incidents import incident_records
 
 __all__ = [
     "ReportPublic",
@@ -84,6 +88,34 @@ class VisitFigures(BaseModel):
     follow_ups_open: int
 
 
+class PhasePublic(BaseModel):
+    """Seconds from an incident's opening to a stage."""
+
+    model_config = _OUT
+
+    count: int
+    median_s: float | None
+    p90_s: float | None
+
+
+class IncidentFiguresPublic(BaseModel):
+    model_config = _OUT
+
+    total: int
+    by_type: dict[str, int]
+    acknowledge: PhasePublic
+    dispatch: PhasePublic
+    arrive: PhasePublic
+    resolve: PhasePublic
+    arrived_within_target: int
+    arrival_within_target_share: float | None
+    escalations: int
+
+
+def _phase(p: PhaseFigures) -> PhasePublic:
+    return PhasePublic(count=p.count, median_s=p.median_s, p90_s=p.p90_s)
+
+
 class ReportPublic(BaseModel):
     model_config = _OUT
 
@@ -95,6 +127,7 @@ class ReportPublic(BaseModel):
     alerts: AlertFigures
     devices: DeviceFigures
     visits: VisitFigures
+    incidents: IncidentFiguresPublic
 
 
 def _alert_records(
@@ -144,6 +177,7 @@ def build_report(conn: Conn, community_id: str, month: Month, now: datetime) -> 
     ).fetchone()
     assert counted is not None
     total, online = int(devices[0]), int(devices[1])
+    inc = incident_figures(incident_records(conn, community_id, start, end), now)
     return ReportPublic(
         community_id=community_id,
         community_name=name,
@@ -181,6 +215,17 @@ def build_report(conn: Conn, community_id: str, month: Month, now: datetime) -> 
             not_at_home=int(counted[1]),
             follow_ups_opened=int(counted[2]),
             follow_ups_open=int(counted[3]),
+        ),
+        incidents=IncidentFiguresPublic(
+            total=inc.incidents,
+            by_type=inc.by_type,
+            acknowledge=_phase(inc.acknowledge),
+            dispatch=_phase(inc.dispatch),
+            arrive=_phase(inc.arrive),
+            resolve=_phase(inc.resolve),
+            arrived_within_target=inc.arrived_within_target,
+            arrival_within_target_share=inc.arrival_within_target_share,
+            escalations=inc.escalations,
         ),
     )
 
@@ -275,6 +320,24 @@ def render_html(report: ReportPublic) -> str:
             f"{v.follow_ups_opened} / {v.follow_ups_open}",
         ],
     ]
+    i = report.incidents
+
+    def phase(p: PhasePublic) -> str:
+        return f"{_dur(p.median_s)} / {_dur(p.p90_s)} ({p.count})"
+
+    response = [
+        ["Incidents", str(i.total)],
+        *([[f"  {kind}", str(n)] for kind, n in i.by_type.items()]),
+        ["Time to acknowledge, median / 90th pct", phase(i.acknowledge)],
+        ["Time to dispatch, median / 90th pct", phase(i.dispatch)],
+        ["Time to arrive, median / 90th pct", phase(i.arrive)],
+        ["Time to resolve, median / 90th pct", phase(i.resolve)],
+        [
+            "Arrived within target",
+            f"{i.arrived_within_target} ({_pct(i.arrival_within_target_share)})",
+        ],
+        ["Escalations", str(i.escalations)],
+    ]
     title = f"{report.community_name} — service report {report.month}"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -287,6 +350,8 @@ def render_html(report: ReportPublic) -> str:
         + _table(["Figure", "Value"], service)
         + "<h2>Alerts by class and severity</h2>"
         + _table(["Class", *severities, "total"], by_class or [["none", *["0"] * 6]])
+        + "<h2>Incidents and response (people on site)</h2>"
+        + _table(["Figure", "Value"], response)
         + "<h2>Elderly care visits</h2>"
         + _table(["Figure", "Value"], care)
         + "</body></html>"

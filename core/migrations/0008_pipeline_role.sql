@@ -45,6 +45,9 @@ GRANT INSERT, UPDATE ON alert_rules TO sc_pipeline;
 GRANT USAGE ON SEQUENCE alert_rules_revision TO sc_pipeline;
 -- The audit triggers of the tables above write as the invoker.
 GRANT INSERT ON audit_log TO sc_pipeline;
+-- The rule engine's visit check copies device check-ins into visits; the follow-up
+-- trigger then closes the resident's earlier open follow-ups.
+GRANT INSERT, UPDATE (follow_up_done_at) ON visits TO sc_pipeline;
 -- Plain PostgreSQL only: the hours a batch wrote into, for the rollup refresh.
 DO $$
 BEGIN

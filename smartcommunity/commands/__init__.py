@@ -27,6 +27,7 @@ MODULES = (
     "smartcommunity.commands.dead_letters",
     "smartcommunity.commands.decoders",
     "smartcommunity.commands.fire_bridge",
+    "smartcommunity.commands.incidents",
 )
 
 if TYPE_CHECKING:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from core.alink import PROPERTY, post_topic
 from core.decode import Decoded, Limits
+from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ConfigurationError, RejectedMessage
 from core.profiles import AlinkProduct
 from gateway.decoders import Decoders, load_profile, load_profiles
-from gateway.registry import DeviceInfo, Registry
 from smartcommunity.commands import SubParsers
 
 __all__ = ["register", "render", "try_profile"]
@@ -47,10 +47,10 @@ def try_profile(
     else:
         decoders = Decoders(profiles=(profile,))
         topic = topic or profile.topic.for_device(device)
-    known = {device: DeviceInfo(TRY_COMMUNITY, profile.device_class, "active")}
+    known = {device: DeviceInfo(device, TRY_COMMUNITY, profile.device_class, 300.0)}
     if not decoders.owns(topic):
         raise ConfigurationError(f"topic {topic!r} is not one the profile owns")
-    registry = Registry(loader=lambda: known, miss_refresh_s=0)
+    registry = DeviceDirectory(load_all=lambda: known, miss_refresh_s=0)
     registry.refresh()
     return decoders.decode(topic, payload, received_at or datetime.now(UTC), registry, Limits())
 

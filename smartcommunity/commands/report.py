@@ -44,6 +44,11 @@ def render_text(r: ReportPublic) -> str:
         f"  due / overdue / missed   {v.due} / {v.overdue} / {v.missed}",
         f"  visits / not at home     {v.visits_recorded} / {v.not_at_home}",
         f"  follow-ups opened / open {v.follow_ups_opened} / {v.follow_ups_open}",
+        f"  incidents                {r.incidents.total} {r.incidents.by_type or ''}",
+        f"  time to arrive  med/p90  {_s(r.incidents.arrive.median_s)}"
+        f" / {_s(r.incidents.arrive.p90_s)}",
+        f"  arrived within target    {_pct(r.incidents.arrival_within_target_share)};"
+        f" escalations {r.incidents.escalations}",
     ]
     return "\n".join(lines) + "\n"
 

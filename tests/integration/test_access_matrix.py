@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 _counter = itertools.count()
 SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+LATER = (datetime.now(UTC) + timedelta(days=2)).isoformat()
 
 
 def fresh(prefix: str) -> str:
@@ -51,6 +52,8 @@ class World:
     b: str
     tokens: dict[str, str] = field(default_factory=dict)  # role (scoped to A) -> token
     user_ids: dict[str, int] = field(default_factory=dict)
+    on_way: dict[str, str] = field(default_factory=dict)  # community -> responder sent
+    responder_of: dict[int, str] = field(default_factory=dict)  # user id -> responder
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -156,6 +159,55 @@ class World:
 
     def user(self, community: str) -> str:
         return str(create_user(self.db, fresh("u"), Role.VIEWER, [community]).id)
+
+    def responder(self, community: str, user_id: int | None = None) -> str:
+        responder_id = fresh("p")
+        self.db.execute(
+            "INSERT INTO responders (id, community_id, name, role, phone, user_id)"
+            " VALUES (%s, %s, 'Guard Zhang', 'guard', '13800000000', %s)",
+            (responder_id, community, user_id),
+        )
+        return responder_id
+
+    def team(self, community: str) -> str:
+        team_id = fresh("tm")
+        self.db.execute(
+            "INSERT INTO teams (id, community_id, name, kind)"
+            " VALUES (%s, %s, 'Guards', 'security')",
+            (team_id, community),
+        )
+        return team_id
+
+    def on_the_way(self, community: str) -> str:
+        """The responder every incident made here has already been sent."""
+        if community not in self.on_way:
+            self.on_way[community] = self.responder(community)
+        return self.on_way[community]
+
+    def incident(self, community: str, responder: str | None = None) -> str:
+        row = self.db.execute(
+            "INSERT INTO incidents (community_id, incident_type, title, opened_at)"
+            " VALUES (%s, 'fire', 'Fire', now()) RETURNING id",
+            (community,),
+        ).fetchone()
+        assert row is not None
+        self.db.execute(
+            "INSERT INTO dispatches (incident_id, community_id, responder_id, dispatched_at,"
+            " dispatched_by) VALUES (%s, %s, %s, now(), 'test')",
+            (row[0], community, responder or self.on_the_way(community)),
+        )
+        return str(row[0])
+
+    def dispatch_to(self, community: str, user_id: int) -> str:
+        """A dispatch to the responder record of this user (made on first use)."""
+        if user_id not in self.responder_of:
+            self.responder_of[user_id] = self.responder(community, user_id)
+        incident = self.incident(community, self.responder_of[user_id])
+        row = self.db.execute(
+            "SELECT id FROM dispatches WHERE incident_id = %s", (int(incident),)
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def token(self, community: str) -> str:
         return self._token_of(int(self.user(community)))
@@ -294,6 +346,57 @@ ROUTES: list[tuple[str, str, Body | None]] = [
     ("POST", "/me/tokens", lambda w, r: {"name": "laptop"}),
     ("DELETE", "/me/tokens/{token_id}", None),
     ("GET", "/audit", None),
+    ("GET", "/responders", None),
+    (
+        "POST",
+        "/responders",
+        lambda w, r: {"id": fresh("p"), "community_id": w.a, "name": "Li", "role": "guard"},
+    ),
+    ("GET", "/responders/{responder_id}", None),
+    (
+        "POST",
+        "/responders/{responder_id}/exceptions",
+        lambda w, r: {"kind": "leave", "starts_at": SOON, "ends_at": LATER},
+    ),
+    ("GET", "/teams", None),
+    (
+        "POST",
+        "/teams",
+        lambda w, r: {"id": fresh("tm"), "community_id": w.a, "name": "T", "kind": "security"},
+    ),
+    ("GET", "/teams/{team_id}", None),
+    (
+        "POST",
+        "/teams/{team_id}/shifts",
+        lambda w, r: {
+            "responder_id": w.responder(w.a),
+            "weekdays": [0, 6],
+            "starts": "20:00",
+            "ends": "08:00",
+        },
+    ),
+    ("GET", "/communities/{community_id}/duty", None),
+    ("GET", "/incidents", None),
+    ("GET", "/incidents/{incident_id}", None),
+    (
+        "POST",
+        "/incidents/{incident_id}/dispatch",
+        lambda w, r: {"responder_ids": [w.responder(w.a)]},
+    ),
+    (
+        "POST",
+        "/incidents/{incident_id}/reassign",
+        lambda w, r: {"from_responder_id": w.on_the_way(w.a), "to_responder_id": w.responder(w.a)},
+    ),
+    ("POST", "/incidents/{incident_id}/arrival", lambda w, r: {"responder_id": w.on_the_way(w.a)}),
+    ("POST", "/incidents/{incident_id}/ack", None),
+    ("POST", "/incidents/{incident_id}/resolve", lambda w, r: {"note": "out"}),
+    ("POST", "/alerts/{alert_id}/dispatch", lambda w, r: {"responder_ids": [w.responder(w.a)]}),
+    ("GET", "/me/dispatches", None),
+    ("POST", "/me/dispatches/{dispatch_id}/received", None),
+    ("POST", "/me/dispatches/{dispatch_id}/accept", None),
+    ("POST", "/me/dispatches/{dispatch_id}/decline", None),
+    ("POST", "/me/dispatches/{dispatch_id}/arrive", None),
 ]
 _MAKERS: dict[str, str] = {
     "device_id": "device",
@@ -306,6 +409,9 @@ _MAKERS: dict[str, str] = {
     "delivery_id": "delivery",
     "user_id": "user",
     "token_id": "token",
+    "responder_id": "responder",
+    "team_id": "team",
+    "incident_id": "incident",
 }
 
 
@@ -315,10 +421,12 @@ def _template(path: str) -> str:
 
 def _fill(w: World, path: str, role: str, community: str) -> tuple[str, dict[str, str]]:
     ids: dict[str, str] = {"community_id": community}
-    for name, maker in _MAKERS.items():
+    for name, maker in [*_MAKERS.items(), ("dispatch_id", "")]:
         if "{" + name + "}" in path:
             if name == "token_id" and path.startswith("/me/"):
                 ids[name] = w.own_token(role)
+            elif name == "dispatch_id":
+                ids[name] = w.dispatch_to(community, w.user_ids[role])
             else:
                 ids[name] = getattr(w, maker)(community)
     return path.format(**ids), ids
@@ -419,7 +527,16 @@ def test_another_communitys_object_looks_like_no_object(
         assert status == 200, (path_b, status)
 
 
-_INTEGER_IDS = {"alert_id", "window_id", "webhook_id", "delivery_id", "user_id", "token_id"}
+_INTEGER_IDS = {
+    "alert_id",
+    "window_id",
+    "webhook_id",
+    "delivery_id",
+    "user_id",
+    "token_id",
+    "incident_id",
+    "dispatch_id",
+}
 
 
 def test_b_objects_survive_the_probes(world: World) -> None:

@@ -397,6 +397,8 @@ def test_every_call_the_page_makes_answers(client: TestClient, database_url: str
         "/communities/{}/figures": lambda: get(f"/communities/{c}/figures"),
         "/communities/{}/overview": lambda: get(f"/communities/{c}/overview"),
         "/residents/{}": lambda: get(f"/residents/{resident}"),
+        "/incidents": lambda: get("/incidents", community_id=c, open="true"),
+        "/communities/{}/duty": lambda: get(f"/communities/{c}/duty"),
     }
     assert calls_in_the_page() == set(exercised), "a call of the page is not tested here"
     answers = {path: call() for path, call in exercised.items()}

@@ -15,13 +15,14 @@ import psycopg
 import pytest
 
 from core.decode import Limits
+from core.directory import DeviceDirectory
 from core.observability import PipelineCounters
 from core.settings import GatewaySettings, IngestSettings
 from gateway.bridge import InboundMessage, MqttBridge
 from gateway.pipeline import Pipeline
-from gateway.registry import Registry, load_devices
 from ingest.batch import Batch, WriteResult
 from ingest.writer import BatchWriter
+from store import devices
 from tests.integration.support import Publisher, count, register, stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def running(
     pipeline = Pipeline(
         bridge=bridge,
         sink=sink,
-        registry=Registry(loader=lambda: load_devices(reader), miss_refresh_s=1.0),
+        registry=DeviceDirectory(load_all=lambda: devices.load_all(reader), miss_refresh_s=1.0),
         counters=counters,
         settings=IngestSettings(),  # the defaults: no flush timer
         limits=Limits(),

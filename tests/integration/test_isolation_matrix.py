@@ -25,7 +25,7 @@ from api.app import create_app
 from api.auth import builtin_admin_id, create_token, hash_token
 from core.access import Role
 from core.settings import Settings
-from tests.integration.test_access_matrix import SOON, World, fresh
+from tests.integration.test_access_matrix import LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,16 @@ CONTENT_TYPES: list[str | None] = [
     "application/x-www-form-urlencoded",
     None,
 ]
-INTEGER_IDS = {"alert_id", "window_id", "webhook_id", "delivery_id", "user_id", "token_id"}
+INTEGER_IDS = {
+    "alert_id",
+    "window_id",
+    "webhook_id",
+    "delivery_id",
+    "user_id",
+    "token_id",
+    "incident_id",
+    "dispatch_id",
+}
 
 Body = Callable[["Targets"], Any]
 LIST = "list"  # no object of B in the request: must answer without showing B
@@ -166,6 +175,56 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("POST", "/me/tokens"): LIST,  # the caller's own: nothing of B involved
     ("DELETE", "/me/tokens/{token_id}"): lambda t: None,
     ("GET", "/audit"): LIST,
+    ("GET", "/responders"): LIST,
+    ("POST", "/responders"): lambda t: {
+        "id": fresh("p"),
+        "community_id": t.b,
+        "name": "X",
+        "role": "guard",
+    },
+    ("GET", "/responders/{responder_id}"): LIST,
+    ("POST", "/responders/{responder_id}/exceptions"): lambda t: {
+        "kind": "leave",
+        "starts_at": SOON,
+        "ends_at": LATER,
+    },
+    ("GET", "/teams"): LIST,
+    ("POST", "/teams"): lambda t: {
+        "id": fresh("tm"),
+        "community_id": t.b,
+        "name": "T",
+        "kind": "security",
+    },
+    ("GET", "/teams/{team_id}"): LIST,
+    ("POST", "/teams/{team_id}/shifts"): lambda t: {
+        "responder_id": t.ids["responder_id"][0],
+        "weekdays": [0],
+        "starts": "08:00",
+        "ends": "20:00",
+    },
+    ("GET", "/communities/{community_id}/duty"): LIST,
+    ("GET", "/incidents"): LIST,
+    ("GET", "/incidents/{incident_id}"): LIST,
+    ("POST", "/incidents/{incident_id}/dispatch"): lambda t: {
+        "responder_ids": [t.ids["responder_id"][0]]
+    },
+    ("POST", "/incidents/{incident_id}/reassign"): lambda t: {
+        "from_responder_id": t.ids["responder_id"][0],
+        "to_responder_id": t.ids["responder_id"][0],
+    },
+    ("POST", "/incidents/{incident_id}/arrival"): lambda t: {
+        "responder_id": t.ids["responder_id"][0]
+    },
+    ("POST", "/incidents/{incident_id}/ack"): lambda t: None,
+    ("POST", "/incidents/{incident_id}/resolve"): lambda t: {"note": "x"},
+    ("POST", "/alerts/{alert_id}/dispatch"): lambda t: {
+        "responder_ids": [t.ids["responder_id"][0]]
+    },
+    ("GET", "/me/dispatches"): LIST,  # the caller's own
+    ("POST", "/me/dispatches/{dispatch_id}/received"): lambda t: None,
+    ("POST", "/me/dispatches/{dispatch_id}/accept"): lambda t: None,
+    ("POST", "/me/dispatches/{dispatch_id}/decline"): lambda t: None,
+    ("POST", "/me/dispatches/{dispatch_id}/arrive"): lambda t: None,
 }
 # Queries some operations need to be more than a 422 (so the scope is what answers).
 QUERIES: dict[str, dict[str, str]] = {
@@ -224,6 +283,11 @@ def matrix(database_url: str) -> Iterator[Matrix]:
             # B's user, and the administrator of every community (the takeover target).
             "user_id": [b_user, root_id],
             "token_id": [_token_id(db, b_token), _token_id(db, root)],
+            "responder_id": [w.responder(w.b)],
+            "team_id": [w.team(w.b)],
+            "incident_id": [w.incident(w.b)],
+            # A dispatch to B's responder who is B's user.
+            "dispatch_id": [w.dispatch_to(w.b, int(b_user))],
         }
         targets.secrets = [
             w.b,
@@ -231,6 +295,9 @@ def matrix(database_url: str) -> Iterator[Matrix]:
             resident,
             *targets.ids["rule_id"],
             *targets.ids["building_id"],
+            *targets.ids["responder_id"],
+            *targets.ids["team_id"],
+            w.on_way[w.b],
             b_token,
             "Mrs Li",  # B's resident's name (A has no resident of that name here)
         ]

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from core.settings import IngestSettings
+from core.visits_sql import IMPORT_CHECKINS
 from store.conninfo import as_role
 from store.schema import upgrade
 
@@ -73,6 +74,31 @@ def test_writes_what_ingest_writes(pipeline: Conn, device: str) -> None:
         pipeline.execute("UPDATE devices SET last_seen = %s WHERE id = %s", (now, device))
     count = pipeline.execute("SELECT count(*) FROM readings WHERE device_id = %s", (device,))
     assert count.fetchone() == (1,)
+
+
+def test_imports_visit_checkins_as_the_rule_engine_does(
+    owner: Conn, pipeline: Conn, device: str
+) -> None:
+    """The engine's visit check copies check-in events into ``visits`` (and the
+    follow-up trigger updates earlier visits) under the pipeline's role."""
+    community = owner.execute("SELECT community_id FROM devices WHERE id = %s", (device,))
+    row = community.fetchone()
+    assert row is not None
+    resident = f"pr-{uuid.uuid4().hex[:8]}"
+    owner.execute(
+        "INSERT INTO residents (id, community_id, name) VALUES (%s, %s, 'Li')",
+        (resident, row[0]),
+    )
+    now = datetime.now(UTC)
+    owner.execute(
+        "INSERT INTO device_events (device_id, ts, event, data, received_at)"
+        " VALUES (%s, %s, 'visit_checkin', %s, %s)",
+        (device, now, f'{{"worker": "w1", "resident": "{resident}"}}', now),
+    )
+    with pipeline.transaction():
+        pipeline.execute(IMPORT_CHECKINS.encode())
+    visits = owner.execute("SELECT worker FROM visits WHERE resident_id = %s", (resident,))
+    assert visits.fetchall() == [("w1",)]
 
 
 @pytest.mark.parametrize(

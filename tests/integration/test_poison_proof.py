@@ -208,7 +208,18 @@ def _health(url: str) -> tuple[int, dict[str, object]]:
     return response.status_code, response.json()
 
 
-@pytest.mark.parametrize("thread", ["intake", "commit", "listeners", "heartbeat"])
+@pytest.mark.parametrize(
+    "thread",
+    [
+        "intake",
+        "commit",
+        "listeners",
+        "heartbeat",
+        "webhooks",
+        "storage-maintenance",
+        "device-directory",
+    ],
+)
 def test_a_dead_thread_ends_the_process_and_health_says_so(
     fresh_database_url: str, mqtt_url: str, unique_id: str, tmp_path: Path, thread: str
 ) -> None:

@@ -142,6 +142,18 @@ def test_every_shipped_scenario_passes_end_to_end(
             (f"{unique_id}-%",),
         ).fetchone()
     assert active == (0,)
+    # The confirmed fire sent B3's micro fire station; its simulated responder accepted
+    # over MQTT and arrived: the whole chain (docs/incidents.md).
+    with psycopg.connect(fresh_database_url) as conn:
+        fire = conn.execute(
+            "SELECT i.incident_type, i.stage, x.responder_id FROM incidents AS i"
+            " JOIN dispatches AS x ON x.incident_id = i.id"
+            " WHERE i.community_id LIKE %s AND x.state = 'arrived'",
+            (f"{unique_id}-fire-confirmed-%",),
+        ).fetchall()
+    assert len(fire) == 1, fire
+    assert fire[0][:2] == ("fire", "on_scene")
+    assert fire[0][2].endswith("-wang")
 
 
 def test_a_run_that_breaks_off_says_why_and_the_others_still_report(

@@ -659,3 +659,31 @@ def test_a_threshold_entry_saves_every_field() -> None:
     entry = ThresholdEntry("w1", flips=[T0])
     assert set(entry.to_json()) == {f.name for f in fields(ThresholdEntry)}
     assert ThresholdEntry(**entry.to_json()) == entry
+
+
+def test_a_rule_that_raises_on_one_message_fails_that_message_only() -> None:
+    """The per-message boundary inside the engine: the failing rule still sees every
+    other message of the group, other rules see all of them, and the failures name
+    the messages (their index in the batch) and the rule."""
+    h = Harness(BATTERY, TestEvent.SOS)
+    threshold = h.engine.evaluators["bat.low"]
+    real = threshold.on_readings
+
+    def fails_on_w2(metric: str, group: Any, rs: Any, ctx: Any) -> None:
+        if "w2" in group.device_ids:
+            raise ValueError("a bug w2's values trigger")
+        real(metric, group, rs, ctx)
+
+    threshold.on_readings = fails_on_w2  # type: ignore[method-assign]
+    obs = batch(
+        readings=[("w1", "battery", T0, 5), ("w2", "battery", T0, 5)],
+        events=[("w2", "sos_pressed", T0, {})],
+    )
+    changes, h.state = h.engine.evaluate(obs, h.state, T0)
+    assert sorted(kinds(changes)) == [
+        ("raise", "device:w1", "warning"),
+        ("raise", "device:w2", "critical"),  # the SOS of the same device: another rule
+    ]
+    assert [(f.source, f.rule_id, type(f.error)) for f in obs.failures] == [
+        (1, "bat.low", ValueError)
+    ]

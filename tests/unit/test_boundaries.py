@@ -71,6 +71,22 @@ def test_a_stalled_thread_is_found_by_the_heartbeat() -> None:
     assert reports[-1] == "failed"
 
 
+def test_a_service_thread_that_dies_before_the_pipeline_starts_stays_a_failure() -> None:
+    """Its "failed" is not overwritten by the "running" the pipeline says on start."""
+    stop = threading.Event()
+    reports: list[str] = []
+    supervisor = Supervisor(stop=stop, report=lambda s, _f: reports.append(s))
+
+    def dies() -> None:
+        raise RuntimeError("boom")
+
+    supervisor.start_service("webhooks", dies).join()
+    supervisor.starting()
+    assert reports == ["failed"]
+    with pytest.raises(PipelineFailed):
+        supervisor.finished()
+
+
 def test_a_clean_stop_is_no_failure() -> None:
     stop = threading.Event()
     reports: list[str] = []

@@ -59,14 +59,19 @@ def test_password_and_acl_files() -> None:
         ServiceAccount("pipe", ServiceRole.PIPELINE, "$7$1$c$d"),
         ServiceAccount("api", ServiceRole.API, "$7$1$e$f"),
     ]
-    # The pipeline's alert publisher has a companion account with the same hash.
+    # The pipeline's alert publisher and incident desk have companion accounts with the
+    # same hash.
     assert render_password_file(devices, accounts) == (
-        "pipe:$7$1$c$d\npipe-alerts:$7$1$c$d\napi:$7$1$e$f\nw1:$7$101$a$b\n"
+        "pipe:$7$1$c$d\npipe-alerts:$7$1$c$d\npipe-incidents:$7$1$c$d\napi:$7$1$e$f\n"
+        "w1:$7$101$a$b\n"
     )
     acl = render_acl_file(devices, accounts, generated_at=NOW)
     assert (
-        "user pipe\ntopic read community/+/+/+/+\ntopic write community/+/alerts/#\n\n"
+        "user pipe\ntopic read community/+/+/+/+\ntopic write community/+/alerts/#\n"
+        "topic write community/+/dispatch/+\ntopic read community/+/dispatch-reply/+\n\n"
         "user pipe-alerts\ntopic write community/+/alerts/#\n\n"
+        "user pipe-incidents\ntopic write community/+/dispatch/+\n"
+        "topic read community/+/dispatch-reply/+\n\n"
         "user api\ntopic read community/+/alerts/#\n" in acl
     )
     assert (

@@ -20,13 +20,13 @@ from hypothesis.control import currently_in_test_context
 
 from core.alink import is_alink, post_topic, reply_payload, request_id
 from core.decode import Decoded, Limits, decode
+from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import RejectedMessage
 from core.limits import EARLIEST, SEQ_LIMIT
 from core.metrics import METRICS
 from core.profiles import parse_profile
 from core.topics import parse_topic
 from gateway.decoders import Decoders
-from gateway.registry import DeviceInfo, Registry
 
 NOW = datetime(2026, 11, 29, 1, 2, 3, 456000, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -315,8 +315,11 @@ DECODERS = Decoders(
     products={"k1": PRODUCT},
     profiles=(vendor("ms", "epoch_ms"), vendor("s", "epoch_s"), vendor("iso", "iso8601")),
 )
-KNOWN = {"d1": DeviceInfo("c1", "fire", "active"), "d2": DeviceInfo("c1", "locker", "active")}
-REGISTRY = Registry(loader=lambda: KNOWN, miss_refresh_s=0)
+KNOWN = {
+    "d1": DeviceInfo("d1", "c1", "fire", 300.0),
+    "d2": DeviceInfo("d2", "c1", "locker", 300.0),
+}
+REGISTRY = DeviceDirectory(load_all=lambda: KNOWN, miss_refresh_s=0)
 REGISTRY.refresh()
 
 identifiers = st.sampled_from(["property", "Fault", "SmokeAlarm", "Other", "1x", ""])

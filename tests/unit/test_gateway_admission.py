@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import RejectedMessage, RejectReason
 from core.topics import parse_topic
 from gateway.dedupe import RESEND_SPAN, SeqWindow
-from gateway.registry import DeviceInfo, Registry
 
 T0 = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -22,21 +22,27 @@ class Clock:
         return self.now
 
 
-def make_registry(devices: dict[str, DeviceInfo], clock: Clock) -> tuple[Registry, list[int]]:
+def make_registry(
+    devices: dict[str, DeviceInfo], clock: Clock
+) -> tuple[DeviceDirectory, list[int]]:
     loads: list[int] = []
 
     def loader() -> dict[str, DeviceInfo]:
         loads.append(1)
         return dict(devices)
 
-    return Registry(loader=loader, miss_refresh_s=1.0, clock=clock), loads
+    return DeviceDirectory(load_all=loader, miss_refresh_s=1.0, clock=clock), loads
+
+
+def device(community: str, device_class: str, state: str) -> DeviceInfo:
+    return DeviceInfo("-", community, device_class, 300.0, state=state)
 
 
 def test_known_device_passes_and_mismatches_are_refused() -> None:
     devices = {
-        "w1": DeviceInfo("c1", "wearable", "active"),
-        "old": DeviceInfo("c1", "fire", "decommissioned"),
-        "m1": DeviceInfo("c1", "locker", "maintenance"),
+        "w1": device("c1", "wearable", "active"),
+        "old": device("c1", "fire", "decommissioned"),
+        "m1": device("c1", "locker", "maintenance"),
     }
     registry, _ = make_registry(devices, Clock())
     assert registry.check(parse_topic("community/c1/wearable/w1/telemetry")).state == "active"
@@ -61,10 +67,10 @@ def test_a_miss_rereads_the_registry_at_most_once_per_interval() -> None:
     for _ in range(100):
         assert registry.lookup("new") is None
     assert len(loads) == 1
-    devices["new"] = DeviceInfo("c1", "fire", "active")
+    devices["new"] = device("c1", "fire", "active")
     assert registry.lookup("new") is None  # same instant: no re-read
     clock.now = 1.0
-    assert registry.lookup("new") == DeviceInfo("c1", "fire", "active")
+    assert registry.lookup("new") == device("c1", "fire", "active")
     assert len(loads) == 2
 
 

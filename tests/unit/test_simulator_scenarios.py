@@ -173,3 +173,22 @@ def test_checker_fails_forbidden_and_unexpected_alerts_but_not_allowed_ones() ->
     verdict = judge(bound, [health], [], now=T0, started=T0, ended=True)
     assert verdict.passed
     assert [r.kind for r in verdict.rows] == ["forbid", "allowed"]
+
+
+def test_the_fire_scenario_brings_its_responders() -> None:
+    from simulators.scenario import ResponderSpec
+
+    scenario = load_scenario(shipped_scenarios()["fire-confirmed"])
+    by_id = {r.id: r for r in scenario.responders}
+    assert by_id["wang"].on_duty
+    assert not by_id["zhao"].on_duty
+    assert by_id["li"].leader
+    bound = bind(scenario, "c-unit")
+    assert bound.responder_id("wang") == "c-unit-wang"
+    bad = scenario.model_copy(
+        update={
+            "responders": (ResponderSpec(id="x", role="guard", team="security", building="B99"),)
+        }
+    )
+    with pytest.raises(ScenarioError, match="no building 'B99'"):
+        bind(bad, "c-unit")

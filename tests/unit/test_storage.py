@@ -15,7 +15,7 @@ from core.storage import (
     partition_day,
     retention_cutoff_day,
 )
-from ingest.writer import merge_statement
+from ingest.writer import merge_statements
 
 DEFAULTS = StorageConfig(
     path=StoragePath.POSTGRESQL,
@@ -78,11 +78,14 @@ def test_bucket_widths() -> None:
     ]
 
 
-def test_merge_statement_per_path() -> None:
-    plain = merge_statement(StoragePath.POSTGRESQL, on_conflict=True).decode()
-    timescale = merge_statement(StoragePath.TIMESCALEDB, on_conflict=False).decode()
-    assert "ON CONFLICT DO NOTHING" in plain
-    assert "ON CONFLICT DO NOTHING" not in timescale
-    assert "rollup_dirty" in plain  # the plain path notes hours for the rollup refresh
-    assert "rollup_dirty" not in timescale  # continuous aggregates track their own
-    assert "WHERE excluded.ts > l.ts" in plain  # latest only moves forward in device time
+def test_merge_statements_per_path() -> None:
+    plain = merge_statements(StoragePath.POSTGRESQL, on_conflict=True)
+    timescale = merge_statements(StoragePath.TIMESCALEDB, on_conflict=False)
+    assert b"ON CONFLICT DO NOTHING" in plain.insert
+    assert b"ON CONFLICT" not in timescale.insert
+    assert plain.dirty is not None  # the plain path notes hours for the rollup refresh
+    assert b"rollup_dirty" in plain.dirty
+    assert timescale.dirty is None  # continuous aggregates track their own
+    # latest only moves forward in device time, whichever statement moves it
+    assert b"s.fresh > l.ts" in plain.latest_update
+    assert b"WHERE excluded.ts > l.ts" in plain.latest_upsert

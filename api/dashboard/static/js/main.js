@@ -1,11 +1,12 @@
 // The control-room page: sign in, the header (community, live status, clock, language,
 // sound), the live alert stream, and a view per route (#/board, #/overview/{community},
-// #/building/{community}/{building}, #/device/{id}, #/alert/{id}).
+// #/building/{community}/{building}, #/device/{id}, #/alert/{id}, #/incidents).
 
 import { alertView } from "./alert.js";
 import { api, describe, getToken, setToken } from "./api.js";
 import { boardView } from "./board.js";
 import { deviceView } from "./device.js";
+import { incidentsView } from "./incidents.js";
 import { $, h, replace, s } from "./dom.js";
 import { applyStatic, fmtTime, onLangChange, t, toggleLang } from "./i18n.js";
 import { buildingView, overviewView } from "./overview.js";
@@ -41,6 +42,7 @@ const ROUTES = [
     (el, m) => buildingView(el, { communityId: decode(m[1]), buildingId: decode(m[2]) })],
   [/^#\/device\/([^/]+)$/, "overview", (el, m) => deviceView(el, { deviceId: decode(m[1]) })],
   [/^#\/alert\/(\d+)$/, "board", (el, m) => alertView(el, { alertId: m[1] })],
+  [/^#\/incidents$/, "incidents", (el) => incidentsView(el)],
 ];
 
 let cleanup = null;

@@ -1,0 +1,359 @@
+"""The incident desk: the pipeline's thread that turns alerts into people on site.
+
+Every tick it groups new alerts into incidents and dispatches automatically
+(``store.incidents.sync_alerts``), infers arrivals from badges and geofences,
+escalates what the clock says is late, and delivers the dispatch outbox: an MQTT
+message to ``community/{c}/dispatch/{responder}`` (QoS 1, delivered = the broker's
+PUBACK) and, when the community has a gateway, a webhook signed as alert webhooks
+are (``alerts.notify.sign``). Responders' replies arrive on
+``community/+/dispatch-reply/+``; paho's callback only queues them, the desk's
+thread applies them and acknowledges each to the broker after the commit. A reply
+that cannot be applied is a dead letter with its reason.
+
+The clock is injected: tests drive escalation without waiting minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.notify import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from core.dispatch_contract import REPLY_FILTER, BadReply, dispatch_topic, parse_reply, reply_topic
+from core.webhook_targets import private_destination
+from store.incidents import DispatchError, escalate_due, infer_arrivals, respond, sync_alerts
+
+__all__ = ["IncidentDesk"]
+
+_LOG = logging.getLogger(__name__)
+_THREAD = "incident-desk"
+Clock = Callable[[], datetime]
+# Replies waiting for the desk's thread; past this paho's thread blocks (backpressure).
+_MAX_REPLIES = 1_000
+# Deliveries claimed per pass; an MQTT publish waits this long for the broker's PUBACK.
+_CLAIM = 50
+_PUBACK_S = 5.0
+# A failed delivery is tried again after this, up to _ATTEMPTS times.
+_RETRY_S = 5
+_ATTEMPTS = 10
+
+
+class _Inbound(NamedTuple):
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _addresses(host: str) -> list[str]:
+    import socket
+
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+
+
+class IncidentDesk:
+    def __init__(
+        self,
+        *,
+        url: str,
+        mqtt_host: str,
+        mqtt_port: int,
+        mqtt_username: str | None,
+        mqtt_password: str | None,
+        client_id: str,
+        tick_s: float = 1.0,
+        clock: Clock = _utc_now,
+        private_destinations: bool = False,
+        webhook_timeout_s: float = 5.0,
+        reply_filter: str = REPLY_FILTER,
+    ) -> None:
+        self.url = url
+        self.tick_s = tick_s
+        self.clock = clock
+        self.private_destinations = private_destinations
+        self.webhook_timeout_s = webhook_timeout_s
+        self.reply_filter = reply_filter
+        self.ticks = 0  # completed passes: tests wait for a later one
+        self.replies_applied = 0
+        self._replies: queue.Queue[_Inbound] = queue.Queue(_MAX_REPLIES)
+        self._held: _Inbound | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._beat: Callable[[str], None] | None = None
+        self._connected = threading.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,  # replies sent while the desk was down wait for it
+            manual_ack=True,
+        )
+        if mqtt_username:
+            client.username_pw_set(mqtt_username, mqtt_password)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self._host, self._port = mqtt_host, mqtt_port
+
+    # --- paho's thread: hand off only ---
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.reply_filter, qos=1)
+            self._connected.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self._connected.clear()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        self._replies.put(_Inbound(message.mid, message.qos, message.topic, bytes(message.payload)))
+        self._wake.set()
+
+    # --- life cycle ---
+
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None:
+        """Connect and run the desk's thread; ``spawn`` and ``beat`` (the pipeline's
+        supervisor) make its death end the process rather than pass unseen."""
+        self._client.connect_async(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+        self._beat = beat
+        if spawn is not None:
+            self._thread = spawn(_THREAD, self._run)
+            return
+        self._thread = threading.Thread(target=self._run, name=_THREAD, daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.webhook_timeout_s + 10)
+            self._thread = None
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
+                self.tick(conn)
+            except psycopg.OperationalError as exc:
+                _LOG.warning("incident desk: database unavailable: %s", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            if self._beat is not None:
+                self._beat(_THREAD)
+            self._wake.wait(self.tick_s)
+            self._wake.clear()
+        if conn is not None:
+            conn.close()
+
+    # --- one pass ---
+
+    def tick(self, conn: psycopg.Connection[Any]) -> None:
+        now = self.clock()
+        self._apply_replies(conn, now)
+        sync_alerts(conn, now)
+        infer_arrivals(conn, now)
+        escalate_due(conn, now)
+        self.deliver_due(conn, now)
+        self.ticks += 1
+
+    def _apply_replies(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        while True:
+            if self._held is not None:  # the database failed under it last time
+                inbound, self._held = self._held, None
+            else:
+                try:
+                    inbound = self._replies.get_nowait()
+                except queue.Empty:
+                    return
+            try:
+                self._apply(conn, inbound, now)
+                self.replies_applied += 1
+            except psycopg.OperationalError:
+                self._held = inbound  # not acknowledged: tried again after the reconnect
+                raise
+            except (BadReply, DispatchError) as exc:
+                _LOG.info("dispatch reply refused on %s: %s", inbound.topic[:200], exc)
+                conn.execute(
+                    "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason,"
+                    " detail, worker) VALUES (%s, %s, %s, %s, 'bad_dispatch_reply', %s, %s)",
+                    (
+                        now,
+                        inbound.topic,
+                        inbound.payload[:1024],
+                        len(inbound.payload),
+                        str(exc)[:500],
+                        "incident-desk",
+                    ),
+                )
+            # Committed (autocommit): only now may the broker forget the message.
+            self._client.ack(inbound.mid, inbound.qos)
+
+    def _apply(self, conn: psycopg.Connection[Any], inbound: _Inbound, now: datetime) -> None:
+        reply = parse_reply(inbound.topic, inbound.payload)
+        row = conn.execute(
+            "SELECT community_id, responder_id FROM dispatches WHERE id = %s",
+            (reply.dispatch_id,),
+        ).fetchone()
+        # The broker lets a responder write only their own reply topic: the topic says who.
+        if row is None or tuple(row) != (reply.community_id, reply.responder_id):
+            raise BadReply(f"no dispatch {reply.dispatch_id} to this responder")
+        respond(
+            conn, reply.dispatch_id, reply.action, now, f"responder:{reply.responder_id}", "mqtt"
+        )
+
+    def deliver_due(self, conn: psycopg.Connection[Any], now: datetime) -> int:
+        """Push what is pending; record delivery or the error for a later attempt. The rows
+        are locked while they are pushed: another worker's desk skips them."""
+        with conn.transaction():
+            return self._deliver_claimed(conn, now)
+
+    def _deliver_claimed(self, conn: psycopg.Connection[Any], now: datetime) -> int:
+        rows = conn.execute(
+            "SELECT d.id, d.channel, d.attempts, x.id, x.community_id, x.responder_id,"
+            " x.dispatched_at, x.level, i.id, i.incident_type, i.title, i.building, r.phone,"
+            " c.dispatch_webhook_url, c.dispatch_webhook_secret FROM dispatch_deliveries AS d"
+            " JOIN dispatches AS x ON x.id = d.dispatch_id"
+            " JOIN incidents AS i ON i.id = x.incident_id"
+            " JOIN responders AS r ON r.id = x.responder_id"
+            " JOIN communities AS c ON c.id = x.community_id"
+            " WHERE d.state = 'pending' AND d.next_attempt_at <= now() ORDER BY d.id LIMIT %s"
+            " FOR UPDATE OF d SKIP LOCKED",
+            (_CLAIM,),
+        ).fetchall()
+        for row in rows:
+            (
+                delivery,
+                channel,
+                attempts,
+                dispatch_id,
+                community,
+                responder,
+                at,
+                level,
+                incident,
+                kind,
+                title,
+                building,
+                phone,
+                url,
+                secret,
+            ) = row
+            payload = {
+                "event": "dispatch",
+                "dispatch_id": dispatch_id,
+                "incident_id": incident,
+                "community_id": community,
+                "building": building,
+                "incident_type": kind,
+                "title": title,
+                "responder_id": responder,
+                "phone": phone,
+                "level": level,
+                "dispatched_at": at.isoformat(),
+                "reply_topic": reply_topic(community, responder),
+            }
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            if channel == "mqtt":
+                error = self._publish(dispatch_topic(community, responder), body)
+            else:
+                error = self._post(int(delivery), url, secret or "", body)
+            self._record(conn, int(delivery), int(dispatch_id), int(attempts) + 1, error, now)
+        return len(rows)
+
+    def _record(
+        self,
+        conn: psycopg.Connection[Any],
+        delivery: int,
+        dispatch_id: int,
+        attempts: int,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        with conn.transaction():
+            if error is None:
+                conn.execute(
+                    "UPDATE dispatch_deliveries SET state = 'delivered', attempts = %s,"
+                    " delivered_at = %s, last_error = NULL WHERE id = %s",
+                    (attempts, now, delivery),
+                )
+                conn.execute(
+                    "UPDATE dispatches SET delivered_at = coalesce(delivered_at, %s) WHERE id = %s",
+                    (now, dispatch_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE dispatch_deliveries SET attempts = %s, last_error = %s,"
+                    " state = CASE WHEN %s >= %s THEN 'dead' ELSE 'pending' END,"
+                    " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+                    (attempts, error[:500], attempts, _ATTEMPTS, _RETRY_S, delivery),
+                )
+
+    def _publish(self, topic: str, body: bytes) -> str | None:
+        if not self._connected.is_set():
+            return "not connected to the broker"
+        info = self._client.publish(topic, body, qos=1)
+        try:
+            info.wait_for_publish(_PUBACK_S)
+        except (RuntimeError, ValueError) as exc:
+            return f"publish failed: {exc}"
+        return None if info.is_published() else "no PUBACK from the broker"
+
+    def _post(self, delivery: int, url: str | None, secret: str, body: bytes) -> str | None:
+        if not url:
+            return "the community has no dispatch gateway"
+        if not self.private_destinations:
+            reason = private_destination(url, _addresses)
+            if reason is not None:
+                return f"refused: {reason}"
+        stamp = str(int(time.time()))
+        request = urllib.request.Request(  # noqa: S310 - http(s) URL set by an administrator
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(secret, stamp, body),
+                TIMESTAMP_HEADER: stamp,
+                DELIVERY_HEADER: f"dispatch-{delivery}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.webhook_timeout_s) as response:  # noqa: S310
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return str(exc)[:300]
+        return None if 200 <= status < 300 else f"HTTP {status}"

@@ -1,0 +1,191 @@
+"""Publish -> row visible: latency at a set rate, the platform against the reference.
+
+    .venv/bin/python bench/latency.py [--rate 2000] [--duration 30] [--devices 1000]
+
+Publishes at ``--rate`` for ``--duration`` s with device time = publish time;
+a monitor polls the newest row of 10 devices every 5 ms (a primary-key lookup)
+and notes when each of their messages became visible. Prints p50/p99/max per
+run, the poll adding up to 5 ms. The rig (``bench/rig.py``) is the one
+``bench/ingest.py`` uses: fresh database and broker per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import psycopg
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.rig import (
+    BENCH_APP,
+    EPOCH,
+    LAST_METRIC,
+    START_TIMEOUT_S,
+    BenchError,
+    Child,
+    Workload,
+    connected_client,
+    fresh_database,
+    ingester_arguments,
+    ingester_kinds,
+    ingester_table,
+    prime_session,
+    quantile,
+    start_ingester,
+    versions,
+    wait_reference_ready,
+)
+
+# Devices whose rows the latency monitor watches (index lookups on the natural key).
+LATENCY_PROBES = 10
+LATENCY_POLL_S = 0.005
+
+
+def run_latency(kind: str, args: argparse.Namespace, work_dir: Path) -> str:
+    """Publish at ``--rate`` for ``--duration`` s, device time = publish time; a monitor
+    polls the newest row of a few devices every 5 ms and notes when each published
+    message of theirs became visible (the rows of one device commit in order).
+    Returns one line of p50/p99/max publish -> row visible."""
+    from smartcommunity.embedded import EmbeddedBroker
+
+    client_id = f"sc-bench-{kind}"
+    total = int(args.rate * args.duration)
+    workload = Workload(messages=total, devices=args.devices, base_ms=0)
+    table, ts_column = ingester_table(kind)
+    probes = [workload.device_id(d) for d in range(min(LATENCY_PROBES, args.devices))]
+    with fresh_database(args.database_url, workload) as db_url:
+        broker = EmbeddedBroker(
+            data_dir=work_dir / f"broker-{kind}-{secrets.token_hex(3)}", kind="mosquitto"
+        )
+        mqtt_url = broker.start()
+        child: Child | None = None
+        try:
+            monitor = psycopg.connect(db_url, autocommit=True, application_name=BENCH_APP)
+            if kind == "reference":
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                wait_reference_ready(mqtt_url, monitor, child)
+            else:
+                prime_session(mqtt_url, client_id, v5=True)
+                child = start_ingester(
+                    kind, mqtt_url=mqtt_url, database_url=db_url, client_id=client_id, args=args
+                )
+                child.wait_ready(START_TIMEOUT_S)
+            published: dict[tuple[str, datetime], float] = {}  # probe rows: (device, ts) -> t
+            visible: dict[tuple[str, datetime], float] = {}
+            done = threading.Event()
+            sql = (
+                f"SELECT max({ts_column}) FROM {table}"
+                f" WHERE device_id = %s AND metric = '{LAST_METRIC}'"
+            )
+
+            def watch() -> None:
+                while not done.is_set():
+                    for device in probes:
+                        row = monitor.execute(sql, (device,)).fetchone()
+                        now = time.monotonic()
+                        newest = row[0] if row else None
+                        if newest is None:
+                            continue
+                        for key in [k for k in published if k[0] == device and k not in visible]:
+                            if key[1] <= newest:
+                                visible[key] = now
+                    time.sleep(LATENCY_POLL_S)
+
+            client = connected_client(
+                mqtt_url, f"sc-bench-pub-{secrets.token_hex(4)}", clean_start=True, max_inflight=0
+            )
+            watcher = threading.Thread(target=watch, name="latency-watch", daemon=True)
+            watcher.start()
+            start = time.monotonic()
+            try:
+                for i in range(total):
+                    due = start + i / args.rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    ms = int(time.time() * 1000)
+                    ts = EPOCH + timedelta(milliseconds=ms)
+                    device = workload.device_id(i % args.devices)
+                    body = orjson.dumps(
+                        {
+                            "ts": ts.isoformat(timespec="milliseconds"),
+                            "seq": i,
+                            "metrics": {"heart_rate": 70, "spo2": 97.0, LAST_METRIC: 50},
+                        }
+                    )
+                    if device in probes:
+                        published[device, ts] = time.monotonic()
+                    client.publish(workload.topic(i % args.devices), body, qos=1)
+                deadline = time.monotonic() + 30
+                while len(visible) < len(published) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                done.set()
+                watcher.join(5)
+                client.disconnect()
+                client.loop_stop()
+                monitor.close()
+            achieved = total / (time.monotonic() - start)
+            waits = [(visible[k] - t) * 1000 for k, t in published.items() if k in visible]
+            missing = len(published) - len(waits)
+            if not waits:
+                return f"{kind:<10} no row became visible"
+            return (
+                f"{kind:<10} {len(waits):>5} {quantile(waits, 0.5):>7.1f} "
+                f"{quantile(waits, 0.99):>7.1f} {max(waits):>7.1f}"
+                f"   (publish rate {achieved:.0f} msgs/s; {missing} not seen)"
+            )
+        finally:
+            if child is not None:
+                child.stop()
+            broker.stop()
+
+
+def run(args: argparse.Namespace, kinds: Sequence[str]) -> int:
+    """Every ingester of ``kinds``, ``--repeat`` times interleaved; prints the table."""
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
+        for _ in range(args.repeat):
+            for kind in kinds:
+                print(f"{kind}: latency at {args.rate:.0f} msgs/s", file=sys.stderr)
+                try:
+                    lines.append(run_latency(kind, args, Path(tmp)))
+                except BenchError as exc:
+                    lines.append(f"{kind}: FAILED: {str(exc).splitlines()[0]}")
+    print(f"publish -> row visible, {args.rate:.0f} msgs/s over {args.devices} devices")
+    print(f"{'ingester':<10} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    for line in lines:
+        print(line)
+    return 1 if any("FAILED" in line for line in lines) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ingester_arguments(parser, only="reference,platform")
+    parser.set_defaults(devices=1_000)
+    parser.add_argument("--rate", type=float, default=2000.0, help="msgs/s published")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds")
+    args = parser.parse_args(argv)
+    kinds = ingester_kinds(args)
+    print("$ " + " ".join([sys.executable, *sys.argv]))
+    print(versions(args.database_url))
+    return run(args, kinds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

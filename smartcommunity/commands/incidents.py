@@ -1,0 +1,311 @@
+"""``smartcommunity incidents|responders|teams ...``: dispatch from the command line, set
+up responders, teams and rosters, see who is on duty (docs/incidents.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, time
+from typing import Any
+
+import psycopg
+
+from api.routes.incidents import incident_detail
+from api.routes.responders import duty_board
+from core.passwords import hash_password, new_secret
+from smartcommunity.cli_support import cli_actor, connect, print_table
+from smartcommunity.commands import SubParsers
+from store.incidents import (
+    DispatchError,
+    dispatch,
+    dispatch_team,
+    escalate_due,
+    infer_arrivals,
+    resolve,
+    sync_alerts,
+)
+
+__all__ = ["register"]
+
+Conn = psycopg.Connection[Any]
+_COLUMNS = (
+    "id, community_id, building, incident_type, title, stage, opened_at, acknowledged_at,"
+    " dispatched_at, accepted_at, arrived_at, resolved_at, escalations"
+)
+
+
+def _fail(message: str) -> int:
+    print(f"smartcommunity: {message}", file=sys.stderr)
+    return 1
+
+
+def _incident_of_alert(conn: Conn, alert_id: int) -> int | None:
+    sync_alerts(conn, datetime.now(UTC))
+    row = conn.execute(
+        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if not args.team and not args.responder:
+        return _fail("name --team or --responder")
+    now = datetime.now(UTC)
+    with connect() as conn:
+        incident = args.incident
+        if args.alert is not None:
+            incident = _incident_of_alert(conn, args.alert)
+            if incident is None:
+                return _fail(f"alert {args.alert} has no incident (below major, or closed)")
+        if incident is None:
+            return _fail("name --alert or --incident")
+        try:
+            made = []
+            if args.team:
+                made += dispatch_team(conn, incident, args.team, by=cli_actor(), at=now)
+            if args.responder:
+                made += dispatch(
+                    conn,
+                    incident,
+                    args.responder,
+                    by=cli_actor(),
+                    at=now,
+                    team_id=args.team,
+                    reason="operator",
+                )
+        except DispatchError as exc:
+            return _fail(str(exc))
+    print(f"incident {incident}: {len(made)} dispatched")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    where, params = ["true"], []
+    if args.community:
+        where.append("community_id = %s")
+        params.append(args.community)
+    if args.open:
+        where.append("resolved_at IS NULL")
+    with connect() as conn:
+        sync_alerts(conn, datetime.now(UTC))
+        query = (
+            f"SELECT {_COLUMNS} FROM incidents WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
+            " ORDER BY id DESC LIMIT 100"
+        )
+        rows = [incident_detail(conn, r) for r in conn.execute(query.encode(), params)]
+    print_table(
+        ("id", "community", "building", "type", "stage", "opened", "dispatched", "arrived"),
+        [
+            (
+                i.id,
+                i.community_id,
+                i.building,
+                i.incident_type,
+                i.stage,
+                i.opened_at,
+                i.dispatched_at,
+                i.arrived_at,
+            )
+            for i in rows
+        ],
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM incidents WHERE id = %s".encode(),  # noqa: S608 - constant columns
+            (args.id,),
+        ).fetchone()
+        if row is None:
+            return _fail(f"no incident {args.id}")
+        print(incident_detail(conn, row).model_dump_json(indent=2))
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        if not resolve(conn, args.id, cli_actor(), datetime.now(UTC), args.note):
+            return _fail(f"no open incident {args.id}")
+    return 0
+
+
+def _tick(_args: argparse.Namespace) -> int:
+    """One pass of the desk without the pipeline (cron, or a look at what is due)."""
+    now = datetime.now(UTC)
+    with connect() as conn:
+        touched = sync_alerts(conn, now)
+        arrived = infer_arrivals(conn, now)
+        escalated = escalate_due(conn, now)
+    print(f"{len(touched)} incidents updated, {arrived} arrivals inferred, {escalated} escalations")
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        cur = conn.execute(
+            "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret = %s"
+            " WHERE id = %s",
+            (args.url or None, args.secret or None, args.community),
+        )
+        if cur.rowcount != 1:
+            return _fail(f"no community {args.community!r}")
+    return 0
+
+
+def _responder_add(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        conn.execute(
+            "INSERT INTO responders (id, community_id, name, role, phone) VALUES (%s, %s, %s, %s,"
+            " %s)",
+            (args.id, args.community, args.name, args.role, args.phone),
+        )
+        if args.care_for:
+            conn.execute(
+                "UPDATE residents SET care_worker_id = %s WHERE id = ANY(%s)",
+                (args.id, args.care_for),
+            )
+    return 0
+
+
+def _responder_credentials(args: argparse.Namespace) -> int:
+    """An MQTT login for the responder's app; `broker export` puts it on the broker."""
+    password = new_secret()
+    username = args.username or f"responder-{args.id}"
+    with connect() as conn:
+        cur = conn.execute(
+            "UPDATE responders SET mqtt_username = %s, mqtt_password_hash = %s WHERE id = %s",
+            (username, hash_password(password), args.id),
+        )
+        if cur.rowcount != 1:
+            return _fail(f"no responder {args.id!r}")
+    print(json.dumps({"responder_id": args.id, "username": username, "password": password}))
+    return 0
+
+
+def _team_add(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        conn.execute(
+            "INSERT INTO teams (id, community_id, building_id, name, kind, leader_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (args.id, args.community, args.building, args.name, args.kind, args.leader),
+        )
+    return 0
+
+
+def _team_shift(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        row = conn.execute("SELECT community_id FROM teams WHERE id = %s", (args.team,)).fetchone()
+        if row is None:
+            return _fail(f"no team {args.team!r}")
+        for day in args.weekday:
+            conn.execute(
+                "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts, ends)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    row[0],
+                    args.team,
+                    args.responder,
+                    day,
+                    time.fromisoformat(args.starts),
+                    time.fromisoformat(args.ends),
+                ),
+            )
+    return 0
+
+
+def _duty(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        board = duty_board(conn, args.community, datetime.now(UTC))
+    print_table(
+        ("team", "kind", "building", "on duty", "nobody from"),
+        [
+            (
+                t.id,
+                t.kind,
+                t.building_id or "-",
+                ", ".join(t.on_duty) or "NOBODY",
+                t.uncovered_at or "",
+            )
+            for t in board.teams
+        ],
+    )
+    return 0
+
+
+def register(commands: SubParsers, _db: SubParsers) -> None:
+    inc = commands.add_parser("incidents", help="incidents: list, show, dispatch, resolve")
+    sub = inc.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("list", help="incidents, newest first")
+    p.add_argument("--community")
+    p.add_argument("--open", action="store_true", help="unresolved only")
+    p.set_defaults(func=_list)
+    p = sub.add_parser("show", help="an incident with its dispatches and timeline (JSON)")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_show)
+    p = sub.add_parser("dispatch", help="send a team (on duty) or responders")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--alert", type=int, help="the alert's incident")
+    target.add_argument("--incident", type=int)
+    p.add_argument("--team")
+    p.add_argument("--responder", action="append", default=[])
+    p.set_defaults(func=_dispatch)
+    p = sub.add_parser("resolve", help="close an incident")
+    p.add_argument("id", type=int)
+    p.add_argument("--note", default="")
+    p.set_defaults(func=_resolve)
+    p = sub.add_parser("tick", help="group alerts, infer arrivals, escalate what is late: once")
+    p.set_defaults(func=_tick)
+    p = sub.add_parser("gateway", help="the signed webhook that carries a community's dispatches")
+    p.add_argument("--community", required=True)
+    p.add_argument("--url", default="")
+    p.add_argument("--secret", default="")
+    p.set_defaults(func=_gateway)
+
+    resp = commands.add_parser("responders", help="people who can be sent")
+    sub = resp.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("add")
+    p.add_argument("--id", required=True)
+    p.add_argument("--community", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--role",
+        required=True,
+        choices=("micro_fire_station", "grid_worker", "care_worker", "guard", "property_manager"),
+    )
+    p.add_argument("--phone", default="")
+    p.add_argument("--care-for", action="append", default=[], help="resident ids (care worker)")
+    p.set_defaults(func=_responder_add)
+    p = sub.add_parser("credentials", help="an MQTT login for the responder's app")
+    p.add_argument("id")
+    p.add_argument("--username")
+    p.set_defaults(func=_responder_credentials)
+
+    teams = commands.add_parser("teams", help="teams and duty rosters")
+    sub = teams.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("add")
+    p.add_argument("--id", required=True)
+    p.add_argument("--community", required=True)
+    p.add_argument("--building")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=("micro_fire_station", "grid", "care", "security", "property"),
+    )
+    p.add_argument("--leader")
+    p.set_defaults(func=_team_add)
+    p = sub.add_parser(
+        "shift", help="a responder on the roster (local time; end <= start: overnight)"
+    )
+    p.add_argument("--team", required=True)
+    p.add_argument("--responder", required=True)
+    p.add_argument("--weekday", type=int, action="append", required=True, choices=range(7))
+    p.add_argument("--starts", required=True, help="HH:MM")
+    p.add_argument("--ends", required=True, help="HH:MM")
+    p.set_defaults(func=_team_shift)
+    p = sub.add_parser("duty", help="who is on duty now, per team; gaps in the next 24 h")
+    p.add_argument("--community", required=True)
+    p.set_defaults(func=_duty)
