@@ -1,15 +1,22 @@
-"""Community shards: stable, spread, the MQTT topic <-> AMQP key mapping, /metrics labels."""
+"""Community shards: stable, spread, the MQTT topic <-> AMQP key mapping, /metrics labels,
+the router of committed messages to shard engines."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alerts.service import Committed
 from api.exposition import Figures, render
+from core.errors import MessageFailure
 from core.topics import device_topic, parse_topic
+from gateway.shard_alerts import ShardAlertListener, ShardRouter
 from gateway.shards import (
     binding_key,
     queue_name,
@@ -17,6 +24,7 @@ from gateway.shards import (
     shard_of,
     topic_to_routing_key,
 )
+from ingest.batch import Accepted
 
 IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,40}", fullmatch=True)
 CLASSES = st.sampled_from(["fire", "wearable", "locker", "access"])
@@ -72,3 +80,63 @@ def test_metrics_carry_each_shard_as_a_label() -> None:
     assert 'sc_pipeline_shards_active{worker="w1"} 1.0' in text
     assert 'sc_pipeline_shard_takeovers_total{worker="w1"} 2.0' in text
     assert 'sc_pipeline_messages_rejected_total{reason="bad_json",worker="w1"} 3.0' in text
+
+
+class _Engine:
+    """A shard's engine as the router uses it: what it was given, what it failed on."""
+
+    def __init__(self, shard: int) -> None:
+        self.shard = shard
+        self.seen: list[str] = []
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def committed(self, accepted: Sequence[Committed]) -> list[MessageFailure]:
+        self.seen += [a.topic for a in accepted]
+        return [
+            MessageFailure(
+                topic=a.topic,
+                payload=a.payload,
+                received_at=a.received_at or datetime.now(UTC),
+                stage="rule evaluation (r)",
+                error=ValueError("boom"),
+            )
+            for a in accepted
+            if a.payload == b"bad"
+        ]
+
+    def tick(self, now: datetime) -> list[MessageFailure]:
+        return []
+
+
+def test_the_router_hands_each_shard_its_messages_and_returns_every_failure() -> None:
+    engines: dict[int, _Engine] = {}
+
+    def factory(shard: int) -> ShardAlertListener:
+        engines[shard] = _Engine(shard)
+        return cast(ShardAlertListener, engines[shard])
+
+    router = ShardRouter(factory, 4)
+    communities = [f"c{i}" for i in range(40)]
+    active = {shard_of(c, 4) for c in communities[:2]}
+    for shard in active:
+        router.activate(shard)
+    batch = [
+        Accepted(
+            device_id=f"d{i}",
+            topic=device_topic(c, "wearable", f"d{i}", "event"),
+            payload=b"bad" if i % 3 == 0 else b"{}",
+            received_at=datetime.now(UTC),
+        )
+        for i, c in enumerate(communities)
+    ]
+    failures = router.committed(batch)
+    mine = [a for a in batch if shard_of(parse_topic(a.topic).community_id, 4) in active]
+    assert sorted(f.topic for f in failures) == sorted(a.topic for a in mine if a.payload == b"bad")
+    for shard, engine in engines.items():
+        assert engine.seen == [
+            a.topic for a in batch if shard_of(parse_topic(a.topic).community_id, 4) == shard
+        ]
+    assert router.skipped == len(batch) - len(mine) > 0
