@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test unit lint bench clean mosquitto browser
+.PHONY: install demo test test-cluster unit lint bench bench-cluster clean mosquitto browser rabbitmq
 
 # Mosquitto carries the delivery guarantees the fault tests check; the demo runs
 # without it (on amqtt) but the tests do not. Installed from Debian's packages
@@ -50,6 +50,20 @@ TEST_WORKERS ?= 4
 test: install mosquitto browser
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
+# The clustered deployment (docs/scale-out.md) runs on Debian's RabbitMQ; the
+# tests start private nodes of it and fail with the reason when it is missing.
+rabbitmq:
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -qq rabbitmq-server >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null)) && \
+		echo "installed rabbitmq-server"; \
+	  else echo "warning: rabbitmq-server is not installed; the cluster tests will fail"; fi; }
+
+# Minutes: a 3-node RabbitMQ cluster, workers killed under load (marker `cluster`).
+test-cluster: install rabbitmq
+	$(BIN)/pytest -m cluster tests/cluster --durations=0
+
 unit: install
 	$(BIN)/pytest tests/unit
 
@@ -60,6 +74,9 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+bench-cluster: install rabbitmq
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .smartcommunity .pytest_cache .mypy_cache .ruff_cache

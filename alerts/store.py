@@ -6,7 +6,9 @@ the engine state that has to outlive a restart, the webhook outbox, and a
 ``pg_notify`` that the API's live stream relays. Uniqueness is the database's:
 a raise is ``INSERT ... ON CONFLICT`` on the partial unique index of active
 alerts, so concurrent workers, or a restart that lost its state, add an
-occurrence to the one alert instead of making a second.
+occurrence to the one alert instead of making a second; and on the episode key
+(rule, subject, first_seen), so a batch evaluated again after its alert was
+resolved opens nothing.
 """
 
 from __future__ import annotations
@@ -136,12 +138,12 @@ _NAMES = (
 _INSERT = f"""
 INSERT INTO alerts (rule_id, subject, community_id, device_id, building, rule_type, severity,
                     initial_severity, state, title, details, first_seen, last_seen, raised_at,
-                    auto_resolve, escalate_after, escalation_max, notified, occurrences)
+                    auto_resolve, escalate_after, escalation_max, notified, occurrences, episode)
 VALUES (%(rule_id)s, %(subject)s, %(community_id)s, %(device_id)s, %(building)s, %(rule_type)s,
         %(severity)s, %(severity)s, %(state)s, %(title)s, %(details)s, %(at)s, %(at)s, %(now)s,
         %(auto_resolve)s, make_interval(secs => %(escalate_after)s), %(escalation_max)s,
-        %(notified)s, %(occurrences)s)
-ON CONFLICT (rule_id, subject) WHERE state <> 'resolved' DO NOTHING
+        %(notified)s, %(occurrences)s, %(at)s)
+ON CONFLICT DO NOTHING
 RETURNING {_ALERT_COLUMNS}
 """  # noqa: S608 - constant column list, values are parameters
 _LOCK_ACTIVE = (
@@ -345,7 +347,9 @@ class AlertStore:
             # Another worker inserted it first (it waited for that commit): a repeat.
             existing = conn.execute(_LOCK_ACTIVE, (change.rule_id, change.subject)).fetchone()
             if existing is None:
-                return  # and someone resolved it since: nothing left to count
+                # Resolved since, or this very episode was opened and resolved before
+                # (a redelivered batch; migration 0013's key): nothing to open again.
+                return
         self._repeat(conn, _row(existing), change, suppressed, batch)
 
     def _repeat(

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from core.observability import PIPELINE_METRICS
+from core.observability import KEY_LABELS, PIPELINE_METRICS
 
 __all__ = ["CONTENT_TYPE", "Figures", "render"]
 
@@ -91,14 +91,14 @@ def _pipeline(workers: Mapping[str, Mapping[str, Any]]) -> Iterable[Metric]:
     for name, (kind, help_text) in PIPELINE_METRICS.items():
         metric = f"sc_pipeline_{name}"
         family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+        # A figure saved as a mapping (rejections by reason, shards) has a label more.
+        labels = [KEY_LABELS[name], "worker"] if name in KEY_LABELS else ["worker"]
         if kind == "histogram":
             family = HistogramMetricFamily(metric, help_text, labels=["worker"])
-        elif kind == "counter" and name == "messages_rejected_total":
-            family = CounterMetricFamily(metric, help_text, labels=["reason", "worker"])
         elif kind == "counter":
-            family = CounterMetricFamily(metric, help_text, labels=["worker"])
+            family = CounterMetricFamily(metric, help_text, labels=labels)
         else:
-            family = GaugeMetricFamily(metric, help_text, labels=["worker"])
+            family = GaugeMetricFamily(metric, help_text, labels=labels)
         for worker, snapshot in sorted(workers.items()):
             value = snapshot.get(name)
             if value is None:
@@ -112,8 +112,8 @@ def _pipeline(workers: Mapping[str, Mapping[str, Any]]) -> Iterable[Metric]:
                 buckets.append(("+Inf", float(value["count"])))
                 family.add_metric([worker], buckets, float(value["sum"]))
             elif isinstance(value, Mapping):
-                for reason, count in sorted(value.items()):
-                    family.add_metric([reason, worker], float(count))
+                for key, count in sorted(value.items()):
+                    family.add_metric([key, worker], float(count))
             else:
                 family.add_metric([worker], float(value))
         yield family

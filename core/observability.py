@@ -12,7 +12,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["BATCH_BUCKETS", "COMMIT_BUCKETS", "PIPELINE_METRICS", "PipelineCounters"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "COMMIT_BUCKETS",
+    "KEY_LABELS",
+    "PIPELINE_METRICS",
+    "PipelineCounters",
+]
 
 # Commit latency buckets in seconds: a healthy batch commits in tens of ms.
 COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -37,6 +43,22 @@ PIPELINE_METRICS: dict[str, tuple[str, str]] = {
     "engine_lag_seconds": ("gauge", "Age of the oldest commit the rule engine has not evaluated"),
     "batch_size": ("histogram", "Messages per committed batch"),
     "commit_seconds": ("histogram", "Time to write and commit one batch"),
+    # Clustered workers only (gateway.cluster, docs/scale-out.md).
+    "shards_active": ("gauge", "Shard queues this worker is the active consumer of"),
+    "shard_active": ("gauge", "1 where this worker is the shard's active consumer"),
+    "shard_queue_depth": ("gauge", "Messages ready in the shard's queue (its lag)"),
+    "shard_takeovers_total": ("counter", "Shards this worker became active on"),
+    "shard_releases_total": ("counter", "Shards handed over to balance the workers"),
+    "shard_rebuilds_total": ("counter", "Rule-state rebuilds from PostgreSQL on takeover"),
+    "shard_rebuild_seconds": ("gauge", "Duration of the last rule-state rebuild"),
+    "engine_skipped_total": ("counter", "Committed messages of shards no longer ours"),
+    "unrouted_moved_total": ("counter", "Messages of unbound communities bound and moved"),
+}
+# Figures saved as a mapping: one sample per key, under this label.
+KEY_LABELS = {
+    "messages_rejected_total": "reason",
+    "shard_active": "shard",
+    "shard_queue_depth": "shard",
 }
 
 

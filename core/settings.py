@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "AlertSettings",
     "ApiSettings",
+    "ClusterSettings",
     "DecoderSettings",
     "FaultHookSettings",
     "FireBridgeSettings",
@@ -136,6 +137,30 @@ class AlertSettings(BaseModel):
     webhook_private_destinations: bool = False
 
 
+class ClusterSettings(BaseModel):
+    """A worker of the clustered deployment (docs/scale-out.md): AMQP shard queues."""
+
+    model_config = {"frozen": True}
+
+    # Comma-separated amqp:// URLs of the RabbitMQ nodes; a worker connects to one
+    # of them (in a random order) and moves to another when it dies.
+    amqp_urls: str = ""
+    # Fixed at deploy time: a community's shard is hash(community) % shards, so
+    # changing it moves communities (docs/scale-out.md says how).
+    shards: int = Field(default=16, ge=1, le=1024)
+    queue_prefix: str = Field(default="sc.shard", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    # Unacknowledged messages per shard consumer; bounds memory since nothing is
+    # acked before commit. A few batches' worth keeps COPY fed.
+    prefetch: int = Field(default=2_000, ge=1, le=65_535)
+    heartbeat_s: int = Field(default=10, ge=1, le=600)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip() for u in self.amqp_urls.split(",") if u.strip()]
+
+
 class IncidentSettings(BaseModel):
     model_config = {"frozen": True}
 
@@ -212,6 +237,7 @@ class Settings(BaseSettings):
     # A bearer token for CLI commands that call the API (`scenario run`); none: they
     # make one for the run and revoke it after.
     api_token: SecretStr | None = None
+    cluster: ClusterSettings = ClusterSettings()
 
     @field_validator("mqtt_url")
     @classmethod

@@ -41,10 +41,11 @@ from core.settings import IngestSettings
 from core.topics import ROOT as NATIVE_ROOT
 from core.topics import parse_topic
 from gateway.boundary import RateLimitedLog, dead_letter, internal_error
-from gateway.bridge import InboundMessage, MqttBridge
+from gateway.bridge import InboundMessage
 from gateway.decoders import Decoders
 from gateway.dedupe import SeqWindow
 from gateway.quarantine import Quarantine
+from gateway.source import MessageSource
 from gateway.supervisor import Supervisor
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 
@@ -129,7 +130,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        bridge: MqttBridge,
+        bridge: MessageSource,
         sink: BatchSink,
         registry: DeviceDirectory,
         counters: PipelineCounters,

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -30,6 +31,7 @@ from gateway.hooks import FaultHooks
 from gateway.pipeline import CommittedListener, Pipeline
 from gateway.quarantine import Quarantine
 from gateway.replies import AlinkReplies
+from gateway.source import MessageSource
 from gateway.supervisor import HEARTBEAT_S, Supervisor
 from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
@@ -37,7 +39,7 @@ from store import schema
 from store.conninfo import as_role
 from store.devices import DirectoryReader, follow_changes
 
-__all__ = ["run_pipeline", "tune_gc"]
+__all__ = ["RuleEngine", "run_pipeline", "tune_gc"]
 
 _LOG = logging.getLogger(__name__)
 # How long start-up waits for the first connection before saying so in the log.
@@ -45,6 +47,21 @@ _CONNECT_NOTICE_S = 10.0
 # Intake is "caught up" below this many queued messages: only then does silence
 # from a device mean it is offline (alerts.service, absence rules).
 _CAUGHT_UP_QUEUE = 2_000
+
+
+class RuleEngine(CommittedListener, Protocol):
+    """The rule engine a worker runs: ``AlertListener``, or a clustered worker's router."""
+
+    @property
+    def publisher(self) -> MqttAlertPublisher | None: ...
+
+    def start(
+        self,
+        spawn: Callable[..., threading.Thread] | None = None,
+        beat: Callable[[str], None] | None = None,
+    ) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _worker_name(settings: Settings) -> str:
@@ -76,15 +93,21 @@ def run_pipeline(
     ready: threading.Event | None = None,
     hard_exit: bool = False,
     counters: PipelineCounters | None = None,
+    source: MessageSource | None = None,
+    engine: Callable[[DeviceDirectory], RuleEngine] | None = None,
+    extra_metrics: Callable[[], dict[str, object]] | None = None,
 ) -> None:
     """Run gateway and ingest until ``stop`` is set.
 
     Raises ``PipelineFailed`` when a pipeline thread ended unexpectedly. With
     ``hard_exit`` (a service process) the process also ends on its own if
     stopping after such a failure hangs. ``counters``, when given, are the ones the
-    pipeline counts into (a test watches them to know what was committed).
+    pipeline counts into (a test watches them to know what was committed). A
+    clustered worker (gateway.cluster) passes its AMQP ``source``, the factory of
+    its sharded rule ``engine`` (given the process's one device directory) and the
+    shard figures for /metrics; ``run`` passes none.
     """
-    if settings.database_url is None or settings.mqtt_url is None:
+    if settings.database_url is None or (settings.mqtt_url is None and source is None):
         raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL (or use `demo`)")
     schema.upgrade(settings.database_url)  # as the owner, like the storage maintenance
     # Everything else runs as the pipeline's role (migration 0008, docs/security.md).
@@ -111,7 +134,11 @@ def run_pipeline(
                     " VALUES (%s, %s, %s)"
                     " ON CONFLICT (worker) DO UPDATE"
                     " SET updated_at = excluded.updated_at, counters = excluded.counters",
-                    (settings.gateway.client_id, datetime.now(UTC), Jsonb(snapshot)),
+                    (
+                        settings.gateway.client_id,
+                        datetime.now(UTC),
+                        Jsonb({**snapshot, **(extra_metrics() if extra_metrics else {})}),
+                    ),
                 )
         except psycopg.OperationalError as exc:
             writer.close()
@@ -138,18 +165,30 @@ def run_pipeline(
     decoders = (
         load_profiles(settings.decoders.profiles) if settings.decoders.profiles else Decoders()
     )
-    bridge = MqttBridge(
-        url=settings.mqtt_url, settings=settings.gateway, extra_filters=decoders.topic_filters
-    )
+    bridge: MessageSource
     replies = None
-    if decoders.products and settings.decoders.alink_replies:
-        replies = AlinkReplies(bridge.publish, counters)
-    alert_listener = None
+    if source is None:
+        assert settings.mqtt_url is not None
+        mqtt_bridge = MqttBridge(
+            url=settings.mqtt_url, settings=settings.gateway, extra_filters=decoders.topic_filters
+        )
+        if decoders.products and settings.decoders.alink_replies:
+            replies = AlinkReplies(mqtt_bridge.publish, counters)
+        bridge = mqtt_bridge
+    else:
+        bridge = source  # a clustered worker: community shards over AMQP
+    alert_listener: RuleEngine | None = None
     desk = None
-    if settings.alerts.enabled and settings.incidents.enabled:
+    # The desk talks to responders over MQTT: a clustered worker without SC_MQTT_URL
+    # runs none (another process with MQTT does; desks share the work, SKIP LOCKED).
+    if settings.alerts.enabled and settings.incidents.enabled and settings.mqtt_url is not None:
         desk = _incident_desk(settings, url)
     if settings.alerts.enabled:
-        alert_listener = _alert_listener(settings, bridge, url, hooks, directory)
+        alert_listener = (
+            engine(directory)
+            if engine is not None
+            else _alert_listener(settings, bridge, url, hooks, directory)
+        )
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
         bridge=bridge,
@@ -274,7 +313,7 @@ def _incident_desk(settings: Settings, url: str) -> IncidentDesk:
 
 def _alert_listener(
     settings: Settings,
-    bridge: MqttBridge,
+    bridge: MessageSource,
     url: str,
     hooks: FaultHooks,
     directory: DeviceDirectory,

@@ -65,6 +65,20 @@ def cmd_run(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(_args: argparse.Namespace) -> int:
+    from gateway.cluster import run_cluster_worker
+    from gateway.supervisor import EXIT_THREAD_FAILED, PipelineFailed
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        run_cluster_worker(_settings(), stop, hard_exit=True)
+    except PipelineFailed as exc:
+        _LOG.critical("exiting: %s", exc)
+        return EXIT_THREAD_FAILED
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -125,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run", help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
     ).set_defaults(func=cmd_run)
+
+    sub.add_parser(
+        "worker",
+        help="a clustered pipeline worker: community shards of SC_CLUSTER__AMQP_URLS",
+    ).set_defaults(func=cmd_worker)
 
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host")

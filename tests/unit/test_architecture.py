@@ -92,12 +92,15 @@ def test_core_does_no_network_io() -> None:
 
 
 # Where the environment may be read: the entry points that build the process's one
-# Settings, and the embedded broker, which hands its own environment to its child.
+# Settings, and what hands its own environment to child processes (the embedded
+# broker; the RabbitMQ nodes and workers of the cluster tests and benchmark).
 ENVIRONMENT_READERS = {
     "smartcommunity/cli.py",
     "api/app.py",
     "firebridge/__main__.py",
     "smartcommunity/embedded/broker.py",
+    "smartcommunity/rabbit_cluster.py",
+    "smartcommunity/cluster_rig.py",
 }
 
 
