@@ -140,7 +140,9 @@ def browser(tmp_path: Path) -> Iterator[BrowserContext]:
             locale="zh-CN",
             timezone_id="UTC",
         )
-        context.set_default_timeout(10_000)
+        # Waits for what must appear, however loaded the machine (the suite runs in
+        # several workers); what must be quick says so with a timeout of its own.
+        context.set_default_timeout(30_000)
         try:
             yield context
         finally:
