@@ -235,7 +235,8 @@ def test_the_pipeline_runs_under_the_binding(exported: Exported, unique_id: str)
             TIMEOUT_S * 3,
             "the reading stored",
         )
-        wait_for(lambda: bool(listener.messages), TIMEOUT_S * 3, "the SOS alert published")
+        # The engine starts beside the writer: under a loaded suite it may take a while.
+        wait_for(lambda: bool(listener.messages), TIMEOUT_S * 6, "the SOS alert published")
         assert listener.messages[0][0].startswith(f"community/{exported.community}/alerts/")
     finally:
         stop.set()
