@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from core.decode import Limits
 from core.errors import ConfigurationError
@@ -15,7 +17,7 @@ from firebridge.server import FireBridge
 from firebridge.store import BridgeStore
 from store import schema
 
-__all__ = ["run_fire_bridge"]
+__all__ = ["bridge_in_thread", "run_fire_bridge"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -71,3 +73,49 @@ async def run_fire_bridge(
         publisher.stop()
         await store.close()
         _LOG.info("fire bridge stopped")
+
+
+@contextmanager
+def bridge_in_thread(settings: Settings, *, start_s: float = 30.0) -> Iterator[FireBridge]:
+    """The bridge on an event loop of its own in this process (a scenario run's, the
+    tests'): started and serving when the block begins, stopped when it ends."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, object] = {}
+
+    def on_started(bridge: FireBridge) -> None:
+        holder["bridge"] = bridge
+        started.set()
+
+    async def serve() -> None:
+        holder["task"] = asyncio.current_task()
+        await run_fire_bridge(settings, on_started=on_started)
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve())
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            holder["error"] = exc
+            started.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name="fire-bridge", daemon=True)
+    thread.start()
+    if not started.wait(start_s):
+        raise ConfigurationError(f"the fire bridge did not start within {start_s:g}s")
+    error = holder.get("error")
+    if isinstance(error, BaseException):
+        raise ConfigurationError(f"the fire bridge did not start: {error}") from error
+    bridge = holder["bridge"]
+    assert isinstance(bridge, FireBridge)
+    try:
+        yield bridge
+    finally:
+        task = holder["task"]
+        assert isinstance(task, asyncio.Task)
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(30)

@@ -300,8 +300,9 @@ def _short(subject: str, community_id: str) -> str:
 def _head(bound: BoundScenario, time_scale: float) -> str:
     return (
         f"scenario {bound.scenario.name}: {bound.scenario.title}\n"
-        f"  community {bound.community.id}, {len(bound.cast)} devices playing,"
-        f" time scale {time_scale:g}"
+        f"  community {bound.community.id}, {len(bound.cast)} devices playing"
+        + (f" and {len(bound.uitds)} UITD(s)" if bound.uitds else "")
+        + f", time scale {time_scale:g}"
     )
 
 

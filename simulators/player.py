@@ -10,10 +10,17 @@ current time (so no device looks silent while its past arrives), then every
 device's past readings, oldest first, paced so that the pipeline stays caught
 up. Message times are always the real clock; ``local_time`` only moves the
 time of day the models live in.
+
+Alink devices of the cast speak their product's thing model instead
+(simulators/alink.py: property and event posts, no status, no Will). UITDs
+connect over TCP to the fire bridge, beat at a third of their heartbeat
+interval, and play their steps' incidents (simulators/uitd.py) on an event
+loop of the player's own; each frame's answer is kept in ``panel_answers``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import itertools
@@ -22,20 +29,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from core.errors import ServiceUnavailable
+from core.alink import PROPERTY, post_topic
+from core.errors import ConfigurationError, ServiceUnavailable
+from core.profiles import AlinkProduct
 from core.topics import Channel, device_topic
+from simulators.alink import AlinkSpeaker
 from simulators.connection import BrokerAddress, Protocol, Will, connect_client, negotiate_protocol
 from simulators.credentials import DeviceCredentials, address_for
 from simulators.devices import build_model
 from simulators.fleet import GOODBYE, OFFLINE, ONLINE, event_payload, telemetry_payload
 from simulators.model import COMMUNITY_TZ, DeviceModel, Metrics, SimEvent
 from simulators.population import PlacedDevice
-from simulators.scenario import BoundScenario, Step
+from simulators.scenario import BoundScenario, BoundUitd, Step
+from simulators.uitd import SimulatedUitd, play_incident
 
 __all__ = ["HISTORY_STEP", "Player", "StepRecord", "utc_now"]
 
@@ -85,6 +98,8 @@ class _Actor:
     hold: set[str] = field(default_factory=set)
     # What the last telemetry said: a held metric stays at this.
     last: Metrics = field(default_factory=dict)
+    # An Alink device: its product's posts instead of the native envelope.
+    speaker: AlinkSpeaker | None = None
 
     @property
     def device_id(self) -> str:
@@ -126,6 +141,7 @@ class Player:
         protocol: Protocol = "auto",
         credentials: Mapping[str, DeviceCredentials] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        fire_bridge: tuple[str, int] | None = None,
     ) -> None:
         if not time_scale >= 1.0:
             raise ValueError("time scale must be at least 1")
@@ -149,9 +165,12 @@ class Player:
                     time_zone=COMMUNITY_TZ,
                 ),
                 interval_s=float(bound.intervals[p.device.id]),
+                speaker=_speaker(bound.products.get(p.device.id)),
             )
             for p in bound.cast
         }
+        self._fire_bridge = fire_bridge
+        self._panels = _Panels(bound.uitds) if bound.uitds else None
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._pending: list[mqtt.MQTTMessageInfo] = []
@@ -201,6 +220,13 @@ class Player:
         sample = actor.model.sample(self.model_time(now))
         ts = actor.stamp(now)
         metrics = actor.metrics(dict(sample.metrics))
+        if actor.speaker is not None:
+            body = actor.speaker.property_post(actor.next_seq(), metrics)
+            if body is not None:
+                self._post(actor, PROPERTY, body)
+            for event in sample.events:
+                self._event(actor, event)
+            return
         self._publish(
             actor,
             Channel.TELEMETRY,
@@ -209,8 +235,29 @@ class Player:
         for event in sample.events:
             self._event(actor, event)
 
+    def _post(self, actor: _Actor, identifier: str, body: bytes) -> None:
+        assert actor.speaker is not None
+        if actor.client is None:
+            return
+        topic = post_topic(actor.speaker.product.product_key, actor.device_id, identifier)
+        info = actor.client.publish(topic, body, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise ServiceUnavailable("mqtt", f"publish for {actor.device_id}: rc {info.rc}")
+        with self._lock:
+            self._pending.append(info)
+            self.messages += 1
+
     def _event(self, actor: _Actor, event: SimEvent) -> None:
         ts = actor.stamp(self._clock())
+        if actor.speaker is not None:
+            found = actor.speaker.event_post(actor.next_seq(), event, ts)
+            if found is None:
+                raise ConfigurationError(
+                    f"{actor.placed.local_id}: product {actor.speaker.product.product_key}"
+                    f" has no event for {event.name!r}"
+                )
+            self._post(actor, *found)
+            return
         self._publish(
             actor, Channel.EVENT, event_payload(ts_ms=ts, seq=actor.next_seq(), event=event)
         )
@@ -218,12 +265,16 @@ class Player:
     def _connect(self, actor: _Actor) -> None:
         # A device whose CONNECT goes unanswered tries again, as hardware does: a
         # busy broker (every scenario's cast connecting at once) is no verdict.
+        alink = actor.speaker is not None
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
                 actor.client = connect_client(
                     address_for(self._address, actor.device_id, self._credentials),
                     client_id=actor.device_id,
-                    will=Will(topic=actor.topic(Channel.STATUS), payload=OFFLINE),
+                    # An Alink device has no status topic: no Will, no online status.
+                    will=None
+                    if alink
+                    else Will(topic=actor.topic(Channel.STATUS), payload=OFFLINE),
                     protocol=self._protocol,
                 )
                 break
@@ -232,7 +283,8 @@ class Player:
                     raise
                 log.warning("%s: %s; connecting again", actor.device_id, exc)
                 time.sleep(attempt * CONNECT_BACKOFF_S)
-        self._publish(actor, Channel.STATUS, ONLINE, retain=True)
+        if not alink:
+            self._publish(actor, Channel.STATUS, ONLINE, retain=True)
 
     def _drop(self, actor: _Actor, *, will: bool) -> None:
         client, actor.client = actor.client, None
@@ -260,7 +312,10 @@ class Player:
         try:
             for actor in self._actors.values():
                 self._connect(actor)
-                actor.seq = _ms(self._clock())
+                # Alink ids are at most 4294967295: count from 1, not from the clock.
+                actor.seq = 0 if actor.speaker is not None else _ms(self._clock())
+            if self._panels is not None:
+                self._panels.start(self._fire_bridge)
             if self.scenario.history is not None:
                 self._replay_history()
         except BaseException:
@@ -270,6 +325,9 @@ class Player:
         start = time.monotonic()
         for actor in self._actors.values():
             self._schedule(start, self._reporter(actor))
+        if self._panels is not None:
+            for uitd in self.bound.uitds.values():
+                self._schedule(start, self._beater(uitd))
         for index, step in enumerate(self.scenario.timeline):
             self._schedule(start + step.at / self.time_scale, self._step_runner(index, step))
         self._last_step_mono = start + self.timeline_end_s
@@ -295,10 +353,12 @@ class Player:
     def stop(self, *, clean: bool = True) -> None:
         """Offline statuses for devices still connected, PUBACKs awaited, links closed."""
         for actor in self._actors.values():
-            if actor.client is not None and clean:
+            if actor.client is not None and clean and actor.speaker is None:
                 self._publish(actor, Channel.STATUS, GOODBYE, retain=True)
         if clean:
             self.flush()
+        if self._panels is not None:
+            self._panels.stop(wait_s=CONFIRM_TIMEOUT_S if clean else 0.0)
         for actor in self._actors.values():
             client, actor.client = actor.client, None
             if client is not None:
@@ -325,10 +385,30 @@ class Player:
 
         return report
 
+    def _beater(self, uitd: BoundUitd) -> Callable[[], None]:
+        every = uitd.spec.heartbeat / 3
+
+        def beat() -> None:
+            assert self._panels is not None
+            if self._panels.heartbeat(uitd.spec.id):
+                self._schedule(time.monotonic() + every, beat)
+
+        return beat
+
+    @property
+    def panel_answers(self) -> list[tuple[str, str, int | None]]:
+        """(UITD, incident, the centre's answer per frame: 3 confirm, 6 deny, None none)."""
+        return [] if self._panels is None else list(self._panels.answers)
+
     def _step_runner(self, index: int, step: Step) -> Callable[[], None]:
         def run() -> None:
             self.steps.append(StepRecord(index=index, name=step.name, at=self._clock()))
             log.info("%s: step %d at %gs %s", self.scenario.name, index + 1, step.at, step.note)
+            if step.incident is not None:
+                assert self._panels is not None
+                assert step.device is not None
+                self._panels.play(step.device, step.incident)
+                return
             for placed in self.bound.targets(step):
                 self._apply(step, self._actors[placed.device.id])
             for n in range(1, step.repeat):
@@ -375,7 +455,11 @@ class Player:
         assert history is not None
         now = self._clock()
         chosen = set(history.devices) or {p.local_id for p in self.bound.cast}
-        actors = [a for a in self._actors.values() if a.placed.local_id in chosen]
+        actors = [
+            a
+            for a in self._actors.values()
+            if a.placed.local_id in chosen and a.speaker is None  # native devices only
+        ]
         held = {m: float(v) for m, v in history.set.items()}
         messages: list[tuple[int, _Actor, Channel, bytes]] = []
         for actor in actors:
@@ -411,3 +495,69 @@ class Player:
         self.flush()
         self.steps.append(StepRecord(index=-1, name=HISTORY_STEP, at=self._clock()))
         log.info("%s: replayed %d past messages", self.scenario.name, len(messages))
+
+
+def _speaker(product: AlinkProduct | None) -> AlinkSpeaker | None:
+    return None if product is None else AlinkSpeaker(product)
+
+
+class _Panels:
+    """The scenario's UITDs on an event loop in a thread of their own."""
+
+    def __init__(self, uitds: Mapping[str, BoundUitd]) -> None:
+        self._uitds = uitds
+        self._sims: dict[str, SimulatedUitd] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="uitds", daemon=True)
+        self._pending: list[Future[object]] = []
+        self._closed: set[str] = set()
+        self.answers: list[tuple[str, str, int | None]] = []
+
+    def _submit(self, coroutine: Any) -> Future[Any]:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        self._pending.append(future)
+        return future
+
+    def start(self, bridge: tuple[str, int] | None) -> None:
+        if bridge is None:
+            raise ConfigurationError("the scenario has UITDs: give it a fire bridge")
+        host, port = bridge
+        self._thread.start()
+        for local, uitd in self._uitds.items():
+            sim = SimulatedUitd(host, port, uitd.address)
+            self._sims[local] = sim
+            try:
+                self._submit(sim.connect()).result(CONNECT_BACKOFF_S * 10)
+            except (OSError, TimeoutError) as exc:
+                raise ServiceUnavailable("fire-bridge", f"{host}:{port}: {exc}") from exc
+
+    def heartbeat(self, local: str) -> bool:
+        """One heartbeat; False once the UITD has hung up (its link cut)."""
+        if local in self._closed:
+            return False
+        self._submit(self._sims[local].heartbeat())
+        return True
+
+    def play(self, local: str, incident: str) -> None:
+        if incident == "link_cut":
+            self._closed.add(local)
+
+        async def run() -> None:
+            for answer in await play_incident(self._sims[local], incident):
+                self.answers.append((local, incident, answer))
+
+        self._submit(run())
+
+    def stop(self, *, wait_s: float) -> None:
+        if not self._thread.is_alive():
+            return
+        deadline = time.monotonic() + wait_s
+        for future in self._pending:
+            with contextlib.suppress(Exception):
+                future.result(max(0.0, deadline - time.monotonic()))
+        for sim in self._sims.values():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(sim.close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

@@ -126,24 +126,68 @@ def register_devices(
 
 
 def register_scenario(url: str, bound: BoundScenario) -> Registered:
-    """The scenario's whole community, the cast with the intervals it reports at."""
+    """The scenario's whole community, the cast with the intervals it reports at, its
+    Alink devices, and its UITDs with their panel points (what ``fire-bridge register``
+    and ``map`` write)."""
+    placed = [*bound.community.placed, *(p for p in bound.cast if p.device.id in bound.products)]
     devices = [
         p.device.model_copy(update={"expected_interval_s": bound.intervals[p.device.id]})
         if p.device.id in bound.intervals
         else p.device
-        for p in bound.community.placed
+        for p in placed
     ]
     community = bound.community
     registered = register_devices(
         url,
         devices,
-        buildings={p.device.id: p.building for p in community.placed},
+        buildings={p.device.id: p.building for p in placed},
         community_names={community.id: f"Scenario {bound.scenario.name}"},
         time_zone=community.time_zone,
         kind=community.kind,
     )
     register_responders(url, bound)
+    register_uitds(url, bound)
     return registered
+
+
+def register_uitds(url: str, bound: BoundScenario) -> None:
+    """Each UITD of the scenario in its building, with the points its simulator reports:
+    the two smoke detectors and the panel (``<uitd>-smoke1``, ``-smoke2``, ``-panel``)."""
+    if not bound.uitds:
+        return
+    from firebridge.registry import map_point, register_uitd  # only for scenarios with panels
+    from simulators.uitd import SMOKE_1, SMOKE_2
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for local, uitd in bound.uitds.items():
+            register_uitd(
+                conn,
+                device_id=uitd.device_id,
+                community_id=bound.community.id,
+                address=uitd.address,
+                building=uitd.building,
+                name=f"UITD {local}",
+                heartbeat_s=round(uitd.spec.heartbeat),
+            )
+            for point, detector in (("smoke1", SMOKE_1), ("smoke2", SMOKE_2)):
+                map_point(
+                    conn,
+                    uitd_id=uitd.device_id,
+                    device_id=uitd.point_id(point),
+                    system_type=detector.system_type,
+                    system_address=detector.system_address,
+                    zone=detector.zone,
+                    position=detector.position,
+                    component_type=detector.component_type,
+                    description=f"{local} {detector.description}",
+                )
+            map_point(
+                conn,
+                uitd_id=uitd.device_id,
+                device_id=uitd.point_id("panel"),
+                system_type=SMOKE_1.system_type,
+                system_address=SMOKE_1.system_address,
+            )
 
 
 def register_responders(url: str, bound: BoundScenario) -> None:
@@ -205,9 +249,11 @@ def retire_scenario(url: str, bound: BoundScenario, *, settle_s: float = RETIRE_
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
+            # A UITD's status is the bridge's to publish (on link loss), not its last words.
             row = conn.execute(
                 "SELECT count(*) FROM devices WHERE community_id = %s"
-                " AND state <> 'decommissioned' AND online IS TRUE",
+                " AND state <> 'decommissioned' AND online IS TRUE"
+                " AND installed_by IS DISTINCT FROM 'fire-bridge'",
                 (bound.community.id,),
             ).fetchone()
             if row is None or row[0] == 0:

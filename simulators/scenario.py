@@ -7,27 +7,36 @@ of them publish during the run. ``timeline`` steps happen at offsets from the
 start; ``expect`` lists alerts the platform must raise (rule, subject,
 severity, within how long of a step), ``forbid`` alerts it must not, and
 ``allow`` rules whose alerts may come and go without failing the run.
-docs/scenarios.md describes every key; ``bind`` checks a scenario against its
-community and returns it with full device ids.
+``uitds`` declares building fire panels that report through a simulated UITD
+over GB/T 26875.3 to the fire bridge (steps play their ``incident``s), and
+``alink`` devices that speak an Alink product's thing model over MQTT; both
+are judged like the MQTT cast. docs/scenarios.md describes every key; ``bind``
+checks a scenario against its community and returns it with full device ids.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from core.errors import ConfigurationError
 from core.metrics import METRICS
+from core.models import Device
+from core.profiles import AlinkProduct
 from core.topics import valid_id
 from simulators.population import Community, PlacedDevice, generate_community
 
 __all__ = [
+    "PANEL_POINTS",
     "SCENARIOS_DIR",
+    "AlinkSpec",
     "BoundScenario",
     "Expectation",
     "History",
@@ -35,6 +44,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Step",
+    "UitdSpec",
     "bind",
     "load_scenario",
     "parse_seconds",
@@ -42,6 +52,11 @@ __all__ = [
 ]
 
 SCENARIOS_DIR = Path(__file__).with_name("scenarios")
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "gateway" / "profiles"
+# The points of a simulated panel (simulators/uitd.py): its two smoke detectors
+# (``fire``, ``second_detector``, ``fault``) and the panel itself (``main_power``),
+# registered as devices ``<uitd>-smoke1``, ``<uitd>-smoke2``, ``<uitd>-panel``.
+PANEL_POINTS = ("smoke1", "smoke2", "panel")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0, None: 1.0}
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -113,6 +128,8 @@ class Step(BaseModel):
     # Freeze these metrics at their current values (a resident who stops moving).
     hold: tuple[str, ...] = ()
     telemetry: bool = False
+    # A panel incident a UITD plays (simulators/uitd.py INCIDENTS).
+    incident: Literal["fire", "second_detector", "fault", "main_power", "link_cut"] | None = None
     # offline: the link dies and the broker publishes the Last Will; silent: the
     # device disconnects cleanly and says nothing; online: it comes back.
     go: Literal["offline", "silent", "online"] | None = None
@@ -123,8 +140,14 @@ class Step(BaseModel):
     def _one_target_something_to_do(self) -> Step:
         if (self.device is None) == (self.building is None):
             raise ValueError("a step names exactly one of device or building")
+        if self.incident is not None:
+            if self.device is None:
+                raise ValueError("an incident is played by one UITD: name it as device")
+            if self.event or self.set or self.unset or self.hold or self.telemetry or self.go:
+                raise ValueError("a UITD step plays an incident and nothing else")
+            return self
         if not (self.event or self.set or self.unset or self.hold or self.telemetry or self.go):
-            raise ValueError("a step needs event, set, unset, hold, telemetry or go")
+            raise ValueError("a step needs event, set, unset, hold, telemetry, go or incident")
         if self.repeat > 1 and self.event is None:
             raise ValueError("repeat is for events")
         return self
@@ -166,6 +189,30 @@ class ResponderSpec(BaseModel):
     answers: bool = True
 
 
+_LOCAL_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$"
+
+
+class UitdSpec(BaseModel):
+    """A building fire panel's UITD, registered with its points in a building."""
+
+    model_config = _MODEL
+
+    id: Annotated[str, Field(pattern=_LOCAL_ID)]
+    building: str
+    # The link-loss interval the bridge watches; the simulator beats at a third of it.
+    heartbeat: Seconds = Field(default=60.0, ge=10, le=3600)
+
+
+class AlinkSpec(BaseModel):
+    """A device of an Alink product (a profile in gateway/profiles, or a file's path)."""
+
+    model_config = _MODEL
+
+    id: Annotated[str, Field(pattern=_LOCAL_ID)]
+    product: str
+    building: str | None = None
+
+
 class Scenario(BaseModel):
     model_config = _MODEL
 
@@ -174,7 +221,9 @@ class Scenario(BaseModel):
     description: str = ""
     community: CommunitySpec = CommunitySpec()
     # The devices that publish during the run: local ids, "building:B2", or "*".
-    cast: tuple[str, ...] = Field(min_length=1)
+    cast: tuple[str, ...] = ()
+    uitds: tuple[UitdSpec, ...] = ()
+    alink: tuple[AlinkSpec, ...] = ()
     # Reporting interval of the cast (registered as their expected interval).
     interval: Seconds | None = Field(default=None, ge=1)
     intervals: dict[str, Seconds] = Field(default_factory=dict)
@@ -203,18 +252,46 @@ class Scenario(BaseModel):
                 raise ValueError(f"expectation after {expectation.after!r}: no step of that name")
         if not self.expect and not self.forbid:
             raise ValueError("a scenario declares what must (expect) or must not (forbid) happen")
+        if not (self.cast or self.uitds or self.alink):
+            raise ValueError("a scenario needs a cast, uitds or alink devices")
+        ids = [u.id for u in self.uitds] + [a.id for a in self.alink]
+        if len(ids) != len(set(ids)):
+            raise ValueError("uitd and alink ids must be unique")
         return self
 
 
 @dataclass(frozen=True, slots=True)
+class BoundUitd:
+    """A scenario's UITD in its community: registry id, 6-byte address, building."""
+
+    spec: UitdSpec
+    device_id: str
+    address: bytes
+    building: str
+
+    def point_id(self, point: str) -> str:
+        return f"{self.device_id}-{point}"
+
+
+@dataclass(frozen=True, slots=True)
 class BoundScenario:
-    """A scenario in its generated community: the cast resolved to registry devices."""
+    """A scenario in its generated community: the cast resolved to registry devices.
+
+    Alink devices are part of the cast (placed in their building); ``products``
+    says which product each speaks. UITDs and their points are not: they speak
+    TCP to the fire bridge.
+    """
 
     scenario: Scenario
     community: Community
     cast: tuple[PlacedDevice, ...]
     # Reporting interval of each cast device, seconds.
     intervals: dict[str, int]
+    uitds: dict[str, BoundUitd] = field(default_factory=dict)
+    # Alink device id -> its product profile.
+    products: dict[str, AlinkProduct] = field(default_factory=dict)
+    # Local ids outside the generated community (UITDs, their points, Alink devices).
+    extra_ids: dict[str, str] = field(default_factory=dict)
 
     def device_id(self, local_id: str) -> str:
         return self.community.device(local_id).device.id
@@ -236,6 +313,9 @@ class BoundScenario:
             return f"community:{community}"
         kind, _, rest = pattern.partition(":")
         if kind == "device":
+            local, slash, key = rest.partition("/")
+            if local in self.extra_ids:
+                return f"device:{self.extra_ids[local]}{slash}{key}"
             return f"device:{community}-{rest}"
         if kind == "building":
             return f"building:{community}/{rest}"
@@ -264,8 +344,49 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
         chosen = {p.local_id: p for s in scenario.cast for p in _select(community, s)}
     except KeyError as exc:
         raise ScenarioError(f"{where}: cast: {exc.args[0]}") from None
-    if not chosen:
+    if scenario.cast and not chosen:
         raise ScenarioError(f"{where}: the cast selects no device")
+    buildings = {b.id for b in community.buildings}
+    extra: dict[str, str] = {}
+    uitds: dict[str, BoundUitd] = {}
+    for panel in scenario.uitds:
+        if panel.building not in buildings:
+            raise ScenarioError(f"{where}: uitd {panel.id}: no building {panel.building!r}")
+        if community.has(panel.id):
+            raise ScenarioError(f"{where}: uitd {panel.id}: a device of the community has that id")
+        # Unique per run (the community id is), short enough for the registry's UITD ids.
+        address = hashlib.sha256(f"{community_id}/{panel.id}".encode()).digest()[:6]
+        uitd = BoundUitd(panel, f"uitd-{address.hex()}", address, panel.building)
+        uitds[panel.id] = uitd
+        extra[panel.id] = uitd.device_id
+        for point in PANEL_POINTS:
+            extra[f"{panel.id}-{point}"] = uitd.point_id(point)
+    products: dict[str, AlinkProduct] = {}
+    for alink in scenario.alink:
+        label = f"{where}: alink {alink.id}"
+        if community.has(alink.id):
+            raise ScenarioError(f"{label}: a device of the community has that id")
+        if alink.building is not None and alink.building not in buildings:
+            raise ScenarioError(f"{label}: no building {alink.building!r}")
+        product = _product(alink.product, label)
+        device = Device(
+            id=f"{community_id}-{alink.id}",
+            community_id=community_id,
+            device_class=product.device_class,
+            model=product.product_key,
+            name=f"Alink {product.product_key} {alink.id}",
+            expected_interval_s=3600,
+        )
+        chosen[alink.id] = PlacedDevice(
+            device=device,
+            local_id=alink.id,
+            building=alink.building,
+            floor=None,
+            unit=None,
+            location=device.name,
+        )
+        products[device.id] = product
+        extra[alink.id] = device.id
     cast = tuple(chosen.values())
     intervals = {}
     for placed in cast:
@@ -274,11 +395,20 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
     unknown_intervals = set(scenario.intervals) - set(chosen)
     if unknown_intervals:
         raise ScenarioError(f"{where}: intervals for devices not in the cast: {unknown_intervals}")
-    buildings = {b.id for b in community.buildings}
     for number, step in enumerate(scenario.timeline, start=1):
         label = f"{where}: timeline step {number} (at {step.at:g}s)"
+        if step.device in uitds:
+            if step.incident is None:
+                raise ScenarioError(
+                    f"{label}: UITD {step.device!r} plays an incident, nothing else"
+                )
+            continue
+        if step.incident is not None:
+            raise ScenarioError(f"{label}: incident {step.incident!r}: {step.device!r} is no uitd")
         if step.device is not None and step.device not in chosen:
             raise ScenarioError(f"{label}: device {step.device!r} is not in the cast")
+        if step.go is not None and step.device is not None and chosen[step.device].id in products:
+            raise ScenarioError(f"{label}: go is for MQTT devices, not Alink ones")
         if step.building is not None and step.building not in buildings:
             raise ScenarioError(f"{label}: no building {step.building!r}")
         targets = (
@@ -307,9 +437,30 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
         subject = expectation.subject
         if subject and subject.startswith("device:") and not any(ch in subject for ch in "*?["):
             local = subject.removeprefix("device:").split("/", 1)[0]
-            if not community.has(local):
+            if not community.has(local) and local not in extra:
                 raise ScenarioError(f"{where}: expectation subject: no device {local!r}")
-    return BoundScenario(scenario=scenario, community=community, cast=cast, intervals=intervals)
+    return BoundScenario(
+        scenario=scenario,
+        community=community,
+        cast=cast,
+        intervals=intervals,
+        uitds=uitds,
+        products=products,
+        extra_ids=extra,
+    )
+
+
+def _product(name: str, label: str) -> AlinkProduct:
+    """An Alink product by profile name (gateway/profiles/<name>.yaml) or path."""
+    from simulators.alink import load_product  # the MQTT client stack, only when needed
+
+    path = Path(name)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name}.yaml"
+    try:
+        return load_product(path)
+    except ConfigurationError as exc:
+        raise ScenarioError(f"{label}: product {name!r}: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -9,6 +9,10 @@ most every second or two, so play starts a moment later. While the timeline
 plays the alerts are read every second; the run ends when every expected
 alert has come or run out of time and the settle time after the last step is
 over.
+
+Scenarios with UITDs play them over TCP to a fire bridge: the one given
+(``fire_bridge``, host and port of a running one), or else one that
+``run_scenarios`` starts in this process for the runs (``database_url``).
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.settings import FireBridgeSettings, Settings
 from simulators.checker import (
     AlertRecord,
     AlertSource,
@@ -105,6 +111,7 @@ def run_scenario(
     protocol: Protocol = "auto",
     credentials: Mapping[str, DeviceCredentials] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    fire_bridge: tuple[str, int] | None = None,
 ) -> ScenarioResult:
     """Register, play and judge ``bound``; ``clock`` stamps the messages and the verdict.
 
@@ -121,6 +128,7 @@ def run_scenario(
         protocol=protocol,
         credentials=credentials,
         clock=clock,
+        fire_bridge=fire_bridge,
     )
     try:
         return _play(
@@ -251,8 +259,14 @@ def run_scenarios(
     prefix: str = "scn",
     on_result: Callable[[ScenarioResult], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    fire_bridge: tuple[str, int] | None = None,
+    database_url: str | None = None,
 ) -> list[ScenarioResult]:
-    """Run several scenarios side by side (each in a thread and a community of its own)."""
+    """Run several scenarios side by side (each in a thread and a community of its own).
+
+    Without ``fire_bridge``, scenarios with UITDs get one started here for the
+    runs (with ``database_url`` and ``mqtt_url``), stopped when they end.
+    """
     results: dict[int, ScenarioResult] = {}
     errors: dict[int, BaseException] = {}
     lock = threading.Lock()
@@ -273,6 +287,7 @@ def run_scenarios(
                 protocol=protocol,
                 credentials=credentials,
                 clock=clock,
+                fire_bridge=fire_bridge,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             with lock:
@@ -287,11 +302,31 @@ def run_scenarios(
         threading.Thread(target=one, args=(i, b), name=f"scenario-{b.scenario.name}")
         for i, b in enumerate(bounds)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ExitStack() as stack:
+        if fire_bridge is None and database_url is not None and any(b.uitds for b in bounds):
+            fire_bridge = stack.enter_context(_own_bridge(database_url, mqtt_url, prefix))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     if errors:
         first = min(errors)
         raise errors[first]
     return [results[i] for i in range(len(scenarios))]
+
+
+@contextmanager
+def _own_bridge(database_url: str, mqtt_url: str, prefix: str) -> Iterator[tuple[str, int]]:
+    """A fire bridge for the runs' UITDs, on a free port of the loopback interface."""
+    from firebridge.service import bridge_in_thread  # asyncio server: only when needed
+
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        fire_bridge=FireBridgeSettings(
+            host="127.0.0.1", port=0, client_id=f"{prefix}-fire-bridge-{secrets.token_hex(3)}"
+        ),
+    )
+    with bridge_in_thread(settings) as bridge:
+        assert bridge.port is not None
+        yield ("127.0.0.1", bridge.port)

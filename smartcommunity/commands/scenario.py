@@ -77,13 +77,25 @@ def _show(args: argparse.Namespace) -> int:
     )
     for placed in bound.cast:
         interval = bound.intervals[placed.device.id]
-        print(f"  {placed.local_id:<28} {placed.device.device_class:<9} every {interval} s")
+        product = bound.products.get(placed.device.id)
+        speaks = f"  Alink {product.product_key}" if product else ""
+        print(f"  {placed.local_id:<28} {placed.device.device_class:<9} every {interval} s{speaks}")
+    for local, uitd in bound.uitds.items():
+        print(
+            f"  {local:<28} UITD in {uitd.building} (GB/T 26875.3 to the fire bridge),"
+            f" points {local}-smoke1, {local}-smoke2, {local}-panel"
+        )
     if scenario.history is not None:
         print(f"history: the past {scenario.history.span / 3600:g} h replayed first")
     print("timeline:")
     for step in scenario.timeline:
         target = step.device or f"building {step.building}"
-        what = step.event or ", ".join(f"{k}={v}" for k, v in step.set.items()) or step.go or ""
+        what = (
+            step.event
+            or ", ".join(f"{k}={v}" for k, v in step.set.items())
+            or step.go
+            or (f"incident {step.incident}" if step.incident else "")
+        )
         print(f"  t+{step.at:g}s  {target:<26} {what}  {step.note}")
     for title, items in (("expect", scenario.expect), ("must not raise", scenario.forbid)):
         if items:
@@ -149,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             prefix=args.prefix,
             on_result=show,
+            fire_bridge=args.fire_bridge,
+            database_url=database_url,
         )
     failed = [
         r.bound.scenario.name + (" (broke off)" if r.error else "") for r in results if not r.passed
@@ -211,4 +225,17 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the device models")
     run.add_argument("--prefix", default="scn", help="community id prefix (default scn)")
+    run.add_argument(
+        "--fire-bridge",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="a running fire bridge for the scenarios' UITDs (default: start one for the run)",
+    )
     run.set_defaults(func=_guarded, handler=_run)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError("HOST:PORT, e.g. 127.0.0.1:9000")
+    return host, int(port)

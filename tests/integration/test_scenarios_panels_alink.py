@@ -1,0 +1,163 @@
+"""Scenarios with a building fire panel (a UITD over GB/T 26875.3) and Alink devices,
+end to end: the run starts its own fire bridge on a free port, the panel's frames go
+over real TCP to it, the Alink posts through a real Mosquitto; the pipeline (with the
+shipped product profiles), the rule engine and PostgreSQL raise the alerts, and the
+checker reads them back from the HTTP API. Two copies with a wrong expectation play
+alongside and must fail: the judging bites for both kinds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.auth import create_token
+from core.settings import DecoderSettings, Settings
+from simulators.checker import ApiAlerts, Outcome
+from simulators.registration import register_scenario, retire_scenario
+from simulators.scenario import PROFILES_DIR, Scenario, load_scenario, shipped_scenarios
+from simulators.scenario_run import run_scenarios
+from smartcommunity.embedded import EmbeddedBroker, free_port
+from store import schema
+from tests.integration.support import pipeline_thread
+
+pytestmark = pytest.mark.integration
+
+TIME_SCALE = 2.0
+
+
+@pytest.fixture
+def api_url(fresh_database_url: str) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(Settings(database_url=fresh_database_url)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the API did not start")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _wrong(name: str, new_name: str, expect: dict[str, object]) -> Scenario:
+    """A shipped scenario with one more expectation, one the platform must not meet."""
+    data = load_scenario(shipped_scenarios()[name]).model_dump(mode="json")
+    data["name"] = new_name
+    data["expect"] = [*data["expect"], expect]
+    return Scenario.model_validate(data)
+
+
+def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
+    fresh_database_url: str,
+    private_broker: EmbeddedBroker,
+    api_url: str,
+    unique_id: str,
+) -> None:
+    schema.upgrade(fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        token = create_token(conn, "panel and alink scenarios")
+    shipped = shipped_scenarios()
+    scenarios = [
+        load_scenario(shipped["panel-fire"]),
+        load_scenario(shipped["alink-smoke"]),
+        # The panel's alarm is critical at once, never major: this expectation fails.
+        _wrong(
+            "panel-fire",
+            "panel-fire-wrong",
+            {
+                "rule": "fire.panel_alarm",
+                "subject": "device:B3-uitd-01-smoke1",
+                "severity": "major",
+                "after": "first_detector",
+                "within": "10s",
+            },
+        ),
+        # The Alink detectors are in B2: nothing is raised for B1.
+        _wrong(
+            "alink-smoke",
+            "alink-smoke-wrong",
+            {
+                "rule": "fire.confirmed",
+                "subject": "building:B1",
+                "after": "first_detector",
+                "within": "10s",
+            },
+        ),
+    ]
+    with pipeline_thread(
+        fresh_database_url,
+        private_broker.url,
+        f"{unique_id}-pipe",
+        "+",
+        decoders=DecoderSettings(profiles=PROFILES_DIR),
+    ):
+        results = run_scenarios(
+            scenarios,
+            mqtt_url=private_broker.url,
+            alerts=ApiAlerts(base_url=api_url, token=token),
+            register=lambda bound: register_scenario(fresh_database_url, bound),
+            retire=lambda bound: retire_scenario(fresh_database_url, bound),
+            time_scale=TIME_SCALE,
+            prefix=unique_id,
+            database_url=fresh_database_url,  # no bridge given: the run starts its own
+        )
+    tables = "\n\n".join(r.table for r in results)
+    print(tables)
+    panel, alink, panel_wrong, alink_wrong = results
+    assert panel.passed, panel.table
+    assert alink.passed, alink.table
+    assert not panel_wrong.passed
+    assert not alink_wrong.passed
+    for wrong, rule, subject in (
+        (panel_wrong, "fire.panel_alarm", "device:B3-uitd-01-smoke1"),
+        (alink_wrong, "fire.confirmed", "building:B1"),
+    ):
+        assert wrong.error is None, wrong.table
+        assert wrong.verdict is not None
+        failed = [r for r in wrong.verdict.rows if r.outcome is Outcome.FAILURE]
+        # Only the added expectation fails: the rest of the copy passes as the original.
+        assert [(r.kind, r.rule, r.subject, r.actual) for r in failed] == [
+            ("expect", rule, subject, "none")
+        ], wrong.table
+    # The panel's frames were confirmed by the bridge (after commit), none denied.
+    with psycopg.connect(fresh_database_url) as conn:
+        stored = conn.execute(
+            "SELECT d.id, e.event FROM device_events AS e JOIN devices AS d ON d.id = e.device_id"
+            " WHERE d.community_id = %s AND e.event = 'fire_alarm' ORDER BY d.id",
+            (panel.bound.community.id,),
+        ).fetchall()
+        uitd = panel.bound.uitds["B3-uitd-01"]
+        assert stored == [
+            (uitd.point_id("smoke1"), "fire_alarm"),
+            (uitd.point_id("smoke2"), "fire_alarm"),
+        ]
+        alink_events = conn.execute(
+            "SELECT count(*) FROM device_events AS e JOIN devices AS d ON d.id = e.device_id"
+            " WHERE d.community_id = %s AND e.event = 'smoke_alarm'",
+            (alink.bound.community.id,),
+        ).fetchone()
+    assert alink_events == (2,)
