@@ -25,10 +25,16 @@ import yaml
 
 from api.app import create_app
 from api.auth import create_token
-from core.settings import Settings
+from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
-from simulators.scenario import BoundScenario, bind, load_scenario, shipped_scenarios
+from simulators.scenario import (
+    PROFILES_DIR,
+    BoundScenario,
+    bind,
+    load_scenario,
+    shipped_scenarios,
+)
 from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
@@ -84,6 +90,8 @@ def test_shipped_scenarios_cover_the_issue() -> None:
         "hydrant-pressure",
         "power-cut",
         "quiet-day",
+        "panel-fire",
+        "alink-smoke",
     } <= names
 
 
@@ -122,7 +130,15 @@ def test_every_shipped_scenario_passes_end_to_end(
         "--prefix",
         unique_id,
     ]
-    with pipeline_thread(fresh_database_url, private_broker.url, f"{unique_id}-pipe", "+"):
+    # The Alink scenarios' devices need the shipped product profiles; the panel
+    # scenario's UITD plays to the fire bridge the command starts for the run.
+    with pipeline_thread(
+        fresh_database_url,
+        private_broker.url,
+        f"{unique_id}-pipe",
+        "+",
+        decoders=DecoderSettings(profiles=PROFILES_DIR),
+    ):
         status = main(argv)
     out, err = capsys.readouterr()
     print(out)  # the tables, for whoever reads a failure

@@ -22,7 +22,13 @@ from api.auth import create_token
 from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts, Outcome
 from simulators.registration import register_scenario, retire_scenario
-from simulators.scenario import PROFILES_DIR, Scenario, load_scenario, shipped_scenarios
+from simulators.scenario import (
+    PROFILES_DIR,
+    BoundScenario,
+    Scenario,
+    load_scenario,
+    shipped_scenarios,
+)
 from simulators.scenario_run import run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
@@ -108,6 +114,10 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             },
         ),
     ]
+
+    def register(bound: BoundScenario) -> None:
+        register_scenario(fresh_database_url, bound)
+
     with pipeline_thread(
         fresh_database_url,
         private_broker.url,
@@ -119,7 +129,7 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             scenarios,
             mqtt_url=private_broker.url,
             alerts=ApiAlerts(base_url=api_url, token=token),
-            register=lambda bound: register_scenario(fresh_database_url, bound),
+            register=register,
             retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=TIME_SCALE,
             prefix=unique_id,
