@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from alerts.pack import default_rules
 from core.rules import CorrelationRule, EventRule, Rule
@@ -15,6 +16,7 @@ from simulators.checker import AlertRecord, Outcome, Raise, judge, render
 from simulators.model import COMMUNITY_TZ
 from simulators.player import Player, StepRecord
 from simulators.scenario import (
+    Scenario,
     ScenarioError,
     bind,
     load_scenario,
@@ -41,7 +43,7 @@ def test_shipped_scenarios_load_bind_and_name_real_rules(name: str) -> None:
     scenario = load_scenario(SHIPPED[name])
     assert scenario.name == name
     bound = bind(scenario, f"unit-{name}")
-    assert bound.cast
+    assert bound.cast or bound.uitds
     pack = {rule.id: rule for rule in default_rules()}
     for item in (*scenario.expect, *scenario.forbid):
         rules = [r for rule_id, r in pack.items() if fnmatch.fnmatchcase(rule_id, item.rule)]
@@ -192,3 +194,58 @@ def test_the_fire_scenario_brings_its_responders() -> None:
     )
     with pytest.raises(ScenarioError, match="no building 'B99'"):
         bind(bad, "c-unit")
+
+
+DEVICES = """
+title: t
+community: {buildings: 2, seed: 1}
+uitds:
+  - {id: B1-uitd-01, building: B1}
+alink:
+  - {id: B2-alink-01, product: alink-smoke-detector, building: B2}
+timeline:
+  - {at: 1s, name: fire, device: B1-uitd-01, incident: fire}
+  - {at: 2s, name: smoke, device: B2-alink-01, event: smoke_alarm}
+expect:
+  - {rule: fire.panel_alarm, subject: "device:B1-uitd-01-smoke1", after: fire, within: 5s}
+  - {rule: fire.confirmed, subject: "building:B2", after: smoke, within: 5s}
+"""
+
+
+def test_uitds_and_alink_devices_bind_to_ids_of_the_run() -> None:
+    scenario = Scenario.model_validate({"name": "d", **yaml.safe_load(DEVICES)})
+    bound = bind(scenario, "run-a")
+    uitd = bound.uitds["B1-uitd-01"]
+    assert uitd.building == "B1"
+    assert len(uitd.address) == 6
+    assert bind(scenario, "run-b").uitds["B1-uitd-01"].address != uitd.address
+    assert bound.subject("device:B1-uitd-01-smoke1") == f"device:{uitd.device_id}-smoke1"
+    assert bound.subject("device:B2-alink-01") == "device:run-a-B2-alink-01"
+    (alink,) = bound.cast
+    assert alink.building == "B2"
+    assert bound.products[alink.device.id].product_key == "a1ScSmokeDt"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("building: B1}", "building: B7}"), "uitd B1-uitd-01: no building 'B7'"),
+        (("product: alink-smoke-detector", "product: no-such"), "alink B2-alink-01: product"),
+        (("incident: fire", "incident: flood"), "timeline.0.incident"),
+        (
+            ("device: B2-alink-01, event: smoke_alarm", "device: B2-alink-01, incident: fire"),
+            "'B2-alink-01' is no uitd",
+        ),
+        (("incident: fire}", "incident: fire, event: smoke_alarm}"), "incident and nothing else"),
+        (("event: smoke_alarm}", "event: smoke_alarm, go: offline}"), "go is for MQTT devices"),
+        (("device:B1-uitd-01-smoke1", "device:B1-uitd-01-smoke9"), "no device 'B1-uitd-01-smoke9'"),
+        (("{id: B2-alink-01,", "{id: B1-uitd-01,"), "ids must be unique"),
+    ],
+)
+def test_uitd_and_alink_mistakes_are_errors_that_say_where(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    path = write(tmp_path, DEVICES.replace(*change, 1))
+    with pytest.raises(ScenarioError, match=message):
+        bind(load_scenario(path), "c")
+    assert bind(load_scenario(write(tmp_path, DEVICES)), "c").uitds
