@@ -26,10 +26,11 @@ from simulators.scenario import (
     PROFILES_DIR,
     BoundScenario,
     Scenario,
+    bind,
     load_scenario,
     shipped_scenarios,
 )
-from simulators.scenario_run import run_scenarios
+from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
 from tests.integration.support import pipeline_thread
@@ -171,3 +172,36 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             (alink.bound.community.id,),
         ).fetchone()
     assert alink_events == (2,)
+
+
+def test_a_panel_run_whose_fire_bridge_is_not_there_breaks_off_and_says_so(
+    fresh_database_url: str, private_broker: EmbeddedBroker, api_url: str, unique_id: str
+) -> None:
+    schema.upgrade(fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        token = create_token(conn, "panel scenario, no bridge")
+    bound = bind(load_scenario(shipped_scenarios()["panel-fire"]), f"{unique_id}-panel")
+    port = free_port()  # nothing listens there
+
+    def register(b: BoundScenario) -> None:
+        register_scenario(fresh_database_url, b)
+
+    result = run_scenario(
+        bound,
+        mqtt_url=private_broker.url,
+        alerts=ApiAlerts(base_url=api_url, token=token),
+        register=register,
+        retire=lambda b: retire_scenario(fresh_database_url, b),
+        fire_bridge=("127.0.0.1", port),
+    )
+    assert not result.passed
+    assert result.error is not None
+    assert result.error.startswith(
+        f"ServiceUnavailable: fire-bridge unavailable: 127.0.0.1:{port}"
+    ), result.error
+    assert "ERROR: ServiceUnavailable: fire-bridge unavailable" in result.table
+    with psycopg.connect(fresh_database_url) as conn:
+        states = conn.execute(
+            "SELECT DISTINCT state FROM devices WHERE community_id = %s", (bound.community.id,)
+        ).fetchall()
+    assert states == [("decommissioned",)]  # the UITD and its points retired too
