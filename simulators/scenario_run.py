@@ -29,11 +29,13 @@ from datetime import datetime
 import psycopg
 
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.gbt26875 import Command
 from core.settings import FireBridgeSettings, Settings
 from simulators.checker import (
     AlertRecord,
     AlertSource,
     Outcome,
+    Row,
     Verdict,
     judge,
     render,
@@ -214,6 +216,7 @@ def _play(
             actor.stop()
         if retire is not None:
             retire(bound)
+    verdict = _with_frames(verdict, player.panel_answers)
     return ScenarioResult(
         bound=bound,
         verdict=verdict,
@@ -222,6 +225,27 @@ def _play(
         elapsed_s=time.monotonic() - began,
         messages=player.messages,
     )
+
+
+def _with_frames(verdict: Verdict, answers: Sequence[tuple[str, str, int | None]]) -> Verdict:
+    """A row per UITD incident: each of its frames confirmed by the bridge (after
+    commit), or the run fails; a denied or unanswered frame is a lost alarm."""
+    rows = list(verdict.rows)
+    played: dict[tuple[str, str], list[int | None]] = {}
+    for uitd, incident, answer in answers:
+        played.setdefault((uitd, incident), []).append(answer)
+    for (uitd, incident), got in played.items():
+        bad = [a for a in got if a != Command.CONFIRM]
+        actual = (
+            f"{len(got)} confirmed"
+            if not bad
+            else ", ".join("denied" if a == Command.DENY else "no answer" for a in bad)
+        )
+        outcome = Outcome.FAILURE if bad else Outcome.SUCCESS
+        rows.append(
+            Row("frames", f"incident {incident}", f"uitd:{uitd}", "-", "-", actual, outcome)
+        )
+    return Verdict(rows=tuple(rows), done=verdict.done)
 
 
 # The longest a run waits after its timeline for its responders' replies to go out.

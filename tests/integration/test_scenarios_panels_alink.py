@@ -140,6 +140,10 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
     print(tables)
     panel, alink, panel_wrong, alink_wrong = results
     assert panel.passed, panel.table
+    # Every frame of the panel's incidents was confirmed (after commit), and said so.
+    assert panel.verdict is not None
+    frames = [(r.rule, r.actual) for r in panel.verdict.rows if r.kind == "frames"]
+    assert frames == [("incident fire", "1 confirmed"), ("incident second_detector", "1 confirmed")]
     assert alink.passed, alink.table
     assert not panel_wrong.passed
     assert not alink_wrong.passed
