@@ -424,6 +424,9 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
                         f"{label}: {metric!r} is not a metric of {placed.local_id} "
                         f"({placed.device.device_class})"
                     )
+            speaks = products.get(placed.device.id)
+            if speaks is not None:
+                _speaks(speaks, step, placed.local_id, label)
     for responder in scenario.responders:
         if responder.building is not None and responder.building not in buildings:
             raise ScenarioError(
@@ -448,6 +451,23 @@ def bind(scenario: Scenario, community_id: str) -> BoundScenario:
         products=products,
         extra_ids=extra,
     )
+
+
+def _speaks(product: AlinkProduct, step: Step, local_id: str, label: str) -> None:
+    """An Alink device's step asks only for what its product can post."""
+    events = {e.event for e in product.events.values()}
+    if step.event is not None and step.event not in events:
+        raise ScenarioError(
+            f"{label}: product {product.product_key} of {local_id} has no event for"
+            f" {step.event!r} (it has {', '.join(sorted(events))})"
+        )
+    metrics = {m.metric for m in product.properties.values()}
+    for metric in step.set:
+        if metric not in metrics:
+            raise ScenarioError(
+                f"{label}: product {product.product_key} of {local_id} has no property"
+                f" for {metric!r}"
+            )
 
 
 def _product(name: str, label: str) -> AlinkProduct:

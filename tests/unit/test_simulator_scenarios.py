@@ -240,6 +240,8 @@ def test_uitds_and_alink_devices_bind_to_ids_of_the_run() -> None:
         (("event: smoke_alarm}", "event: smoke_alarm, go: offline}"), "go is for MQTT devices"),
         (("device:B1-uitd-01-smoke1", "device:B1-uitd-01-smoke9"), "no device 'B1-uitd-01-smoke9'"),
         (("{id: B2-alink-01,", "{id: B1-uitd-01,"), "ids must be unique"),
+        (("event: smoke_alarm}", "event: heat_alarm}"), "no event for 'heat_alarm'"),
+        (("event: smoke_alarm}", "set: {gas_lel: 30}}"), "no property for 'gas_lel'"),
     ],
 )
 def test_uitd_and_alink_mistakes_are_errors_that_say_where(
