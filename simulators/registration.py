@@ -126,9 +126,9 @@ def register_devices(
 
 
 def register_scenario(url: str, bound: BoundScenario) -> Registered:
-    """The scenario's whole community, the cast with the intervals it reports at, its
-    Alink devices, and its UITDs with their panel points (what ``fire-bridge register``
-    and ``map`` write)."""
+    """The scenario's whole community, the cast with the intervals it reports at, and
+    its Alink devices. Its UITDs are the fire bridge's to register
+    (smartcommunity/panels.py: ``register_with_panels``)."""
     placed = [*bound.community.placed, *(p for p in bound.cast if p.device.id in bound.products)]
     devices = [
         p.device.model_copy(update={"expected_interval_s": bound.intervals[p.device.id]})
@@ -146,48 +146,7 @@ def register_scenario(url: str, bound: BoundScenario) -> Registered:
         kind=community.kind,
     )
     register_responders(url, bound)
-    register_uitds(url, bound)
     return registered
-
-
-def register_uitds(url: str, bound: BoundScenario) -> None:
-    """Each UITD of the scenario in its building, with the points its simulator reports:
-    the two smoke detectors and the panel (``<uitd>-smoke1``, ``-smoke2``, ``-panel``)."""
-    if not bound.uitds:
-        return
-    from firebridge.registry import map_point, register_uitd  # only for scenarios with panels
-    from simulators.uitd import SMOKE_1, SMOKE_2
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        for local, uitd in bound.uitds.items():
-            register_uitd(
-                conn,
-                device_id=uitd.device_id,
-                community_id=bound.community.id,
-                address=uitd.address,
-                building=uitd.building,
-                name=f"UITD {local}",
-                heartbeat_s=round(uitd.spec.heartbeat),
-            )
-            for point, detector in (("smoke1", SMOKE_1), ("smoke2", SMOKE_2)):
-                map_point(
-                    conn,
-                    uitd_id=uitd.device_id,
-                    device_id=uitd.point_id(point),
-                    system_type=detector.system_type,
-                    system_address=detector.system_address,
-                    zone=detector.zone,
-                    position=detector.position,
-                    component_type=detector.component_type,
-                    description=f"{local} {detector.description}",
-                )
-            map_point(
-                conn,
-                uitd_id=uitd.device_id,
-                device_id=uitd.point_id("panel"),
-                system_type=SMOKE_1.system_type,
-                system_address=SMOKE_1.system_address,
-            )
 
 
 def register_responders(url: str, bound: BoundScenario) -> None:

@@ -11,8 +11,9 @@ alert has come or run out of time and the settle time after the last step is
 over.
 
 Scenarios with UITDs play them over TCP to a fire bridge: the one given
-(``fire_bridge``, host and port of a running one), or else one that
-``run_scenarios`` starts in this process for the runs (``database_url``).
+(``fire_bridge``, host and port of a running one), or else one that the
+caller's ``start_bridge`` starts for the runs (the launcher's, since the
+simulators do not import the bridge).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +31,6 @@ import psycopg
 
 from core.errors import ConfigurationError, ServiceUnavailable
 from core.gbt26875 import Command
-from core.settings import FireBridgeSettings, Settings
 from simulators.checker import (
     AlertRecord,
     AlertSource,
@@ -284,12 +284,12 @@ def run_scenarios(
     on_result: Callable[[ScenarioResult], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
     fire_bridge: tuple[str, int] | None = None,
-    database_url: str | None = None,
+    start_bridge: Callable[[], AbstractContextManager[tuple[str, int]]] | None = None,
 ) -> list[ScenarioResult]:
     """Run several scenarios side by side (each in a thread and a community of its own).
 
-    Without ``fire_bridge``, scenarios with UITDs get one started here for the
-    runs (with ``database_url`` and ``mqtt_url``), stopped when they end.
+    Without ``fire_bridge``, scenarios with UITDs get one from ``start_bridge``
+    (smartcommunity/panels.py: ``bridge_for_runs``) for as long as the runs last.
     """
     results: dict[int, ScenarioResult] = {}
     errors: dict[int, BaseException] = {}
@@ -327,8 +327,8 @@ def run_scenarios(
         for i, b in enumerate(bounds)
     ]
     with ExitStack() as stack:
-        if fire_bridge is None and database_url is not None and any(b.uitds for b in bounds):
-            fire_bridge = stack.enter_context(_own_bridge(database_url, mqtt_url, prefix))
+        if fire_bridge is None and start_bridge is not None and any(b.uitds for b in bounds):
+            fire_bridge = stack.enter_context(start_bridge())
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -337,20 +337,3 @@ def run_scenarios(
         first = min(errors)
         raise errors[first]
     return [results[i] for i in range(len(scenarios))]
-
-
-@contextmanager
-def _own_bridge(database_url: str, mqtt_url: str, prefix: str) -> Iterator[tuple[str, int]]:
-    """A fire bridge for the runs' UITDs, on a free port of the loopback interface."""
-    from firebridge.service import bridge_in_thread  # asyncio server: only when needed
-
-    settings = Settings(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        fire_bridge=FireBridgeSettings(
-            host="127.0.0.1", port=0, client_id=f"{prefix}-fire-bridge-{secrets.token_hex(3)}"
-        ),
-    )
-    with bridge_in_thread(settings) as bridge:
-        assert bridge.port is not None
-        yield ("127.0.0.1", bridge.port)

@@ -22,7 +22,7 @@ import psycopg
 from api.auth import create_token, hash_token
 from core.errors import ConfigurationError, ServiceUnavailable
 from simulators.checker import ApiAlerts
-from simulators.registration import register_scenario, retire_scenario
+from simulators.registration import retire_scenario
 from simulators.scenario import (
     BoundScenario,
     Scenario,
@@ -34,6 +34,7 @@ from simulators.scenario import (
 from simulators.scenario_run import ScenarioResult, run_scenarios
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from smartcommunity.panels import bridge_for_runs, register_with_panels
 from store import schema
 
 __all__ = ["register"]
@@ -130,7 +131,7 @@ def _token(given: str | None, url: str) -> Iterator[str]:
 
 
 def _register(url: str, bound: BoundScenario) -> None:
-    register_scenario(url, bound)
+    register_with_panels(url, bound)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             on_result=show,
             fire_bridge=args.fire_bridge,
-            database_url=database_url,
+            start_bridge=lambda: bridge_for_runs(database_url, mqtt_url, args.prefix),
         )
     failed = [
         r.bound.scenario.name + (" (broke off)" if r.error else "") for r in results if not r.passed

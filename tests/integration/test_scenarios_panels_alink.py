@@ -21,7 +21,7 @@ from api.app import create_app
 from api.auth import create_token
 from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts, Outcome
-from simulators.registration import register_scenario, retire_scenario
+from simulators.registration import retire_scenario
 from simulators.scenario import (
     PROFILES_DIR,
     BoundScenario,
@@ -32,6 +32,7 @@ from simulators.scenario import (
 )
 from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, free_port
+from smartcommunity.panels import bridge_for_runs, register_with_panels
 from store import schema
 from tests.integration.support import pipeline_thread
 
@@ -117,7 +118,7 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
     ]
 
     def register(bound: BoundScenario) -> None:
-        register_scenario(fresh_database_url, bound)
+        register_with_panels(fresh_database_url, bound)
 
     with pipeline_thread(
         fresh_database_url,
@@ -134,7 +135,8 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=TIME_SCALE,
             prefix=unique_id,
-            database_url=fresh_database_url,  # no bridge given: the run starts its own
+            # No bridge given: the run starts its own.
+            start_bridge=lambda: bridge_for_runs(fresh_database_url, private_broker.url, unique_id),
         )
     tables = "\n\n".join(r.table for r in results)
     print(tables)
@@ -188,7 +190,7 @@ def test_a_panel_run_whose_fire_bridge_is_not_there_breaks_off_and_says_so(
     port = free_port()  # nothing listens there
 
     def register(b: BoundScenario) -> None:
-        register_scenario(fresh_database_url, b)
+        register_with_panels(fresh_database_url, b)
 
     result = run_scenario(
         bound,
