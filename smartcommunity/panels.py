@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from core.settings import FireBridgeSettings, Settings
+from core.settings import Settings
 from firebridge.registry import map_point, register_uitd
 from firebridge.service import bridge_in_thread
 from simulators.registration import register_scenario
@@ -68,15 +68,16 @@ def register_uitds(url: str, bound: BoundScenario) -> None:
 
 
 @contextmanager
-def bridge_for_runs(database_url: str, mqtt_url: str, prefix: str) -> Iterator[tuple[str, int]]:
-    """A fire bridge in this process for the runs' UITDs, on a free loopback port."""
-    settings = Settings(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        fire_bridge=FireBridgeSettings(
-            host="127.0.0.1", port=0, client_id=f"{prefix}-fire-bridge-{secrets.token_hex(3)}"
-        ),
+def bridge_for_runs(settings: Settings, prefix: str) -> Iterator[tuple[str, int]]:
+    """A fire bridge in this process for the runs' UITDs, on a free loopback port, with
+    ``settings``' database and broker (the caller's: the runs' own)."""
+    own = settings.fire_bridge.model_copy(
+        update={
+            "host": "127.0.0.1",
+            "port": 0,
+            "client_id": f"{prefix}-fire-bridge-{secrets.token_hex(3)}",
+        }
     )
-    with bridge_in_thread(settings) as bridge:
+    with bridge_in_thread(settings.model_copy(update={"fire_bridge": own})) as bridge:
         assert bridge.port is not None
         yield ("127.0.0.1", bridge.port)

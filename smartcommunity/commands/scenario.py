@@ -163,7 +163,9 @@ def _run(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             on_result=show,
             fire_bridge=args.fire_bridge,
-            start_bridge=lambda: bridge_for_runs(database_url, mqtt_url, args.prefix),
+            start_bridge=lambda: bridge_for_runs(
+                settings.model_copy(update={"mqtt_url": mqtt_url}), args.prefix
+            ),
         )
     failed = [
         r.bound.scenario.name + (" (broke off)" if r.error else "") for r in results if not r.passed

@@ -136,7 +136,9 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             time_scale=TIME_SCALE,
             prefix=unique_id,
             # No bridge given: the run starts its own.
-            start_bridge=lambda: bridge_for_runs(fresh_database_url, private_broker.url, unique_id),
+            start_bridge=lambda: bridge_for_runs(
+                Settings(database_url=fresh_database_url, mqtt_url=private_broker.url), unique_id
+            ),
         )
     tables = "\n\n".join(r.table for r in results)
     print(tables)
