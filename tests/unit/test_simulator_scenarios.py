@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from alerts.pack import default_rules
 from core.rules import CorrelationRule, EventRule, Rule
@@ -18,6 +21,7 @@ from simulators.player import Player, StepRecord
 from simulators.scenario import (
     Scenario,
     ScenarioError,
+    Step,
     bind,
     load_scenario,
     parse_seconds,
@@ -251,3 +255,30 @@ def test_uitd_and_alink_mistakes_are_errors_that_say_where(
     with pytest.raises(ScenarioError, match=message):
         bind(load_scenario(path), "c")
     assert bind(load_scenario(write(tmp_path, DEVICES)), "c").uitds
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["at", "device", "building", "incident", "event", "go", "set", "repeat"]),
+        st.one_of(
+            st.none(),
+            st.integers(-3, 3),
+            st.text(max_size=10),
+            st.sampled_from(["fire", "link_cut", "smoke_alarm", "B1-uitd-01", "offline", "2s"]),
+            st.dictionaries(st.text(max_size=5), st.integers(0, 9), max_size=2),
+        ),
+    )
+)
+def test_a_step_is_valid_or_refused_with_a_clear_error(data: dict[str, object]) -> None:
+    try:
+        step = Step.model_validate(data)
+    except ValidationError as exc:
+        assert exc.errors()  # noqa: PT017 - the refusal names what is wrong
+        return
+    assert (step.device is None) != (step.building is None)
+    if step.incident is not None:
+        assert step.device is not None
+        assert step.event is None
+        assert not step.set
+        assert step.go is None
