@@ -1,6 +1,6 @@
 """Scenarios with a building fire panel (a UITD over GB/T 26875.3) and Alink devices,
-end to end: the run starts its own fire bridge on a free port, the panel's frames go
-over real TCP to it, the Alink posts through a real Mosquitto; the pipeline (with the
+end to end: a fire bridge runs on a free port, the panel's frames go over real TCP
+to it, the Alink posts through a real Mosquitto; the pipeline (with the
 shipped product profiles), the rule engine and PostgreSQL raise the alerts, and the
 checker reads them back from the HTTP API. Two copies with a wrong expectation play
 alongside and must fail: the judging bites for both kinds.
@@ -120,12 +120,20 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
     def register(bound: BoundScenario) -> None:
         register_with_panels(fresh_database_url, bound)
 
-    with pipeline_thread(
-        fresh_database_url,
-        private_broker.url,
-        f"{unique_id}-pipe",
-        "+",
-        decoders=DecoderSettings(profiles=PROFILES_DIR),
+    # A bridge already running, as `scenario run --fire-bridge HOST:PORT` plays to
+    # (test_scenarios.py covers the command starting its own for panel-fire).
+    running = bridge_for_runs(
+        Settings(database_url=fresh_database_url, mqtt_url=private_broker.url), unique_id
+    )
+    with (
+        running as bridge,
+        pipeline_thread(
+            fresh_database_url,
+            private_broker.url,
+            f"{unique_id}-pipe",
+            "+",
+            decoders=DecoderSettings(profiles=PROFILES_DIR),
+        ),
     ):
         results = run_scenarios(
             scenarios,
@@ -135,10 +143,7 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=TIME_SCALE,
             prefix=unique_id,
-            # No bridge given: the run starts its own.
-            start_bridge=lambda: bridge_for_runs(
-                Settings(database_url=fresh_database_url, mqtt_url=private_broker.url), unique_id
-            ),
+            fire_bridge=bridge,
         )
     tables = "\n\n".join(r.table for r in results)
     print(tables)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -282,3 +283,13 @@ def test_a_step_is_valid_or_refused_with_a_clear_error(data: dict[str, object]) 
         assert step.event is None
         assert not step.set
         assert step.go is None
+
+
+def test_fire_bridge_option_is_host_and_port() -> None:
+    from smartcommunity.commands.scenario import _host_port
+
+    assert _host_port("127.0.0.1:9000") == ("127.0.0.1", 9000)
+    assert _host_port("bridge.local:9001") == ("bridge.local", 9001)
+    for bad in ("9000", ":9000", "host:", "host:0", "host:70000", "host:x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
+            _host_port(bad)
