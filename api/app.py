@@ -196,7 +196,12 @@ def create_app(settings: Settings) -> FastAPI:
     # Responders, rosters, incidents and dispatch (docs/incidents.md).
     for router in (responders.router, responders.teams_router, responders.duty_router):
         v1.include_router(router)
-    for router in (incidents.router, incidents.alerts_router, incidents.me_router):
+    for router in (
+        incidents.router,
+        incidents.alerts_router,
+        incidents.me_router,
+        incidents.targets_router,
+    ):
         v1.include_router(router)
     for router in (users.router, users.tokens_router, users.me_router, audit.router):
         v1.include_router(router)

@@ -118,6 +118,7 @@ _SUB_FAMILIES: dict[str, Family] = {
     "latest": Family.TELEMETRY,
     "status": Family.TELEMETRY,
     "duty": Family.RESPONDERS,
+    "incident-targets": Family.INCIDENT_TARGETS,
 }
 
 

@@ -39,6 +39,7 @@ class Family(StrEnum):
     AUDIT = "audit"
     RESPONDERS = "responders"  # responders, teams, duty rosters: names and phone numbers
     INCIDENTS = "incidents"  # incidents, their timelines and dispatches
+    INCIDENT_TARGETS = "incident_targets"  # per community and type: the response targets
     SELF = "self"  # who am I, my own tokens, my own dispatches (a responder's)
 
 
@@ -74,6 +75,8 @@ POLICY: dict[Family, tuple[frozenset[Role], frozenset[Role]]] = {
         frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}),
         frozenset({Role.ADMIN, Role.OPERATOR}),
     ),
+    # Targets decide when the ladder escalates: set by administrators, read by the board.
+    Family.INCIDENT_TARGETS: (frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER}), _ADMIN),
     Family.SELF: (_EVERYONE, _EVERYONE),
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "CONTROL_ROOM",
     "DEFAULT_TARGETS",
     "GROUP_WINDOW",
+    "MAX_TARGET_S",
     "IncidentRecord",
     "IncidentType",
     "Stage",
@@ -31,6 +32,7 @@ __all__ = [
     "due_targets",
     "incident_figures",
     "next_on_ladder",
+    "target_problems",
 ]
 
 # Alerts of one building this close together are one happening (a pre-alarm and the
@@ -98,6 +100,29 @@ DEFAULT_TARGETS: dict[IncidentType, Targets] = {
         ack_s=300, dispatch_s=900, accept_s=300, arrival_s=1800, resolve_s=86400
     ),
 }
+
+
+# A target longer than a month is no target (and keeps the seconds in an integer).
+MAX_TARGET_S = 30 * 86400
+
+
+def target_problems(targets: Targets) -> list[str]:
+    """Why these targets cannot be kept, or nothing. Each is counted from the incident's
+    opening, so they come in the order of the stages; ``accept_s`` (one responder's time
+    to accept) must leave room to arrive."""
+    problems = [
+        f"{name} must be 1 to {MAX_TARGET_S} seconds"
+        for name in ("ack_s", "dispatch_s", "accept_s", "arrival_s", "resolve_s")
+        if not 0 < getattr(targets, name) <= MAX_TARGET_S
+    ]
+    order = [
+        ("ack_s", targets.ack_s, "dispatch_s", targets.dispatch_s),
+        ("dispatch_s", targets.dispatch_s, "arrival_s", targets.arrival_s),
+        ("accept_s", targets.accept_s, "arrival_s", targets.arrival_s),
+        ("arrival_s", targets.arrival_s, "resolve_s", targets.resolve_s),
+    ]
+    problems += [f"{a} must not exceed {b}" for a, va, b, vb in order if va > vb]
+    return problems
 
 
 def classify(rule_id: str, device_class: str | None) -> IncidentType:

@@ -38,6 +38,7 @@ from store.rosters import on_duty_now, roster_order, team_of
 __all__ = [
     "DispatchError",
     "acknowledge",
+    "all_targets",
     "auto_dispatch",
     "dispatch",
     "dispatch_team",
@@ -46,6 +47,7 @@ __all__ = [
     "infer_arrivals",
     "resolve",
     "respond",
+    "set_targets",
     "sync_alerts",
     "targets_for",
 ]
@@ -75,6 +77,42 @@ def targets_for(conn: Conn, community_id: str, incident_type: str) -> Targets:
     if row is None:
         return DEFAULT_TARGETS[IncidentType(incident_type)]
     return Targets(*(int(v) for v in row))
+
+
+def all_targets(conn: Conn, community_id: str) -> dict[IncidentType, tuple[Targets, bool]]:
+    """Every incident type's targets in force, and whether the community set them."""
+    rows = {
+        str(r[0]): Targets(*(int(v) for v in r[1:]))
+        for r in conn.execute(
+            "SELECT incident_type, ack_s, dispatch_s, accept_s, arrival_s, resolve_s"
+            " FROM incident_targets WHERE community_id = %s",
+            (community_id,),
+        )
+    }
+    return {
+        kind: (rows[kind.value], True) if kind.value in rows else (DEFAULT_TARGETS[kind], False)
+        for kind in IncidentType
+    }
+
+
+def set_targets(conn: Conn, community_id: str, incident_type: str, targets: Targets) -> None:
+    """Replace one type's targets; open incidents are measured against them at once."""
+    conn.execute(
+        "INSERT INTO incident_targets (community_id, incident_type, ack_s, dispatch_s, accept_s,"
+        " arrival_s, resolve_s) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (community_id, incident_type) DO UPDATE SET ack_s = excluded.ack_s,"
+        " dispatch_s = excluded.dispatch_s, accept_s = excluded.accept_s,"
+        " arrival_s = excluded.arrival_s, resolve_s = excluded.resolve_s",
+        (
+            community_id,
+            incident_type,
+            targets.ack_s,
+            targets.dispatch_s,
+            targets.accept_s,
+            targets.arrival_s,
+            targets.resolve_s,
+        ),
+    )
 
 
 # --- the timeline -------------------------------------------------------------------------

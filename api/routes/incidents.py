@@ -20,31 +20,35 @@ from api.deps import ClockDep, ConnDep
 from api.scope import (
     AlertId,
     Authorized,
+    CommunityId,
     IncidentId,
     OwnDispatchId,
     community_clause,
     not_found,
     unknown_in_body,
 )
-from core.incidents import IncidentType, classify
+from core.incidents import MAX_TARGET_S, IncidentType, Targets, classify, target_problems
 from store.incidents import (
     DispatchError,
     acknowledge,
+    all_targets,
     dispatch,
     dispatch_team,
     get_incident,
     resolve,
     respond,
+    set_targets,
     sync_alerts,
     targets_for,
 )
 
-__all__ = ["alerts_router", "incident_detail", "me_router", "router"]
+__all__ = ["alerts_router", "incident_detail", "me_router", "router", "targets_router"]
 
 Conn = psycopg.Connection[Any]
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 alerts_router = APIRouter(prefix="/alerts", tags=["incidents"])
 me_router = APIRouter(prefix="/me", tags=["incidents"])
+targets_router = APIRouter(prefix="/communities", tags=["incidents"])
 _IN = ConfigDict(frozen=True, extra="forbid")
 _OUT = ConfigDict(frozen=True)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -76,6 +80,43 @@ class NoteIn(BaseModel):
     model_config = _IN
 
     note: str = Field(default="", max_length=2000)
+
+
+_SECONDS = Field(ge=1, le=MAX_TARGET_S)
+
+
+class TargetsIn(BaseModel):
+    """One incident type's targets, in seconds from the incident's opening (``accept_s``:
+    from one dispatch). Left out, ``accept_s`` keeps its value in force."""
+
+    model_config = _IN
+
+    incident_type: IncidentType
+    ack_s: int = _SECONDS
+    dispatch_s: int = _SECONDS
+    accept_s: int | None = Field(default=None, ge=1, le=MAX_TARGET_S)
+    arrival_s: int = _SECONDS
+    resolve_s: int = _SECONDS
+
+
+class TargetPublic(BaseModel):
+    model_config = _OUT
+
+    incident_type: str
+    ack_s: int
+    dispatch_s: int
+    accept_s: int
+    arrival_s: int
+    resolve_s: int
+    # False: nothing set for the community, the platform's default is in force.
+    custom: bool
+
+
+class TargetsPublic(BaseModel):
+    model_config = _OUT
+
+    community_id: str
+    data: list[TargetPublic]
 
 
 class StepPublic(BaseModel):
@@ -546,3 +587,54 @@ def reply_arrive(
     """On scene."""
     _reply(conn, principal, dispatch_id, "arrive", clock())
     return _answer(conn, dispatch_id)
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+def _targets_public(conn: Conn, community_id: str) -> TargetsPublic:
+    return TargetsPublic(
+        community_id=community_id,
+        data=[
+            TargetPublic(
+                incident_type=kind.value,
+                ack_s=t.ack_s,
+                dispatch_s=t.dispatch_s,
+                accept_s=t.accept_s,
+                arrival_s=t.arrival_s,
+                resolve_s=t.resolve_s,
+                custom=custom,
+            )
+            for kind, (t, custom) in all_targets(conn, community_id).items()
+        ],
+    )
+
+
+@targets_router.get("/{community_id}/incident-targets")
+def get_targets(conn: ConnDep, _p: Authorized, community_id: CommunityId) -> TargetsPublic:
+    """The targets in force for each incident type: the community's, else the defaults."""
+    return _targets_public(conn, community_id)
+
+
+@targets_router.put("/{community_id}/incident-targets")
+def put_targets(
+    conn: ConnDep, _p: Authorized, community_id: CommunityId, body: TargetsIn
+) -> TargetsPublic:
+    """Set one incident type's targets (administrators). Open incidents escalate by the
+    new targets from the desk's next pass."""
+    current, _custom = all_targets(conn, community_id)[body.incident_type]
+    targets = Targets(
+        ack_s=body.ack_s,
+        dispatch_s=body.dispatch_s,
+        accept_s=current.accept_s if body.accept_s is None else body.accept_s,
+        arrival_s=body.arrival_s,
+        resolve_s=body.resolve_s,
+    )
+    problems = target_problems(targets)
+    if problems:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{"loc": ["body"], "msg": p, "type": "value_error"} for p in problems],
+        )
+    set_targets(conn, community_id, body.incident_type.value, targets)
+    return _targets_public(conn, community_id)

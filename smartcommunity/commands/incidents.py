@@ -13,16 +13,19 @@ import psycopg
 
 from api.routes.incidents import incident_detail
 from api.routes.responders import duty_board
+from core.incidents import IncidentType, Targets, target_problems
 from core.passwords import hash_password, new_secret
 from smartcommunity.cli_support import cli_actor, connect, print_table
 from smartcommunity.commands import SubParsers
 from store.incidents import (
     DispatchError,
+    all_targets,
     dispatch,
     dispatch_team,
     escalate_due,
     infer_arrivals,
     resolve,
+    set_targets,
     sync_alerts,
 )
 
@@ -155,6 +158,57 @@ def _gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+_TARGET_KEYS = ("ack", "dispatch", "accept", "arrival", "resolve")
+
+
+def _parse_set(conn: Conn, community: str, words: list[str]) -> tuple[IncidentType, Targets] | str:
+    """``TYPE ack=60 dispatch=60 ...`` over the targets in force; or what is wrong."""
+    try:
+        kind = IncidentType(words[0])
+    except ValueError:
+        return f"incident type {words[0]!r}: one of {', '.join(t.value for t in IncidentType)}"
+    current, _custom = all_targets(conn, community)[kind]
+    values = {f"{k}_s": getattr(current, f"{k}_s") for k in _TARGET_KEYS}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        if key not in _TARGET_KEYS or not value.isascii() or not value.isdigit():
+            return f"{word!r}: expected KEY=SECONDS, KEY one of {', '.join(_TARGET_KEYS)}"
+        values[f"{key}_s"] = int(value)
+    return kind, Targets(**values)
+
+
+def _targets(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        if args.set:
+            if not args.community:
+                return _fail("--set needs --community")
+            found = conn.execute("SELECT 1 FROM communities WHERE id = %s", (args.community,))
+            if found.fetchone() is None:
+                return _fail(f"no community {args.community!r}")
+            parsed = _parse_set(conn, args.community, args.set)
+            if isinstance(parsed, str):
+                return _fail(parsed)
+            problems = target_problems(parsed[1])
+            if problems:
+                return _fail("; ".join(problems))
+            set_targets(conn, args.community, parsed[0].value, parsed[1])
+        communities = (
+            [args.community]
+            if args.community
+            else [str(r[0]) for r in conn.execute("SELECT id FROM communities ORDER BY id")]
+        )
+        rows = [
+            (c, kind.value, t.ack_s, t.dispatch_s, t.accept_s, t.arrival_s, t.resolve_s)
+            + ("set" if custom else "default",)
+            for c in communities
+            for kind, (t, custom) in all_targets(conn, c).items()
+        ]
+    print_table(
+        ("community", "type", "ack", "dispatch", "accept", "arrival", "resolve", "source"), rows
+    )
+    return 0
+
+
 def _responder_add(args: argparse.Namespace) -> int:
     with connect() as conn:
         conn.execute(
@@ -258,6 +312,15 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     p.set_defaults(func=_resolve)
     p = sub.add_parser("tick", help="group alerts, infer arrivals, escalate what is late: once")
     p.set_defaults(func=_tick)
+    p = sub.add_parser("targets", help="targets per incident type (seconds); --set changes one")
+    p.add_argument("--community")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        metavar="TYPE|KEY=SECONDS",
+        help="TYPE ack=60 dispatch=60 arrival=180 resolve=3600 (accept=60); others kept",
+    )
+    p.set_defaults(func=_targets)
     p = sub.add_parser("gateway", help="the signed webhook that carries a community's dispatches")
     p.add_argument("--community", required=True)
     p.add_argument("--url", default="")
