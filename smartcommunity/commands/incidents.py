@@ -198,8 +198,16 @@ def _targets(args: argparse.Namespace) -> int:
             else [str(r[0]) for r in conn.execute("SELECT id FROM communities ORDER BY id")]
         )
         rows = [
-            (c, kind.value, t.ack_s, t.dispatch_s, t.accept_s, t.arrival_s, t.resolve_s)
-            + ("set" if custom else "default",)
+            (
+                c,
+                kind.value,
+                t.ack_s,
+                t.dispatch_s,
+                t.accept_s,
+                t.arrival_s,
+                t.resolve_s,
+                "set" if custom else "default",
+            )
             for c in communities
             for kind, (t, custom) in all_targets(conn, c).items()
         ]
