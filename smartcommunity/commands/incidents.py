@@ -210,6 +210,7 @@ def _targets(args: argparse.Namespace) -> int:
             )
             for c in communities
             for kind, (t, custom) in all_targets(conn, c).items()
+            for source in ("set" if custom else "default",)
         ]
     print_table(
         ("community", "type", "ack", "dispatch", "accept", "arrival", "resolve", "source"), rows
