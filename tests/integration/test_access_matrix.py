@@ -376,6 +376,18 @@ ROUTES: list[tuple[str, str, Body | None]] = [
         },
     ),
     ("GET", "/communities/{community_id}/duty", None),
+    ("GET", "/communities/{community_id}/incident-targets", None),
+    (
+        "PUT",
+        "/communities/{community_id}/incident-targets",
+        lambda w, r: {
+            "incident_type": "fire",
+            "ack_s": 30,
+            "dispatch_s": 60,
+            "arrival_s": 120,
+            "resolve_s": 1800,
+        },
+    ),
     ("GET", "/incidents", None),
     ("GET", "/incidents/{incident_id}", None),
     (

@@ -123,8 +123,8 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     # + alerts, stream, maintenance, rules, webhooks; + buildings, device lifecycle and
     # import, residents, users, tokens, me, audit, fleet status; + the dashboard's tiles,
     # figures and a device's latest values; + visits and the monthly report; + responders,
-    # teams, duty, incidents and dispatches
-    assert len(routes) == 14 + 20 + 28 + 3 + 7 + 22
+    # teams, duty, incidents and dispatches; + incident targets
+    assert len(routes) == 14 + 20 + 28 + 3 + 7 + 22 + 2
 
 
 def _token_id(db: psycopg.Connection[Any], secret: str) -> int:

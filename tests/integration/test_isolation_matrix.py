@@ -203,6 +203,14 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
         "ends": "20:00",
     },
     ("GET", "/communities/{community_id}/duty"): LIST,
+    ("GET", "/communities/{community_id}/incident-targets"): LIST,
+    ("PUT", "/communities/{community_id}/incident-targets"): lambda t: {
+        "incident_type": "fire",
+        "ack_s": 1,
+        "dispatch_s": 1,
+        "arrival_s": 1,
+        "resolve_s": 1,
+    },
     ("GET", "/incidents"): LIST,
     ("GET", "/incidents/{incident_id}"): LIST,
     ("POST", "/incidents/{incident_id}/dispatch"): lambda t: {
