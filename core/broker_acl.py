@@ -25,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from core.alink import alink_filter, device_post_filter, device_reply_filter, reply_topic
-from core.dispatch_contract import dispatch_topic
+from core.dispatch_contract import control_room_topic, dispatch_topic
 from core.dispatch_contract import reply_topic as dispatch_reply_topic
 from core.profiles import AlinkProduct, JsonProfile
 from core.topics import ALL_DEVICE_TOPICS, ROOT, device_filter, valid_id
@@ -102,14 +102,19 @@ def service_grants(role: ServiceRole) -> list[tuple[str, str]]:
     alerts = f"{ROOT}/+/alerts/#"
     # The incident desk pushes dispatches and reads responders' replies: as the companion
     # when client ids are bound, else under the pipeline's own account.
-    desk = [("write", dispatch_topic("+", "+")), ("read", dispatch_reply_topic("+", "+"))]
+    # It also pushes escalations to the street's control room, which the API reads.
+    desk = [
+        ("write", dispatch_topic("+", "+")),
+        ("read", dispatch_reply_topic("+", "+")),
+        ("write", control_room_topic("+")),
+    ]
     if role is ServiceRole.PIPELINE:
         return [("read", ALL_DEVICE_TOPICS), ("write", alerts), *desk]
     if role is ServiceRole.ALERTS:
         return [("write", alerts)]
     if role is ServiceRole.INCIDENTS:
         return desk
-    return [("read", alerts)]
+    return [("read", alerts), ("read", control_room_topic("+"))]
 
 
 def alerts_username(username: str) -> str:

@@ -5,7 +5,8 @@ responder's app or device answers on ``community/{c}/dispatch-reply/{responder}`
 with ``{"dispatch_id": 12, "action": "received" | "accept" | "decline" | "arrive"}``.
 Four levels, so the pipeline's device subscription (five levels) never sees them;
 the broker export lets each responder read only their own dispatch topic and write
-only their own reply topic.
+only their own reply topic. An escalation to the street-level control room is pushed
+to ``community/{c}/control-room/escalations`` (read by the API's account).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "REPLY_FILTER",
     "BadReply",
     "Reply",
+    "control_room_topic",
     "dispatch_topic",
     "parse_reply",
     "reply_topic",
@@ -38,6 +40,10 @@ class BadReply(ValueError):
 
 def dispatch_topic(community_id: str, responder_id: str) -> str:
     return f"{ROOT}/{community_id}/dispatch/{responder_id}"
+
+
+def control_room_topic(community_id: str) -> str:
+    return f"{ROOT}/{community_id}/control-room/escalations"
 
 
 def reply_topic(community_id: str, responder_id: str) -> str:

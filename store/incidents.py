@@ -621,8 +621,15 @@ def _escalate(
         "leader" if target == leader else ("control_room" if target == CONTROL_ROOM else "roster")
     )
     room = conn.execute(
-        "SELECT street_control_room FROM communities WHERE id = %s", (found.community_id,)
+        "SELECT street_control_room, dispatch_webhook_url FROM communities WHERE id = %s",
+        (found.community_id,),
     ).fetchone()
+    push: dict[str, Any] | None = None
+    if target == CONTROL_ROOM:
+        # The step is its own outbox: the desk pushes it as it pushes dispatches
+        # (alerts/incident_desk.py) and records each channel's delivery here.
+        channels = ["mqtt"] + (["webhook"] if room and room[1] else [])
+        push = {c: {"state": "pending", "attempts": 0} for c in channels}
     step(
         conn,
         incident_id,
@@ -637,6 +644,7 @@ def _escalate(
             "rung": rung,
             "team_id": team_id,
             "control_room": room[0] if room and target == CONTROL_ROOM else None,
+            **({"push": push} if push else {}),
         },
     )
     if target == CONTROL_ROOM:

@@ -1,19 +1,32 @@
 """Targets per community and incident type: set by administrators through the API and the
-CLI, read by the control room, validated, and obeyed by the escalation at once."""
+CLI, read by the control room, validated, and obeyed by the escalation at once; and the
+street control room's rung pushed like a dispatch (real broker and database)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.incident_desk import IncidentDesk
+from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from api.app import create_app
+from core.dispatch_contract import control_room_topic
 from core.incidents import DEFAULT_TARGETS, IncidentType, Targets, target_problems
 from core.settings import Settings
 from smartcommunity.cli import main
@@ -152,3 +165,103 @@ def test_a_changed_arrival_target_escalates_sooner(
     site.open_dispatch(incident, "fs-b")
     assert main(["incidents", "targets", "--community", site.community]) == 0
     assert "default" in capsys.readouterr().out  # the other types keep the defaults
+
+
+def test_a_control_room_escalation_is_pushed_like_a_dispatch(site: Site, mqtt_url: str) -> None:  # noqa: F811
+    """An SOS with nobody to send climbs to the street control room at once: the desk
+    publishes it on the control room's topic (real broker) and posts it, signed, to the
+    community's gateway; both deliveries are recorded on the step, and not repeated."""
+    received: list[tuple[Message, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    parts = urlsplit(mqtt_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+    messages: queue.Queue[bytes] = queue.Queue()
+    listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cr-{site.community}")
+    subscribed = threading.Event()
+    listener.on_message = lambda _c, _u, m: messages.put(bytes(m.payload))
+    listener.on_subscribe = lambda *_a: subscribed.set()
+    listener.connect(host, port)
+    listener.loop_start()
+    desk = IncidentDesk(
+        url=site.url,
+        mqtt_host=host,
+        mqtt_port=port,
+        mqtt_username=None,
+        mqtt_password=None,
+        client_id=f"desk-{site.community}",
+        tick_s=0.2,
+        clock=lambda: T0 + timedelta(seconds=1),
+        private_destinations=True,
+    )
+    try:
+        listener.subscribe(control_room_topic(site.community), qos=1)
+        assert subscribed.wait(30)
+        site.db.execute(
+            "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret ="
+            " 'room-secret' WHERE id = %s",
+            (f"http://127.0.0.1:{server.server_port}/room", site.community),
+        )
+        site.db.execute("DELETE FROM shifts WHERE team_id = 'guards'")
+        site.db.execute("DELETE FROM teams WHERE id = 'guards'")
+        alert = site.alert("wearable.sos", "critical", T0)
+        sync_alerts(site.db, T0)
+        incident = site.incident_of(alert)
+        desk.start()
+        assert desk.wait_connected(30)
+        message = json.loads(messages.get(timeout=30))
+        assert message["event"] == "escalation"
+        assert message["incident_id"] == incident
+        assert message["control_room"] == "Street 1"
+        assert _until(
+            lambda: all(c["state"] == "delivered" for c in _push_of(site, incident).values())
+        )
+        push = _push_of(site, incident)
+        assert {c: (s["state"], s["attempts"]) for c, s in push.items()} == {
+            "mqtt": ("delivered", 1),
+            "webhook": ("delivered", 1),
+        }
+        # Later passes push nothing again.
+        ticks = desk.ticks
+        assert _until(lambda: desk.ticks >= ticks + 3)
+        assert messages.empty()
+    finally:
+        desk.stop()
+        listener.loop_stop()
+        listener.disconnect()
+        server.shutdown()
+        server.server_close()
+    ((headers, body),) = received
+    assert headers[SIGNATURE_HEADER] == sign("room-secret", headers[TIMESTAMP_HEADER], body)
+    assert json.loads(body)["incident_id"] == incident
+
+
+def _until(fact: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll a fact, bounded: the machine is loaded, the desk ticks on its own thread."""
+    end = time.monotonic() + timeout
+    while not fact():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _push_of(at: Site, incident: int) -> dict[str, Any]:
+    row = at.db.execute(
+        "SELECT detail->'push' FROM incident_steps WHERE incident_id = %s AND step = 'escalated'"
+        " AND responder_id IS NULL",
+        (incident,),
+    ).fetchone()
+    assert row is not None
+    return dict(row[0])

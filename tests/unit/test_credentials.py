@@ -68,11 +68,14 @@ def test_password_and_acl_files() -> None:
     acl = render_acl_file(devices, accounts, generated_at=NOW)
     assert (
         "user pipe\ntopic read community/+/+/+/+\ntopic write community/+/alerts/#\n"
-        "topic write community/+/dispatch/+\ntopic read community/+/dispatch-reply/+\n\n"
+        "topic write community/+/dispatch/+\ntopic read community/+/dispatch-reply/+\n"
+        "topic write community/+/control-room/escalations\n\n"
         "user pipe-alerts\ntopic write community/+/alerts/#\n\n"
         "user pipe-incidents\ntopic write community/+/dispatch/+\n"
-        "topic read community/+/dispatch-reply/+\n\n"
-        "user api\ntopic read community/+/alerts/#\n" in acl
+        "topic read community/+/dispatch-reply/+\n"
+        "topic write community/+/control-room/escalations\n\n"
+        "user api\ntopic read community/+/alerts/#\n"
+        "topic read community/+/control-room/escalations\n" in acl
     )
     assert (
         "user w1\ntopic write community/c1/wearable/w1/#\n"
