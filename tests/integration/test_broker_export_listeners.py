@@ -18,6 +18,7 @@ import pytest
 
 from api.registry_devices import register_device
 from core.broker_acl import ALERTS_SUFFIX, ServiceRole, alerts_username
+from core.dispatch_contract import control_room_topic
 from core.registry import DeviceSpec
 from core.settings import AlertSettings, GatewaySettings, IngestSettings, Settings
 from core.topics import alert_topic, device_topic
@@ -243,3 +244,24 @@ def test_the_pipeline_runs_under_the_binding(exported: Exported, unique_id: str)
         thread.join(60)
         listener.close()
     assert not errors, errors
+
+
+def test_the_api_reads_control_room_escalations_and_devices_do_not(exported: Exported) -> None:
+    """The incident desk (the pipeline's account here) writes a control-room escalation;
+    the API's account reads it; a device neither reads nor writes the topic."""
+    topic = control_room_topic(exported.community)
+    listener = exported.connect(exported.api_user)
+    pipeline = exported.connect(exported.pipeline_user)
+    device = exported.connect(exported.devices[0])
+    try:
+        assert listener.subscribe(topic) == 1
+        device.subscribe(topic)
+        assert device.publish(topic, b'{"event": "escalation"}') == NOT_AUTHORIZED
+        assert pipeline.publish(topic, b'{"event": "escalation", "incident_id": 1}') == 0
+        wait_for(lambda: bool(listener.messages), TIMEOUT_S, "the escalation at the API")
+        assert listener.messages == [(topic, b'{"event": "escalation", "incident_id": 1}')]
+        assert device.messages == []
+    finally:
+        device.close()
+        pipeline.close()
+        listener.close()
