@@ -5,7 +5,9 @@ Every tick it groups new alerts into incidents and dispatches automatically
 escalates what the clock says is late, and delivers the dispatch outbox: an MQTT
 message to ``community/{c}/dispatch/{responder}`` (QoS 1, delivered = the broker's
 PUBACK) and, when the community has a gateway, a webhook signed as alert webhooks
-are (``alerts.notify.sign``). Responders' replies arrive on
+are (``alerts.notify.sign``). An escalation to the street-level control room is
+pushed alike, to ``community/{c}/control-room/escalations`` and the same gateway,
+its delivery recorded on the ``escalated`` step itself. Responders' replies arrive on
 ``community/+/dispatch-reply/+``; paho's callback only queues them, the desk's
 thread applies them and acknowledges each to the broker after the commit. A reply
 that cannot be applied is a dead letter with its reason.
@@ -23,15 +25,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.types.json import Jsonb
 
 from alerts.notify import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from core.dispatch_contract import REPLY_FILTER, BadReply, dispatch_topic, parse_reply, reply_topic
+from core.dispatch_contract import (
+    REPLY_FILTER,
+    BadReply,
+    control_room_topic,
+    dispatch_topic,
+    parse_reply,
+    reply_topic,
+)
 from core.webhook_targets import private_destination
 from store.incidents import DispatchError, escalate_due, infer_arrivals, respond, sync_alerts
 
@@ -237,7 +247,69 @@ class IncidentDesk:
         """Push what is pending; record delivery or the error for a later attempt. The rows
         are locked while they are pushed: another worker's desk skips them."""
         with conn.transaction():
-            return self._deliver_claimed(conn, now)
+            done = self._deliver_claimed(conn, now)
+        with conn.transaction():
+            return done + self._deliver_escalations(conn, now)
+
+    def _deliver_escalations(self, conn: psycopg.Connection[Any], now: datetime) -> int:
+        """Push control-room escalations of open incidents with a channel still pending
+        and due; each channel's state, attempts and error go back into the step."""
+        rows = conn.execute(
+            "SELECT s.id, s.at, s.detail, i.id, i.community_id, i.building, i.incident_type,"
+            " i.title, c.dispatch_webhook_url, c.dispatch_webhook_secret"
+            " FROM incidents AS i JOIN incident_steps AS s ON s.incident_id = i.id"
+            " JOIN communities AS c ON c.id = i.community_id"
+            " WHERE i.resolved_at IS NULL AND s.step = 'escalated' AND s.responder_id IS NULL"
+            " AND s.detail @? '$.push.* ? (@.state == \"pending\")'"
+            " ORDER BY s.id LIMIT %s FOR UPDATE OF s SKIP LOCKED",
+            (_CLAIM,),
+        ).fetchall()
+        pushed = 0
+        for step_id, at, detail, incident, community, building, kind, title, url, secret in rows:
+            payload = {
+                "event": "escalation",
+                "step_id": step_id,
+                "incident_id": incident,
+                "community_id": community,
+                "building": building,
+                "incident_type": kind,
+                "title": title,
+                "control_room": detail.get("control_room"),
+                "reason": detail.get("reason"),
+                "escalated_at": at.isoformat(),
+            }
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            push: dict[str, dict[str, Any]] = detail["push"]
+            for channel, state in push.items():
+                due = state.get("next_at")
+                if state["state"] != "pending" or (
+                    due is not None and datetime.fromisoformat(due) > now
+                ):
+                    continue
+                if channel == "mqtt":
+                    error = self._publish(control_room_topic(community), body)
+                else:
+                    error = self._post(int(step_id), url, secret or "", body, "escalation")
+                attempts = int(state["attempts"]) + 1
+                if error is None:
+                    push[channel] = {
+                        "state": "delivered",
+                        "attempts": attempts,
+                        "delivered_at": now.isoformat(),
+                    }
+                else:
+                    push[channel] = {
+                        "state": "dead" if attempts >= _ATTEMPTS else "pending",
+                        "attempts": attempts,
+                        "last_error": error[:500],
+                        "next_at": (now + timedelta(seconds=_RETRY_S)).isoformat(),
+                    }
+                pushed += 1
+            conn.execute(
+                "UPDATE incident_steps SET detail = jsonb_set(detail, '{push}', %s) WHERE id = %s",
+                (Jsonb(push), step_id),
+            )
+        return pushed
 
     def _deliver_claimed(self, conn: psycopg.Connection[Any], now: datetime) -> int:
         rows = conn.execute(
@@ -330,7 +402,9 @@ class IncidentDesk:
             return f"publish failed: {exc}"
         return None if info.is_published() else "no PUBACK from the broker"
 
-    def _post(self, delivery: int, url: str | None, secret: str, body: bytes) -> str | None:
+    def _post(
+        self, delivery: int, url: str | None, secret: str, body: bytes, kind: str = "dispatch"
+    ) -> str | None:
         if not url:
             return "the community has no dispatch gateway"
         if not self.private_destinations:
@@ -346,7 +420,7 @@ class IncidentDesk:
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(secret, stamp, body),
                 TIMESTAMP_HEADER: stamp,
-                DELIVERY_HEADER: f"dispatch-{delivery}",
+                DELIVERY_HEADER: f"{kind}-{delivery}",
             },
         )
         try:

@@ -194,6 +194,7 @@ def test_a_control_room_escalation_is_pushed_like_a_dispatch(site: Site, mqtt_ur
     listener.on_subscribe = lambda *_a: subscribed.set()
     listener.connect(host, port)
     listener.loop_start()
+    started = time.monotonic()
     desk = IncidentDesk(
         url=site.url,
         mqtt_host=host,
@@ -202,7 +203,8 @@ def test_a_control_room_escalation_is_pushed_like_a_dispatch(site: Site, mqtt_ur
         mqtt_password=None,
         client_id=f"desk-{site.community}",
         tick_s=0.2,
-        clock=lambda: T0 + timedelta(seconds=1),
+        # T0 then on in real time: the shifts are T0's, and a retry's wait passes.
+        clock=lambda: T0 + timedelta(seconds=time.monotonic() - started),
         private_destinations=True,
     )
     try:
@@ -215,11 +217,14 @@ def test_a_control_room_escalation_is_pushed_like_a_dispatch(site: Site, mqtt_ur
         )
         site.db.execute("DELETE FROM shifts WHERE team_id = 'guards'")
         site.db.execute("DELETE FROM teams WHERE id = 'guards'")
-        alert = site.alert("wearable.sos", "critical", T0)
-        sync_alerts(site.db, T0)
-        incident = site.incident_of(alert)
         desk.start()
         assert desk.wait_connected(30)
+        # The desk's own pass groups the alert and climbs to the control room at once.
+        alert = site.alert("wearable.sos", "critical", T0)
+        assert _until(lambda: site.db.execute(
+            "SELECT 1 FROM incident_alerts WHERE alert_id = %s", (alert,)
+        ).fetchone() is not None)  # fmt: skip
+        incident = site.incident_of(alert)
         message = json.loads(messages.get(timeout=30))
         assert message["event"] == "escalation"
         assert message["incident_id"] == incident
