@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from api.deps import ClockDep, ConnDep
 from api.scope import (
@@ -37,6 +37,27 @@ teams_router = APIRouter(prefix="/teams", tags=["responders"])
 duty_router = APIRouter(prefix="/communities", tags=["responders"])
 _IN = ConfigDict(frozen=True, extra="forbid")
 _OUT = ConfigDict(frozen=True)
+
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a time of day in the community's zone, without an offset")
+    return value
+
+
+# A shift's times of day are the community's wall clock: no offset, which OpenAPI's
+# "time" format (RFC 3339) would demand of every answer.
+WallClock = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$",
+            "examples": ["08:00", "20:00:00"],
+        }
+    ),
+]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 ResponderRole = Literal[
@@ -91,8 +112,8 @@ class ShiftIn(BaseModel):
 
     responder_id: str = Field(pattern=_ID)
     weekdays: list[int] = Field(min_length=1, max_length=7, description="0 Monday .. 6 Sunday")
-    starts: time
-    ends: time = Field(description="Not after starts: the shift runs past midnight")
+    starts: WallClock
+    ends: WallClock = Field(description="Not after starts: the shift runs past midnight")
 
 
 class ShiftPublic(BaseModel):
@@ -101,8 +122,8 @@ class ShiftPublic(BaseModel):
     id: int
     responder_id: str
     weekday: int
-    starts: time
-    ends: time
+    starts: WallClock
+    ends: WallClock
 
 
 class ExceptionIn(BaseModel):
