@@ -101,7 +101,20 @@ def migrated(database_server_url: str) -> Iterator[str]:
     """A migrated database to copy: a fresh one per test costs a copy, not a migration."""
     with temporary_database(database_server_url, prefix="sc_incidents_tmpl") as url:
         upgrade(url)
-        yield url.rsplit("/", 1)[1]
+        name = url.rsplit("/", 1)[1]
+        # A template is copied only while nobody is connected to it, and TimescaleDB's
+        # job scheduler connects to every database that has the extension.
+        with psycopg.connect(database_server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        yield name
 
 
 @pytest.fixture
