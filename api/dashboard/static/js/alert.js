@@ -110,6 +110,21 @@ export function alertView(container, { alertId }) {
     return store.alerts.get(id) || store.resolved.get(id) || null;
   }
 
+  // A resync of the board (on reconnect, now and then) puts the alert's list row in the
+  // store, which has no history, and drops a full record fetched meanwhile: fetch it
+  // again until it sticks, rather than show "loading" for good.
+  let historyPending = false;
+  let closed = false;
+  function ensureHistory() {
+    if (historyPending || failed || closed) return;
+    historyPending = true;
+    refreshAlert(id).finally(() => {
+      historyPending = false;
+      const alert = current();
+      if (alert && !alert.history && !closed) setTimeout(renderLeft, 500);
+    });
+  }
+
   function renderLeft() {
     replace(crumbs, h("a", { href: "#/board" }, t("detail.back")));
     const alert = current();
@@ -142,7 +157,7 @@ export function alertView(container, { alertId }) {
           ? h("pre", { class: "muted" }, detailsText(alert.details)) : null],
       ]),
       h("h3", {}, t("detail.history")),
-      alert.history ? historyTable(alert.history, tz) : loadingBlock());
+      alert.history ? historyTable(alert.history, tz) : (ensureHistory(), loadingBlock()));
   }
 
   function renderRight() {
@@ -185,6 +200,6 @@ export function alertView(container, { alertId }) {
   load();
   const unsubscribe = subscribe((changes) => { if (changes.has("alerts") || changes.has("devices")) renderLeft(); });
   const offLang = onLangChange(() => { renderLeft(); renderRight(); });
-  return () => { unsubscribe(); offLang(); };
+  return () => { closed = true; unsubscribe(); offLang(); };
 }
 
