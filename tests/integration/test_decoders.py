@@ -331,7 +331,7 @@ def test_simulated_alink_devices_are_stored_and_answered_200(
         decoders=DecoderSettings(profiles=profiles),
     ):
         stats = run_alink(
-            mqtt_url=mqtt_url, product=product, devices=devices, duration_s=1.5, interval_s=1.0
+            mqtt_url=mqtt_url, product=product, devices=devices, duration_s=4.5, interval_s=1.0
         )
     assert stats.posts >= 3
     assert (stats.accepted, stats.refused) == (stats.posts, {})
