@@ -37,6 +37,13 @@ from tests.integration.support import pipeline_thread, stop_process
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def database_url(fresh_database_url: str) -> str:
+    """A database of its own for each test: the worker's shared one carries what other
+    files did to the built-in rules and windows, and these tests wait for alerts."""
+    return fresh_database_url
+
+
 def test_kill_between_receipt_and_commit(
     database_url: str, mqtt_url: str, unique_id: str, tmp_path: Path
 ) -> None:
