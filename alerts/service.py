@@ -190,6 +190,7 @@ class AlertListener:
 
         ``spawn`` and ``beat`` (the pipeline's supervisor) run the webhook thread."""
         now = self.clock().timestamp()
+        self.store.open()
         seeded = self.store.run(lambda conn: catalog.seed_rules(conn, self._seed))
         if seeded:
             _LOG.info("installed %d default alert rules", seeded)

@@ -28,6 +28,7 @@ from alerts.catalog import MaintenanceWindow
 from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
+from store.pools import DatabasePool, PoolWatch
 
 __all__ = [
     "FLOOD_RULE",
@@ -174,10 +175,16 @@ def _row(values: Sequence[Any]) -> dict[str, Any]:
 
 
 class AlertStore:
-    """Writes the engine's changes; one connection, reconnected after an outage."""
+    """Writes the engine's changes over a connection pool of its own (``store.pools``)."""
 
     def __init__(
-        self, *, url: str, worker: str, flood_threshold: int = 10, flood_window_s: float = 600
+        self,
+        *,
+        url: str,
+        worker: str,
+        flood_threshold: int = 10,
+        flood_window_s: float = 600,
+        watch: PoolWatch | None = None,
     ) -> None:
         self.url = url
         self.worker = worker
@@ -187,35 +194,28 @@ class AlertStore:
         self.in_maintenance: set[str] = set()  # devices whose registry state says so
         self.has_webhooks = True
         self.refused = 0
-        self._conn: Conn | None = None
+        # One listener thread writes; the second is the pool's spare during a reconnect.
+        self._pool = DatabasePool(url, name="alerts", min_size=1, max_size=2, watch=watch)
 
     # -- connection ---------------------------------------------------------------
 
-    def connection(self) -> Conn:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self.close()
-            try:
-                self._conn = psycopg.connect(self.url, connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                raise ServiceUnavailable("database", str(exc).strip()) from exc
-        return self._conn
+    def open(self) -> None:
+        """Start connecting (a service's start); the first use does it otherwise."""
+        self._pool.open()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._pool.close()
 
     def run(self, work: Any) -> Any:
         """``work(conn)`` in a transaction; an outage becomes ``ServiceUnavailable``."""
-        conn = self.connection()
-        try:
-            with conn.transaction():
-                return work(conn)
-        except psycopg.Error as exc:
-            if _is_outage(exc):
-                self.close()
-                raise ServiceUnavailable("database", str(exc).strip()) from exc
-            raise
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    return work(conn)
+            except psycopg.Error as exc:
+                if _is_outage(exc):  # a broken connection goes back to the pool, replaced
+                    raise ServiceUnavailable("database", str(exc).strip()) from exc
+                raise
 
     # -- the alert transaction ---------------------------------------------------------
 

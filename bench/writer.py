@@ -88,7 +88,8 @@ def run(server_url: str, size: int, messages: int, devices: int) -> list[str]:
     with fresh_database(server_url, workload) as url:
         writer = BatchWriter(url=url, worker="bench")
         try:
-            pid = writer.connection().info.backend_pid
+            with writer.connection() as conn:  # the pool's one connection, while no outage
+                pid = conn.info.backend_pid
             stat = Path(f"/proc/{pid}/schedstat")
 
             def cpu() -> float:

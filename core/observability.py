@@ -34,6 +34,15 @@ PIPELINE_METRICS: dict[str, tuple[str, str]] = {
     "events_written_total": ("counter", "Device events inserted"),
     "batches_committed_total": ("counter", "Transactions committed"),
     "database_errors_total": ("counter", "Failed write attempts (retried)"),
+    "database_connections_lost_total": (
+        "counter",
+        "Pooled database connections found broken and replaced (store.pools)",
+    ),
+    "database_reconnect_failures_total": (
+        "counter",
+        "Times a connection pool gave up reconnecting after its reconnect timeout"
+        " (the next request tries again)",
+    ),
     "reconnects_total": ("counter", "Broker reconnects"),
     "alink_replies_total": ("counter", "Answers published to Alink devices after commit"),
     "alink_replies_unsent_total": ("counter", "Alink answers not sent: broker link down"),
@@ -98,6 +107,8 @@ class PipelineCounters:
             "events_written_total": 0,
             "batches_committed_total": 0,
             "database_errors_total": 0,
+            "database_connections_lost_total": 0,
+            "database_reconnect_failures_total": 0,
             "reconnects_total": 0,
             "alink_replies_total": 0,
             "alink_replies_unsent_total": 0,

@@ -38,6 +38,7 @@ from ingest.writer import BatchWriter
 from store import schema
 from store.conninfo import as_role
 from store.devices import DirectoryReader, follow_changes
+from store.pools import DatabasePool, PoolWatch
 
 __all__ = ["RuleEngine", "run_pipeline", "tune_gc"]
 
@@ -113,36 +114,46 @@ def run_pipeline(
     # Everything else runs as the pipeline's role (migration 0008, docs/security.md).
     url = as_role(settings.database_url, settings.ingest.database_role)
     worker = _worker_name(settings)
+    counters = counters if counters is not None else PipelineCounters()
+    # Every long-lived database user of the process has a pool of its own (store.pools),
+    # opened here and closed when the pipeline stops; what they went through is counted.
+    pools = PoolWatch()
     writer = BatchWriter(
         url=url,
         worker=worker,
         dead_payload_bytes=settings.validation.max_payload_bytes,
+        watch=pools,
     )
-    counters = counters if counters is not None else PipelineCounters()
+    writer.open()
 
     # One device directory for the gateway and the rule engine, read while the commit
-    # thread writes, so over a plain connection of its own (no staging tables).
-    reader = DirectoryReader(url)
+    # thread writes, so over a pool of its own (plain connections, no staging tables).
+    reader = DirectoryReader(url, watch=pools)
+    reader.open()
     directory = reader.directory(miss_refresh_s=settings.ingest.registry_refresh_s)
 
     def save_metrics(snapshot: dict[str, object]) -> None:
-        try:
-            conn = writer.connection()
-            with conn.transaction():
-                conn.execute(
-                    "INSERT INTO pipeline_metrics (worker, updated_at, counters)"
-                    " VALUES (%s, %s, %s)"
-                    " ON CONFLICT (worker) DO UPDATE"
-                    " SET updated_at = excluded.updated_at, counters = excluded.counters",
-                    (
-                        settings.gateway.client_id,
-                        datetime.now(UTC),
-                        Jsonb({**snapshot, **(extra_metrics() if extra_metrics else {})}),
-                    ),
-                )
-        except psycopg.OperationalError as exc:
-            writer.close()
-            raise ServiceUnavailable("database", str(exc)) from exc
+        lost, failed = pools.connections_lost(), pools.reconnect_failures
+        counters.set("database_connections_lost_total", lost)
+        counters.set("database_reconnect_failures_total", failed)
+        figures = {
+            **snapshot,
+            "database_connections_lost_total": lost,
+            "database_reconnect_failures_total": failed,
+            **(extra_metrics() if extra_metrics else {}),
+        }
+        with writer.connection() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "INSERT INTO pipeline_metrics (worker, updated_at, counters)"
+                        " VALUES (%s, %s, %s)"
+                        " ON CONFLICT (worker) DO UPDATE"
+                        " SET updated_at = excluded.updated_at, counters = excluded.counters",
+                        (settings.gateway.client_id, datetime.now(UTC), Jsonb(figures)),
+                    )
+            except psycopg.OperationalError as exc:
+                raise ServiceUnavailable("database", str(exc)) from exc
 
     report_state = _state_reporter(url, settings.gateway.client_id)
     hooks = FaultHooks(settings.test_hooks)
@@ -187,7 +198,7 @@ def run_pipeline(
         alert_listener = (
             engine(directory)
             if engine is not None
-            else _alert_listener(settings, bridge, url, hooks, directory)
+            else _alert_listener(settings, bridge, url, hooks, directory, pools)
         )
         listeners = (*listeners, alert_listener)
     pipeline = Pipeline(
@@ -260,27 +271,23 @@ _HEARTBEAT = (
 
 
 def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
-    """The worker's heartbeat and state, over a connection of its own: the heartbeat
-    must not wait behind a batch, and a failed thread may hold the writer's."""
-    heartbeat_url = as_role(url, "", options=_NO_HANG)
-    conn: list[psycopg.Connection[tuple[object, ...]]] = []
+    """The worker's heartbeat and state, over a pool of its own: the heartbeat must
+    not wait behind a batch, and a failed thread may hold the writer's connection."""
+    pool = DatabasePool(
+        as_role(url, "", options=_NO_HANG), name="heartbeat", max_size=1, autocommit=True
+    )
     lock = threading.Lock()
 
     def report(state: str, failure: str) -> None:
         with lock:
             try:
-                if not conn or conn[0].closed or conn[0].broken:
-                    conn[:] = [psycopg.connect(heartbeat_url, connect_timeout=5, autocommit=True)]
-                conn[0].execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
+                with pool.connection() as conn:
+                    conn.execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
             except psycopg.OperationalError as exc:
-                for c in conn:
-                    c.close()
-                conn.clear()
                 raise ServiceUnavailable("database", str(exc)) from exc
-            if state != "running":
-                for c in conn:
-                    c.close()
-                conn.clear()
+            finally:
+                if state != "running":  # the last report: the pool's threads end with it
+                    pool.close()
 
     return report
 
@@ -317,6 +324,7 @@ def _alert_listener(
     url: str,
     hooks: FaultHooks,
     directory: DeviceDirectory,
+    pools: PoolWatch | None = None,
 ) -> AlertListener:
     """The rule engine as a listener: its own store connection (``url``: as the pipeline's
     role), MQTT client and webhooks."""
@@ -341,6 +349,7 @@ def _alert_listener(
             worker=settings.gateway.client_id,
             flood_threshold=alerts.flood_threshold,
             flood_window_s=alerts.flood_window_s,
+            watch=pools,
         ),
         settings=alerts,
         topic_filter=settings.gateway.topic_filter,

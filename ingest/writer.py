@@ -25,8 +25,10 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -37,6 +39,7 @@ from core.models import Reading
 from core.storage import StoragePath
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 from store.layout import read_config
+from store.pools import DatabasePool, PoolWatch
 
 __all__ = ["BatchWriter", "MergeStatements", "is_outage", "merge_statements"]
 
@@ -183,7 +186,8 @@ def _text(value: str) -> str:
 
 
 class BatchWriter:
-    """Writes batches over one connection, reconnecting after an outage."""
+    """Writes batches over a connection pool of its own (``store.pools``): each batch
+    takes a checked connection, and a lost one is replaced by the pool."""
 
     def __init__(
         self,
@@ -192,40 +196,49 @@ class BatchWriter:
         worker: str,
         dead_payload_bytes: int = DEAD_PAYLOAD_BYTES,
         store_refused: bool = True,
+        watch: PoolWatch | None = None,
     ) -> None:
         self.url = url
         self.worker = worker
         self.dead_payload_bytes = dead_payload_bytes
         # Off for replays: a message refused again already has its dead letter.
         self.store_refused = store_refused
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._merge_fast = merge_statements(StoragePath.POSTGRESQL, on_conflict=False)
         self._merge_safe = merge_statements(StoragePath.POSTGRESQL, on_conflict=True)
+        # One commit thread writes; the second connection is a spare the pool makes
+        # while it is still retrying the first after an outage.
+        self._pool = DatabasePool(
+            url, name="writer", min_size=1, max_size=2, configure=self._configure, watch=watch
+        )
+
+    def open(self) -> None:
+        """Start connecting (a service's start); the first write does it otherwise."""
+        self._pool.open()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._pool.close()
 
-    def connection(self) -> psycopg.Connection[tuple[object, ...]]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self.close()
-            try:
-                conn = psycopg.connect(self.url, connect_timeout=5)
-                for ddl in (*_SESSION, *_STAGE_DDL):
-                    conn.execute(ddl)
-                path = read_config(conn).path
-                conn.commit()
-            except psycopg.Error as exc:
-                raise ServiceUnavailable("database", str(exc).strip()) from exc
-            self._conn = conn
-            self._merge_fast = merge_statements(path, on_conflict=False)
-            self._merge_safe = merge_statements(path, on_conflict=True)
-        return self._conn
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A checked connection of the writer's pool, set up as the writer's (the
+        worker's own bookkeeping, benchmarks); ``ServiceUnavailable`` if none comes."""
+        return self._pool.connection()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each new connection: the writer's planner settings and staging tables, and
+        the statements of the storage path it finds."""
+        for ddl in (*_SESSION, *_STAGE_DDL):
+            conn.execute(ddl)
+        path = read_config(conn).path
+        conn.commit()
+        self._merge_fast = merge_statements(path, on_conflict=False)
+        self._merge_safe = merge_statements(path, on_conflict=True)
 
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch; raise ``ServiceUnavailable`` if the database is unreachable."""
-        conn = self.connection()
+        with self._pool.connection() as conn:
+            return self._write(conn, batch)
+
+    def _write(self, conn: psycopg.Connection[tuple[object, ...]], batch: Batch) -> WriteResult:
         try:
             for attempt in itertools.count(1):
                 try:
@@ -239,8 +252,7 @@ class BatchWriter:
                     _LOG.warning("batch rolled back by the server (%s); writing it again", exc)
             raise AssertionError("unreachable")
         except psycopg.Error as exc:
-            if is_outage(exc):
-                self.close()
+            if is_outage(exc):  # a broken connection goes back to the pool, which replaces it
                 raise ServiceUnavailable("database", str(exc).strip()) from exc
             raise
 

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ServiceUnavailable
+from store.pools import DatabasePool, PoolWatch
 
 __all__ = ["DEVICES_CHANNEL", "DirectoryReader", "follow_changes", "load_all", "load_some"]
 
@@ -60,26 +61,27 @@ def load_some(conn: Conn, device_ids: Collection[str]) -> dict[str, DeviceInfo]:
 
 
 class DirectoryReader:
-    """The directory's loaders over one plain connection of their own (re-opened after
-    an outage, which is ``ServiceUnavailable``); the directory calls one at a time."""
+    """The directory's loaders over a connection pool of their own (``store.pools``),
+    apart from the writer's; an outage is ``ServiceUnavailable``. The directory calls
+    one at a time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, watch: PoolWatch | None = None) -> None:
         self.url = url
-        self._conn: Conn | None = None
+        # One reader at a time; the second is the pool's spare during a reconnect.
+        self._pool = DatabasePool(url, name="directory", min_size=1, max_size=2, watch=watch)
+
+    def open(self) -> None:
+        self._pool.open()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._pool.close()
 
     def _run(self, work: Callable[[Conn], dict[str, DeviceInfo]]) -> dict[str, DeviceInfo]:
-        try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = psycopg.connect(self.url, connect_timeout=5)
-            return work(self._conn)
-        except psycopg.OperationalError as exc:
-            self.close()
-            raise ServiceUnavailable("database", str(exc).strip()) from exc
+        with self._pool.connection() as conn:
+            try:
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                raise ServiceUnavailable("database", str(exc).strip()) from exc
 
     def load_all(self) -> dict[str, DeviceInfo]:
         return self._run(load_all)

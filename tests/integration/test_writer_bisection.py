@@ -9,6 +9,7 @@ once it is back.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -19,6 +20,7 @@ from core.models import DeviceEvent, Reading
 from ingest.batch import Accepted, Batch, DeadLetter
 from ingest.writer import BatchWriter
 from store import schema
+from tests.integration.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +108,12 @@ def test_a_batch_refused_for_unforeseen_reasons_is_bisected(
     assert (size, length) == (100_000, 1024)
 
 
+_WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+)
+_TERMINATE = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+
+
 def test_an_outage_is_not_a_refusal(fresh_database_url: str, unique_id: str) -> None:
     device = f"d{unique_id}"
     _setup(fresh_database_url, f"c{unique_id}", device)
@@ -113,19 +121,37 @@ def test_an_outage_is_not_a_refusal(fresh_database_url: str, unique_id: str) -> 
     batch = Batch(accepted=[_reading(device, i, now) for i in range(10)])
     name = f"writer-{unique_id}"
     writer = BatchWriter(url=f"{fresh_database_url}?application_name={name}", worker="t")
-    try:
-        writer.connection()
-        # The server ends the writer's session: what a restart or a network cut looks like.
-        _rows(
-            fresh_database_url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            name,
-        )
-        with pytest.raises(ServiceUnavailable):
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
             writer.write(batch)
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            failures.append(exc)
+
+    try:
+        with writer.connection() as conn:
+            first_pid = conn.info.backend_pid
+        # The batch is under way (it waits on the lock) when the server ends the
+        # writer's session: what a restart or a network cut mid-transaction looks like.
+        with psycopg.connect(fresh_database_url) as locker:
+            locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+            writing = threading.Thread(target=write, name=f"write-{unique_id}")
+            writing.start()
+            wait_for(
+                lambda: _rows(fresh_database_url, _WAITING, name) == [(1,)],
+                30,
+                "the writer's batch waiting on the lock",
+            )
+            _rows(fresh_database_url, _TERMINATE, name)
+            writing.join(30)
+        assert len(failures) == 1
+        assert isinstance(failures[0], ServiceUnavailable)
         assert _rows(fresh_database_url, "SELECT count(*) FROM dead_letters") == [(0,)]
         assert _rows(fresh_database_url, "SELECT count(*) FROM readings") == [(0,)]
-        result = writer.write(batch)  # reconnects: the same batch, whole
+        result = writer.write(batch)  # the pool's new connection: the same batch, whole
+        with writer.connection() as conn:
+            assert conn.info.backend_pid != first_pid
     finally:
         writer.close()
     assert result.rows_written == 10
