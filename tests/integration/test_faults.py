@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -69,6 +70,9 @@ class Rig:
 
     def rows(self) -> int:
         return count(self.url)
+
+    def reached(self, rows: int) -> bool:
+        return self.rows() >= rows
 
     def wait_rows(self, rows: int, what: str) -> None:
         wait_for(lambda: self.rows() >= rows, 120, what)
@@ -175,6 +179,51 @@ def test_postgres_stopped_for_10s_mid_stream_loses_nothing(
             ).fetchone()
         assert row is not None
         assert row[0] >= 1, "the pipeline never saw the outage: the test proved nothing"
+
+
+# Every session on the test's database but the caller's: the pipeline's pooled
+# connections (writer, directory, alert store, heartbeat) and its LISTEN feed.
+_TERMINATE_ALL = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+KILLS = 3
+
+
+def test_database_sessions_killed_mid_stream_lose_nothing(
+    fresh_database_url: str, private_broker: EmbeddedBroker, unique_id: str, tmp_path: Path
+) -> None:
+    """The server ends every session of the pipeline, three times under load: its
+    pools make new connections, a batch cut off mid-transaction is written again, and
+    every accepted reading is stored once."""
+    messages = 12_000
+    total = messages * METRICS
+    with rig(fresh_database_url, private_broker, f"t{unique_id}", tmp_path) as r:
+        sender = threading.Thread(target=r.send, args=(messages,), kwargs={"pause_every": 500})
+        sender.start()
+        killed: list[int] = []
+        try:
+            for kill in range(1, KILLS + 1):
+                wait_for(partial(r.reached, total * kill // (KILLS + 1)), 60, f"kill {kill}")
+                with psycopg.connect(r.url, autocommit=True) as conn:
+                    row = conn.execute(_TERMINATE_ALL).fetchone()
+                killed.append(int(row[0]) if row is not None else 0)
+            rows_at_last_kill = r.rows()
+        finally:
+            sender.join(120)
+        assert all(killed), f"a kill found no session of the pipeline: {killed}"
+        assert rows_at_last_kill < total, "the kills came too late to test anything"
+        r.publisher.flush()
+        r.wait_rows(total, "every row after the kills")
+        assert r.proc.poll() is None, "the pipeline died with its connections"
+        r.assert_exactly_once(messages)
+        stop_process(r.proc)  # a clean stop saves the final counters
+        with psycopg.connect(r.url) as conn:
+            saved = conn.execute(
+                "SELECT (counters->>'database_connections_lost_total')::int FROM pipeline_metrics"
+            ).fetchone()
+        assert saved is not None
+        assert saved[0] >= KILLS, "the pools never saw a lost connection: the test proved nothing"
 
 
 def test_broker_restarted_mid_stream_loses_and_duplicates_nothing(
