@@ -42,8 +42,10 @@ from core.dispatch_contract import (
     parse_reply,
     reply_topic,
 )
+from core.errors import ServiceUnavailable
 from core.webhook_targets import private_destination
 from store.incidents import DispatchError, escalate_due, infer_arrivals, respond, sync_alerts
+from store.pools import DatabasePool
 
 __all__ = ["IncidentDesk"]
 
@@ -108,6 +110,8 @@ class IncidentDesk:
         self._thread: threading.Thread | None = None
         self._beat: Callable[[str], None] | None = None
         self._connected = threading.Event()
+        # Opened by the desk's thread on first use, closed when it ends (store.pools).
+        self._pool = DatabasePool(url, name="incidents", max_size=1, autocommit=True)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -169,23 +173,20 @@ class IncidentDesk:
         self._client.loop_stop()
 
     def _run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
-                self.tick(conn)
-            except psycopg.OperationalError as exc:
-                _LOG.warning("incident desk: database unavailable: %s", exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            if self._beat is not None:
-                self._beat(_THREAD)
-            self._wake.wait(self.tick_s)
-            self._wake.clear()
-        if conn is not None:
-            conn.close()
+        try:
+            while not self._stop.is_set():
+                try:
+                    with self._pool.connection() as conn:
+                        self.tick(conn)
+                except (psycopg.OperationalError, ServiceUnavailable) as exc:
+                    # A broken connection goes back to the pool, which replaces it.
+                    _LOG.warning("incident desk: database unavailable: %s", exc)
+                if self._beat is not None:
+                    self._beat(_THREAD)
+                self._wake.wait(self.tick_s)
+                self._wake.clear()
+        finally:
+            self._pool.close()  # its connections and threads end with the desk's
 
     # --- one pass ---
 

@@ -30,8 +30,10 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.store import Notice
+from core.errors import ServiceUnavailable
 from core.topics import alert_topic
 from core.webhook_targets import private_destination
+from store.pools import DatabasePool
 
 __all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "sign"]
 
@@ -103,7 +105,7 @@ class MqttAlertPublisher:
 
 
 class WebhookSender:
-    """Delivers the outbox; one thread, its own connection."""
+    """Delivers the outbox; one thread, a connection pool of its own (``store.pools``)."""
 
     def __init__(
         self,
@@ -126,6 +128,8 @@ class WebhookSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beat: Callable[[str], None] | None = None
+        # Opened by the sender's thread on first use, closed when it ends.
+        self._pool = DatabasePool(url, name="webhooks", max_size=1, autocommit=True)
 
     def start(
         self,
@@ -152,25 +156,22 @@ class WebhookSender:
         self._wake.set()
 
     def _run(self) -> None:
-        conn: psycopg.Connection[Any] | None = None
         name = threading.current_thread().name
-        while not self._stop.is_set():
-            if self._beat is not None:
-                self._beat(name)
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
-                while self.deliver_due(conn) and not self._stop.is_set():
-                    pass
-            except psycopg.OperationalError as exc:
-                _LOG.warning("webhook sender: database unavailable: %s", exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self._wake.wait(_POLL_S)
-            self._wake.clear()
-        if conn is not None:
-            conn.close()
+        try:
+            while not self._stop.is_set():
+                if self._beat is not None:
+                    self._beat(name)
+                try:
+                    with self._pool.connection() as conn:
+                        while self.deliver_due(conn) and not self._stop.is_set():
+                            pass
+                except (psycopg.OperationalError, ServiceUnavailable) as exc:
+                    # A broken connection goes back to the pool, which replaces it.
+                    _LOG.warning("webhook sender: database unavailable: %s", exc)
+                self._wake.wait(_POLL_S)
+                self._wake.clear()
+        finally:
+            self._pool.close()  # its connections and threads end with the sender's
 
     def deliver_due(self, conn: psycopg.Connection[Any]) -> int:
         """Send what is due now; return how many were tried."""

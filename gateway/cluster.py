@@ -26,6 +26,7 @@ from gateway.service import run_pipeline
 from gateway.shard_alerts import ShardAlertListener, ShardRouter
 from gateway.shards import queue_name
 from store.conninfo import as_role
+from store.pools import PoolWatch
 
 __all__ = ["run_cluster_worker"]
 
@@ -107,6 +108,7 @@ def run_cluster_worker(
     cluster = settings.cluster
     alerts = settings.alerts
     holder: list[AmqpSource] = []
+    pools = PoolWatch()  # the shards' alert stores count into the worker's figures
     # The process's one device directory, made by run_pipeline before the engine.
     directories: list[DeviceDirectory] = []
     limits = Limits(
@@ -131,6 +133,7 @@ def run_cluster_worker(
                 worker=queue_name(cluster.queue_prefix, shard),
                 flood_threshold=alerts.flood_threshold,
                 flood_window_s=alerts.flood_window_s,
+                watch=pools,
             ),
             settings=alerts,
             healthy=healthy,
@@ -192,4 +195,5 @@ def run_cluster_worker(
         source=source,
         engine=engine,
         extra_metrics=extra,
+        pools=pools,
     )

@@ -97,6 +97,7 @@ def run_pipeline(
     source: MessageSource | None = None,
     engine: Callable[[DeviceDirectory], RuleEngine] | None = None,
     extra_metrics: Callable[[], dict[str, object]] | None = None,
+    pools: PoolWatch | None = None,
 ) -> None:
     """Run gateway and ingest until ``stop`` is set.
 
@@ -106,7 +107,8 @@ def run_pipeline(
     pipeline counts into (a test watches them to know what was committed). A
     clustered worker (gateway.cluster) passes its AMQP ``source``, the factory of
     its sharded rule ``engine`` (given the process's one device directory) and the
-    shard figures for /metrics; ``run`` passes none.
+    shard figures for /metrics, and the ``pools`` watch its shards' stores report to;
+    ``run`` passes none.
     """
     if settings.database_url is None or (settings.mqtt_url is None and source is None):
         raise ConfigurationError("set SC_DATABASE_URL and SC_MQTT_URL (or use `demo`)")
@@ -117,7 +119,7 @@ def run_pipeline(
     counters = counters if counters is not None else PipelineCounters()
     # Every long-lived database user of the process has a pool of its own (store.pools),
     # opened here and closed when the pipeline stops; what they went through is counted.
-    pools = PoolWatch()
+    pools = pools if pools is not None else PoolWatch()
     writer = BatchWriter(
         url=url,
         worker=worker,
