@@ -45,6 +45,7 @@ from api.routes.alerts import NOTIFY_CHANNEL
 from api.scope import ERROR_RESPONSES, authorize, check_routes
 from core.errors import ConfigurationError
 from core.settings import Settings
+from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S, PoolWatch
 from store.schema import upgrade
 
 __all__ = ["API_VERSION", "ScopeLeftOver", "app_from_env", "create_app", "pool_hooks"]
@@ -140,15 +141,21 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(upgrade, url)
         configure, reset = pool_hooks(settings.api.database_role)
+        watch = PoolWatch()
+        app.state.pool_watch = watch
         pool: Pool = ConnectionPool(
             url,
             open=False,
             check=ConnectionPool.check_connection,
             configure=configure,
             reset=reset,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             min_size=POOL_MIN_SIZE,
             max_size=POOL_MAX_SIZE,
+            # The pipeline's pools' settings (store.pools): attempts at most ~8 s
+            # apart, and each given-up reconnection counted for /health.
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            reconnect_failed=watch.gave_up,
             name="api",
         )
         await run_in_threadpool(pool.open, wait=True, timeout=POOL_OPEN_TIMEOUT_S)

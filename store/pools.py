@@ -33,6 +33,7 @@ from core.errors import ServiceUnavailable
 
 __all__ = [
     "ACQUIRE_TIMEOUT_S",
+    "CONNECT_TIMEOUT_S",
     "RECONNECT_TIMEOUT_S",
     "Conn",
     "DatabasePool",
@@ -77,6 +78,11 @@ class PoolWatch:
             self.reconnect_failures += 1
             self.last_failure = name
 
+    def gave_up(self, pool: ConnectionPool[Any]) -> None:
+        """psycopg_pool's ``reconnect_failed`` for a pool made elsewhere (the API's)."""
+        _log_gave_up(pool.name, pool.reconnect_timeout)
+        self.reconnect_failed(pool.name)
+
     def connections_lost(self) -> int:
         """Pooled connections found broken (at the check or when returned), all pools."""
         with self._lock:
@@ -101,8 +107,10 @@ class DatabasePool:
         configure: Callable[[Conn], None] | None = None,
         autocommit: bool = False,
         watch: PoolWatch | None = None,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
     ) -> None:
         self.url = url
+        self.reconnect_timeout_s = reconnect_timeout_s
         self.name = name
         self.min_size = min_size
         self.max_size = max_size
@@ -130,7 +138,7 @@ class DatabasePool:
                 configure=self.configure,
                 check=ConnectionPool.check_connection,
                 timeout=ACQUIRE_TIMEOUT_S,
-                reconnect_timeout=RECONNECT_TIMEOUT_S,
+                reconnect_timeout=self.reconnect_timeout_s,
                 reconnect_failed=self._reconnect_failed,
                 num_workers=_WORKERS,
             )
@@ -175,13 +183,17 @@ class DatabasePool:
             pool.putconn(conn)
 
     def _reconnect_failed(self, pool: ConnectionPool[Conn]) -> None:
-        _LOG.error(
-            "database pool %s: no connection for %.0f s; trying again on the next request",
-            self.name,
-            RECONNECT_TIMEOUT_S,
-        )
+        _log_gave_up(self.name, self.reconnect_timeout_s)
         if self.watch is not None:
             self.watch.reconnect_failed(self.name)
+
+
+def _log_gave_up(name: str, after_s: float) -> None:
+    _LOG.error(
+        "database pool %s: no connection for %.0f s; trying again on the next request",
+        name,
+        after_s,
+    )
 
 
 def _lost(pool: ConnectionPool[Conn]) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
 from api.auth import CurrentPrincipal
@@ -40,7 +40,7 @@ _DEVICES = (
 
 
 @router.get("/health", responses={503: {"model": Health}})
-def health(pool: PoolDep, response: Response) -> Health:
+def health(pool: PoolDep, request: Request, response: Response) -> Health:
     """200 when the database answers and no pipeline worker failed or went silent,
     503 otherwise. No credentials needed."""
     try:
@@ -48,7 +48,7 @@ def health(pool: PoolDep, response: Response) -> Health:
             workers = conn.execute(_PIPELINE, (MISSED_BEATS,)).fetchall()
     except psycopg.OperationalError:  # includes PoolTimeout
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Health(status="unavailable", database="unreachable")
+        return Health(status="unavailable", database="unreachable", detail=_gave_up(request))
     failed = [f"{w}: {failure}" for w, state, failure, _ in workers if state == "failed"]
     stale = [f"{w}: no heartbeat" for w, state, _, late in workers if state == "running" and late]
     if failed or stale:
@@ -60,6 +60,15 @@ def health(pool: PoolDep, response: Response) -> Health:
             detail="; ".join([*failed, *stale])[:1000],
         )
     return Health(status="ok", database="ok", pipeline="ok" if workers else "none")
+
+
+def _gave_up(request: Request) -> str | None:
+    """How often the API's pool gave up reconnecting (store.pools), if it did."""
+    watch = getattr(request.app.state, "pool_watch", None)
+    failures = watch.reconnect_failures if watch is not None else 0
+    if not failures:
+        return None
+    return f"the API's connection pool gave up reconnecting {failures} time(s); still trying"
 
 
 # Process figures (pipeline counters) are for those who run the control room; figures
