@@ -157,7 +157,7 @@ def run_pipeline(
             except psycopg.OperationalError as exc:
                 raise ServiceUnavailable("database", str(exc)) from exc
 
-    report_state = _state_reporter(url, settings.gateway.client_id)
+    report_state, heartbeat_pool = _state_reporter(url, settings.gateway.client_id)
     hooks = FaultHooks(settings.test_hooks)
     if hooks.active:
         _LOG.warning("test hooks are set: %s", settings.test_hooks)
@@ -255,6 +255,7 @@ def run_pipeline(
             desk.stop()
         bridge.stop()
         writer.close()
+        heartbeat_pool.close()  # closed by the last report already, unless it never came
         maintenance.join(30)
         directory_feed.join(30)
         reader.close()
@@ -272,9 +273,10 @@ _HEARTBEAT = (
 )
 
 
-def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
-    """The worker's heartbeat and state, over a pool of its own: the heartbeat must
-    not wait behind a batch, and a failed thread may hold the writer's connection."""
+def _state_reporter(url: str, worker: str) -> tuple[Callable[[str, str], None], DatabasePool]:
+    """The worker's heartbeat and state, over a pool of its own (returned, for the
+    service to close): the heartbeat must not wait behind a batch, and a failed thread
+    may hold the writer's connection."""
     pool = DatabasePool(
         as_role(url, "", options=_NO_HANG), name="heartbeat", max_size=1, autocommit=True
     )
@@ -291,7 +293,7 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
                 if state != "running":  # the last report: the pool's threads end with it
                     pool.close()
 
-    return report
+    return report, pool
 
 
 def _incident_desk(settings: Settings, url: str) -> IncidentDesk:
