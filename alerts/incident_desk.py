@@ -111,7 +111,7 @@ class IncidentDesk:
         self._beat: Callable[[str], None] | None = None
         self._connected = threading.Event()
         # Opened by the desk's thread on first use, closed when it ends (store.pools).
-        self._pool = DatabasePool(url, name="incidents", max_size=1, autocommit=True)
+        self._pool = DatabasePool(url, name="incidents", autocommit=True)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,

@@ -129,7 +129,7 @@ class WebhookSender:
         self._thread: threading.Thread | None = None
         self._beat: Callable[[str], None] | None = None
         # Opened by the sender's thread on first use, closed when it ends.
-        self._pool = DatabasePool(url, name="webhooks", max_size=1, autocommit=True)
+        self._pool = DatabasePool(url, name="webhooks", autocommit=True)
 
     def start(
         self,

@@ -194,8 +194,8 @@ class AlertStore:
         self.in_maintenance: set[str] = set()  # devices whose registry state says so
         self.has_webhooks = True
         self.refused = 0
-        # One listener thread writes; the second is the pool's spare during a reconnect.
-        self._pool = DatabasePool(url, name="alerts", min_size=1, max_size=2, watch=watch)
+        # One listener thread writes: one connection (store.pools.DatabasePool).
+        self._pool = DatabasePool(url, name="alerts", watch=watch)
 
     # -- connection ---------------------------------------------------------------
 

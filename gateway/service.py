@@ -277,9 +277,7 @@ def _state_reporter(url: str, worker: str) -> tuple[Callable[[str, str], None], 
     """The worker's heartbeat and state, over a pool of its own (returned, for the
     service to close): the heartbeat must not wait behind a batch, and a failed thread
     may hold the writer's connection."""
-    pool = DatabasePool(
-        as_role(url, "", options=_NO_HANG), name="heartbeat", max_size=1, autocommit=True
-    )
+    pool = DatabasePool(as_role(url, "", options=_NO_HANG), name="heartbeat", autocommit=True)
     lock = threading.Lock()
 
     def report(state: str, failure: str) -> None:

@@ -205,11 +205,8 @@ class BatchWriter:
         self.store_refused = store_refused
         self._merge_fast = merge_statements(StoragePath.POSTGRESQL, on_conflict=False)
         self._merge_safe = merge_statements(StoragePath.POSTGRESQL, on_conflict=True)
-        # One commit thread writes; the second connection is a spare the pool makes
-        # while it is still retrying the first after an outage.
-        self._pool = DatabasePool(
-            url, name="writer", min_size=1, max_size=2, configure=self._configure, watch=watch
-        )
+        # One commit thread writes: one connection (store.pools.DatabasePool).
+        self._pool = DatabasePool(url, name="writer", configure=self._configure, watch=watch)
 
     def open(self) -> None:
         """Start connecting (a service's start); the first write does it otherwise."""

@@ -67,8 +67,8 @@ class DirectoryReader:
 
     def __init__(self, url: str, *, watch: PoolWatch | None = None) -> None:
         self.url = url
-        # One reader at a time; the second is the pool's spare during a reconnect.
-        self._pool = DatabasePool(url, name="directory", min_size=1, max_size=2, watch=watch)
+        # One load at a time: one connection.
+        self._pool = DatabasePool(url, name="directory", watch=watch)
 
     def open(self) -> None:
         self._pool.open()

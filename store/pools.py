@@ -95,6 +95,10 @@ class DatabasePool:
 
     ``configure`` runs once on each new connection (session settings, temporary
     tables) and must leave it idle. ``autocommit`` is the connections' mode.
+    ``max_size`` is 1 for a user that works on one thread at a time: with room to
+    grow, a request made while the first connection is still being made opens a
+    second, and the two then take turns (twice the sessions, staging tables and
+    prepared statements for the same work).
     """
 
     def __init__(
@@ -103,7 +107,7 @@ class DatabasePool:
         *,
         name: str,
         min_size: int = 1,
-        max_size: int = 2,
+        max_size: int = 1,
         configure: Callable[[Conn], None] | None = None,
         autocommit: bool = False,
         watch: PoolWatch | None = None,
