@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import ServiceUnavailable
 from firebridge.mapping import CommitKey, Point, PointSpec, Uitd
+from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S
 
 __all__ = ["BridgeStore", "DeadFrame"]
 
@@ -91,6 +92,14 @@ class DeadFrame:
         self.received_at = received_at
 
 
+def _gave_up(pool: AsyncConnectionPool[Any]) -> None:
+    _LOG.error(
+        "database pool %s: no connection for %.0f s; trying again on the next request",
+        pool.name,
+        pool.reconnect_timeout,
+    )
+
+
 class BridgeStore:
     def __init__(self, *, url: str, worker: str, max_size: int = 8) -> None:
         self.worker = worker
@@ -99,8 +108,12 @@ class BridgeStore:
             min_size=1,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             check=AsyncConnectionPool.check_connection,
+            # As every pool of the platform (store.pools): attempts at most ~8 s apart.
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            reconnect_failed=_gave_up,
+            name="fire-bridge",
         )
 
     async def open(self) -> None:
