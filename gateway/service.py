@@ -118,7 +118,8 @@ def run_pipeline(
     worker = _worker_name(settings)
     counters = counters if counters is not None else PipelineCounters()
     # Every long-lived database user of the process has a pool of its own (store.pools),
-    # opened here and closed when the pipeline stops; what they went through is counted.
+    # opened as the pipeline starts and closed when it stops; what they went through
+    # is counted.
     pools = pools if pools is not None else PoolWatch()
     writer = BatchWriter(
         url=url,
@@ -126,12 +127,10 @@ def run_pipeline(
         dead_payload_bytes=settings.validation.max_payload_bytes,
         watch=pools,
     )
-    writer.open()
 
     # One device directory for the gateway and the rule engine, read while the commit
     # thread writes, so over a pool of its own (plain connections, no staging tables).
     reader = DirectoryReader(url, watch=pools)
-    reader.open()
     directory = reader.directory(miss_refresh_s=settings.ingest.registry_refresh_s)
 
     def save_metrics(snapshot: dict[str, object]) -> None:
@@ -231,6 +230,9 @@ def run_pipeline(
         services_stop,
         supervisor.beat,
     )
+    # Pools start connecting here, with the services that close them in `finally`.
+    writer.open()
+    reader.open()
     bridge.start()
     supervisor.watch("mqtt-network", bridge.network_alive)
     try:
