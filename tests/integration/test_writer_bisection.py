@@ -139,7 +139,7 @@ def test_an_outage_is_not_a_refusal(fresh_database_url: str, unique_id: str) -> 
             writing = threading.Thread(target=write, name=f"write-{unique_id}")
             writing.start()
             wait_for(
-                lambda: _rows(fresh_database_url, _WAITING, name) == [(1,)],
+                lambda: _rows(fresh_database_url, _WAITING, name) != [(0,)],
                 30,
                 "the writer's batch waiting on the lock",
             )
