@@ -33,7 +33,13 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
-from alerts.notify import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from alerts.notify import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    outage_text,
+    sign,
+)
 from core.dispatch_contract import (
     REPLY_FILTER,
     BadReply,
@@ -180,7 +186,7 @@ class IncidentDesk:
                         self.tick(conn)
                 except (psycopg.OperationalError, ServiceUnavailable) as exc:
                     # A broken connection goes back to the pool, which replaces it.
-                    _LOG.warning("incident desk: database unavailable: %s", exc)
+                    _LOG.warning("incident desk: %s", outage_text(exc))
                 if self._beat is not None:
                     self._beat(_THREAD)
                 self._wake.wait(self.tick_s)

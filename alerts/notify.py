@@ -35,7 +35,7 @@ from core.topics import alert_topic
 from core.webhook_targets import private_destination
 from store.pools import DatabasePool
 
-__all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "sign"]
+__all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "outage_text", "sign"]
 
 _LOG = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-SC-Signature"
@@ -104,6 +104,11 @@ class MqttAlertPublisher:
             self._client.publish(topic, body, qos=1)
 
 
+def outage_text(exc: Exception) -> str:
+    """ "database unavailable: <why>" for a driver error or a pool's ServiceUnavailable."""
+    return str(exc) if isinstance(exc, ServiceUnavailable) else f"database unavailable: {exc}"
+
+
 class WebhookSender:
     """Delivers the outbox; one thread, a connection pool of its own (``store.pools``)."""
 
@@ -167,7 +172,7 @@ class WebhookSender:
                             pass
                 except (psycopg.OperationalError, ServiceUnavailable) as exc:
                     # A broken connection goes back to the pool, which replaces it.
-                    _LOG.warning("webhook sender: database unavailable: %s", exc)
+                    _LOG.warning("webhook sender: %s", outage_text(exc))
                 self._wake.wait(_POLL_S)
                 self._wake.clear()
         finally:
