@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.cursors import LimitQuery
 from api.deps import ConnDep, SettingsDep, page_size
-from api.registry_places import create_building, create_unit, get_building, list_buildings
 from api.registry_schemas import BuildingPublic, BuildingsPublic
 from api.scope import Authorized, BuildingId, CommunityId, not_found
 from core.registry import BuildingSpec, UnitSpec
+from store.places import (
+    BuildingRecord,
+    create_building,
+    create_unit,
+    get_building,
+    list_buildings,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/communities/{community_id}/buildings", tags=["buildings"])
+
+
+def _public(record: BuildingRecord) -> BuildingPublic:
+    return BuildingPublic.model_validate(record, from_attributes=True)
+
+
+def _building_or_404(
+    conn: psycopg.Connection[Any], community_id: str, building_id: str
+) -> BuildingPublic:
+    found = get_building(conn, community_id, building_id)
+    if found is None:
+        raise not_found(f"no building {building_id!r}")
+    return _public(found)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -26,7 +46,7 @@ def add_building(
     created = create_building(conn, community_id, body)
     if created is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"building {body.id!r} already exists")
-    return created
+    return _public(created)
 
 
 @router.get("")
@@ -42,18 +62,15 @@ def buildings(
     size = page_size(settings, limit)
     rows = list_buildings(conn, community_id, after=after, limit=size + 1)
     more = len(rows) > size
-    rows = rows[:size]
-    return BuildingsPublic(data=rows, next_cursor=rows[-1].id if more else None)
+    data = [_public(r) for r in rows[:size]]
+    return BuildingsPublic(data=data, next_cursor=data[-1].id if more else None)
 
 
 @router.get("/{building_id}")
 def building(
     conn: ConnDep, _p: Authorized, community_id: CommunityId, building_id: BuildingId
 ) -> BuildingPublic:
-    found = get_building(conn, community_id, building_id)
-    if found is None:
-        raise not_found(f"no building {building_id!r}")
-    return found
+    return _building_or_404(conn, community_id, building_id)
 
 
 @router.post("/{building_id}/units", status_code=status.HTTP_201_CREATED)
@@ -65,10 +82,7 @@ def add_unit(
     body: UnitSpec,
 ) -> BuildingPublic:
     """Add a unit (flat, room) to a building; returns the building with its units."""
-    if get_building(conn, community_id, building_id) is None:
-        raise not_found(f"no building {building_id!r}")
+    _building_or_404(conn, community_id, building_id)
     if not create_unit(conn, community_id, building_id, body):
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"unit {body.id!r} already exists")
-    found = get_building(conn, community_id, building_id)
-    assert found is not None
-    return found
+    return _building_or_404(conn, community_id, building_id)

@@ -7,32 +7,16 @@ Who may do this, and which devices they see, is decided once for all routes by
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.responses import JSONResponse
-from psycopg import sql
-from psycopg.rows import class_row
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
-from api.registry_devices import (
-    DEVICE_SELECT,
-    DeviceRecord,
-    ImportReport,
-    LifecycleError,
-    Problem,
-    decommission,
-    get_device,
-    import_devices,
-    register_device,
-    rotate_credentials,
-    set_state,
-    update_device,
-)
-from api.registry_places import presence_of
 from api.registry_schemas import (
     DeviceImportError,
     DeviceImportPublic,
@@ -48,16 +32,30 @@ from api.scope import (
     Authorized,
     DeviceId,
     ValidationProblem,
-    community_filter,
     not_found,
     unknown_in_body,
 )
 from core.broker_acl import command_topic
 from core.connectivity import INACTIVITY_FACTOR, judge
 from core.device_csv import MAX_CSV_BYTES, CsvFileError, RowError, parse_devices_csv
+from core.fleet import presence_of
 from core.models import DeviceState
 from core.registry import DevicePatch, DeviceSpec, changed_fields
 from core.topics import device_filter
+from store.devices import (
+    DeviceRecord,
+    ImportReport,
+    LifecycleError,
+    Problem,
+    decommission,
+    get_device,
+    import_devices,
+    register_device,
+    rotate_credentials,
+    set_state,
+    update_device,
+)
+from store.devices import list_devices as select_devices
 
 __all__ = ["device_public", "get_device_or_404", "router"]
 
@@ -67,33 +65,9 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 def device_public(record: DeviceRecord, now: datetime) -> DevicePublic:
     grace = timedelta(seconds=INACTIVITY_FACTOR * record.expected_interval_s)
     reporting = record.last_received_at is not None and record.last_received_at > now - grace
-    return DevicePublic(
-        id=record.id,
-        community_id=record.community_id,
-        device_class=record.device_class,
-        model=record.model,
-        name=record.name,
-        state=DeviceState(record.state),
-        expected_interval_s=record.expected_interval_s,
-        created_at=record.created_at,
-        last_seen=record.last_seen,
-        last_received_at=record.last_received_at,
-        online=record.online,
-        status_at=record.status_at,
-        reporting=reporting,
-        connectivity=judge(presence_of(record), now),
-        battery=record.battery,
-        rssi=record.rssi,
-        building=record.building,
-        unit=record.unit,
-        floor=record.floor,
-        resident_id=record.resident_id,
-        installed_at=record.installed_at,
-        installed_by=record.installed_by,
-        updated_at=record.updated_at,
-        decommissioned_at=record.decommissioned_at,
-        has_credentials=record.has_credentials,
-        credentials_rotated_at=record.credentials_rotated_at,
+    connectivity = judge(presence_of(record), now)
+    return DevicePublic.model_validate(
+        {**asdict(record), "reporting": reporting, "connectivity": connectivity}
     )
 
 
@@ -255,26 +229,17 @@ def list_devices(
 ) -> DevicesPublic:
     """Devices of your communities ordered by id, optionally filtered."""
     size = page_size(settings, limit)
-    scope, params = community_filter(principal, "d.community_id")
-    where: list[sql.Composable] = [scope]
-    for column, value in (
-        ("community_id", community_id),
-        ("device_class", device_class),
-        ("state", state.value if state else None),
-        ("building", building),
-        ("resident_id", resident_id),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier("d", column)))
-            params.append(value)
-    if after is not None:
-        where.append(sql.SQL("d.id > %s"))
-        params.append(after)
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(
-        DEVICE_SELECT, sql.SQL(" AND ").join(where)
+    rows = select_devices(
+        conn,
+        within=principal.communities,
+        community_id=community_id,
+        device_class=device_class,
+        state=state.value if state else None,
+        building=building,
+        resident_id=resident_id,
+        after=after,
+        limit=size + 1,
     )
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        rows = cur.execute(query, [*params, size + 1]).fetchall()
     more = len(rows) > size
     now = clock()
     data = [device_public(r, now) for r in rows[:size]]

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.accounts import UserError, create_user, get_user, list_users, update_user
-from api.auth import Principal, create_token, list_tokens, revoke_token
+from api.auth import Principal
 from api.cursors import LimitQuery
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import (
@@ -23,12 +22,32 @@ from api.registry_schemas import (
     UsersPublic,
 )
 from api.scope import Authorized, OwnTokenId, TokenId, UserId, not_found
+from store.accounts import (
+    TokenInfo,
+    UserError,
+    UserRecord,
+    create_token,
+    create_user,
+    get_user,
+    list_tokens,
+    list_users,
+    revoke_token,
+    update_user,
+)
 
 __all__ = ["me_router", "router", "tokens_router"]
 
 router = APIRouter(prefix="/users", tags=["users"])
 tokens_router = APIRouter(prefix="/tokens", tags=["users"])
 me_router = APIRouter(prefix="/me", tags=["users"])
+
+
+def user_public(record: UserRecord) -> UserPublic:
+    return UserPublic.model_validate(record, from_attributes=True)
+
+
+def token_public(token: TokenInfo) -> TokenPublic:
+    return TokenPublic.model_validate(token, from_attributes=True)
 
 
 def _invalid(field: str, message: str) -> HTTPException:
@@ -65,8 +84,8 @@ def users(
     size = page_size(settings, limit)
     rows = list_users(conn, within=principal.communities, after=after, limit=size + 1)
     more = len(rows) > size
-    rows = rows[:size]
-    return UsersPublic(data=rows, next_cursor=str(rows[-1].id) if more else None)
+    data = [user_public(r) for r in rows[:size]]
+    return UsersPublic(data=data, next_cursor=str(data[-1].id) if more else None)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -74,20 +93,21 @@ def add_user(conn: ConnDep, principal: Authorized, body: UserCreate) -> UserPubl
     """Create a user with a role and communities; then give them a token."""
     _within_scope(principal, body.communities, body.all_communities)
     try:
-        return create_user(
+        created = create_user(
             conn, body.name, body.role, body.communities, all_communities=body.all_communities
         )
     except UserError as exc:
         if exc.field == "name":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
         raise _invalid(exc.field, str(exc)) from None
+    return user_public(created)
 
 
 def _user(conn: psycopg.Connection[Any], user_id: int) -> UserPublic:
     found = get_user(conn, user_id)
     if found is None:
         raise not_found(f"no user {user_id}")
-    return found
+    return user_public(found)
 
 
 @router.get("/{user_id}")
@@ -103,7 +123,7 @@ def change_user(
     _within_scope(principal, body.communities, body.all_communities)
     _user(conn, user_id)
     try:
-        return update_user(
+        updated = update_user(
             conn,
             user_id,
             role=body.role,
@@ -113,22 +133,11 @@ def change_user(
         )
     except UserError as exc:
         raise _invalid(exc.field, str(exc)) from None
+    return user_public(updated)
 
 
 def _token_public(conn: psycopg.Connection[Any], user_id: int) -> list[TokenPublic]:
-    return [
-        TokenPublic(
-            id=t.id,
-            name=t.name,
-            user_id=t.user_id,
-            user_name=t.user_name,
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            revoked_at=t.revoked_at,
-            last_used_at=t.last_used_at,
-        )
-        for t in list_tokens(conn, user_id)
-    ]
+    return [token_public(t) for t in list_tokens(conn, user_id)]
 
 
 def _new_token(conn: psycopg.Connection[Any], user_id: int, body: TokenCreate) -> TokenCreated:

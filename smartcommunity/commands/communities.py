@@ -6,15 +6,22 @@ import argparse
 import sys
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
 from pydantic import ValidationError
 
-from api.registry_places import create_building, create_unit, get_building, list_buildings
 from core.device_csv import validation_reason
 from core.registry import BuildingSpec, UnitSpec
 from core.topics import valid_id
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store.places import (
+    community_exists,
+    community_totals,
+    create_building,
+    create_community,
+    create_unit,
+    get_building,
+    list_buildings,
+)
 
 __all__ = ["register"]
 
@@ -32,27 +39,20 @@ def _create(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         return _fail(f"unknown time zone {args.time_zone!r}: use an IANA name")
     with connect() as conn:
-        try:
-            conn.execute(
-                "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)",
-                (args.id, args.name or args.id, args.kind, args.time_zone),
-            )
-        except psycopg.errors.UniqueViolation:
-            return _fail(f"community {args.id!r} already exists")
+        created = create_community(conn, args.id, args.name or args.id, args.kind, args.time_zone)
+    if created is None:
+        return _fail(f"community {args.id!r} already exists")
     print(f"created community {args.id} ({args.kind}, {args.time_zone})")
     return 0
 
 
 def _list(_args: argparse.Namespace) -> int:
     with connect() as conn:
-        rows = conn.execute(
-            "SELECT c.id, c.name, c.kind, c.time_zone,"
-            " (SELECT count(*) FROM devices d WHERE d.community_id = c.id"
-            "  AND d.state <> 'decommissioned'),"
-            " (SELECT count(*) FROM buildings b WHERE b.community_id = c.id)"
-            " FROM communities c ORDER BY c.id"
-        ).fetchall()
-    print_table(("id", "name", "kind", "time zone", "devices", "buildings"), rows)
+        totals = community_totals(conn)
+    print_table(
+        ("id", "name", "kind", "time zone", "devices", "buildings"),
+        ((t.id, t.name, t.kind, t.time_zone, t.devices, t.buildings) for t in totals),
+    )
     return 0
 
 
@@ -64,10 +64,7 @@ def _add_building(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        if (
-            conn.execute("SELECT 1 FROM communities WHERE id = %s", (args.community,)).fetchone()
-            is None
-        ):
+        if not community_exists(conn, args.community):
             return _fail(f"no community {args.community!r}")
         if create_building(conn, args.community, spec) is None:
             return _fail(f"building {args.id!r} already exists in {args.community}")

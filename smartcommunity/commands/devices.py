@@ -14,28 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-from psycopg.rows import class_row
 from pydantic import ValidationError
 
-from api.registry_devices import (
-    DEVICE_SELECT,
-    DeviceRecord,
-    LifecycleError,
-    Problem,
-    decommission,
-    get_device,
-    import_devices,
-    register_device,
-    rotate_credentials,
-    set_state,
-    update_device,
-)
-from api.registry_places import fleet_status, presence_of
 from core.broker_acl import command_topic
 from core.connectivity import judge
 from core.device_csv import CsvFileError, parse_devices_csv, validation_reason
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.fleet import presence_of
 from core.registry import DevicePatch, DeviceSpec
 from core.topics import device_filter
 from smartcommunity.cli_support import (
@@ -52,6 +37,20 @@ from smartcommunity.commissioning import (
     RegisteredDevice,
     wait_for_first_message,
     wait_stored,
+)
+from store.devices import (
+    DeviceRecord,
+    LifecycleError,
+    Problem,
+    decommission,
+    fleet_status,
+    get_device,
+    import_devices,
+    list_devices,
+    register_device,
+    rotate_credentials,
+    set_state,
+    update_device,
 )
 
 __all__ = ["register"]
@@ -208,22 +207,15 @@ _LIST_HEADER = (
 
 
 def _list(args: argparse.Namespace) -> int:
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[object] = []
-    for column, value in (
-        ("community_id", args.community),
-        ("device_class", args.device_class),
-        ("state", args.state),
-        ("building", args.building),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier("d", column)))
-            params.append(value)
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(
-        DEVICE_SELECT, sql.SQL(" AND ").join(where)
-    )
-    with connect() as conn, conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        rows = cur.execute(query, [*params, args.limit]).fetchall()
+    with connect() as conn:
+        rows = list_devices(
+            conn,
+            community_id=args.community,
+            device_class=args.device_class,
+            state=args.state,
+            building=args.building,
+            limit=args.limit,
+        )
     now = datetime.now(UTC)
     print_table(_LIST_HEADER, (_row(r, now) for r in rows))
     return 0

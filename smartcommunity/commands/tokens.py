@@ -12,11 +12,17 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
-from api.accounts import UserError, create_user, find_user
-from api.auth import create_token, list_tokens, revoke_token
 from core.access import Role
 from smartcommunity.cli_support import connect
 from smartcommunity.commands import SubParsers
+from store.accounts import (
+    UserError,
+    create_token,
+    create_user,
+    find_user,
+    list_tokens,
+    revoke_token,
+)
 
 __all__ = ["register"]
 

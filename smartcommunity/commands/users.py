@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.accounts import UserError, create_user, find_user, list_users, update_user
 from core.access import Role
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store.accounts import UserError, create_user, find_user, list_users, update_user
 
 __all__ = ["register"]
 
