@@ -34,6 +34,7 @@ from core.fleet import FleetStatus, summarize_fleet
 from core.passwords import hash_password, new_secret
 from core.registry import DeviceSpec
 from store import places
+from store.filters import list_filter
 
 __all__ = [
     "DEVICES_CHANNEL",
@@ -264,27 +265,17 @@ def list_devices(
 ) -> list[DeviceRecord]:
     """Devices by id, filtered by each argument given; ``within``: only these
     communities' (None: every community's)."""
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[object] = []
-    if within is not None:
-        where.append(sql.SQL("d.community_id = ANY(%s)"))
-        params.append(sorted(within))
-    for column, value in (
-        ("community_id", community_id),
-        ("device_class", device_class),
-        ("state", state),
-        ("building", building),
-        ("resident_id", resident_id),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier("d", column)))
-            params.append(value)
-    if after is not None:
-        where.append(sql.SQL("d.id > %s"))
-        params.append(after)
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(
-        _DEVICE, sql.SQL(" AND ").join(where)
+    where, params = list_filter(
+        "d",
+        within=within,
+        after=after,
+        community_id=community_id,
+        device_class=device_class,
+        state=state,
+        building=building,
+        resident_id=resident_id,
     )
+    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(_DEVICE, where)
     with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
         return cur.execute(query, [*params, limit]).fetchall()
 

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from core.registry import BuildingSpec, UnitSpec
+from store.filters import list_filter
 
 __all__ = [
     "BuildingRecord",
@@ -117,11 +119,9 @@ def list_communities(
     conn: Conn, *, within: Collection[str] | None, after: str | None, limit: int
 ) -> list[CommunityRecord]:
     """By id; ``within``: only these (None: every community)."""
-    where, params = "true", []
-    if within is not None:
-        where, params = "id = ANY(%s)", [sorted(within)]
-    query = f"{_COMMUNITY} WHERE {where} AND id > %s ORDER BY id LIMIT %s"
-    return [_community(r) for r in conn.execute(query.encode(), [*params, after or "", limit])]
+    where, params = list_filter(None, within=within, after=after, scope="id")
+    query = sql.SQL(_COMMUNITY + " WHERE {} ORDER BY id LIMIT %s").format(where)
+    return [_community(r) for r in conn.execute(query, [*params, limit])]
 
 
 def community_totals(conn: Conn) -> list[CommunityTotals]:

@@ -19,6 +19,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from core.registry import ResidentSpec
+from store.filters import list_filter
 
 __all__ = [
     "ResidentRecord",
@@ -69,17 +70,8 @@ def list_residents(
     limit: int,
 ) -> list[ResidentRecord]:
     """By id; ``within``: only these communities' (None: every community's)."""
-    where: list[sql.Composable] = [sql.SQL("r.id > %s")]
-    params: list[object] = [after or ""]
-    if within is not None:
-        where.append(sql.SQL("r.community_id = ANY(%s)"))
-        params.append(sorted(within))
-    if community_id is not None:
-        where.append(sql.SQL("r.community_id = %s"))
-        params.append(community_id)
-    query = sql.SQL("{} WHERE {} ORDER BY r.id LIMIT %s").format(
-        _SELECT, sql.SQL(" AND ").join(where)
-    )
+    where, params = list_filter("r", within=within, after=after, community_id=community_id)
+    query = sql.SQL("{} WHERE {} ORDER BY r.id LIMIT %s").format(_SELECT, where)
     with conn.cursor(row_factory=class_row(ResidentRecord)) as cur:
         return cur.execute(query, [*params, limit]).fetchall()
 

@@ -16,8 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg import sql
 
 from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
+from store.filters import list_filter
 
 __all__ = [
     "DutyBoard",
@@ -179,26 +181,14 @@ def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
     )
 
 
-def _within(within: Collection[str] | None, community_id: str | None) -> tuple[str, list[object]]:
-    """A WHERE clause of constant text keeping these communities, and its parameters."""
-    where, params = ["true"], list[object]()
-    if within is not None:
-        where.append("community_id = ANY(%s)")
-        params.append(sorted(within))
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
-    return " AND ".join(where), params
-
-
 def list_responders(
     conn: Conn, *, within: Collection[str] | None, community_id: str | None, limit: int | None
 ) -> list[ResponderRecord]:
     """By id; ``within``: only these communities' (None: every community's); ``limit``
     None: all."""
-    where, params = _within(within, community_id)
-    query = f"{_RESPONDER} WHERE {where} ORDER BY id LIMIT %s"
-    return [_responder(r) for r in conn.execute(query.encode(), [*params, limit])]
+    where, params = list_filter(None, within=within, community_id=community_id)
+    query = sql.SQL(_RESPONDER + " WHERE {} ORDER BY id LIMIT %s").format(where)
+    return [_responder(r) for r in conn.execute(query, [*params, limit])]
 
 
 def get_responder(conn: Conn, responder_id: str) -> ResponderRecord | None:
@@ -259,9 +249,9 @@ def list_teams(
     now: datetime,
     limit: int | None,
 ) -> list[TeamRecord]:
-    where, params = _within(within, community_id)
-    query = f"{_TEAM} WHERE {where} ORDER BY id LIMIT %s"
-    rows = conn.execute(query.encode(), [*params, limit]).fetchall()
+    where, params = list_filter(None, within=within, community_id=community_id)
+    query = sql.SQL(_TEAM + " WHERE {} ORDER BY id LIMIT %s").format(where)
+    rows = conn.execute(query, [*params, limit]).fetchall()
     return [_team(conn, r, now) for r in rows]
 
 

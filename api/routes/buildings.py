@@ -7,34 +7,29 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404, made_or_409
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import BuildingPublic, BuildingsPublic
-from api.scope import Authorized, BuildingId, CommunityId, not_found
+from api.scope import Authorized, BuildingId, CommunityId
 from core.registry import BuildingSpec, UnitSpec
-from store.places import (
-    BuildingRecord,
-    create_building,
-    create_unit,
-    get_building,
-    list_buildings,
-)
+from store import places
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/communities/{community_id}/buildings", tags=["buildings"])
 
 
-def _public(record: BuildingRecord) -> BuildingPublic:
+def _public(record: places.BuildingRecord) -> BuildingPublic:
     return BuildingPublic.model_validate(record, from_attributes=True)
 
 
 def _building_or_404(
     conn: psycopg.Connection[Any], community_id: str, building_id: str
 ) -> BuildingPublic:
-    found = get_building(conn, community_id, building_id)
-    if found is None:
-        raise not_found(f"no building {building_id!r}")
+    found = found_or_404(
+        places.get_building(conn, community_id, building_id), f"no building {building_id!r}"
+    )
     return _public(found)
 
 
@@ -43,9 +38,9 @@ def add_building(
     conn: ConnDep, _p: Authorized, community_id: CommunityId, body: BuildingSpec
 ) -> BuildingPublic:
     """Add a building to the community. 409 if its id is taken there."""
-    created = create_building(conn, community_id, body)
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"building {body.id!r} already exists")
+    created = made_or_409(
+        places.create_building(conn, community_id, body), f"building {body.id!r} already exists"
+    )
     return _public(created)
 
 
@@ -60,10 +55,9 @@ def buildings(
 ) -> BuildingsPublic:
     """Buildings by id, each with its units."""
     size = page_size(settings, limit)
-    rows = list_buildings(conn, community_id, after=after, limit=size + 1)
-    more = len(rows) > size
-    data = [_public(r) for r in rows[:size]]
-    return BuildingsPublic(data=data, next_cursor=data[-1].id if more else None)
+    rows = places.list_buildings(conn, community_id, after=after, limit=size + 1)
+    data, cursor = id_page(rows, size, _public)
+    return BuildingsPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{building_id}")
@@ -83,6 +77,6 @@ def add_unit(
 ) -> BuildingPublic:
     """Add a unit (flat, room) to a building; returns the building with its units."""
     _building_or_404(conn, community_id, building_id)
-    if not create_unit(conn, community_id, building_id, body):
+    if not places.create_unit(conn, community_id, building_id, body):
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"unit {body.id!r} already exists")
     return _building_or_404(conn, community_id, building_id)

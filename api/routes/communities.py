@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404
+from api.cursors import LimitQuery, id_page
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
 from api.registry_schemas import CommunityStatusPublic
 from api.schemas import CommunitiesPublic, CommunityCreate, CommunityPublic
-from api.scope import Authorized, CommunityId, not_found, widen_scope
+from api.scope import Authorized, CommunityId, widen_scope
 from store import places
 from store.accounts import add_member
 from store.devices import fleet_status
@@ -57,16 +58,13 @@ def list_communities(
     """Your communities ordered by id. Pass ``next_cursor`` as ``after`` for the next page."""
     size = page_size(settings, limit)
     rows = places.list_communities(conn, within=principal.communities, after=after, limit=size + 1)
-    more = len(rows) > size
-    data = [_public(r) for r in rows[:size]]
-    return CommunitiesPublic(data=data, next_cursor=data[-1].id if more else None)
+    data, cursor = id_page(rows, size, _public)
+    return CommunitiesPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{community_id}")
 def get_community(conn: ConnDep, _p: Authorized, community_id: CommunityId) -> CommunityPublic:
-    found = places.get_community(conn, community_id)
-    if found is None:
-        raise not_found(f"no community {community_id!r}")
+    found = found_or_404(places.get_community(conn, community_id), f"no community {community_id!r}")
     return _public(found)
 
 

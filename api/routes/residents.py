@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404, made_or_409
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import ResidentPublic, ResidentsPublic
 from api.scope import Authorized, ResidentId, body_community, not_found
@@ -47,9 +48,7 @@ def add_resident(
     problem = place_problem(conn, body.community_id, body.building, body.unit)
     if problem is not None:
         raise _place_error(problem)
-    created = create_resident(conn, body)
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"resident {body.id!r} already exists")
+    created = made_or_409(create_resident(conn, body), f"resident {body.id!r} already exists")
     return _public(created)
 
 
@@ -70,16 +69,13 @@ def residents(
         after=after,
         limit=size + 1,
     )
-    more = len(rows) > size
-    data = [_public(r) for r in rows[:size]]
-    return ResidentsPublic(data=data, next_cursor=data[-1].id if more else None)
+    data, cursor = id_page(rows, size, _public)
+    return ResidentsPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{resident_id}")
 def resident(conn: ConnDep, _p: Authorized, resident_id: ResidentId) -> ResidentPublic:
-    found = get_resident(conn, resident_id)
-    if found is None:
-        raise not_found(f"no resident {resident_id!r}")
+    found = found_or_404(get_resident(conn, resident_id), f"no resident {resident_id!r}")
     return _public(found)
 
 

@@ -14,6 +14,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from api.answers import found_or_404, made_or_409
 from api.deps import ClockDep, ConnDep
 from api.scope import (
     Authorized,
@@ -197,9 +198,7 @@ def _responder(responder: rosters.ResponderRecord) -> ResponderPublic:
 
 
 def _team_or_404(conn: Conn, team_id: str, now: datetime) -> rosters.TeamRecord:
-    found = rosters.get_team(conn, team_id, now)
-    if found is None:
-        raise not_found(f"no team {team_id!r}")
+    found = found_or_404(rosters.get_team(conn, team_id, now), f"no team {team_id!r}")
     return found
 
 
@@ -227,9 +226,10 @@ def add_responder(
     body_community(conn, principal, request, body.community_id)
     if body.user_id is not None and not is_member(conn, body.user_id, body.community_id):
         raise unknown_in_body("user_id", str(body.user_id))
-    created = rosters.create_responder(conn, rosters.ResponderRecord(**body.model_dump()))
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="responder id, login or user taken")
+    created = made_or_409(
+        rosters.create_responder(conn, rosters.ResponderRecord(**body.model_dump())),
+        "responder id, login or user taken",
+    )
     return _responder(created)
 
 
@@ -302,18 +302,19 @@ def add_team(
         conn, body.community_id, body.building_id, None
     ):
         raise unknown_in_body("building_id", body.building_id)
-    created = rosters.create_team(
-        conn,
-        body.id,
-        body.community_id,
-        body.building_id,
-        body.name,
-        body.kind,
-        body.leader_id,
-        clock(),
+    created = made_or_409(
+        rosters.create_team(
+            conn,
+            body.id,
+            body.community_id,
+            body.building_id,
+            body.name,
+            body.kind,
+            body.leader_id,
+            clock(),
+        ),
+        f"team {body.id!r} exists",
     )
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"team {body.id!r} exists")
     return _team(created)
 
 

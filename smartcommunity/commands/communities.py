@@ -13,15 +13,7 @@ from core.registry import BuildingSpec, UnitSpec
 from core.topics import valid_id
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
-from store.places import (
-    community_exists,
-    community_totals,
-    create_building,
-    create_community,
-    create_unit,
-    get_building,
-    list_buildings,
-)
+from store import places
 
 __all__ = ["register"]
 
@@ -39,7 +31,9 @@ def _create(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         return _fail(f"unknown time zone {args.time_zone!r}: use an IANA name")
     with connect() as conn:
-        created = create_community(conn, args.id, args.name or args.id, args.kind, args.time_zone)
+        created = places.create_community(
+            conn, args.id, args.name or args.id, args.kind, args.time_zone
+        )
     if created is None:
         return _fail(f"community {args.id!r} already exists")
     print(f"created community {args.id} ({args.kind}, {args.time_zone})")
@@ -48,7 +42,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(_args: argparse.Namespace) -> int:
     with connect() as conn:
-        totals = community_totals(conn)
+        totals = places.community_totals(conn)
     print_table(
         ("id", "name", "kind", "time zone", "devices", "buildings"),
         ((t.id, t.name, t.kind, t.time_zone, t.devices, t.buildings) for t in totals),
@@ -64,9 +58,9 @@ def _add_building(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        if not community_exists(conn, args.community):
+        if not places.community_exists(conn, args.community):
             return _fail(f"no community {args.community!r}")
-        if create_building(conn, args.community, spec) is None:
+        if places.create_building(conn, args.community, spec) is None:
             return _fail(f"building {args.id!r} already exists in {args.community}")
     print(f"added building {args.id} to {args.community}")
     return 0
@@ -78,9 +72,9 @@ def _add_unit(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        if get_building(conn, args.community, args.building) is None:
+        if places.get_building(conn, args.community, args.building) is None:
             return _fail(f"no building {args.building!r} in {args.community!r}")
-        if not create_unit(conn, args.community, args.building, spec):
+        if not places.create_unit(conn, args.community, args.building, spec):
             return _fail(f"unit {args.id!r} already exists")
     print(f"added unit {args.id} to {args.community}/{args.building}")
     return 0
@@ -88,7 +82,7 @@ def _add_unit(args: argparse.Namespace) -> int:
 
 def _list_buildings(args: argparse.Namespace) -> int:
     with connect() as conn:
-        found = list_buildings(conn, args.community, after=None, limit=10_000)
+        found = places.list_buildings(conn, args.community, after=None, limit=10_000)
     print_table(
         ("building", "name", "floors", "units"),
         ((b.id, b.name, b.floors, len(b.units)) for b in found),
