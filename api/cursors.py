@@ -1,8 +1,10 @@
-"""Opaque keyset-pagination cursors for time-ordered lists.
+"""Opaque keyset-pagination cursors for time-ordered lists, and pages of lists ordered
+by id.
 
 A cursor is the position of the last row a page returned, ``(timestamp, tie-breaker)``,
 as base64url of a small JSON array. Clients must treat it as opaque; it stays valid
-however many rows are added, because the next page starts strictly after it.
+however many rows are added, because the next page starts strictly after it. A list
+ordered by id (devices, users) pages by the last id instead (``id_page``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import HTTPException, Query, status
 
-__all__ = ["AfterQuery", "LimitQuery", "decode_position", "encode_position", "invalid_cursor"]
+__all__ = [
+    "AfterQuery",
+    "LimitQuery",
+    "decode_position",
+    "encode_position",
+    "id_page",
+    "invalid_cursor",
+]
 
 AfterQuery = Annotated[
     str | None,
@@ -63,3 +73,19 @@ def decode_position(cursor: str, key_type: type[K]) -> tuple[datetime, K]:
     if isinstance(key, int) and not -_BIGINT <= key <= _BIGINT:
         raise invalid_cursor()
     return ts, key
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str | int: ...
+
+
+R = TypeVar("R")
+P = TypeVar("P", bound=_Identified)
+
+
+def id_page(rows: Sequence[R], size: int, public: Callable[[R], P]) -> tuple[list[P], str | None]:
+    """The first ``size`` of ``rows`` (the caller fetched ``size + 1`` to know whether
+    there are more) as public models, and the next page's cursor: the last id, or None."""
+    data = [public(row) for row in rows[:size]]
+    return data, str(data[-1].id) if len(rows) > size else None

@@ -41,6 +41,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from api.auth import Principal, require_token
 from api.deps import ConnDep
 from core.access import Family, allowed
+from store.accounts import token_user, user_scope
 
 __all__ = [
     "API_PREFIX",
@@ -366,17 +367,12 @@ def _user_visible(conn: Conn, principal: Principal, user_id: int) -> bool | None
     """None: no such user. A scoped administrator manages only users whose every
     community is one of theirs: never one of every community (a global administrator)
     or of none (those are for the administrators of every community)."""
-    row = conn.execute(
-        "SELECT all_communities,"
-        " array(SELECT community_id FROM user_communities WHERE user_id = u.id)"
-        " FROM users AS u WHERE id = %s",
-        (user_id,),
-    ).fetchone()
-    if row is None:
+    found = user_scope(conn, user_id)
+    if found is None:
         return None
     if principal.communities is None:
         return True
-    everywhere, communities = row
+    everywhere, communities = found
     return not everywhere and bool(communities) and set(communities) <= principal.communities
 
 
@@ -395,10 +391,10 @@ def _user(
 def _token(
     token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
 ) -> int:
-    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
-    if row is None:
+    owner = token_user(conn, token_id)
+    if owner is None:
         raise not_found(f"no token {token_id}")
-    if not _user_visible(conn, principal, int(row[0])):
+    if not _user_visible(conn, principal, owner):
         record_refusal(conn, principal, request, "token", token_id)
         raise not_found(f"no token {token_id}")
     return token_id
@@ -407,10 +403,10 @@ def _token(
 def _own_token(
     token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
 ) -> int:
-    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
-    if row is None:
+    owner = token_user(conn, token_id)
+    if owner is None:
         raise not_found(f"no token {token_id}")
-    if row[0] != principal.user_id:
+    if owner != principal.user_id:
         record_refusal(conn, principal, request, "token", token_id)
         raise not_found(f"no token {token_id}")
     return token_id

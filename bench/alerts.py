@@ -357,7 +357,7 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
         stop = threading.Event()
         try:
             with psycopg.connect(db_url) as conn:
-                from api.auth import create_token
+                from store.accounts import create_token
 
                 token = create_token(conn, "bench")
             env = _env(db_url, mqtt_url, SC_INGEST__FLUSH_INTERVAL_MS=str(args.flush_ms))

@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "SC_FIRE_BRIDGE__CLIENT_ID": f"sc-bench-fb-bridge-{secrets.token_hex(3)}",
         }
         with psycopg.connect(url) as conn:
-            from api.auth import create_token
+            from store.accounts import create_token
 
             token = create_token(conn, "bench")
         api_port, bridge_port = free_port(), free_port()

@@ -3,7 +3,7 @@
 One set of validated models for every way in (the API, the CLI, a CSV import), so
 that a row refused by one is refused by all with the same reason. What needs the
 database (does the community exist, is the id taken) is checked where the
-database is, in ``api/registry_store.py``.
+database is, in ``store/devices.py`` and ``store/places.py``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
-from api.auth import create_token
 from core.models import Device
 from core.settings import Settings
 from gateway.service import run_pipeline
@@ -32,6 +31,7 @@ from simulators.scenario_run import run_scenarios
 from smartcommunity.demo_panel import DEMO_UITD, ensure_demo_uitd, run_panel_demo
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from store import schema
+from store.accounts import create_token
 
 __all__ = ["register_devices", "run_demo"]
 

@@ -1,4 +1,11 @@
-"""The device registry as the pipeline reads it, and the feed of its changes.
+"""The device registry in the database: register (one or a whole CSV), read, list,
+change, move through the lifecycle, issue MQTT credentials; and the registry as the
+pipeline reads it, with the feed of its changes.
+
+The writer of ``devices`` (the ingest writer's last-seen and status columns aside).
+Writes run in ``conn.transaction()``; the audit triggers record each change with the
+session's ``sc.actor``. Passwords are returned once and stored only as Mosquitto
+``$7$`` hashes (``core.passwords``).
 
 Every change that matters to the directory (a device registered, moved, retired
 or deleted; a community's time zone) is announced on ``DEVICES_CHANNEL`` by
@@ -10,17 +17,49 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
+from pydantic import ValidationError
 
+from core.device_csv import ParsedCsv, RowError, validation_reason
 from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ServiceUnavailable
+from core.fleet import FleetStatus, summarize_fleet
+from core.passwords import hash_password, new_secret
+from core.registry import DeviceSpec
+from store import places
+from store.filters import list_filter
 from store.pools import DatabasePool, PoolWatch
 
-__all__ = ["DEVICES_CHANNEL", "DirectoryReader", "follow_changes", "load_all", "load_some"]
+__all__ = [
+    "DEVICES_CHANNEL",
+    "DeviceRecord",
+    "DirectoryReader",
+    "ImportReport",
+    "Issued",
+    "LifecycleError",
+    "Problem",
+    "check_specs",
+    "community_devices",
+    "decommission",
+    "fleet_status",
+    "follow_changes",
+    "get_device",
+    "import_devices",
+    "list_devices",
+    "load_all",
+    "load_some",
+    "register_device",
+    "rotate_credentials",
+    "set_state",
+    "update_device",
+]
 
 _LOG = logging.getLogger(__name__)
 DEVICES_CHANNEL = "sc_devices"
@@ -132,3 +171,441 @@ def follow_changes(
             _LOG.warning("device directory feed: database unavailable (%s); retrying", exc)
             stop.wait(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+# Registry columns, the place's floor, and the latest battery and signal (kept by ingest).
+_DEVICE = sql.SQL(
+    "SELECT d.id, d.community_id, d.device_class, d.model, d.name, d.state,"
+    " d.expected_interval_s, d.created_at, d.last_seen, d.last_received_at, d.online,"
+    " d.status_at, d.building, d.unit, u.floor, d.resident_id, d.installed_at,"
+    " d.installed_by, d.updated_at, d.decommissioned_at,"
+    " d.mqtt_password_hash IS NOT NULL AS has_credentials, d.credentials_rotated_at,"
+    " b.value AS battery, r.value AS rssi"
+    " FROM devices AS d"
+    " LEFT JOIN units AS u"
+    "   ON u.community_id = d.community_id AND u.building_id = d.building AND u.id = d.unit"
+    " LEFT JOIN latest AS b ON b.device_id = d.id AND b.metric = 'battery'"
+    " LEFT JOIN latest AS r ON r.device_id = d.id AND r.metric = 'rssi'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: str
+    community_id: str
+    device_class: str
+    model: str
+    name: str
+    state: str
+    expected_interval_s: int
+    created_at: datetime
+    last_seen: datetime | None
+    last_received_at: datetime | None
+    online: bool | None
+    status_at: datetime | None
+    building: str | None
+    unit: str | None
+    floor: int | None
+    resident_id: str | None
+    installed_at: datetime | None
+    installed_by: str | None
+    updated_at: datetime
+    decommissioned_at: datetime | None
+    has_credentials: bool
+    credentials_rotated_at: datetime | None
+    battery: float | None
+    rssi: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a device cannot be registered as asked: which field, what is wrong, a kind."""
+
+    field: str
+    message: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    device_id: str
+    password: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    issued: list[Issued] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    buildings_created: int = 0
+    units_created: int = 0
+    dry_run: bool = False
+
+
+class LifecycleError(Exception):
+    """A transition the device's state does not allow (the API answers 409)."""
+
+
+def get_device(conn: Conn, device_id: str) -> DeviceRecord | None:
+    query = sql.SQL("{} WHERE d.id = %s").format(_DEVICE)
+    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
+        return cur.execute(query, (device_id,)).fetchone()
+
+
+def list_devices(
+    conn: Conn,
+    *,
+    within: Collection[str] | None = None,
+    community_id: str | None = None,
+    device_class: str | None = None,
+    state: str | None = None,
+    building: str | None = None,
+    resident_id: str | None = None,
+    after: str | None = None,
+    limit: int,
+) -> list[DeviceRecord]:
+    """Devices by id, filtered by each argument given; ``within``: only these
+    communities' (None: every community's)."""
+    where, params = list_filter(
+        "d",
+        within=within,
+        after=after,
+        community_id=community_id,
+        device_class=device_class,
+        state=state,
+        building=building,
+        resident_id=resident_id,
+    )
+    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(_DEVICE, where)
+    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
+        return cur.execute(query, [*params, limit]).fetchall()
+
+
+def community_devices(conn: Conn, community_id: str) -> list[DeviceRecord]:
+    """The community's registered devices, decommissioned ones left out."""
+    query = sql.SQL("{} WHERE d.community_id = %s AND d.state <> 'decommissioned'").format(_DEVICE)
+    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
+        return cur.execute(query, (community_id,)).fetchall()
+
+
+def fleet_status(conn: Conn, community_id: str, now: datetime, limit: int) -> FleetStatus:
+    """The community's fleet at ``now`` (``core.fleet``), at most ``limit`` devices listed."""
+    return summarize_fleet(community_id, community_devices(conn, community_id), now, limit)
+
+
+# --- validation against the database ------------------------------------------------------
+
+
+def _existing(conn: Conn, query: str, values: list[Any]) -> set[Any]:
+    if not values:
+        return set()
+    return {tuple(r) if len(r) > 1 else r[0] for r in conn.execute(query.encode(), (values,))}
+
+
+def check_specs(
+    conn: Conn,
+    specs: Sequence[DeviceSpec],
+    *,
+    visible: Callable[[str], bool],
+    create_locations: bool,
+    new_ids: bool = True,
+) -> dict[int, Problem]:
+    """What is wrong with each spec (by index) that only the database can tell.
+
+    A community the caller may not see is reported exactly as one that does not exist.
+    ``new_ids=False`` checks a change to registered devices: their ids are theirs.
+    """
+    ids = [s.id for s in specs] if new_ids else []
+    communities = _existing(
+        conn,
+        "SELECT id FROM communities WHERE id = ANY(%s)",
+        sorted({s.community_id for s in specs}),
+    )
+    taken = _existing(conn, "SELECT id FROM devices WHERE id = ANY(%s)", ids)
+    accounts = _existing(conn, "SELECT username FROM mqtt_accounts WHERE username = ANY(%s)", ids)
+    places = [s for s in specs if s.building is not None]
+    buildings = _existing(
+        conn,
+        "SELECT community_id, id FROM buildings WHERE community_id || '/' || id = ANY(%s)",
+        sorted({f"{s.community_id}/{s.building}" for s in places}),
+    )
+    unit_floors: dict[tuple[str, str, str], int | None] = {}
+    keys = sorted({f"{s.community_id}/{s.building}/{s.unit}" for s in places if s.unit})
+    if keys:
+        for c, b, u, floor in conn.execute(
+            "SELECT community_id, building_id, id, floor FROM units"
+            " WHERE community_id || '/' || building_id || '/' || id = ANY(%s)",
+            (keys,),
+        ):
+            unit_floors[(c, b, u)] = floor
+    residents = {
+        r[0]: r[1]
+        for r in conn.execute(
+            "SELECT id, community_id FROM residents WHERE id = ANY(%s)",
+            (sorted({s.resident_id for s in specs if s.resident_id}),),
+        )
+    }
+    problems: dict[int, Problem] = {}
+    for index, spec in enumerate(specs):
+        problem: Problem | None = None
+        if spec.community_id not in communities or not visible(spec.community_id):
+            problem = Problem(
+                "community_id", f"unknown community {spec.community_id!r}", "unknown_community"
+            )
+        elif spec.id in taken:
+            problem = Problem("id", f"device {spec.id!r} already exists", "device_exists")
+        elif spec.id in accounts:
+            problem = Problem(
+                "id", f"{spec.id!r} is a broker service account's user name", "device_exists"
+            )
+        elif (
+            spec.building is not None
+            and not create_locations
+            and (spec.community_id, spec.building) not in buildings
+        ):
+            problem = Problem("building", f"unknown building {spec.building!r}", "unknown_building")
+        elif spec.unit is not None and spec.building is not None:
+            key = (spec.community_id, spec.building, spec.unit)
+            if key not in unit_floors and not create_locations:
+                problem = Problem("unit", f"unknown unit {spec.unit!r}", "unknown_unit")
+            elif (
+                key in unit_floors
+                and spec.floor is not None
+                and unit_floors[key] not in (None, spec.floor)
+            ):
+                problem = Problem(
+                    "floor",
+                    f"unit {spec.unit!r} is on floor {unit_floors[key]}, not {spec.floor}",
+                    "floor_mismatch",
+                )
+        if (
+            problem is None
+            and spec.resident_id is not None
+            and residents.get(spec.resident_id) != spec.community_id
+        ):
+            problem = Problem(
+                "resident_id", f"unknown resident {spec.resident_id!r}", "unknown_resident"
+            )
+        if problem is not None:
+            problems[index] = problem
+    return problems
+
+
+# --- writing ------------------------------------------------------------------------------
+
+_INSERT = (
+    "INSERT INTO devices (id, community_id, device_class, model, name, expected_interval_s,"
+    " building, unit, resident_id, installed_at, installed_by, mqtt_password_hash,"
+    " credentials_rotated_at)"
+    " SELECT i, c, k, m, n, e, b, u, r, coalesce(t, now()), %s, h, now()"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],"
+    " %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+    " AS v(i, c, k, m, n, e, b, u, r, t, h)"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+def _create_locations(conn: Conn, specs: Sequence[DeviceSpec]) -> tuple[int, int]:
+    buildings = {(s.community_id, s.building) for s in specs if s.building}
+    units = {(s.community_id, s.building, s.unit): s.floor for s in specs if s.building and s.unit}
+    return places.create_missing(conn, buildings, units)
+
+
+def _insert(conn: Conn, specs: Sequence[DeviceSpec], installed_by: str) -> list[Issued]:
+    """Insert the devices; return what was issued. Ids taken meanwhile are left out."""
+    issued = [Issued(s.id, new_secret()) for s in specs]
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for spec, given in zip(specs, issued, strict=True):
+        values = (
+            spec.id,
+            spec.community_id,
+            spec.device_class,
+            spec.model,
+            spec.name,
+            spec.expected_interval_s,
+            spec.building,
+            spec.unit,
+            spec.resident_id,
+            spec.installed_at,
+            hash_password(given.password),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    inserted = {r[0] for r in conn.execute(_INSERT, (installed_by, *columns))}
+    return [i for i in issued if i.device_id in inserted]
+
+
+def import_devices(
+    conn: Conn,
+    parsed: ParsedCsv,
+    *,
+    visible: Callable[[str], bool],
+    installed_by: str,
+    skip_invalid: bool = False,
+    dry_run: bool = False,
+    create_locations: bool = True,
+) -> ImportReport:
+    """All rows or none (unless ``skip_invalid``): every problem is reported with its line."""
+    specs = [row.spec for row in parsed.rows]
+    problems = check_specs(conn, specs, visible=visible, create_locations=create_locations)
+    report = ImportReport(errors=list(parsed.errors), dry_run=dry_run)
+    for index, problem in problems.items():
+        row = parsed.rows[index]
+        report.errors.append(RowError(row.line, row.spec.id, problem.message))
+    report.errors.sort(key=lambda e: e.line)
+    good = [s for i, s in enumerate(specs) if i not in problems]
+    if (report.errors and not skip_invalid) or dry_run or not good:
+        return report
+    with conn.transaction():
+        report.buildings_created, report.units_created = (
+            _create_locations(conn, good) if create_locations else (0, 0)
+        )
+        issued = _insert(conn, good, installed_by)
+        if len(issued) < len(good):  # registered by someone else since the check
+            done = {i.device_id for i in issued}
+            lines = {row.spec.id: row.line for row in parsed.rows}
+            for spec in good:
+                if spec.id not in done:
+                    report.errors.append(
+                        RowError(lines[spec.id], spec.id, f"device {spec.id!r} already exists")
+                    )
+            report.errors.sort(key=lambda e: e.line)
+            if not skip_invalid:
+                report.buildings_created = report.units_created = 0
+                raise psycopg.Rollback  # leaves the block, rolled back, without an error
+        report.issued = issued
+    return report
+
+
+def register_device(
+    conn: Conn,
+    spec: DeviceSpec,
+    *,
+    visible: Callable[[str], bool],
+    installed_by: str,
+    create_locations: bool = False,
+) -> tuple[DeviceRecord, str] | Problem:
+    """Register one device: its record and its MQTT password, or what is wrong."""
+    problem = check_specs(conn, [spec], visible=visible, create_locations=create_locations).get(0)
+    if problem is not None:
+        return problem
+    with conn.transaction():
+        if create_locations:
+            _create_locations(conn, [spec])
+        issued = _insert(conn, [spec], installed_by)
+    if not issued:
+        return Problem("id", f"device {spec.id!r} already exists", "device_exists")
+    record = get_device(conn, spec.id)
+    assert record is not None  # just inserted
+    return record, issued[0].password
+
+
+def update_device(
+    conn: Conn, device_id: str, changes: dict[str, Any], *, visible: Callable[[str], bool]
+) -> DeviceRecord | Problem:
+    """Change registry fields; the place and the resident are checked like at registration."""
+    current = get_device(conn, device_id)
+    assert current is not None  # the scope check found it
+    if current.state == "decommissioned" and changes:
+        raise LifecycleError(f"device {device_id!r} is decommissioned")
+    merged = {
+        "id": current.id,
+        "community_id": current.community_id,
+        "device_class": current.device_class,
+        "model": current.model,
+        "name": current.name,
+        "expected_interval_s": current.expected_interval_s,
+        "building": current.building,
+        "unit": current.unit,
+        "resident_id": current.resident_id,
+        "installed_at": current.installed_at,
+        **changes,
+    }
+    if "building" in changes and "unit" not in changes:
+        merged["unit"] = None  # a unit belongs to its building
+    try:
+        spec = DeviceSpec.model_validate(merged)
+    except ValidationError as exc:
+        return Problem("body", validation_reason(exc), "value_error")
+    problem = check_specs(conn, [spec], visible=visible, create_locations=False, new_ids=False)
+    if 0 in problem:
+        return problem[0]
+    columns = [
+        "model",
+        "name",
+        "expected_interval_s",
+        "building",
+        "unit",
+        "resident_id",
+        "installed_at",
+    ]
+    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("UPDATE devices SET {}, updated_at = now() WHERE id = %s").format(assignments),
+            [getattr(spec, c) for c in columns] + [device_id],
+        )
+    record = get_device(conn, device_id)
+    assert record is not None
+    return record
+
+
+# state -> states it may move to
+_TRANSITIONS = {
+    "active": {"maintenance", "decommissioned"},
+    "maintenance": {"active", "decommissioned"},
+    "decommissioned": set(),
+}
+
+
+def set_state(conn: Conn, device_id: str, state: str) -> DeviceRecord:
+    """Move to ``active`` or ``maintenance`` (the same state again is a no-op)."""
+    if state == "decommissioned":
+        return decommission(conn, device_id)
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state FROM devices WHERE id = %s FOR UPDATE", (device_id,)
+        ).fetchone()
+        assert row is not None
+        if row[0] != state:
+            if state not in _TRANSITIONS[row[0]]:
+                raise LifecycleError(f"device {device_id!r} is {row[0]}: it cannot become {state}")
+            conn.execute(
+                "UPDATE devices SET state = %s, updated_at = now() WHERE id = %s",
+                (state, device_id),
+            )
+    record = get_device(conn, device_id)
+    assert record is not None
+    return record
+
+
+def decommission(conn: Conn, device_id: str) -> DeviceRecord:
+    """Retire for good: the gateway refuses its messages, its credentials are destroyed
+    (the broker refuses it from the next ``broker export``). The row stays for history."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE devices SET state = 'decommissioned', decommissioned_at = now(),"
+            " mqtt_password_hash = NULL, updated_at = now()"
+            " WHERE id = %s AND state <> 'decommissioned'",
+            (device_id,),
+        )
+    record = get_device(conn, device_id)
+    assert record is not None
+    return record
+
+
+def rotate_credentials(conn: Conn, device_id: str) -> tuple[DeviceRecord, str]:
+    """A new password (the old one works until the next ``broker export``)."""
+    password = new_secret()
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE devices SET mqtt_password_hash = %s, credentials_rotated_at = now(),"
+            " updated_at = now() WHERE id = %s AND state <> 'decommissioned'",
+            (hash_password(password), device_id),
+        )
+        if cur.rowcount != 1:
+            raise LifecycleError(f"device {device_id!r} is decommissioned")
+    record = get_device(conn, device_id)
+    assert record is not None
+    return record, password

@@ -1,20 +1,47 @@
-"""The duty roster in the database: shifts and exceptions of a team, who is on duty
-at an instant (``core.roster`` decides), the ladder's order, a building's team.
+"""Responders, teams and the duty roster in the database: who can be sent, shifts and
+exceptions of a team, who is on duty at an instant (``core.roster`` decides), the next
+gap in a roster, the ladder's order, a building's team.
 
-Functions take a psycopg connection and the time; they only read.
+The writer of ``responders``, ``teams``, ``shifts`` and ``roster_exceptions`` as the
+API changes them (a scenario's seeding in ``simulators/registration.py`` aside).
+Functions take a psycopg connection and the time, and return plain records.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg import sql
 
-from core.roster import Absence, AbsenceKind, Shift, on_duty
+from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
+from store.filters import list_filter
 
-__all__ = ["community_zone", "load_roster", "on_duty_now", "roster_order", "team_of"]
+__all__ = [
+    "DutyBoard",
+    "ResponderRecord",
+    "ShiftRecord",
+    "TeamRecord",
+    "add_exception",
+    "add_shifts",
+    "community_zone",
+    "create_responder",
+    "create_team",
+    "duty_board",
+    "get_responder",
+    "get_team",
+    "list_responders",
+    "list_teams",
+    "load_roster",
+    "on_duty_now",
+    "responder_community",
+    "roster_order",
+    "team_of",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -74,3 +101,204 @@ def team_of(conn: Conn, community: str, building: str | None, kind: str) -> str 
         (community, kind, building),
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+# --- responders and teams, as the API and the CLI show them ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderRecord:
+    id: str
+    community_id: str
+    name: str
+    role: str
+    phone: str
+    mqtt_username: str | None
+    user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftRecord:
+    id: int
+    responder_id: str
+    weekday: int
+    starts: time
+    ends: time
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    id: str
+    community_id: str
+    building_id: str | None
+    name: str
+    kind: str
+    leader_id: str | None
+    shifts: list[ShiftRecord]
+    on_duty: list[str]
+    # The first moment in the next 24 h with nobody on duty (a warning on the board).
+    uncovered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DutyBoard:
+    community_id: str
+    as_of: datetime
+    teams: list[TeamRecord]
+    responders: list[ResponderRecord]
+
+
+_RESPONDER = "SELECT id, community_id, name, role, phone, mqtt_username, user_id FROM responders"
+_TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
+
+
+def _responder(row: tuple[Any, ...]) -> ResponderRecord:
+    responder_id, community, name, role, phone, login, user_id = row
+    return ResponderRecord(responder_id, community, name, role, phone, login, user_id)
+
+
+def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
+    team_id, community, building, name, kind, leader = row
+    shifts = [
+        ShiftRecord(i, r, w, s, e)
+        for i, r, w, s, e in conn.execute(
+            "SELECT id, responder_id, weekday, starts, ends FROM shifts WHERE team_id = %s"
+            " ORDER BY id",
+            (team_id,),
+        )
+    ]
+    roster, absences = load_roster(conn, team_id, now)
+    return TeamRecord(
+        id=team_id,
+        community_id=community,
+        building_id=building,
+        name=name,
+        kind=kind,
+        leader_id=leader,
+        shifts=shifts,
+        on_duty=on_duty_now(conn, team_id, now),
+        uncovered_at=uncovered_until(roster, absences, now, community_zone(conn, community)),
+    )
+
+
+def list_responders(
+    conn: Conn, *, within: Collection[str] | None, community_id: str | None, limit: int | None
+) -> list[ResponderRecord]:
+    """By id; ``within``: only these communities' (None: every community's); ``limit``
+    None: all."""
+    where, params = list_filter(None, within=within, community_id=community_id)
+    query = sql.SQL(_RESPONDER + " WHERE {} ORDER BY id LIMIT %s").format(where)
+    return [_responder(r) for r in conn.execute(query, [*params, limit])]
+
+
+def get_responder(conn: Conn, responder_id: str) -> ResponderRecord | None:
+    row = conn.execute((_RESPONDER + " WHERE id = %s").encode(), (responder_id,)).fetchone()
+    return None if row is None else _responder(row)
+
+
+def responder_community(conn: Conn, responder_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT community_id FROM responders WHERE id = %s", (responder_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def create_responder(conn: Conn, responder: ResponderRecord) -> ResponderRecord | None:
+    """The new responder, or None when its id, MQTT login or user is taken."""
+    row = conn.execute(
+        "INSERT INTO responders (id, community_id, name, role, phone, mqtt_username, user_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        " RETURNING id, community_id, name, role, phone, mqtt_username, user_id",
+        (
+            responder.id,
+            responder.community_id,
+            responder.name,
+            responder.role,
+            responder.phone,
+            responder.mqtt_username,
+            responder.user_id,
+        ),
+    ).fetchone()
+    return None if row is None else _responder(row)
+
+
+def add_exception(
+    conn: Conn,
+    community_id: str,
+    responder_id: str,
+    kind: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    substitute_id: str | None,
+) -> int:
+    """Leave or a swap for an interval; its id."""
+    row = conn.execute(
+        "INSERT INTO roster_exceptions (community_id, responder_id, kind, starts_at, ends_at,"
+        " substitute_id) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (community_id, responder_id, kind, starts_at, ends_at, substitute_id),
+    ).fetchone()
+    assert row is not None  # INSERT ... RETURNING returns the row
+    return int(row[0])
+
+
+def list_teams(
+    conn: Conn,
+    *,
+    within: Collection[str] | None,
+    community_id: str | None,
+    now: datetime,
+    limit: int | None,
+) -> list[TeamRecord]:
+    where, params = list_filter(None, within=within, community_id=community_id)
+    query = sql.SQL(_TEAM + " WHERE {} ORDER BY id LIMIT %s").format(where)
+    rows = conn.execute(query, [*params, limit]).fetchall()
+    return [_team(conn, r, now) for r in rows]
+
+
+def get_team(conn: Conn, team_id: str, now: datetime) -> TeamRecord | None:
+    row = conn.execute((_TEAM + " WHERE id = %s").encode(), (team_id,)).fetchone()
+    return None if row is None else _team(conn, row, now)
+
+
+def create_team(
+    conn: Conn,
+    team_id: str,
+    community_id: str,
+    building_id: str | None,
+    name: str,
+    kind: str,
+    leader_id: str | None,
+    now: datetime,
+) -> TeamRecord | None:
+    """The new team, or None when the id is taken."""
+    row = conn.execute(
+        "INSERT INTO teams (id, community_id, building_id, name, kind, leader_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        " RETURNING id, community_id, building_id, name, kind, leader_id",
+        (team_id, community_id, building_id, name, kind, leader_id),
+    ).fetchone()
+    return None if row is None else _team(conn, row, now)
+
+
+def add_shifts(
+    conn: Conn,
+    team: TeamRecord,
+    responder_id: str,
+    weekdays: Iterable[int],
+    starts: time,
+    ends: time,
+) -> None:
+    """Put the responder on the team's roster on these weekdays (local wall clock)."""
+    for weekday in sorted(set(weekdays)):
+        conn.execute(
+            "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts, ends)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (team.community_id, team.id, responder_id, weekday, starts, ends),
+        )
+
+
+def duty_board(conn: Conn, community_id: str, now: datetime) -> DutyBoard:
+    """Each team of the community with who is on duty now, and its responders."""
+    teams = list_teams(conn, within=None, community_id=community_id, now=now, limit=None)
+    people = list_responders(conn, within=None, community_id=community_id, limit=None)
+    return DutyBoard(community_id=community_id, as_of=now, teams=teams, responders=people)

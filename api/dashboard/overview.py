@@ -15,14 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import class_row
 
 from api.dashboard.schemas import BuildingTilePublic, FiguresPublic, OverviewPublic, TileCounts
-from api.registry_devices import DEVICE_SELECT, DeviceRecord
-from api.registry_places import presence_of
 from core.connectivity import Connectivity, judge
+from core.fleet import presence_of
 from core.rules import SEVERITIES, Severity
+from store.devices import community_devices
 
 __all__ = ["community_figures", "community_overview", "local_day_and_month"]
 
@@ -73,14 +71,6 @@ class _Tile:
     worst: int = -1
 
 
-def _devices(conn: Conn, community_id: str) -> list[DeviceRecord]:
-    query = sql.SQL("{} WHERE d.community_id = %s AND d.state <> 'decommissioned'").format(
-        DEVICE_SELECT
-    )
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        return cur.execute(query, (community_id,)).fetchall()
-
-
 def community_overview(
     conn: Conn, community_id: str, name: str, time_zone: str, now: datetime
 ) -> OverviewPublic:
@@ -110,7 +100,7 @@ def community_overview(
         tile.open_alerts += state == "open"
         tile.worst = max(tile.worst, SEVERITIES.index(Severity(severity)))
     totals = _Counts()
-    for device in _devices(conn, community_id):
+    for device in community_devices(conn, community_id):
         connectivity = judge(presence_of(device), now)
         flags = {"maintenance": device.state == "maintenance", "alerting": device.id in alerting}
         tile = tiles[device.building]
@@ -195,7 +185,7 @@ def community_figures(
     ).fetchone()
     assert row is not None  # an aggregate without GROUP BY returns one row
     by_connectivity: defaultdict[Connectivity, int] = defaultdict(int)
-    devices = _devices(conn, community_id)
+    devices = community_devices(conn, community_id)
     for device in devices:
         by_connectivity[judge(presence_of(device), now)] += 1
     return FiguresPublic(

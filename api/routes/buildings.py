@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404, made_or_409
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
-from api.registry_places import create_building, create_unit, get_building, list_buildings
 from api.registry_schemas import BuildingPublic, BuildingsPublic
-from api.scope import Authorized, BuildingId, CommunityId, not_found
+from api.scope import Authorized, BuildingId, CommunityId
 from core.registry import BuildingSpec, UnitSpec
+from store import places
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/communities/{community_id}/buildings", tags=["buildings"])
+
+
+def _public(record: places.BuildingRecord) -> BuildingPublic:
+    return BuildingPublic.model_validate(record, from_attributes=True)
+
+
+def _building_or_404(
+    conn: psycopg.Connection[Any], community_id: str, building_id: str
+) -> BuildingPublic:
+    found = found_or_404(
+        places.get_building(conn, community_id, building_id), f"no building {building_id!r}"
+    )
+    return _public(found)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -23,10 +38,10 @@ def add_building(
     conn: ConnDep, _p: Authorized, community_id: CommunityId, body: BuildingSpec
 ) -> BuildingPublic:
     """Add a building to the community. 409 if its id is taken there."""
-    created = create_building(conn, community_id, body)
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"building {body.id!r} already exists")
-    return created
+    created = made_or_409(
+        places.create_building(conn, community_id, body), f"building {body.id!r} already exists"
+    )
+    return _public(created)
 
 
 @router.get("")
@@ -40,20 +55,16 @@ def buildings(
 ) -> BuildingsPublic:
     """Buildings by id, each with its units."""
     size = page_size(settings, limit)
-    rows = list_buildings(conn, community_id, after=after, limit=size + 1)
-    more = len(rows) > size
-    rows = rows[:size]
-    return BuildingsPublic(data=rows, next_cursor=rows[-1].id if more else None)
+    rows = places.list_buildings(conn, community_id, after=after, limit=size + 1)
+    data, cursor = id_page(rows, size, _public)
+    return BuildingsPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{building_id}")
 def building(
     conn: ConnDep, _p: Authorized, community_id: CommunityId, building_id: BuildingId
 ) -> BuildingPublic:
-    found = get_building(conn, community_id, building_id)
-    if found is None:
-        raise not_found(f"no building {building_id!r}")
-    return found
+    return _building_or_404(conn, community_id, building_id)
 
 
 @router.post("/{building_id}/units", status_code=status.HTTP_201_CREATED)
@@ -65,10 +76,7 @@ def add_unit(
     body: UnitSpec,
 ) -> BuildingPublic:
     """Add a unit (flat, room) to a building; returns the building with its units."""
-    if get_building(conn, community_id, building_id) is None:
-        raise not_found(f"no building {building_id!r}")
-    if not create_unit(conn, community_id, building_id, body):
+    _building_or_404(conn, community_id, building_id)
+    if not places.create_unit(conn, community_id, building_id, body):
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"unit {body.id!r} already exists")
-    found = get_building(conn, community_id, building_id)
-    assert found is not None
-    return found
+    return _building_or_404(conn, community_id, building_id)

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
-from psycopg import sql
-from psycopg.rows import class_row
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404
+from api.cursors import LimitQuery, id_page
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
-from api.registry_places import fleet_status
 from api.registry_schemas import CommunityStatusPublic
 from api.schemas import CommunitiesPublic, CommunityCreate, CommunityPublic
-from api.scope import Authorized, CommunityId, community_filter, not_found, widen_scope
+from api.scope import Authorized, CommunityId, widen_scope
+from store import places
+from store.accounts import add_member
+from store.devices import fleet_status
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/communities", tags=["communities"])
 
-_COLUMNS = sql.SQL("id, name, kind, time_zone, created_at")
+
+def _public(record: places.CommunityRecord) -> CommunityPublic:
+    return CommunityPublic.model_validate(record, from_attributes=True)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -32,26 +34,15 @@ def create_community(
     An administrator scoped to some communities gets the new one added to them."""
     # The new community is the caller's from now on, for row-level security too.
     widen_scope(conn, principal, body.id)
-    try:
-        with conn.transaction(), conn.cursor(row_factory=class_row(CommunityPublic)) as cur:
-            created = cur.execute(
-                sql.SQL(
-                    "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)"
-                    " RETURNING {}"
-                ).format(_COLUMNS),
-                (body.id, body.name, body.kind, body.time_zone),
-            ).fetchone()
-            if principal.communities is not None:
-                cur.execute(
-                    "INSERT INTO user_communities (user_id, community_id) VALUES (%s, %s)",
-                    (principal.user_id, body.id),
-                )
-    except psycopg.errors.UniqueViolation:
+    with conn.transaction():
+        created = places.create_community(conn, body.id, body.name, body.kind, body.time_zone)
+        if created is not None and principal.communities is not None:
+            add_member(conn, principal.user_id, body.id)
+    if created is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"community {body.id!r} already exists"
-        ) from None
-    assert created is not None  # INSERT ... RETURNING returns the row
-    return created
+        )
+    return _public(created)
 
 
 @router.get("")
@@ -66,25 +57,15 @@ def list_communities(
 ) -> CommunitiesPublic:
     """Your communities ordered by id. Pass ``next_cursor`` as ``after`` for the next page."""
     size = page_size(settings, limit)
-    scope, params = community_filter(principal, "id")
-    query = sql.SQL("SELECT {} FROM communities WHERE {} AND id > %s ORDER BY id LIMIT %s").format(
-        _COLUMNS, scope
-    )
-    with conn.cursor(row_factory=class_row(CommunityPublic)) as cur:
-        rows = cur.execute(query, [*params, after or "", size + 1]).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
-    return CommunitiesPublic(data=rows, next_cursor=rows[-1].id if more else None)
+    rows = places.list_communities(conn, within=principal.communities, after=after, limit=size + 1)
+    data, cursor = id_page(rows, size, _public)
+    return CommunitiesPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{community_id}")
 def get_community(conn: ConnDep, _p: Authorized, community_id: CommunityId) -> CommunityPublic:
-    query = sql.SQL("SELECT {} FROM communities WHERE id = %s").format(_COLUMNS)
-    with conn.cursor(row_factory=class_row(CommunityPublic)) as cur:
-        found = cur.execute(query, (community_id,)).fetchone()
-    if found is None:
-        raise not_found(f"no community {community_id!r}")
-    return found
+    found = found_or_404(places.get_community(conn, community_id), f"no community {community_id!r}")
+    return _public(found)
 
 
 @router.get("/{community_id}/status")
@@ -99,4 +80,5 @@ def community_status(
     """Fleet status: devices by state and connectivity (status channel, Last Will and
     silence against each device's expected interval), low batteries, weak signals, and
     the devices that need attention, worst first."""
-    return fleet_status(conn, community_id, clock(), page_size(settings, limit))
+    status_now = fleet_status(conn, community_id, clock(), page_size(settings, limit))
+    return CommunityStatusPublic.model_validate(status_now, from_attributes=True)

@@ -7,32 +7,17 @@ Who may do this, and which devices they see, is decided once for all routes by
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.responses import JSONResponse
-from psycopg import sql
-from psycopg.rows import class_row
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404
+from api.cursors import LimitQuery, id_page
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
-from api.registry_devices import (
-    DEVICE_SELECT,
-    DeviceRecord,
-    ImportReport,
-    LifecycleError,
-    Problem,
-    decommission,
-    get_device,
-    import_devices,
-    register_device,
-    rotate_credentials,
-    set_state,
-    update_device,
-)
-from api.registry_places import presence_of
 from api.registry_schemas import (
     DeviceImportError,
     DeviceImportPublic,
@@ -48,65 +33,39 @@ from api.scope import (
     Authorized,
     DeviceId,
     ValidationProblem,
-    community_filter,
-    not_found,
     unknown_in_body,
 )
 from core.broker_acl import command_topic
 from core.connectivity import INACTIVITY_FACTOR, judge
 from core.device_csv import MAX_CSV_BYTES, CsvFileError, RowError, parse_devices_csv
+from core.fleet import presence_of
 from core.models import DeviceState
 from core.registry import DevicePatch, DeviceSpec, changed_fields
 from core.topics import device_filter
+from store import devices
 
 __all__ = ["device_public", "get_device_or_404", "router"]
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 
-def device_public(record: DeviceRecord, now: datetime) -> DevicePublic:
+def device_public(record: devices.DeviceRecord, now: datetime) -> DevicePublic:
     grace = timedelta(seconds=INACTIVITY_FACTOR * record.expected_interval_s)
     reporting = record.last_received_at is not None and record.last_received_at > now - grace
-    return DevicePublic(
-        id=record.id,
-        community_id=record.community_id,
-        device_class=record.device_class,
-        model=record.model,
-        name=record.name,
-        state=DeviceState(record.state),
-        expected_interval_s=record.expected_interval_s,
-        created_at=record.created_at,
-        last_seen=record.last_seen,
-        last_received_at=record.last_received_at,
-        online=record.online,
-        status_at=record.status_at,
-        reporting=reporting,
-        connectivity=judge(presence_of(record), now),
-        battery=record.battery,
-        rssi=record.rssi,
-        building=record.building,
-        unit=record.unit,
-        floor=record.floor,
-        resident_id=record.resident_id,
-        installed_at=record.installed_at,
-        installed_by=record.installed_by,
-        updated_at=record.updated_at,
-        decommissioned_at=record.decommissioned_at,
-        has_credentials=record.has_credentials,
-        credentials_rotated_at=record.credentials_rotated_at,
+    connectivity = judge(presence_of(record), now)
+    return DevicePublic.model_validate(
+        {**asdict(record), "reporting": reporting, "connectivity": connectivity}
     )
 
 
 def get_device_or_404(
     conn: psycopg.Connection[Any], device_id: str, now: datetime | None = None
 ) -> DevicePublic:
-    found = get_device(conn, device_id)
-    if found is None:
-        raise not_found(f"no device {device_id!r}")
+    found = found_or_404(devices.get_device(conn, device_id), f"no device {device_id!r}")
     return device_public(found, now or datetime.now(UTC))
 
 
-def _problem(problem: Problem, value: str) -> HTTPException:
+def _problem(problem: devices.Problem, value: str) -> HTTPException:
     if problem.kind == "device_exists":
         return HTTPException(status.HTTP_409_CONFLICT, detail=problem.message)
     if problem.kind == "unknown_community":
@@ -117,7 +76,7 @@ def _problem(problem: Problem, value: str) -> HTTPException:
     )
 
 
-def _credentials(record: DeviceRecord, password: str) -> MqttCredentials:
+def _credentials(record: devices.DeviceRecord, password: str) -> MqttCredentials:
     return MqttCredentials(
         username=record.id,
         password=password,
@@ -127,7 +86,7 @@ def _credentials(record: DeviceRecord, password: str) -> MqttCredentials:
     )
 
 
-def _registered(record: DeviceRecord, password: str, now: datetime) -> DeviceRegistered:
+def _registered(record: devices.DeviceRecord, password: str, now: datetime) -> DeviceRegistered:
     return DeviceRegistered(
         **device_public(record, now).model_dump(), credentials=_credentials(record, password)
     )
@@ -141,14 +100,16 @@ def register(
 
     The password is in this response only; the registry keeps a hash. 409 if the id is
     taken. A building or unit must exist (``/communities/{id}/buildings``)."""
-    outcome = register_device(conn, body, visible=principal.sees, installed_by=principal.actor)
-    if isinstance(outcome, Problem):
+    outcome = devices.register_device(
+        conn, body, visible=principal.sees, installed_by=principal.actor
+    )
+    if isinstance(outcome, devices.Problem):
         raise _problem(outcome, body.community_id)
     record, password = outcome
     return _registered(record, password, clock())
 
 
-def _import_public(report: ImportReport, imported: int) -> DeviceImportPublic:
+def _import_public(report: devices.ImportReport, imported: int) -> DeviceImportPublic:
     return DeviceImportPublic(
         imported=imported,
         invalid=len(report.errors),
@@ -207,11 +168,11 @@ def import_csv(
     try:
         parsed = parse_devices_csv(csv_file.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        report = ImportReport(errors=[_file_error(1, f"not UTF-8 (byte {exc.start})")])
+        report = devices.ImportReport(errors=[_file_error(1, f"not UTF-8 (byte {exc.start})")])
         return _refused(report)
     except CsvFileError as exc:
-        return _refused(ImportReport(errors=[_file_error(exc.line, exc.reason)]))
-    report = import_devices(
+        return _refused(devices.ImportReport(errors=[_file_error(exc.line, exc.reason)]))
+    report = devices.import_devices(
         conn,
         parsed,
         visible=principal.sees,
@@ -232,7 +193,7 @@ def _file_error(line: int, reason: str) -> RowError:
     return RowError(line, None, reason)
 
 
-def _refused(report: ImportReport) -> JSONResponse:
+def _refused(report: devices.ImportReport) -> JSONResponse:
     public = _import_public(report, 0)
     return JSONResponse(public.model_dump(mode="json"), status_code=422)
 
@@ -255,30 +216,20 @@ def list_devices(
 ) -> DevicesPublic:
     """Devices of your communities ordered by id, optionally filtered."""
     size = page_size(settings, limit)
-    scope, params = community_filter(principal, "d.community_id")
-    where: list[sql.Composable] = [scope]
-    for column, value in (
-        ("community_id", community_id),
-        ("device_class", device_class),
-        ("state", state.value if state else None),
-        ("building", building),
-        ("resident_id", resident_id),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier("d", column)))
-            params.append(value)
-    if after is not None:
-        where.append(sql.SQL("d.id > %s"))
-        params.append(after)
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(
-        DEVICE_SELECT, sql.SQL(" AND ").join(where)
+    rows = devices.list_devices(
+        conn,
+        within=principal.communities,
+        community_id=community_id,
+        device_class=device_class,
+        state=state.value if state else None,
+        building=building,
+        resident_id=resident_id,
+        after=after,
+        limit=size + 1,
     )
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        rows = cur.execute(query, [*params, size + 1]).fetchall()
-    more = len(rows) > size
     now = clock()
-    data = [device_public(r, now) for r in rows[:size]]
-    return DevicesPublic(data=data, next_cursor=data[-1].id if more else None)
+    data, cursor = id_page(rows, size, lambda r: device_public(r, now))
+    return DevicesPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{device_id}")
@@ -295,10 +246,12 @@ def change_device(
 ) -> DevicePublic:
     """Change model, name, place, interval or resident. Community and class are fixed."""
     try:
-        outcome = update_device(conn, device_id, changed_fields(body), visible=principal.sees)
-    except LifecycleError as exc:
+        outcome = devices.update_device(
+            conn, device_id, changed_fields(body), visible=principal.sees
+        )
+    except devices.LifecycleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if isinstance(outcome, Problem):
+    if isinstance(outcome, devices.Problem):
         raise _problem(outcome, device_id)
     return device_public(outcome, clock())
 
@@ -307,8 +260,8 @@ def _transition(
     conn: psycopg.Connection[Any], device_id: str, state: str, now: datetime
 ) -> DevicePublic:
     try:
-        return device_public(set_state(conn, device_id, state), now)
-    except LifecycleError as exc:
+        return device_public(devices.set_state(conn, device_id, state), now)
+    except devices.LifecycleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
 
 
@@ -330,14 +283,14 @@ def activate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId
 def retire(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DevicePublic:
     """For good: the pipeline refuses its messages at once, the broker from the next
     ``smartcommunity broker export``. Its history stays."""
-    return device_public(decommission(conn, device_id), clock())
+    return device_public(devices.decommission(conn, device_id), clock())
 
 
 @router.post("/{device_id}/credentials")
 def rotate(conn: ConnDep, clock: ClockDep, _p: Authorized, device_id: DeviceId) -> DeviceRegistered:
     """A new MQTT password, shown once. The broker takes it at the next export."""
     try:
-        record, password = rotate_credentials(conn, device_id)
-    except LifecycleError as exc:
+        record, password = devices.rotate_credentials(conn, device_id)
+    except devices.LifecycleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     return _registered(record, password, clock())

@@ -5,25 +5,30 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from psycopg import sql
 
-from api.cursors import LimitQuery
+from api.answers import found_or_404, made_or_409
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
-from api.registry_residents import (
+from api.registry_schemas import ResidentPublic, ResidentsPublic
+from api.scope import Authorized, ResidentId, body_community, not_found
+from core.registry import ResidentPatch, ResidentSpec, changed_fields
+from store.places import place_problem
+from store.residents import (
+    ResidentRecord,
     create_resident,
     delete_resident,
     get_resident,
     list_residents,
-    place_problem,
     update_resident,
 )
-from api.registry_schemas import ResidentPublic, ResidentsPublic
-from api.scope import Authorized, ResidentId, body_community, community_filter, not_found
-from core.registry import ResidentPatch, ResidentSpec, changed_fields
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/residents", tags=["residents"])
+
+
+def _public(record: ResidentRecord) -> ResidentPublic:
+    return ResidentPublic.model_validate(record, from_attributes=True)
 
 
 def _place_error(message: str) -> HTTPException:
@@ -43,10 +48,8 @@ def add_resident(
     problem = place_problem(conn, body.community_id, body.building, body.unit)
     if problem is not None:
         raise _place_error(problem)
-    created = create_resident(conn, body)
-    if created is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"resident {body.id!r} already exists")
-    return created
+    created = made_or_409(create_resident(conn, body), f"resident {body.id!r} already exists")
+    return _public(created)
 
 
 @router.get("")
@@ -59,24 +62,21 @@ def residents(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ResidentsPublic:
     size = page_size(settings, limit)
-    scope, params = community_filter(principal, "r.community_id")
-    where: list[sql.Composable] = [scope, sql.SQL("r.id > %s")]
-    params.append(after or "")
-    if community_id is not None:
-        where.append(sql.SQL("r.community_id = %s"))
-        params.append(community_id)
-    rows = list_residents(conn, sql.SQL(" AND ").join(where), params, size + 1)
-    more = len(rows) > size
-    rows = rows[:size]
-    return ResidentsPublic(data=rows, next_cursor=rows[-1].id if more else None)
+    rows = list_residents(
+        conn,
+        within=principal.communities,
+        community_id=community_id,
+        after=after,
+        limit=size + 1,
+    )
+    data, cursor = id_page(rows, size, _public)
+    return ResidentsPublic(data=data, next_cursor=cursor)
 
 
 @router.get("/{resident_id}")
 def resident(conn: ConnDep, _p: Authorized, resident_id: ResidentId) -> ResidentPublic:
-    found = get_resident(conn, resident_id)
-    if found is None:
-        raise not_found(f"no resident {resident_id!r}")
-    return found
+    found = found_or_404(get_resident(conn, resident_id), f"no resident {resident_id!r}")
+    return _public(found)
 
 
 @router.patch("/{resident_id}")
@@ -96,7 +96,7 @@ def change_resident(
     problem = place_problem(conn, current.community_id, building, unit)
     if problem is not None:
         raise _place_error(problem)
-    return update_resident(conn, resident_id, changes)
+    return _public(update_resident(conn, resident_id, changes))
 
 
 @router.delete("/{resident_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from api.answers import found_or_404, made_or_409
 from api.deps import ClockDep, ConnDep
 from api.scope import (
     Authorized,
@@ -22,20 +22,23 @@ from api.scope import (
     ResponderId,
     TeamId,
     body_community,
-    community_clause,
     not_found,
     unknown_in_body,
 )
-from core.roster import uncovered_until
-from store.rosters import load_roster, on_duty_now
+from store import rosters
+from store.accounts import is_member
+from store.places import place_problem
 
-__all__ = ["duty_board", "router", "teams_router"]
+__all__ = ["router", "teams_router"]
 
 Conn = psycopg.Connection[Any]
 router = APIRouter(prefix="/responders", tags=["responders"])
 teams_router = APIRouter(prefix="/teams", tags=["responders"])
 duty_router = APIRouter(prefix="/communities", tags=["responders"])
 _IN = ConfigDict(frozen=True, extra="forbid")
+# One page: a community has tens of responders and a handful of teams.
+MAX_RESPONDERS = 1000
+MAX_TEAMS = 500
 _OUT = ConfigDict(frozen=True)
 
 
@@ -176,70 +179,27 @@ class DutyPublic(BaseModel):
     responders: list[ResponderPublic]
 
 
-# --- database ------------------------------------------------------------------------------
-
-_RESPONDER = "SELECT id, community_id, name, role, phone, mqtt_username, user_id FROM responders"
-
-
-def _responder(row: tuple[Any, ...]) -> ResponderPublic:
-    keys = ("id", "community_id", "name", "role", "phone", "mqtt_username", "user_id")
-    return ResponderPublic(**dict(zip(keys, row, strict=True)))
-
-
-def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamPublic:
-    team_id, community, building, name, kind, leader = row
-    shifts = [
-        ShiftPublic(id=i, responder_id=r, weekday=w, starts=s, ends=e)
-        for i, r, w, s, e in conn.execute(
-            "SELECT id, responder_id, weekday, starts, ends FROM shifts WHERE team_id = %s"
-            " ORDER BY id",
-            (team_id,),
-        )
-    ]
-    tz_row = conn.execute(
-        "SELECT time_zone FROM communities WHERE id = %s", (community,)
-    ).fetchone()
-    tz = ZoneInfo(str(tz_row[0]) if tz_row else "Asia/Shanghai")
-    roster, absences = load_roster(conn, team_id, now)
-    return TeamPublic(
-        id=team_id,
-        community_id=community,
-        building_id=building,
-        name=name,
-        kind=kind,
-        leader_id=leader,
-        shifts=shifts,
-        on_duty=on_duty_now(conn, team_id, now),
-        uncovered_at=uncovered_until(roster, absences, now, tz),
-    )
-
-
-_TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
-
-
-def duty_board(conn: Conn, community_id: str, now: datetime) -> DutyPublic:
-    teams = [
-        _team(conn, row, now)
-        for row in conn.execute(
-            (_TEAM + " WHERE community_id = %s ORDER BY id").encode(), (community_id,)
-        ).fetchall()
-    ]
-    people = [
-        _responder(r)
-        for r in conn.execute(
-            (_RESPONDER + " WHERE community_id = %s ORDER BY id").encode(), (community_id,)
-        )
-    ]
-    return DutyPublic(community_id=community_id, as_of=now, teams=teams, responders=people)
-
-
 def _same_community(conn: Conn, community: str, field: str, responder: str | None) -> None:
     """A responder named in a body must be of the object's community (else: unknown)."""
-    if responder is None:
-        return
-    row = conn.execute("SELECT community_id FROM responders WHERE id = %s", (responder,)).fetchone()
-    if row is None or row[0] != community:
+    if responder is not None and rosters.responder_community(conn, responder) != community:
         raise unknown_in_body(field, responder)
+
+
+def _duty(board: rosters.DutyBoard) -> DutyPublic:
+    return DutyPublic.model_validate(board, from_attributes=True)
+
+
+def _team(team: rosters.TeamRecord) -> TeamPublic:
+    return TeamPublic.model_validate(team, from_attributes=True)
+
+
+def _responder(responder: rosters.ResponderRecord) -> ResponderPublic:
+    return ResponderPublic.model_validate(responder, from_attributes=True)
+
+
+def _team_or_404(conn: Conn, team_id: str, now: datetime) -> rosters.TeamRecord:
+    found = found_or_404(rosters.get_team(conn, team_id, now), f"no team {team_id!r}")
+    return found
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -251,13 +211,10 @@ def list_responders(
     principal: Authorized,
     community_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> RespondersPublic:
-    scope, params = community_clause(principal)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
-    query = f"{_RESPONDER} WHERE {' AND '.join(where)} ORDER BY id LIMIT 1000"
-    return RespondersPublic(data=[_responder(r) for r in conn.execute(query.encode(), params)])
+    found = rosters.list_responders(
+        conn, within=principal.communities, community_id=community_id, limit=MAX_RESPONDERS
+    )
+    return RespondersPublic(data=[_responder(r) for r in found])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -267,39 +224,21 @@ def add_responder(
     """A person who can be sent: role, phone, optionally an MQTT login and an API user
     (of role ``responder``, who then sees the incidents sent to them)."""
     body_community(conn, principal, request, body.community_id)
-    if body.user_id is not None:
-        row = conn.execute(
-            "SELECT role FROM users AS u WHERE id = %s AND EXISTS (SELECT 1 FROM"
-            " user_communities AS c WHERE c.user_id = u.id AND c.community_id = %s)",
-            (body.user_id, body.community_id),
-        ).fetchone()
-        if row is None:
-            raise unknown_in_body("user_id", str(body.user_id))
-    row = conn.execute(
-        "INSERT INTO responders (id, community_id, name, role, phone, mqtt_username, user_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-        " RETURNING id, community_id, name, role, phone, mqtt_username, user_id",
-        (
-            body.id,
-            body.community_id,
-            body.name,
-            body.role,
-            body.phone,
-            body.mqtt_username,
-            body.user_id,
-        ),
-    ).fetchone()
-    if row is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="responder id, login or user taken")
-    return _responder(row)
+    if body.user_id is not None and not is_member(conn, body.user_id, body.community_id):
+        raise unknown_in_body("user_id", str(body.user_id))
+    created = made_or_409(
+        rosters.create_responder(conn, rosters.ResponderRecord(**body.model_dump())),
+        "responder id, login or user taken",
+    )
+    return _responder(created)
 
 
 @router.get("/{responder_id}")
 def get_responder(conn: ConnDep, _p: Authorized, responder_id: ResponderId) -> ResponderPublic:
-    row = conn.execute((_RESPONDER + " WHERE id = %s").encode(), (responder_id,)).fetchone()
-    if row is None:
+    found = rosters.get_responder(conn, responder_id)
+    if found is None:
         raise not_found(f"no responder {responder_id!r}")
-    return _responder(row)
+    return _responder(found)
 
 
 @router.post("/{responder_id}/exceptions", status_code=status.HTTP_201_CREATED)
@@ -318,19 +257,15 @@ def add_exception(
                 }
             ],
         )
-    row = conn.execute("SELECT community_id FROM responders WHERE id = %s", (responder_id,))
-    found = row.fetchone()
-    if found is None:
+    community = rosters.responder_community(conn, responder_id)
+    if community is None:
         raise not_found(f"no responder {responder_id!r}")
-    _same_community(conn, found[0], "substitute_id", body.substitute_id)
-    made = conn.execute(
-        "INSERT INTO roster_exceptions (community_id, responder_id, kind, starts_at, ends_at,"
-        " substitute_id) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (found[0], responder_id, body.kind, body.starts_at, body.ends_at, body.substitute_id),
-    ).fetchone()
-    assert made is not None
+    _same_community(conn, community, "substitute_id", body.substitute_id)
+    made = rosters.add_exception(
+        conn, community, responder_id, body.kind, body.starts_at, body.ends_at, body.substitute_id
+    )
     return ExceptionPublic(
-        id=made[0],
+        id=made,
         responder_id=responder_id,
         kind=body.kind,
         starts_at=body.starts_at,
@@ -346,15 +281,14 @@ def list_teams(
     clock: ClockDep,
     community_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> TeamsPublic:
-    scope, params = community_clause(principal)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
-    query = f"{_TEAM} WHERE {' AND '.join(where)} ORDER BY id LIMIT 500"
-    now = clock()
-    rows = conn.execute(query.encode(), params).fetchall()
-    return TeamsPublic(data=[_team(conn, r, now) for r in rows])
+    found = rosters.list_teams(
+        conn,
+        within=principal.communities,
+        community_id=community_id,
+        now=clock(),
+        limit=MAX_TEAMS,
+    )
+    return TeamsPublic(data=[_team(t) for t in found])
 
 
 @teams_router.post("", status_code=status.HTTP_201_CREATED)
@@ -364,32 +298,30 @@ def add_team(
     """A team of a community, or of one of its buildings (``building_id``)."""
     body_community(conn, principal, request, body.community_id)
     _same_community(conn, body.community_id, "leader_id", body.leader_id)
-    if (
-        body.building_id is not None
-        and not conn.execute(
-            "SELECT 1 FROM buildings WHERE community_id = %s AND id = %s",
-            (body.community_id, body.building_id),
-        ).fetchone()
+    if body.building_id is not None and place_problem(
+        conn, body.community_id, body.building_id, None
     ):
         raise unknown_in_body("building_id", body.building_id)
-    row = conn.execute(
-        "INSERT INTO teams (id, community_id, building_id, name, kind, leader_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-        " RETURNING id, community_id, building_id, name, kind, leader_id",
-        (body.id, body.community_id, body.building_id, body.name, body.kind, body.leader_id),
-    ).fetchone()
-    if row is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"team {body.id!r} exists")
-    return _team(conn, row, clock())
+    created = made_or_409(
+        rosters.create_team(
+            conn,
+            body.id,
+            body.community_id,
+            body.building_id,
+            body.name,
+            body.kind,
+            body.leader_id,
+            clock(),
+        ),
+        f"team {body.id!r} exists",
+    )
+    return _team(created)
 
 
 @teams_router.get("/{team_id}")
 def get_team(conn: ConnDep, _p: Authorized, clock: ClockDep, team_id: TeamId) -> TeamPublic:
     """The team, its shifts, who is on duty now and the next gap in the roster."""
-    row = conn.execute((_TEAM + " WHERE id = %s").encode(), (team_id,)).fetchone()
-    if row is None:
-        raise not_found(f"no team {team_id!r}")
-    return _team(conn, row, clock())
+    return _team(_team_or_404(conn, team_id, clock()))
 
 
 @teams_router.post("/{team_id}/shifts", status_code=status.HTTP_201_CREATED)
@@ -403,27 +335,21 @@ def add_shifts(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=[{"loc": ["body", "weekdays"], "msg": "0 to 6", "type": "value_error"}],
         )
-    row = conn.execute((_TEAM + " WHERE id = %s").encode(), (team_id,)).fetchone()
-    if row is None:
-        raise not_found(f"no team {team_id!r}")
-    _same_community(conn, row[1], "responder_id", body.responder_id)
-    for weekday in sorted(set(body.weekdays)):
-        conn.execute(
-            "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts, ends)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (
-                row[1],
-                team_id,
-                body.responder_id,
-                weekday,
-                body.starts.replace(tzinfo=None),
-                body.ends.replace(tzinfo=None),
-            ),
-        )
-    return _team(conn, row, clock())
+    now = clock()
+    team = _team_or_404(conn, team_id, now)
+    _same_community(conn, team.community_id, "responder_id", body.responder_id)
+    rosters.add_shifts(
+        conn,
+        team,
+        body.responder_id,
+        body.weekdays,
+        body.starts.replace(tzinfo=None),
+        body.ends.replace(tzinfo=None),
+    )
+    return _team(_team_or_404(conn, team_id, now))
 
 
 @duty_router.get("/{community_id}/duty")
 def duty(conn: ConnDep, _p: Authorized, clock: ClockDep, community_id: CommunityId) -> DutyPublic:
     """Who is on duty now in each team, and each team's next gap (nobody on duty)."""
-    return duty_board(conn, community_id, clock())
+    return _duty(rosters.duty_board(conn, community_id, clock()))

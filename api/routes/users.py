@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.accounts import UserError, create_user, get_user, list_users, update_user
-from api.auth import Principal, create_token, list_tokens, revoke_token
-from api.cursors import LimitQuery
+from api.answers import found_or_404
+from api.auth import Principal
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import (
     TokenCreate,
@@ -22,13 +22,22 @@ from api.registry_schemas import (
     UserPublic,
     UsersPublic,
 )
-from api.scope import Authorized, OwnTokenId, TokenId, UserId, not_found
+from api.scope import Authorized, OwnTokenId, TokenId, UserId
+from store import accounts
 
 __all__ = ["me_router", "router", "tokens_router"]
 
 router = APIRouter(prefix="/users", tags=["users"])
 tokens_router = APIRouter(prefix="/tokens", tags=["users"])
 me_router = APIRouter(prefix="/me", tags=["users"])
+
+
+def user_public(record: accounts.UserRecord) -> UserPublic:
+    return UserPublic.model_validate(record, from_attributes=True)
+
+
+def token_public(token: accounts.TokenInfo) -> TokenPublic:
+    return TokenPublic.model_validate(token, from_attributes=True)
 
 
 def _invalid(field: str, message: str) -> HTTPException:
@@ -63,10 +72,9 @@ def users(
     after: Annotated[int | None, Query(ge=0)] = None,
 ) -> UsersPublic:
     size = page_size(settings, limit)
-    rows = list_users(conn, within=principal.communities, after=after, limit=size + 1)
-    more = len(rows) > size
-    rows = rows[:size]
-    return UsersPublic(data=rows, next_cursor=str(rows[-1].id) if more else None)
+    rows = accounts.list_users(conn, within=principal.communities, after=after, limit=size + 1)
+    data, cursor = id_page(rows, size, user_public)
+    return UsersPublic(data=data, next_cursor=cursor)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -74,20 +82,19 @@ def add_user(conn: ConnDep, principal: Authorized, body: UserCreate) -> UserPubl
     """Create a user with a role and communities; then give them a token."""
     _within_scope(principal, body.communities, body.all_communities)
     try:
-        return create_user(
+        created = accounts.create_user(
             conn, body.name, body.role, body.communities, all_communities=body.all_communities
         )
-    except UserError as exc:
+    except accounts.UserError as exc:
         if exc.field == "name":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
         raise _invalid(exc.field, str(exc)) from None
+    return user_public(created)
 
 
 def _user(conn: psycopg.Connection[Any], user_id: int) -> UserPublic:
-    found = get_user(conn, user_id)
-    if found is None:
-        raise not_found(f"no user {user_id}")
-    return found
+    found = found_or_404(accounts.get_user(conn, user_id), f"no user {user_id}")
+    return user_public(found)
 
 
 @router.get("/{user_id}")
@@ -103,7 +110,7 @@ def change_user(
     _within_scope(principal, body.communities, body.all_communities)
     _user(conn, user_id)
     try:
-        return update_user(
+        updated = accounts.update_user(
             conn,
             user_id,
             role=body.role,
@@ -111,29 +118,18 @@ def change_user(
             all_communities=body.all_communities,
             disabled=body.disabled,
         )
-    except UserError as exc:
+    except accounts.UserError as exc:
         raise _invalid(exc.field, str(exc)) from None
+    return user_public(updated)
 
 
 def _token_public(conn: psycopg.Connection[Any], user_id: int) -> list[TokenPublic]:
-    return [
-        TokenPublic(
-            id=t.id,
-            name=t.name,
-            user_id=t.user_id,
-            user_name=t.user_name,
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            revoked_at=t.revoked_at,
-            last_used_at=t.last_used_at,
-        )
-        for t in list_tokens(conn, user_id)
-    ]
+    return [token_public(t) for t in accounts.list_tokens(conn, user_id)]
 
 
 def _new_token(conn: psycopg.Connection[Any], user_id: int, body: TokenCreate) -> TokenCreated:
     try:
-        secret = create_token(conn, body.name, body.expires_at, user_id=user_id)
+        secret = accounts.create_token(conn, body.name, body.expires_at, user_id=user_id)
     except ValueError as exc:
         field = "expires_at" if "expires_at" in str(exc) else "name"
         raise _invalid(field, str(exc)) from None
@@ -158,7 +154,7 @@ def add_user_token(
 
 @tokens_router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke(conn: ConnDep, _p: Authorized, token_id: TokenId) -> None:
-    revoke_token(conn, token_id)
+    accounts.revoke_token(conn, token_id)
 
 
 @me_router.get("")
@@ -180,4 +176,4 @@ def add_my_token(conn: ConnDep, principal: Authorized, body: TokenCreate) -> Tok
 
 @me_router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_mine(conn: ConnDep, _p: Authorized, token_id: OwnTokenId) -> None:
-    revoke_token(conn, token_id)
+    accounts.revoke_token(conn, token_id)

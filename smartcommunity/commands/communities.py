@@ -6,15 +6,14 @@ import argparse
 import sys
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
 from pydantic import ValidationError
 
-from api.registry_places import create_building, create_unit, get_building, list_buildings
 from core.device_csv import validation_reason
 from core.registry import BuildingSpec, UnitSpec
 from core.topics import valid_id
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store import places
 
 __all__ = ["register"]
 
@@ -32,27 +31,22 @@ def _create(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         return _fail(f"unknown time zone {args.time_zone!r}: use an IANA name")
     with connect() as conn:
-        try:
-            conn.execute(
-                "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)",
-                (args.id, args.name or args.id, args.kind, args.time_zone),
-            )
-        except psycopg.errors.UniqueViolation:
-            return _fail(f"community {args.id!r} already exists")
+        created = places.create_community(
+            conn, args.id, args.name or args.id, args.kind, args.time_zone
+        )
+    if created is None:
+        return _fail(f"community {args.id!r} already exists")
     print(f"created community {args.id} ({args.kind}, {args.time_zone})")
     return 0
 
 
 def _list(_args: argparse.Namespace) -> int:
     with connect() as conn:
-        rows = conn.execute(
-            "SELECT c.id, c.name, c.kind, c.time_zone,"
-            " (SELECT count(*) FROM devices d WHERE d.community_id = c.id"
-            "  AND d.state <> 'decommissioned'),"
-            " (SELECT count(*) FROM buildings b WHERE b.community_id = c.id)"
-            " FROM communities c ORDER BY c.id"
-        ).fetchall()
-    print_table(("id", "name", "kind", "time zone", "devices", "buildings"), rows)
+        totals = places.community_totals(conn)
+    print_table(
+        ("id", "name", "kind", "time zone", "devices", "buildings"),
+        ((t.id, t.name, t.kind, t.time_zone, t.devices, t.buildings) for t in totals),
+    )
     return 0
 
 
@@ -64,12 +58,9 @@ def _add_building(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        if (
-            conn.execute("SELECT 1 FROM communities WHERE id = %s", (args.community,)).fetchone()
-            is None
-        ):
+        if not places.community_exists(conn, args.community):
             return _fail(f"no community {args.community!r}")
-        if create_building(conn, args.community, spec) is None:
+        if places.create_building(conn, args.community, spec) is None:
             return _fail(f"building {args.id!r} already exists in {args.community}")
     print(f"added building {args.id} to {args.community}")
     return 0
@@ -81,9 +72,9 @@ def _add_unit(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        if get_building(conn, args.community, args.building) is None:
+        if places.get_building(conn, args.community, args.building) is None:
             return _fail(f"no building {args.building!r} in {args.community!r}")
-        if not create_unit(conn, args.community, args.building, spec):
+        if not places.create_unit(conn, args.community, args.building, spec):
             return _fail(f"unit {args.id!r} already exists")
     print(f"added unit {args.id} to {args.community}/{args.building}")
     return 0
@@ -91,7 +82,7 @@ def _add_unit(args: argparse.Namespace) -> int:
 
 def _list_buildings(args: argparse.Namespace) -> int:
     with connect() as conn:
-        found = list_buildings(conn, args.community, after=None, limit=10_000)
+        found = places.list_buildings(conn, args.community, after=None, limit=10_000)
     print_table(
         ("building", "name", "floors", "units"),
         ((b.id, b.name, b.floors, len(b.units)) for b in found),

@@ -14,28 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-from psycopg.rows import class_row
 from pydantic import ValidationError
 
-from api.registry_devices import (
-    DEVICE_SELECT,
-    DeviceRecord,
-    LifecycleError,
-    Problem,
-    decommission,
-    get_device,
-    import_devices,
-    register_device,
-    rotate_credentials,
-    set_state,
-    update_device,
-)
-from api.registry_places import fleet_status, presence_of
 from core.broker_acl import command_topic
 from core.connectivity import judge
 from core.device_csv import CsvFileError, parse_devices_csv, validation_reason
 from core.errors import ConfigurationError, ServiceUnavailable
+from core.fleet import presence_of
 from core.registry import DevicePatch, DeviceSpec
 from core.topics import device_filter
 from smartcommunity.cli_support import (
@@ -53,6 +38,7 @@ from smartcommunity.commissioning import (
     wait_for_first_message,
     wait_stored,
 )
+from store import devices as registry
 
 __all__ = ["register"]
 
@@ -69,8 +55,8 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _device(conn: Any, device_id: str) -> DeviceRecord:
-    found = get_device(conn, device_id)
+def _device(conn: Any, device_id: str) -> registry.DeviceRecord:
+    found = registry.get_device(conn, device_id)
     if found is None:
         raise ConfigurationError(f"no device {device_id!r}")
     return found
@@ -102,14 +88,14 @@ def _register(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _fail(validation_reason(exc))
     with connect() as conn:
-        outcome = register_device(
+        outcome = registry.register_device(
             conn,
             spec,
             visible=_everyone,
             installed_by=cli_actor(),
             create_locations=args.create_locations,
         )
-    if isinstance(outcome, Problem):
+    if isinstance(outcome, registry.Problem):
         return _fail(outcome.message)
     record, password = outcome
     print(
@@ -145,7 +131,7 @@ def _import(args: argparse.Namespace) -> int:
     except CsvFileError as exc:
         return _fail(f"{path}:{exc.line}: {exc.reason}; nothing imported")
     with connect() as conn:
-        report = import_devices(
+        report = registry.import_devices(
             conn,
             parsed,
             visible=_everyone,
@@ -180,7 +166,7 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(record: DeviceRecord, now: datetime) -> list[object]:
+def _row(record: registry.DeviceRecord, now: datetime) -> list[object]:
     return [
         record.id,
         record.community_id,
@@ -208,28 +194,21 @@ _LIST_HEADER = (
 
 
 def _list(args: argparse.Namespace) -> int:
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[object] = []
-    for column, value in (
-        ("community_id", args.community),
-        ("device_class", args.device_class),
-        ("state", args.state),
-        ("building", args.building),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier("d", column)))
-            params.append(value)
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(
-        DEVICE_SELECT, sql.SQL(" AND ").join(where)
-    )
-    with connect() as conn, conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        rows = cur.execute(query, [*params, args.limit]).fetchall()
+    with connect() as conn:
+        rows = registry.list_devices(
+            conn,
+            community_id=args.community,
+            device_class=args.device_class,
+            state=args.state,
+            building=args.building,
+            limit=args.limit,
+        )
     now = datetime.now(UTC)
     print_table(_LIST_HEADER, (_row(r, now) for r in rows))
     return 0
 
 
-def _show_record(record: DeviceRecord) -> None:
+def _show_record(record: registry.DeviceRecord) -> None:
     now = datetime.now(UTC)
     fields: list[tuple[str, object]] = [
         ("id", record.id),
@@ -278,12 +257,12 @@ def _update(args: argparse.Namespace) -> int:
     with connect() as conn:
         _device(conn, args.id)
         try:
-            outcome = update_device(
+            outcome = registry.update_device(
                 conn, args.id, {k: getattr(patch, k) for k in fields}, visible=_everyone
             )
-        except LifecycleError as exc:
+        except registry.LifecycleError as exc:
             return _fail(str(exc))
-        if isinstance(outcome, Problem):
+        if isinstance(outcome, registry.Problem):
             return _fail(outcome.message)
         _show_record(outcome)
     return 0
@@ -295,11 +274,11 @@ def _state(state: str) -> Any:
             _device(conn, args.id)
             try:
                 record = (
-                    decommission(conn, args.id)
+                    registry.decommission(conn, args.id)
                     if state == "decommissioned"
-                    else set_state(conn, args.id, state)
+                    else registry.set_state(conn, args.id, state)
                 )
-            except LifecycleError as exc:
+            except registry.LifecycleError as exc:
                 return _fail(str(exc))
         print(f"{record.id}: {record.state}")
         if state == "decommissioned":
@@ -317,8 +296,8 @@ def _rotate(args: argparse.Namespace) -> int:
     with connect() as conn:
         _device(conn, args.id)
         try:
-            record, password = rotate_credentials(conn, args.id)
-        except LifecycleError as exc:
+            record, password = registry.rotate_credentials(conn, args.id)
+        except registry.LifecycleError as exc:
             return _fail(str(exc))
     write_credentials(args.credentials_out, [(record.id, password)])
     _shown_once(args.credentials_out)
@@ -373,7 +352,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     with connect() as conn:
-        status = fleet_status(conn, args.community, datetime.now(UTC), args.limit)
+        status = registry.fleet_status(conn, args.community, datetime.now(UTC), args.limit)
     print(f"community {status.community_id}: {status.devices} devices")
     print("  by state:        " + ", ".join(f"{k} {v}" for k, v in status.by_state.items()))
     print("  by connectivity: " + ", ".join(f"{k} {v}" for k, v in status.by_connectivity.items()))

@@ -12,7 +12,6 @@ from typing import Any
 import psycopg
 
 from api.routes.incidents import incident_detail
-from api.routes.responders import duty_board
 from core.incidents import IncidentType, Targets, target_problems
 from core.passwords import hash_password, new_secret
 from smartcommunity.cli_support import cli_actor, connect, print_table
@@ -28,6 +27,7 @@ from store.incidents import (
     set_targets,
     sync_alerts,
 )
+from store.rosters import duty_board
 
 __all__ = ["register"]
 

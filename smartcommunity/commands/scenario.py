@@ -19,7 +19,6 @@ from pathlib import Path
 
 import psycopg
 
-from api.auth import create_token, hash_token
 from core.errors import ConfigurationError, ServiceUnavailable
 from simulators.checker import ApiAlerts
 from simulators.registration import retire_scenario
@@ -36,6 +35,7 @@ from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from smartcommunity.panels import bridge_for_runs, register_with_panels
 from store import schema
+from store.accounts import create_token, revoke_token_by_hash
 
 __all__ = ["register"]
 
@@ -124,10 +124,7 @@ def _token(given: str | None, url: str) -> Iterator[str]:
         yield token
     finally:
         with psycopg.connect(url) as conn:
-            conn.execute(
-                "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s",
-                (hash_token(token),),
-            )
+            revoke_token_by_hash(conn, token)
 
 
 def _register(url: str, bound: BoundScenario) -> None:

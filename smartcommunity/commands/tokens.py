@@ -12,11 +12,11 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
-from api.accounts import UserError, create_user, find_user
-from api.auth import create_token, list_tokens, revoke_token
 from core.access import Role
 from smartcommunity.cli_support import connect
 from smartcommunity.commands import SubParsers
+from smartcommunity.commands.users import create_as_asked, scoped
+from store import accounts
 
 __all__ = ["register"]
 
@@ -33,27 +33,21 @@ def _create(args: argparse.Namespace) -> int:
     with connect() as conn:
         user_id: int | None = None
         if args.user is not None:
-            user = find_user(conn, args.user)
+            user = accounts.find_user(conn, args.user)
             if user is None:
                 return _fail(f"no user {args.user!r} (smartcommunity user create)")
             user_id = user.id
         elif args.role is not None:
-            if not args.community and not args.all_communities:
+            if not scoped(args):
                 return _fail(
                     "with --role, give --community (repeat for several) or --all-communities"
                 )
             try:
-                user_id = create_user(
-                    conn,
-                    args.name,
-                    Role(args.role),
-                    args.community or [],
-                    all_communities=args.all_communities,
-                ).id
-            except UserError as exc:
+                user_id = create_as_asked(conn, args.name, args).id
+            except accounts.UserError as exc:
                 return _fail(f"{exc}; use --user {args.name} for another token of theirs")
         try:
-            token = create_token(conn, args.name, expires, user_id=user_id)
+            token = accounts.create_token(conn, args.name, expires, user_id=user_id)
         except ValueError as exc:
             return _fail(str(exc))
     print(token)
@@ -63,7 +57,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(_args: argparse.Namespace) -> int:
     with connect() as conn:
-        tokens = list_tokens(conn)
+        tokens = accounts.list_tokens(conn)
     print(f"{'id':>4}  {'name':<24} {'user':<16} {'created':<20} {'expires':<20} state")
     for t in tokens:
         state = "revoked" if t.revoked_at else "active"
@@ -79,7 +73,7 @@ def _list(_args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     with connect() as conn:
-        done = revoke_token(conn, args.id)
+        done = accounts.revoke_token(conn, args.id)
     if not done:
         print(f"no active token with id {args.id}", file=sys.stderr)
         return 1

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from api.accounts import UserError, create_user, find_user, list_users, update_user
+import psycopg
+
 from core.access import Role
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store import accounts
+from store.accounts import UserRecord
 
-__all__ = ["register"]
+__all__ = ["create_as_asked", "register", "scoped"]
 
 
 def _fail(message: str) -> int:
@@ -21,19 +25,27 @@ def _fail(message: str) -> int:
     return 1
 
 
+def scoped(args: argparse.Namespace) -> bool:
+    """Whether ``--community`` or ``--all-communities`` says where the role applies."""
+    return bool(args.community or args.all_communities)
+
+
+def create_as_asked(
+    conn: psycopg.Connection[Any], name: str, args: argparse.Namespace
+) -> UserRecord:
+    """The user ``--role``, ``--community`` and ``--all-communities`` describe."""
+    return accounts.create_user(
+        conn, name, Role(args.role), args.community or [], all_communities=args.all_communities
+    )
+
+
 def _create(args: argparse.Namespace) -> int:
-    if not args.community and not args.all_communities:
+    if not scoped(args):
         return _fail("give --community (repeat for several) or --all-communities")
     with connect() as conn:
         try:
-            user = create_user(
-                conn,
-                args.name,
-                Role(args.role),
-                args.community or [],
-                all_communities=args.all_communities,
-            )
-        except UserError as exc:
+            user = create_as_asked(conn, args.name, args)
+        except accounts.UserError as exc:
             return _fail(str(exc))
     where = "every community" if user.all_communities else ", ".join(user.communities)
     print(f"created user {user.name} (id {user.id}): {user.role} of {where}")
@@ -45,7 +57,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(_args: argparse.Namespace) -> int:
     with connect() as conn:
-        users = list_users(conn, within=None, after=None, limit=100_000)
+        users = accounts.list_users(conn, within=None, after=None, limit=100_000)
     print_table(
         ("id", "name", "role", "communities", "disabled"),
         (
@@ -64,11 +76,11 @@ def _list(_args: argparse.Namespace) -> int:
 
 def _update(args: argparse.Namespace) -> int:
     with connect() as conn:
-        user = find_user(conn, args.name)
+        user = accounts.find_user(conn, args.name)
         if user is None:
             return _fail(f"no user {args.name!r}")
         try:
-            user = update_user(
+            user = accounts.update_user(
                 conn,
                 user.id,
                 role=Role(args.role) if args.role else None,
@@ -76,7 +88,7 @@ def _update(args: argparse.Namespace) -> int:
                 all_communities=args.all_communities,
                 disabled=args.disabled,
             )
-        except UserError as exc:
+        except accounts.UserError as exc:
             return _fail(str(exc))
     where = "every community" if user.all_communities else ", ".join(user.communities) or "none"
     state = " (disabled)" if user.disabled_at else ""

@@ -23,10 +23,10 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.app import create_app
-from api.auth import create_token
 from core.settings import Settings
 from gateway.bridge import parse_mqtt_url
 from smartcommunity.embedded import free_port
+from store.accounts import create_token
 from tests.integration.alerts_support import rows, setup_devices
 from tests.integration.support import Publisher, pipeline_thread, wait_for
 

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import create_token
 from core.settings import Settings
 from core.visits import Month
 from simulators.responder import ResponderActor, ResponderBehaviour
+from store.accounts import create_token
 from tests.integration.alerts_support import rows, setup_devices
 from tests.integration.support import Publisher, pipeline_thread, wait_for
 

@@ -14,11 +14,10 @@ import psycopg
 
 from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
-from api.accounts import create_user
-from api.auth import create_token
 from core.access import Role
 from core.rules import Severity, parse_rule
 from store import schema
+from store.accounts import create_token, create_user
 
 Presence = Literal["online", "offline", "silent", "never_seen"]
 _counter = itertools.count()

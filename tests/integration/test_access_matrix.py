@@ -23,15 +23,15 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
-from api.accounts import create_user
 from api.app import create_app
-from api.auth import create_token, hash_token
-from api.registry_devices import register_device
 from api.scope import family_of
 from core.access import Role, allowed
 from core.registry import DeviceSpec
 from core.rules import dump_rule, parse_rule
 from core.settings import Settings
+from core.tokens import hash_token
+from store.accounts import create_token, create_user
+from store.devices import register_device
 
 pytestmark = pytest.mark.integration
 

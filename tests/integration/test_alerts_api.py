@@ -18,10 +18,10 @@ from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from api.alert_hub import AlertHub
 from api.app import create_app
-from api.auth import create_token
 from core.rules import Severity, parse_rule
 from core.settings import Settings
 from smartcommunity.embedded import free_port
+from store.accounts import create_token
 from tests.integration.alerts_support import T0, setup_devices
 
 pytestmark = pytest.mark.integration

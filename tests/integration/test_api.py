@@ -17,9 +17,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from api.app import create_app
-from api.auth import create_token, hash_token, list_tokens, revoke_token
 from core.observability import PipelineCounters
 from core.settings import ApiSettings, Settings
+from core.tokens import hash_token
+from store.accounts import create_token, list_tokens, revoke_token
 from tests.exposition import parse_exposition
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from api.registry_devices import decommission, register_device, rotate_credentials
 from core.broker_acl import ServiceRole, command_topic
 from core.passwords import hash_password, new_secret
 from core.registry import DeviceSpec
@@ -29,6 +28,7 @@ from core.topics import alert_topic, device_topic
 from smartcommunity.broker_export import add_account, export_broker_files
 from smartcommunity.secured_broker import SecuredMosquitto
 from store import schema
+from store.devices import decommission, register_device, rotate_credentials
 from tests.integration.support import count, pipeline_thread, wait_for
 
 pytestmark = pytest.mark.integration

@@ -20,10 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.registry_places import fleet_status
 from simulators.community import demo_devices
 from smartcommunity.cli import main
 from smartcommunity.secured_broker import SecuredMosquitto
+from store.devices import fleet_status
 from tests.integration.support import ROOT, pipeline_thread, stop_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

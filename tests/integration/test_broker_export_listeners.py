@@ -16,7 +16,6 @@ import orjson
 import psycopg
 import pytest
 
-from api.registry_devices import register_device
 from core.broker_acl import ALERTS_SUFFIX, ServiceRole, alerts_username
 from core.dispatch_contract import control_room_topic
 from core.registry import DeviceSpec
@@ -27,6 +26,7 @@ from smartcommunity.cli import main
 from smartcommunity.embedded import free_port
 from smartcommunity.secured_broker import ExportedMosquitto
 from store import schema
+from store.devices import register_device
 from tests.integration.support import wait_for
 from tests.integration.test_broker_export import NOT_AUTHORIZED, TIMEOUT_S, Client, connect
 

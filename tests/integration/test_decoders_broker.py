@@ -14,7 +14,6 @@ import orjson
 import psycopg
 import pytest
 
-from api.registry_devices import register_device
 from core.alink import device_reply_filter, post_topic, reply_topic
 from core.broker_acl import ServiceRole, foreign_topics
 from core.passwords import hash_password, new_secret
@@ -24,6 +23,7 @@ from gateway.decoders import load_profiles
 from smartcommunity.broker_export import add_account, export_broker_files
 from smartcommunity.secured_broker import SecuredMosquitto
 from store import schema
+from store.devices import register_device
 from tests.integration.support import count, pipeline_thread, wait_for
 from tests.integration.test_broker_export import NOT_AUTHORIZED, TIMEOUT_S, Rig, connect
 

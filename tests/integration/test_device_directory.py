@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import create_token
 from core.directory import DeviceDirectory
 from core.settings import Settings
 from store import schema
+from store.accounts import create_token
 from store.devices import DEVICES_CHANNEL, DirectoryReader, follow_changes
 from tests.integration.support import wait_for
 

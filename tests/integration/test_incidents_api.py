@@ -16,11 +16,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.accounts import create_user
 from api.app import create_app
-from api.auth import create_token
 from core.access import Role
 from core.settings import Settings
+from store.accounts import create_token, create_user
 from tests.integration.test_access_matrix import World, fresh
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import builtin_admin_id, create_token, hash_token
 from core.access import Role
 from core.settings import Settings
+from core.tokens import hash_token
+from store.accounts import builtin_admin_id, create_token
 from tests.integration.test_access_matrix import LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.accounts import create_user
 from api.app import create_app
-from api.auth import create_token
 from core.access import Role
 from core.device_csv import MAX_CSV_ROWS
 from core.passwords import verify_password
 from core.settings import ApiSettings, Settings
+from store.accounts import create_token, create_user
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ import orjson
 import psycopg
 import pytest
 
-from api.registry_devices import get_device, register_device
-from api.registry_places import presence_of
 from core.connectivity import Connectivity, judge
+from core.fleet import presence_of
 from core.registry import DeviceSpec
 from core.topics import device_topic
 from store import schema
+from store.devices import get_device, register_device
 from tests.integration.support import Publisher, pipeline_thread, telemetry, wait_for
 
 pytestmark = pytest.mark.integration

@@ -17,13 +17,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from api.accounts import create_user
 from api.app import create_app, pool_hooks
-from api.auth import create_token, require_token
+from api.auth import require_token
 from api.deps import get_conn
 from api.scope import set_request_scope
 from core.access import Role
 from core.settings import Settings
+from store.accounts import create_token, create_user
 from store.schema import upgrade
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,6 @@ import uvicorn
 import yaml
 
 from api.app import create_app
-from api.auth import create_token
 from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts
 from simulators.registration import register_scenario, retire_scenario
@@ -39,6 +38,7 @@ from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
+from store.accounts import create_token
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration

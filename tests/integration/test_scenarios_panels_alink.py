@@ -18,7 +18,6 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from api.auth import create_token
 from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts, Outcome
 from simulators.registration import retire_scenario
@@ -34,6 +33,7 @@ from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from smartcommunity.panels import bridge_for_runs, register_with_panels
 from store import schema
+from store.accounts import create_token
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from api.accounts import create_user
 from api.app import create_app
-from api.auth import create_token, hash_token
 from core.access import Role
 from core.settings import Settings
+from core.tokens import hash_token
+from store.accounts import create_token, create_user
 
 pytestmark = pytest.mark.integration
 

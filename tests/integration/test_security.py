@@ -18,12 +18,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from api.accounts import create_user
 from api.app import create_app
-from api.auth import builtin_admin_id, create_token, hash_token
 from core.access import Role
 from core.settings import AlertSettings, ApiSettings, Settings
+from core.tokens import hash_token
 from smartcommunity.embedded import free_port
+from store.accounts import builtin_admin_id, create_token, create_user
 from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import create_token
 from core.settings import ApiSettings, Settings
+from store.accounts import create_token
 from tests.integration.test_storage import NEW_YORK, PATHS, SHANGHAI, Store, open_store, reading
 
 pytestmark = pytest.mark.integration

@@ -20,11 +20,11 @@ from fastapi.testclient import TestClient
 from alerts.store import AlertStore
 from alerts.visit_check import VISIT_RULE, VisitCheck
 from api.app import create_app
-from api.auth import create_token
 from api.routes.reports import build_report, flatten
 from core.settings import Settings
 from core.visits import Month
 from smartcommunity.commands.visits import simulate_month
+from store.accounts import create_token
 from tests.integration.support import ROOT
 
 pytestmark = pytest.mark.integration

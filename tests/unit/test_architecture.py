@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,52 @@ CORE_FORBIDDEN = {
 # A benchmark measures the platform through its services and stores, never by
 # calling an HTTP route's function.
 BENCH_FORBIDDEN = "api.routes"
+# store returns plain records (dataclasses, core models), never API models: it knows no
+# web framework.
+STORE_FORBIDDEN = {"fastapi", "starlette"}
+# The launcher's modules that may import `api` at all, and what of it: the entry point
+# that serves the app and the demo that runs it.
+API_IMPORTERS = {"smartcommunity/cli.py": {"api.app"}, "smartcommunity/demo.py": {"api.app"}}
+# CLI commands still calling route modules, until their SQL moves into store/ (issue 15:
+# reports, visits, incidents). An entry no longer needed fails the test: shrink the list.
+COMMAND_API_REMAINDER = {
+    "smartcommunity/commands/incidents.py": {"api.routes.incidents"},
+    "smartcommunity/commands/report.py": {"api.routes.reports"},
+    "smartcommunity/commands/visits.py": {"api.routes.visits"},
+}
+# Where SQL may not be written: the HTTP side and the CLI commands read and write through
+# store/. These still hold SQL of their own, to move (issue 15); an entry whose module has
+# none left fails the test, so the list only shrinks.
+SQL_OUTSIDE_STORE = {
+    "api/alert_hub.py",
+    "api/app.py",
+    "api/dashboard/overview.py",
+    "api/deps.py",
+    "api/routes/alerts.py",
+    "api/routes/audit.py",
+    "api/routes/dashboard_api.py",
+    "api/routes/dead_letters.py",
+    "api/routes/incidents.py",
+    "api/routes/ops.py",
+    "api/routes/readings.py",
+    "api/routes/reports.py",
+    "api/routes/rules.py",
+    "api/routes/series.py",
+    "api/routes/visits.py",
+    "api/scope.py",
+    "smartcommunity/commands/dead_letters.py",
+    "smartcommunity/commands/incidents.py",
+    "smartcommunity/commands/rules.py",
+    "smartcommunity/commands/storage.py",
+    "smartcommunity/commands/visits.py",
+}
+SQL_FREE_ROOTS = ("api", "smartcommunity/commands")
+# A statement in a string constant: what a query or a change of the database starts with.
+_SQL_TEXT = re.compile(
+    r"\b(SELECT\b[\s\S]*\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|LISTEN|NOTIFY)\b"
+)
+# Calls that send SQL (a psycopg connection's or cursor's).
+_SQL_CALLS = {"execute", "executemany", "copy"}
 
 
 def modules_of(path: Path) -> set[str]:
@@ -136,6 +183,72 @@ def test_only_entry_points_read_the_environment() -> None:
             assert not environment_reads(path), f"{name}: {environment_reads(path)}"
 
 
+def sql_in(path: Path) -> list[str]:
+    """SQL written in ``path``: statements in string constants (docstrings aside), queries
+    composed with ``psycopg.sql``, and calls that send SQL."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings and _SQL_TEXT.search(node.value):
+                found.append((node.lineno, node.value.strip()[:40]))
+        elif isinstance(node, ast.ImportFrom) and node.module == "psycopg":
+            if any(alias.name == "sql" for alias in node.names):
+                found.append((node.lineno, "from psycopg import sql"))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SQL_CALLS
+        ):
+            found.append((node.lineno, f".{node.func.attr}()"))
+    return [f"line {line}: {what}" for line, what in sorted(found)]
+
+
+def test_store_returns_no_api_models() -> None:
+    for path in (ROOT / "store").rglob("*.py"):
+        bad = imports_of(path) & STORE_FORBIDDEN
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_launcher_imports_only_the_app_of_api() -> None:
+    """CLI commands use store/ and core; only the entry points start the app."""
+    for path in (ROOT / "smartcommunity").rglob("*.py"):
+        name = str(path.relative_to(ROOT))
+        api = {m for m in modules_of(path) if m == "api" or m.startswith("api.")}
+        allowed = API_IMPORTERS.get(name, set()) | COMMAND_API_REMAINDER.get(name, set())
+        bad = {m for m in api if not any(m == a or m.startswith(a + ".") for a in allowed)}
+        assert not bad, f"{name} imports {sorted(bad)}: use store/ (and core)"
+
+
+def test_the_command_remainder_only_shrinks() -> None:
+    for name, modules in COMMAND_API_REMAINDER.items():
+        imported = modules_of(ROOT / name) if (ROOT / name).exists() else set()
+        stale = modules - imported
+        assert not stale, f"{name} no longer imports {sorted(stale)}: drop it from the list"
+
+
+def test_sql_lives_in_store() -> None:
+    for root in SQL_FREE_ROOTS:
+        for path in (ROOT / root).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            if name in SQL_OUTSIDE_STORE:
+                continue
+            found = sql_in(path)
+            assert not found, f"{name} writes SQL (it belongs in store/): {found[:3]}"
+
+
+def test_the_sql_remainder_only_shrinks() -> None:
+    for name in sorted(SQL_OUTSIDE_STORE):
+        path = ROOT / name
+        assert path.exists(), f"{name} is gone: drop it from the list"
+        assert sql_in(path), f"{name} has no SQL left: drop it from the list"
+
+
 def test_bench_calls_no_route() -> None:
     for path in (ROOT / "bench").rglob("*.py"):
         routes = {m for m in modules_of(path) if m.startswith(BENCH_FORBIDDEN)}
@@ -151,6 +264,20 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert imports_of(bad) == {"api", "gateway", "psycopg"}
     assert "api.routes.reports" in modules_of(bad)
     assert imports_of(bad) & CORE_FORBIDDEN == {"psycopg"}
+    queries = tmp_path / "q.py"
+    queries.write_text(
+        '"""SELECT x FROM y in a docstring is prose."""\n'
+        "from psycopg import sql\n"
+        'Q = "SELECT id" " FROM devices"\n'
+        "def f(conn):\n    conn.execute(Q)\n"
+        'W = "UPDATE devices SET x = 1"\n'
+    )
+    assert sql_in(queries) == [
+        "line 2: from psycopg import sql",
+        "line 3: SELECT id FROM devices",
+        "line 5: .execute()",
+        "line 6: UPDATE devices SET x = 1",
+    ]
     reads = tmp_path / "r.py"
     reads.write_text("import os\nurl = os.environ.get('X')\ns = Settings()\n")
     assert environment_reads(reads) == ["os.environ at line 2", "Settings() at line 3"]

@@ -1,90 +1,82 @@
 """Residents in elderly care, in the database.
 
-Personal data: the routes serving these are open to administrators and
-operators only (``core.access``), and the audit log records that a name,
-address or contact changed without copying it.
+Personal data: the routes serving these are open to administrators and operators
+only (``core.access``), and the audit log records that a name, address or contact
+changed without copying it. The writer of ``residents`` (the care-visit CLI's
+seeding aside); forgetting a resident unlinks their wearables in ``devices``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from api.registry_schemas import ResidentPublic
 from core.registry import ResidentSpec
+from store.filters import list_filter
 
 __all__ = [
+    "ResidentRecord",
     "create_resident",
     "delete_resident",
     "get_resident",
     "list_residents",
-    "place_problem",
     "update_resident",
 ]
 
 Conn = psycopg.Connection[Any]
 
+
+@dataclass(frozen=True, slots=True)
+class ResidentRecord:
+    id: str
+    community_id: str
+    name: str
+    building: str | None
+    unit: str | None
+    address: str
+    vulnerabilities: list[str]
+    contacts: list[dict[str, Any]]
+    devices: list[str]  # wearables registered to the resident, decommissioned ones left out
+    created_at: datetime
+    updated_at: datetime
+
+
 _SELECT = sql.SQL(
     "SELECT r.id, r.community_id, r.name, r.building, r.unit, r.address, r.vulnerabilities,"
     " r.contacts, array(SELECT d.id FROM devices AS d WHERE d.resident_id = r.id"
-    " AND d.state <> 'decommissioned' ORDER BY d.id), r.created_at, r.updated_at"
+    " AND d.state <> 'decommissioned' ORDER BY d.id) AS devices, r.created_at, r.updated_at"
     " FROM residents AS r"
 )
-_FIELDS = (
-    "id",
-    "community_id",
-    "name",
-    "building",
-    "unit",
-    "address",
-    "vulnerabilities",
-    "contacts",
-    "devices",
-    "created_at",
-    "updated_at",
-)
 
 
-def _public(row: tuple[Any, ...]) -> ResidentPublic:
-    return ResidentPublic(**dict(zip(_FIELDS, row, strict=True)))
-
-
-def get_resident(conn: Conn, resident_id: str) -> ResidentPublic | None:
-    row = conn.execute(sql.SQL("{} WHERE r.id = %s").format(_SELECT), (resident_id,)).fetchone()
-    return None if row is None else _public(row)
+def get_resident(conn: Conn, resident_id: str) -> ResidentRecord | None:
+    with conn.cursor(row_factory=class_row(ResidentRecord)) as cur:
+        return cur.execute(sql.SQL("{} WHERE r.id = %s").format(_SELECT), (resident_id,)).fetchone()
 
 
 def list_residents(
-    conn: Conn, where: sql.Composable, params: list[object], limit: int
-) -> list[ResidentPublic]:
+    conn: Conn,
+    *,
+    within: Collection[str] | None,
+    community_id: str | None,
+    after: str | None,
+    limit: int,
+) -> list[ResidentRecord]:
+    """By id; ``within``: only these communities' (None: every community's)."""
+    where, params = list_filter("r", within=within, after=after, community_id=community_id)
     query = sql.SQL("{} WHERE {} ORDER BY r.id LIMIT %s").format(_SELECT, where)
-    return [_public(row) for row in conn.execute(query, [*params, limit])]
+    with conn.cursor(row_factory=class_row(ResidentRecord)) as cur:
+        return cur.execute(query, [*params, limit]).fetchall()
 
 
-def place_problem(
-    conn: Conn, community_id: str, building: str | None, unit: str | None
-) -> str | None:
-    """Why the building or unit is not a place in the community, or None."""
-    if building is not None:
-        found = conn.execute(
-            "SELECT 1 FROM buildings WHERE community_id = %s AND id = %s", (community_id, building)
-        ).fetchone()
-        if found is None:
-            return f"unknown building {building!r}"
-    if unit is not None:
-        found = conn.execute(
-            "SELECT 1 FROM units WHERE community_id = %s AND building_id = %s AND id = %s",
-            (community_id, building, unit),
-        ).fetchone()
-        if found is None:
-            return f"unknown unit {unit!r}"
-    return None
-
-
-def create_resident(conn: Conn, spec: ResidentSpec) -> ResidentPublic | None:
+def create_resident(conn: Conn, spec: ResidentSpec) -> ResidentRecord | None:
     """The new resident, or None when the id is taken."""
     with conn.transaction():
         cur = conn.execute(
@@ -107,7 +99,7 @@ def create_resident(conn: Conn, spec: ResidentSpec) -> ResidentPublic | None:
     return get_resident(conn, spec.id)
 
 
-def update_resident(conn: Conn, resident_id: str, changes: dict[str, Any]) -> ResidentPublic:
+def update_resident(conn: Conn, resident_id: str, changes: dict[str, Any]) -> ResidentRecord:
     if changes:
         values = {
             k: Jsonb([c.model_dump() for c in v or ()]) if k == "contacts" else v
