@@ -42,6 +42,8 @@ __all__ = ["PatroniCluster", "PatroniNode", "find_patroni"]
 BOOT_TIMEOUT_S = 120.0
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 UNPRIVILEGED_USER = "nobody"
+# Where Debian puts them, and the caller's PATH too.
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/local/bin"])
 # Failure detection: the leader key lives TTL_S after the leader's last renewal,
 # so a killed primary is replaced within about TTL_S + LOOP_WAIT_S. Patroni wants
 # loop_wait + 2 * retry_timeout <= ttl; short here (loopback, tests), 30/10/10 in
@@ -55,9 +57,7 @@ def find_patroni() -> tuple[str, str]:
     """Paths of ``patroni`` and ``etcd``; a clear error when one is missing."""
     found = []
     for name, package in (("patroni", "patroni"), ("etcd", "etcd-server")):
-        path = shutil.which(name) or (
-            f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None
-        )
+        path = shutil.which(name, path=SEARCH_PATH)
         if path is None:
             raise ConfigurationError(
                 f"{name} is not installed: the database cluster needs Debian's {package}"
@@ -65,7 +65,9 @@ def find_patroni() -> tuple[str, str]:
             )
         found.append(path)
     if not (PG_BIN / "postgres").exists():
-        raise ConfigurationError(f"no PostgreSQL 15 server binaries in {PG_BIN}")
+        raise ConfigurationError(
+            f"no PostgreSQL 15 server binaries in {PG_BIN} (Debian: postgresql-15)"
+        )
     return found[0], found[1]
 
 
