@@ -317,7 +317,9 @@ class PatroniCluster:
             if not node.alive:
                 continue
             status = node.status()
-            if status and status.get("role") == "master" and status.get("state") == "running":
+            # "master" up to Patroni 3.x (Debian 12 ships 3.0), "primary" in newer ones.
+            role = status.get("role") if status else None
+            if status and role in ("master", "primary") and status.get("state") == "running":
                 return node
         return None
 
