@@ -42,8 +42,11 @@ __all__ = ["PatroniCluster", "PatroniNode", "find_patroni"]
 BOOT_TIMEOUT_S = 120.0
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 UNPRIVILEGED_USER = "nobody"
-# Where Debian puts them, and the caller's PATH too.
-SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/local/bin"])
+# Where Debian puts them.
+SEARCH_PATH = "/usr/bin:/usr/local/bin"
+# Patroni's environment: nothing of ours, since PATRONI_* variables would override
+# the configuration it is given.
+_CHILD_PATH = "/usr/bin:/bin:/usr/local/bin"
 # Failure detection: the leader key lives TTL_S after the leader's last renewal,
 # so a killed primary is replaced within about TTL_S + LOOP_WAIT_S. Patroni wants
 # loop_wait + 2 * retry_timeout <= ttl; short here (loopback, tests), 30/10/10 in
@@ -261,6 +264,7 @@ class PatroniCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={"PATH": _CHILD_PATH},  # ETCD_* variables would clash with the flags
         )
         log.close()
 
@@ -281,7 +285,7 @@ class PatroniCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=node.folder,
-            env={**os.environ, "HOME": str(node.folder)},
+            env={"HOME": str(node.folder), "PATH": _CHILD_PATH, "LC_ALL": "C.UTF-8"},
             start_new_session=True,
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
