@@ -86,11 +86,12 @@ def _api(url: str, tmp: Path) -> Iterator[int]:
         )
     try:
         # Generous: migrations, the pool and uvicorn start on a loaded 2-core machine.
-        log = tmp / "api.log"
         poll(lambda: bool(_health(port)), 180, "the API answering /health")
         yield port
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- api\n{log.read_text(errors='replace')[-2500:]}") from exc
+        raise AssertionError(
+            f"{exc}\n--- api\n{(tmp / 'api.log').read_text(errors='replace')[-2500:]}"
+        ) from exc
     finally:
         proc.terminate()
         try:
