@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-cluster unit lint bench bench-cluster clean mosquitto browser rabbitmq
+.PHONY: install demo test test-cluster unit lint bench bench-cluster bench-failover clean mosquitto browser rabbitmq patroni
 
 # Mosquitto carries the delivery guarantees the fault tests check; the demo runs
 # without it (on amqtt) but the tests do not. Installed from Debian's packages
@@ -62,8 +62,20 @@ rabbitmq:
 		echo "installed rabbitmq-server"; \
 	  else echo "warning: rabbitmq-server is not installed; the cluster tests will fail"; fi; }
 
-# Minutes: a 3-node RabbitMQ cluster, workers killed under load (marker `cluster`).
-test-cluster: install rabbitmq
+# The database tier of the cluster: PostgreSQL 15 (the machine's own binaries; its
+# server is left alone) under Patroni with etcd, from Debian's patroni and
+# etcd-server. The tests start private nodes of them, never the packaged services.
+patroni:
+	@{ command -v patroni && command -v etcd; } >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -qq patroni etcd-server >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq patroni etcd-server >/dev/null)) && \
+		echo "installed patroni and etcd-server"; \
+	  else echo "warning: patroni or etcd-server is not installed; the failover test will fail"; fi; }
+
+# Minutes: a 3-node RabbitMQ cluster, workers killed under load, the Patroni
+# primary killed under load (marker `cluster`).
+test-cluster: install rabbitmq patroni
 	$(BIN)/pytest -m cluster tests/cluster --durations=0
 
 unit: install
@@ -77,8 +89,11 @@ lint: install
 bench: install
 	$(BIN)/python bench/ingest.py
 
-bench-cluster: install rabbitmq
+bench-cluster: install rabbitmq patroni
 	$(BIN)/python bench/cluster.py
+
+bench-failover: install rabbitmq patroni
+	$(BIN)/python bench/patroni_failover.py
 
 clean:
 	rm -rf $(VENV) .smartcommunity .pytest_cache .mypy_cache .ruff_cache

@@ -10,9 +10,16 @@ to committed rows, rule engine on); the broker's MQTT ingress is not in it.
 
 On a 2-core machine everything shares the cores, so throughput is CPU-bound
 and flat in the worker count; CPU seconds per 1,000 messages carry over to
-bigger machines (docs/scale-out.md does the sizing from them).
+bigger machines (docs/scale-out.md does the sizing from them). PostgreSQL's
+share is the CPU time of the workers' backends (``/proc`` of the sessions on
+the run's database: what grows with the load; the server's shared background
+processes are not in it). With ``--patroni`` the database is a private
+3-node Patroni cluster in synchronous mode instead
+(``smartcommunity.patroni_cluster``), reached by its multi-host URL, and the
+whole process tree of the primary and of each replica is counted as well
+(WAL writer and senders, checkpointer, the replicas' replay).
 
-    .venv/bin/python bench/cluster.py [--messages 30000] [--workers 1,2,3]
+    .venv/bin/python bench/cluster.py [--messages 30000] [--workers 1,2,3] [--patroni]
 """
 
 from __future__ import annotations
@@ -20,23 +27,30 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 import psutil
 import psycopg
 from psycopg import sql
 
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.rig import BENCH_APP, backend_cpu, cpu_delta
 from core.topics import device_topic
 from gateway.amqp_source import declare_topology
 from gateway.shards import EXCHANGE, shard_of, topic_to_routing_key
 from smartcommunity.cluster_rig import WorkerProcess, poll, worker_env, worker_metrics
+from smartcommunity.patroni_cluster import PatroniCluster
 from smartcommunity.rabbit_cluster import RabbitCluster
 from store import schema
 
@@ -51,7 +65,8 @@ def fresh_database(server_url: str) -> Iterator[str]:
     name = f"sc_bench_cluster_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    # The path is the database, also in a multi-host URL (whose netloc urlsplit keeps).
+    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
     try:
         yield url
     finally:
@@ -112,7 +127,7 @@ class Feeder:
 
 
 def stored(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True, application_name=BENCH_APP) as conn:
         row = conn.execute("SELECT count(DISTINCT (device_id, ts)) FROM readings").fetchone()
     return int(row[0]) if row else 0
 
@@ -136,15 +151,39 @@ class Run:
     seconds: float
     worker_cpu: float
     broker_cpu: float
+    db_cpu: float | None  # the workers' PostgreSQL backends
+    rows: int
+    nodes_cpu: dict[str, float] = field(default_factory=dict)  # Patroni: whole trees
 
     def line(self) -> str:
-        per_k_worker = self.worker_cpu / self.messages * 1000
-        per_k_broker = self.broker_cpu / self.messages * 1000
+        def per_k(cpu: float) -> str:
+            return f"{cpu / self.messages * 1000:.3f}"
+
+        db = "n/a" if self.db_cpu is None else per_k(self.db_cpu)
+        nodes = "".join(
+            f" {name}_cpu_s_per_1k={per_k(cpu)}" for name, cpu in self.nodes_cpu.items()
+        )
         return (
             f"workers={self.workers} messages={self.messages} seconds={self.seconds:.1f}"
-            f" msgs/s={self.messages / self.seconds:,.0f}"
-            f" worker_cpu_s_per_1k={per_k_worker:.3f} broker_cpu_s_per_1k={per_k_broker:.3f}"
+            f" msgs/s={self.messages / self.seconds:,.0f} rows/s={self.rows / self.seconds:,.0f}"
+            f" worker_cpu_s_per_1k={per_k(self.worker_cpu)}"
+            f" broker_cpu_s_per_1k={per_k(self.broker_cpu)} db_backend_cpu_s_per_1k={db}{nodes}"
         )
+
+
+def node_cpu(patroni: PatroniCluster | None) -> dict[str, float]:
+    """CPU seconds so far of each Patroni node's PostgreSQL, named by its role."""
+    if patroni is None:
+        return {}
+    leader = patroni.leader()
+    found = {}
+    for node in patroni.nodes:
+        pid = node.postmaster_pid()
+        if pid is None:
+            continue
+        role = "primary" if node is leader else f"replica_{node.name}"
+        found[role] = cpu_seconds([psutil.Process(pid)])
+    return found
 
 
 def start_workers(
@@ -173,7 +212,12 @@ def start_workers(
 
 
 def throughput(
-    cluster: RabbitCluster, server_url: str, count: int, messages: int, tmp: Path
+    cluster: RabbitCluster,
+    server_url: str,
+    count: int,
+    messages: int,
+    tmp: Path,
+    patroni: PatroniCluster | None = None,
 ) -> Run:
     prefix = f"sc.bench{secrets.token_hex(3)}"
     with fresh_database(server_url) as url:
@@ -199,6 +243,10 @@ def throughput(
                 psutil.Process(n.process.pid) for n in cluster.nodes if n.process is not None
             ]
             worker_before, broker_before = cpu_seconds(procs), cpu_seconds(brokers)
+            with psycopg.connect(url, autocommit=True, application_name=BENCH_APP) as conn:
+                db_before = backend_cpu(conn)
+            nodes_before = node_cpu(patroni)
+            rows_before = 2 * stored(url)  # two metrics a message
             started = time.monotonic()
             target = feeder.sent + messages
             publisher = threading.Thread(target=feeder.publish, args=(messages,))
@@ -206,12 +254,18 @@ def throughput(
             publisher.join()
             poll(lambda: stored(url) >= target, 900, f"{messages} stored", every=0.25)
             seconds = time.monotonic() - started
+            with psycopg.connect(url, autocommit=True, application_name=BENCH_APP) as conn:
+                db_after = backend_cpu(conn)
+            nodes_after = node_cpu(patroni)
             return Run(
                 count,
                 messages,
                 seconds,
                 cpu_seconds(procs) - worker_before,
                 cpu_seconds(brokers) - broker_before,
+                cpu_delta(db_before, db_after),
+                2 * stored(url) - rows_before,
+                {k: nodes_after[k] - v for k, v in nodes_before.items() if k in nodes_after},
             )
         finally:
             feeder.close()
@@ -287,18 +341,28 @@ def main() -> None:
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--workers", default="1,2,3")
+    parser.add_argument(
+        "--patroni", action="store_true", help="a private 3-node Patroni cluster as the database"
+    )
+    parser.add_argument("--no-takeover", action="store_true", help="skip the takeover figure")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sc-bench-cluster-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="sc-bench-cluster-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         cluster = RabbitCluster(tmp / "rabbit", size=3)
         started = time.monotonic()
-        with cluster:
-            print(f"3-node RabbitMQ cluster up in {time.monotonic() - started:.0f}s")
-            for count in (int(n) for n in args.workers.split(",")):
-                print(
-                    throughput(cluster, args.database, count, args.messages, tmp).line(), flush=True
-                )
-            print(f"takeover_seconds={takeover(cluster, args.database, tmp):.2f}", flush=True)
+        stack.enter_context(cluster)
+        print(f"3-node RabbitMQ cluster up in {time.monotonic() - started:.0f}s")
+        patroni = None
+        server = args.database
+        if args.patroni:
+            patroni = stack.enter_context(PatroniCluster(size=3))
+            server = patroni.url
+            print("database: 3-node Patroni cluster, synchronous_mode strict", flush=True)
+        for count in (int(n) for n in args.workers.split(",")):
+            run = throughput(cluster, server, count, args.messages, tmp, patroni)
+            print(run.line(), flush=True)
+        if not args.no_takeover:
+            print(f"takeover_seconds={takeover(cluster, server, tmp):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ PIPELINE_METRICS: dict[str, tuple[str, str]] = {
     "shard_queue_depth": ("gauge", "Messages ready in the shard's queue (its lag)"),
     "shard_takeovers_total": ("counter", "Shards this worker became active on"),
     "shard_releases_total": ("counter", "Shards handed over to balance the workers"),
+    "shard_activation_failures_total": (
+        "counter",
+        "Takeovers given back because the rule state could not be rebuilt (database down)",
+    ),
     "shard_rebuilds_total": ("counter", "Rule-state rebuilds from PostgreSQL on takeover"),
     "shard_rebuild_seconds": ("gauge", "Duration of the last rule-state rebuild"),
     "engine_skipped_total": ("counter", "Committed messages of shards no longer ours"),

@@ -66,6 +66,10 @@ BIND_EVERY_S = 30.0
 # At most one shard is given up per this long, so a joining worker's takeovers
 # (each a rule-state rebuild) spread out and settle instead of cascading at once.
 REBALANCE_EVERY_S = 10.0
+# A shard whose rule state could not be rebuilt (the database is down, say during a
+# Patroni failover) is given back and consumed again after this long, so workers
+# do not trade it back and forth in a tight loop while the database is away.
+ACTIVATION_RETRY_S = 2.0
 _QUEUE_ARGS = {"x-queue-type": "quorum", "x-single-active-consumer": True}
 
 
@@ -109,6 +113,8 @@ class _Session:
     generation: int
     channel: BlockingChannel
     active: bool = False
+    # Its takeover failed: deliveries are left unacknowledged until the channel closes.
+    failed: bool = False
 
 
 @dataclass(slots=True)
@@ -118,6 +124,7 @@ class ShardStatus:
     takeovers: int = 0
     released: int = 0
     moved_unrouted: int = 0
+    activation_failures: int = 0
     consumers: dict[int, int] = field(default_factory=dict)
 
 
@@ -153,6 +160,7 @@ class AmqpSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bound: set[str] = set()
+        self._retry_at: dict[int, float] = {}  # shard -> monotonic time to consume again
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -238,11 +246,13 @@ class AmqpSource:
                     bind_due = now + BIND_EVERY_S
                     self._bind_all(control, declare=False)
                 for session in list(self._by_shard.values()):
-                    if not session.channel.is_open:  # closed by the broker (queue error)
+                    if session.failed:
+                        self._give_back(session, now)
+                    elif not session.channel.is_open:  # closed by the broker (queue error)
                         self._end(session)
                 for shard in range(self.settings.shards):
-                    if shard not in self._by_shard:  # cancelled or closed: come back
-                        self._consume(connection, shard)
+                    if shard not in self._by_shard and now >= self._retry_at.get(shard, 0.0):
+                        self._consume(connection, shard)  # cancelled or closed: come back
         finally:
             self._connection = None
             self.connected.clear()
@@ -280,13 +290,25 @@ class AmqpSource:
         )
 
     def _deliver(self, session: _Session, method: Basic.Deliver, body: bytes) -> None:
+        if session.failed:
+            return  # not acked: back to the queue when the loop closes the channel
         if not session.active:
-            # The first delivery of this consumer: the shard is ours from now on.
+            # The first delivery of this consumer: the shard is ours from now on,
+            # once its rule state is rebuilt from the database.
+            try:
+                self._on_activate(session.shard)
+            except Exception as exc:  # noqa: BLE001 - the boundary: this thread must live on
+                # Typically the database is down (a failover): give the shard back,
+                # unacknowledged, and take it again later; a crash here would end
+                # the worker and take every shard of it along.
+                session.failed = True
+                self.status.activation_failures += 1
+                _LOG.warning("shard %d not taken over (%s); retrying", session.shard, exc)
+                return
             session.active = True
             self.status.active.add(session.shard)
             self.status.takeovers += 1
             _LOG.info("active on shard %d (takeover %d)", session.shard, self.status.takeovers)
-            self._on_activate(session.shard)
         self.inbox.put(
             InboundMessage(
                 routing_key_to_topic(method.routing_key),
@@ -307,6 +329,14 @@ class AmqpSource:
             session.active = False
             self.status.active.discard(session.shard)
             self._on_deactivate(session.shard)
+
+    def _give_back(self, session: _Session, now: float) -> None:
+        """Close a session whose takeover failed: its deliveries return to the queue and
+        the next consumer in line (or we, after ``ACTIVATION_RETRY_S``) tries again."""
+        self._end(session)
+        self._retry_at[session.shard] = now + ACTIVATION_RETRY_S
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            session.channel.close()
 
     def _end_all(self) -> None:
         for session in list(self._sessions.values()):
@@ -410,6 +440,7 @@ class AmqpSource:
             "shards_active": len(status.active),
             "shard_takeovers_total": status.takeovers,
             "shard_releases_total": status.released,
+            "shard_activation_failures_total": status.activation_failures,
             "unrouted_moved_total": status.moved_unrouted,
             "shard_active": {str(s): int(s in status.active) for s in range(self.settings.shards)},
             "shard_queue_depth": {str(s): d for s, d in sorted(status.depth.items())},

@@ -14,7 +14,9 @@ from core.errors import ConfigurationError, ServiceUnavailable
 from smartcommunity.rabbit_cluster import RabbitCluster
 
 
-@pytest.fixture(scope="module")
+# One cluster for the whole session (about 40 s to start): `make test-cluster` runs
+# in one process, and every test uses queues, communities and a database of its own.
+@pytest.fixture(scope="session")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
     try:
         cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit"), size=3)
@@ -33,7 +35,7 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
 
 @pytest.fixture
 def cluster(rabbit: RabbitCluster) -> RabbitCluster:
-    """The module's cluster with every node running (a test before may have killed one)."""
+    """The session's cluster with every node running (a test before may have killed one)."""
     dead = [n for n in rabbit.nodes if not n.alive]
     for node in dead:
         rabbit.start_node(node)
