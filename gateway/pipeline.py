@@ -1,16 +1,21 @@
 """The pipeline: collect a batch, validate it, commit it, then acknowledge it.
 
-Three threads in a row. The intake thread collects and validates batch N+1
-while the commit thread writes batch N, so Python work and database work
-overlap; the listener thread then tells the rule engine what was committed.
+Three threads in a row. The intake thread collects and validates what arrives
+while the commit thread writes the batch before, so Python work and database
+work overlap; the listener thread then tells the rule engine what was committed.
 
-Batching is group commit, not a timer: intake takes whatever has arrived as
-soon as the commit thread can take another batch, so at a low rate a batch is
-one message written within milliseconds, and at a high rate batches grow by
-themselves while the previous one commits. The broker's flow control (MQTT 5
-receive maximum) bounds what is in flight, since nothing is acknowledged
-before it is committed: when the database is slow or down, intake pauses at
-the broker and nothing is dropped.
+Batching is group commit, not a timer: intake validates whatever has arrived
+as it arrives, and the commit thread, as soon as it is free, takes everything
+validated since its last commit as one batch (``_Ready``). At a low rate a batch
+is one message written within milliseconds; at a high rate batches grow by
+themselves while the previous one commits. A message waits for at most the
+commit in progress and its own, never behind a queue of batches formed earlier:
+with one batch queued and one more in intake's hands, the earlier hand-off made
+a message at 2,000 msgs/s wait for three commits (bench/latency.py).
+
+The broker's flow control (MQTT 5 receive maximum) bounds what is in flight,
+since nothing is acknowledged before it is committed: when the database is slow
+or down, intake pauses at the broker and nothing is dropped.
 
 The rule engine never sets the pace of commits: committed batches queue for
 it (bounded by ``IngestSettings.engine_backlog`` messages, for memory), and it
@@ -91,6 +96,58 @@ class _Validated:
     journal: Path | None = None  # the quarantine's record of this batch in flight
 
 
+class _Ready:
+    """Validated batches waiting for the commit thread, which takes them all at once.
+
+    ``put`` waits while ``limit`` messages are waiting already (memory stays bounded
+    when the database is slow); ``take`` returns everything waiting, up to ``limit``
+    messages (at least one batch), or ``[None]`` for the end, after the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[_Validated | None] = deque()
+        self._messages = 0
+        self._limit = limit
+        self._cond = threading.Condition()
+
+    @property
+    def messages(self) -> int:
+        return self._messages
+
+    def put(self, item: _Validated | None, timeout: float) -> bool:
+        """False when it stayed full for ``timeout`` (the end, None, is always taken)."""
+        with self._cond:
+            if item is not None and self._messages >= self._limit:
+                self._cond.wait(timeout)
+                if self._messages >= self._limit:
+                    return False
+            self._items.append(item)
+            self._messages += len(item.messages) if item is not None else 0
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float) -> list[_Validated | None]:
+        """What is waiting (empty after ``timeout`` without any)."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            taken: list[_Validated | None] = []
+            messages = 0
+            while self._items:
+                head = self._items[0]
+                if head is None:
+                    if not taken:
+                        self._items.popleft()
+                        taken.append(None)
+                    break
+                if taken and messages + len(head.messages) > self._limit:
+                    break
+                taken.append(self._items.popleft())
+                messages += len(head.messages)
+            self._messages -= messages
+            self._cond.notify_all()
+            return taken
+
+
 def accept(
     topic_name: str,
     payload: bytes,
@@ -152,7 +209,7 @@ class Pipeline:
         self.listeners = listeners
         self._save_metrics = save_metrics
         self._window = SeqWindow()
-        self._handoff: queue.Queue[_Validated | None] = queue.Queue(maxsize=1)
+        self._ready = _Ready(settings.batch_size)
         # Committed batches for the listeners: (accepted, messages, commit time).
         self._backlog: deque[tuple[Sequence[Accepted], int, float]] = deque()
         self._backlog_messages = 0
@@ -172,6 +229,11 @@ class Pipeline:
         self._on_settled = on_settled
         self._beat: Callable[[str], None] = lambda _name: None
         self._supervisor: Supervisor | None = None
+
+    @property
+    def ready_messages(self) -> int:
+        """Validated messages waiting for the commit thread (its next batch)."""
+        return self._ready.messages
 
     # -- threads -------------------------------------------------------------
 
@@ -203,7 +265,9 @@ class Pipeline:
         supervisor.finished()
 
     def _put(self, item: _Validated | None, committer: threading.Thread) -> None:
-        _put_while_alive(self._handoff, item, committer)
+        while committer.is_alive():  # else nobody would ever take it (it failed)
+            if self._ready.put(item, timeout=_IDLE_S):
+                return
 
     def _intake_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -248,11 +312,7 @@ class Pipeline:
         item = _Validated([*messages, *poison], kept, duplicates, journal)
         while not stop.is_set():
             self._beat("intake")
-            try:
-                self._handoff.put(item, timeout=_IDLE_S)
-            except queue.Full:
-                continue
-            else:
+            if self._ready.put(item, timeout=_IDLE_S):
                 return True
         return False
 
@@ -269,17 +329,17 @@ class Pipeline:
     def _commit_loop(self, stop: threading.Event) -> None:
         while True:
             self._beat("commit")
-            try:
-                item = self._handoff.get(timeout=_IDLE_S)
-            except queue.Empty:
+            taken = self._ready.take(timeout=_IDLE_S)
+            if not taken:
                 self._write_late(stop)
                 self._housekeeping()
                 if stop.is_set():
                     break
                 continue
-            if item is None:
+            items = [i for i in taken if i is not None]
+            if not items:
                 break
-            self._commit(item, stop)
+            self._commit(items, stop)
             self._write_late(stop)
             self._housekeeping()
         self._write_late(stop)
@@ -365,21 +425,33 @@ class Pipeline:
 
     # -- commit --------------------------------------------------------------
 
-    def _commit(self, item: _Validated, stop: threading.Event) -> None:
-        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + len(item.messages))
+    def _commit(self, items: list[_Validated], stop: threading.Event) -> None:
+        """Commit the batches intake validated since the last commit as one."""
+        if len(items) == 1:
+            batch, messages, duplicates = items[0].batch, items[0].messages, items[0].duplicates
+        else:
+            batch = Batch(
+                [a for i in items for a in i.batch.accepted],
+                [d for i in items for d in i.batch.dead_letters],
+            )
+            messages = [m for i in items for m in i.messages]
+            duplicates = sum(i.duplicates for i in items)
+        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + len(messages))
         started = time.perf_counter()
-        result = self._retrying(partial(self.sink.write, item.batch), stop)
+        result = self._retrying(partial(self.sink.write, batch), stop)
         if result is None:
             return  # stopping during an outage: not acked, the broker keeps it all
-        self.counters.committed(messages=len(item.messages), seconds=time.perf_counter() - started)
-        self._count(item.batch, result, item.duplicates)
-        self.bridge.ack(item.messages)
+        self.counters.committed(messages=len(messages), seconds=time.perf_counter() - started)
+        self._count(batch, result, duplicates)
+        self.bridge.ack(messages)
         if self._on_settled is not None:
-            self._settled(item.messages, result.dead_letters)
-        if item.journal is not None and self._quarantine is not None:
-            self._quarantine.end(item.journal, item.messages)
+            self._settled(messages, result.dead_letters)
+        if self._quarantine is not None:
+            for item in items:
+                if item.journal is not None:
+                    self._quarantine.end(item.journal, item.messages)
         if self.listeners:
-            self._hand_to_listeners(item.batch.accepted, len(item.messages), stop)
+            self._hand_to_listeners(batch.accepted, len(messages), stop)
 
     def _settled(self, messages: Sequence[InboundMessage], dead: Sequence[DeadLetter]) -> None:
         assert self._on_settled is not None
@@ -502,7 +574,7 @@ class Pipeline:
 
     def _housekeeping(self, *, force_metrics: bool = False) -> None:
         now = time.monotonic()
-        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + self._handoff.qsize())
+        self.counters.set("awaiting_ack", self.bridge.inbox.qsize() + self._ready.messages)
         if self._save_metrics is None:
             return
         if not force_metrics and now - self._metrics_saved < METRICS_EVERY_S:
@@ -513,14 +585,3 @@ class Pipeline:
             self._save_metrics(self.counters.snapshot())
         except ServiceUnavailable as exc:
             _LOG.debug("metrics not saved: %s", exc)
-
-
-def _put_while_alive(into: queue.Queue[_T], item: _T, consumer: threading.Thread) -> None:
-    """Hand over unless the consumer is gone (it failed: nobody would ever take it)."""
-    while consumer.is_alive():
-        try:
-            into.put(item, timeout=_IDLE_S)
-        except queue.Full:
-            continue
-        else:
-            return
