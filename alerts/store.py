@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.catalog import MaintenanceWindow
 from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
+from store.alerts import NOTIFY_CHANNEL, MaintenanceWindow, add_history, notify
 
 __all__ = [
     "FLOOD_RULE",
@@ -40,7 +40,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
-NOTIFY_CHANNEL = "sc_alerts"
 FLOOD_RULE = "system.flood"
 # Stands in for an infinite time in saved state: further than any timestamp.
 _FAR = 1e300
@@ -149,10 +148,6 @@ RETURNING {_ALERT_COLUMNS}
 _LOCK_ACTIVE = (
     f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608 - constant column list
     " WHERE rule_id = %s AND subject = %s AND state <> 'resolved' FOR UPDATE"
-)
-_HISTORY = (
-    "INSERT INTO alert_history (alert_id, action, actor, from_state, to_state, severity, note,"
-    " details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
 _STATE_UPSERT = (
     "INSERT INTO alert_rule_state (rule_id, subject, state, updated_at) VALUES (%s, %s, %s, now())"
@@ -286,21 +281,17 @@ class AlertStore:
         details: Mapping[str, Any] | None = None,
         actor: str = ACTOR,
     ) -> int:
-        row = conn.execute(
-            _HISTORY,
-            (
-                alert["id"],
-                action,
-                actor,
-                from_state,
-                alert["state"],
-                alert["severity"],
-                note,
-                Jsonb(_clean(dict(details or {}))),
-            ),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        return add_history(
+            conn,
+            alert["id"],
+            action=action,
+            actor=actor,
+            from_state=from_state,
+            to_state=alert["state"],
+            severity=alert["severity"],
+            note=note,
+            details=_clean(dict(details or {})),
+        )
 
     def _notice(
         self, batch: _Batch, alert: dict[str, Any], action: str, notify: bool, history_id: int
@@ -609,10 +600,7 @@ class AlertStore:
                         "severity": notice.alert["severity"],
                     },
                 )
-        if payloads:
-            conn.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (NOTIFY_CHANNEL, payloads)
-            )
+        notify(conn, payloads)
 
     def save_watermark(self, watermark: datetime) -> None:
         self.run(

@@ -41,10 +41,10 @@ from api.routes import (
     users,
     visits,
 )
-from api.routes.alerts import NOTIFY_CHANNEL
 from api.scope import ERROR_RESPONSES, authorize, check_routes
 from core.errors import ConfigurationError
 from core.settings import Settings
+from store.alerts import NOTIFY_CHANNEL
 from store.schema import upgrade
 
 __all__ = ["API_VERSION", "ScopeLeftOver", "app_from_env", "create_app", "pool_hooks"]

@@ -1,0 +1,129 @@
+"""Webhooks an operator registers, and their deliveries as the API shows them.
+
+The engine queues deliveries with the alert (``alerts/store.py``) and the sender
+works them off (``alerts/notify.py``); here are the operator's side: register,
+list, delete, and send a dead delivery again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from store.scoping import Communities, community_filter
+
+__all__ = [
+    "DeliveryRecord",
+    "WebhookRecord",
+    "any_enabled",
+    "create_webhook",
+    "delete_webhook",
+    "list_deliveries",
+    "list_webhooks",
+    "retry_delivery",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    id: int
+    url: str
+    community_id: str | None
+    min_severity: str
+    enabled: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: int
+    webhook_id: int
+    alert_id: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+_WEBHOOK = "id, url, community_id, min_severity, enabled, created_at"
+_DELIVERY = (
+    "id, webhook_id, alert_id, state, attempts, next_attempt_at, last_error, created_at,"
+    " delivered_at"
+)
+
+
+def create_webhook(
+    conn: Conn, *, url: str, secret: str, community_id: str | None, min_severity: str
+) -> WebhookRecord:
+    with conn.cursor(row_factory=class_row(WebhookRecord)) as cur:
+        row = cur.execute(
+            "INSERT INTO webhooks (url, secret, community_id, min_severity) VALUES (%s, %s, %s, %s)"  # noqa: S608 - constant columns, values are parameters
+            f" RETURNING {_WEBHOOK}",
+            (url, secret, community_id, min_severity),
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def list_webhooks(conn: Conn, communities: Communities) -> list[WebhookRecord]:
+    """Webhooks of ``communities`` (global ones only when ``communities`` is None)."""
+    scope, params = community_filter(communities)
+    with conn.cursor(row_factory=class_row(WebhookRecord)) as cur:
+        return cur.execute(
+            f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
+            params,
+        ).fetchall()
+
+
+def any_enabled(conn: Conn) -> bool:
+    """Whether an alert would be queued for any webhook at all."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled)").fetchone()
+    return bool(row and row[0])
+
+
+def delete_webhook(conn: Conn, webhook_id: int) -> bool:
+    return conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,)).rowcount == 1
+
+
+def list_deliveries(
+    conn: Conn,
+    communities: Communities,
+    *,
+    state: str | None = None,
+    webhook_id: int | None = None,
+    limit: int = 500,
+) -> list[DeliveryRecord]:
+    """Deliveries of the webhooks ``list_webhooks`` shows, newest first."""
+    scope, params = community_filter(communities)
+    where: list[str] = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})"]  # noqa: S608 - constant fragments
+    if state is not None:
+        where.append("state = %s")
+        params.append(state)
+    if webhook_id is not None:
+        where.append("webhook_id = %s")
+        params.append(webhook_id)
+    with conn.cursor(row_factory=class_row(DeliveryRecord)) as cur:
+        return cur.execute(
+            f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY id DESC LIMIT %s",
+            [*params, limit],
+        ).fetchall()
+
+
+def retry_delivery(conn: Conn, delivery_id: int) -> DeliveryRecord | None:
+    """A dead delivery back to pending, attempts from zero; None if it is not dead."""
+    with conn.cursor(row_factory=class_row(DeliveryRecord)) as cur:
+        return cur.execute(
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0,"  # noqa: S608 - constant columns, values are parameters
+            " next_attempt_at = now() WHERE id = %s AND state = 'dead'"
+            f" RETURNING {_DELIVERY}",
+            (delivery_id,),
+        ).fetchone()
