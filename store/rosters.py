@@ -6,15 +6,28 @@ Functions take a psycopg connection and the time; they only read.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 
-from core.roster import Absence, AbsenceKind, Shift, on_duty
+from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
 
-__all__ = ["community_zone", "load_roster", "on_duty_now", "roster_order", "team_of"]
+__all__ = [
+    "TEAM_COLUMNS",
+    "ShiftRow",
+    "TeamDuty",
+    "community_zone",
+    "duty_teams",
+    "load_roster",
+    "on_duty_now",
+    "roster_order",
+    "team_duty",
+    "team_of",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -74,3 +87,68 @@ def team_of(conn: Conn, community: str, building: str | None, kind: str) -> str 
         (community, kind, building),
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+# --- the duty board -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftRow:
+    id: int
+    responder_id: str
+    weekday: int
+    starts: time
+    ends: time
+
+
+@dataclass(frozen=True, slots=True)
+class TeamDuty:
+    """A team with its shifts, who is on duty now, and the first moment in the next 24 h
+    with nobody on duty."""
+
+    id: str
+    community_id: str
+    building_id: str | None
+    name: str
+    kind: str
+    leader_id: str | None
+    shifts: list[ShiftRow]
+    on_duty: list[str]
+    uncovered_at: datetime | None
+
+
+TEAM_COLUMNS = "id, community_id, building_id, name, kind, leader_id"
+
+
+def team_duty(conn: Conn, row: Sequence[Any], now: datetime) -> TeamDuty:
+    """``row``: a team's ``TEAM_COLUMNS``."""
+    team_id, community, building, name, kind, leader = row
+    shifts = [
+        ShiftRow(*r)
+        for r in conn.execute(
+            "SELECT id, responder_id, weekday, starts, ends FROM shifts WHERE team_id = %s"
+            " ORDER BY id",
+            (team_id,),
+        )
+    ]
+    roster, absences = load_roster(conn, team_id, now)
+    return TeamDuty(
+        id=team_id,
+        community_id=community,
+        building_id=building,
+        name=name,
+        kind=kind,
+        leader_id=leader,
+        shifts=shifts,
+        on_duty=on_duty_now(conn, team_id, now),
+        uncovered_at=uncovered_until(roster, absences, now, community_zone(conn, community)),
+    )
+
+
+def duty_teams(conn: Conn, community_id: str, now: datetime) -> list[TeamDuty]:
+    """Every team of the community, by id, as the duty board shows it."""
+    rows = conn.execute(
+        f"SELECT {TEAM_COLUMNS} FROM teams WHERE community_id = %s ORDER BY id".encode(),  # noqa: S608 - constant columns
+        (community_id,),
+    ).fetchall()
+    return [team_duty(conn, row, now) for row in rows]

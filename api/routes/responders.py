@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -26,8 +25,7 @@ from api.scope import (
     not_found,
     unknown_in_body,
 )
-from core.roster import uncovered_until
-from store.rosters import load_roster, on_duty_now
+from store.rosters import duty_teams, team_duty
 
 __all__ = ["duty_board", "router", "teams_router"]
 
@@ -187,31 +185,7 @@ def _responder(row: tuple[Any, ...]) -> ResponderPublic:
 
 
 def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamPublic:
-    team_id, community, building, name, kind, leader = row
-    shifts = [
-        ShiftPublic(id=i, responder_id=r, weekday=w, starts=s, ends=e)
-        for i, r, w, s, e in conn.execute(
-            "SELECT id, responder_id, weekday, starts, ends FROM shifts WHERE team_id = %s"
-            " ORDER BY id",
-            (team_id,),
-        )
-    ]
-    tz_row = conn.execute(
-        "SELECT time_zone FROM communities WHERE id = %s", (community,)
-    ).fetchone()
-    tz = ZoneInfo(str(tz_row[0]) if tz_row else "Asia/Shanghai")
-    roster, absences = load_roster(conn, team_id, now)
-    return TeamPublic(
-        id=team_id,
-        community_id=community,
-        building_id=building,
-        name=name,
-        kind=kind,
-        leader_id=leader,
-        shifts=shifts,
-        on_duty=on_duty_now(conn, team_id, now),
-        uncovered_at=uncovered_until(roster, absences, now, tz),
-    )
+    return TeamPublic.model_validate(team_duty(conn, row, now), from_attributes=True)
 
 
 _TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
@@ -219,10 +193,8 @@ _TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
 
 def duty_board(conn: Conn, community_id: str, now: datetime) -> DutyPublic:
     teams = [
-        _team(conn, row, now)
-        for row in conn.execute(
-            (_TEAM + " WHERE community_id = %s ORDER BY id").encode(), (community_id,)
-        ).fetchall()
+        TeamPublic.model_validate(t, from_attributes=True)
+        for t in duty_teams(conn, community_id, now)
     ]
     people = [
         _responder(r)
