@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
-from store.alerts import NOTIFY_CHANNEL, MaintenanceWindow, add_history, notify
+from store.alerts import ENGINE_ACTOR, NOTIFY_CHANNEL, MaintenanceWindow, add_history, notify
 
 __all__ = [
     "FLOOD_RULE",
@@ -161,7 +161,7 @@ SELECT w.id, %(alert_id)s, %(payload)s FROM webhooks AS w
    AND array_position(ARRAY['info','warning','minor','major','critical'], w.min_severity)
        <= array_position(ARRAY['info','warning','minor','major','critical'], %(severity)s)
 """
-ACTOR = "engine"
+ACTOR = ENGINE_ACTOR
 
 
 def _row(values: Sequence[Any]) -> dict[str, Any]:

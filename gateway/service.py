@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from alerts.incident_desk import IncidentDesk
 from alerts.notify import MqttAlertPublisher, WebhookSender
@@ -38,6 +37,7 @@ from ingest.writer import BatchWriter
 from store import schema
 from store.conninfo import as_role
 from store.devices import DirectoryReader, follow_changes
+from store.metrics import report_state, save_counters
 
 __all__ = ["RuleEngine", "run_pipeline", "tune_gc"]
 
@@ -129,16 +129,11 @@ def run_pipeline(
         try:
             conn = writer.connection()
             with conn.transaction():
-                conn.execute(
-                    "INSERT INTO pipeline_metrics (worker, updated_at, counters)"
-                    " VALUES (%s, %s, %s)"
-                    " ON CONFLICT (worker) DO UPDATE"
-                    " SET updated_at = excluded.updated_at, counters = excluded.counters",
-                    (
-                        settings.gateway.client_id,
-                        datetime.now(UTC),
-                        Jsonb({**snapshot, **(extra_metrics() if extra_metrics else {})}),
-                    ),
+                save_counters(
+                    conn,
+                    settings.gateway.client_id,
+                    datetime.now(UTC),
+                    {**snapshot, **(extra_metrics() if extra_metrics else {})},
                 )
         except psycopg.OperationalError as exc:
             writer.close()
@@ -250,13 +245,6 @@ def run_pipeline(
 
 # A heartbeat that cannot be written within this is skipped, not waited for.
 _NO_HANG = "-c statement_timeout=5000"
-_HEARTBEAT = (
-    "INSERT INTO pipeline_metrics AS m"
-    " (worker, updated_at, counters, heartbeat_at, heartbeat_s, state, failure)"
-    " VALUES (%s, now(), '{}', now(), %s, %s, %s)"
-    " ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
-    " heartbeat_s = excluded.heartbeat_s, state = excluded.state, failure = excluded.failure"
-)
 
 
 def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
@@ -271,7 +259,7 @@ def _state_reporter(url: str, worker: str) -> Callable[[str, str], None]:
             try:
                 if not conn or conn[0].closed or conn[0].broken:
                     conn[:] = [psycopg.connect(heartbeat_url, connect_timeout=5, autocommit=True)]
-                conn[0].execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
+                report_state(conn[0], worker, HEARTBEAT_S, state, failure[:500])
             except psycopg.OperationalError as exc:
                 for c in conn:
                     c.close()

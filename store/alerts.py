@@ -24,6 +24,7 @@ from core.rules import SEVERITIES, AlertState, Severity
 from store.scoping import Communities, community_filter
 
 __all__ = [
+    "ENGINE_ACTOR",
     "NOTIFY_CHANNEL",
     "AlertConflict",
     "AlertRecord",
@@ -53,6 +54,9 @@ Conn = psycopg.Connection[Any]
 # The channel the engine and the API announce alert transitions on, and the API's
 # live stream listens to.
 NOTIFY_CHANNEL = "sc_alerts"
+# Who the engine's history rows and resolutions name (an auto-resolved alert took no
+# one's time).
+ENGINE_ACTOR = "engine"
 # What an alert announcement carries of the alert (beside action, history id, actor).
 _ANNOUNCED = (
     "id",
