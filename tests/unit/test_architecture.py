@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,81 @@ def test_bench_calls_no_route() -> None:
         assert not routes, f"{path.relative_to(ROOT)} imports {sorted(routes)}"
 
 
+# Modules whose SQL has moved to `store/`: they run no statement and hold no SQL text.
+# (The registry routes and api/dashboard/overview.py's device list follow with the
+# store.devices/places/residents/accounts move.)
+SQL_FREE = (
+    "api/alert_hub.py",
+    "api/routes/alerts.py",
+    "api/routes/audit.py",
+    "api/routes/dashboard_api.py",
+    "api/routes/dead_letters.py",
+    "api/routes/incidents.py",
+    "api/routes/ops.py",
+    "api/routes/readings.py",
+    "api/routes/reports.py",
+    "api/routes/rules.py",
+    "api/routes/visits.py",
+    "alerts/service.py",
+    "alerts/visit_check.py",
+    "gateway/service.py",
+    "gateway/shard_alerts.py",
+    "smartcommunity/commands/dead_letters.py",
+    "smartcommunity/commands/report.py",
+    "smartcommunity/commands/rules.py",
+)
+# A statement's opening words, as SQL is written here (upper case).
+_SQL_TEXT = re.compile(
+    r"\b(SELECT\s|INSERT\s+INTO\b|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM\b|LISTEN\s|NOTIFY\b"
+    r"|pg_notify\()"
+)
+# Calls that run a statement, and the module that builds statements.
+_RUNS_SQL = {"execute", "executemany", "copy", "stream"}
+
+
+def sql_in(path: Path) -> list[str]:
+    """Statements run (``.execute(...)`` and kin), ``psycopg.sql`` imported, or SQL text in
+    a string literal (docstrings aside) in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _RUNS_SQL
+        ):
+            found.append(f"line {node.lineno}: .{node.func.attr}(...)")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and _SQL_TEXT.search(node.value)
+        ):
+            found.append(f"line {node.lineno}: SQL text {node.value[:40]!r}")
+    found += [f"imports {m}" for m in modules_of(path) if m.startswith("psycopg.sql")]
+    return found
+
+
+@pytest.mark.parametrize("name", SQL_FREE)
+def test_sql_lives_in_store(name: str) -> None:
+    assert not sql_in(ROOT / name), f"{name}: {sql_in(ROOT / name)}"
+
+
+def test_commands_call_no_route() -> None:
+    """The CLI reads and writes through `store`, not through HTTP route modules."""
+    for path in (ROOT / "smartcommunity" / "commands").rglob("*.py"):
+        routes = {m for m in modules_of(path) if m.startswith("api.routes")}
+        assert not routes, f"{path.relative_to(ROOT)} imports {sorted(routes)}"
+
+
 def test_the_checker_sees_violations(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
     bad.write_text(
@@ -154,3 +230,17 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     reads = tmp_path / "r.py"
     reads.write_text("import os\nurl = os.environ.get('X')\ns = Settings()\n")
     assert environment_reads(reads) == ["os.environ at line 2", "Settings() at line 3"]
+    route = tmp_path / "route.py"
+    route.write_text(
+        '"""Reads SELECT-ed rows."""\nfrom psycopg import sql\n'
+        "def f(conn):\n    '''INSERT INTO nothing: a docstring.'''\n"
+        "    q = 'SELECT id FROM alerts'\n    conn.execute(q)\n"
+        "    return 'DELETE FROM x', \"UPDATE alerts SET state = 'open'\", 'no sql here'\n"
+    )
+    assert sql_in(route) == [
+        "line 5: SQL text 'SELECT id FROM alerts'",
+        "line 6: .execute(...)",
+        "line 7: SQL text 'DELETE FROM x'",
+        "line 7: SQL text \"UPDATE alerts SET state = 'open'\"",
+        "imports psycopg.sql",
+    ]
