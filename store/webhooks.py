@@ -18,13 +18,18 @@ from store.scoping import Communities, community_filter
 
 __all__ = [
     "DeliveryRecord",
+    "DueDelivery",
     "WebhookRecord",
     "any_enabled",
+    "claim_due",
     "create_webhook",
+    "dead",
     "delete_webhook",
+    "delivered",
     "list_deliveries",
     "list_webhooks",
     "retry_delivery",
+    "retry_later",
 ]
 
 Conn = psycopg.Connection[Any]
@@ -127,3 +132,52 @@ def retry_delivery(conn: Conn, delivery_id: int) -> DeliveryRecord | None:
             f" RETURNING {_DELIVERY}",
             (delivery_id,),
         ).fetchone()
+
+
+# --- the sender's side (alerts/notify.py) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    payload: Any
+    attempts: int
+    url: str
+    secret: str
+
+
+def claim_due(conn: Conn, limit: int) -> list[DueDelivery]:
+    """Pending deliveries due now, locked for this transaction (other senders skip them)."""
+    rows = conn.execute(
+        "SELECT d.id, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d"
+        " JOIN webhooks w ON w.id = d.webhook_id"
+        " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
+        " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED",
+        (limit,),
+    ).fetchall()
+    return [DueDelivery(int(i), p, int(a), str(u), str(s)) for i, p, a, u, s in rows]
+
+
+def delivered(conn: Conn, delivery_id: int, attempts: int) -> None:
+    conn.execute(
+        "UPDATE webhook_deliveries SET state = 'delivered', attempts = %s,"
+        " delivered_at = now(), last_error = NULL WHERE id = %s",
+        (attempts, delivery_id),
+    )
+
+
+def dead(conn: Conn, delivery_id: int, attempts: int, error: str) -> None:
+    """Given up: listed as dead until an operator retries it."""
+    conn.execute(
+        "UPDATE webhook_deliveries SET state = 'dead', attempts = %s, last_error = %s"
+        " WHERE id = %s",
+        (attempts, error, delivery_id),
+    )
+
+
+def retry_later(conn: Conn, delivery_id: int, attempts: int, error: str, delay_s: float) -> None:
+    conn.execute(
+        "UPDATE webhook_deliveries SET attempts = %s, last_error = %s,"
+        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
+        (attempts, error, delay_s, delivery_id),
+    )
