@@ -517,3 +517,234 @@ def end_maintenance(conn: Conn, window_id: int) -> bool:
         (window_id,),
     )
     return cur.rowcount == 1
+
+
+# -- the engine's statements (alerts/store.py decides; these read and write) --------------
+
+# An alert as the engine handles it: a dict of these keys (times as epoch seconds).
+ENGINE_FIELDS = (
+    *("id", "rule_id", "subject", "community_id", "device_id", "building", "rule_type"),
+    *("severity", "state", "title", "occurrences", "first_seen", "last_seen", "raised_at"),
+    *("escalation_level", "group_id", "details"),
+)
+_ENGINE_COLUMNS = (
+    "id, rule_id, subject, community_id, device_id, building, rule_type, severity, state,"
+    " title, occurrences, extract(epoch FROM first_seen)::float8,"
+    " extract(epoch FROM last_seen)::float8, extract(epoch FROM raised_at)::float8,"
+    " escalation_level, group_id, details"
+)
+EngineAlert = dict[str, Any]
+
+
+def _engine(values: Sequence[Any] | None) -> EngineAlert | None:
+    return None if values is None else dict(zip(ENGINE_FIELDS, values, strict=False))
+
+
+def _engine_one(values: Sequence[Any] | None) -> EngineAlert:
+    found = _engine(values)
+    assert found is not None
+    return found
+
+
+_OPEN = f"""
+INSERT INTO alerts (rule_id, subject, community_id, device_id, building, rule_type, severity,
+                    initial_severity, state, title, details, first_seen, last_seen, raised_at,
+                    auto_resolve, escalate_after, escalation_max, notified, occurrences, episode)
+VALUES (%(rule_id)s, %(subject)s, %(community_id)s, %(device_id)s, %(building)s, %(rule_type)s,
+        %(severity)s, %(severity)s, %(state)s, %(title)s, %(details)s, %(at)s, %(at)s, %(now)s,
+        %(auto_resolve)s, make_interval(secs => %(escalate_after)s), %(escalation_max)s,
+        %(notified)s, %(occurrences)s, %(at)s)
+ON CONFLICT DO NOTHING
+RETURNING {_ENGINE_COLUMNS}
+"""  # noqa: S608 - constant column list, values are parameters
+
+
+def open_alert(conn: Conn, values: Mapping[str, Any]) -> EngineAlert | None:
+    """Open an alert (``values``: the parameters of the statement, ``details`` JSON that
+    PostgreSQL takes). None when one is active for (rule, subject) already, or this
+    episode (rule, subject, first seen) was opened before: the database's unique keys."""
+    params = {**values, "details": Jsonb(values["details"])}
+    return _engine(conn.execute(_OPEN, params).fetchone())
+
+
+def lock_active(conn: Conn, rule_id: str, subject: str) -> tuple[EngineAlert, bool] | None:
+    """The active alert of (rule, subject), locked, and whether it resolves itself."""
+    row = conn.execute(
+        f"SELECT auto_resolve, {_ENGINE_COLUMNS} FROM alerts"  # noqa: S608 - constant column list
+        " WHERE rule_id = %s AND subject = %s AND state <> 'resolved' FOR UPDATE",
+        (rule_id, subject),
+    ).fetchone()
+    return None if row is None else (_engine_one(row[1:]), bool(row[0]))
+
+
+def repeat(conn: Conn, values: Mapping[str, Any]) -> EngineAlert:
+    """The condition again: count it; raise severity, title and details if ``higher``;
+    re-open (``reopen``) or unsuppress as the engine decided."""
+    params = {**values, "details": Jsonb(values["details"])}
+    row = conn.execute(
+        "UPDATE alerts SET occurrences = occurrences + %(occurrences)s,"  # noqa: S608 - constant column list
+        " last_seen = greatest(last_seen, %(at)s), condition_cleared_at = NULL,"
+        " severity = CASE WHEN %(higher)s THEN %(severity)s ELSE severity END,"
+        " title = CASE WHEN %(higher)s THEN %(title)s ELSE title END,"
+        " details = CASE WHEN %(higher)s OR %(chattering)s THEN details || %(details)s"
+        " ELSE details END,"
+        " state = CASE WHEN %(reopen)s THEN 'open' ELSE state END,"
+        " escalated_at = CASE WHEN %(reopen)s THEN %(now)s ELSE escalated_at END,"
+        " notified = notified OR %(unsuppress)s,"
+        f" updated_at = clock_timestamp() WHERE id = %(id)s RETURNING {_ENGINE_COLUMNS}",
+        params,
+    ).fetchone()
+    return _engine_one(row)
+
+
+def clear(conn: Conn, alert_id: int, at: datetime, *, resolve: bool, actor: str) -> EngineAlert:
+    """The condition cleared: resolved (``resolve``) or only marked cleared."""
+    if resolve:
+        row = conn.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
+            " resolution_note = 'condition cleared', condition_cleared_at = %s,"
+            f" updated_at = clock_timestamp() WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+            (at, actor, at, alert_id),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "UPDATE alerts SET condition_cleared_at = %s, updated_at = clock_timestamp()"  # noqa: S608 - constant column list
+            f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+            (at, alert_id),
+        ).fetchone()
+    return _engine_one(row)
+
+
+def resolve_by(conn: Conn, alert_id: int, at: datetime, actor: str, note: str) -> EngineAlert:
+    row = conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
+        " resolution_note = %s, updated_at = clock_timestamp()"
+        f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+        (at, actor, note, alert_id),
+    ).fetchone()
+    return _engine_one(row)
+
+
+def raised_since(conn: Conn, community_id: str, since: datetime, flood_rule: str) -> int:
+    """Alerts the flood control counts: raised since, not suppressed, not critical."""
+    row = conn.execute(
+        "SELECT count(*) FROM alerts WHERE community_id = %s AND raised_at > %s"
+        " AND rule_id <> %s AND state <> 'suppressed' AND severity <> 'critical'",
+        (community_id, since, flood_rule),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def group_under(
+    conn: Conn, group_id: int, community_id: str, since: datetime, flood_rule: str
+) -> set[int]:
+    """Put the community's open or acknowledged, non-critical alerts raised since into the
+    flood group; return their ids."""
+    rows = conn.execute(
+        "UPDATE alerts SET group_id = %s, updated_at = clock_timestamp()"
+        " WHERE community_id = %s AND raised_at > %s AND rule_id <> %s"
+        " AND group_id IS NULL AND state IN ('open', 'acknowledged')"
+        " AND severity <> 'critical'"
+        " RETURNING id",
+        (group_id, community_id, since, flood_rule),
+    ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def not_notified(conn: Conn, alert_ids: Sequence[int]) -> None:
+    conn.execute("UPDATE alerts SET notified = false WHERE id = ANY(%s)", (list(alert_ids),))
+
+
+def update_flood(
+    conn: Conn, alert_id: int, count: int, title: str, details: Mapping[str, Any], at: datetime
+) -> None:
+    conn.execute(
+        "UPDATE alerts SET occurrences = %s, title = %s, details = %s,"
+        " last_seen = %s, updated_at = clock_timestamp() WHERE id = %s",
+        (count, title, Jsonb(dict(details)), at, alert_id),
+    )
+
+
+def open_flood(
+    conn: Conn,
+    rule_id: str,
+    subject: str,
+    community_id: str,
+    title: str,
+    details: Mapping[str, Any],
+    count: int,
+    at: datetime,
+) -> EngineAlert:
+    row = conn.execute(
+        "INSERT INTO alerts (rule_id, subject, community_id, rule_type, severity,"  # noqa: S608 - constant column list
+        " initial_severity, state, title, details, occurrences, first_seen, last_seen,"
+        " raised_at, auto_resolve) VALUES (%s, %s, %s, 'flood', 'major', 'major', 'open',"
+        f" %s, %s, %s, %s, %s, %s, true) RETURNING {_ENGINE_COLUMNS}",
+        (rule_id, subject, community_id, title, Jsonb(dict(details)), count, at, at, at),
+    ).fetchone()
+    return _engine_one(row)
+
+
+def active_of_rule(conn: Conn, rule_id: str) -> list[EngineAlert]:
+    """Active alerts of a rule, locked; those another worker holds are skipped."""
+    rows = conn.execute(
+        f"SELECT {_ENGINE_COLUMNS} FROM alerts WHERE rule_id = %s AND state <> 'resolved'"  # noqa: S608 - constant column list
+        " FOR UPDATE SKIP LOCKED",
+        (rule_id,),
+    ).fetchall()
+    return [_engine_one(r) for r in rows]
+
+
+def due_for_escalation(conn: Conn, now: datetime) -> list[EngineAlert]:
+    """Open alerts not acknowledged within their window, locked (others' skipped)."""
+    rows = conn.execute(
+        f"SELECT {_ENGINE_COLUMNS} FROM alerts WHERE state = 'open'"  # noqa: S608 - constant column list
+        " AND escalate_after IS NOT NULL AND escalation_level < escalation_max"
+        " AND coalesce(escalated_at, raised_at) + escalate_after <= %s"
+        " FOR UPDATE SKIP LOCKED",
+        (now,),
+    ).fetchall()
+    return [_engine_one(r) for r in rows]
+
+
+def escalate(conn: Conn, alert_id: int, severity: str, at: datetime) -> EngineAlert:
+    row = conn.execute(
+        "UPDATE alerts SET severity = %s, escalation_level = escalation_level + 1,"  # noqa: S608 - constant column list
+        " escalated_at = %s, notified = true, updated_at = clock_timestamp()"
+        f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+        (severity, at, alert_id),
+    ).fetchone()
+    return _engine_one(row)
+
+
+# -- the engine's progress ----------------------------------------------------------------
+
+
+def save_watermark(conn: Conn, worker: str, watermark: datetime) -> None:
+    conn.execute(
+        "INSERT INTO alert_engine_progress (worker, watermark) VALUES (%s, %s)"
+        " ON CONFLICT (worker) DO UPDATE"
+        " SET watermark = greatest(alert_engine_progress.watermark, excluded.watermark),"
+        " updated_at = now()",
+        (worker, watermark),
+    )
+
+
+def save_replay_cursor(conn: Conn, worker: str, cursor: int) -> None:
+    conn.execute(
+        "INSERT INTO alert_engine_progress (worker, watermark, replay_cursor)"
+        " VALUES (%s, now(), %s) ON CONFLICT (worker) DO UPDATE"
+        " SET replay_cursor = greatest(alert_engine_progress.replay_cursor,"
+        " excluded.replay_cursor), updated_at = now()",
+        (worker, cursor),
+    )
+
+
+def progress_of(conn: Conn, worker: str) -> tuple[datetime | None, int | None] | None:
+    """(watermark, replay cursor) saved by ``worker``; None if it saved nothing."""
+    row = conn.execute(
+        "SELECT watermark, replay_cursor FROM alert_engine_progress WHERE worker = %s",
+        (worker,),
+    ).fetchone()
+    return None if row is None else (row[0], None if row[1] is None else int(row[1]))

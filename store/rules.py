@@ -32,6 +32,7 @@ __all__ = [
     "load_rules",
     "rules_revision",
     "save_rule",
+    "save_state",
     "seed_rules",
     "set_enabled",
     "upsert_rules",
@@ -129,6 +130,27 @@ def delete_rule(conn: Conn, rule_id: str) -> bool:
             return False
         conn.execute("DELETE FROM alert_rule_state WHERE rule_id = %s", (rule_id,))
     return True
+
+
+def save_state(
+    conn: Conn,
+    upserts: Sequence[tuple[str, str, dict[str, Any]]],
+    deletes: Sequence[tuple[str, str]],
+) -> None:
+    """The engine's per-(rule, subject) state that has to outlive a restart: saved or
+    dropped (``upserts``' state must be JSON that PostgreSQL takes)."""
+    with conn.cursor() as cur:
+        if upserts:
+            cur.executemany(
+                "INSERT INTO alert_rule_state (rule_id, subject, state, updated_at)"
+                " VALUES (%s, %s, %s, now()) ON CONFLICT (rule_id, subject)"
+                " DO UPDATE SET state = excluded.state, updated_at = now()",
+                [(r, s, Jsonb(d)) for r, s, d in upserts],
+            )
+        if deletes:
+            cur.executemany(
+                "DELETE FROM alert_rule_state WHERE rule_id = %s AND subject = %s", deletes
+            )
 
 
 def forget_state(conn: Conn, rule_ids: Sequence[str]) -> None:

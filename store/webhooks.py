@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from store.scoping import Communities, community_filter
 
@@ -28,6 +29,7 @@ __all__ = [
     "delivered",
     "list_deliveries",
     "list_webhooks",
+    "queue_deliveries",
     "retry_delivery",
     "retry_later",
 ]
@@ -86,6 +88,32 @@ def list_webhooks(conn: Conn, communities: Communities) -> list[WebhookRecord]:
             f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
             params,
         ).fetchall()
+
+
+_OUTBOX = """
+INSERT INTO webhook_deliveries (webhook_id, alert_id, payload)
+SELECT w.id, %(alert_id)s, %(payload)s FROM webhooks AS w
+ WHERE w.enabled AND (w.community_id IS NULL OR w.community_id = %(community_id)s)
+   AND array_position(ARRAY['info','warning','minor','major','critical'], w.min_severity)
+       <= array_position(ARRAY['info','warning','minor','major','critical'], %(severity)s)
+"""
+
+
+def queue_deliveries(
+    conn: Conn, alert_id: int, payload: Any, community_id: str, severity: str
+) -> None:
+    """A delivery of ``payload`` for every enabled webhook that wants this alert (its
+    community or every community, at or above its minimum severity): the outbox,
+    written in the alert's own transaction."""
+    conn.execute(
+        _OUTBOX,
+        {
+            "alert_id": alert_id,
+            "payload": Jsonb(payload),
+            "community_id": community_id,
+            "severity": severity,
+        },
+    )
 
 
 def any_enabled(conn: Conn) -> bool:
