@@ -21,7 +21,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from core.rules import SEVERITIES, AlertState, Severity
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "ENGINE_ACTOR",
@@ -36,10 +36,12 @@ __all__ = [
     "active_alerts",
     "add_history",
     "create_maintenance",
+    "delete_simulated",
     "end_maintenance",
     "find_alert",
     "group_members",
     "history_of",
+    "insert_simulated",
     "list_alerts",
     "list_maintenance",
     "listen",
@@ -230,30 +232,23 @@ def list_alerts(
     """Alerts newest first (raised_at, id), at most ``limit``; ``before`` is the
     (raised_at, id) of the last one of the previous page."""
     scope, params = community_filter(communities)
-    where = [scope]
-    for column, values in (("state", states), ("severity", severities)):
-        if values:
-            where.append(f"{column} = ANY(%s)")
-            params.append(list(values))
-    if min_severity is not None:
-        where.append("severity = ANY(%s)")
-        params.append([s.value for s in SEVERITIES[SEVERITIES.index(min_severity) :]])
-    for column, value in (
-        ("community_id", community_id),
-        ("device_id", device_id),
-        ("rule_id", rule_id),
-    ):
-        if value is not None:
-            where.append(f"{column} = %s")
-            params.append(value)
+    floor = None if min_severity is None else SEVERITIES[SEVERITIES.index(min_severity) :]
+    terms, values = given(
+        (
+            ("state = ANY(%s)", list(states) or None),
+            ("severity = ANY(%s)", list(severities) or None),
+            ("severity = ANY(%s)", None if floor is None else [s.value for s in floor]),
+            ("community_id = %s", community_id),
+            ("device_id = %s", device_id),
+            ("rule_id = %s", rule_id),
+            ("raised_at >= %s", since),
+            ("raised_at < %s", until),
+        )
+    )
+    where = [scope, *terms]
+    params += values
     if active is not None:
         where.append("state <> 'resolved'" if active else "state = 'resolved'")
-    if since is not None:
-        where.append("raised_at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("raised_at < %s")
-        params.append(until)
     if before is not None:
         where.append("(raised_at, id) < (%s, %s)")
         params += list(before)
@@ -495,10 +490,9 @@ def list_maintenance(
 ) -> list[MaintenanceRecord]:
     """Windows by start; ``current``: only those not ended yet."""
     scope, params = community_filter(communities)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
+    terms, values = given((("community_id = %s", community_id),))
+    where = [scope, *terms]
+    params += values
     if current:
         where.append("ends_at > now()")
     with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:
@@ -748,3 +742,58 @@ def progress_of(conn: Conn, worker: str) -> tuple[datetime | None, int | None] |
         (worker,),
     ).fetchone()
     return None if row is None else (row[0], None if row[1] is None else int(row[1]))
+
+
+# -- a simulated month (smartcommunity visits simulate) -----------------------------------
+
+
+def delete_simulated(conn: Conn, community_id: str, start: datetime, end: datetime) -> None:
+    """Drop the simulated alerts (rule ids ``sim-...``) raised in ``[start, end)``."""
+    conn.execute(
+        "DELETE FROM alerts WHERE community_id = %s AND rule_id LIKE 'sim-%%'"
+        " AND raised_at >= %s AND raised_at < %s",
+        (community_id, start, end),
+    )
+
+
+def insert_simulated(
+    conn: Conn,
+    *,
+    rule_id: str,
+    subject: str,
+    community_id: str,
+    device_id: str,
+    severity: str,
+    state: str,
+    title: str,
+    raised_at: datetime,
+    acknowledged_at: datetime | None,
+    acknowledged_by: str | None,
+    resolved_at: datetime | None,
+    resolved_by: str | None,
+) -> None:
+    """An alert as a past month would have left it (no history, no announcement)."""
+    conn.execute(
+        "INSERT INTO alerts (rule_id, subject, community_id, device_id, rule_type, severity,"
+        " initial_severity, state, title, details, first_seen, last_seen, raised_at,"
+        " acknowledged_at, acknowledged_by, resolved_at, resolved_by)"
+        " VALUES (%s, %s, %s, %s, 'simulated', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            rule_id,
+            subject,
+            community_id,
+            device_id,
+            severity,
+            severity,
+            state,
+            title,
+            Jsonb({"simulated": True}),
+            raised_at,
+            raised_at,
+            raised_at,
+            acknowledged_at,
+            acknowledged_by,
+            resolved_at,
+            resolved_by,
+        ),
+    )

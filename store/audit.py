@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = ["AuditEntry", "audit_entries"]
 
@@ -52,23 +52,16 @@ def audit_entries(
 ) -> list[AuditEntry]:
     """Changes newest first; those without a community only when ``communities`` is None."""
     scope, params = community_filter(communities)
-    where: list[sql.Composable] = [sql.SQL(scope)]  # constant text (store.scoping)
-    for column, value in (
-        ("entity", entity),
-        ("entity_id", entity_id),
-        ("community_id", community_id),
-        ("actor", actor),
-    ):
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    if since is not None:
-        where.append(sql.SQL("at >= %s"))
-        params.append(since)
-    if before_id is not None:
-        where.append(sql.SQL("id < %s"))
-        params.append(before_id)
+    terms, values = given(
+        (
+            ("entity = %s", entity),
+            ("entity_id = %s", entity_id),
+            ("community_id = %s", community_id),
+            ("actor = %s", actor),
+            ("at >= %s", since),
+            ("id < %s", before_id),
+        )
+    )
+    where = sql.SQL(" AND ".join([scope, *terms]))  # constant terms
     with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
-        return cur.execute(
-            _SELECT.format(sql.SQL(" AND ").join(where)), [*params, limit]
-        ).fetchall()
+        return cur.execute(_SELECT.format(where), [*params, *values, limit]).fetchall()

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = ["DeadLetterRecord", "list_dead_letters", "replayed_since", "replays_end"]
 
@@ -73,21 +73,21 @@ def list_dead_letters(
     one of the previous page. The community is the topic's second level: a topic
     without one is seen only when ``communities`` is None (every community)."""
     scope, params = community_filter(communities, "split_part(d.topic, '/', 2)")
-    terms: list[sql.Composable] = [sql.SQL(" AND " + scope)]
-    for clause, value in (
-        (" AND d.reason = %s", reason),
-        (" AND split_part(d.topic, '/', 4) = %s", device),
-        (" AND d.received_at >= %s", since),
-        (" AND d.received_at < %s", until),
-    ):
-        if value is not None:
-            terms.append(sql.SQL(clause))
-            params.append(value)
+    where, values = given(
+        (
+            ("d.reason = %s", reason),
+            ("split_part(d.topic, '/', 4) = %s", device),
+            ("d.received_at >= %s", since),
+            ("d.received_at < %s", until),
+        )
+    )
+    params += values
     if before is not None:
-        terms.append(sql.SQL(" AND (d.received_at, d.id) < (%s, %s)"))
+        where.append("(d.received_at, d.id) < (%s, %s)")
         params += list(before)
+    terms = sql.SQL("".join(f" AND {term}" for term in [scope, *where]))  # constant terms
     with conn.cursor(row_factory=class_row(DeadLetterRecord)) as cur:
-        return cur.execute(_LIST.format(sql.Composed(terms)), [*params, limit]).fetchall()
+        return cur.execute(_LIST.format(terms), [*params, limit]).fetchall()
 
 
 def replays_end(conn: Conn) -> int:

@@ -34,7 +34,7 @@ from core.incidents import (
     stronger,
 )
 from store.rosters import on_duty_now, roster_order, team_of
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "DispatchError",
@@ -947,10 +947,9 @@ def incident_views(
 ) -> list[IncidentView]:
     """Incidents newest first: by opening time (``newest="opened"``) or by id."""
     scope, params = community_filter(communities)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
+    terms, values = given((("community_id = %s", community_id),))
+    where = [scope, *terms]
+    params += values
     if open_only:
         where.append("resolved_at IS NULL")
     order = "opened_at DESC, id DESC" if newest == "opened" else "id DESC"

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from core.rules import Rule, dump_rule, parse_rule
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "RuleRow",
@@ -177,13 +177,9 @@ def list_rules(
     scope, params = community_filter(
         communities, "definition->'scope'->>'community'", everywhere=True
     )
-    where: list[str] = [scope]
-    if rule_type is not None:
-        where.append("definition->>'type' = %s")
-        params.append(rule_type)
-    if enabled is not None:
-        where.append("enabled = %s")
-        params.append(enabled)
+    terms, values = given((("definition->>'type' = %s", rule_type), ("enabled = %s", enabled)))
+    where = [scope, *terms]
+    params += values
     query = f"SELECT {_COLUMNS} FROM alert_rules WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608 - fixed fragments
     with conn.cursor(row_factory=class_row(StoredRule)) as cur:
         return cur.execute(query, params).fetchall()

@@ -6,9 +6,9 @@ clause is built here from constant expressions, never from input.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
-__all__ = ["Communities", "community_filter"]
+__all__ = ["Communities", "community_filter", "given"]
 
 Communities = Collection[str] | None  # None: every community
 
@@ -24,3 +24,15 @@ def community_filter(
     if everywhere:
         clause = f"({expression} IS NULL OR {clause})"
     return clause, [sorted(communities)]
+
+
+def given(terms: Iterable[tuple[str, object | None]]) -> tuple[list[str], list[object]]:
+    """The WHERE terms whose value is given (not None), and their parameters: each
+    term is constant SQL with one ``%s``, e.g. ``("raised_at >= %s", since)``."""
+    where: list[str] = []
+    params: list[object] = []
+    for term, value in terms:
+        if value is not None:
+            where.append(term)
+            params.append(value)
+    return where, params

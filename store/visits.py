@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "CHECKIN_EVENT",
@@ -196,16 +196,15 @@ def list_visits(
 ) -> list[VisitRecord]:
     """Visits newest first (by id); ``month`` in each visit's community's zone."""
     scope, params = community_filter(communities, "v.community_id")
-    where = [scope]
-    if before_id is not None:
-        where.append("v.id < %s")
-        params.append(before_id)
-    if community_id is not None:
-        where.append("v.community_id = %s")
-        params.append(community_id)
-    if resident_id is not None:
-        where.append("v.resident_id = %s")
-        params.append(resident_id)
+    terms, values = given(
+        (
+            ("v.id < %s", before_id),
+            ("v.community_id = %s", community_id),
+            ("v.resident_id = %s", resident_id),
+        )
+    )
+    where = [scope, *terms]
+    params += values
     if month is not None:
         where.append(
             "v.started_at >= (%s::date::timestamp AT TIME ZONE c.time_zone)"
@@ -228,10 +227,9 @@ def follow_ups(
 ) -> list[VisitRecord]:
     """Open follow-up tasks, soonest due first."""
     scope, params = community_filter(communities)
-    where = [scope, "follow_up_due IS NOT NULL", "follow_up_done_at IS NULL"]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
+    terms, values = given((("community_id = %s", community_id),))
+    where = [scope, "follow_up_due IS NOT NULL", "follow_up_done_at IS NULL", *terms]
+    params += values
     query = (
         f"SELECT {_COLUMNS} FROM visits WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
         " ORDER BY follow_up_due, id LIMIT %s"

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from store.scoping import Communities, community_filter
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "DeliveryRecord",
@@ -136,13 +136,9 @@ def list_deliveries(
 ) -> list[DeliveryRecord]:
     """Deliveries of the webhooks ``list_webhooks`` shows, newest first."""
     scope, params = community_filter(communities)
-    where: list[str] = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})"]  # noqa: S608 - constant fragments
-    if state is not None:
-        where.append("state = %s")
-        params.append(state)
-    if webhook_id is not None:
-        where.append("webhook_id = %s")
-        params.append(webhook_id)
+    terms, values = given((("state = %s", state), ("webhook_id = %s", webhook_id)))
+    where = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})", *terms]  # noqa: S608 - constant fragments
+    params += values
     with conn.cursor(row_factory=class_row(DeliveryRecord)) as cur:
         return cur.execute(
             f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE {' AND '.join(where)}"  # noqa: S608

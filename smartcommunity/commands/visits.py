@@ -9,12 +9,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from core.visits import Month, Outcome, Policy, Standing
 from simulators.visits import month_alerts, month_visits, programme
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store import alerts as alerts_store
 from store import visits as visits_store
 
 __all__ = ["register", "simulate_month"]
@@ -191,11 +191,7 @@ def _simulate_alerts(
                     n < SIM_DEVICES_PER_CLASS * SIM_ONLINE_SHARE,
                 ),
             )
-    conn.execute(
-        "DELETE FROM alerts WHERE community_id = %s AND rule_id LIKE 'sim-%%'"
-        " AND raised_at >= %s AND raised_at < %s",
-        (community_id, *month.bounds(tz)),
-    )
+    alerts_store.delete_simulated(conn, community_id, *month.bounds(tz))
     count = 0
     for i, a in enumerate(month_alerts(month, tz, seed=seed)):
         if until is not None and a.raised_at >= until:
@@ -205,29 +201,20 @@ def _simulate_alerts(
             a.resolved_at if acked and (until is None or (a.resolved_at or until) < until) else None
         )
         state = "resolved" if resolved else "acknowledged" if acked else "open"
-        conn.execute(
-            "INSERT INTO alerts (rule_id, subject, community_id, device_id, rule_type, severity,"
-            " initial_severity, state, title, details, first_seen, last_seen, raised_at,"
-            " acknowledged_at, acknowledged_by, resolved_at, resolved_by)"
-            " VALUES (%s, %s, %s, %s, 'simulated', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                f"sim-{a.alert_class}-{a.severity}",
-                f"sim:{month}/{i}",
-                community_id,
-                f"{community_id}-sim-{a.alert_class}-{i % SIM_DEVICES_PER_CLASS}",
-                a.severity,
-                a.severity,
-                state,
-                f"Simulated {a.alert_class} alert",
-                Jsonb({"simulated": True}),
-                a.raised_at,
-                a.raised_at,
-                a.raised_at,
-                acked,
-                "user:simulator" if acked else None,
-                resolved,
-                "user:simulator" if resolved else None,
-            ),
+        alerts_store.insert_simulated(
+            conn,
+            rule_id=f"sim-{a.alert_class}-{a.severity}",
+            subject=f"sim:{month}/{i}",
+            community_id=community_id,
+            device_id=f"{community_id}-sim-{a.alert_class}-{i % SIM_DEVICES_PER_CLASS}",
+            severity=a.severity,
+            state=state,
+            title=f"Simulated {a.alert_class} alert",
+            raised_at=a.raised_at,
+            acknowledged_at=acked,
+            acknowledged_by="user:simulator" if acked else None,
+            resolved_at=resolved,
+            resolved_by="user:simulator" if resolved else None,
         )
         count += 1
     return count
