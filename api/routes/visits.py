@@ -1,8 +1,9 @@
 """``/api/v1/visits``: care workers' visits to residents, visit policies, who is due.
 
 Personal data (names, notes): the family ``visits`` is open to administrators and
-operators, as residents are (``core.access``). The database work here is shared
-with the CLI (``smartcommunity visits``) and the monthly report.
+operators, as residents are (``core.access``). The statements are
+``store/visits.py``'s, shared with the CLI (``smartcommunity visits``), the engine's
+visit check and the monthly report.
 """
 
 from __future__ import annotations
