@@ -33,6 +33,7 @@ from alerts.store import Notice
 from core.errors import ServiceUnavailable
 from core.topics import alert_topic
 from core.webhook_targets import private_destination
+from store import webhooks as webhooks_store
 from store.pools import DatabasePool
 
 __all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "outage_text", "sign"]
@@ -181,37 +182,21 @@ class WebhookSender:
     def deliver_due(self, conn: psycopg.Connection[Any]) -> int:
         """Send what is due now; return how many were tried."""
         with conn.transaction():
-            due = conn.execute(
-                "SELECT d.id, d.payload, d.attempts, w.url, w.secret FROM webhook_deliveries d"
-                " JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.state = 'pending' AND d.next_attempt_at <= now()"
-                " ORDER BY d.next_attempt_at LIMIT %s FOR UPDATE OF d SKIP LOCKED",
-                (_CLAIM,),
-            ).fetchall()
-            for delivery_id, payload, attempts, url, secret in due:
-                error = self._post(int(delivery_id), url, secret, payload)
-                attempts = int(attempts) + 1
+            due = webhooks_store.claim_due(conn, _CLAIM)
+            for delivery in due:
+                error = self._post(delivery.id, delivery.url, delivery.secret, delivery.payload)
+                attempts = delivery.attempts + 1
                 if error is None:
-                    conn.execute(
-                        "UPDATE webhook_deliveries SET state = 'delivered', attempts = %s,"
-                        " delivered_at = now(), last_error = NULL WHERE id = %s",
-                        (attempts, delivery_id),
-                    )
+                    webhooks_store.delivered(conn, delivery.id, attempts)
                 elif attempts >= self.attempts:
-                    _LOG.warning("webhook %s dead after %d attempts: %s", url, attempts, error)
-                    conn.execute(
-                        "UPDATE webhook_deliveries SET state = 'dead', attempts = %s,"
-                        " last_error = %s WHERE id = %s",
-                        (attempts, error, delivery_id),
+                    _LOG.warning(
+                        "webhook %s dead after %d attempts: %s", delivery.url, attempts, error
                     )
+                    webhooks_store.dead(conn, delivery.id, attempts, error)
                 else:
                     delay = min(self.backoff_max_s, self.backoff_min_s * 2 ** (attempts - 1))
                     delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
-                    conn.execute(
-                        "UPDATE webhook_deliveries SET attempts = %s, last_error = %s,"
-                        " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
-                        (attempts, error, delay, delivery_id),
-                    )
+                    webhooks_store.retry_later(conn, delivery.id, attempts, error, delay)
         return len(due)
 
     def _post(self, delivery_id: int, url: str, secret: str, payload: Any) -> str | None:

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 from paho.mqtt.client import topic_matches_sub
 
-from alerts import catalog
 from alerts.engine import Engine
 from alerts.model import (
     AlertChange,
@@ -52,7 +51,12 @@ from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic, parse_topic
+from store import alerts as alerts_store
+from store import dead_letters as dead_letters_store
 from store import devices
+from store import readings as readings_store
+from store import rules as rules_store
+from store import webhooks as webhooks_store
 
 __all__ = ["AlertListener", "link_statuses"]
 
@@ -191,7 +195,7 @@ class AlertListener:
         ``spawn`` and ``beat`` (the pipeline's supervisor) run the webhook thread."""
         now = self.clock().timestamp()
         self.store.open()
-        seeded = self.store.run(lambda conn: catalog.seed_rules(conn, self._seed))
+        seeded = self.store.run(lambda conn: rules_store.seed_rules(conn, self._seed))
         if seeded:
             _LOG.info("installed %d default alert rules", seeded)
         self._load_rules(force=True)
@@ -201,7 +205,7 @@ class AlertListener:
         self._replay()
         self._replay_cursor = self.store.replay_cursor()
         if self._replay_cursor is None:  # first start: replays from now on
-            self._replay_cursor = self.store.run(catalog.replays_end)
+            self._replay_cursor = self.store.run(dead_letters_store.replays_end)
             self.store.save_replay_cursor(self._replay_cursor)
         if self.publisher is not None:
             self.publisher.start()
@@ -225,10 +229,10 @@ class AlertListener:
     # -- loading ------------------------------------------------------------------------
 
     def _load_rules(self, *, force: bool = False) -> None:
-        revision = self.store.run(catalog.rules_revision)
+        revision = self.store.run(rules_store.rules_revision)
         if not force and revision == self._revision:
             return
-        rules = self.store.run(catalog.load_rules)
+        rules = self.store.run(rules_store.load_rules)
         old = {r.id: r for r in self.engine.rules}
         engine = Engine(rules, self.engine.directory)
         if self._engine_hook is not None:
@@ -241,14 +245,10 @@ class AlertListener:
             for key in [k for k in self._pending_state if k[0] == rule_id]:
                 del self._pending_state[key]
         if changed and not force:
-            self.store.run(
-                lambda c: c.execute(
-                    "DELETE FROM alert_rule_state WHERE rule_id = ANY(%s)", (changed,)
-                )
-            )
-        persisted = self.store.run(catalog.load_state) if force else []
+            self.store.run(lambda c: rules_store.forget_state(c, changed))
+        persisted = self.store.run(alerts_store.load_state) if force else []
         self._saved.update((rule_id, subject) for rule_id, subject, _ in persisted)
-        active = self.store.run(catalog.active_alerts)
+        active = self.store.run(alerts_store.active_alerts)
         engine.restore(
             self.state,
             persisted,
@@ -262,8 +262,8 @@ class AlertListener:
     def _load_directory(self, *, initial: bool = False) -> None:
         if initial:
             self.directory.refresh()
-            self.state.presence.update(self.store.run(catalog.last_seen))
-            self.state.links_down.update(self.store.run(catalog.links_down))
+            self.state.presence.update(self.store.run(readings_store.last_seen))
+            self.state.links_down.update(self.store.run(readings_store.links_down))
         else:
             self.directory.refresh_if_stale()  # the safety net, if nobody else did
         self._sync_directory()
@@ -279,10 +279,9 @@ class AlertListener:
         self.store.in_maintenance = {d for d, i in view.items() if i.state == "maintenance"}
 
     def _reload_maintenance(self, now: float) -> None:
-        def work(conn: Any) -> tuple[list[catalog.MaintenanceWindow], bool]:
-            windows = catalog.load_maintenance(conn, now)
-            row = conn.execute("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled)").fetchone()
-            return windows, bool(row[0])
+        def work(conn: Any) -> tuple[list[alerts_store.MaintenanceWindow], bool]:
+            windows = alerts_store.load_maintenance(conn, now)
+            return windows, webhooks_store.any_enabled(conn)
 
         self.store.maintenance, self.store.has_webhooks = self.store.run(work)
 
@@ -294,7 +293,7 @@ class AlertListener:
             rule = evaluator.rule
             devices = [d for d, i in self.engine.directory.items() if evaluator.applies(i)]
             rows = self.store.run(
-                lambda c, d=devices, m=rule.metric, w=rule.window: catalog.recent_readings(
+                lambda c, d=devices, m=rule.metric, w=rule.window: readings_store.recent_readings(
                     c, d, m, now - w
                 )
             )
@@ -310,7 +309,7 @@ class AlertListener:
             self._save_watermark()
             return
         since = max(watermark, self.clock() - REPLAY_MAX_AGE)
-        rows = self.store.run(lambda c: catalog.recent_events(c, since, REPLAY_LIMIT))
+        rows = self.store.run(lambda c: readings_store.recent_events(c, since, REPLAY_LIMIT))
         directory = self.engine.directory
         items: list[tuple[str, list[Any], DeviceEvent | None]] = []
         for device_id, name, ts, data, received in rows:
@@ -444,7 +443,9 @@ class AlertListener:
         cursor = self._replay_cursor
         if cursor is None:
             return []
-        rows = self.store.run(lambda c: catalog.replayed_since(c, cursor, REPLAYED_BATCH))
+        rows = self.store.run(
+            lambda c: dead_letters_store.replayed_since(c, cursor, REPLAYED_BATCH)
+        )
         if not rows:
             return []
         items = [

@@ -22,13 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from alerts.catalog import MaintenanceWindow
 from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
-from store.pools import DatabasePool, PoolWatch
+from store import alerts as alerts_db
+from store.alerts import ENGINE_ACTOR, NOTIFY_CHANNEL, MaintenanceWindow, add_history, notify
+from store.pools import DatabasePool, PoolWatch, is_outage
+from store.rules import save_state
+from store.webhooks import queue_deliveries
 
 __all__ = [
     "FLOOD_RULE",
@@ -41,7 +43,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
-NOTIFY_CHANNEL = "sc_alerts"
 FLOOD_RULE = "system.flood"
 # Stands in for an infinite time in saved state: further than any timestamp.
 _FAR = 1e300
@@ -53,12 +54,6 @@ StateChanges = dict[tuple[str, str], dict[str, Any] | None]  # None: delete
 
 def _ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
-
-
-def _is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
-        exc, psycopg.errors.DataError
-    )
 
 
 def _clean(value: Any) -> Any:
@@ -124,54 +119,7 @@ class _Batch:
     new_by_community: dict[str, list[int]] = field(default_factory=dict)
 
 
-_ALERT_COLUMNS = (
-    "id, rule_id, subject, community_id, device_id, building, rule_type, severity, state,"
-    " title, occurrences, extract(epoch FROM first_seen)::float8,"
-    " extract(epoch FROM last_seen)::float8, extract(epoch FROM raised_at)::float8,"
-    " escalation_level, group_id, details"
-)
-_NAMES = (
-    *("id", "rule_id", "subject", "community_id", "device_id", "building", "rule_type"),
-    *("severity", "state", "title", "occurrences", "first_seen", "last_seen", "raised_at"),
-    *("escalation_level", "group_id", "details"),
-)
-
-_INSERT = f"""
-INSERT INTO alerts (rule_id, subject, community_id, device_id, building, rule_type, severity,
-                    initial_severity, state, title, details, first_seen, last_seen, raised_at,
-                    auto_resolve, escalate_after, escalation_max, notified, occurrences, episode)
-VALUES (%(rule_id)s, %(subject)s, %(community_id)s, %(device_id)s, %(building)s, %(rule_type)s,
-        %(severity)s, %(severity)s, %(state)s, %(title)s, %(details)s, %(at)s, %(at)s, %(now)s,
-        %(auto_resolve)s, make_interval(secs => %(escalate_after)s), %(escalation_max)s,
-        %(notified)s, %(occurrences)s, %(at)s)
-ON CONFLICT DO NOTHING
-RETURNING {_ALERT_COLUMNS}
-"""  # noqa: S608 - constant column list, values are parameters
-_LOCK_ACTIVE = (
-    f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608 - constant column list
-    " WHERE rule_id = %s AND subject = %s AND state <> 'resolved' FOR UPDATE"
-)
-_HISTORY = (
-    "INSERT INTO alert_history (alert_id, action, actor, from_state, to_state, severity, note,"
-    " details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
-)
-_STATE_UPSERT = (
-    "INSERT INTO alert_rule_state (rule_id, subject, state, updated_at) VALUES (%s, %s, %s, now())"
-    " ON CONFLICT (rule_id, subject) DO UPDATE SET state = excluded.state, updated_at = now()"
-)
-_STATE_DELETE = "DELETE FROM alert_rule_state WHERE rule_id = %s AND subject = %s"
-_OUTBOX = """
-INSERT INTO webhook_deliveries (webhook_id, alert_id, payload)
-SELECT w.id, %(alert_id)s, %(payload)s FROM webhooks AS w
- WHERE w.enabled AND (w.community_id IS NULL OR w.community_id = %(community_id)s)
-   AND array_position(ARRAY['info','warning','minor','major','critical'], w.min_severity)
-       <= array_position(ARRAY['info','warning','minor','major','critical'], %(severity)s)
-"""
-ACTOR = "engine"
-
-
-def _row(values: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(_NAMES, values, strict=False))
+ACTOR = ENGINE_ACTOR
 
 
 class AlertStore:
@@ -213,7 +161,7 @@ class AlertStore:
                 with conn.transaction():
                     return work(conn)
             except psycopg.Error as exc:
-                if _is_outage(exc):  # a broken connection goes back to the pool, replaced
+                if is_outage(exc):  # a broken connection goes back to the pool, replaced
                     raise ServiceUnavailable("database", str(exc).strip()) from exc
                 raise
 
@@ -242,7 +190,7 @@ class AlertStore:
                     with conn.transaction():  # a savepoint
                         self._apply_one(conn, change, batch)
                 except psycopg.Error as exc:
-                    if _is_outage(exc):
+                    if is_outage(exc):
                         raise
                     self.refused += 1
                     _LOG.error(
@@ -286,21 +234,17 @@ class AlertStore:
         details: Mapping[str, Any] | None = None,
         actor: str = ACTOR,
     ) -> int:
-        row = conn.execute(
-            _HISTORY,
-            (
-                alert["id"],
-                action,
-                actor,
-                from_state,
-                alert["state"],
-                alert["severity"],
-                note,
-                Jsonb(_clean(dict(details or {}))),
-            ),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        return add_history(
+            conn,
+            alert["id"],
+            action=action,
+            actor=actor,
+            from_state=from_state,
+            to_state=alert["state"],
+            severity=alert["severity"],
+            note=note,
+            details=_clean(dict(details or {})),
+        )
 
     def _notice(
         self, batch: _Batch, alert: dict[str, Any], action: str, notify: bool, history_id: int
@@ -311,11 +255,11 @@ class AlertStore:
     def _raise(self, conn: Conn, change: AlertChange, batch: _Batch) -> None:
         rule = change.rule
         suppressed = self._suppressed_by(change)
-        existing = conn.execute(_LOCK_ACTIVE, (change.rule_id, change.subject)).fetchone()
+        existing = alerts_db.lock_active(conn, change.rule_id, change.subject)
         if existing is None:
             escalation = rule.escalation
-            row = conn.execute(
-                _INSERT,
+            alert = alerts_db.open_alert(
+                conn,
                 {
                     "rule_id": change.rule_id,
                     "subject": change.subject,
@@ -326,7 +270,7 @@ class AlertStore:
                     "severity": change.severity.value,
                     "state": (AlertState.SUPPRESSED if suppressed else AlertState.OPEN).value,
                     "title": change.title,
-                    "details": Jsonb(_clean(dict(change.details))),
+                    "details": _clean(dict(change.details)),
                     "at": _ts(change.at),
                     "now": _ts(batch.now),
                     "auto_resolve": rule.auto_resolve,
@@ -335,9 +279,8 @@ class AlertStore:
                     "notified": suppressed is None,
                     "occurrences": change.occurrences,
                 },
-            ).fetchone()
-            if row is not None:
-                alert = _row(row)
+            )
+            if alert is not None:
                 action = "suppressed" if suppressed else "raised"
                 hid = self._history(conn, alert, action, None, suppressed or "", change.details)
                 self._notice(batch, alert, action, suppressed is None, hid)
@@ -345,12 +288,12 @@ class AlertStore:
                     batch.new_by_community.setdefault(change.community_id, []).append(alert["id"])
                 return
             # Another worker inserted it first (it waited for that commit): a repeat.
-            existing = conn.execute(_LOCK_ACTIVE, (change.rule_id, change.subject)).fetchone()
+            existing = alerts_db.lock_active(conn, change.rule_id, change.subject)
             if existing is None:
                 # Resolved since, or this very episode was opened and resolved before
                 # (a redelivered batch; migration 0013's key): nothing to open again.
                 return
-        self._repeat(conn, _row(existing), change, suppressed, batch)
+        self._repeat(conn, existing[0], change, suppressed, batch)
 
     def _repeat(
         self,
@@ -366,17 +309,8 @@ class AlertStore:
         # An acknowledged pre-alarm that becomes a confirmed fire must be acknowledged
         # again: it re-opens, and its escalation clock starts over.
         reopen = unsuppress or (higher and alert["state"] == AlertState.ACKNOWLEDGED)
-        row = conn.execute(
-            f"UPDATE alerts SET occurrences = occurrences + %(occurrences)s,"  # noqa: S608 - constant column list
-            " last_seen = greatest(last_seen, %(at)s), condition_cleared_at = NULL,"
-            " severity = CASE WHEN %(higher)s THEN %(severity)s ELSE severity END,"
-            " title = CASE WHEN %(higher)s THEN %(title)s ELSE title END,"
-            " details = CASE WHEN %(higher)s OR %(chattering)s THEN details || %(details)s"
-            " ELSE details END,"
-            " state = CASE WHEN %(reopen)s THEN 'open' ELSE state END,"
-            " escalated_at = CASE WHEN %(reopen)s THEN %(now)s ELSE escalated_at END,"
-            " notified = notified OR %(unsuppress)s,"
-            f" updated_at = clock_timestamp() WHERE id = %(id)s RETURNING {_ALERT_COLUMNS}",
+        updated = alerts_db.repeat(
+            conn,
             {
                 "at": _ts(change.at),
                 "higher": higher,
@@ -384,15 +318,13 @@ class AlertStore:
                 "chattering": bool(change.details.get("chattering")),
                 "severity": change.severity.value,
                 "title": change.title,
-                "details": Jsonb(_clean(dict(change.details))),
+                "details": _clean(dict(change.details)),
                 "unsuppress": unsuppress,
                 "reopen": reopen,
                 "now": _ts(batch.now),
                 "id": alert["id"],
             },
-        ).fetchone()
-        assert row is not None
-        updated = _row(row)
+        )
         if higher:
             hid = self._history(
                 conn,
@@ -410,31 +342,15 @@ class AlertStore:
             self._notice(batch, updated, "repeated", False, 0)
 
     def _clear(self, conn: Conn, change: AlertChange, batch: _Batch) -> None:
-        found = conn.execute(
-            _LOCK_ACTIVE.replace("SELECT ", "SELECT auto_resolve, ", 1),
-            (change.rule_id, change.subject),
-        ).fetchone()
+        found = alerts_db.lock_active(conn, change.rule_id, change.subject)
         if found is None:
             return  # already resolved by an operator
-        auto_resolve, alert = bool(found[0]), _row(found[1:])
+        alert, auto_resolve = found
         before = alert["state"]
-        if auto_resolve:
-            row = conn.execute(
-                f"UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
-                " resolution_note = 'condition cleared', condition_cleared_at = %s,"
-                f" updated_at = clock_timestamp() WHERE id = %s RETURNING {_ALERT_COLUMNS}",
-                (_ts(change.at), ACTOR, _ts(change.at), alert["id"]),
-            ).fetchone()
-            action = "auto_resolved"
-        else:
-            row = conn.execute(
-                f"UPDATE alerts SET condition_cleared_at = %s, updated_at = clock_timestamp()"  # noqa: S608 - constant column list
-                f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
-                (_ts(change.at), alert["id"]),
-            ).fetchone()
-            action = "condition_cleared"
-        assert row is not None
-        updated = _row(row)
+        updated = alerts_db.clear(
+            conn, alert["id"], _ts(change.at), resolve=auto_resolve, actor=ACTOR
+        )
+        action = "auto_resolved" if auto_resolve else "condition_cleared"
         hid = self._history(conn, updated, action, before, "condition cleared", change.details)
         self._notice(batch, updated, action, auto_resolve and before != "suppressed", hid)
 
@@ -444,62 +360,32 @@ class AlertStore:
         """More than N new alerts of one community in M minutes: one grouped alert."""
         for community, new_ids in batch.new_by_community.items():
             since = _ts(batch.now - self.flood_window_s)
-            row = conn.execute(
-                "SELECT count(*) FROM alerts WHERE community_id = %s AND raised_at > %s"
-                " AND rule_id <> %s AND state <> 'suppressed' AND severity <> 'critical'",
-                (community, since, FLOOD_RULE),
-            ).fetchone()
-            assert row is not None
-            if row[0] < self.flood_threshold:
+            count = alerts_db.raised_since(conn, community, since, FLOOD_RULE)
+            if count < self.flood_threshold:
                 continue
-            group = self._flood_alert(conn, community, int(row[0]), batch)
+            group = self._flood_alert(conn, community, count, batch)
             # The count is the rate (resolved ones were raised too); only alerts still
             # open or acknowledged join the group: a resolved one needs no attention.
-            members = conn.execute(
-                "UPDATE alerts SET group_id = %s, updated_at = clock_timestamp()"
-                " WHERE community_id = %s AND raised_at > %s AND rule_id <> %s"
-                " AND group_id IS NULL AND state IN ('open', 'acknowledged')"
-                " AND severity <> 'critical'"
-                " RETURNING id",
-                (group, community, since, FLOOD_RULE),
-            ).fetchall()
-            grouped = {int(m[0]) for m in members}
+            grouped = alerts_db.group_under(conn, group, community, since, FLOOD_RULE)
             # Members raised in this batch are not announced on their own: the group is.
             for notice in batch.notices:
                 if notice.alert["id"] in grouped and notice.alert["id"] in new_ids:
                     notice.notify = False
                     notice.alert["group_id"] = group
             if grouped:
-                conn.execute(
-                    "UPDATE alerts SET notified = false WHERE id = ANY(%s)",
-                    ([i for i in new_ids if i in grouped],),
-                )
+                alerts_db.not_notified(conn, [i for i in new_ids if i in grouped])
 
     def _flood_alert(self, conn: Conn, community: str, count: int, batch: _Batch) -> int:
         subject = community_subject(community)
         title = f"Alert flood: {count} alerts in {self.flood_window_s / 60:g} min"
         details = {"count": count, "window_s": self.flood_window_s}
-        row = conn.execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule_id = %s AND subject = %s"  # noqa: S608 - constant column list
-            " AND state <> 'resolved' FOR UPDATE",
-            (FLOOD_RULE, subject),
-        ).fetchone()
-        if row is not None:
-            conn.execute(
-                "UPDATE alerts SET occurrences = %s, title = %s, details = %s,"
-                " last_seen = %s, updated_at = clock_timestamp() WHERE id = %s",
-                (count, title, Jsonb(details), _ts(batch.now), row[0]),
-            )
-            return int(row[0])
-        inserted = conn.execute(
-            "INSERT INTO alerts (rule_id, subject, community_id, rule_type, severity,"  # noqa: S608 - constant column list
-            " initial_severity, state, title, details, occurrences, first_seen, last_seen,"
-            " raised_at, auto_resolve) VALUES (%s, %s, %s, 'flood', 'major', 'major', 'open',"
-            f" %s, %s, %s, %s, %s, %s, true) RETURNING {_ALERT_COLUMNS}",
-            (FLOOD_RULE, subject, community, title, Jsonb(details), count) + (_ts(batch.now),) * 3,
-        ).fetchone()
-        assert inserted is not None
-        alert = _row(inserted)
+        found = alerts_db.lock_active(conn, FLOOD_RULE, subject)
+        if found is not None:
+            alerts_db.update_flood(conn, found[0]["id"], count, title, details, _ts(batch.now))
+            return int(found[0]["id"])
+        alert = alerts_db.open_flood(
+            conn, FLOOD_RULE, subject, community, title, details, count, _ts(batch.now)
+        )
         hid = self._history(conn, alert, "raised", None, "flood control (ISA-18.2)", details)
         self._notice(batch, alert, "raised", True, hid)
         return int(alert["id"])
@@ -510,29 +396,11 @@ class AlertStore:
         def work(conn: Conn) -> list[Notice]:
             batch = _Batch(now)
             since = _ts(now - self.flood_window_s)
-            floods = conn.execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule_id = %s AND state <> 'resolved'"  # noqa: S608 - constant column list
-                " FOR UPDATE SKIP LOCKED",
-                (FLOOD_RULE,),
-            ).fetchall()
-            for found in floods:
-                alert = _row(found)
-                row = conn.execute(
-                    "SELECT count(*) FROM alerts WHERE community_id = %s AND raised_at > %s"
-                    " AND rule_id <> %s AND state <> 'suppressed' AND severity <> 'critical'",
-                    (alert["community_id"], since, FLOOD_RULE),
-                ).fetchone()
-                assert row is not None
-                if row[0] * 2 >= self.flood_threshold:
+            for alert in alerts_db.active_of_rule(conn, FLOOD_RULE):
+                count = alerts_db.raised_since(conn, alert["community_id"], since, FLOOD_RULE)
+                if count * 2 >= self.flood_threshold:
                     continue
-                done = conn.execute(
-                    "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
-                    " resolution_note = 'flood over', updated_at = clock_timestamp()"
-                    f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
-                    (_ts(now), ACTOR, alert["id"]),
-                ).fetchone()
-                assert done is not None
-                updated = _row(done)
+                updated = alerts_db.resolve_by(conn, alert["id"], _ts(now), ACTOR, "flood over")
                 hid = self._history(conn, updated, "auto_resolved", alert["state"], "flood over")
                 self._notice(batch, updated, "auto_resolved", True, hid)
             self._announce(conn, batch.notices)
@@ -548,24 +416,9 @@ class AlertStore:
 
         def work(conn: Conn) -> list[Notice]:
             batch = _Batch(now)
-            due = conn.execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state = 'open'"  # noqa: S608 - constant column list
-                " AND escalate_after IS NOT NULL AND escalation_level < escalation_max"
-                " AND coalesce(escalated_at, raised_at) + escalate_after <= %s"
-                " FOR UPDATE SKIP LOCKED",
-                (_ts(now),),
-            ).fetchall()
-            for found in due:
-                alert = _row(found)
+            for alert in alerts_db.due_for_escalation(conn, _ts(now)):
                 severity = escalated(alert["severity"]).value
-                row = conn.execute(
-                    "UPDATE alerts SET severity = %s, escalation_level = escalation_level + 1,"  # noqa: S608 - constant column list
-                    " escalated_at = %s, notified = true, updated_at = clock_timestamp()"
-                    f" WHERE id = %s RETURNING {_ALERT_COLUMNS}",
-                    (severity, _ts(now), alert["id"]),
-                ).fetchone()
-                assert row is not None
-                updated = _row(row)
+                updated = alerts_db.escalate(conn, alert["id"], severity, _ts(now))
                 note = (
                     f"not acknowledged: {alert['severity']} -> {severity}"
                     f" (step {updated['escalation_level']})"
@@ -583,13 +436,9 @@ class AlertStore:
     def _save_state(self, conn: Conn, state: StateChanges) -> None:
         if not state:
             return
-        upserts = [(r, s, Jsonb(_clean(d))) for (r, s), d in state.items() if d is not None]
+        upserts = [(r, s, _clean(d)) for (r, s), d in state.items() if d is not None]
         deletes = [(r, s) for (r, s), d in state.items() if d is None]
-        with conn.cursor() as cur:
-            if upserts:
-                cur.executemany(_STATE_UPSERT, upserts)
-            if deletes:
-                cur.executemany(_STATE_DELETE, deletes)
+        save_state(conn, upserts, deletes)
 
     def _announce(self, conn: Conn, notices: Iterable[Notice]) -> None:
         payloads = []
@@ -600,55 +449,26 @@ class AlertStore:
                 text = json.dumps({**payload, "details": {}}, default=str)
             payloads.append(text)
             if notice.notify and self.has_webhooks:
-                conn.execute(
-                    _OUTBOX,
-                    {
-                        "alert_id": notice.alert["id"],
-                        "payload": Jsonb(json.loads(text)),
-                        "community_id": notice.alert["community_id"],
-                        "severity": notice.alert["severity"],
-                    },
+                queue_deliveries(
+                    conn,
+                    notice.alert["id"],
+                    json.loads(text),
+                    notice.alert["community_id"],
+                    notice.alert["severity"],
                 )
-        if payloads:
-            conn.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (NOTIFY_CHANNEL, payloads)
-            )
+        notify(conn, payloads)
 
     def save_watermark(self, watermark: datetime) -> None:
-        self.run(
-            lambda conn: conn.execute(
-                "INSERT INTO alert_engine_progress (worker, watermark) VALUES (%s, %s)"
-                " ON CONFLICT (worker) DO UPDATE"
-                " SET watermark = greatest(alert_engine_progress.watermark, excluded.watermark),"
-                " updated_at = now()",
-                (self.worker, watermark),
-            )
-        )
+        self.run(lambda conn: alerts_db.save_watermark(conn, self.worker, watermark))
 
     def save_replay_cursor(self, cursor: int) -> None:
         """The last replayed dead letter the engine has evaluated (``alerts.service``)."""
-        self.run(
-            lambda conn: conn.execute(
-                "INSERT INTO alert_engine_progress (worker, watermark, replay_cursor)"
-                " VALUES (%s, now(), %s) ON CONFLICT (worker) DO UPDATE"
-                " SET replay_cursor = greatest(alert_engine_progress.replay_cursor,"
-                " excluded.replay_cursor), updated_at = now()",
-                (self.worker, cursor),
-            )
-        )
+        self.run(lambda conn: alerts_db.save_replay_cursor(conn, self.worker, cursor))
 
     def replay_cursor(self) -> int | None:
-        row = self.run(
-            lambda conn: conn.execute(
-                "SELECT replay_cursor FROM alert_engine_progress WHERE worker = %s", (self.worker,)
-            ).fetchone()
-        )
-        return None if row is None or row[0] is None else int(row[0])
+        found = self.run(lambda conn: alerts_db.progress_of(conn, self.worker))
+        return None if found is None else found[1]
 
     def watermark(self) -> datetime | None:
-        row = self.run(
-            lambda conn: conn.execute(
-                "SELECT watermark FROM alert_engine_progress WHERE worker = %s", (self.worker,)
-            ).fetchone()
-        )
-        return None if row is None else row[0]
+        found = self.run(lambda conn: alerts_db.progress_of(conn, self.worker))
+        return None if found is None else found[0]

@@ -4,7 +4,7 @@ Whether a resident has been visited this month is a question about the calendar,
 not about a message, so it does not fit ``Engine.evaluate``. Every few minutes
 the listener calls ``VisitCheck.run(conn, now)``, which
 
-1. imports new ``visit_checkin`` device events into ``visits`` (``core.visits_sql``);
+1. imports new ``visit_checkin`` device events into ``visits`` (``store.visits``);
 2. for each community this worker owns, computes the month's coverage
    (``core.visits``) and raises, for each resident under a policy and not yet
    visited, a ``warning`` from the community's deadline day (default the 25th)
@@ -29,8 +29,8 @@ from paho.mqtt.client import topic_matches_sub
 
 from alerts.model import AlertChange, ChangeKind
 from core.rules import Rule, Severity, parse_rule
-from core.visits import Month, Outcome, Policy, Visit, alert_severity, coverage
-from core.visits_sql import IMPORT_CHECKINS
+from core.visits import Month, alert_severity
+from store import visits as visits_store
 
 __all__ = ["VISIT_CHECK_EVERY_S", "VISIT_RULE", "VisitCheck", "visit_subject"]
 
@@ -65,12 +65,8 @@ class VisitCheck:
         return bool(topic_matches_sub(self.topic_filter, topic))
 
     def run(self, conn: Conn, now: datetime) -> list[AlertChange]:
-        conn.execute(IMPORT_CHECKINS.encode())
-        communities = conn.execute(
-            "SELECT c.id, c.time_zone, c.visit_deadline_day FROM communities AS c"
-            " WHERE EXISTS (SELECT 1 FROM residents AS r WHERE r.community_id = c.id"
-            " AND r.visit_policy <> 'none') ORDER BY c.id"
-        ).fetchall()
+        visits_store.import_checkins(conn)
+        communities = visits_store.communities_in_programme(conn)
         changes: list[AlertChange] = []
         for community_id, time_zone, deadline in communities:
             if self._owned(community_id):
@@ -81,34 +77,18 @@ class VisitCheck:
         self, conn: Conn, community_id: str, tz: ZoneInfo, deadline: int, now: datetime
     ) -> list[AlertChange]:
         month = Month.of(now, tz)
-        start, end = month.bounds(tz)
-        residents = [
-            (rid, Policy(p))
-            for rid, p in conn.execute(
-                "SELECT id, visit_policy FROM residents WHERE community_id = %s"
-                " AND visit_policy <> 'none'",
-                (community_id,),
-            )
-        ]
-        visits = [
-            Visit(rid, t, Outcome(o))
-            for rid, t, o in conn.execute(
-                "SELECT resident_id, started_at, outcome FROM visits WHERE community_id = %s"
-                " AND started_at >= %s AND started_at < %s",
-                (community_id, start, end),
-            )
-        ]
+        found = visits_store.community_coverage(conn, community_id, month, now)
+        if found is None:  # deleted since the list was read
+            return []
         # Per subject of this month: the highest severity ever raised, and whether active.
         seen: dict[str, tuple[int, bool]] = {}
-        for subject, severity, active in conn.execute(
-            "SELECT subject, severity, state <> 'resolved' FROM alerts"
-            " WHERE rule_id = %s AND community_id = %s AND subject LIKE %s",
-            (VISIT_RULE.id, community_id, f"resident:%/{month}"),
+        for subject, severity, active in visits_store.visit_alerts(
+            conn, VISIT_RULE.id, community_id, month
         ):
             rank, was_active = seen.get(subject, (-1, False))
-            seen[subject] = (max(rank, _RANK[severity]), was_active or bool(active))
-        cov = coverage(residents, visits, month, tz, now, deadline)
-        return self._changes(community_id, month, tz, deadline, now, cov.statuses, seen)
+            seen[subject] = (max(rank, _RANK[severity]), was_active or active)
+        statuses = found.coverage.statuses
+        return self._changes(community_id, month, tz, deadline, now, statuses, seen)
 
     @staticmethod
     def _changes(

@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import sql
+
+from store.alerts import listen
 
 __all__ = ["AlertHub", "Subscription", "TooManyStreams"]
 
@@ -104,7 +105,7 @@ class AlertHub:
                 async with await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True
                 ) as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    await listen(conn, self._channel)
                     self.listening.set()
                     async for notify in conn.notifies():
                         self._publish(notify.payload)

@@ -41,10 +41,10 @@ from api.routes import (
     users,
     visits,
 )
-from api.routes.alerts import NOTIFY_CHANNEL
 from api.scope import ERROR_RESPONSES, authorize, check_routes
 from core.errors import ConfigurationError
 from core.settings import Settings
+from store.alerts import NOTIFY_CHANNEL
 from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S, PoolWatch
 from store.schema import upgrade
 

@@ -23,12 +23,14 @@ __all__ = [
     "DEFAULT_TARGETS",
     "GROUP_WINDOW",
     "MAX_TARGET_S",
+    "Deadline",
     "IncidentRecord",
     "IncidentType",
     "Stage",
     "TargetKind",
     "Targets",
     "classify",
+    "deadlines",
     "due_targets",
     "incident_figures",
     "next_on_ladder",
@@ -100,6 +102,29 @@ DEFAULT_TARGETS: dict[IncidentType, Targets] = {
         ack_s=300, dispatch_s=900, accept_s=300, arrival_s=1800, resolve_s=86400
     ),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    target: str
+    seconds: int
+    due_at: datetime
+    met_at: datetime | None
+
+
+def deadlines(targets: Targets, progress: Progress) -> list[Deadline]:
+    """Each target's due time from the opening, and when it was met (an acknowledgement
+    is met by a dispatch too)."""
+    out = []
+    for name, seconds, met in (
+        ("ack", targets.ack_s, progress.acknowledged_at or progress.dispatched_at),
+        ("dispatch", targets.dispatch_s, progress.dispatched_at),
+        ("arrival", targets.arrival_s, progress.arrived_at),
+        ("resolve", targets.resolve_s, progress.resolved_at),
+    ):
+        due = progress.opened_at + timedelta(seconds=seconds)
+        out.append(Deadline(target=name, seconds=seconds, due_at=due, met_at=met))
+    return out
 
 
 # A target longer than a month is no target (and keeps the seconds in an integer).

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from alerts.incident_desk import IncidentDesk
 from alerts.notify import MqttAlertPublisher, WebhookSender
@@ -39,6 +38,7 @@ from ingest.writer import BatchWriter
 from store import schema
 from store.conninfo import as_role
 from store.devices import DirectoryReader, follow_changes
+from store.metrics import report_state, save_counters
 from store.pools import DatabasePool, PoolWatch
 
 __all__ = ["RuleEngine", "run_pipeline", "tune_gc", "tune_threads"]
@@ -163,17 +163,7 @@ def run_pipeline(
         with writer.connection() as conn:
             try:
                 with conn.transaction():
-                    # On the commit thread, between batches: counters a crash may lose
-                    # (the next save brings them) need no flush to disk, and the
-                    # batch behind this one need not wait for one.
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                    conn.execute(
-                        "INSERT INTO pipeline_metrics (worker, updated_at, counters)"
-                        " VALUES (%s, %s, %s)"
-                        " ON CONFLICT (worker) DO UPDATE"
-                        " SET updated_at = excluded.updated_at, counters = excluded.counters",
-                        (settings.gateway.client_id, datetime.now(UTC), Jsonb(figures)),
-                    )
+                    save_counters(conn, settings.gateway.client_id, datetime.now(UTC), figures)
             except psycopg.OperationalError as exc:
                 raise ServiceUnavailable("database", str(exc)) from exc
 
@@ -287,13 +277,6 @@ def run_pipeline(
 
 # A heartbeat that cannot be written within this is skipped, not waited for.
 _NO_HANG = "-c statement_timeout=5000"
-_HEARTBEAT = (
-    "INSERT INTO pipeline_metrics AS m"
-    " (worker, updated_at, counters, heartbeat_at, heartbeat_s, state, failure)"
-    " VALUES (%s, now(), '{}', now(), %s, %s, %s)"
-    " ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
-    " heartbeat_s = excluded.heartbeat_s, state = excluded.state, failure = excluded.failure"
-)
 
 
 def _state_reporter(url: str, worker: str) -> tuple[Callable[[str, str], None], DatabasePool]:
@@ -307,7 +290,7 @@ def _state_reporter(url: str, worker: str) -> tuple[Callable[[str, str], None], 
         with lock:
             try:
                 with pool.connection() as conn:
-                    conn.execute(_HEARTBEAT, (worker, HEARTBEAT_S, state, failure[:500]))
+                    report_state(conn, worker, HEARTBEAT_S, state, failure[:500])
             except psycopg.OperationalError as exc:
                 raise ServiceUnavailable("database", str(exc)) from exc
             finally:

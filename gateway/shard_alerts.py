@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from alerts import catalog
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.service import AlertListener, Committed
 from alerts.store import Notice
@@ -29,6 +28,7 @@ from core.directory import DeviceInfo
 from core.errors import MessageFailure, RejectedMessage
 from core.topics import parse_topic
 from gateway.shards import shard_of
+from store import readings as readings_store
 
 if TYPE_CHECKING:
     from alerts.service import _Replayed
@@ -98,9 +98,9 @@ class ShardAlertListener(AlertListener):
         self._sync_directory()
         if initial:
             view = self.engine.directory
-            seen = self.store.run(catalog.last_seen)
+            seen = self.store.run(readings_store.last_seen)
             self.state.presence.update({d: t for d, t in seen.items() if d in view})
-            down = self.store.run(catalog.links_down)
+            down = self.store.run(readings_store.links_down)
             self.state.links_down.update({d: t for d, t in down.items() if d in view})
 
     def _sync_directory(self) -> None:

@@ -46,7 +46,7 @@ from core.models import Reading
 from core.storage import StoragePath
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
 from store.layout import read_config
-from store.pools import DatabasePool, PoolWatch
+from store.pools import DatabasePool, PoolWatch, is_outage
 
 __all__ = ["BatchWriter", "MergeStatements", "is_outage", "merge_statements"]
 
@@ -232,11 +232,6 @@ _STATUS = """
 UPDATE devices SET online = %s, status_at = %s
  WHERE id = %s AND (status_at IS NULL OR status_at <= %s)
 """
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True for "cannot reach the database" as opposed to "refused this data"."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _text(value: str) -> str:

@@ -1,3 +1,4 @@
 """Persistence: the SQL that reads and writes the database, between ``core`` and the
-services. So far the schema (``schema``: migrations) and the storage layout
-(``layout``: the storage path's DDL, rollup refresh); the rest moves here next."""
+services, one module per aggregate. Functions take a connection and return plain
+records (dataclasses or core models), never the API's response models.
+docs/architecture.md lists which module writes each table."""

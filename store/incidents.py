@@ -34,19 +34,34 @@ from core.incidents import (
     stronger,
 )
 from store.rosters import on_duty_now, roster_order, team_of
+from store.scoping import Communities, community_filter, given
 
 __all__ = [
     "DispatchError",
+    "DispatchView",
+    "IncidentView",
+    "MyDispatch",
+    "StepView",
     "acknowledge",
     "all_targets",
     "auto_dispatch",
+    "community_of",
     "dispatch",
+    "dispatch_state",
     "dispatch_team",
+    "dispatches_of_user",
     "escalate_due",
+    "incident_of_alert",
     "incident_records",
+    "incident_view",
+    "incident_views",
     "infer_arrivals",
+    "open_dispatch_of",
+    "open_for_alert",
+    "reassign",
     "resolve",
     "respond",
+    "set_dispatch_gateway",
     "set_targets",
     "sync_alerts",
     "targets_for",
@@ -209,21 +224,8 @@ def sync_alerts(conn: Conn, now: datetime) -> list[int]:
             if incident is None:
                 if severity not in OPENING_SEVERITIES:
                     continue
-                row = conn.execute(
-                    "INSERT INTO incidents (community_id, building, resident_id, incident_type,"
-                    " title, opened_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                    (community, building, resident, kind.value, title, raised),
-                ).fetchone()
-                assert row is not None
-                incident = int(row[0])
-                step(
-                    conn,
-                    incident,
-                    community,
-                    "raised",
-                    raised,
-                    f"alert:{alert_id}",
-                    detail={"alert_id": alert_id, "rule_id": rule_id, "title": title},
+                incident = _open_incident(
+                    conn, alert_id, community, building, resident, kind, rule_id, title, raised
                 )
             else:
                 conn.execute(
@@ -240,11 +242,7 @@ def sync_alerts(conn: Conn, now: datetime) -> list[int]:
                     f"alert:{alert_id}",
                     detail={"alert_id": alert_id, "rule_id": rule_id, "title": title},
                 )
-            conn.execute(
-                "INSERT INTO incident_alerts (alert_id, incident_id, community_id)"
-                " VALUES (%s, %s, %s)",
-                (alert_id, incident, community),
-            )
+            _link(conn, alert_id, incident, community)
             touched.append(incident)
         touched += _carry_acknowledgements(conn)
         for incident_id, rule_id, severity in conn.execute(
@@ -265,6 +263,76 @@ def sync_alerts(conn: Conn, now: datetime) -> list[int]:
                 auto_dispatch(conn, int(incident_id), now)
                 touched.append(int(incident_id))
     return sorted(set(touched))
+
+
+def _open_incident(
+    conn: Conn,
+    alert_id: int,
+    community: str,
+    building: str | None,
+    resident: str | None,
+    kind: IncidentType,
+    rule_id: str,
+    title: str,
+    raised: datetime,
+) -> int:
+    """A new incident opened by an alert (not linked yet: ``_link``)."""
+    row = conn.execute(
+        "INSERT INTO incidents (community_id, building, resident_id, incident_type,"
+        " title, opened_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (community, building, resident, kind.value, title, raised),
+    ).fetchone()
+    assert row is not None
+    incident = int(row[0])
+    step(
+        conn,
+        incident,
+        community,
+        "raised",
+        raised,
+        f"alert:{alert_id}",
+        detail={"alert_id": alert_id, "rule_id": rule_id, "title": title},
+    )
+    return incident
+
+
+def _link(conn: Conn, alert_id: int, incident_id: int, community: str) -> None:
+    conn.execute(
+        "INSERT INTO incident_alerts (alert_id, incident_id, community_id) VALUES (%s, %s, %s)",
+        (alert_id, incident_id, community),
+    )
+
+
+def incident_of_alert(conn: Conn, alert_id: int) -> int | None:
+    """The incident an alert belongs to, if it has been grouped into one."""
+    row = conn.execute(
+        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def open_for_alert(conn: Conn, alert_id: int) -> int | None:
+    """The alert's incident, opened now if the desk has not (an operator dispatches
+    from an alert below the opening severities). None if there is no such alert."""
+    found = incident_of_alert(conn, alert_id)
+    if found is not None:
+        return found
+    alert = conn.execute(
+        "SELECT a.community_id, a.building, a.rule_id, a.title, a.raised_at, d.device_class,"
+        " d.resident_id FROM alerts AS a LEFT JOIN devices AS d ON d.id = a.device_id"
+        " WHERE a.id = %s",
+        (alert_id,),
+    ).fetchone()
+    if alert is None:
+        return None
+    community, building, rule_id, title, raised, cls, resident = alert
+    kind = classify(rule_id, cls)
+    with conn.transaction():
+        incident = _open_incident(
+            conn, alert_id, community, building, resident, kind, rule_id, title, raised
+        )
+        _link(conn, alert_id, incident, community)
+    return incident
 
 
 def _stronger_type(conn: Conn, incident_id: int, kind: IncidentType) -> IncidentType:
@@ -752,3 +820,239 @@ def incident_records(
         )
         for kind, opened, ack, sent, arrived, resolved, target, escalations in rows
     ]
+
+
+# --- views (the API's and the CLI's) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchView:
+    id: int
+    incident_id: int
+    responder_id: str
+    responder_name: str
+    team_id: str | None
+    level: int
+    state: str
+    dispatched_at: datetime
+    dispatched_by: str
+    delivered_at: datetime | None
+    received_at: datetime | None
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    step: str
+    at: datetime
+    actor: str
+    responder_id: str | None
+    dispatch_id: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """An incident with its alerts, dispatches, timeline and the targets in force."""
+
+    id: int
+    community_id: str
+    building: str | None
+    incident_type: str
+    title: str
+    stage: str
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    dispatched_at: datetime | None
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+    resolved_at: datetime | None
+    escalations: int
+    alert_ids: list[int]
+    dispatches: list[DispatchView]
+    timeline: list[StepView]
+    targets: Targets
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(
+            self.opened_at,
+            self.acknowledged_at,
+            self.dispatched_at,
+            self.arrived_at,
+            self.resolved_at,
+        )
+
+
+_VIEW = (
+    "SELECT id, community_id, building, incident_type, title, stage, opened_at,"
+    " acknowledged_at, dispatched_at, accepted_at, arrived_at, resolved_at, escalations"
+    " FROM incidents"
+)
+_VIEW_FIELDS = (
+    *("id", "community_id", "building", "incident_type", "title", "stage", "opened_at"),
+    *("acknowledged_at", "dispatched_at", "accepted_at", "arrived_at", "resolved_at"),
+    "escalations",
+)
+
+
+def _view(conn: Conn, row: Sequence[Any]) -> IncidentView:
+    incident_id = int(row[0])
+    alert_ids = [
+        int(a)
+        for (a,) in conn.execute(
+            "SELECT alert_id FROM incident_alerts WHERE incident_id = %s ORDER BY alert_id",
+            (incident_id,),
+        )
+    ]
+    dispatches = [
+        DispatchView(r[0], incident_id, *r[1:])
+        for r in conn.execute(
+            "SELECT x.id, x.responder_id, r.name, x.team_id, x.level, x.state, x.dispatched_at,"
+            " x.dispatched_by, x.delivered_at, x.received_at, x.accepted_at, x.arrived_at"
+            " FROM dispatches AS x JOIN responders AS r ON r.id = x.responder_id"
+            " WHERE x.incident_id = %s ORDER BY x.id",
+            (incident_id,),
+        )
+    ]
+    timeline = [
+        StepView(*r)
+        for r in conn.execute(
+            "SELECT step, at, actor, responder_id, dispatch_id, detail FROM incident_steps"
+            " WHERE incident_id = %s ORDER BY at, id",
+            (incident_id,),
+        )
+    ]
+    targets = targets_for(conn, str(row[1]), str(row[3]))
+    base: dict[str, Any] = dict(zip(_VIEW_FIELDS, row, strict=True))
+    return IncidentView(
+        **base, alert_ids=alert_ids, dispatches=dispatches, timeline=timeline, targets=targets
+    )
+
+
+def incident_view(conn: Conn, incident_id: int) -> IncidentView | None:
+    row = conn.execute((_VIEW + " WHERE id = %s").encode(), (incident_id,)).fetchone()
+    return None if row is None else _view(conn, row)
+
+
+def incident_views(
+    conn: Conn,
+    communities: Communities,
+    *,
+    community_id: str | None = None,
+    open_only: bool = False,
+    limit: int,
+    newest: str = "opened",
+) -> list[IncidentView]:
+    """Incidents newest first: by opening time (``newest="opened"``) or by id."""
+    scope, params = community_filter(communities)
+    terms, values = given((("community_id = %s", community_id),))
+    where = [scope, *terms]
+    params += values
+    if open_only:
+        where.append("resolved_at IS NULL")
+    order = "opened_at DESC, id DESC" if newest == "opened" else "id DESC"
+    query = f"{_VIEW} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT %s"
+    rows = conn.execute(query.encode(), [*params, limit]).fetchall()
+    return [_view(conn, r) for r in rows]
+
+
+def community_of(conn: Conn, kind: str, object_id: str) -> str | None:
+    """The community of a team (``kind="team"``) or a responder (``"responder"``)."""
+    table = {"team": "teams", "responder": "responders"}[kind]
+    row = conn.execute(
+        f"SELECT community_id FROM {table} WHERE id = %s".encode(),  # noqa: S608 - table is one of two constants
+        (object_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def reassign(
+    conn: Conn,
+    incident_id: int,
+    community_id: str,
+    from_id: str,
+    to_id: str,
+    *,
+    by: str,
+    at: datetime,
+) -> bool:
+    """Call one responder off and send another in their place; False if the first is
+    not on the way. ``DispatchError`` if the second cannot be sent."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE dispatches SET state = 'cancelled', closed_at = %s WHERE incident_id = %s"
+            " AND responder_id = %s AND state IN ('sent', 'accepted') RETURNING id",
+            (at, incident_id, from_id),
+        ).fetchone()
+        if row is None:
+            return False
+        step(
+            conn,
+            incident_id,
+            community_id,
+            "reassigned",
+            at,
+            by,
+            responder_id=from_id,
+            dispatch_id=int(row[0]),
+        )
+        dispatch(conn, incident_id, [to_id], by=by, at=at, reason="reassigned")
+    return True
+
+
+def open_dispatch_of(conn: Conn, incident_id: int, responder_id: str) -> int | None:
+    """The responder's newest dispatch to the incident that is still on its way."""
+    row = conn.execute(
+        "SELECT id FROM dispatches WHERE incident_id = %s AND responder_id = %s"
+        " AND state IN ('sent', 'accepted') ORDER BY id DESC LIMIT 1",
+        (incident_id, responder_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def dispatch_state(conn: Conn, dispatch_id: int) -> str | None:
+    row = conn.execute("SELECT state FROM dispatches WHERE id = %s", (dispatch_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class MyDispatch:
+    """What a responder sees: where to go and what for."""
+
+    dispatch_id: int
+    incident_id: int
+    community_id: str
+    building: str | None
+    incident_type: str
+    title: str
+    stage: str
+    state: str
+    dispatched_at: datetime
+    accepted_at: datetime | None
+    arrived_at: datetime | None
+
+
+def dispatches_of_user(conn: Conn, user_id: int, limit: int = 100) -> list[MyDispatch]:
+    """What was sent to the responder linked to ``user_id``, newest first."""
+    rows = conn.execute(
+        "SELECT x.id, i.id, i.community_id, i.building, i.incident_type, i.title, i.stage,"
+        " x.state, x.dispatched_at, x.accepted_at, x.arrived_at FROM dispatches AS x"
+        " JOIN responders AS r ON r.id = x.responder_id JOIN incidents AS i ON i.id = x.incident_id"
+        " WHERE r.user_id = %s ORDER BY x.id DESC LIMIT %s",
+        (user_id, limit),
+    ).fetchall()
+    return [MyDispatch(*r) for r in rows]
+
+
+def set_dispatch_gateway(
+    conn: Conn, community_id: str, url: str | None, secret: str | None
+) -> bool:
+    """Where a community's dispatches are also pushed (webhook); False: no community."""
+    cur = conn.execute(
+        "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret = %s"
+        " WHERE id = %s",
+        (url, secret, community_id),
+    )
+    return cur.rowcount == 1

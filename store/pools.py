@@ -38,6 +38,7 @@ __all__ = [
     "Conn",
     "DatabasePool",
     "PoolWatch",
+    "is_outage",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -55,6 +56,19 @@ CONNECT_TIMEOUT_S = 5
 # a service is back within seconds of the database (psycopg_pool's 5 minutes would
 # let the gap grow past a minute).
 RECONNECT_TIMEOUT_S = 10.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for "cannot write to the database now" as opposed to "refused this data".
+    A read-only transaction means the connection reached a standby (a failover under
+    way, or a URL without ``target_session_attrs=read-write``): retry, never bisect."""
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return True
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not isinstance(
+        exc, psycopg.errors.DataError
+    )
+
+
 # psycopg_pool's default is three workers; our pools make one connection at a time.
 _WORKERS = 1
 

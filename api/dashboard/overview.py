@@ -21,17 +21,13 @@ from core.connectivity import Connectivity, judge
 from core.fleet import presence_of
 from core.rules import SEVERITIES, Severity
 from store.devices import community_devices
+from store.overview import alert_figures, buildings_of, working_alerts
 
 __all__ = ["community_figures", "community_overview", "local_day_and_month"]
 
 Conn = psycopg.Connection[Any]
 
-# The engine's name in alerts.resolved_by (alerts.store.ACTOR; api does not import
-# alerts): an auto-resolved alert took no one's time.
-ENGINE_ACTOR = "engine"
 _OFFLINE = frozenset({Connectivity.OFFLINE, Connectivity.SILENT})
-# Open and acknowledged alerts are someone's work; suppressed ones (maintenance) are not.
-_WORKING = ("open", "acknowledged")
 
 
 @dataclass(slots=True)
@@ -76,23 +72,12 @@ def community_overview(
 ) -> OverviewPublic:
     """Tiles of the registry's buildings and of any building only devices name, then the
     devices without a building (only if there are any)."""
-    registered = {
-        r[0]: (str(r[1]), r[2])
-        for r in conn.execute(
-            "SELECT id, name, floors FROM buildings WHERE community_id = %s", (community_id,)
-        )
-    }
+    registered = buildings_of(conn, community_id)
     alerting: set[str] = set()
     tiles: defaultdict[str | None, _Tile] = defaultdict(_Tile)
     for building_id in registered:
         tiles[building_id] = _Tile()
-    alerts = conn.execute(
-        "SELECT a.device_id, coalesce(a.building, d.building), a.state, a.severity"
-        " FROM alerts AS a LEFT JOIN devices AS d ON d.id = a.device_id"
-        " WHERE a.community_id = %s AND a.state = ANY(%s)",
-        (community_id, list(_WORKING)),
-    ).fetchall()
-    for device_id, building, state, severity in alerts:
+    for device_id, building, state, severity in working_alerts(conn, community_id):
         if device_id is not None:
             alerting.add(device_id)
         tile = tiles[building]
@@ -146,44 +131,11 @@ def local_day_and_month(now: datetime, time_zone: str) -> tuple[datetime, dateti
     return day, month
 
 
-# One pass over the community's alerts of this month plus whatever is still active
-# (the (community_id, raised_at) and active-state indexes find both).
-_ALERT_FIGURES = """
-SELECT count(*) FILTER (WHERE state = 'open'),
-       count(*) FILTER (WHERE state = 'open' AND severity = 'critical'),
-       count(*) FILTER (WHERE state = 'acknowledged'),
-       count(*) FILTER (WHERE raised_at >= %(day)s AND state <> 'suppressed'),
-       count(*) FILTER (WHERE raised_at >= %(month)s AND state <> 'suppressed'),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s) FILTER (WHERE raised_at >= %(day)s),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s) FILTER (WHERE raised_at >= %(month)s),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_s)
-           FILTER (WHERE raised_at >= %(day)s),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_s)
-           FILTER (WHERE raised_at >= %(month)s)
-  FROM (SELECT state, severity, raised_at,
-               -- greatest() skips NULLs: without the CASE an alert nobody acknowledged
-               -- would count as acknowledged at once.
-               CASE WHEN acknowledged_at IS NOT NULL
-                    THEN greatest(0, extract(epoch FROM acknowledged_at - raised_at))::float8
-               END AS ack_s,
-               CASE WHEN resolved_at IS NOT NULL AND resolved_by <> %(engine)s
-                    THEN greatest(0, extract(epoch FROM resolved_at - raised_at))::float8
-               END AS resolve_s
-          FROM alerts
-         WHERE community_id = %(community)s
-           AND (raised_at >= %(month)s OR state <> 'resolved')) AS a
-"""
-
-
 def community_figures(
     conn: Conn, community_id: str, time_zone: str, now: datetime
 ) -> FiguresPublic:
     day, month = local_day_and_month(now, time_zone)
-    row = conn.execute(
-        _ALERT_FIGURES,
-        {"community": community_id, "day": day, "month": month, "engine": ENGINE_ACTOR},
-    ).fetchone()
-    assert row is not None  # an aggregate without GROUP BY returns one row
+    alerts = alert_figures(conn, community_id, day, month)
     by_connectivity: defaultdict[Connectivity, int] = defaultdict(int)
     devices = community_devices(conn, community_id)
     for device in devices:
@@ -194,15 +146,15 @@ def community_figures(
         at=now,
         day_start=day,
         month_start=month,
-        open_alerts=row[0],
-        open_critical=row[1],
-        acknowledged_alerts=row[2],
-        alerts_today=row[3],
-        alerts_month=row[4],
-        ack_median_s_today=row[5],
-        ack_median_s_month=row[6],
-        resolve_median_s_today=row[7],
-        resolve_median_s_month=row[8],
+        open_alerts=alerts.open,
+        open_critical=alerts.open_critical,
+        acknowledged_alerts=alerts.acknowledged,
+        alerts_today=alerts.today,
+        alerts_month=alerts.month,
+        ack_median_s_today=alerts.ack_median_s_today,
+        ack_median_s_month=alerts.ack_median_s_month,
+        resolve_median_s_today=alerts.resolve_median_s_today,
+        resolve_median_s_month=alerts.resolve_median_s_month,
         devices=len(devices),
         devices_online=by_connectivity[Connectivity.ONLINE],
         devices_offline=sum(by_connectivity[c] for c in _OFFLINE),

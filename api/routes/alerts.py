@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
-import psycopg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from psycopg.rows import class_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -35,14 +33,13 @@ from api.scope import (
     WindowId,
     body_community,
     body_device,
-    community_clause,
-    scope_setting,
+    set_request_scope,
     unknown_in_body,
 )
 from core.rules import SEVERITIES, AlertState, Severity
+from store import alerts as alerts_store
 
 __all__ = [
-    "NOTIFY_CHANNEL",
     "AlertDetail",
     "AlertPublic",
     "AlertsPublic",
@@ -57,7 +54,6 @@ maintenance_router = APIRouter(prefix="/maintenance", tags=["alerts"])
 # request, and a stream lasts hours. This one checks the token and lets go.
 stream_router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
-NOTIFY_CHANNEL = "sc_alerts"  # alerts.store.NOTIFY_CHANNEL (api does not import alerts)
 # At most this many missed events are replayed to a client that reconnects.
 REPLAY_MAX = 1_000
 _OUT = ConfigDict(frozen=True)
@@ -131,25 +127,16 @@ class ResolveBody(BaseModel):
     note: Annotated[str, Field(min_length=1, max_length=2000, description="Why it is resolved")]
 
 
-_COLUMNS = (
-    "id, rule_id, subject, community_id, device_id, building, rule_type, severity,"
-    " initial_severity, state, title, details, occurrences, first_seen, last_seen, raised_at,"
-    " condition_cleared_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by,"
-    " resolution_note, escalation_level, group_id"
-)
-
-
 def _actor(token: TokenInfo) -> str:
     return f"token:{token.name}"
 
 
-def _get(conn: psycopg.Connection[Any], alert_id: int, *, lock: bool = False) -> AlertPublic:
-    query = f"SELECT {_COLUMNS} FROM alerts WHERE id = %s" + (" FOR UPDATE" if lock else "")  # noqa: S608 - constant columns
-    with conn.cursor(row_factory=class_row(AlertPublic)) as cur:
-        found = cur.execute(query, (alert_id,)).fetchone()
-    if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alert {alert_id}")
-    return found
+def _public(record: alerts_store.AlertRecord) -> AlertPublic:
+    return AlertPublic.model_validate(record, from_attributes=True)
+
+
+def _not_found(alert_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alert {alert_id}")
 
 
 @router.get("")
@@ -171,43 +158,23 @@ def list_alerts(
 ) -> AlertsPublic:
     """Alerts, newest first, filtered; pass ``next_cursor`` as ``after`` for the next page."""
     size = page_size(settings, limit)
-    scope, params = community_clause(principal)
-    where = [scope]
-    for column, values in (("state", state), ("severity", severity)):
-        if values:
-            where.append(f"{column} = ANY(%s)")
-            params.append([v.value for v in values])
-    if min_severity is not None:
-        where.append("severity = ANY(%s)")
-        params.append([s.value for s in SEVERITIES[SEVERITIES.index(min_severity) :]])
-    for column, value in (
-        ("community_id", community_id),
-        ("device_id", device_id),
-        ("rule_id", rule_id),
-    ):
-        if value is not None:
-            where.append(f"{column} = %s")
-            params.append(value)
-    if active is not None:
-        where.append("state <> 'resolved'" if active else "state = 'resolved'")
-    if since is not None:
-        where.append("raised_at >= %s")
-        params.append(since)
-    if until is not None:
-        where.append("raised_at < %s")
-        params.append(until)
-    if after is not None:
-        ts, key = decode_position(after, int)
-        where.append("(raised_at, id) < (%s, %s)")
-        params += [ts, key]
-    query = (
-        f"SELECT {_COLUMNS} FROM alerts WHERE {' AND '.join(where)}"  # noqa: S608 - fixed fragments
-        " ORDER BY raised_at DESC, id DESC LIMIT %s"
+    records = alerts_store.list_alerts(
+        conn,
+        principal.communities,
+        limit=size + 1,
+        states=[s.value for s in state or ()],
+        severities=[s.value for s in severity or ()],
+        min_severity=min_severity,
+        community_id=community_id,
+        device_id=device_id,
+        rule_id=rule_id,
+        active=active,
+        since=since,
+        until=until,
+        before=decode_position(after, int) if after is not None else None,
     )
-    with conn.cursor(row_factory=class_row(AlertPublic)) as cur:
-        rows = cur.execute(query, [*params, size + 1]).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
+    rows = [_public(r) for r in records[:size]]
+    more = len(records) > size
     cursor = encode_position(rows[-1].raised_at, rows[-1].id) if more else None
     return AlertsPublic(data=rows, next_cursor=cursor)
 
@@ -215,74 +182,24 @@ def list_alerts(
 @router.get("/{alert_id}")
 def get_alert(conn: ConnDep, alert_id: AlertId) -> AlertDetail:
     """One alert with its full history (the audit) and, for a flood group, its members."""
-    alert = _get(conn, alert_id)
-    with conn.cursor(row_factory=class_row(HistoryPublic)) as cur:
-        history = cur.execute(
-            "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
-            " FROM alert_history WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
-    members = [
-        int(r[0])
-        for r in conn.execute(
-            "SELECT id FROM alerts WHERE group_id = %s ORDER BY id", (alert_id,)
-        ).fetchall()
+    alert = alerts_store.find_alert(conn, alert_id)
+    if alert is None:
+        raise _not_found(alert_id)
+    history = [
+        HistoryPublic.model_validate(h, from_attributes=True)
+        for h in alerts_store.history_of(conn, alert_id)
     ]
-    return AlertDetail(**alert.model_dump(), history=history, members=members)
+    members = alerts_store.group_members(conn, alert_id)
+    return AlertDetail(**_public(alert).model_dump(), history=history, members=members)
 
 
-def _transition(
-    conn: psycopg.Connection[Any],
-    alert_id: int,
-    *,
-    allowed: tuple[AlertState, ...],
-    update: str,
-    params: tuple[object, ...],
-    action: str,
-    actor: str,
-    note: str,
-) -> AlertDetail:
-    with conn.transaction():
-        alert = _get(conn, alert_id, lock=True)
-        if alert.state not in allowed:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail=f"alert {alert_id} is {alert.state.value}: cannot be {action}",
-            )
-        conn.execute(
-            f"UPDATE alerts SET {update}, updated_at = clock_timestamp() WHERE id = %s",  # noqa: S608 - constant columns, values are parameters
-            (*params, alert_id),
-        )
-        after = _get(conn, alert_id)
-        row = conn.execute(
-            "INSERT INTO alert_history (alert_id, action, actor, from_state, to_state, severity,"
-            " note) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (alert_id, action, actor, alert.state.value, after.state.value, after.severity, note),
-        ).fetchone()
-        assert row is not None
-        payload = {
-            "action": action,
-            **after.model_dump(
-                mode="json",
-                include={
-                    "id",
-                    "rule_id",
-                    "subject",
-                    "community_id",
-                    "device_id",
-                    "building",
-                    "rule_type",
-                    "severity",
-                    "state",
-                    "title",
-                    "occurrences",
-                    "group_id",
-                },
-            ),
-            "history_id": int(row[0]),
-            "actor": actor,
-        }
-        conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps(payload)))
+def _transitioned(conn: ConnDep, alert_id: int, change: Callable[[], object]) -> AlertDetail:
+    try:
+        done = change()
+    except alerts_store.AlertConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    if done is None:
+        raise _not_found(alert_id)
     return get_alert(conn, alert_id)
 
 
@@ -291,16 +208,11 @@ def acknowledge(
     conn: ConnDep, token: CurrentToken, alert_id: AlertId, body: AckBody | None = None
 ) -> AlertDetail:
     """Acknowledge an open (or suppressed) alert: escalation stops. 409 if it is not open."""
-    actor = _actor(token)
-    return _transition(
+    note = body.note if body else ""
+    return _transitioned(
         conn,
         alert_id,
-        allowed=(AlertState.OPEN, AlertState.SUPPRESSED),
-        update="state = 'acknowledged', acknowledged_at = now(), acknowledged_by = %s",
-        params=(actor,),
-        action="acknowledged",
-        actor=actor,
-        note=body.note if body else "",
+        lambda: alerts_store.acknowledge(conn, alert_id, actor=_actor(token), note=note),
     )
 
 
@@ -309,16 +221,10 @@ def resolve(
     conn: ConnDep, token: CurrentToken, alert_id: AlertId, body: ResolveBody
 ) -> AlertDetail:
     """Resolve with a note saying why. 409 if already resolved."""
-    actor = _actor(token)
-    return _transition(
+    return _transitioned(
         conn,
         alert_id,
-        allowed=(AlertState.OPEN, AlertState.ACKNOWLEDGED, AlertState.SUPPRESSED),
-        update="state = 'resolved', resolved_at = now(), resolved_by = %s, resolution_note = %s",
-        params=(actor, body.note),
-        action="resolved",
-        actor=actor,
-        note=body.note,
+        lambda: alerts_store.resolve(conn, alert_id, actor=_actor(token), note=body.note),
     )
 
 
@@ -373,42 +279,12 @@ def _event(payload: dict[str, Any]) -> ServerSentEvent:
     )
 
 
-_MISSED = """
-SELECT h.id, h.action, h.actor, h.at, a.id, a.rule_id, a.subject, a.community_id, a.device_id,
-       a.building, a.rule_type, h.severity, h.to_state, a.title, a.occurrences, a.group_id
-  FROM alert_history AS h JOIN alerts AS a ON a.id = h.alert_id
- WHERE h.id > %s ORDER BY h.id LIMIT %s
-"""
-
-
 def _missed(pool: Pool, principal: Principal, after: int) -> list[dict[str, Any]]:
     """What a reconnecting client missed, within its communities (row-level security
     as for every request, and _sees on top)."""
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn, conn.transaction():
-        conn.execute("SELECT set_config('sc.communities', %s, true)", (scope_setting(principal),))
-        rows = conn.execute(_MISSED, (after, REPLAY_MAX)).fetchall()
-    return [
-        {
-            "history_id": row[0],
-            "action": row[1],
-            "actor": row[2],
-            "at": row[3].astimezone(UTC).isoformat(),
-            "id": row[4],
-            "rule_id": row[5],
-            "subject": row[6],
-            "community_id": row[7],
-            "device_id": row[8],
-            "building": row[9],
-            "rule_type": row[10],
-            "severity": row[11],
-            "state": row[12],
-            "title": row[13],
-            "occurrences": row[14],
-            "group_id": row[15],
-            "replayed": True,
-        }
-        for row in rows
-    ]
+        set_request_scope(conn, principal)
+        return alerts_store.missed_events(conn, after, REPLAY_MAX)
 
 
 def _hub(request: Request) -> AlertHub:
@@ -515,11 +391,6 @@ class MaintenancePublic(BaseModel):
     created_at: datetime
 
 
-_MAINTENANCE = (
-    "id, community_id, device_id, building, starts_at, ends_at, reason, created_by, created_at"
-)
-
-
 def _field_error(field: str, msg: str) -> HTTPException:
     return HTTPException(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -542,28 +413,22 @@ def start_maintenance(
     if body.device_id is not None and body.building is not None:
         raise _field_error("building", "give a device_id or a building, not both")
     try:
-        with conn.cursor(row_factory=class_row(MaintenancePublic)) as cur:
-            created = cur.execute(
-                "INSERT INTO maintenance_windows (community_id, device_id, building, starts_at,"  # noqa: S608 - constant columns, values are parameters
-                " ends_at, reason, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                f" RETURNING {_MAINTENANCE}",
-                (
-                    body.community_id,
-                    body.device_id,
-                    body.building,
-                    starts,
-                    body.ends_at,
-                    body.reason,
-                    _actor(token),
-                ),
-            ).fetchone()
-    except psycopg.errors.ForeignKeyViolation as exc:
+        created = alerts_store.create_maintenance(
+            conn,
+            community_id=body.community_id,
+            device_id=body.device_id,
+            building=body.building,
+            starts_at=starts,
+            ends_at=body.ends_at,
+            reason=body.reason,
+            created_by=_actor(token),
+        )
+    except alerts_store.MaintenanceRefused as exc:
         # Answered as api.scope answers for another community's: ids cannot be probed.
-        if "community" in (exc.diag.constraint_name or ""):
+        if exc.field == "community_id":
             raise unknown_in_body("community_id", body.community_id, COMMUNITY_HINT) from None
         raise unknown_in_body("device_id", str(body.device_id)) from None
-    assert created is not None
-    return created
+    return MaintenancePublic.model_validate(created, from_attributes=True)
 
 
 @maintenance_router.get("")
@@ -571,28 +436,14 @@ def list_maintenance(
     conn: ConnDep, principal: Authorized, community_id: str | None = None, current: bool = True
 ) -> list[MaintenancePublic]:
     """Maintenance windows; by default only those not ended yet."""
-    scope, params = community_clause(principal)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
-    if current:
-        where.append("ends_at > now()")
-    with conn.cursor(row_factory=class_row(MaintenancePublic)) as cur:
-        return cur.execute(
-            f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY starts_at",
-            params,
-        ).fetchall()
+    windows = alerts_store.list_maintenance(
+        conn, principal.communities, community_id=community_id, current=current
+    )
+    return [MaintenancePublic.model_validate(w, from_attributes=True) for w in windows]
 
 
 @maintenance_router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT)
 def end_maintenance(conn: ConnDep, _token: CurrentToken, window_id: WindowId) -> None:
     """End a window now (alerts are no longer suppressed from the next reload, ~1 s)."""
-    cur = conn.execute(
-        "UPDATE maintenance_windows SET ends_at = greatest(starts_at + interval '1 microsecond',"
-        " now()) WHERE id = %s AND ends_at > now()",
-        (window_id,),
-    )
-    if cur.rowcount != 1:
+    if not alerts_store.end_maintenance(conn, window_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no current window {window_id}")

@@ -28,6 +28,7 @@ from api.deps import ClockDep, ConnDep
 from api.routes.devices import get_device_or_404
 from api.scope import Authorized, CommunityId, DeviceId, not_found
 from core.metrics import metric_spec
+from store.overview import community_name_zone, latest_values
 
 __all__ = ["router"]
 
@@ -35,12 +36,10 @@ router = APIRouter(tags=["dashboard"])
 
 
 def _community(conn: ConnDep, community_id: str) -> tuple[str, str]:
-    row = conn.execute(
-        "SELECT name, time_zone FROM communities WHERE id = %s", (community_id,)
-    ).fetchone()
-    if row is None:
+    found = community_name_zone(conn, community_id)
+    if found is None:
         raise not_found(f"no community {community_id!r}")
-    return str(row[0]), str(row[1])
+    return found
 
 
 @router.get("/communities/{community_id}/overview")
@@ -72,12 +71,8 @@ def device_latest(
 ) -> DeviceLatestPublic:
     """The newest value (by device time) of each metric the device has reported."""
     device = get_device_or_404(conn, device_id, clock())
-    rows = conn.execute(
-        "SELECT metric, value, ts, received_at FROM latest WHERE device_id = %s ORDER BY metric",
-        (device_id,),
-    ).fetchall()
     data = []
-    for metric, value, ts, received_at in rows:
+    for metric, value, ts, received_at in latest_values(conn, device_id):
         spec = metric_spec(device.device_class, metric)
         data.append(
             MetricValuePublic(

@@ -9,7 +9,7 @@ webhook) is the desk's outbox: a route only writes the dispatch and its deliveri
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
@@ -23,26 +23,34 @@ from api.scope import (
     CommunityId,
     IncidentId,
     OwnDispatchId,
-    community_clause,
     not_found,
     unknown_in_body,
 )
-from core.incidents import MAX_TARGET_S, IncidentType, Targets, classify, target_problems
+from core.incidents import MAX_TARGET_S, IncidentType, Targets, target_problems
+from core.incidents import deadlines as deadlines_of
 from store.incidents import (
     DispatchError,
+    IncidentView,
     acknowledge,
     all_targets,
+    community_of,
     dispatch,
+    dispatch_state,
     dispatch_team,
+    dispatches_of_user,
     get_incident,
+    incident_view,
+    incident_views,
+    open_dispatch_of,
+    open_for_alert,
     resolve,
     respond,
     set_targets,
     sync_alerts,
-    targets_for,
 )
+from store.incidents import reassign as reassign_responder
 
-__all__ = ["alerts_router", "incident_detail", "me_router", "router", "targets_router"]
+__all__ = ["alerts_router", "incident_public", "me_router", "router", "targets_router"]
 
 Conn = psycopg.Connection[Any]
 router = APIRouter(prefix="/incidents", tags=["incidents"])
@@ -213,90 +221,37 @@ class MyDispatchesPublic(BaseModel):
 
 # --- reading -------------------------------------------------------------------------------
 
-_COLUMNS = (
-    "id, community_id, building, incident_type, title, stage, opened_at, acknowledged_at,"
-    " dispatched_at, accepted_at, arrived_at, resolved_at, escalations"
-)
-_FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
 
-
-def _deadlines(conn: Conn, base: dict[str, Any]) -> list[DeadlinePublic]:
-    targets = targets_for(conn, base["community_id"], base["incident_type"])
-    opened: datetime = base["opened_at"]
-    out = []
-    for name, seconds, met in (
-        ("ack", targets.ack_s, base["acknowledged_at"] or base["dispatched_at"]),
-        ("dispatch", targets.dispatch_s, base["dispatched_at"]),
-        ("arrival", targets.arrival_s, base["arrived_at"]),
-        ("resolve", targets.resolve_s, base["resolved_at"]),
-    ):
-        due = opened + timedelta(seconds=seconds)
-        out.append(DeadlinePublic(target=name, seconds=seconds, due_at=due, met_at=met))
-    return out
-
-
-def incident_detail(conn: Conn, row: tuple[Any, ...]) -> IncidentPublic:
-    base = dict(zip(_FIELDS, row, strict=True))
-    incident_id = base["id"]
-    alert_ids = [
-        int(a)
-        for (a,) in conn.execute(
-            "SELECT alert_id FROM incident_alerts WHERE incident_id = %s ORDER BY alert_id",
-            (incident_id,),
-        )
+def incident_public(view: IncidentView) -> IncidentPublic:
+    deadlines = [
+        DeadlinePublic.model_validate(d, from_attributes=True)
+        for d in deadlines_of(view.targets, view.progress)
     ]
-    dispatches = [
-        DispatchPublic(
-            id=r[0],
-            incident_id=incident_id,
-            responder_id=r[1],
-            responder_name=r[2],
-            team_id=r[3],
-            level=r[4],
-            state=r[5],
-            dispatched_at=r[6],
-            dispatched_by=r[7],
-            delivered_at=r[8],
-            received_at=r[9],
-            accepted_at=r[10],
-            arrived_at=r[11],
-        )
-        for r in conn.execute(
-            "SELECT x.id, x.responder_id, r.name, x.team_id, x.level, x.state, x.dispatched_at,"
-            " x.dispatched_by, x.delivered_at, x.received_at, x.accepted_at, x.arrived_at"
-            " FROM dispatches AS x JOIN responders AS r ON r.id = x.responder_id"
-            " WHERE x.incident_id = %s ORDER BY x.id",
-            (incident_id,),
-        )
-    ]
-    timeline = [
-        StepPublic(step=s, at=a, actor=w, responder_id=r, dispatch_id=d, detail=detail)
-        for s, a, w, r, d, detail in conn.execute(
-            "SELECT step, at, actor, responder_id, dispatch_id, detail FROM incident_steps"
-            " WHERE incident_id = %s ORDER BY at, id",
-            (incident_id,),
-        )
-    ]
-    deadlines = _deadlines(conn, base)
     pending = [d for d in deadlines if d.met_at is None]
+    base = {k: getattr(view, k) for k in _BASE_FIELDS}
     return IncidentPublic(
         **base,
-        alert_ids=alert_ids,
-        next_deadline=None if base["resolved_at"] is not None or not pending else pending[0],
+        next_deadline=None if view.resolved_at is not None or not pending else pending[0],
         deadlines=deadlines,
-        dispatches=dispatches,
-        timeline=timeline,
+        dispatches=[
+            DispatchPublic.model_validate(d, from_attributes=True) for d in view.dispatches
+        ],
+        timeline=[StepPublic.model_validate(t, from_attributes=True) for t in view.timeline],
     )
 
 
+_BASE_FIELDS = (
+    *("id", "community_id", "building", "incident_type", "title", "stage", "opened_at"),
+    *("acknowledged_at", "dispatched_at", "accepted_at", "arrived_at", "resolved_at"),
+    *("escalations", "alert_ids"),
+)
+
+
 def _load(conn: Conn, incident_id: int) -> IncidentPublic:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM incidents WHERE id = %s".encode(),  # noqa: S608 - constant columns
-        (incident_id,),
-    ).fetchone()
-    if row is None:
+    view = incident_view(conn, incident_id)
+    if view is None:
         raise not_found(f"no incident {incident_id}")
-    return incident_detail(conn, row)
+    return incident_public(view)
 
 
 def _conflict(exc: DispatchError) -> HTTPException:
@@ -305,14 +260,10 @@ def _conflict(exc: DispatchError) -> HTTPException:
 
 def _check_people(conn: Conn, community: str, team: str | None, people: list[str]) -> None:
     """Named teams and responders must be the incident's community's (else: unknown)."""
-    if team is not None:
-        row = conn.execute("SELECT community_id FROM teams WHERE id = %s", (team,)).fetchone()
-        if row is None or row[0] != community:
-            raise unknown_in_body("team_id", team)
+    if team is not None and community_of(conn, "team", team) != community:
+        raise unknown_in_body("team_id", team)
     for person in people:
-        row = conn.execute("SELECT community_id FROM responders WHERE id = %s", (person,))
-        found = row.fetchone()
-        if found is None or found[0] != community:
+        if community_of(conn, "responder", person) != community:
             raise unknown_in_body("responder_id", person)
 
 
@@ -360,19 +311,10 @@ def list_incidents(
 ) -> IncidentsPublic:
     """Incidents of the caller's communities, newest first; ``open=true``: unresolved."""
     sync_alerts(conn, clock())
-    scope, params = community_clause(principal)
-    where = [scope]
-    if community_id is not None:
-        where.append("community_id = %s")
-        params.append(community_id)
-    if open_only:
-        where.append("resolved_at IS NULL")
-    query = (
-        f"SELECT {_COLUMNS} FROM incidents WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
-        " ORDER BY opened_at DESC, id DESC LIMIT %s"
+    views = incident_views(
+        conn, principal.communities, community_id=community_id, open_only=open_only, limit=limit
     )
-    rows = conn.execute(query.encode(), [*params, limit]).fetchall()
-    return IncidentsPublic(data=[incident_detail(conn, r) for r in rows])
+    return IncidentsPublic(data=[incident_public(v) for v in views])
 
 
 @router.get("/{incident_id}")
@@ -406,33 +348,22 @@ def reassign(
     if found is None:
         raise not_found(f"no incident {incident_id}")
     _check_people(conn, found.community_id, None, [body.from_responder_id, body.to_responder_id])
-    now = clock()
-    with conn.transaction():
-        row = conn.execute(
-            "UPDATE dispatches SET state = 'cancelled', closed_at = %s WHERE incident_id = %s"
-            " AND responder_id = %s AND state IN ('sent', 'accepted') RETURNING id",
-            (now, incident_id, body.from_responder_id),
-        ).fetchone()
-        if row is None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, detail=f"{body.from_responder_id!r} is not on the way"
-            )
-        conn.execute(
-            "INSERT INTO incident_steps (incident_id, community_id, step, at, actor,"
-            " responder_id, dispatch_id) VALUES (%s, %s, 'reassigned', %s, %s, %s, %s)",
-            (incident_id, found.community_id, now, principal.actor, body.from_responder_id, row[0]),
+    try:
+        moved = reassign_responder(
+            conn,
+            incident_id,
+            found.community_id,
+            body.from_responder_id,
+            body.to_responder_id,
+            by=principal.actor,
+            at=clock(),
         )
-        try:
-            dispatch(
-                conn,
-                incident_id,
-                [body.to_responder_id],
-                by=principal.actor,
-                at=now,
-                reason="reassigned",
-            )
-        except DispatchError as exc:
-            raise _conflict(exc) from exc
+    except DispatchError as exc:
+        raise _conflict(exc) from exc
+    if not moved:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"{body.from_responder_id!r} is not on the way"
+        )
     return _load(conn, incident_id)
 
 
@@ -445,14 +376,10 @@ def record_arrival(
     body: ArrivalIn,
 ) -> IncidentPublic:
     """The control room records a responder on scene (they phoned in)."""
-    row = conn.execute(
-        "SELECT id FROM dispatches WHERE incident_id = %s AND responder_id = %s"
-        " AND state IN ('sent', 'accepted') ORDER BY id DESC LIMIT 1",
-        (incident_id, body.responder_id),
-    ).fetchone()
-    if row is None:
+    dispatch_id = open_dispatch_of(conn, incident_id, body.responder_id)
+    if dispatch_id is None:
         raise unknown_in_body("responder_id", body.responder_id)
-    respond(conn, int(row[0]), "arrive", clock(), principal.actor, "operator")
+    respond(conn, dispatch_id, "arrive", clock(), principal.actor, "operator")
     return _load(conn, incident_id)
 
 
@@ -479,39 +406,10 @@ def dispatch_alert(
     """Dispatch from an alert: its incident (made now if the desk has not yet)."""
     now = clock()
     sync_alerts(conn, now)
-    row = conn.execute(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
-    ).fetchone()
-    if row is None:
-        alert = conn.execute(
-            "SELECT a.community_id, a.building, a.rule_id, a.title, a.raised_at, d.device_class,"
-            " d.resident_id FROM alerts AS a LEFT JOIN devices AS d ON d.id = a.device_id"
-            " WHERE a.id = %s",
-            (alert_id,),
-        ).fetchone()
-        if alert is None:
-            raise not_found(f"no alert {alert_id}")
-        community, building, rule_id, title, raised, cls, resident = alert
-        kind: IncidentType = classify(rule_id, cls)
-        with conn.transaction():
-            made = conn.execute(
-                "INSERT INTO incidents (community_id, building, resident_id, incident_type,"
-                " title, opened_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (community, building, resident, kind.value, title, raised),
-            ).fetchone()
-            assert made is not None
-            conn.execute(
-                "INSERT INTO incident_alerts (alert_id, incident_id, community_id)"
-                " VALUES (%s, %s, %s)",
-                (alert_id, made[0], community),
-            )
-            conn.execute(
-                "INSERT INTO incident_steps (incident_id, community_id, step, at, actor, detail)"
-                " VALUES (%s, %s, 'raised', %s, %s, %s::jsonb)",
-                (made[0], community, raised, f"alert:{alert_id}", f'{{"alert_id": {alert_id}}}'),
-            )
-        row = made
-    return _send(conn, int(row[0]), body, principal.actor, now)
+    incident = open_for_alert(conn, alert_id)
+    if incident is None:
+        raise not_found(f"no alert {alert_id}")
+    return _send(conn, incident, body, principal.actor, now)
 
 
 # --- the responder's side ------------------------------------------------------------------
@@ -520,16 +418,9 @@ def dispatch_alert(
 @me_router.get("/dispatches")
 def my_dispatches(conn: ConnDep, principal: Authorized) -> MyDispatchesPublic:
     """What was sent to the caller (a user linked to a responder), newest first."""
-    rows = conn.execute(
-        "SELECT x.id, i.id, i.community_id, i.building, i.incident_type, i.title, i.stage,"
-        " x.state, x.dispatched_at, x.accepted_at, x.arrived_at FROM dispatches AS x"
-        " JOIN responders AS r ON r.id = x.responder_id JOIN incidents AS i ON i.id = x.incident_id"
-        " WHERE r.user_id = %s ORDER BY x.id DESC LIMIT 100",
-        (principal.user_id,),
-    ).fetchall()
-    keys = list(MyDispatchPublic.model_fields)
+    found = dispatches_of_user(conn, principal.user_id)
     return MyDispatchesPublic(
-        data=[MyDispatchPublic(**dict(zip(keys, r, strict=True))) for r in rows]
+        data=[MyDispatchPublic.model_validate(d, from_attributes=True) for d in found]
     )
 
 
@@ -548,10 +439,10 @@ class ReplyPublic(BaseModel):
 
 
 def _answer(conn: Conn, dispatch_id: int) -> ReplyPublic:
-    row = conn.execute("SELECT state FROM dispatches WHERE id = %s", (dispatch_id,)).fetchone()
-    if row is None:
+    state = dispatch_state(conn, dispatch_id)
+    if state is None:
         raise not_found(f"no dispatch {dispatch_id}")
-    return ReplyPublic(dispatch_id=dispatch_id, state=row[0])
+    return ReplyPublic(dispatch_id=dispatch_id, state=state)
 
 
 @me_router.post("/dispatches/{dispatch_id}/received")

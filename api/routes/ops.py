@@ -10,7 +10,9 @@ from api.auth import CurrentPrincipal
 from api.deps import ConnDep, PoolDep
 from api.exposition import CONTENT_TYPE, Figures, render
 from api.schemas import Health
+from api.scope import set_request_scope
 from core.access import Role
+from store import metrics as metrics_store
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "router"]
 
@@ -22,21 +24,6 @@ HEALTH_TIMEOUT_S = 2.0
 # A running worker beats every heartbeat_s (1 s); this many missed beats and its
 # pipeline counts as stopped. Generous: a loaded machine delays a beat, not ten.
 MISSED_BEATS = 10
-# Running or failed workers, and whether each one's heartbeat is overdue.
-_PIPELINE = (
-    "SELECT worker, state, failure,"
-    " heartbeat_at < now() - make_interval(secs => heartbeat_s * %s)"
-    " FROM pipeline_metrics WHERE state IN ('running', 'failed') ORDER BY worker"
-)
-
-_WORKERS = "SELECT worker, updated_at, counters FROM pipeline_metrics"
-_DEAD_LETTERS = "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
-_DEVICES = (
-    "SELECT device_class, state, count(*),"
-    " count(*) FILTER (WHERE last_received_at > now() - make_interval("
-    "secs => 2 * expected_interval_s))"
-    " FROM devices GROUP BY device_class, state"
-)
 
 
 @router.get("/health", responses={503: {"model": Health}})
@@ -45,12 +32,12 @@ def health(pool: PoolDep, request: Request, response: Response) -> Health:
     503 otherwise. No credentials needed."""
     try:
         with pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
-            workers = conn.execute(_PIPELINE, (MISSED_BEATS,)).fetchall()
+            workers = metrics_store.worker_health(conn, MISSED_BEATS)
     except psycopg.OperationalError:  # includes PoolTimeout
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(status="unavailable", database="unreachable", detail=_gave_up(request))
-    failed = [f"{w}: {failure}" for w, state, failure, _ in workers if state == "failed"]
-    stale = [f"{w}: no heartbeat" for w, state, _, late in workers if state == "running" and late]
+    failed = [f"{w.worker}: {w.failure}" for w in workers if w.state == "failed"]
+    stale = [f"{w.worker}: no heartbeat" for w in workers if w.state == "running" and w.late]
     if failed or stale:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return Health(
@@ -94,14 +81,14 @@ def metrics(conn: ConnDep, principal: CurrentPrincipal) -> Response:
             detail="metrics are for operators and administrators",
         )
     figures = Figures()
-    for worker, updated_at, counters in conn.execute(_WORKERS):
+    for worker, updated_at, counters in metrics_store.worker_counters(conn):
         figures.workers[worker] = counters
         figures.saved_at.append(({"worker": worker}, updated_at.timestamp()))
     if principal.communities is None:
-        conn.execute("SELECT set_config('sc.communities', '*', true)")  # row-level security
-        for reason, count in conn.execute(_DEAD_LETTERS):
+        set_request_scope(conn, principal)  # row-level security: every community
+        for reason, count in metrics_store.dead_letter_counts(conn):
             figures.dead_letters.append(({"reason": reason}, count))
-        for device_class, state, count, fresh in conn.execute(_DEVICES):
+        for device_class, state, count, fresh in metrics_store.device_counts(conn):
             labels = {"device_class": device_class, "state": state}
             figures.devices.append((labels, count))
             figures.reporting.append((labels, fresh))

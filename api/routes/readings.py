@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from psycopg import sql
-from psycopg.rows import class_row
 from pydantic import AwareDatetime
 
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
@@ -17,7 +15,7 @@ from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
 from core.metrics import METRICS
-from store.series import DEVICE_EVENTS, DEVICE_READINGS
+from store.readings import device_events, device_readings
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
 
@@ -67,22 +65,6 @@ def time_range(
 RangeDep = Annotated[TimeRange, Depends(time_range)]
 
 
-def _filters(
-    column: str, value: str | None, after: str | None
-) -> tuple[sql.Composable, list[object]]:
-    """Extra WHERE terms: an exact match on ``column`` and the keyset position."""
-    terms: list[sql.Composable] = []
-    params: list[object] = []
-    if value is not None:
-        terms.append(sql.SQL(" AND {} = %s").format(sql.Identifier(column)))
-        params.append(value)
-    if after is not None:
-        ts, key = decode_position(after, str)
-        terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
-        params += [ts, key]
-    return sql.Composed(terms), params
-
-
 @router.get("/readings")
 def list_readings(
     conn: ConnDep,
@@ -107,11 +89,16 @@ def list_readings(
             ],
         )
     size = page_size(settings, limit)
-    extra, params = _filters("metric", metric, after)
-    with conn.cursor(row_factory=class_row(ReadingPublic)) as cur:
-        rows = cur.execute(
-            DEVICE_READINGS.format(extra), [device_id, window.start, window.end, *params, size + 1]
-        ).fetchall()
+    found = device_readings(
+        conn,
+        device_id,
+        window.start,
+        window.end,
+        metric=metric,
+        after=decode_position(after, str) if after is not None else None,
+        limit=size + 1,
+    )
+    rows = [ReadingPublic.model_validate(r, from_attributes=True) for r in found]
     more = len(rows) > size
     rows = rows[:size]
     cursor = encode_position(rows[-1].ts, rows[-1].metric) if more else None
@@ -131,11 +118,16 @@ def list_events(
     """Events in ``[start, end)`` ordered by (ts, event); at most 31 days per request."""
     get_device_or_404(conn, device_id)
     size = page_size(settings, limit)
-    extra, params = _filters("event", event, after)
-    with conn.cursor(row_factory=class_row(EventPublic)) as cur:
-        rows = cur.execute(
-            DEVICE_EVENTS.format(extra), [device_id, window.start, window.end, *params, size + 1]
-        ).fetchall()
+    found = device_events(
+        conn,
+        device_id,
+        window.start,
+        window.end,
+        event=event,
+        after=decode_position(after, str) if after is not None else None,
+        limit=size + 1,
+    )
+    rows = [EventPublic.model_validate(r, from_attributes=True) for r in found]
     more = len(rows) > size
     rows = rows[:size]
     cursor = encode_position(rows[-1].ts, rows[-1].event) if more else None

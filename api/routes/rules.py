@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import secrets
 import socket
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Body, HTTPException, Request, status
-from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Principal
@@ -28,11 +27,12 @@ from api.scope import (
     WebhookId,
     body_community,
     body_device,
-    community_clause,
     locate,
 )
-from core.rules import Rule, Severity, dump_rule, parse_rule
+from core.rules import Rule, Severity, parse_rule
 from core.webhook_targets import private_destination
+from store import rules as rules_store
+from store import webhooks as webhooks_store
 
 __all__ = ["RulePublic", "router", "webhooks_router"]
 
@@ -54,39 +54,26 @@ class RulePublic(BaseModel):
     definition: dict[str, Any]
 
 
-_COLUMNS = "id, definition, enabled, source, revision, updated_at"
-_UPSERT = (
-    "INSERT INTO alert_rules (id, definition, enabled, source) VALUES (%s, %s, %s, 'api')"  # noqa: S608 - constant columns, values are parameters
-    " ON CONFLICT (id) DO UPDATE SET definition = excluded.definition,"
-    " enabled = excluded.enabled, source = 'api',"
-    " revision = nextval('alert_rules_revision'), updated_at = now()"
-    f" RETURNING {_COLUMNS}"
-)
-
-
-def _public(row: tuple[Any, ...]) -> RulePublic:
-    rid, definition, enabled, source, revision, updated_at = row
+def _public(stored: rules_store.StoredRule) -> RulePublic:
     return RulePublic(
-        id=rid,
-        enabled=enabled,
-        source=source,
-        revision=revision,
-        updated_at=updated_at,
-        definition={**definition, "enabled": enabled},
+        id=stored.id,
+        enabled=stored.enabled,
+        source=stored.source,
+        revision=stored.revision,
+        updated_at=stored.updated_at,
+        definition={**stored.definition, "enabled": stored.enabled},
     )
 
 
 def _get(conn: psycopg.Connection[Any], rule_id: str) -> RulePublic:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alert_rules WHERE id = %s", (rule_id,)).fetchone()  # noqa: S608
-    if row is None:
+    stored = rules_store.find_rule(conn, rule_id)
+    if stored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id!r}")
-    return _public(row)
+    return _public(stored)
 
 
 def _save(conn: psycopg.Connection[Any], rule: Rule) -> RulePublic:
-    row = conn.execute(_UPSERT, (rule.id, Jsonb(dump_rule(rule)), rule.enabled)).fetchone()
-    assert row is not None
-    return _public(row)
+    return _public(rules_store.save_rule(conn, rule, "api"))
 
 
 @router.get("")
@@ -94,18 +81,8 @@ def list_rules(
     conn: ConnDep, principal: Authorized, type: str | None = None, enabled: bool | None = None
 ) -> list[RulePublic]:
     """Every rule (of your communities, and those for all), by id."""
-    scope, params = community_clause(
-        principal, "definition->'scope'->>'community'", everywhere=True
-    )
-    where: list[str] = [scope]
-    if type is not None:
-        where.append("definition->>'type' = %s")
-        params.append(type)
-    if enabled is not None:
-        where.append("enabled = %s")
-        params.append(enabled)
-    query = f"SELECT {_COLUMNS} FROM alert_rules WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
-    return [_public(row) for row in conn.execute(query, params).fetchall()]
+    stored = rules_store.list_rules(conn, principal.communities, rule_type=type, enabled=enabled)
+    return [_public(row) for row in stored]
 
 
 def _check_scope(
@@ -177,11 +154,8 @@ def disable_rule(conn: ConnDep, rule_id: RuleId) -> RulePublic:
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_rule(conn: ConnDep, rule_id: RuleId) -> None:
-    with conn.transaction():
-        cur = conn.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
-        if cur.rowcount != 1:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id!r}")
-        conn.execute("DELETE FROM alert_rule_state WHERE rule_id = %s", (rule_id,))
+    if not rules_store.delete_rule(conn, rule_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rule {rule_id!r}")
 
 
 # -- webhooks ---------------------------------------------------------------------------
@@ -227,13 +201,6 @@ class DeliveryPublic(BaseModel):
     delivered_at: datetime | None
 
 
-_WEBHOOK = "id, url, community_id, min_severity, enabled, created_at"
-_DELIVERY = (
-    "id, webhook_id, alert_id, state, attempts, next_attempt_at, last_error, created_at,"
-    " delivered_at"
-)
-
-
 def _addresses(host: str) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
 
@@ -262,30 +229,27 @@ def create_webhook(
             ],
         )
     secret = body.secret or secrets.token_urlsafe(32)
-    row = conn.execute(
-        "INSERT INTO webhooks (url, secret, community_id, min_severity) VALUES (%s, %s, %s, %s)"  # noqa: S608 - constant columns, values are parameters
-        f" RETURNING {_WEBHOOK}",
-        (str(body.url), secret, body.community_id, body.min_severity.value),
-    ).fetchone()
-    assert row is not None
-    return WebhookCreated(**dict(zip(_WEBHOOK.split(", "), row, strict=True)), secret=secret)
+    created = webhooks_store.create_webhook(
+        conn,
+        url=str(body.url),
+        secret=secret,
+        community_id=body.community_id,
+        min_severity=body.min_severity.value,
+    )
+    return WebhookCreated(**asdict(created), secret=secret)
 
 
 @webhooks_router.get("")
 def list_webhooks(conn: ConnDep, principal: Authorized) -> list[WebhookPublic]:
     # Global webhooks (and their deliveries) carry every community's alerts to a URL
     # that may hold a secret: for administrators of every community only.
-    scope, params = community_clause(principal)
-    with conn.cursor(row_factory=class_row(WebhookPublic)) as cur:
-        return cur.execute(
-            f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
-            params,
-        ).fetchall()
+    hooks = webhooks_store.list_webhooks(conn, principal.communities)
+    return [WebhookPublic.model_validate(h, from_attributes=True) for h in hooks]
 
 
 @webhooks_router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(conn: ConnDep, webhook_id: WebhookId) -> None:
-    if conn.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,)).rowcount != 1:
+    if not webhooks_store.delete_webhook(conn, webhook_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no webhook {webhook_id}")
 
 
@@ -299,32 +263,16 @@ def list_deliveries(
     """Deliveries, newest first; ``state=dead`` is the dead-letter list."""
     # Global webhooks (and their deliveries) carry every community's alerts to a URL
     # that may hold a secret: for administrators of every community only.
-    scope, params = community_clause(principal)
-    where: list[str] = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})"]  # noqa: S608 - constant fragments
-    if state is not None:
-        where.append("state = %s")
-        params.append(state)
-    if webhook_id is not None:
-        where.append("webhook_id = %s")
-        params.append(webhook_id)
-    with conn.cursor(row_factory=class_row(DeliveryPublic)) as cur:
-        return cur.execute(
-            f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY id DESC LIMIT 500",
-            params,
-        ).fetchall()
+    found = webhooks_store.list_deliveries(
+        conn, principal.communities, state=state, webhook_id=webhook_id
+    )
+    return [DeliveryPublic.model_validate(d, from_attributes=True) for d in found]
 
 
 @webhooks_router.post("/deliveries/{delivery_id}/retry")
 def retry_delivery(conn: ConnDep, delivery_id: DeliveryId) -> DeliveryPublic:
     """Send a dead letter again (attempts start over)."""
-    with conn.cursor(row_factory=class_row(DeliveryPublic)) as cur:
-        row = cur.execute(
-            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0,"  # noqa: S608 - constant columns, values are parameters
-            " next_attempt_at = now() WHERE id = %s AND state = 'dead'"
-            f" RETURNING {_DELIVERY}",
-            (delivery_id,),
-        ).fetchone()
+    row = webhooks_store.retry_delivery(conn, delivery_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dead delivery {delivery_id}")
-    return row
+    return DeliveryPublic.model_validate(row, from_attributes=True)

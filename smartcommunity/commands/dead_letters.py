@@ -10,9 +10,6 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-from psycopg import sql
 
 from core.decode import Limits
 from gateway.decoders import load_profiles
@@ -20,17 +17,10 @@ from gateway.replay import ReplayResult, Selection, replay
 from smartcommunity.cli_support import connect, database_url, print_table
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store.dead_letters import list_dead_letters
 
 __all__ = ["register"]
 
-_LIST = sql.SQL(
-    "SELECT d.id, d.received_at, d.reason, d.topic, coalesce(d.payload_size,"
-    " octet_length(d.payload)), d.payload_size IS NOT NULL, r.outcome, d.detail"
-    " FROM dead_letters AS d"
-    " LEFT JOIN LATERAL (SELECT outcome FROM dead_letter_replays WHERE dead_letter_id = d.id"
-    "  ORDER BY replayed_at DESC, id DESC LIMIT 1) AS r ON true"
-    " WHERE true{} ORDER BY d.received_at DESC, d.id DESC LIMIT %s"
-)
 # Detail shown in the table; --json has it whole.
 _DETAIL_CHARS = 60
 
@@ -42,36 +32,28 @@ def _when(text: str) -> datetime:
     return value
 
 
-def _filters(args: argparse.Namespace) -> tuple[sql.Composable, list[Any]]:
-    terms: list[sql.Composable] = []
-    params: list[Any] = []
-    for clause, value in (
-        (" AND d.reason = %s", args.reason),
-        (" AND split_part(d.topic, '/', 4) = %s", args.device),
-        (" AND d.received_at >= %s", args.since),
-        (" AND d.received_at < %s", args.until),
-    ):
-        if value is not None:
-            terms.append(sql.SQL(clause))
-            params.append(value)
-    return sql.Composed(terms), params
-
-
 def _list(args: argparse.Namespace) -> int:
-    where, params = _filters(args)
     with connect() as conn:
-        rows = conn.execute(_LIST.format(where), [*params, args.limit]).fetchall()
+        rows = list_dead_letters(
+            conn,
+            None,
+            limit=args.limit,
+            reason=args.reason,
+            device=args.device,
+            since=args.since,
+            until=args.until,
+        )
     if args.json:
-        for id_, at, reason, topic, size, truncated, replay_outcome, detail in rows:
+        for row in rows:
             record = {
-                "id": id_,
-                "received_at": at.isoformat(),
-                "reason": reason,
-                "topic": topic,
-                "payload_size": size,
-                "truncated": truncated,
-                "replay_outcome": replay_outcome,
-                "detail": detail,
+                "id": row.id,
+                "received_at": row.received_at.isoformat(),
+                "reason": row.reason,
+                "topic": row.topic,
+                "payload_size": row.size,
+                "truncated": row.truncated,
+                "replay_outcome": row.replay_outcome,
+                "detail": row.detail,
             }
             print(json.dumps(record, ensure_ascii=False))
         return 0
@@ -79,15 +61,15 @@ def _list(args: argparse.Namespace) -> int:
         ("id", "received_at", "reason", "topic", "bytes", "replayed", "detail"),
         (
             (
-                id_,
-                f"{at:%Y-%m-%d %H:%M:%S%z}",
-                reason,
-                topic,
-                f"{size}{' (truncated)' if truncated else ''}",
-                replay_outcome or "",
-                detail[:_DETAIL_CHARS],
+                row.id,
+                f"{row.received_at:%Y-%m-%d %H:%M:%S%z}",
+                row.reason,
+                row.topic,
+                f"{row.size}{' (truncated)' if row.truncated else ''}",
+                row.replay_outcome or "",
+                row.detail[:_DETAIL_CHARS],
             )
-            for id_, at, reason, topic, size, truncated, replay_outcome, detail in rows
+            for row in rows
         ),
     )
     return 0

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime, time
 from typing import Any
 
 import psycopg
 
-from api.routes.incidents import incident_detail
-from core.incidents import IncidentType, Targets, target_problems
+from core.incidents import IncidentType, Targets, deadlines, target_problems
 from core.passwords import hash_password, new_secret
 from smartcommunity.cli_support import cli_actor, connect, print_table
 from smartcommunity.commands import SubParsers
@@ -22,8 +22,12 @@ from store.incidents import (
     dispatch,
     dispatch_team,
     escalate_due,
+    incident_of_alert,
+    incident_view,
+    incident_views,
     infer_arrivals,
     resolve,
+    set_dispatch_gateway,
     set_targets,
     sync_alerts,
 )
@@ -32,10 +36,6 @@ from store.rosters import duty_board
 __all__ = ["register"]
 
 Conn = psycopg.Connection[Any]
-_COLUMNS = (
-    "id, community_id, building, incident_type, title, stage, opened_at, acknowledged_at,"
-    " dispatched_at, accepted_at, arrived_at, resolved_at, escalations"
-)
 
 
 def _fail(message: str) -> int:
@@ -45,10 +45,7 @@ def _fail(message: str) -> int:
 
 def _incident_of_alert(conn: Conn, alert_id: int) -> int | None:
     sync_alerts(conn, datetime.now(UTC))
-    row = conn.execute(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
-    ).fetchone()
-    return None if row is None else int(row[0])
+    return incident_of_alert(conn, alert_id)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -84,19 +81,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    where, params = ["true"], []
-    if args.community:
-        where.append("community_id = %s")
-        params.append(args.community)
-    if args.open:
-        where.append("resolved_at IS NULL")
     with connect() as conn:
         sync_alerts(conn, datetime.now(UTC))
-        query = (
-            f"SELECT {_COLUMNS} FROM incidents WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
-            " ORDER BY id DESC LIMIT 100"
+        rows = incident_views(
+            conn,
+            None,
+            community_id=args.community or None,
+            open_only=args.open,
+            limit=100,
+            newest="id",
         )
-        rows = [incident_detail(conn, r) for r in conn.execute(query.encode(), params)]
     print_table(
         ("id", "community", "building", "type", "stage", "opened", "dispatched", "arrived"),
         [
@@ -116,15 +110,19 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_value(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _show(args: argparse.Namespace) -> int:
     with connect() as conn:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM incidents WHERE id = %s".encode(),  # noqa: S608 - constant columns
-            (args.id,),
-        ).fetchone()
-        if row is None:
+        view = incident_view(conn, args.id)
+        if view is None:
             return _fail(f"no incident {args.id}")
-        print(incident_detail(conn, row).model_dump_json(indent=2))
+    shown = asdict(view)
+    del shown["targets"]
+    shown["deadlines"] = [asdict(d) for d in deadlines(view.targets, view.progress)]
+    print(json.dumps(shown, indent=2, default=_json_value, ensure_ascii=False))
     return 0
 
 
@@ -148,12 +146,7 @@ def _tick(_args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     with connect() as conn:
-        cur = conn.execute(
-            "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret = %s"
-            " WHERE id = %s",
-            (args.url or None, args.secret or None, args.community),
-        )
-        if cur.rowcount != 1:
+        if not set_dispatch_gateway(conn, args.community, args.url or None, args.secret or None):
             return _fail(f"no community {args.community!r}")
     return 0
 

@@ -7,10 +7,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from api.routes.reports import ReportPublic, build_report, render_csv, render_html
+from core.service_report import ReportPublic, render_csv, render_html
 from core.visits import Month
 from smartcommunity.cli_support import connect
 from smartcommunity.commands import SubParsers
+from store.reports import build_report
 
 __all__ = ["register", "render_text"]
 

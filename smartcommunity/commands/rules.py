@@ -15,12 +15,13 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from alerts import catalog
 from alerts.pack import DEFAULTS_DIR, load_rules
 from core.errors import ConfigurationError
 from core.rules import dump_rule
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
+from store import alerts as alerts_store
+from store import rules as rules_store
 from store import schema
 
 __all__ = ["register"]
@@ -36,7 +37,7 @@ def _url() -> str:
 
 def _list(args: argparse.Namespace) -> int:
     with psycopg.connect(_url()) as conn:
-        rows = catalog.load_rule_rows(conn)
+        rows = rules_store.load_rule_rows(conn)
     print(f"{'id':<32} {'type':<15} {'severity':<9} {'enabled':<8} {'source':<8} title")
     for row in rows:
         rule = row.rule
@@ -52,7 +53,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     with psycopg.connect(_url()) as conn:
-        rows = catalog.load_rule_rows(conn, args.id)
+        rows = rules_store.load_rule_rows(conn, args.id)
     if not rows:
         print(f"no rule {args.id!r}", file=sys.stderr)
         return 1
@@ -80,38 +81,35 @@ def _apply(args: argparse.Namespace) -> int:
         print(f"{len(rules)} rules valid (nothing written)")
         return 0
     with psycopg.connect(_url()) as conn:
-        count = catalog.upsert_rules(conn, rules, "default" if args.defaults else "cli")
+        count = rules_store.upsert_rules(conn, rules, "default" if args.defaults else "cli")
     print(f"applied {count} rules")
     return 0
 
 
 def _enable(args: argparse.Namespace, enabled: bool) -> int:
     with psycopg.connect(_url()) as conn:
-        rows = catalog.load_rule_rows(conn, args.id)
+        rows = rules_store.load_rule_rows(conn, args.id)
         if not rows:
             print(f"no rule {args.id!r}", file=sys.stderr)
             return 1
-        catalog.set_enabled(conn, args.id, enabled)
+        rules_store.set_enabled(conn, args.id, enabled)
     print(f"{'enabled' if enabled else 'disabled'} {args.id}")
     return 0
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    where = "state <> 'resolved'" if not args.all else "true"
-    params: list[object] = []
-    if args.community:
-        where += " AND community_id = %s"
-        params.append(args.community)
     with psycopg.connect(_url()) as conn:
-        rows = conn.execute(
-            "SELECT id, raised_at, severity, state, rule_id, subject, occurrences, title"  # noqa: S608 - fixed fragments
-            f" FROM alerts WHERE {where} ORDER BY raised_at DESC LIMIT %s",
-            [*params, args.limit],
-        ).fetchall()
-    for aid, raised, severity, state, rule_id, subject, occurrences, title in rows:
+        rows = alerts_store.list_alerts(
+            conn,
+            None,
+            limit=args.limit,
+            active=None if args.all else True,
+            community_id=args.community or None,
+        )
+    for a in rows:
         print(
-            f"{aid:>6} {raised:%Y-%m-%d %H:%M:%S} {severity:<8} {state:<12} {rule_id:<28}"
-            f" {subject:<32} x{occurrences:<3} {title}"
+            f"{a.id:>6} {a.raised_at:%Y-%m-%d %H:%M:%S} {a.severity:<8} {a.state:<12}"
+            f" {a.rule_id:<28} {a.subject:<32} x{a.occurrences:<3} {a.title}"
         )
     return 0
 

@@ -9,21 +9,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from api.routes.visits import (
-    VisitIn,
-    community_coverage,
-    coverage_public,
-    record_visit,
-    resident_community,
-    set_policy,
-    sync_checkins,
-)
-from core.visits import Month, Outcome, Policy
+from core.visits import Month, Outcome, Policy, Standing
 from simulators.visits import month_alerts, month_visits, programme
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
+from store import alerts as alerts_store
+from store import visits as visits_store
 
 __all__ = ["register", "simulate_month"]
 
@@ -49,38 +41,38 @@ def _when(text: str | None) -> datetime:
 
 def _record(args: argparse.Namespace) -> int:
     with connect() as conn:
-        found = resident_community(conn, args.resident)
+        found = visits_store.resident_community(conn, args.resident)
         if found is None:
             return _fail(f"no resident {args.resident!r}")
-        body = VisitIn(
+        visit = visits_store.record_visit(
+            conn,
+            found[0],
+            found[1],
             resident_id=args.resident,
             worker=args.worker,
             started_at=_when(args.at),
             outcome=Outcome(args.outcome),
             notes=args.notes,
+            source="cli",
         )
-        visit = record_visit(conn, found[0], found[1], body, "cli")
     due = f", follow-up due {visit.follow_up_due}" if visit.follow_up_due else ""
-    print(f"recorded visit {visit.id} to {visit.resident_id} ({visit.outcome.value}{due})")
+    print(f"recorded visit {visit.id} to {visit.resident_id} ({visit.outcome}{due})")
     return 0
 
 
 def _policy(args: argparse.Namespace) -> int:
     with connect() as conn:
-        if resident_community(conn, args.resident) is None:
+        if visits_store.resident_community(conn, args.resident) is None:
             return _fail(f"no resident {args.resident!r}")
-        set_policy(conn, args.resident, Policy(args.policy))
+        visits_store.set_policy(conn, args.resident, Policy(args.policy))
     print(f"{args.resident}: visit policy {args.policy}")
     return 0
 
 
 def _deadline(args: argparse.Namespace) -> int:
     with connect() as conn:
-        cur = conn.execute(
-            "UPDATE communities SET visit_deadline_day = %s WHERE id = %s",
-            (args.day, args.community),
-        )
-    if cur.rowcount != 1:
+        done = visits_store.set_deadline_day(conn, args.community, args.day)
+    if not done:
         return _fail(f"no community {args.community!r}")
     print(f"{args.community}: residents not visited by day {args.day} raise an alert")
     return 0
@@ -89,25 +81,26 @@ def _deadline(args: argparse.Namespace) -> int:
 def _due(args: argparse.Namespace) -> int:
     now = _when(args.as_of)
     with connect() as conn:
-        sync_checkins(conn)
-        row = conn.execute(
-            "SELECT time_zone FROM communities WHERE id = %s", (args.community,)
-        ).fetchone()
-        if row is None:
-            return _fail(f"no community {args.community!r}")
-        month = Month.parse(args.month) if args.month else Month.of(now, ZoneInfo(row[0]))
-        found = community_coverage(conn, args.community, month, now)
-    assert found is not None
-    cov = coverage_public(found)
+        visits_store.import_checkins(conn)
+        month = Month.parse(args.month) if args.month else None
+        found = visits_store.community_coverage(conn, args.community, month, now)
+    if found is None:
+        return _fail(f"no community {args.community!r}")
+    cov = found.coverage
     rate = "-" if cov.visit_rate is None else f"{cov.visit_rate * 100:.1f} %"
     met = "-" if cov.policy_met_rate is None else f"{cov.policy_met_rate * 100:.1f} %"
-    local = now.astimezone(ZoneInfo(cov.time_zone))
+    local = now.astimezone(ZoneInfo(found.time_zone))
     print(
-        f"{cov.community_id} {cov.month} as of {local:%Y-%m-%d %H:%M}"
-        f" ({cov.time_zone}): visited {cov.visited} of {cov.residents} ({rate});"
-        f" policy met {cov.policy_met} ({met}); deadline day {cov.deadline_day}"
+        f"{found.community_id} {cov.month} as of {local:%Y-%m-%d %H:%M}"
+        f" ({found.time_zone}): visited {cov.visited} of {cov.residents} ({rate});"
+        f" policy met {cov.policy_met} ({met}); deadline day {found.deadline_day}"
     )
-    for title, rows in (("overdue", cov.overdue), ("missed", cov.missed), ("due", cov.due)):
+    for title, standing in (
+        ("overdue", Standing.OVERDUE),
+        ("missed", Standing.MISSED),
+        ("due", Standing.DUE),
+    ):
+        rows = cov.with_standing(standing)
         if not rows or (title == "due" and not args.all):
             if rows:
                 print(f"{len(rows)} due (not yet visited, still in time): --all lists them")
@@ -116,7 +109,14 @@ def _due(args: argparse.Namespace) -> int:
         print_table(
             ("resident", "name", "policy", "visits", "not at home", "last visit"),
             [
-                (r.resident_id, r.name, r.policy.value, r.visits, r.attempts, r.last_visit or "")
+                (
+                    r.resident_id,
+                    found.people[r.resident_id][0],
+                    r.policy.value,
+                    r.visits,
+                    r.attempts,
+                    r.last_visit or "",
+                )
                 for r in rows
             ],
         )
@@ -153,22 +153,21 @@ def simulate_month(
                     for p in people
                 ],
             )
-        conn.execute(
-            "DELETE FROM visits WHERE community_id = %s AND source = 'simulator'"
-            " AND started_at >= %s AND started_at < %s",
-            (community_id, *month.bounds(tz)),
-        )
+        visits_store.delete_simulated(conn, community_id, *month.bounds(tz))
         visits = month_visits(people, month, tz, seed=seed, miss_share=miss_share, until=until)
         for v in visits:
-            body = VisitIn(
+            visits_store.record_visit(
+                conn,
+                community_id,
+                str(tz),
                 resident_id=v.resident_id,
                 worker=v.worker,
                 started_at=v.started_at,
                 ended_at=v.ended_at,
                 outcome=v.outcome,
                 notes=v.notes,
+                source="simulator",
             )
-            record_visit(conn, community_id, str(tz), body, "simulator")
         written = 0
         if alerts:
             written = _simulate_alerts(conn, community_id, month, tz, seed, until)
@@ -192,11 +191,7 @@ def _simulate_alerts(
                     n < SIM_DEVICES_PER_CLASS * SIM_ONLINE_SHARE,
                 ),
             )
-    conn.execute(
-        "DELETE FROM alerts WHERE community_id = %s AND rule_id LIKE 'sim-%%'"
-        " AND raised_at >= %s AND raised_at < %s",
-        (community_id, *month.bounds(tz)),
-    )
+    alerts_store.delete_simulated(conn, community_id, *month.bounds(tz))
     count = 0
     for i, a in enumerate(month_alerts(month, tz, seed=seed)):
         if until is not None and a.raised_at >= until:
@@ -206,29 +201,20 @@ def _simulate_alerts(
             a.resolved_at if acked and (until is None or (a.resolved_at or until) < until) else None
         )
         state = "resolved" if resolved else "acknowledged" if acked else "open"
-        conn.execute(
-            "INSERT INTO alerts (rule_id, subject, community_id, device_id, rule_type, severity,"
-            " initial_severity, state, title, details, first_seen, last_seen, raised_at,"
-            " acknowledged_at, acknowledged_by, resolved_at, resolved_by)"
-            " VALUES (%s, %s, %s, %s, 'simulated', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                f"sim-{a.alert_class}-{a.severity}",
-                f"sim:{month}/{i}",
-                community_id,
-                f"{community_id}-sim-{a.alert_class}-{i % SIM_DEVICES_PER_CLASS}",
-                a.severity,
-                a.severity,
-                state,
-                f"Simulated {a.alert_class} alert",
-                Jsonb({"simulated": True}),
-                a.raised_at,
-                a.raised_at,
-                a.raised_at,
-                acked,
-                "user:simulator" if acked else None,
-                resolved,
-                "user:simulator" if resolved else None,
-            ),
+        alerts_store.insert_simulated(
+            conn,
+            rule_id=f"sim-{a.alert_class}-{a.severity}",
+            subject=f"sim:{month}/{i}",
+            community_id=community_id,
+            device_id=f"{community_id}-sim-{a.alert_class}-{i % SIM_DEVICES_PER_CLASS}",
+            severity=a.severity,
+            state=state,
+            title=f"Simulated {a.alert_class} alert",
+            raised_at=a.raised_at,
+            acknowledged_at=acked,
+            acknowledged_by="user:simulator" if acked else None,
+            resolved_at=resolved,
+            resolved_by="user:simulator" if resolved else None,
         )
         count += 1
     return count

@@ -8,11 +8,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from alerts.catalog import MaintenanceWindow
 from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.rules import Severity, parse_rule
 from smartcommunity.embedded import EmbeddedPostgres
+from store.alerts import MaintenanceWindow
 from tests.integration.alerts_support import (
     T0,
     Clock,

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from alerts import catalog
 from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sign
 from core.rules import parse_rule
+from store import rules as rules_store
 from tests.integration.alerts_support import (
     Clock,
     event,
@@ -168,12 +168,12 @@ def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -
         listener.committed([reading("w1", "spo2", clock.now, 91)])
         assert rows(fresh_database_url, "SELECT count(*) FROM alerts") == [(0,)]
         with psycopg.connect(fresh_database_url) as conn:
-            catalog.upsert_rules(conn, [parse_rule({**rule, "raise": 92})], "api")
+            rules_store.upsert_rules(conn, [parse_rule({**rule, "raise": 92})], "api")
         listener.tick(clock.advance(1))  # the engine sees the new revision
         listener.committed([reading("w1", "spo2", clock.at(60), 91)])
         assert rows(fresh_database_url, "SELECT rule_id FROM alerts") == [("spo2",)]
         with psycopg.connect(fresh_database_url) as conn:
-            catalog.set_enabled(conn, "spo2", False)
+            rules_store.set_enabled(conn, "spo2", False)
         listener.tick(clock.advance(1))
         assert listener.engine.evaluators == {}
     finally:

@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts import catalog
 from core.rules import parse_rule
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
+from store import rules as rules_store
 from tests.integration.support import Publisher, count, pipeline_thread, register, wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def install_rules(url: str) -> None:
         ),
     ]
     with psycopg.connect(url) as conn:
-        catalog.upsert_rules(conn, rules, "test")
+        rules_store.upsert_rules(conn, rules, "test")
 
 
 class Device:

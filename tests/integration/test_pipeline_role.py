@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from core.settings import IngestSettings
-from core.visits_sql import IMPORT_CHECKINS
 from store.conninfo import as_role
 from store.schema import upgrade
+from store.visits import IMPORT_CHECKINS
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,67 @@
+"""Reads of ``audit_log``: who changed what and when, with the row before and after.
+(The registry tables' triggers of migration 0004 and ``api/scope.py`` write it.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from store.scoping import Communities, community_filter, given
+
+__all__ = ["AuditEntry", "audit_entries"]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    community_id: str | None
+    changed: list[str]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+_SELECT = sql.SQL(
+    "SELECT id, at, actor, action, entity, entity_id, community_id, changed, before, after"
+    " FROM audit_log WHERE {} ORDER BY id DESC LIMIT %s"
+)
+
+
+def audit_entries(
+    conn: Conn,
+    communities: Communities,
+    *,
+    limit: int,
+    entity: str | None = None,
+    entity_id: str | None = None,
+    community_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    before_id: int | None = None,
+) -> list[AuditEntry]:
+    """Changes newest first; those without a community only when ``communities`` is None."""
+    scope, params = community_filter(communities)
+    terms, values = given(
+        (
+            ("entity = %s", entity),
+            ("entity_id = %s", entity_id),
+            ("community_id = %s", community_id),
+            ("actor = %s", actor),
+            ("at >= %s", since),
+            ("id < %s", before_id),
+        )
+    )
+    where = sql.SQL(" AND ".join([scope, *terms]))  # constant terms
+    with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
+        return cur.execute(_SELECT.format(where), [*params, *values, limit]).fetchall()

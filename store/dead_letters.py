@@ -1,0 +1,108 @@
+"""Reads of the dead letters (the API's and the CLI's list) and of their replays
+(what the rule engine evaluates after a replay stored them).
+
+The pipeline writes ``dead_letters`` on its COPY path (``ingest/writer.py``) and a
+replay writes ``dead_letter_replays`` (``gateway/replay.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from store.scoping import Communities, community_filter, given
+
+__all__ = ["DeadLetterRecord", "list_dead_letters", "replayed_since", "replays_end"]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    id: int
+    received_at: datetime
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    worker: str
+    payload_size: int | None  # set when the payload was kept truncated: its real size
+    replayed_at: datetime | None  # the newest replay, if any
+    replay_outcome: str | None
+    replay_reason: str | None
+
+    @property
+    def size(self) -> int:
+        """The payload's size as received."""
+        return len(self.payload) if self.payload_size is None else self.payload_size
+
+    @property
+    def truncated(self) -> bool:
+        return self.payload_size is not None
+
+
+# (received_at, id) descending: received_at is indexed; id breaks ties within a batch.
+# The device is the topic's fourth level (indexed as such).
+_LIST = sql.SQL(
+    "SELECT d.id, d.received_at, d.topic, d.payload, d.reason, d.detail, d.worker,"
+    " d.payload_size, r.replayed_at, r.outcome AS replay_outcome, r.reason AS replay_reason"
+    " FROM dead_letters AS d"
+    " LEFT JOIN LATERAL (SELECT replayed_at, outcome, reason FROM dead_letter_replays"
+    "  WHERE dead_letter_id = d.id ORDER BY replayed_at DESC, id DESC LIMIT 1) AS r ON true"
+    " WHERE true{} ORDER BY d.received_at DESC, d.id DESC LIMIT %s"
+)
+
+
+def list_dead_letters(
+    conn: Conn,
+    communities: Communities,
+    *,
+    limit: int,
+    reason: str | None = None,
+    device: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: tuple[datetime, int] | None = None,
+) -> list[DeadLetterRecord]:
+    """Refused messages, newest first; ``before`` is the (received_at, id) of the last
+    one of the previous page. The community is the topic's second level: a topic
+    without one is seen only when ``communities`` is None (every community)."""
+    scope, params = community_filter(communities, "split_part(d.topic, '/', 2)")
+    where, values = given(
+        (
+            ("d.reason = %s", reason),
+            ("split_part(d.topic, '/', 4) = %s", device),
+            ("d.received_at >= %s", since),
+            ("d.received_at < %s", until),
+        )
+    )
+    params += values
+    if before is not None:
+        where.append("(d.received_at, d.id) < (%s, %s)")
+        params += list(before)
+    terms = sql.SQL("".join(f" AND {term}" for term in [scope, *where]))  # constant terms
+    with conn.cursor(row_factory=class_row(DeadLetterRecord)) as cur:
+        return cur.execute(_LIST.format(terms), [*params, limit]).fetchall()
+
+
+def replays_end(conn: Conn) -> int:
+    """The newest replay so far (0 for none): where a worker seeing replays first begins."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM dead_letter_replays").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def replayed_since(conn: Conn, cursor: int, limit: int) -> list[tuple[int, str, bytes, datetime]]:
+    """Dead letters replayed into storage after ``cursor``: (replay id, topic, payload,
+    first received), oldest replay first."""
+    rows = conn.execute(
+        "SELECT r.id, d.topic, d.payload, d.received_at FROM dead_letter_replays AS r"
+        " JOIN dead_letters AS d ON d.id = r.dead_letter_id"
+        " WHERE r.id > %s AND r.outcome = 'stored' ORDER BY r.id LIMIT %s",
+        (cursor, limit),
+    ).fetchall()
+    return [(int(i), str(t), bytes(p), at) for i, t, p, at in rows]

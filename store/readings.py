@@ -1,0 +1,158 @@
+"""Reads of the stored stream: a device's readings and events by time range (the
+API), and what the rule engine reloads on start (recent readings and events, each
+device's last sign of life and lost links). The ingest writer's COPY path, which
+writes these tables, stays in ``ingest/writer.py``: it is the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from store.series import DEVICE_EVENTS, DEVICE_READINGS
+
+__all__ = [
+    "EventRecord",
+    "ReadingRecord",
+    "device_events",
+    "device_readings",
+    "last_seen",
+    "links_down",
+    "recent_events",
+    "recent_readings",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRecord:
+    metric: str
+    ts: datetime
+    value: float
+    seq: int | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    event: str
+    ts: datetime
+    data: dict[str, Any]
+    seq: int | None
+    received_at: datetime
+
+
+def _filters(
+    column: str, value: str | None, after: tuple[datetime, str] | None
+) -> tuple[sql.Composable, list[object]]:
+    """Extra WHERE terms: an exact match on ``column`` and the keyset position."""
+    terms: list[sql.Composable] = []
+    params: list[object] = []
+    if value is not None:
+        terms.append(sql.SQL(" AND {} = %s").format(sql.Identifier(column)))
+        params.append(value)
+    if after is not None:
+        terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
+        params += list(after)
+    return sql.Composed(terms), params
+
+
+def device_readings(
+    conn: Conn,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    metric: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[ReadingRecord]:
+    """Readings in ``[start, end)`` by (ts, metric), after the (ts, metric) ``after``."""
+    extra, params = _filters("metric", metric, after)
+    with conn.cursor(row_factory=class_row(ReadingRecord)) as cur:
+        return cur.execute(
+            DEVICE_READINGS.format(extra), [device_id, start, end, *params, limit]
+        ).fetchall()
+
+
+def device_events(
+    conn: Conn,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    event: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[EventRecord]:
+    """Events in ``[start, end)`` by (ts, event), after the (ts, event) ``after``."""
+    extra, params = _filters("event", event, after)
+    with conn.cursor(row_factory=class_row(EventRecord)) as cur:
+        return cur.execute(
+            DEVICE_EVENTS.format(extra), [device_id, start, end, *params, limit]
+        ).fetchall()
+
+
+# -- what the engine reloads ---------------------------------------------------------------
+
+
+def last_seen(conn: Conn) -> dict[str, float]:
+    """Each device's newest sign of life (epoch s), read once at start: from then on
+    the engine sees every message itself."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, extract(epoch FROM last_seen)::float8 FROM devices"
+            " WHERE state <> 'decommissioned' AND last_seen IS NOT NULL"
+        ).fetchall()
+    return {str(device_id): float(at) for device_id, at in rows}
+
+
+def links_down(conn: Conn) -> dict[str, float]:
+    """Devices whose last status said offline with no data since (a Will), and when:
+    a restart must not forget a link lost just before it."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, extract(epoch FROM status_at)::float8 FROM devices"
+            " WHERE state = 'active' AND online IS FALSE AND status_at IS NOT NULL"
+            " AND (last_received_at IS NULL OR last_received_at < status_at)"
+        ).fetchall()
+    return {str(device_id): float(at) for device_id, at in rows}
+
+
+def recent_readings(
+    conn: Conn, device_ids: Sequence[str], metric: str, since: float
+) -> list[tuple[str, float, float]]:
+    """Stored readings of ``metric`` after ``since`` (primary-key probes per device)."""
+    if not device_ids:
+        return []
+    with conn.transaction():
+        return [
+            (str(d), float(t), float(v))
+            for d, t, v in conn.execute(
+                "SELECT device_id, extract(epoch FROM ts)::float8, value FROM readings"
+                " WHERE device_id = ANY(%s) AND metric = %s AND ts > to_timestamp(%s)"
+                " ORDER BY ts",
+                (list(device_ids), metric, since),
+            )
+        ]
+
+
+def recent_events(
+    conn: Conn, after: datetime, limit: int
+) -> list[tuple[str, str, datetime, dict[str, Any], datetime]]:
+    """Device events received after ``after`` (replayed on start), oldest first."""
+    with conn.transaction():
+        return [
+            (str(d), str(e), ts, dict(data), received)
+            for d, e, ts, data, received in conn.execute(
+                "SELECT device_id, event, ts, data, received_at FROM device_events"
+                " WHERE received_at > %s ORDER BY received_at LIMIT %s",
+                (after, limit),
+            )
+        ]
