@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from core.visits import Month, Outcome, Policy
+from simulators.population import SURNAMES
 
 __all__ = [
     "RESIDENTS_PER_WORKER",
@@ -39,27 +40,6 @@ WEEKLY_SHARE = 0.12
 NOT_AT_HOME_SHARE = 0.06
 FOLLOW_UP_SHARE = 0.08
 VISIT_MINUTES = (20, 45)
-_SURNAMES = [
-    "Wang",
-    "Li",
-    "Zhang",
-    "Liu",
-    "Chen",
-    "Yang",
-    "Zhao",
-    "Huang",
-    "Zhou",
-    "Wu",
-    "Xu",
-    "Sun",
-    "Hu",
-    "Zhu",
-    "Gao",
-    "Lin",
-    "He",
-    "Guo",
-    "Ma",
-]
 _GIVEN = [
     "Guilan",
     "Shuzhen",
@@ -109,7 +89,7 @@ def programme(community_id: str, count: int, seed: int = 0) -> list[SimResident]
         out.append(
             SimResident(
                 id=f"{community_id}-r{i:04d}",
-                name=f"{rng.choice(_SURNAMES)} {rng.choice(_GIVEN)}",
+                name=f"{rng.choice(SURNAMES)} {rng.choice(_GIVEN)}",
                 policy=Policy.WEEKLY if weekly else Policy.MONTHLY,
                 vulnerabilities=("cognitive_impairment", "lives_alone") if weekly else (),
             )
