@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +19,7 @@ from tests.integration.alerts_support import (
     rows,
     setup_devices,
 )
+from tests.integration.support import Webhooks, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -34,38 +33,10 @@ SOS: dict[str, Any] = {
 }
 
 
-class Receiver(BaseHTTPRequestHandler):
-    """Fails the first ``failures`` posts with 503, then accepts; records what it got."""
-
-    failures: ClassVar[int] = 0
-    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        if type(self).failures > 0:
-            type(self).failures -= 1
-            self.send_response(503)
-        else:
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        return None
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    Receiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()  # the listening socket, or a ResourceWarning when collected
+def receiver() -> Iterator[Webhooks]:
+    with webhook_receiver() as got:
+        yield got
 
 
 def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
@@ -81,19 +52,19 @@ def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
 
 
 def test_signed_webhooks_retry_with_backoff_then_deliver(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
     setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
     with psycopg.connect(fresh_database_url) as conn:
         conn.execute(
             "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, 'major')",
-            (receiver, SECRET),
+            (receiver.url, SECRET),
         )
     clock = Clock()
     listener = make_listener(fresh_database_url, clock, [SOS])
     listener.committed([event("w1", "sos_pressed", clock.now)])
     listener.stop()
-    Receiver.failures = 2
+    receiver.failures = 2
     sender = _sender(fresh_database_url, attempts=5)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         for _ in range(3):
@@ -103,23 +74,23 @@ def test_signed_webhooks_retry_with_backoff_then_deliver(
     assert rows(fresh_database_url, "SELECT state, attempts FROM webhook_deliveries") == [
         ("delivered", 3)
     ]
-    headers, body = Receiver.received[-1]
+    headers, body = receiver.posts[-1]
     signature = headers[SIGNATURE_HEADER.lower()]
     assert signature == sign(SECRET, headers[TIMESTAMP_HEADER.lower()], body)
     assert b'"rule_id":"sos"' in body
 
 
 def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
     setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
     with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
+        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver.url, SECRET))
     clock = Clock()
     listener = make_listener(fresh_database_url, clock, [SOS])
     listener.committed([event("w1", "sos_pressed", clock.now)])
     listener.stop()
-    Receiver.failures = 100
+    receiver.failures = 100
     sender = _sender(fresh_database_url, attempts=3)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         for _ in range(3):
@@ -131,13 +102,13 @@ def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
 
 
 def test_the_sender_refuses_a_private_destination_unless_allowed(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
     """A webhook stored before the API checked destinations (or a name that resolves
     elsewhere since) is refused again at sending: nothing reaches the receiver."""
     setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
     with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
+        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver.url, SECRET))
     clock = Clock()
     listener = make_listener(fresh_database_url, clock, [SOS])
     listener.committed([event("w1", "sos_pressed", clock.now)])
@@ -148,7 +119,7 @@ def test_the_sender_refuses_a_private_destination_unless_allowed(
     [(state, error)] = rows(fresh_database_url, "SELECT state, last_error FROM webhook_deliveries")
     assert state == "dead"
     assert error.startswith("refused: 127.0.0.1 is not a public address")
-    assert Receiver.received == []
+    assert receiver.posts == []
 
 
 def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -> None:
