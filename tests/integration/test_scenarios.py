@@ -17,13 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
 import yaml
 
-from api.app import create_app
 from api.auth import create_token
 from core.settings import DecoderSettings, Settings
 from simulators.checker import ApiAlerts
@@ -40,6 +37,7 @@ from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
 from tests.integration.support import pipeline_thread
+from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
 
@@ -48,32 +46,8 @@ TIME_SCALE = "3"
 
 @pytest.fixture
 def api_url(fresh_database_url: str) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Settings(database_url=fresh_database_url)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        pytest.fail("the API did not start")
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with running_api(Settings(database_url=fresh_database_url)) as api:
+        yield api.url
 
 
 def test_shipped_scenarios_cover_the_issue() -> None:
