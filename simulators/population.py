@@ -68,13 +68,6 @@ SURNAMES = (
     "Wu",
     "Xu",
     "Sun",
-    "Hu",
-    "Zhu",
-    "Gao",
-    "Lin",
-    "He",
-    "Guo",
-    "Ma",
 )
 GIVEN_NAMES = (
     "Wei",

@@ -40,6 +40,8 @@ WEEKLY_SHARE = 0.12
 NOT_AT_HOME_SHARE = 0.06
 FOLLOW_UP_SHARE = 0.08
 VISIT_MINUTES = (20, 45)
+# The population's surnames and a few more (a seed draws from this list as it is).
+_SURNAMES = (*SURNAMES, "Hu", "Zhu", "Gao", "Lin", "He", "Guo", "Ma")
 _GIVEN = [
     "Guilan",
     "Shuzhen",
@@ -89,7 +91,7 @@ def programme(community_id: str, count: int, seed: int = 0) -> list[SimResident]
         out.append(
             SimResident(
                 id=f"{community_id}-r{i:04d}",
-                name=f"{rng.choice(SURNAMES)} {rng.choice(_GIVEN)}",
+                name=f"{rng.choice(_SURNAMES)} {rng.choice(_GIVEN)}",
                 policy=Policy.WEEKLY if weekly else Policy.MONTHLY,
                 vulnerabilities=("cognitive_impairment", "lives_alone") if weekly else (),
             )

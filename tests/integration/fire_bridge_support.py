@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -19,7 +18,7 @@ from firebridge.registry import map_point, register_uitd
 from firebridge.service import bridge_in_thread
 from simulators.uitd import SMOKE_1, SMOKE_2
 from store import schema
-from tests.integration.support import pipeline_thread
+from tests.integration.support import pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,17 +131,7 @@ def start_bridge_process(
         SC_FIRE_BRIDGE__HOST="127.0.0.1",
         SC_FIRE_BRIDGE__PORT=str(port),
     )
-    handle = log.open("ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "firebridge"],
-            env=env,
-            cwd=ROOT,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        handle.close()
+    return start_module("firebridge", [], env, log)
 
 
 def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -183,11 +183,14 @@ def pipeline_env(
 PROCESS_START_S = 120
 
 
-def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_module(
+    module: str, args: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """``python -m module args`` from the repository root, its output appended to ``log``."""
     handle = log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "smartcommunity.cli", "run"],
+            [sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=handle,
@@ -195,6 +198,10 @@ def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
     finally:
         handle.close()
+
+
+def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return start_module("smartcommunity.cli", ["run"], env, log)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -44,6 +44,12 @@ ALERT_WAIT_S = 60
 RETRIES = 10
 
 
+async def _beat(uitd: SimulatedUitd) -> None:
+    while True:
+        await uitd.heartbeat()
+        await asyncio.sleep(1.0)
+
+
 def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id: str) -> None:
     """Fire alarm -> critical alert, confirmed only after commit; second detector
     confirms the fire; fault, power loss, a retransmission, a wrong clock and a cut
@@ -64,6 +70,11 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         )
         await uitd.connect()
         fire = uitd.frame(Command.SEND, encode_unit([uitd.component(SMOKE_1, NORMAL | FIRE)]))
+        # A UITD beats between its frames; with the 5 s link timeout of this test, a
+        # slow step of a loaded machine (the pipeline's start, an alert's wait) would
+        # otherwise read as a cut link and the bridge would hang up. Until the clock
+        # step, where only the skewed beat may go, and the cut that ends the test.
+        beating = asyncio.create_task(_beat(uitd))
         # No pipeline yet: the broker takes the message but nobody commits it, so the
         # frame must not be confirmed.
         assert await uitd.send(fire, retries=0) is None
@@ -114,6 +125,7 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
             "the main power alert",
         )
         # A clock 10 minutes fast gets a clock sync (type 90), which the UITD confirms.
+        beating.cancel()
         uitd.clock_offset = timedelta(minutes=10)
         assert await uitd.heartbeat() == Command.CONFIRM
         await until(lambda: uitd.clock_syncs == 1, 10, "the clock sync")

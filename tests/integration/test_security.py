@@ -43,14 +43,10 @@ class Two:
 
 
 @pytest.fixture(scope="module")
-def database_url(module_database_url: str) -> str:
-    """A database of this file's own: it adds a global webhook, which every alert of
-    the end-to-end files after it on this worker would be posted to."""
-    return module_database_url
-
-
-@pytest.fixture(scope="module")
-def two(database_url: str) -> Iterator[Two]:
+def two(module_database_url: str) -> Iterator[Two]:
+    # A database of this file's own: it adds a global webhook, which every alert of
+    # the end-to-end files after it on this worker would be posted to.
+    database_url = module_database_url
     with (
         TestClient(create_app(Settings(database_url=database_url))) as client,
         psycopg.connect(database_url, autocommit=True) as db,
@@ -341,7 +337,8 @@ def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
         "http://[::ffff:127.0.0.1]/hook",
     ],
 )
-def test_webhooks_to_private_destinations_are_refused(database_url: str, url: str) -> None:
+def test_webhooks_to_private_destinations_are_refused(module_database_url: str, url: str) -> None:
+    database_url = module_database_url
     settings = Settings(
         database_url=database_url, alerts=AlertSettings(webhook_private_destinations=False)
     )
