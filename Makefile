@@ -47,10 +47,9 @@ browser:
 # loadfile keeps a file's module fixtures on one worker.
 TEST_WORKERS ?= 4
 
-# One rerun of a failed test: a few end-to-end tests still depend on timing under
-# load (the closing notes name them); a rerun shows in the summary as RERUN.
+# -raR lists every skip (the TimescaleDB variants on plain PostgreSQL) with its reason.
 test: install mosquitto browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --reruns 1 --reruns-delay 2 -raR
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -raR
 
 # The clustered deployment (docs/scale-out.md) runs on Debian's RabbitMQ; the
 # tests start private nodes of it and fail with the reason when it is missing.
