@@ -20,20 +20,10 @@ from api.app import create_app
 from api.auth import create_token
 from core.rules import Severity, parse_rule
 from core.settings import Settings
-from tests.integration.alerts_support import T0, setup_devices
+from tests.integration.alerts_support import SOS, T0, setup_devices
 from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
-
-SOS = parse_rule(
-    {
-        "id": "sos",
-        "type": "event",
-        "title": "SOS",
-        "severity": "critical",
-        "events": ["sos_pressed"],
-    }
-)
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ def raise_alert(url: str, device: str, at: float) -> None:
         [
             AlertChange(
                 kind=ChangeKind.RAISE,
-                rule=SOS,
+                rule=parse_rule(SOS),
                 subject=f"device:{device}",
                 community_id="c1",
                 at=at,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +11,7 @@ from alerts import catalog
 from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sign
 from core.rules import parse_rule
 from tests.integration.alerts_support import (
+    SOS,
     Clock,
     event,
     make_listener,
@@ -24,19 +24,26 @@ from tests.integration.support import Webhooks, webhook_receiver
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cret-s3cret-s3cret"
-SOS: dict[str, Any] = {
-    "id": "sos",
-    "type": "event",
-    "title": "SOS",
-    "severity": "critical",
-    "events": ["sos_pressed"],
-}
 
 
 @pytest.fixture
 def receiver() -> Iterator[Webhooks]:
     with webhook_receiver() as got:
         yield got
+
+
+def _one_sos_for(url: str, webhook: str, *, min_severity: str = "info") -> None:
+    """An SOS alert, written with its outbox row for the one webhook there is."""
+    setup_devices(url, "c1", [("w1", "wearable", None)])
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, %s)",
+            (webhook, SECRET, min_severity),
+        )
+    clock = Clock()
+    listener = make_listener(url, clock, [SOS])
+    listener.committed([event("w1", "sos_pressed", clock.now)])
+    listener.stop()
 
 
 def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
@@ -54,16 +61,7 @@ def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
 def test_signed_webhooks_retry_with_backoff_then_deliver(
     fresh_database_url: str, receiver: Webhooks
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute(
-            "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, 'major')",
-            (receiver.url, SECRET),
-        )
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
+    _one_sos_for(fresh_database_url, receiver.url, min_severity="major")
     receiver.failures = 2
     sender = _sender(fresh_database_url, attempts=5)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
@@ -83,13 +81,7 @@ def test_signed_webhooks_retry_with_backoff_then_deliver(
 def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
     fresh_database_url: str, receiver: Webhooks
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver.url, SECRET))
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
+    _one_sos_for(fresh_database_url, receiver.url)
     receiver.failures = 100
     sender = _sender(fresh_database_url, attempts=3)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
@@ -106,13 +98,7 @@ def test_the_sender_refuses_a_private_destination_unless_allowed(
 ) -> None:
     """A webhook stored before the API checked destinations (or a name that resolves
     elsewhere since) is refused again at sending: nothing reaches the receiver."""
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver.url, SECRET))
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
+    _one_sos_for(fresh_database_url, receiver.url)
     sender = _sender(fresh_database_url, attempts=1, private=False)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         assert sender.deliver_due(conn) == 1
