@@ -38,6 +38,15 @@ from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def database_url(fresh_database_url: str) -> str:
+    """A database of its own for each test: the worker's shared one carries what other
+    files did (their webhooks' outbox, rules of their communities), and these tests
+    wait for the default pack's alerts."""
+    return fresh_database_url
+
+
 # Bounds of polls for what the rule engine raises after a commit, for a loaded machine.
 ALERT_WAIT_S = 60
 # Retransmissions of a frame that must be confirmed (3 s apart): a bound, not a pace.
