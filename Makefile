@@ -47,8 +47,10 @@ browser:
 # loadfile keeps a file's module fixtures on one worker.
 TEST_WORKERS ?= 4
 
-# One rerun of a failed test: a few end-to-end tests still depend on timing under
-# load (the closing notes name them); a rerun shows in the summary as RERUN.
+# One rerun of a failed test, listed as RERUN in the summary (-raR, with the skips):
+# under heavy load (load average ~25 on 2 cores) the full suite without reruns still
+# failed the fire-bridge panel test (its alert not raised within 60 s) and one API
+# credentials case (503: no pooled connection in time); the reruns are listed in the summary.
 test: install mosquitto browser
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --reruns 1 --reruns-delay 2 -raR
 

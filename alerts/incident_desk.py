@@ -21,9 +21,6 @@ import json
 import logging
 import queue
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -33,13 +30,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 
-from alerts.notify import (
-    DELIVERY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    outage_text,
-    sign,
-)
+from alerts.notify import outage_text, post_signed
 from core.dispatch_contract import (
     REPLY_FILTER,
     BadReply,
@@ -49,7 +40,6 @@ from core.dispatch_contract import (
     reply_topic,
 )
 from core.errors import ServiceUnavailable
-from core.webhook_targets import private_destination
 from store.incidents import DispatchError, escalate_due, infer_arrivals, respond, sync_alerts
 from store.pools import DatabasePool
 
@@ -77,12 +67,6 @@ class _Inbound(NamedTuple):
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _addresses(host: str) -> list[str]:
-    import socket
-
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
 
 
 class IncidentDesk:
@@ -414,27 +398,11 @@ class IncidentDesk:
     ) -> str | None:
         if not url:
             return "the community has no dispatch gateway"
-        if not self.private_destinations:
-            reason = private_destination(url, _addresses)
-            if reason is not None:
-                return f"refused: {reason}"
-        stamp = str(int(time.time()))
-        request = urllib.request.Request(  # noqa: S310 - http(s) URL set by an administrator
+        return post_signed(
             url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(secret, stamp, body),
-                TIMESTAMP_HEADER: stamp,
-                DELIVERY_HEADER: f"{kind}-{delivery}",
-            },
+            secret,
+            body,
+            delivery=f"{kind}-{delivery}",
+            timeout_s=self.webhook_timeout_s,
+            private_destinations=self.private_destinations,
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self.webhook_timeout_s) as response:  # noqa: S310
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            return str(exc)[:300]
-        return None if 200 <= status < 300 else f"HTTP {status}"

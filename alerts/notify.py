@@ -36,7 +36,14 @@ from core.webhook_targets import private_destination
 from store import webhooks as webhooks_store
 from store.pools import DatabasePool
 
-__all__ = ["SIGNATURE_HEADER", "MqttAlertPublisher", "WebhookSender", "outage_text", "sign"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "MqttAlertPublisher",
+    "WebhookSender",
+    "outage_text",
+    "post_signed",
+    "sign",
+]
 
 _LOG = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-SC-Signature"
@@ -200,28 +207,52 @@ class WebhookSender:
         return len(due)
 
     def _post(self, delivery_id: int, url: str, secret: str, payload: Any) -> str | None:
-        if not self.private_destinations:
-            reason = private_destination(url, _addresses)
-            if reason is not None:
-                return f"refused: {reason}"
         body = json.dumps(payload, separators=(",", ":")).encode()
-        timestamp = str(int(time.time()))
-        request = urllib.request.Request(  # noqa: S310 - http(s) URLs validated by the API
+        return post_signed(
             url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(secret, timestamp, body),
-                TIMESTAMP_HEADER: timestamp,
-                DELIVERY_HEADER: str(delivery_id),
-            },
+            secret,
+            body,
+            delivery=str(delivery_id),
+            timeout_s=self.timeout_s,
+            private_destinations=self.private_destinations,
         )
-        try:
-            with _NO_REDIRECTS.open(request, timeout=self.timeout_s) as response:
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            return str(exc)[:300]
-        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def post_signed(
+    url: str,
+    secret: str,
+    body: bytes,
+    *,
+    delivery: str,
+    timeout_s: float,
+    private_destinations: bool,
+) -> str | None:
+    """POST ``body`` signed with ``secret``: None when answered 2xx, otherwise why not.
+
+    One sender for alert webhooks and the incident desk's gateway posts, so both
+    refuse private destinations (unless allowed) and follow no redirect alike.
+    """
+    if not private_destinations:
+        reason = private_destination(url, _addresses)
+        if reason is not None:
+            return f"refused: {reason}"
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(  # noqa: S310 - http(s) URLs validated by the API
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
+            DELIVERY_HEADER: delivery,
+        },
+    )
+    try:
+        with _NO_REDIRECTS.open(request, timeout=timeout_s) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(exc)[:300]
+    return None if 200 <= status < 300 else f"HTTP {status}"

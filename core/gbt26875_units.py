@@ -12,9 +12,9 @@ the little-endian status word.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
 
 from core.errors import SmartCommunityError
 from core.gbt26875 import TimeLabel
@@ -51,11 +51,6 @@ class UnitError(SmartCommunityError):
         self.detail = detail
 
 
-def _zone_position(address: int) -> tuple[int, int]:
-    # Zone (loop) in the first two bytes, position (point) in the next two.
-    return address & 0xFFFF, address >> 16
-
-
 def _description(raw: bytes) -> str:
     text = raw.split(b"\0", 1)[0].decode("gb18030", errors="replace")
     return text.rstrip(" ")
@@ -66,8 +61,63 @@ def _description_bytes(text: str) -> bytes:
     return raw.ljust(DESCRIPTION_LEN, b"\0")
 
 
+class _Wire:
+    """An object whose fields are its layout's values in order: a ``TimeLabel``
+    travels as its 6 bytes, a description as GB 18030 padded to 31 bytes."""
+
+    __slots__ = ()
+    LAYOUT: ClassVar[struct.Struct]
+
+    def pack(self) -> bytes:
+        return self.LAYOUT.pack(*(_to_wire(getattr(self, name)) for name, _ in _fields(type(self))))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Self:
+        values = cls.LAYOUT.unpack(raw)
+        return cls(*(read(v) for (_, read), v in zip(_fields(cls), values, strict=True)))
+
+
+def _to_wire(value: object) -> object:
+    if isinstance(value, TimeLabel):
+        return value.to_bytes()
+    if isinstance(value, str):
+        return _description_bytes(value)
+    return value
+
+
+# Per object type: each field's name and how its wire value is read.
+_FIELDS: dict[type[_Wire], tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
+# Field types are strings under ``from __future__ import annotations``.
+_READ: dict[str, Callable[[Any], Any]] = {"TimeLabel": TimeLabel.from_bytes, "str": _description}
+
+
+def _fields(kind: type[_Wire]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    found = _FIELDS.get(kind)
+    if found is None:
+        found = _FIELDS[kind] = tuple(
+            (f.name, _READ.get(str(f.type), int))
+            for f in fields(kind)  # type: ignore[arg-type]  # every subclass is a dataclass
+        )
+    return found
+
+
+class _Component(_Wire):
+    """A component's address: zone (loop) in the low two bytes, position (point) above."""
+
+    __slots__ = ()
+    component_address: int
+
+    @property
+    def zone(self) -> int:
+        return self.component_address & 0xFFFF
+
+    @property
+    def position(self) -> int:
+        return self.component_address >> 16
+
+
 @dataclass(frozen=True, slots=True)
-class SystemStatus:
+class SystemStatus(_Wire):
     TYPE: ClassVar[int] = 1
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<BBH6s")
     system_type: int
@@ -75,19 +125,9 @@ class SystemStatus:
     status: int
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(
-            self.system_type, self.system_address, self.status, self.time.to_bytes()
-        )
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> SystemStatus:
-        st, sa, status, label = cls.LAYOUT.unpack(raw)
-        return cls(st, sa, status, TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class ComponentStatus:
+class ComponentStatus(_Component):
     TYPE: ClassVar[int] = 2
     LAYOUT: ClassVar[struct.Struct] = struct.Struct(f"<BBBIH{DESCRIPTION_LEN}s6s")
     system_type: int
@@ -98,33 +138,9 @@ class ComponentStatus:
     description: str
     time: TimeLabel
 
-    @property
-    def zone(self) -> int:
-        return _zone_position(self.component_address)[0]
-
-    @property
-    def position(self) -> int:
-        return _zone_position(self.component_address)[1]
-
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(
-            self.system_type,
-            self.system_address,
-            self.component_type,
-            self.component_address,
-            self.status,
-            _description_bytes(self.description),
-            self.time.to_bytes(),
-        )
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> ComponentStatus:
-        st, sa, ct, address, status, text, label = cls.LAYOUT.unpack(raw)
-        return cls(st, sa, ct, address, status, _description(text), TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class ComponentAnalog:
+class ComponentAnalog(_Component):
     TYPE: ClassVar[int] = 3
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<BBBIBh6s")
     system_type: int
@@ -135,33 +151,9 @@ class ComponentAnalog:
     value: int  # signed 16-bit, in the analog type's resolution
     time: TimeLabel
 
-    @property
-    def zone(self) -> int:
-        return _zone_position(self.component_address)[0]
-
-    @property
-    def position(self) -> int:
-        return _zone_position(self.component_address)[1]
-
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(
-            self.system_type,
-            self.system_address,
-            self.component_type,
-            self.component_address,
-            self.analog_type,
-            self.value,
-            self.time.to_bytes(),
-        )
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> ComponentAnalog:
-        st, sa, ct, address, kind, value, label = cls.LAYOUT.unpack(raw)
-        return cls(st, sa, ct, address, kind, value, TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class OperationRecord:
+class OperationRecord(_Wire):
     TYPE: ClassVar[int] = 4
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<BBBB6s")
     system_type: int
@@ -170,95 +162,48 @@ class OperationRecord:
     operator: int
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(
-            self.system_type, self.system_address, self.flags, self.operator, self.time.to_bytes()
-        )
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> OperationRecord:
-        st, sa, flags, operator, label = cls.LAYOUT.unpack(raw)
-        return cls(st, sa, flags, operator, TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class UitdStatus:
+class UitdStatus(_Wire):
     TYPE: ClassVar[int] = 21
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<B6s")
     status: int
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.status, self.time.to_bytes())
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> UitdStatus:
-        status, label = cls.LAYOUT.unpack(raw)
-        return cls(status, TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class UitdOperation:
+class UitdOperation(_Wire):
     TYPE: ClassVar[int] = 24
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<BB6s")
     flags: int
     operator: int
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.flags, self.operator, self.time.to_bytes())
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> UitdOperation:
-        flags, operator, label = cls.LAYOUT.unpack(raw)
-        return cls(flags, operator, TimeLabel.from_bytes(label))
-
 
 @dataclass(frozen=True, slots=True)
-class UitdTime:
+class UitdTime(_Wire):
     TYPE: ClassVar[int] = 28
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<6s")
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.time.to_bytes()
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> UitdTime:
-        return cls(TimeLabel.from_bytes(raw))
-
 
 @dataclass(frozen=True, slots=True)
-class ClockSync:
+class ClockSync(_Wire):
     """Downstream 90: set the UITD's clock to this time (the centre's, in the UITD's zone)."""
 
     TYPE: ClassVar[int] = 90
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<6s")
     time: TimeLabel
 
-    def pack(self) -> bytes:
-        return self.time.to_bytes()
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> ClockSync:
-        return cls(TimeLabel.from_bytes(raw))
-
 
 @dataclass(frozen=True, slots=True)
-class DutyCheck:
+class DutyCheck(_Wire):
     """Downstream 91 (查岗). The standard calls its byte reserved; UITDs in the field
     read it as the answer time in minutes."""
 
     TYPE: ClassVar[int] = 91
     LAYOUT: ClassVar[struct.Struct] = struct.Struct("<B")
     answer_minutes: int
-
-    def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.answer_minutes)
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> DutyCheck:
-        return cls(raw[0])
 
 
 DataObject = (

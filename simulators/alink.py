@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +32,13 @@ from core.profiles import AlinkProduct, parse_profile
 from simulators.connection import BrokerAddress, Protocol, connect_client
 from simulators.credentials import DeviceCredentials, address_for
 from simulators.devices import build_model
-from simulators.model import Metrics, SimEvent
+from simulators.fire import fire_kind_for_metrics
+from simulators.model import DeviceModel, Metrics, SimEvent
 
 __all__ = ["AlinkSpeaker", "AlinkStats", "alink_devices", "load_product", "run_alink"]
 
-# How long to wait for the answers to the last posts after the run.
-_ANSWER_WAIT_S = 10.0
+# How long to wait for the answers to the last posts after the run, by default.
+ANSWER_WAIT_S = 10.0
 _SUBSCRIBE_WAIT_S = 10.0
 
 
@@ -145,25 +146,58 @@ def _connect(
     return client
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _model(
+    device: Device, number: int, product: AlinkProduct, *, seed: int, incident_scale: float
+) -> DeviceModel:
+    """The device's model, seeded by its place in the run and of a kind the product posts.
+
+    Seeded by the id, a device's draws (a fire sensor's kind among them) changed with
+    every community id, and a run whose sensors all drew kinds the product has no
+    property for posted nothing; by number, a seed fixes the run whatever the ids.
+    """
+    update: dict[str, str] = {"id": f"alink-{number:03d}"}
+    if device.device_class == "fire":
+        kind = fire_kind_for_metrics({m.metric for m in product.properties.values()})
+        if kind is not None:
+            update["model"] = kind.model
+    return build_model(device.model_copy(update=update), seed=seed, incident_scale=incident_scale)
+
+
 def run_alink(
     *,
     mqtt_url: str,
     product: AlinkProduct,
     devices: Sequence[Device],
-    duration_s: float,
+    duration_s: float | None = None,
+    rounds: int | None = None,
     interval_s: float = 5.0,
     seed: int = 0,
     incident_scale: float = 1.0,
     protocol: Protocol = "3.1.1",
     credentials: Mapping[str, DeviceCredentials] | None = None,
     stop: threading.Event | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+    answer_wait_s: float = ANSWER_WAIT_S,
 ) -> AlinkStats:
-    """Publish every ``interval_s`` for ``duration_s``; wait for the last answers."""
+    """Post a round every ``interval_s`` until ``duration_s``, ``rounds`` or ``stop``; then
+    wait up to ``answer_wait_s`` for the answers to every post.
+
+    ``clock`` is read once a round and is the time the models step to: with a clock
+    that steps on each reading, ``rounds`` and ``seed`` fix every post, however the
+    machine's timing falls.
+    """
     stop = stop or threading.Event()
     address = BrokerAddress.parse(mqtt_url)
     speaker = AlinkSpeaker(product)
     stats = AlinkStats()
-    models = {d.id: build_model(d, seed=seed, incident_scale=incident_scale) for d in devices}
+    models = {
+        d.id: _model(d, n, product, seed=seed, incident_scale=incident_scale)
+        for n, d in enumerate(devices, start=1)
+    }
     clients: dict[str, mqtt.Client] = {}
     requests = itertools.count(1)
     try:
@@ -171,12 +205,13 @@ def run_alink(
             clients[device.id] = _connect(
                 address_for(address, device.id, credentials or {}), device, product, stats, protocol
             )
-        deadline = time.monotonic() + duration_s
-        while not stop.is_set():
-            wall = datetime.now(UTC)
-            ts_ms = int(wall.timestamp() * 1000)
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        played = 0
+        while not stop.is_set() and (rounds is None or played < rounds):
+            now = clock()
+            ts_ms = int(now.timestamp() * 1000)
             for device in devices:
-                sample = models[device.id].sample(wall)
+                sample = models[device.id].sample(now)
                 client = clients[device.id]
                 body = speaker.property_post(next(requests), sample.metrics)
                 if body is not None:
@@ -188,9 +223,12 @@ def run_alink(
                         ident, body = found
                         _publish(client, post_topic(product.product_key, device.id, ident), body)
                         stats.posts += 1
-            if time.monotonic() >= deadline or stop.wait(interval_s):
+            played += 1
+            if deadline is not None and time.monotonic() >= deadline:
                 break
-        answers_by = time.monotonic() + _ANSWER_WAIT_S
+            if (rounds is None or played < rounds) and stop.wait(interval_s):
+                break
+        answers_by = time.monotonic() + answer_wait_s
         while stats.answered < stats.posts and time.monotonic() < answers_by:
             time.sleep(0.05)
     finally:

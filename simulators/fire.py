@@ -9,13 +9,14 @@ Values and thresholds: domain.md sections 1.1 and 5.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
 from simulators.model import DeviceModel, Metrics, SimEvent
 from simulators.rhythm import activity, cosine_peak, crossed
 
-__all__ = ["FIRE_KINDS", "FireKind", "FireModel", "fire_kind_for_model"]
+__all__ = ["FIRE_KINDS", "FireKind", "FireModel", "fire_kind_for_metrics", "fire_kind_for_model"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +111,11 @@ BATTERY_PCT_FADE_PER_S = 100.0 / (3 * 365 * 86_400)
 
 def fire_kind_for_model(model: str) -> FireKind | None:
     return _BY_MODEL.get(model)
+
+
+def fire_kind_for_metrics(metrics: Collection[str]) -> FireKind | None:
+    """The first kind whose measurement is one of ``metrics`` (what a product can post)."""
+    return next((kind for kind in FIRE_KINDS.values() if kind.metric in metrics), None)
 
 
 class FireModel(DeviceModel):

@@ -212,6 +212,27 @@ class _Placer:
         )
         return device.id
 
+    def door(
+        self,
+        *,
+        place: str,
+        name: str,
+        building: str | None,
+        floor: int | None = None,
+        unit: str | None = None,
+    ) -> str:
+        return self.add(
+            place=place,
+            kind="door",
+            device_class="access",
+            model=ACCESS_MODEL,
+            interval_s=ACCESS_INTERVAL_S,
+            name=name,
+            building=building,
+            floor=floor,
+            unit=unit,
+        )
+
     def fire(
         self,
         key: str,
@@ -297,12 +318,8 @@ def generate_community(
     for building in built:
         b = building.id
         top = building.floors
-        placer.add(
+        placer.door(
             place=f"{b}-1F",
-            kind="door",
-            device_class="access",
-            model=ACCESS_MODEL,
-            interval_s=ACCESS_INTERVAL_S,
             name=f"Entrance door, {building.name}",
             building=b,
             floor=1,
@@ -334,17 +351,10 @@ def generate_community(
                 unit="plant-room",
             )
         for floor in range(1, top + 1):
-            placer.fire(
-                "smoke",
-                place=f"{b}-{floor}F",
-                where=f"{building.name} {floor}F hall",
-                building=b,
-                floor=floor,
-                unit=f"{floor}F-hall",
-            )
-            if floor % 2 == 1:
+            # A smoke alarm in every hall, an extinguisher on every other floor.
+            for key in ("smoke", "extinguisher") if floor % 2 == 1 else ("smoke",):
                 placer.fire(
-                    "extinguisher",
+                    key,
                     place=f"{b}-{floor}F",
                     where=f"{building.name} {floor}F hall",
                     building=b,
@@ -412,15 +422,7 @@ def generate_community(
             unit="lobby",
         )
     for gate in COMMUNITY_GATES if buildings > 1 else ():
-        placer.add(
-            place=gate,
-            kind="door",
-            device_class="access",
-            model=ACCESS_MODEL,
-            interval_s=ACCESS_INTERVAL_S,
-            name=f"Community {gate.replace('-', ' ')}",
-            building=None,
-        )
+        placer.door(place=gate, name=f"Community {gate.replace('-', ' ')}", building=None)
     placer.fire("tank", place="pump-room", where="community pump room", building=None)
     return Community(
         id=community_id,

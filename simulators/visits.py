@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from core.visits import Month, Outcome, Policy
+from simulators.population import SURNAMES
 
 __all__ = [
     "RESIDENTS_PER_WORKER",
@@ -39,27 +40,8 @@ WEEKLY_SHARE = 0.12
 NOT_AT_HOME_SHARE = 0.06
 FOLLOW_UP_SHARE = 0.08
 VISIT_MINUTES = (20, 45)
-_SURNAMES = [
-    "Wang",
-    "Li",
-    "Zhang",
-    "Liu",
-    "Chen",
-    "Yang",
-    "Zhao",
-    "Huang",
-    "Zhou",
-    "Wu",
-    "Xu",
-    "Sun",
-    "Hu",
-    "Zhu",
-    "Gao",
-    "Lin",
-    "He",
-    "Guo",
-    "Ma",
-]
+# The population's surnames and a few more (a seed draws from this list as it is).
+_SURNAMES = (*SURNAMES, "Hu", "Zhu", "Gao", "Lin", "He", "Guo", "Ma")
 _GIVEN = [
     "Guilan",
     "Shuzhen",

@@ -39,6 +39,16 @@ def database_url(database_server_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_database_url(database_server_url: str) -> Iterator[str]:
+    """A database of its own for one test file, dropped after it: for a file whose
+    tests change what is global (rules, global webhooks, users) and share set-up.
+    Such a file overrides ``database_url`` with it, so that the worker's shared
+    database keeps the default rule pack and no global webhook for the files after it."""
+    with temporary_database(database_server_url, prefix="sc_module") as url:
+        yield url
+
+
 @pytest.fixture
 def fresh_database_url(database_server_url: str) -> Iterator[str]:
     """An empty database for one test, on the same server, dropped afterwards."""

@@ -11,6 +11,8 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,17 +20,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from psycopg import sql
 
-from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
+from api.app import create_app
+from core.settings import Settings
+from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
 __all__ = [
+    "ApiServer",
     "broker_server",
     "check_broker",
     "check_database",
     "database_server",
     "database_url_for",
     "embedded_postgres",
+    "running_api",
     "scratch_dir",
     "temporary_database",
     "unique_name",
@@ -36,6 +44,8 @@ __all__ = [
 
 # A server that does not answer within this is down, not slow.
 CONNECT_TIMEOUT_S = 5
+# The API's start (migrations included) on a loaded machine.
+API_START_TIMEOUT_S = 30.0
 
 
 def unique_name(prefix: str) -> str:
@@ -125,3 +135,59 @@ def broker_server(url_from_env: str | None, data_dir: Path) -> Iterator[str]:
         return
     with EmbeddedBroker(data_dir=data_dir) as broker:
         yield broker.url
+
+
+class ApiServer:
+    """The API in a uvicorn server on a thread of this process, on a fixed port so that
+    it can be restarted (a new app each start) under a page or a client that stays."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app: FastAPI | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def database_url(self) -> str:
+        assert self.settings.database_url is not None
+        return self.settings.database_url
+
+    def start(self) -> None:
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            # An open alert stream must not hold a stop for long.
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while not self._server.started:  # set once the app's start-up has run
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("the API did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "the API did not stop"
+        self._server = self._thread = None
+
+
+@contextmanager
+def running_api(settings: Settings) -> Iterator[ApiServer]:
+    """An ``ApiServer`` started for the block and stopped after it."""
+    server = ApiServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

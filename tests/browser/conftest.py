@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import uvicorn
 
-from api.app import create_app
 from core.settings import Settings
-from smartcommunity.embedded import free_port
 from store import schema
+from tests.servers import ApiServer, running_api
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, ViewportSize
@@ -41,8 +37,6 @@ CHROMIUM_ARGS = [
 ]
 WALL: ViewportSize = {"width": 1920, "height": 1080}
 LAPTOP: ViewportSize = {"width": 1366, "height": 768}
-# Start-up of the API (migrations of a fresh database included).
-START_TIMEOUT_S = 30.0
 # Messages a browser logs for answers the page expects (a 404 for another community's
 # alert, refused connections while the server is down) are not the page's errors.
 _EXPECTED_CONSOLE = ("Failed to load resource", "net::ERR_")
@@ -74,53 +68,11 @@ def require_cjk_font() -> None:
         pytest.fail("no Chinese font: apt-get install -y fonts-noto-cjk", pytrace=False)
 
 
-class ApiServer:
-    """The API in a thread of this process, on a fixed port so that it can be restarted
-    under a page that stays open."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        config = uvicorn.Config(
-            create_app(Settings(database_url=self.database_url)),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            # An open alert stream must not hold a stop for long.
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="api", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise AssertionError("the API did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(20)
-        assert not self._thread.is_alive(), "the API did not stop"
-        self._server = self._thread = None
-
-
 @pytest.fixture
 def api_server(fresh_database_url: str) -> Iterator[ApiServer]:
     schema.upgrade(fresh_database_url)
-    server = ApiServer(fresh_database_url)
-    server.start()
-    try:
+    with running_api(Settings(database_url=fresh_database_url)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

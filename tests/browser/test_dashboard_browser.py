@@ -20,7 +20,7 @@ import pytest
 from core.access import Role
 from core.rules import Severity
 from store.layout import rebuild_rollups
-from tests.browser.conftest import LAPTOP, WALL, ApiServer, require_cjk_font
+from tests.browser.conftest import LAPTOP, WALL, require_cjk_font
 from tests.integration.dashboard_support import (
     Presence,
     building,
@@ -32,6 +32,7 @@ from tests.integration.dashboard_support import (
     token,
 )
 from tests.integration.support import Publisher, pipeline_thread
+from tests.servers import ApiServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from core.access import Role
-from tests.browser.conftest import ApiServer
 from tests.browser.test_dashboard_browser import sign_in
 from tests.integration.dashboard_support import community, execute, fresh, token
+from tests.servers import ApiServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

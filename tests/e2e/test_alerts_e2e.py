@@ -19,16 +19,14 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
-from api.app import create_app
 from core.settings import Settings
 from gateway.bridge import parse_mqtt_url
-from smartcommunity.embedded import free_port
 from store.accounts import create_token
 from tests.integration.alerts_support import rows, setup_devices
 from tests.integration.support import Publisher, pipeline_thread, wait_for
+from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
 # raised, severity raised (confirmed), raised x2, repeated.
@@ -66,28 +64,10 @@ class AlertSubscriber:
 
 @pytest.fixture
 def api_server(fresh_database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Settings(database_url=fresh_database_url)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "control room")
-    try:
-        yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
-    finally:
-        srv.should_exit = True
-        thread.join(20)
+    with running_api(Settings(database_url=fresh_database_url)) as api:
+        with psycopg.connect(fresh_database_url) as conn:
+            token = create_token(conn, "control room")
+        yield api.url, {"Authorization": f"Bearer {token}"}
 
 
 def stream_reader(

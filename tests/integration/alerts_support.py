@@ -18,6 +18,14 @@ from store import schema
 
 # 10:00 in Shanghai on a fixed day.
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+# The simplest rule there is: an alert on every SOS press.
+SOS: dict[str, Any] = {
+    "id": "sos",
+    "type": "event",
+    "title": "SOS",
+    "severity": "critical",
+    "events": ["sos_pressed"],
+}
 
 
 class Clock:

@@ -6,11 +6,8 @@ import asyncio
 import hashlib
 import os
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +15,10 @@ import psycopg
 
 from core.settings import FireBridgeSettings, Settings
 from firebridge.registry import map_point, register_uitd
-from firebridge.server import FireBridge
-from firebridge.service import run_fire_bridge
+from firebridge.service import bridge_in_thread
 from simulators.uitd import SMOKE_1, SMOKE_2
 from store import schema
+from tests.integration.support import pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,46 +101,23 @@ def bridge_settings(database_url: str, mqtt_url: str, client_id: str, **extra: o
     )
 
 
-@contextmanager
-def bridge_thread(settings: Settings) -> Iterator[FireBridge]:
-    """The bridge on an event loop of its own in this process; port chosen by the system."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder: dict[str, object] = {}
-
-    def on_started(bridge: FireBridge) -> None:
-        holder["bridge"] = bridge
-        started.set()
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(run_fire_bridge(settings, on_started=on_started))
-        holder["task"] = task
-        try:
-            loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            holder["error"] = exc
-            started.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=target, name="fire-bridge", daemon=True)
-    thread.start()
-    assert started.wait(30), "fire bridge did not start"
-    if "error" in holder:
-        raise AssertionError(f"fire bridge failed: {holder['error']!r}")
-    bridge = holder["bridge"]
-    assert isinstance(bridge, FireBridge)
-    try:
-        yield bridge
-    finally:
-        task = holder["task"]
-        assert isinstance(task, asyncio.Task)
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(30)
-        assert not thread.is_alive(), "fire bridge did not stop"
+def play(
+    settings: Settings,
+    scenario: Callable[[int], Coroutine[Any, Any, None]],
+    *,
+    pipeline: str,
+    community: str,
+) -> None:
+    """``scenario(port)`` against a bridge in a thread, with the community's pipeline
+    (client id ``pipeline``) committing what the bridge publishes."""
+    assert settings.database_url is not None
+    assert settings.mqtt_url is not None
+    with (
+        pipeline_thread(settings.database_url, settings.mqtt_url, pipeline, community),
+        bridge_in_thread(settings) as bridge,
+    ):
+        assert bridge.port is not None
+        asyncio.run(scenario(bridge.port))
 
 
 def start_bridge_process(
@@ -157,17 +131,7 @@ def start_bridge_process(
         SC_FIRE_BRIDGE__HOST="127.0.0.1",
         SC_FIRE_BRIDGE__PORT=str(port),
     )
-    handle = log.open("ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "firebridge"],
-            env=env,
-            cwd=ROOT,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    finally:
-        handle.close()
+    return start_module("firebridge", [], env, log)
 
 
 def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

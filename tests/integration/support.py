@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -175,11 +177,20 @@ def pipeline_env(
     return env
 
 
-def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+# Bound on a pipeline process's start (interpreter, imports, migrations, subscribe):
+# seconds on an idle machine, past 30 s seen with the suite's four workers on two
+# loaded cores. A bound for that machine, not an expectation.
+PROCESS_START_S = 120
+
+
+def start_module(
+    module: str, args: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """``python -m module args`` from the repository root, its output appended to ``log``."""
     handle = log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "smartcommunity.cli", "run"],
+            [sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=handle,
@@ -187,6 +198,10 @@ def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
     finally:
         handle.close()
+
+
+def start_pipeline_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return start_module("smartcommunity.cli", ["run"], env, log)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -246,3 +261,44 @@ def pipeline_thread(
         assert not thread.is_alive(), "pipeline did not stop"
     if errors:
         raise errors[0]
+
+
+@dataclass
+class Webhooks:
+    """What a local webhook receiver got: each POST's headers (lower-cased) and body.
+    The first ``failures`` posts are answered 503, the others 204."""
+
+    url: str = ""
+    posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    failures: int = 0
+
+
+@contextmanager
+def webhook_receiver(path: str = "/hook") -> Iterator[Webhooks]:
+    """An HTTP endpoint on loopback for the block, recording what is posted to it."""
+    got = Webhooks()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if got.failures > 0:
+                got.failures -= 1
+                self.send_response(503)
+            else:
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    got.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()  # the listening socket, or a ResourceWarning when collected

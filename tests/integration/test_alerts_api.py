@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from alerts.model import AlertChange, ChangeKind
@@ -20,21 +19,11 @@ from api.alert_hub import AlertHub
 from api.app import create_app
 from core.rules import Severity, parse_rule
 from core.settings import Settings
-from smartcommunity.embedded import free_port
 from store.accounts import create_token
-from tests.integration.alerts_support import T0, setup_devices
+from tests.integration.alerts_support import SOS, T0, setup_devices
+from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
-
-SOS = parse_rule(
-    {
-        "id": "sos",
-        "type": "event",
-        "title": "SOS",
-        "severity": "critical",
-        "events": ["sos_pressed"],
-    }
-)
 
 
 @pytest.fixture
@@ -52,7 +41,7 @@ def raise_alert(url: str, device: str, at: float) -> None:
         [
             AlertChange(
                 kind=ChangeKind.RAISE,
-                rule=SOS,
+                rule=parse_rule(SOS),
                 subject=f"device:{device}",
                 community_id="c1",
                 at=at,
@@ -216,20 +205,9 @@ def server(
 ) -> Iterator[tuple[str, dict[str, str], str, AlertHub]]:
     """The API in a real server: the stream needs a real event loop and socket."""
     _, auth, url = api
-    port = free_port()
-    app = create_app(Settings(database_url=url))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", auth, url, app.state.alert_hub
-    finally:
-        srv.should_exit = True
-        thread.join(20)
+    with running_api(Settings(database_url=url)) as server:
+        assert server.app is not None
+        yield server.url, auth, url, server.app.state.alert_hub
 
 
 def _read_events(

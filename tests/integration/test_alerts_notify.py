@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -14,6 +11,7 @@ from alerts.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, sig
 from core.rules import parse_rule
 from store import rules as rules_store
 from tests.integration.alerts_support import (
+    SOS,
     Clock,
     event,
     make_listener,
@@ -21,51 +19,31 @@ from tests.integration.alerts_support import (
     rows,
     setup_devices,
 )
+from tests.integration.support import Webhooks, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cret-s3cret-s3cret"
-SOS: dict[str, Any] = {
-    "id": "sos",
-    "type": "event",
-    "title": "SOS",
-    "severity": "critical",
-    "events": ["sos_pressed"],
-}
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """Fails the first ``failures`` posts with 503, then accepts; records what it got."""
-
-    failures: ClassVar[int] = 0
-    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        if type(self).failures > 0:
-            type(self).failures -= 1
-            self.send_response(503)
-        else:
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        return None
 
 
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    Receiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()  # the listening socket, or a ResourceWarning when collected
+def receiver() -> Iterator[Webhooks]:
+    with webhook_receiver() as got:
+        yield got
+
+
+def _one_sos_for(url: str, webhook: str, *, min_severity: str = "info") -> None:
+    """An SOS alert, written with its outbox row for the one webhook there is."""
+    setup_devices(url, "c1", [("w1", "wearable", None)])
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, %s)",
+            (webhook, SECRET, min_severity),
+        )
+    clock = Clock()
+    listener = make_listener(url, clock, [SOS])
+    listener.committed([event("w1", "sos_pressed", clock.now)])
+    listener.stop()
 
 
 def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
@@ -81,19 +59,10 @@ def _sender(url: str, attempts: int, *, private: bool = True) -> WebhookSender:
 
 
 def test_signed_webhooks_retry_with_backoff_then_deliver(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute(
-            "INSERT INTO webhooks (url, secret, min_severity) VALUES (%s, %s, 'major')",
-            (receiver, SECRET),
-        )
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
-    Receiver.failures = 2
+    _one_sos_for(fresh_database_url, receiver.url, min_severity="major")
+    receiver.failures = 2
     sender = _sender(fresh_database_url, attempts=5)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         for _ in range(3):
@@ -103,23 +72,17 @@ def test_signed_webhooks_retry_with_backoff_then_deliver(
     assert rows(fresh_database_url, "SELECT state, attempts FROM webhook_deliveries") == [
         ("delivered", 3)
     ]
-    headers, body = Receiver.received[-1]
+    headers, body = receiver.posts[-1]
     signature = headers[SIGNATURE_HEADER.lower()]
     assert signature == sign(SECRET, headers[TIMESTAMP_HEADER.lower()], body)
     assert b'"rule_id":"sos"' in body
 
 
 def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
-    Receiver.failures = 100
+    _one_sos_for(fresh_database_url, receiver.url)
+    receiver.failures = 100
     sender = _sender(fresh_database_url, attempts=3)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         for _ in range(3):
@@ -131,24 +94,18 @@ def test_a_webhook_that_keeps_failing_ends_as_a_dead_letter(
 
 
 def test_the_sender_refuses_a_private_destination_unless_allowed(
-    fresh_database_url: str, receiver: str
+    fresh_database_url: str, receiver: Webhooks
 ) -> None:
     """A webhook stored before the API checked destinations (or a name that resolves
     elsewhere since) is refused again at sending: nothing reaches the receiver."""
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    with psycopg.connect(fresh_database_url) as conn:
-        conn.execute("INSERT INTO webhooks (url, secret) VALUES (%s, %s)", (receiver, SECRET))
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
-    listener.committed([event("w1", "sos_pressed", clock.now)])
-    listener.stop()
+    _one_sos_for(fresh_database_url, receiver.url)
     sender = _sender(fresh_database_url, attempts=1, private=False)
     with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         assert sender.deliver_due(conn) == 1
     [(state, error)] = rows(fresh_database_url, "SELECT state, last_error FROM webhook_deliveries")
     assert state == "dead"
     assert error.startswith("refused: 127.0.0.1 is not a public address")
-    assert Receiver.received == []
+    assert receiver.posts == []
 
 
 def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -> None:

@@ -7,12 +7,14 @@ plays the device's side with paho: posts, and the ``_reply`` it reads back.
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from core.alink import post_topic, reply_topic
 from core.decode import Limits
+from core.observability import PipelineCounters
 from core.settings import DecoderSettings
 from gateway.bridge import parse_mqtt_url
 from gateway.decoders import load_profiles
@@ -120,6 +123,20 @@ def device(mqtt_url: str, unique_id: str) -> Iterator[Device]:
     dev.close()
 
 
+def decoding(
+    url: str, mqtt_url: str, unique_id: str, community: str, profiles: Path
+) -> AbstractContextManager[PipelineCounters]:
+    """The pipeline of the test's community, decoding with the test's profiles."""
+    return pipeline_thread(
+        url, mqtt_url, f"pipe-{unique_id}", community, decoders=DecoderSettings(profiles=profiles)
+    )
+
+
+def alerts_of(url: str, device: str, rule: str | None = None) -> int:
+    sql = f"SELECT count(*) FROM alerts WHERE device_id = '{device}'"
+    return count(url, sql if rule is None else f"{sql} AND rule_id = '{rule}'")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -130,13 +147,7 @@ def test_alink_property_post_is_stored_before_its_200_reply_and_events_raise_ale
     community, smoke = f"c{unique_id}", f"{unique_id}-smoke"
     register(fresh_database_url, community, [smoke], "fire")
     property_topic = post_topic(f"pk{unique_id}", smoke)
-    with pipeline_thread(
-        fresh_database_url,
-        mqtt_url,
-        f"pipe-{unique_id}",
-        community,
-        decoders=DecoderSettings(profiles=profiles),
-    ):
+    with decoding(fresh_database_url, mqtt_url, unique_id, community, profiles):
         stamped = now_ms() - 5_000
         post = {
             "id": "7",
@@ -167,14 +178,7 @@ def test_alink_property_post_is_stored_before_its_200_reply_and_events_raise_ale
         topic, body = device.reply()
         assert (topic, body["code"], body["id"]) == (reply_topic(fault_topic), 200, "8")
         wait_for(
-            lambda: (
-                count(
-                    fresh_database_url,
-                    f"SELECT count(*) FROM alerts WHERE device_id = '{smoke}'"
-                    " AND rule_id = 'fire.device_fault'",
-                )
-                == 1
-            ),
+            lambda: alerts_of(fresh_database_url, smoke, "fire.device_fault") == 1,
             TIMEOUT_S,
             "the Alink fault's alert",
         )
@@ -218,13 +222,7 @@ def test_refused_alink_posts_are_dead_letters_and_answered_with_the_reason(
         "unknown_event",
         "unknown_device",
     ]
-    with pipeline_thread(
-        fresh_database_url,
-        mqtt_url,
-        f"pipe-{unique_id}",
-        community,
-        decoders=DecoderSettings(profiles=profiles),
-    ):
+    with decoding(fresh_database_url, mqtt_url, unique_id, community, profiles):
         for topic, payload, _code in cases:
             device.post(topic, payload)
         replies = {}
@@ -268,13 +266,7 @@ def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
         "boxes": {"used": 37},
         "alarm": {"code": "DOOR_FORCED", "box": 12},
     }
-    with pipeline_thread(
-        fresh_database_url,
-        mqtt_url,
-        f"pipe-{unique_id}",
-        community,
-        decoders=DecoderSettings(profiles=profiles),
-    ):
+    with decoding(fresh_database_url, mqtt_url, unique_id, community, profiles):
         device.post(f"vendor/{unique_id}/{locker}/report", payload)
         # Someone else's serial in the body: refused, not filed under the topic's device.
         device.post(f"vendor/{unique_id}/{locker}/report", {**payload, "sn": "HB-other"})
@@ -289,15 +281,7 @@ def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
             "the vendor message",
         )
         wait_for(
-            lambda: (
-                count(
-                    fresh_database_url,
-                    f"SELECT count(*) FROM alerts WHERE device_id = '{locker}'",
-                )
-                >= 1
-            ),
-            TIMEOUT_S,
-            "the forced door's alert",
+            lambda: alerts_of(fresh_database_url, locker) >= 1, TIMEOUT_S, "the forced door's alert"
         )
     with psycopg.connect(fresh_database_url) as conn:
         rows = conn.execute(
@@ -323,18 +307,23 @@ def test_simulated_alink_devices_are_stored_and_answered_200(
     product = load_product(profiles / "smoke.yaml")
     devices = alink_devices(product, community_id=community, count=3)
     register(fresh_database_url, community, [d.id for d in devices], "fire")
-    with pipeline_thread(
-        fresh_database_url,
-        mqtt_url,
-        f"pipe-{unique_id}",
-        community,
-        decoders=DecoderSettings(profiles=profiles),
-    ):
+    # A minute of device time a round, whatever the machine's timing: the seed fixes the posts.
+    readings = itertools.count()
+    start = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
+    with decoding(fresh_database_url, mqtt_url, unique_id, community, profiles):
         stats = run_alink(
-            mqtt_url=mqtt_url, product=product, devices=devices, duration_s=4.5, interval_s=1.0
+            mqtt_url=mqtt_url,
+            product=product,
+            devices=devices,
+            rounds=4,
+            interval_s=0.0,
+            seed=3,
+            clock=lambda: start + timedelta(minutes=next(readings)),
+            answer_wait_s=TIMEOUT_S,
         )
-    assert stats.posts >= 3
+    # Every round, each device posts its temperature (the product's property it measures).
+    assert stats.posts >= 4 * len(devices)
     assert (stats.accepted, stats.refused) == (stats.posts, {})
     stored = count(fresh_database_url, "SELECT count(DISTINCT device_id) FROM readings")
-    assert stored >= 1
+    assert stored == len(devices)
     assert count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 0

@@ -23,6 +23,7 @@ import pytest
 from core.topics import device_topic
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.integration.support import (
+    PROCESS_START_S,
     Publisher,
     count,
     pipeline_env,
@@ -119,7 +120,9 @@ def rig(url: str, broker: EmbeddedBroker, name: str, tmp_path: Path, **env: str)
         proc=start_pipeline_process(pipe_env, log),
     )
     try:
-        wait_for(lambda: " running" in log.read_text(), 30, "the pipeline to subscribe")
+        wait_for(
+            lambda: " running" in log.read_text(), PROCESS_START_S, "the pipeline to subscribe"
+        )
         yield the_rig
     finally:
         publisher.close()

@@ -10,8 +10,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +27,7 @@ from core.incidents import DEFAULT_TARGETS, IncidentType
 from core.settings import Settings
 from smartcommunity.cli import main
 from store.incidents import acknowledge, escalate_due, respond, sync_alerts
+from tests.integration.support import webhook_receiver
 from tests.integration.test_access_matrix import World, fresh
 from tests.integration.test_incidents_store import T0, Site, migrated, site  # noqa: F401
 
@@ -159,84 +158,71 @@ def test_a_control_room_escalation_is_pushed_like_a_dispatch(site: Site, mqtt_ur
     """An SOS with nobody to send climbs to the street control room at once: the desk
     publishes it on the control room's topic (real broker) and posts it, signed, to the
     community's gateway; both deliveries are recorded on the step, and not repeated."""
-    received: list[tuple[Message, bytes]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    parts = urlsplit(mqtt_url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 1883
-    messages: queue.Queue[bytes] = queue.Queue()
-    listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cr-{site.community}")
-    subscribed = threading.Event()
-    listener.on_message = lambda _c, _u, m: messages.put(bytes(m.payload))
-    listener.on_subscribe = lambda *_a: subscribed.set()
-    listener.connect(host, port)
-    listener.loop_start()
-    started = time.monotonic()
-    desk = IncidentDesk(
-        url=site.url,
-        mqtt_host=host,
-        mqtt_port=port,
-        mqtt_username=None,
-        mqtt_password=None,
-        client_id=f"desk-{site.community}",
-        tick_s=0.2,
-        # T0 then on in real time: the shifts are T0's, and a retry's wait passes.
-        clock=lambda: T0 + timedelta(seconds=time.monotonic() - started),
-        private_destinations=True,
+    with webhook_receiver("/room") as got:
+        parts = urlsplit(mqtt_url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 1883
+        messages: queue.Queue[bytes] = queue.Queue()
+        listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cr-{site.community}")
+        subscribed = threading.Event()
+        listener.on_message = lambda _c, _u, m: messages.put(bytes(m.payload))
+        listener.on_subscribe = lambda *_a: subscribed.set()
+        listener.connect(host, port)
+        listener.loop_start()
+        started = time.monotonic()
+        desk = IncidentDesk(
+            url=site.url,
+            mqtt_host=host,
+            mqtt_port=port,
+            mqtt_username=None,
+            mqtt_password=None,
+            client_id=f"desk-{site.community}",
+            tick_s=0.2,
+            # T0 then on in real time: the shifts are T0's, and a retry's wait passes.
+            clock=lambda: T0 + timedelta(seconds=time.monotonic() - started),
+            private_destinations=True,
+        )
+        try:
+            listener.subscribe(control_room_topic(site.community), qos=1)
+            assert subscribed.wait(30)
+            site.db.execute(
+                "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret ="
+                " 'room-secret' WHERE id = %s",
+                (got.url, site.community),
+            )
+            site.db.execute("DELETE FROM shifts WHERE team_id = 'guards'")
+            site.db.execute("DELETE FROM teams WHERE id = 'guards'")
+            desk.start()
+            assert desk.wait_connected(30)
+            # The desk's own pass groups the alert and climbs to the control room at once.
+            alert = site.alert("wearable.sos", "critical", T0)
+            assert _until(lambda: site.db.execute(
+                "SELECT 1 FROM incident_alerts WHERE alert_id = %s", (alert,)
+            ).fetchone() is not None)  # fmt: skip
+            incident = site.incident_of(alert)
+            message = json.loads(messages.get(timeout=30))
+            assert message["event"] == "escalation"
+            assert message["incident_id"] == incident
+            assert message["control_room"] == "Street 1"
+            assert _until(
+                lambda: all(c["state"] == "delivered" for c in _push_of(site, incident).values())
+            )
+            push = _push_of(site, incident)
+            assert {c: (s["state"], s["attempts"]) for c, s in push.items()} == {
+                "mqtt": ("delivered", 1),
+                "webhook": ("delivered", 1),
+            }
+            # Later passes push nothing again.
+            ticks = desk.ticks
+            assert _until(lambda: desk.ticks >= ticks + 3)
+            assert messages.empty()
+        finally:
+            desk.stop()
+            listener.loop_stop()
+            listener.disconnect()
+    ((headers, body),) = got.posts
+    assert headers[SIGNATURE_HEADER.lower()] == sign(
+        "room-secret", headers[TIMESTAMP_HEADER.lower()], body
     )
-    try:
-        listener.subscribe(control_room_topic(site.community), qos=1)
-        assert subscribed.wait(30)
-        site.db.execute(
-            "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret ="
-            " 'room-secret' WHERE id = %s",
-            (f"http://127.0.0.1:{server.server_port}/room", site.community),
-        )
-        site.db.execute("DELETE FROM shifts WHERE team_id = 'guards'")
-        site.db.execute("DELETE FROM teams WHERE id = 'guards'")
-        desk.start()
-        assert desk.wait_connected(30)
-        # The desk's own pass groups the alert and climbs to the control room at once.
-        alert = site.alert("wearable.sos", "critical", T0)
-        assert _until(lambda: site.db.execute(
-            "SELECT 1 FROM incident_alerts WHERE alert_id = %s", (alert,)
-        ).fetchone() is not None)  # fmt: skip
-        incident = site.incident_of(alert)
-        message = json.loads(messages.get(timeout=30))
-        assert message["event"] == "escalation"
-        assert message["incident_id"] == incident
-        assert message["control_room"] == "Street 1"
-        assert _until(
-            lambda: all(c["state"] == "delivered" for c in _push_of(site, incident).values())
-        )
-        push = _push_of(site, incident)
-        assert {c: (s["state"], s["attempts"]) for c, s in push.items()} == {
-            "mqtt": ("delivered", 1),
-            "webhook": ("delivered", 1),
-        }
-        # Later passes push nothing again.
-        ticks = desk.ticks
-        assert _until(lambda: desk.ticks >= ticks + 3)
-        assert messages.empty()
-    finally:
-        desk.stop()
-        listener.loop_stop()
-        listener.disconnect()
-        server.shutdown()
-        server.server_close()
-    ((headers, body),) = received
-    assert headers[SIGNATURE_HEADER] == sign("room-secret", headers[TIMESTAMP_HEADER], body)
     assert json.loads(body)["incident_id"] == incident
 
 

@@ -6,12 +6,9 @@ on the timeline; an SOS calls the care worker and the guard on duty."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import psycopg
@@ -32,6 +29,7 @@ from store.incidents import (
 )
 from store.rosters import on_duty_now
 from store.schema import upgrade
+from tests.integration.support import webhook_receiver
 from tests.servers import database_url_for, temporary_database, unique_name
 
 pytestmark = pytest.mark.integration
@@ -335,23 +333,8 @@ def test_the_cli_dispatches_from_an_alert_and_shows_the_duty_board(
 def test_the_desk_pushes_a_signed_webhook_and_records_the_delivery(site: Site) -> None:
     """The gateway channel on its own: a local receiver checks the signature; the MQTT
     channel of a desk that never connected stays pending with its reason."""
-    received: list[tuple[Message, bytes]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers, body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/sms"
+    with webhook_receiver("/sms") as got:
+        url = got.url
         site.db.execute(
             "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret ="
             " 'gateway-secret' WHERE id = %s",
@@ -370,12 +353,10 @@ def test_the_desk_pushes_a_signed_webhook_and_records_the_delivery(site: Site) -
             private_destinations=True,
         )
         assert desk.deliver_due(site.db, T0) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-    ((headers, body),) = received
-    assert headers[SIGNATURE_HEADER] == sign("gateway-secret", headers[TIMESTAMP_HEADER], body)
+    ((headers, body),) = got.posts
+    assert headers[SIGNATURE_HEADER.lower()] == sign(
+        "gateway-secret", headers[TIMESTAMP_HEADER.lower()], body
+    )
     assert json.loads(body)["dispatch_id"] == dispatch_id
     assert json.loads(body)["responder_id"] == "fs-a"
     deliveries = {

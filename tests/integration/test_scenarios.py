@@ -14,18 +14,13 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
 import yaml
 
-from api.app import create_app
-from core.settings import DecoderSettings, Settings
-from simulators.checker import ApiAlerts
+from core.settings import DecoderSettings
 from simulators.registration import register_scenario, retire_scenario
 from simulators.scenario import (
     PROFILES_DIR,
@@ -38,42 +33,12 @@ from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.cli import main
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
-from store.accounts import create_token
+from tests.integration.scenario_support import ControlRoom, control_room_fixture  # noqa: F401
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration
 
 TIME_SCALE = "3"
-
-
-@pytest.fixture
-def api_url(fresh_database_url: str) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Settings(database_url=fresh_database_url)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        pytest.fail("the API did not start")
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_shipped_scenarios_cover_the_issue() -> None:
@@ -98,7 +63,7 @@ def test_shipped_scenarios_cover_the_issue() -> None:
 def test_every_shipped_scenario_passes_end_to_end(
     fresh_database_url: str,
     private_broker: EmbeddedBroker,
-    api_url: str,
+    control_room: ControlRoom,
     unique_id: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -110,9 +75,6 @@ def test_every_shipped_scenario_passes_end_to_end(
     sos["timeline"] = [dict(sos["timeline"][0], event="geofence_enter")]
     never = tmp_path / "sos_never_pressed.yaml"
     never.write_text(yaml.safe_dump(sos))
-    schema.upgrade(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "scenario e2e")
     monkeypatch.setenv("SC_DATABASE_URL", fresh_database_url)
     monkeypatch.setenv("SC_MQTT_URL", private_broker.url)
     argv = [
@@ -124,9 +86,9 @@ def test_every_shipped_scenario_passes_end_to_end(
         "--time-scale",
         TIME_SCALE,
         "--api-url",
-        api_url,
+        control_room.url,
         "--token",
-        token,
+        control_room.token,
         "--prefix",
         unique_id,
     ]
@@ -175,12 +137,9 @@ def test_every_shipped_scenario_passes_end_to_end(
 def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
     fresh_database_url: str,
     private_broker: EmbeddedBroker,
-    api_url: str,
+    control_room: ControlRoom,
     unique_id: str,
 ) -> None:
-    schema.upgrade(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "scenario broke off")
     shipped = shipped_scenarios()
     scenarios = [load_scenario(shipped["sos"]), load_scenario(shipped["geofence"])]
     # The sos run's registry goes to a database that is not there: a real refusal.
@@ -194,7 +153,7 @@ def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
         results = run_scenarios(
             scenarios,
             mqtt_url=private_broker.url,
-            alerts=ApiAlerts(base_url=api_url, token=token),
+            alerts=control_room.alerts(),
             register=register,
             retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=float(TIME_SCALE),
@@ -219,11 +178,8 @@ def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
 
 
 def test_a_run_whose_broker_is_gone_retires_what_it_registered(
-    fresh_database_url: str, api_url: str, unique_id: str
+    fresh_database_url: str, control_room: ControlRoom, unique_id: str
 ) -> None:
-    schema.upgrade(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "scenario no broker")
     bound = bind(load_scenario(shipped_scenarios()["sos"]), f"{unique_id}-sos")
 
     def register(b: BoundScenario) -> None:
@@ -232,7 +188,7 @@ def test_a_run_whose_broker_is_gone_retires_what_it_registered(
     result = run_scenario(
         bound,
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # nothing listens there
-        alerts=ApiAlerts(base_url=api_url, token=token),
+        alerts=control_room.alerts(),
         register=register,
         retire=lambda b: retire_scenario(fresh_database_url, b),
     )

@@ -8,18 +8,11 @@ alongside and must fail: the judging bites for both kinds.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-
-import httpx
 import psycopg
 import pytest
-import uvicorn
 
-from api.app import create_app
 from core.settings import DecoderSettings, Settings
-from simulators.checker import ApiAlerts, Outcome
+from simulators.checker import Outcome
 from simulators.registration import retire_scenario
 from simulators.scenario import (
     PROFILES_DIR,
@@ -32,43 +25,12 @@ from simulators.scenario import (
 from simulators.scenario_run import run_scenario, run_scenarios
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from smartcommunity.panels import bridge_for_runs, register_with_panels
-from store import schema
-from store.accounts import create_token
+from tests.integration.scenario_support import ControlRoom, control_room_fixture  # noqa: F401
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration
 
 TIME_SCALE = 2.0
-
-
-@pytest.fixture
-def api_url(fresh_database_url: str) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Settings(database_url=fresh_database_url)),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        pytest.fail("the API did not start")
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _wrong(name: str, new_name: str, expect: dict[str, object]) -> Scenario:
@@ -82,12 +44,9 @@ def _wrong(name: str, new_name: str, expect: dict[str, object]) -> Scenario:
 def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
     fresh_database_url: str,
     private_broker: EmbeddedBroker,
-    api_url: str,
+    control_room: ControlRoom,
     unique_id: str,
 ) -> None:
-    schema.upgrade(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "panel and alink scenarios")
     shipped = shipped_scenarios()
     scenarios = [
         load_scenario(shipped["panel-fire"]),
@@ -138,7 +97,7 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
         results = run_scenarios(
             scenarios,
             mqtt_url=private_broker.url,
-            alerts=ApiAlerts(base_url=api_url, token=token),
+            alerts=control_room.alerts(),
             register=register,
             retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=TIME_SCALE,
@@ -188,11 +147,11 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
 
 
 def test_a_panel_run_whose_fire_bridge_is_not_there_breaks_off_and_says_so(
-    fresh_database_url: str, private_broker: EmbeddedBroker, api_url: str, unique_id: str
+    fresh_database_url: str,
+    private_broker: EmbeddedBroker,
+    control_room: ControlRoom,
+    unique_id: str,
 ) -> None:
-    schema.upgrade(fresh_database_url)
-    with psycopg.connect(fresh_database_url) as conn:
-        token = create_token(conn, "panel scenario, no bridge")
     bound = bind(load_scenario(shipped_scenarios()["panel-fire"]), f"{unique_id}-panel")
     port = free_port()  # nothing listens there
 
@@ -202,7 +161,7 @@ def test_a_panel_run_whose_fire_bridge_is_not_there_breaks_off_and_says_so(
     result = run_scenario(
         bound,
         mqtt_url=private_broker.url,
-        alerts=ApiAlerts(base_url=api_url, token=token),
+        alerts=control_room.alerts(),
         register=register,
         retire=lambda b: retire_scenario(fresh_database_url, b),
         fire_bridge=("127.0.0.1", port),

@@ -59,7 +59,10 @@ class Caller:
 
 
 @pytest.fixture(scope="module")
-def caller(database_url: str) -> Iterator[Caller]:
+def caller(module_database_url: str) -> Iterator[Caller]:
+    # A database of this file's own: random requests add global rules and webhooks,
+    # and the end-to-end files after it on this worker expect the default pack alone.
+    database_url = module_database_url
     with (
         TestClient(create_app(Settings(database_url=database_url))) as client,
         psycopg.connect(database_url, autocommit=True) as db,

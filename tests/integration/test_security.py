@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,18 +14,17 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.access import Role
 from core.settings import AlertSettings, ApiSettings, Settings
 from core.tokens import hash_token
-from smartcommunity.embedded import free_port
 from store.accounts import builtin_admin_id, create_token, create_user
 from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
+from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +43,10 @@ class Two:
 
 
 @pytest.fixture(scope="module")
-def two(database_url: str) -> Iterator[Two]:
+def two(module_database_url: str) -> Iterator[Two]:
+    # A database of this file's own: it adds a global webhook, which every alert of
+    # the end-to-end files after it on this worker would be posted to.
+    database_url = module_database_url
     with (
         TestClient(create_app(Settings(database_url=database_url))) as client,
         psycopg.connect(database_url, autocommit=True) as db,
@@ -336,7 +337,8 @@ def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
         "http://[::ffff:127.0.0.1]/hook",
     ],
 )
-def test_webhooks_to_private_destinations_are_refused(database_url: str, url: str) -> None:
+def test_webhooks_to_private_destinations_are_refused(module_database_url: str, url: str) -> None:
+    database_url = module_database_url
     settings = Settings(
         database_url=database_url, alerts=AlertSettings(webhook_private_destinations=False)
     )
@@ -385,22 +387,9 @@ def test_metrics_show_community_figures_only_to_global_viewers(two: Two) -> None
 def live(fresh_database_url: str) -> Iterator[tuple[str, str]]:
     """The API in a real server (streams need a real event loop and socket)."""
     setup_devices(fresh_database_url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
-    port = free_port()
     settings = Settings(database_url=fresh_database_url, api=ApiSettings(max_streams_per_user=2))
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", fresh_database_url
-    finally:
-        srv.should_exit = True
-        thread.join(20)
+    with running_api(settings) as api:
+        yield api.url, fresh_database_url
 
 
 class Reader(threading.Thread):
