@@ -15,12 +15,14 @@ import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from api.app import create_app
 from core.access import Role
 from core.settings import AlertSettings, ApiSettings, Settings
 from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
+from store.layout import rebuild_rollups
 from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
@@ -176,20 +178,107 @@ def test_row_level_security_alone_keeps_b_series_out(without_object_checks: Two)
     letters = w.client.get("/api/v1/dead-letters", headers=admin, params={"device": device})
     assert letters.status_code == 200
     assert letters.json()["data"] == []
-    # Past every route: the very role and scope the API's requests run with.
-    # On TimescaleDB the series tables keep no policy (docs/security.md): there only
-    # the dead letters are held by one of their own.
-    plain = w.db.execute("SELECT path FROM storage_config").fetchone() == ("postgresql",)
+    # Past every route: the very role and scope the API's requests run with, on
+    # either storage path (policies on plain PostgreSQL, scoped views on TimescaleDB).
     pool = w.client.app.state.pool  # type: ignore[attr-defined]
     with pool.connection() as conn, conn.transaction():
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.a]),))
-        seen = conn.execute(_SERIES_SEEN, {"d": device}).fetchone()
-        assert seen == ((0, 0, 0, 0) if plain else (1, 1, 1, 0))
+        assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (0, 0, 0, 0)
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.b]),))
         assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (1, 1, 1, 1)
-        if plain:  # a partition read directly would skip the parent's policies: closed
-            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
-                conn.execute("SELECT count(*) FROM readings_default")
+    # A partition or chunk read directly would skip what guards its parent: closed.
+    child = w.db.execute(_A_CHILD_OF_READINGS).fetchone()
+    assert child is not None
+    with pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*child)))
+
+
+_A_CHILD_OF_READINGS = """
+SELECT n.nspname, c.relname FROM pg_inherits AS i
+  JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ WHERE i.inhparent = 'public.readings'::regclass LIMIT 1
+"""
+# Every relation of the database with a device_id column that the API's role may
+# read: tables, partitions, chunks, compressed chunks, materialisations, views.
+_READABLE_BY_DEVICE = """
+SELECT n.nspname, c.relname FROM pg_class AS c
+  JOIN pg_namespace AS n ON n.oid = c.relnamespace
+  JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'device_id' AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND has_table_privilege('sc_api', c.oid, 'SELECT')
+ ORDER BY 1, 2
+"""
+
+
+def test_no_relation_the_api_role_reads_shows_b_series_to_a(two: Two) -> None:
+    """Whatever name the API's role reaches a series by (on TimescaleDB also chunks,
+    compressed chunks and the continuous aggregates' materialisations), A's scope
+    finds nothing of B's device there; B's scope finds its rows."""
+    w = two.w
+    device = w.device(w.b)
+    # A day of its own, 30 days back: its chunk can be compressed and its hour
+    # materialised without touching what the module's other tests write today.
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    ts = day - timedelta(days=30)
+    w.db.execute(
+        "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
+        " VALUES (%s, 'heart_rate', %s, 72, 1, %s)",
+        (device, ts, ts),
+    )
+    w.db.execute(
+        "INSERT INTO device_events (device_id, ts, event, data, seq, received_at)"
+        " VALUES (%s, %s, 'fall_detected', '{}', 2, %s)",
+        (device, ts, ts),
+    )
+    rebuild_rollups(w.db, ts, ts + timedelta(hours=1))
+    # On TimescaleDB B's rows also go into compressed chunk tables (plain PostgreSQL
+    # has no compression: its partitions already hold them).
+    if w.db.execute("SELECT path FROM storage_config").fetchone() == ("timescaledb",):
+        w.db.execute(_COMPRESS, {"lo": ts - timedelta(days=1), "hi": ts + timedelta(days=1)})
+    relations = [(str(n), str(r)) for n, r in w.db.execute(_READABLE_BY_DEVICE)]
+    pool = w.client.app.state.pool  # type: ignore[attr-defined]
+    seen: dict[str, dict[tuple[str, str], int]] = {}
+    with pool.connection() as conn:
+        for scope in (w.a, w.b):
+            with conn.transaction():
+                conn.execute(
+                    "SELECT set_config('sc.communities', %s, true)", (json.dumps([scope]),)
+                )
+                seen[scope] = {rel: _count_of(conn, rel, device) for rel in relations}
+    assert {rel: n for rel, n in seen[w.a].items() if n} == {}
+    # The check can fail: B's own scope reaches its rows by the contract's names.
+    for name in ("readings", "device_events", "readings_1h", "readings_1d"):
+        assert seen[w.b][_as_api_reads(w, name)] == 1, name
+
+
+def _count_of(conn: psycopg.Connection[Any], rel: tuple[str, str], device: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {} WHERE device_id = %s").format(sql.Identifier(*rel))
+    row = conn.execute(query, (device,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _as_api_reads(w: World, name: str) -> tuple[str, str]:
+    """The relation an unqualified ``name`` means to the API's role."""
+    pool = w.client.app.state.pool  # type: ignore[attr-defined]
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class AS c"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return (str(row[0]), str(row[1]))
+
+
+_COMPRESS = """
+SELECT compress_chunk(c, if_not_compressed => true)
+  FROM (SELECT show_chunks('readings', newer_than => %(lo)s, older_than => %(hi)s)
+        UNION ALL
+        SELECT show_chunks('device_events', newer_than => %(lo)s, older_than => %(hi)s))
+       AS chunks (c)
+"""
 
 
 # --- users and tokens ----------------------------------------------------------------------
