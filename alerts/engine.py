@@ -2,7 +2,7 @@
 
 No I/O and no clock of its own: the caller passes the batch, the state and the
 time, and gets back the alert changes and the state. Persistence, notification
-and the wall clock sit at the edges (``alerts.service``). The state is updated
+and the wall clock sit at the edges (``alerts.listener``). The state is updated
 in place and returned: copying every rule's windows per batch would cost more
 than evaluating it; a caller that wants the old state keeps a copy.
 """

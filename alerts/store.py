@@ -462,7 +462,7 @@ class AlertStore:
         self.run(lambda conn: alerts_db.save_watermark(conn, self.worker, watermark))
 
     def save_replay_cursor(self, cursor: int) -> None:
-        """The last replayed dead letter the engine has evaluated (``alerts.service``)."""
+        """The last replayed dead letter the engine has evaluated (``alerts.listener``)."""
         self.run(lambda conn: alerts_db.save_replay_cursor(conn, self.worker, cursor))
 
     def replay_cursor(self) -> int | None:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.metrics import DEVICE_CLASSES
+from core.metric_catalog import DEVICE_CLASSES
 from core.topics import valid_id
 
 __all__ = [

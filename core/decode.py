@@ -25,7 +25,7 @@ from core.limits import (
     check_text,
     refine_json_error,
 )
-from core.metrics import METRICS, MetricSpec, metric_spec
+from core.metric_catalog import METRICS, MetricSpec, metric_spec
 from core.models import (
     DeviceEvent,
     DeviceStatus,

@@ -10,7 +10,7 @@ Names come from the simulators, the default rules and ../shared/domain.md.
 
 from __future__ import annotations
 
-from core.metrics import DEVICE_CLASSES
+from core.metric_catalog import DEVICE_CLASSES
 
 __all__ = ["EVENTS", "classes_sending", "is_known_event"]
 

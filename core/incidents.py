@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from core.visits_report import percentile
+from core.response_figures import percentile
 
 __all__ = [
     "CONTROL_ROOM",

@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from core.alink import ROOT as ALINK_ROOT
 from core.alink import valid_product_key
 from core.events import EVENTS
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.topics import ROOT as NATIVE_ROOT
 
 __all__ = [

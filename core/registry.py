@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from core.metrics import DEVICE_CLASSES
+from core.metric_catalog import DEVICE_CLASSES
 from core.topics import valid_id
 
 __all__ = [

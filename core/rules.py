@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from core.events import EVENTS
-from core.metrics import DEVICE_CLASSES, METRICS
+from core.metric_catalog import DEVICE_CLASSES, METRICS
 
 __all__ = [
     "SEVERITIES",

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from core.incidents import IncidentFigures, PhaseFigures
+from core.response_figures import ACK_TARGET_S, Figures
 from core.visits import Coverage, Standing
-from core.visits_report import ACK_TARGET_S, Figures
 
 __all__ = [
     "AlertFigures",

@@ -22,7 +22,7 @@ from core.errors import ConfigurationError
 from core.settings import Settings
 from gateway.amqp_source import AmqpSource
 from gateway.bridge import parse_mqtt_url
-from gateway.service import run_pipeline
+from gateway.process import run_pipeline
 from gateway.shard_alerts import ShardAlertListener, ShardRouter
 from gateway.shards import queue_name
 from store.conninfo import as_role
@@ -31,7 +31,7 @@ from store.pools import PoolWatch
 __all__ = ["run_cluster_worker"]
 
 _LOG = logging.getLogger(__name__)
-# As in gateway.service: below this many queued messages intake is caught up.
+# As in gateway.process: below this many queued messages intake is caught up.
 _CAUGHT_UP_QUEUE = 2_000
 
 

@@ -5,7 +5,7 @@ Selected dead letters go through the same steps as a message from the broker
 the time they were first received. Each replay's result is recorded in
 ``dead_letter_replays``; the dead letter itself is kept. The running rule
 engine reads the ``stored`` results past its cursor and evaluates them as any
-committed message (``alerts.service.AlertListener._evaluate_replays``).
+committed message (``alerts.listener.AlertListener._evaluate_replays``).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from alerts.listener import AlertListener, Committed
 from alerts.notify import MqttAlertPublisher, WebhookSender
-from alerts.service import AlertListener, Committed
 from alerts.store import Notice
 from alerts.visit_check import VisitCheck
 from core.directory import DeviceInfo
@@ -31,7 +31,7 @@ from gateway.shards import shard_of
 from store import readings as readings_store
 
 if TYPE_CHECKING:
-    from alerts.service import _Replayed
+    from alerts.listener import _Replayed
 
 __all__ = ["ShardAlertListener", "ShardRouter"]
 

@@ -20,7 +20,7 @@ from enum import StrEnum
 import orjson
 
 from core.errors import RejectReason
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.models import Device
 from core.topics import Channel, device_topic
 from simulators.devices import build_model

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from simulators.rhythm import busy_weight, chance
 
 __all__ = ["COMMUNITY_TZ", "DeviceModel", "EventData", "Metrics", "Sample", "SimEvent"]

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigurationError
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.models import Device
 from core.profiles import AlinkProduct
 from core.topics import valid_id

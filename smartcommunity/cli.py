@@ -50,7 +50,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(_args: argparse.Namespace) -> int:
-    from gateway.service import run_pipeline, tune_gc, tune_threads
+    from gateway.process import run_pipeline, tune_gc, tune_threads
     from gateway.supervisor import EXIT_THREAD_FAILED, PipelineFailed
 
     tune_gc()  # the process is the pipeline's alone

@@ -21,7 +21,7 @@ import uvicorn
 from api.app import create_app
 from core.models import Device
 from core.settings import Settings
-from gateway.service import run_pipeline
+from gateway.process import run_pipeline
 from simulators.checker import ApiAlerts
 from simulators.community import demo_devices
 from simulators.publisher import Simulator

@@ -1,5 +1,5 @@
 """``pipeline_metrics``: each worker's counters and heartbeat (written by the worker,
-``gateway/service.py``), and the figures ``/health`` and ``/metrics`` read back
+``gateway/process.py``), and the figures ``/health`` and ``/metrics`` read back
 from it, the registry and the dead letters."""
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from core.incidents import incident_figures
+from core.response_figures import AlertRecord, figures
 from core.service_report import ReportPublic, VisitCounts, assemble
 from core.visits import Month
-from core.visits_report import AlertRecord, figures
 from store.incidents import incident_records
 from store.visits import community_coverage, import_checkins
 

@@ -27,7 +27,7 @@ from api.dashboard.schemas import (
 from api.deps import ClockDep, ConnDep
 from api.routes.devices import get_device_or_404
 from api.scope import Authorized, CommunityId, DeviceId, not_found
-from core.metrics import metric_spec
+from core.metric_catalog import metric_spec
 from store.overview import community_name_zone, latest_values
 
 __all__ = ["router"]

@@ -14,7 +14,7 @@ from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from store.readings import device_events, device_readings
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]

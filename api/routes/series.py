@@ -41,7 +41,7 @@ from api.schemas import (
     LatestValuesPublic,
 )
 from api.scope import CommunityId, DeviceId
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.storage import Bucket
 from store.series import COMMUNITY_READINGS, Agg, plan_buckets
 
@@ -109,7 +109,7 @@ def _check_metric(metric: str, known: frozenset[str] | dict[str, Any], scope: st
     if metric not in known:
         raise _error(
             "metric",
-            f"unknown metric {metric!r} for {scope}: see the metric catalogue (core/metrics.py)",
+            f"unknown metric {metric!r} for {scope}: see core/metric_catalog.py",
             "unknown_metric",
         )
 

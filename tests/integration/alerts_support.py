@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from alerts.service import AlertListener
+from alerts.listener import AlertListener
 from alerts.store import AlertStore
 from core.models import DeviceEvent, Reading
 from core.rules import Rule, parse_rule

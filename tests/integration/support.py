@@ -28,7 +28,7 @@ from core.settings import (
 )
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
-from gateway.service import run_pipeline
+from gateway.process import run_pipeline
 from store import schema
 
 ROOT = Path(__file__).resolve().parents[2]

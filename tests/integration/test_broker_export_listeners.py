@@ -21,7 +21,7 @@ from core.dispatch_contract import control_room_topic
 from core.registry import DeviceSpec
 from core.settings import AlertSettings, GatewaySettings, IngestSettings, Settings
 from core.topics import alert_topic, device_topic
-from gateway.service import run_pipeline
+from gateway.process import run_pipeline
 from smartcommunity.cli import main
 from smartcommunity.embedded import free_port
 from smartcommunity.secured_broker import ExportedMosquitto

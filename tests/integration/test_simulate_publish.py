@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.models import EventEnvelope, StatusEnvelope, TelemetryEnvelope
 from core.topics import Channel, parse_topic
 from simulators.community import demo_devices

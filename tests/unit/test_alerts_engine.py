@@ -557,7 +557,7 @@ def test_saved_state_is_json_postgresql_takes() -> None:
 
 
 def test_a_clean_goodbye_is_not_a_lost_link() -> None:
-    from alerts.service import link_statuses
+    from alerts.listener import link_statuses
     from core.decode import decode
     from core.topics import parse_topic
     from ingest.batch import Accepted

@@ -240,10 +240,10 @@ def test_bench_calls_no_route() -> None:
 # and hold no SQL text.
 SQL_FREE = (
     "alerts/notify.py",
-    "alerts/service.py",
+    "alerts/listener.py",
     "alerts/store.py",
     "alerts/visit_check.py",
-    "gateway/service.py",
+    "gateway/process.py",
     "gateway/shard_alerts.py",
 )
 

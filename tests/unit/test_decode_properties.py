@@ -23,7 +23,7 @@ from core.decode import Decoded, Limits, decode
 from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import RejectedMessage
 from core.limits import EARLIEST, SEQ_LIMIT
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.profiles import parse_profile
 from core.topics import parse_topic
 from gateway.decoders import Decoders

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.service import Committed
+from alerts.listener import Committed
 from api.exposition import Figures, render
 from core.errors import MessageFailure
 from core.topics import device_topic, parse_topic

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.topics import Channel, device_topic, parse_topic
 from simulators.devices import build_model
 from simulators.model import COMMUNITY_TZ

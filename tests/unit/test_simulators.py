@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from core.metrics import METRICS
+from core.metric_catalog import METRICS
 from core.models import Device, EventEnvelope, TelemetryEnvelope
 from core.topics import Channel, device_topic, parse_topic
 from simulators.cli import add_arguments

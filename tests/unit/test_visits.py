@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.response_figures import AlertRecord, figures, percentile
 from core.visits import (
     Month,
     Outcome,
@@ -18,7 +19,6 @@ from core.visits import (
     coverage,
     resident_status,
 )
-from core.visits_report import AlertRecord, figures, percentile
 
 BJ = ZoneInfo("Asia/Shanghai")
 NOV = Month(2026, 11)

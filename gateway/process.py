@@ -15,8 +15,8 @@ from typing import Protocol
 import psycopg
 
 from alerts.incident_desk import IncidentDesk
+from alerts.listener import AlertListener
 from alerts.notify import MqttAlertPublisher, WebhookSender
-from alerts.service import AlertListener
 from alerts.store import AlertStore
 from core.broker_acl import alerts_username, incidents_username
 from core.decode import Limits
@@ -47,7 +47,7 @@ _LOG = logging.getLogger(__name__)
 # How long start-up waits for the first connection before saying so in the log.
 _CONNECT_NOTICE_S = 10.0
 # Intake is "caught up" below this many queued messages: only then does silence
-# from a device mean it is offline (alerts.service, absence rules).
+# from a device mean it is offline (alerts.listener, absence rules).
 _CAUGHT_UP_QUEUE = 2_000
 
 
