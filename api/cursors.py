@@ -89,3 +89,15 @@ def id_page(rows: Sequence[R], size: int, public: Callable[[R], P]) -> tuple[lis
     there are more) as public models, and the next page's cursor: the last id, or None."""
     data = [public(row) for row in rows[:size]]
     return data, str(data[-1].id) if len(rows) > size else None
+
+
+T = TypeVar("T")
+
+
+def page(
+    rows: Sequence[R], size: int, public: Callable[[R], T], position: Callable[[T], str]
+) -> tuple[list[T], str | None]:
+    """As ``id_page``, for pages ordered by another key: ``position`` encodes the last
+    row's place (``encode_position``) as the next page's cursor."""
+    data = [public(row) for row in rows[:size]]
+    return data, position(data[-1]) if len(rows) > size else None

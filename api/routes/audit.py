@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from api.cursors import LimitQuery
+from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import AuditEntriesPublic, AuditEntryPublic
 from api.scope import Authorized
@@ -49,7 +49,7 @@ def audit_log(
         since=since,
         before_id=after,
     )
-    rows = [AuditEntryPublic.model_validate(e, from_attributes=True) for e in found]
-    more = len(rows) > size
-    rows = rows[:size]
-    return AuditEntriesPublic(data=rows, next_cursor=str(rows[-1].id) if more else None)
+    rows, cursor = id_page(
+        found, size, lambda e: AuditEntryPublic.model_validate(e, from_attributes=True)
+    )
+    return AuditEntriesPublic(data=rows, next_cursor=cursor)

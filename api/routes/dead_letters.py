@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.schemas import DeadLetterPublic, DeadLettersPublic
 from api.scope import Authorized
@@ -68,7 +68,5 @@ def list_dead_letters(
         until=until,
         before=decode_position(after, int) if after is not None else None,
     )
-    data = [_public(row) for row in rows[:size]]
-    more = len(rows) > size
-    cursor = encode_position(data[-1].received_at, data[-1].id) if more else None
+    data, cursor = page(rows, size, _public, lambda d: encode_position(d.received_at, d.id))
     return DeadLettersPublic(data=data, next_cursor=cursor)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime
 
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
@@ -98,10 +98,12 @@ def list_readings(
         after=decode_position(after, str) if after is not None else None,
         limit=size + 1,
     )
-    rows = [ReadingPublic.model_validate(r, from_attributes=True) for r in found]
-    more = len(rows) > size
-    rows = rows[:size]
-    cursor = encode_position(rows[-1].ts, rows[-1].metric) if more else None
+    rows, cursor = page(
+        found,
+        size,
+        lambda r: ReadingPublic.model_validate(r, from_attributes=True),
+        lambda r: encode_position(r.ts, r.metric),
+    )
     return ReadingsPublic(data=rows, next_cursor=cursor)
 
 
@@ -127,8 +129,10 @@ def list_events(
         after=decode_position(after, str) if after is not None else None,
         limit=size + 1,
     )
-    rows = [EventPublic.model_validate(r, from_attributes=True) for r in found]
-    more = len(rows) > size
-    rows = rows[:size]
-    cursor = encode_position(rows[-1].ts, rows[-1].event) if more else None
+    rows, cursor = page(
+        found,
+        size,
+        lambda r: EventPublic.model_validate(r, from_attributes=True),
+        lambda r: encode_position(r.ts, r.event),
+    )
     return EventsPublic(data=rows, next_cursor=cursor)
