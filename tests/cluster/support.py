@@ -197,14 +197,20 @@ class Rig:
             found.extend(w for w in self.workers if w.alive and w.name in claims)
             return len(found) == 1 and len(claims) == 1
 
-        # Twice, a save period apart: a worker that just handed the shard over may
-        # still claim it in figures saved before, while the next owner has not saved yet.
-        poll(one, 90, f"one worker active on shard {shard}", every=0.5)
-        first = found[0]
-        time.sleep(SAVE_PERIOD_S)
-        poll(one, 90, f"one worker active on shard {shard}", every=0.5)
-        assert found[0] is first, f"shard {shard} moved from {first.name} to {found[0].name}"
-        return first
+        # The same owner twice, a save period apart: a worker that just handed the
+        # shard over may still claim it in figures saved before, and workers still
+        # settling on a fair share may move it once more; wait for that to settle.
+        moves: list[str] = []
+        deadline = time.monotonic() + 120
+        while True:
+            poll(one, 90, f"one worker active on shard {shard}", every=0.5)
+            first = found[0]
+            time.sleep(SAVE_PERIOD_S)
+            poll(one, 90, f"one worker active on shard {shard}", every=0.5)
+            if found[0] is first:
+                return first
+            moves.append(f"{first.name} -> {found[0].name}")
+            assert time.monotonic() < deadline, f"shard {shard} never settled: {moves}"
 
     def wait_drained(self) -> None:
         expected = self.sent()
