@@ -3,7 +3,9 @@
 ``Child`` runs one: the platform (``smartcommunity run``), the reference
 (``../shared/bench/peer_batched.py``, run unchanged) or ``baselines.py``; its
 output is collected by a thread, which also sees it ready. CPU is user + system
-time, peak memory ``VmHWM``. ``Profiler`` samples one with py-spy.
+time, peak memory ``VmHWM``. The reference prints nothing, so it is seen ready by
+a probe message's row (``wait_reference_ready``). ``Profiler`` samples one with
+py-spy.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ BASELINES = Path(__file__).with_name("baselines.py")
 # The yardstick, run unchanged from beside the repository (never copied into it).
 REFERENCE = REPO.parent / "shared" / "bench" / "peer_batched.py"
 INGESTERS = ("reference", "platform", "batched", "naive")
+# How often the reference's readiness probe publishes (``PROBE_DEVICE``'s row).
 PROBE_EVERY_S = 0.2
 STOP_TIMEOUT_S = 30.0
 # The platform logs this at INFO on CONNACK (gateway.bridge); the baselines print READY.
