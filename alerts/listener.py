@@ -51,9 +51,8 @@ from core.models import DeviceEvent, DeviceStatus, Reading
 from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic, parse_topic
-from store import alerts as alerts_store
 from store import dead_letters as dead_letters_store
-from store import devices
+from store import devices, engine_progress, maintenance_windows
 from store import readings as readings_store
 from store import rules as rules_store
 from store import webhooks as webhooks_store
@@ -246,9 +245,9 @@ class AlertListener:
                 del self._pending_state[key]
         if changed and not force:
             self.store.run(lambda c: rules_store.forget_state(c, changed))
-        persisted = self.store.run(alerts_store.load_state) if force else []
+        persisted = self.store.run(engine_progress.load_state) if force else []
         self._saved.update((rule_id, subject) for rule_id, subject, _ in persisted)
-        active = self.store.run(alerts_store.active_alerts)
+        active = self.store.run(engine_progress.active_alerts)
         engine.restore(
             self.state,
             persisted,
@@ -279,8 +278,8 @@ class AlertListener:
         self.store.in_maintenance = {d for d, i in view.items() if i.state == "maintenance"}
 
     def _reload_maintenance(self, now: float) -> None:
-        def work(conn: Any) -> tuple[list[alerts_store.MaintenanceWindow], bool]:
-            windows = alerts_store.load_maintenance(conn, now)
+        def work(conn: Any) -> tuple[list[maintenance_windows.MaintenanceWindow], bool]:
+            windows = maintenance_windows.load_maintenance(conn, now)
             return windows, webhooks_store.any_enabled(conn)
 
         self.store.maintenance, self.store.has_webhooks = self.store.run(work)

@@ -27,7 +27,9 @@ from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
 from store import alerts as alerts_db
-from store.alerts import ENGINE_ACTOR, NOTIFY_CHANNEL, MaintenanceWindow, add_history, notify
+from store import engine_progress
+from store.alerts import ENGINE_ACTOR, NOTIFY_CHANNEL, add_history, notify
+from store.maintenance_windows import MaintenanceWindow
 from store.pools import DatabasePool, PoolWatch, is_outage
 from store.rules import save_state
 from store.webhooks import queue_deliveries
@@ -459,16 +461,16 @@ class AlertStore:
         notify(conn, payloads)
 
     def save_watermark(self, watermark: datetime) -> None:
-        self.run(lambda conn: alerts_db.save_watermark(conn, self.worker, watermark))
+        self.run(lambda conn: engine_progress.save_watermark(conn, self.worker, watermark))
 
     def save_replay_cursor(self, cursor: int) -> None:
         """The last replayed dead letter the engine has evaluated (``alerts.listener``)."""
-        self.run(lambda conn: alerts_db.save_replay_cursor(conn, self.worker, cursor))
+        self.run(lambda conn: engine_progress.save_replay_cursor(conn, self.worker, cursor))
 
     def replay_cursor(self) -> int | None:
-        found = self.run(lambda conn: alerts_db.progress_of(conn, self.worker))
+        found = self.run(lambda conn: engine_progress.progress_of(conn, self.worker))
         return None if found is None else found[1]
 
     def watermark(self) -> datetime | None:
-        found = self.run(lambda conn: alerts_db.progress_of(conn, self.worker))
+        found = self.run(lambda conn: engine_progress.progress_of(conn, self.worker))
         return None if found is None else found[0]

@@ -33,6 +33,7 @@ its clock). The pipeline commits by group commit (``SC_INGEST__FLUSH_INTERVAL_MS
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import secrets
@@ -63,7 +64,7 @@ from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
 
 if TYPE_CHECKING:
-    from bench.rig import Child
+    from bench.ingesters import Child
 
 COMMUNITY = "bench"
 BUILDINGS = 20
@@ -85,24 +86,22 @@ class BenchError(RuntimeError):
     """A run could not be completed or measured; the message says why."""
 
 
-def _ingest_bench() -> Any:
-    """The benchmarks' rig (bench/rig.py): process and session helpers, also when run
-    as a script."""
+def _shared_bench(name: str) -> Any:
+    """A module of the benchmarks' shared code (``bench/ingesters.py``: processes,
+    ``bench/publisher.py``: MQTT sessions), also when run as a script."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    import bench.rig
-
-    return bench.rig
+    return importlib.import_module(f"bench.{name}")
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Child:
-    made: Child = _ingest_bench().Child(name, command, env, ready)
+    made: Child = _shared_bench("ingesters").Child(name, command, env, ready)
     return made
 
 
 def prime_session(url: str, client_id: str) -> None:
-    _ingest_bench().prime_session(url, client_id, v5=True)
+    _shared_bench("publisher").prime_session(url, client_id, v5=True)
 
 
 # -- the community ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ their ratio: memory that grows with the backlog shows as a ratio well above 1.
 The platform bounds what it holds by the MQTT 5 receive maximum (messages the
 broker may send before their ack, which comes after commit); the reference
 (``--only reference,platform``) acknowledges on receipt and queues without
-bound. Same rig as ``bench/ingest.py`` (``bench/rig.py``, drain mode).
+bound. Same method as ``bench/ingest.py`` (``bench/fixture.py``, ``bench/ingesters.py``,
+``bench/publisher.py``; drain mode).
 """
 
 from __future__ import annotations
@@ -27,15 +28,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fixture import BenchError, Workload
 from bench.ingest import run_one
-from bench.rig import (
-    BenchError,
-    Result,
-    Workload,
-    ingester_arguments,
-    ingester_kinds,
-    versions,
-)
+from bench.ingesters import ingester_arguments, ingester_kinds
+from bench.report import Result, versions
 
 MB = 2**20
 

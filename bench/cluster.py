@@ -45,7 +45,7 @@ from psycopg import sql
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rig import BENCH_APP, backend_cpu, cpu_delta
+from bench.fixture import BENCH_APP, backend_cpu, cpu_delta
 from core.topics import device_topic
 from gateway.amqp_source import declare_topology
 from gateway.shards import EXCHANGE, shard_of, topic_to_routing_key

@@ -13,11 +13,12 @@ and times each ingester until the last row is committed to PostgreSQL:
 - ``batched`` and ``naive``: ``bench/baselines.py``; ``naive`` runs on fewer
   messages (``--naive-messages``) because it manages about 1k/s.
 
-Method (``bench/rig.py``), the same for each ingester: a fresh database with the
-platform's schema and 10,000 registered wearables, a private Mosquitto with the
-shipped configuration. In ``drain`` mode (the default) every message is
-published and PUBACKed before the ingester starts, so the publisher takes no
-CPU from it on a small machine; the clock runs from the ingester's CONNACK (the
+Method (``bench/fixture.py``, ``bench/ingesters.py``, ``bench/publisher.py``), the
+same for each ingester: a fresh database with the platform's schema and 10,000
+registered wearables, a private Mosquitto with the shipped configuration. In
+``drain`` mode (the default) every message is published and PUBACKed before
+the ingester starts, so the publisher takes no CPU from it on a small machine;
+the clock runs from the ingester's CONNACK (the
 reference, a clean session, is started, seen to write, paused while the broker
 queues the messages for it, and timed from its resumption) to the commit of
 the last row. In ``live`` mode the publisher runs while the ingester consumes,
@@ -53,36 +54,33 @@ import psycopg
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rig import (
+from bench.fixture import (
     BENCH_APP,
     METRICS_PER_MESSAGE,
-    REFERENCE,
     REPO,
     START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
     BenchError,
-    Child,
-    Profiler,
-    Result,
     Workload,
     alert_summary,
     backend_cpu,
     cpu_delta,
-    format_table,
     fresh_database,
-    ingester_arguments,
-    ingester_kinds,
-    prime_session,
-    process_cpu,
-    publish,
-    publish_into,
-    start_ingester,
-    summarise,
     verify,
-    versions,
-    wait_reference_ready,
     watch_until_committed,
 )
+from bench.ingesters import (
+    REFERENCE,
+    STOP_TIMEOUT_S,
+    Child,
+    Profiler,
+    ingester_arguments,
+    ingester_kinds,
+    process_cpu,
+    start_ingester,
+    wait_reference_ready,
+)
+from bench.publisher import prime_session, publish, publish_into
+from bench.report import Result, format_table, summarise, versions
 
 # -- one run ------------------------------------------------------------------------------
 

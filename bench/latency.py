@@ -5,8 +5,9 @@
 Publishes at ``--rate`` for ``--duration`` s with device time = publish time;
 a monitor polls the newest row of 10 devices every 5 ms (one query: an index
 lookup per device) and notes when each of their messages became visible. Prints p50/p99/max per
-run, the poll adding up to 5 ms. The rig (``bench/rig.py``) is the one
-``bench/ingest.py`` uses: fresh database and broker per run.
+run, the poll adding up to 5 ms. The workload, scratch database, ingester processes
+and publisher (``bench/fixture.py``, ``bench/ingesters.py``, ``bench/publisher.py``)
+are the ones ``bench/ingest.py`` uses: fresh database and broker per run.
 """
 
 from __future__ import annotations
@@ -28,25 +29,25 @@ import psycopg
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rig import (
+from bench.fixture import (
     BENCH_APP,
     EPOCH,
     LAST_METRIC,
     START_TIMEOUT_S,
     BenchError,
-    Child,
     Workload,
-    connected_client,
     fresh_database,
+    ingester_table,
+)
+from bench.ingesters import (
+    Child,
     ingester_arguments,
     ingester_kinds,
-    ingester_table,
-    prime_session,
-    quantile,
     start_ingester,
-    versions,
     wait_reference_ready,
 )
+from bench.publisher import connected_client, prime_session
+from bench.report import quantile, versions
 
 # Devices whose rows the latency monitor watches (index lookups on the natural key).
 LATENCY_PROBES = 10

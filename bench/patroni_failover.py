@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cluster import Feeder, register, start_workers
-from bench.rig import BENCH_APP
+from bench.fixture import BENCH_APP
 from core.topics import device_topic
 from gateway.shards import EXCHANGE, topic_to_routing_key
 from smartcommunity.cluster_rig import poll

@@ -4,7 +4,7 @@
 
 Writes 3-metric telemetry batches over 10,000 devices straight through
 ``ingest.writer.BatchWriter`` (no broker, no intake) into a fresh database
-(``bench/rig.py``), and reads the CPU time of the writer's backend from
+(``bench/fixture.py``), and reads the CPU time of the writer's backend from
 ``/proc/<pid>/schedstat`` (nanoseconds; the database must run on this machine)
 around each batch and each statement. The first batches, which insert every
 device's ``latest`` rows, are left out of the medians. This is the server side
@@ -29,7 +29,8 @@ import psycopg
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rig import EPOCH, Workload, fresh_database, versions
+from bench.fixture import EPOCH, Workload, fresh_database
+from bench.report import versions
 from core.models import Reading
 from ingest.batch import Accepted, Batch
 from ingest.writer import BatchWriter

@@ -1,53 +1,41 @@
-"""Alerts, their history, maintenance windows and the alert channel.
+"""Alerts and their history: every write to ``alerts`` and ``alert_history``, and the
+alert channel.
 
 The one place that inserts into ``alert_history`` and sends ``pg_notify`` on the
 alert channel: the engine's transaction (``alerts/store.py``) and an operator's
 acknowledge or resolve (the API) both go through ``add_history`` and
 ``notify``, so a history row and its announcement look the same whoever wrote
-them. Records are plain dataclasses; the API turns them into its response models.
+them. Reading alerts and their history is ``store/alert_reads.py``; maintenance
+windows are ``store/maintenance_windows.py``; the engine's progress and what it
+reloads, ``store/engine_progress.py``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from core.rules import SEVERITIES, AlertState, Severity
-from store.scoping import Communities, community_filter, given
+from core.rules import AlertState
+from store.alert_reads import AlertRecord, find_alert, list_alerts
 
+# ``list_alerts`` lives in store/alert_reads.py; it is importable from here as well because
+# the CLI's ``rules`` command reads it as ``alerts_store.list_alerts``.
 __all__ = [
     "ENGINE_ACTOR",
     "NOTIFY_CHANNEL",
     "AlertConflict",
-    "AlertRecord",
-    "HistoryRecord",
-    "MaintenanceRecord",
-    "MaintenanceRefused",
-    "MaintenanceWindow",
     "acknowledge",
-    "active_alerts",
     "add_history",
-    "create_maintenance",
     "delete_simulated",
-    "end_maintenance",
-    "find_alert",
-    "group_members",
-    "history_of",
     "insert_simulated",
     "list_alerts",
-    "list_maintenance",
     "listen",
-    "load_maintenance",
-    "load_state",
-    "missed_events",
     "notify",
     "resolve",
 ]
@@ -76,47 +64,6 @@ _ANNOUNCED = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    id: int
-    rule_id: str
-    subject: str
-    community_id: str
-    device_id: str | None
-    building: str | None
-    rule_type: str
-    severity: str
-    initial_severity: str
-    state: str
-    title: str
-    details: dict[str, Any]
-    occurrences: int
-    first_seen: datetime
-    last_seen: datetime
-    raised_at: datetime
-    condition_cleared_at: datetime | None
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution_note: str | None
-    escalation_level: int
-    group_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRecord:
-    id: int
-    at: datetime
-    action: str
-    actor: str
-    from_state: str | None
-    to_state: str
-    severity: str
-    note: str
-    details: dict[str, Any]
-
-
 class AlertConflict(Exception):
     """The alert is in a state the asked transition cannot leave."""
 
@@ -127,12 +74,6 @@ class AlertConflict(Exception):
         self.action = action
 
 
-_COLUMNS = (
-    "id, rule_id, subject, community_id, device_id, building, rule_type, severity,"
-    " initial_severity, state, title, details, occurrences, first_seen, last_seen, raised_at,"
-    " condition_cleared_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by,"
-    " resolution_note, escalation_level, group_id"
-)
 _HISTORY = (
     "INSERT INTO alert_history (alert_id, action, actor, from_state, to_state, severity, note,"
     " details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
@@ -185,115 +126,6 @@ def notify(conn: Conn, payloads: Sequence[str]) -> None:
 async def listen(conn: psycopg.AsyncConnection[Any], channel: str = NOTIFY_CHANNEL) -> None:
     """Subscribe an (autocommit) connection to the alert channel."""
     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-
-
-# -- reads ------------------------------------------------------------------------------
-
-
-def find_alert(conn: Conn, alert_id: int, *, lock: bool = False) -> AlertRecord | None:
-    query = f"SELECT {_COLUMNS} FROM alerts WHERE id = %s" + (" FOR UPDATE" if lock else "")  # noqa: S608 - constant columns
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, (alert_id,)).fetchone()
-
-
-def history_of(conn: Conn, alert_id: int) -> list[HistoryRecord]:
-    with conn.cursor(row_factory=class_row(HistoryRecord)) as cur:
-        return cur.execute(
-            "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
-            " FROM alert_history WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
-
-
-def group_members(conn: Conn, alert_id: int) -> list[int]:
-    """Alerts grouped under ``alert_id`` (flood control)."""
-    rows = conn.execute(
-        "SELECT id FROM alerts WHERE group_id = %s ORDER BY id", (alert_id,)
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def list_alerts(
-    conn: Conn,
-    communities: Communities,
-    *,
-    limit: int,
-    states: Sequence[str] = (),
-    severities: Sequence[str] = (),
-    min_severity: Severity | None = None,
-    community_id: str | None = None,
-    device_id: str | None = None,
-    rule_id: str | None = None,
-    active: bool | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before: tuple[datetime, int] | None = None,
-) -> list[AlertRecord]:
-    """Alerts newest first (raised_at, id), at most ``limit``; ``before`` is the
-    (raised_at, id) of the last one of the previous page."""
-    scope, params = community_filter(communities)
-    floor = None if min_severity is None else SEVERITIES[SEVERITIES.index(min_severity) :]
-    terms, values = given(
-        (
-            ("state = ANY(%s)", list(states) or None),
-            ("severity = ANY(%s)", list(severities) or None),
-            ("severity = ANY(%s)", None if floor is None else [s.value for s in floor]),
-            ("community_id = %s", community_id),
-            ("device_id = %s", device_id),
-            ("rule_id = %s", rule_id),
-            ("raised_at >= %s", since),
-            ("raised_at < %s", until),
-        )
-    )
-    where = [scope, *terms]
-    params += values
-    if active is not None:
-        where.append("state <> 'resolved'" if active else "state = 'resolved'")
-    if before is not None:
-        where.append("(raised_at, id) < (%s, %s)")
-        params += list(before)
-    query = (
-        f"SELECT {_COLUMNS} FROM alerts WHERE {' AND '.join(where)}"  # noqa: S608 - fixed fragments
-        " ORDER BY raised_at DESC, id DESC LIMIT %s"
-    )
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
-
-
-_MISSED = """
-SELECT h.id, h.action, h.actor, h.at, a.id, a.rule_id, a.subject, a.community_id, a.device_id,
-       a.building, a.rule_type, h.severity, h.to_state, a.title, a.occurrences, a.group_id
-  FROM alert_history AS h JOIN alerts AS a ON a.id = h.alert_id
- WHERE h.id > %s ORDER BY h.id LIMIT %s
-"""
-
-
-def missed_events(conn: Conn, after: int, limit: int) -> list[dict[str, Any]]:
-    """Announcements after history id ``after`` as the stream sent them, rebuilt from
-    the history (for a client that reconnects), oldest first."""
-    rows = conn.execute(_MISSED, (after, limit)).fetchall()
-    return [
-        {
-            "history_id": row[0],
-            "action": row[1],
-            "actor": row[2],
-            "at": row[3].astimezone(UTC).isoformat(),
-            "id": row[4],
-            "rule_id": row[5],
-            "subject": row[6],
-            "community_id": row[7],
-            "device_id": row[8],
-            "building": row[9],
-            "rule_type": row[10],
-            "severity": row[11],
-            "state": row[12],
-            "title": row[13],
-            "occurrences": row[14],
-            "group_id": row[15],
-            "replayed": True,
-        }
-        for row in rows
-    ]
 
 
 # -- an operator's transitions ------------------------------------------------------------
@@ -369,148 +201,6 @@ def resolve(conn: Conn, alert_id: int, *, actor: str, note: str) -> AlertRecord 
         actor=actor,
         note=note,
     )
-
-
-# -- what the engine reloads --------------------------------------------------------------
-
-
-def load_state(conn: Conn) -> list[tuple[str, str, dict[str, Any]]]:
-    """The engine's saved per-(rule, subject) state."""
-    with conn.transaction():
-        return [
-            (str(r), str(s), dict(d))
-            for r, s, d in conn.execute("SELECT rule_id, subject, state FROM alert_rule_state")
-        ]
-
-
-def active_alerts(conn: Conn) -> list[tuple[str, str, float]]:
-    """(rule, subject, first seen) of every alert not resolved."""
-    with conn.transaction():
-        return [
-            (str(r), str(s), float(t))
-            for r, s, t in conn.execute(
-                "SELECT rule_id, subject, extract(epoch FROM first_seen)::float8 FROM alerts"
-                " WHERE state <> 'resolved'"
-            )
-        ]
-
-
-# -- maintenance windows ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    """A window as the engine holds it (epoch seconds)."""
-
-    id: int
-    community_id: str
-    device_id: str | None
-    building: str | None
-    starts_at: float
-    ends_at: float
-    reason: str
-
-    def covers(self, community_id: str, device_id: str | None, building: str | None) -> bool:
-        if community_id != self.community_id:
-            return False
-        if self.device_id is not None:
-            return device_id == self.device_id
-        if self.building is not None:
-            return building == self.building
-        return True  # the whole community
-
-
-def load_maintenance(conn: Conn, now: float) -> list[MaintenanceWindow]:
-    """Windows that have not ended yet (future ones included)."""
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT id, community_id, device_id, building, extract(epoch FROM starts_at)::float8,"
-            " extract(epoch FROM ends_at)::float8, reason FROM maintenance_windows"
-            " WHERE ends_at > to_timestamp(%s)",
-            (now,),
-        ).fetchall()
-    return [MaintenanceWindow(*row) for row in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceRecord:
-    id: int
-    community_id: str
-    device_id: str | None
-    building: str | None
-    starts_at: datetime
-    ends_at: datetime
-    reason: str
-    created_by: str
-    created_at: datetime
-
-
-class MaintenanceRefused(ValueError):
-    """The window names a community or device that does not exist (``field`` says which)."""
-
-    def __init__(self, field: Literal["community_id", "device_id"]) -> None:
-        super().__init__(field)
-        self.field = field
-
-
-_MAINTENANCE = (
-    "id, community_id, device_id, building, starts_at, ends_at, reason, created_by, created_at"
-)
-
-
-def create_maintenance(
-    conn: Conn,
-    *,
-    community_id: str,
-    device_id: str | None,
-    building: str | None,
-    starts_at: datetime,
-    ends_at: datetime,
-    reason: str,
-    created_by: str,
-) -> MaintenanceRecord:
-    try:
-        with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:
-            created = cur.execute(
-                "INSERT INTO maintenance_windows (community_id, device_id, building, starts_at,"  # noqa: S608 - constant columns, values are parameters
-                " ends_at, reason, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                f" RETURNING {_MAINTENANCE}",
-                (community_id, device_id, building, starts_at, ends_at, reason, created_by),
-            ).fetchone()
-    except psycopg.errors.ForeignKeyViolation as exc:
-        if "community" in (exc.diag.constraint_name or ""):
-            raise MaintenanceRefused("community_id") from None
-        raise MaintenanceRefused("device_id") from None
-    assert created is not None
-    return created
-
-
-def list_maintenance(
-    conn: Conn, communities: Communities, *, community_id: str | None, current: bool
-) -> list[MaintenanceRecord]:
-    """Windows by start; ``current``: only those not ended yet."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, *terms]
-    params += values
-    if current:
-        where.append("ends_at > now()")
-    with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY starts_at",
-            params,
-        ).fetchall()
-
-
-def end_maintenance(conn: Conn, window_id: int) -> bool:
-    """End a current window now; False if there is no current window of that id."""
-    cur = conn.execute(
-        "UPDATE maintenance_windows SET ends_at = greatest(starts_at + interval '1 microsecond',"
-        " now()) WHERE id = %s AND ends_at > now()",
-        (window_id,),
-    )
-    return cur.rowcount == 1
 
 
 # -- the engine's statements (alerts/store.py decides; these read and write) --------------
@@ -710,38 +400,6 @@ def escalate(conn: Conn, alert_id: int, severity: str, at: datetime) -> EngineAl
         (severity, at, alert_id),
     ).fetchone()
     return _engine_one(row)
-
-
-# -- the engine's progress ----------------------------------------------------------------
-
-
-def save_watermark(conn: Conn, worker: str, watermark: datetime) -> None:
-    conn.execute(
-        "INSERT INTO alert_engine_progress (worker, watermark) VALUES (%s, %s)"
-        " ON CONFLICT (worker) DO UPDATE"
-        " SET watermark = greatest(alert_engine_progress.watermark, excluded.watermark),"
-        " updated_at = now()",
-        (worker, watermark),
-    )
-
-
-def save_replay_cursor(conn: Conn, worker: str, cursor: int) -> None:
-    conn.execute(
-        "INSERT INTO alert_engine_progress (worker, watermark, replay_cursor)"
-        " VALUES (%s, now(), %s) ON CONFLICT (worker) DO UPDATE"
-        " SET replay_cursor = greatest(alert_engine_progress.replay_cursor,"
-        " excluded.replay_cursor), updated_at = now()",
-        (worker, cursor),
-    )
-
-
-def progress_of(conn: Conn, worker: str) -> tuple[datetime | None, int | None] | None:
-    """(watermark, replay cursor) saved by ``worker``; None if it saved nothing."""
-    row = conn.execute(
-        "SELECT watermark, replay_cursor FROM alert_engine_progress WHERE worker = %s",
-        (worker,),
-    ).fetchone()
-    return None if row is None else (row[0], None if row[1] is None else int(row[1]))
 
 
 # -- a simulated month (smartcommunity visits simulate) -----------------------------------

@@ -37,6 +37,7 @@ from api.scope import (
     unknown_in_body,
 )
 from core.rules import SEVERITIES, AlertState, Severity
+from store import alert_reads, maintenance_windows
 from store import alerts as alerts_store
 
 __all__ = [
@@ -131,7 +132,7 @@ def _actor(token: TokenInfo) -> str:
     return f"token:{token.name}"
 
 
-def _public(record: alerts_store.AlertRecord) -> AlertPublic:
+def _public(record: alert_reads.AlertRecord) -> AlertPublic:
     return AlertPublic.model_validate(record, from_attributes=True)
 
 
@@ -158,7 +159,7 @@ def list_alerts(
 ) -> AlertsPublic:
     """Alerts, newest first, filtered; pass ``next_cursor`` as ``after`` for the next page."""
     size = page_size(settings, limit)
-    records = alerts_store.list_alerts(
+    records = alert_reads.list_alerts(
         conn,
         principal.communities,
         limit=size + 1,
@@ -182,14 +183,14 @@ def list_alerts(
 @router.get("/{alert_id}")
 def get_alert(conn: ConnDep, alert_id: AlertId) -> AlertDetail:
     """One alert with its full history (the audit) and, for a flood group, its members."""
-    alert = alerts_store.find_alert(conn, alert_id)
+    alert = alert_reads.find_alert(conn, alert_id)
     if alert is None:
         raise _not_found(alert_id)
     history = [
         HistoryPublic.model_validate(h, from_attributes=True)
-        for h in alerts_store.history_of(conn, alert_id)
+        for h in alert_reads.history_of(conn, alert_id)
     ]
-    members = alerts_store.group_members(conn, alert_id)
+    members = alert_reads.group_members(conn, alert_id)
     return AlertDetail(**_public(alert).model_dump(), history=history, members=members)
 
 
@@ -284,7 +285,7 @@ def _missed(pool: Pool, principal: Principal, after: int) -> list[dict[str, Any]
     as for every request, and _sees on top)."""
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn, conn.transaction():
         set_request_scope(conn, principal)
-        return alerts_store.missed_events(conn, after, REPLAY_MAX)
+        return alert_reads.missed_events(conn, after, REPLAY_MAX)
 
 
 def _hub(request: Request) -> AlertHub:
@@ -413,7 +414,7 @@ def start_maintenance(
     if body.device_id is not None and body.building is not None:
         raise _field_error("building", "give a device_id or a building, not both")
     try:
-        created = alerts_store.create_maintenance(
+        created = maintenance_windows.create_maintenance(
             conn,
             community_id=body.community_id,
             device_id=body.device_id,
@@ -423,7 +424,7 @@ def start_maintenance(
             reason=body.reason,
             created_by=_actor(token),
         )
-    except alerts_store.MaintenanceRefused as exc:
+    except maintenance_windows.MaintenanceRefused as exc:
         # Answered as api.scope answers for another community's: ids cannot be probed.
         if exc.field == "community_id":
             raise unknown_in_body("community_id", body.community_id, COMMUNITY_HINT) from None
@@ -436,7 +437,7 @@ def list_maintenance(
     conn: ConnDep, principal: Authorized, community_id: str | None = None, current: bool = True
 ) -> list[MaintenancePublic]:
     """Maintenance windows; by default only those not ended yet."""
-    windows = alerts_store.list_maintenance(
+    windows = maintenance_windows.list_maintenance(
         conn, principal.communities, community_id=community_id, current=current
     )
     return [MaintenancePublic.model_validate(w, from_attributes=True) for w in windows]
@@ -445,5 +446,5 @@ def list_maintenance(
 @maintenance_router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT)
 def end_maintenance(conn: ConnDep, _token: CurrentToken, window_id: WindowId) -> None:
     """End a window now (alerts are no longer suppressed from the next reload, ~1 s)."""
-    if not alerts_store.end_maintenance(conn, window_id):
+    if not maintenance_windows.end_maintenance(conn, window_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no current window {window_id}")

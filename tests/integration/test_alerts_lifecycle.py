@@ -12,7 +12,7 @@ from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.rules import Severity, parse_rule
 from smartcommunity.embedded import EmbeddedPostgres
-from store.alerts import MaintenanceWindow
+from store.maintenance_windows import MaintenanceWindow
 from tests.integration.alerts_support import (
     T0,
     Clock,
