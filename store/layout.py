@@ -13,6 +13,10 @@ the path once, per database:
 Existing rows are carried over in both cases. Continuous aggregates are created
 ``WITH NO DATA`` (a refresh cannot run inside a transaction); ``after_upgrade``
 fills them from existing rows once the migration has committed.
+
+It is the one writer of ``storage_config``: the path, the rollup watermark, the
+retention (``set_retention``, for ``db retention``) and the plain path's last
+maintenance pass (``record_maintenance``, for ``ingest.maintenance``).
 """
 
 from __future__ import annotations
