@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
@@ -47,6 +46,7 @@ from core.settings import Settings
 from store.alerts import NOTIFY_CHANNEL
 from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S, PoolWatch
 from store.schema import upgrade
+from store.sessions import left_over_scope, set_role
 
 __all__ = ["API_VERSION", "ScopeLeftOver", "app_from_env", "create_app", "pool_hooks"]
 
@@ -103,10 +103,6 @@ def _row_security(request: Request, exc: Exception) -> JSONResponse:
 
 
 _Hook = Callable[[psycopg.Connection[Any]], None]
-_LEFT_OVER_SCOPE = (
-    "SELECT nullif(current_setting('sc.actor', true), ''),"
-    " nullif(current_setting('sc.communities', true), '')"
-)
 
 
 class ScopeLeftOver(RuntimeError):
@@ -117,14 +113,14 @@ def pool_hooks(role: str) -> tuple[_Hook, _Hook]:
     def configure(conn: psycopg.Connection[Any]) -> None:
         # Every pooled connection runs as the role without BYPASSRLS (migration 0007).
         if role:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            set_role(conn, role)
 
     def reset(conn: psycopg.Connection[Any]) -> None:
         # A request's actor and communities are local to its transaction (api.deps.
         # get_conn), so a returned connection holds none. Should a session-level
         # value ever be set, the connection is not handed out again: the pool
         # discards a connection whose reset raises.
-        row = conn.execute(_LEFT_OVER_SCOPE).fetchone()
+        row = left_over_scope(conn)
         if row is not None and any(row):
             raise ScopeLeftOver(f"a returned connection still holds a caller's scope: {row}")
 

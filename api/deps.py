@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from starlette.exceptions import HTTPException
 
 from core.settings import Settings
+from store.sessions import begin
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -85,7 +86,7 @@ def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection[Any]]:
     refused attempt); any other exception rolls everything back.
     """
     with pool.connection(timeout=POOL_TIMEOUT_S) as conn:
-        conn.execute("BEGIN")
+        begin(conn)
         try:
             yield conn
         except HTTPException:

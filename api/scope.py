@@ -25,7 +25,6 @@ Refused attempts at another community's objects are written to the audit log
 from __future__ import annotations
 
 import email.message
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -34,14 +33,15 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.routing import APIRoute, iter_route_contexts
-from psycopg import sql
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, BeforeValidator, Field
 
 from api.auth import Principal, require_token
 from api.deps import ConnDep
 from core.access import Family, allowed
 from store.accounts import token_user, user_scope
+from store.audit import record_refusal as write_refusal
+from store.scoping import dispatch_owner, locate
+from store.sessions import set_communities
 
 __all__ = [
     "API_PREFIX",
@@ -76,13 +76,10 @@ __all__ = [
     "body_device",
     "body_resident",
     "check_routes",
-    "community_clause",
-    "community_filter",
     "family_of",
     "locate",
     "not_found",
     "record_refusal",
-    "scope_setting",
     "set_request_scope",
     "unknown_in_body",
     "widen_scope",
@@ -232,39 +229,12 @@ def record_refusal(
         template = API_PREFIX + template
     try:
         # A savepoint: a failed insert must not abort the request's transaction.
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"
-                " VALUES (%s, 'refused', %s, %s, %s, %s)",
-                (
-                    principal.actor,
-                    entity,
-                    str(target),
-                    community,
-                    Jsonb({"method": request.method, "route": template}),
-                ),
-            )
+        write_refusal(
+            conn, principal.actor, entity, target, community, method=request.method, route=template
+        )
     except psycopg.Error as exc:  # the refusal stands even if it cannot be written
         _LOG.warning("could not audit a refusal: %s", exc)
 
-
-def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
-    """(exists, community: None for a global rule or webhook) of an object.
-
-    ``sc_locate`` (migration 0007) looks past row-level security: another community's
-    object must be audited when refused, and must not read as free to create.
-    """
-    query = "SELECT sc_locate(%s, %s)"
-    if entity in _INCIDENT_ENTITIES:
-        query = "SELECT sc_locate_incident(%s, %s)"
-    row = conn.execute(query, (entity, str(target))).fetchone()
-    if row is None or row[0] is None:
-        return False, None
-    return True, row[0][0]
-
-
-# Located by migration 0010's sc_locate_incident.
-_INCIDENT_ENTITIES = frozenset({"responder", "team", "incident", "dispatch"})
 
 # Global objects only those of every community may even see (a global rule is read by
 # all: it applies to their communities too).
@@ -437,11 +407,7 @@ def _own_dispatch(
     dispatch_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
 ) -> int:
     """/me/dispatches/{dispatch_id}: only a dispatch to the caller's own responder record."""
-    row = conn.execute(
-        "SELECT r.user_id, x.community_id FROM dispatches AS x"
-        " JOIN responders AS r ON r.id = x.responder_id WHERE x.id = %s",
-        (dispatch_id,),
-    ).fetchone()
+    row = dispatch_owner(conn, dispatch_id)
     if row is None:
         raise not_found(f"no dispatch {dispatch_id}")
     if row[0] != principal.user_id:
@@ -568,26 +534,18 @@ async def _body_type(request: Request) -> None:
         )
 
 
-def scope_setting(principal: Principal) -> str:
-    """The value of ``sc.communities`` that the row-level security policies read."""
-    if principal.communities is None:
-        return "*"
-    return json.dumps(sorted(principal.communities))
-
-
 def set_request_scope(conn: Conn, principal: Principal) -> None:
     """Row-level security from here on: this transaction's queries see the caller's
     communities only. ``set_config(..., true)`` makes it local to the request's
     transaction (``api.deps.get_conn``), so it cannot outlive the request on the
     pooled connection, even when the request fails or is abandoned half-way."""
-    conn.execute("SELECT set_config('sc.communities', %s, true)", (scope_setting(principal),))
+    set_communities(conn, principal.communities)
 
 
 def widen_scope(conn: Conn, principal: Principal, community_id: str) -> None:
     """Add a community this request creates to its row-level security scope."""
     if principal.communities is not None:
-        wider = json.dumps(sorted(principal.communities | {community_id}))
-        conn.execute("SELECT set_config('sc.communities', %s, true)", (wider,))
+        set_communities(conn, principal.communities | {community_id})
 
 
 def authorize(
@@ -639,28 +597,3 @@ def check_routes(app: FastAPI) -> None:
             stack.extend(dep.dependencies)
     if problems:
         raise RuntimeError("routes without an object-level check: " + "; ".join(problems))
-
-
-def community_filter(
-    principal: Principal, column: str = "community_id"
-) -> tuple[sql.Composable, list[object]]:
-    """A WHERE term keeping the principal's communities, and its parameters."""
-    if principal.communities is None:
-        return sql.SQL("true"), []
-    return (
-        sql.SQL("{} = ANY(%s)").format(sql.Identifier(*column.split("."))),
-        [sorted(principal.communities)],
-    )
-
-
-def community_clause(
-    principal: Principal, expression: str = "community_id", *, everywhere: bool = False
-) -> tuple[str, list[object]]:
-    """``community_filter`` for queries built from constant strings: ``expression`` is
-    code, never input. ``everywhere``: rows without a community (global) are kept."""
-    if principal.communities is None:
-        return "true", []
-    clause = f"{expression} = ANY(%s)"
-    if everywhere:
-        clause = f"({expression} IS NULL OR {clause})"
-    return clause, [sorted(principal.communities)]

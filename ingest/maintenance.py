@@ -31,10 +31,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from core.storage import PARTITIONED_TABLES, StoragePath, partition_day, retention_cutoff_day
-from store.layout import read_config, refresh_rollups
+from store.layout import read_config, record_maintenance, refresh_rollups
 
 __all__ = [
     "MAINTENANCE_EVERY_S",
@@ -104,10 +103,7 @@ def maintain(conn: Conn, now: datetime | None = None) -> MaintenanceReport:
             ("rollup_daily", config.daily_retention),
         ):
             _step(conn, report, f"retention of {table}", _expire_rollups, table, now - keep)
-        conn.execute(
-            "UPDATE storage_config SET last_maintenance_at = %s, last_maintenance = %s",
-            (now, Jsonb(report.as_json())),
-        )
+        record_maintenance(conn, now, report.as_json())
     finally:
         conn.execute("RESET lock_timeout")
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

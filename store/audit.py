@@ -1,5 +1,6 @@
-"""Reads of ``audit_log``: who changed what and when, with the row before and after.
-(The registry tables' triggers of migration 0004 and ``api/scope.py`` write it.)"""
+"""``audit_log``: who changed what and when, with the row before and after. The
+registry tables' triggers of migration 0004 write the changes; ``record_refusal``
+writes the API's refused attempts at another community's objects."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from store.scoping import Communities, community_filter, given
 
-__all__ = ["AuditEntry", "audit_entries"]
+__all__ = ["AuditEntry", "audit_entries", "record_refusal"]
 
 Conn = psycopg.Connection[Any]
 
@@ -65,3 +67,23 @@ def audit_entries(
     where = sql.SQL(" AND ".join([scope, *terms]))  # constant terms
     with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
         return cur.execute(_SELECT.format(where), [*params, *values, limit]).fetchall()
+
+
+def record_refusal(
+    conn: Conn,
+    actor: str,
+    entity: str,
+    target: object,
+    community: str | None,
+    *,
+    method: str,
+    route: str,
+) -> None:
+    """Write a refused attempt at an object (action ``refused``) in a savepoint: a
+    failed insert raises ``psycopg.Error`` but leaves the caller's transaction usable."""
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_id, community_id, after)"
+            " VALUES (%s, 'refused', %s, %s, %s, %s)",
+            (actor, entity, str(target), community, Jsonb({"method": method, "route": route})),
+        )

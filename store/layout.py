@@ -13,6 +13,10 @@ the path once, per database:
 Existing rows are carried over in both cases. Continuous aggregates are created
 ``WITH NO DATA`` (a refresh cannot run inside a transaction); ``after_upgrade``
 fills them from existing rows once the migration has committed.
+
+It is the one writer of ``storage_config``: the path, the rollup watermark, the
+retention (``set_retention``, for ``db retention``) and the plain path's last
+maintenance pass (``record_maintenance``, for ``ingest.maintenance``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from core.errors import ConfigurationError
 from core.storage import PARTITIONED_TABLES, StorageConfig, StoragePath
@@ -36,7 +41,9 @@ __all__ = [
     "install",
     "read_config",
     "rebuild_rollups",
+    "record_maintenance",
     "refresh_rollups",
+    "set_retention",
     "timescaledb_available",
 ]
 
@@ -602,3 +609,55 @@ def after_upgrade(conn: Conn) -> None:
         conn.execute(sql.SQL(refresh).format(sql.Literal(view)))
     conn.execute("UPDATE storage_config SET rollup_backfill_pending = false")
     _LOG.info("continuous aggregates filled from existing readings")
+
+
+def record_maintenance(conn: Conn, at: datetime, report: dict[str, Any]) -> None:
+    """Note the plain path's maintenance pass (``ingest.maintenance``) and its report."""
+    conn.execute(
+        "UPDATE storage_config SET last_maintenance_at = %s, last_maintenance = %s",
+        (at, Jsonb(report)),
+    )
+
+
+def set_retention(conn: Conn, config: StorageConfig) -> None:
+    """Store ``config``'s retention and compression horizon and, on TimescaleDB, move
+    the policies to it; one transaction."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE storage_config SET raw_retention = %s, hourly_retention = %s,"
+            " daily_retention = %s, compress_after = %s, changed_at = now()",
+            (
+                config.raw_retention,
+                config.hourly_retention,
+                config.daily_retention,
+                config.compress_after,
+            ),
+        )
+        if config.path is StoragePath.TIMESCALEDB:
+            _move_policies(conn, config)
+
+
+def _move_policies(conn: Conn, config: StorageConfig) -> None:
+    """Move the TimescaleDB policies to ``config``."""
+    for table, keep in (
+        ("readings", config.raw_retention),
+        ("device_events", config.raw_retention),
+        ("rollup_hourly", config.hourly_retention),
+        ("rollup_daily", config.daily_retention),
+    ):
+        conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (table,))
+        conn.execute("SELECT add_retention_policy(%s, drop_after => %s)", (table, keep))
+    for table in ("readings", "device_events"):
+        conn.execute("SELECT remove_compression_policy(%s, if_exists => true)", (table,))
+        conn.execute(
+            "SELECT add_compression_policy(%s, compress_after => %s)",
+            (table, config.compress_after),
+        )
+    # The refresh window must stay inside raw retention: move it with it.
+    for view, every in (("rollup_hourly", "30 minutes"), ("rollup_daily", "1 hour")):
+        conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy(%s, start_offset => %s,"
+            " end_offset => INTERVAL '1 hour', schedule_interval => %s::interval)",
+            (view, config.rollup_refresh_start, every),
+        )

@@ -1,4 +1,5 @@
-"""The community filter that store queries add to their WHERE clauses.
+"""The community filter that store queries add to their WHERE clauses, and where an
+object lives (its community), for the API's object-level checks.
 
 Callers pass the communities a caller may see (``None``: every community); the
 clause is built here from constant expressions, never from input.
@@ -7,8 +8,13 @@ clause is built here from constant expressions, never from input.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from typing import Any
 
-__all__ = ["Communities", "community_filter", "given"]
+import psycopg
+
+__all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate"]
+
+Conn = psycopg.Connection[Any]
 
 Communities = Collection[str] | None  # None: every community
 
@@ -36,3 +42,33 @@ def given(terms: Iterable[tuple[str, object | None]]) -> tuple[list[str], list[o
             where.append(term)
             params.append(value)
     return where, params
+
+
+# Located by migration 0010's sc_locate_incident.
+_INCIDENT_ENTITIES = frozenset({"responder", "team", "incident", "dispatch"})
+
+
+def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
+    """(exists, community: None for a global rule or webhook) of an object.
+
+    ``sc_locate`` (migration 0007) looks past row-level security: another community's
+    object must be audited when refused, and must not read as free to create.
+    """
+    query = "SELECT sc_locate(%s, %s)"
+    if entity in _INCIDENT_ENTITIES:
+        query = "SELECT sc_locate_incident(%s, %s)"
+    row = conn.execute(query, (entity, str(target))).fetchone()
+    if row is None or row[0] is None:
+        return False, None
+    return True, row[0][0]
+
+
+def dispatch_owner(conn: Conn, dispatch_id: int) -> tuple[int | None, str] | None:
+    """(the user of the dispatched responder, the dispatch's community); None: no
+    such dispatch (as row-level security lets the caller see it)."""
+    row = conn.execute(
+        "SELECT r.user_id, x.community_id FROM dispatches AS x"
+        " JOIN responders AS r ON r.id = x.responder_id WHERE x.id = %s",
+        (dispatch_id,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])

@@ -4,11 +4,13 @@ rows or the rollups. Row-level security applies as the caller's role."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from core.storage import Bucket
 from store.layout import read_config
@@ -18,9 +20,19 @@ __all__ = [
     "DEVICE_EVENTS",
     "DEVICE_READINGS",
     "Agg",
+    "BucketRecord",
+    "CommunityReading",
+    "LatestValue",
     "SeriesPlan",
+    "buckets",
+    "community_device_ids",
+    "community_time_zone",
+    "latest_of_community",
     "plan_buckets",
+    "readings_of_community",
 ]
+
+Conn = psycopg.Connection[Any]
 
 DEVICE_READINGS = sql.SQL(
     "SELECT metric, ts, value, seq, received_at FROM readings"
@@ -119,3 +131,107 @@ def plan_buckets(
         " ORDER BY bucket, device_id LIMIT %(limit)s"
     ).format(value=value, view=sql.Identifier(view))
     return SeriesPlan(query, source)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRecord:
+    device_id: str
+    bucket: datetime
+    value: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityReading:
+    device_id: str
+    metric: str
+    ts: datetime
+    value: float
+    seq: int | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    device_id: str
+    device_class: str
+    metric: str
+    ts: datetime
+    value: float
+    received_at: datetime
+
+
+_LATEST = sql.SQL(
+    "SELECT l.device_id, d.device_class, l.metric, l.ts, l.value, l.received_at"
+    " FROM latest AS l JOIN devices AS d ON d.id = l.device_id"
+    " WHERE l.community_id = %(community)s{filters}"
+    " AND (l.device_id, l.metric) > (%(after_device)s, %(after_metric)s)"
+    " ORDER BY l.device_id, l.metric LIMIT %(limit)s"
+)
+
+
+def community_time_zone(conn: Conn, community_id: str) -> str | None:
+    """The community's time zone (its days' boundaries); None: no such community."""
+    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
+    found = row.fetchone()
+    return None if found is None else str(found[0])
+
+
+def community_device_ids(conn: Conn, community_id: str) -> list[str]:
+    return [
+        str(r[0])
+        for r in conn.execute("SELECT id FROM devices WHERE community_id = %s", (community_id,))
+    ]
+
+
+def buckets(conn: Conn, plan: SeriesPlan, params: dict[str, Any]) -> list[BucketRecord]:
+    """The rows of ``plan`` for its parameters (``plan_buckets``), in keyset order."""
+    with conn.cursor(row_factory=class_row(BucketRecord)) as cur:
+        return cur.execute(plan.query, params).fetchall()
+
+
+def readings_of_community(
+    conn: Conn,
+    community_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    *,
+    after: tuple[datetime, str],
+    limit: int,
+) -> list[CommunityReading]:
+    """Raw ``metric`` readings of a community's devices in ``[start, end)``, strictly
+    after the (ts, device_id) position ``after``, ordered by (ts, device_id)."""
+    params = {
+        "community": community_id,
+        "metric": metric,
+        "start": start,
+        "end": end,
+        "after_ts": after[0],
+        "after_device": after[1],
+        "limit": limit,
+    }
+    with conn.cursor(row_factory=class_row(CommunityReading)) as cur:
+        return cur.execute(COMMUNITY_READINGS, params).fetchall()
+
+
+def latest_of_community(
+    conn: Conn,
+    community_id: str,
+    metric: str | None,
+    *,
+    after: tuple[str, str],
+    limit: int,
+) -> list[LatestValue]:
+    """The newest value of every device and metric of a community (only ``metric``'s
+    when given), strictly after the (device_id, metric) position ``after``."""
+    filters = sql.SQL(" AND l.metric = %(metric)s") if metric is not None else sql.SQL("")
+    params = {
+        "community": community_id,
+        "metric": metric,
+        "after_device": after[0],
+        "after_metric": after[1],
+        "limit": limit,
+    }
+    with conn.cursor(row_factory=class_row(LatestValue)) as cur:
+        return cur.execute(_LATEST.format(filters=filters), params).fetchall()

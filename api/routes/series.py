@@ -25,11 +25,16 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
-from psycopg import sql
-from psycopg.rows import class_row
 from pydantic import AwareDatetime
 
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, invalid_cursor
+from api.cursors import (
+    AfterQuery,
+    LimitQuery,
+    decode_position,
+    encode_position,
+    invalid_cursor,
+    page,
+)
 from api.deps import ConnDep, SettingsDep, page_size
 from api.routes.devices import get_device_or_404
 from api.schemas import (
@@ -43,7 +48,15 @@ from api.schemas import (
 from api.scope import CommunityId, DeviceId
 from core.metric_catalog import METRICS
 from core.storage import Bucket
-from store.series import COMMUNITY_READINGS, Agg, plan_buckets
+from store.series import (
+    Agg,
+    buckets,
+    community_device_ids,
+    community_time_zone,
+    latest_of_community,
+    plan_buckets,
+    readings_of_community,
+)
 
 __all__ = ["MAX_BUCKET_RANGE", "MAX_COMMUNITY_RAW_RANGE", "Agg", "router"]
 
@@ -115,11 +128,10 @@ def _check_metric(metric: str, known: frozenset[str] | dict[str, Any], scope: st
 
 
 def _community_or_404(conn: psycopg.Connection[Any], community_id: str) -> str:
-    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
-    found = row.fetchone()
-    if found is None:
+    time_zone = community_time_zone(conn, community_id)
+    if time_zone is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no community {community_id!r}")
-    return str(found[0])
+    return time_zone
 
 
 def _ceil(ts: datetime, bucket: Bucket, zone: ZoneInfo) -> datetime:
@@ -184,10 +196,12 @@ def _buckets(
         "origin": _ORIGIN,
         "tz": time_zone,
     }
-    with conn.cursor(row_factory=class_row(BucketPublic)) as cur:
-        rows = cur.execute(plan.query, params).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
+    rows, cursor = page(
+        buckets(conn, plan, params),
+        size,
+        lambda r: BucketPublic.model_validate(r, from_attributes=True),
+        lambda r: encode_position(r.bucket, r.device_id),
+    )
     return BucketsPublic(
         metric=metric,
         bucket=bucket.value,
@@ -195,7 +209,7 @@ def _buckets(
         time_zone=time_zone,
         source=plan.source,
         data=rows,
-        next_cursor=encode_position(rows[-1].bucket, rows[-1].device_id) if more else None,
+        next_cursor=cursor,
     )
 
 
@@ -250,10 +264,7 @@ def community_aggregates(
     """Every device of a community, ``metric`` in buckets, ordered by (bucket, device_id)."""
     _check_metric(metric, _ALL_METRICS, "any device class")
     time_zone = _community_or_404(conn, community_id)
-    devices = [
-        str(r[0])
-        for r in conn.execute("SELECT id FROM devices WHERE community_id = %s", (community_id,))
-    ]
+    devices = community_device_ids(conn, community_id)
     return _buckets(
         conn,
         devices=devices,
@@ -288,30 +299,22 @@ def community_readings(
     after_ts, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
     if after is not None:
         after_ts, after_device = decode_position(after, str)
-    params = {
-        "community": community_id,
-        "metric": metric,
-        "start": window.start,
-        "end": window.end,
-        "after_ts": after_ts,
-        "after_device": after_device,
-        "limit": size + 1,
-    }
-    with conn.cursor(row_factory=class_row(DeviceReadingPublic)) as cur:
-        rows = cur.execute(COMMUNITY_READINGS, params).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
-    cursor = encode_position(rows[-1].ts, rows[-1].device_id) if more else None
+    found = readings_of_community(
+        conn,
+        community_id,
+        metric,
+        window.start,
+        window.end,
+        after=(after_ts, after_device),
+        limit=size + 1,
+    )
+    rows, cursor = page(
+        found,
+        size,
+        lambda r: DeviceReadingPublic.model_validate(r, from_attributes=True),
+        lambda r: encode_position(r.ts, r.device_id),
+    )
     return DeviceReadingsPublic(data=rows, next_cursor=cursor)
-
-
-_LATEST = sql.SQL(
-    "SELECT l.device_id, d.device_class, l.metric, l.ts, l.value, l.received_at"
-    " FROM latest AS l JOIN devices AS d ON d.id = l.device_id"
-    " WHERE l.community_id = %(community)s{filters}"
-    " AND (l.device_id, l.metric) > (%(after_device)s, %(after_metric)s)"
-    " ORDER BY l.device_id, l.metric LIMIT %(limit)s"
-)
 
 
 @router.get("/communities/{community_id}/latest")
@@ -330,17 +333,13 @@ def community_latest(
     _community_or_404(conn, community_id)
     size = page_size(settings, limit)
     after_device, after_metric = _decode_key(after, 2) if after is not None else ("", "")
-    filters = sql.SQL(" AND l.metric = %(metric)s") if metric is not None else sql.SQL("")
-    params = {
-        "community": community_id,
-        "metric": metric,
-        "after_device": after_device,
-        "after_metric": after_metric,
-        "limit": size + 1,
-    }
-    with conn.cursor(row_factory=class_row(LatestPublic)) as cur:
-        rows = cur.execute(_LATEST.format(filters=filters), params).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
-    cursor = _encode_key(rows[-1].device_id, rows[-1].metric) if more else None
+    found = latest_of_community(
+        conn, community_id, metric, after=(after_device, after_metric), limit=size + 1
+    )
+    rows, cursor = page(
+        found,
+        size,
+        lambda r: LatestPublic.model_validate(r, from_attributes=True),
+        lambda r: _encode_key(r.device_id, r.metric),
+    )
     return LatestValuesPublic(data=rows, next_cursor=cursor)
