@@ -71,9 +71,7 @@ SQL_OUTSIDE_STORE = {
     "api/deps.py",
     "api/routes/series.py",
     "api/scope.py",
-    "smartcommunity/commands/incidents.py",
     "smartcommunity/commands/storage.py",
-    "smartcommunity/commands/visits.py",
 }
 SQL_FREE_ROOTS = ("api", "smartcommunity/commands")
 # A statement in a string constant: what a query or a change of the database starts with.
