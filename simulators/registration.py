@@ -1,9 +1,9 @@
 """Writing simulated devices into the registry, so that simulated devices are registered ones.
 
-The registry's tables are ``communities`` and ``devices`` (core/migrations);
-``devices.building`` arrives with the alerts migration and is filled when it is
-there, since the rule engine correlates fire detectors by building. Existing
-rows are left as they are: registering twice is harmless.
+The registry's tables are ``communities`` and ``devices``, written through
+``store.places`` and ``store.devices``; ``devices.building`` is filled, since the
+rule engine correlates fire detectors by building. Existing rows are left as
+they are: registering twice is harmless.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import time as clock
 from zoneinfo import ZoneInfo
 
 import psycopg
 
 from core.models import Device
-from core.passwords import hash_password, new_secret
 from simulators.scenario import BoundScenario
+from store import devices as devices_store
+from store import places, rosters
+from store.devices import SimulatedDevice
 
 __all__ = [
     "Registered",
@@ -44,30 +47,8 @@ class Registered:
 def issue_credentials(url: str, device_ids: Iterable[str]) -> dict[str, str]:
     """MQTT passwords for the devices that have none yet, as the registry issues them
     (only the hash is stored); returns device id -> password, the only plaintext copy."""
-    issued: dict[str, str] = {}
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT id FROM devices WHERE id = ANY(%s) AND mqtt_password_hash IS NULL"
-            " AND state <> 'decommissioned' ORDER BY id FOR UPDATE",
-            (list(device_ids),),
-        )
-        for (device_id,) in cur.fetchall():
-            issued[str(device_id)] = new_secret()
-        cur.executemany(
-            "UPDATE devices SET mqtt_password_hash = %s, credentials_rotated_at = now(),"
-            " updated_at = now() WHERE id = %s",
-            [(hash_password(password), device_id) for device_id, password in issued.items()],
-        )
-    return issued
-
-
-def _has_building_column(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = 'devices'"
-        " AND column_name = 'building'"
-    ).fetchone()
-    return row is not None
+    with psycopg.connect(url) as conn:
+        return devices_store.issue_missing_credentials(conn, list(device_ids))
 
 
 def register_devices(
@@ -83,46 +64,15 @@ def register_devices(
     devices = list(devices)
     where = buildings or {}
     names = community_names or {}
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        communities = sorted({d.community_id for d in devices})
-        cur.executemany(
-            "INSERT INTO communities (id, name, kind, time_zone) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (id) DO NOTHING",
-            [(c, names.get(c, c), kind, time_zone) for c in communities],
+    with psycopg.connect(url) as conn:
+        for community in sorted({d.community_id for d in devices}):
+            places.ensure_community(
+                conn, community, names.get(community, community), kind=kind, time_zone=time_zone
+            )
+        new = devices_store.register_simulated(
+            conn, [SimulatedDevice.of(d, where.get(d.id)) for d in devices]
         )
-        rows = [
-            (
-                d.id,
-                d.community_id,
-                d.device_class,
-                d.model,
-                d.name,
-                d.state.value,
-                d.expected_interval_s,
-            )
-            for d in devices
-        ]
-        if _has_building_column(conn):
-            cur.executemany(
-                "INSERT INTO devices (id, community_id, device_class, model, name, state,"
-                " expected_interval_s, building) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                [(*row, where.get(row[0])) for row in rows],
-            )
-        else:
-            cur.executemany(
-                "INSERT INTO devices (id, community_id, device_class, model, name, state,"
-                " expected_interval_s) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                rows,
-            )
-        cur.execute(
-            "SELECT count(*) FROM devices"
-            " WHERE id = ANY(%s) AND created_at >= transaction_timestamp()",
-            ([d.id for d in devices],),
-        )
-        found = cur.fetchone()
-    return Registered(devices=len(devices), new=int(found[0]) if found else 0)
+    return Registered(devices=len(devices), new=new)
 
 
 def register_scenario(url: str, bound: BoundScenario) -> Registered:
@@ -155,41 +105,36 @@ def register_responders(url: str, bound: BoundScenario) -> None:
     if not bound.scenario.responders:
         return
     community = bound.community.id
-    off_day = (datetime.now(ZoneInfo(bound.community.time_zone)).weekday() + 3) % 7
+    now = datetime.now(ZoneInfo(bound.community.time_zone))
+    off_day = (now.weekday() + 3) % 7
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         for spec in bound.scenario.responders:
             responder = bound.responder_id(spec.id)
-            team = f"{community}-{spec.team}-{spec.building or 'all'}"
-            conn.execute(
-                "INSERT INTO responders (id, community_id, name, role) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                (responder, community, spec.id, spec.role),
-            )
-            conn.execute(
-                "INSERT INTO teams (id, community_id, building_id, name, kind)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                (
-                    team,
-                    community,
-                    spec.building,
-                    f"{spec.team} {spec.building or ''}".strip(),
-                    spec.team,
+            team_id = f"{community}-{spec.team}-{spec.building or 'all'}"
+            rosters.create_responder(
+                conn,
+                rosters.ResponderRecord(
+                    id=responder,
+                    community_id=community,
+                    name=spec.id,
+                    role=spec.role,
+                    phone="",
+                    mqtt_username=None,
+                    user_id=None,
                 ),
             )
+            name = f"{spec.team} {spec.building or ''}".strip()
+            team = rosters.create_team(
+                conn, team_id, community, spec.building, name, spec.team, None, now
+            ) or rosters.get_team(conn, team_id, now)
+            assert team is not None  # created, or there already
             if spec.leader:
-                conn.execute("UPDATE teams SET leader_id = %s WHERE id = %s", (responder, team))
+                rosters.set_team_leader(conn, team_id, responder)
                 continue  # a leader is called after the roster, not on it
-            days = (
-                [(d, "00:00", "00:00") for d in range(7)]
-                if spec.on_duty
-                else [(off_day, "10:00", "11:00")]
-            )
-            for weekday, starts, ends in days:
-                conn.execute(
-                    "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts,"
-                    " ends) VALUES (%s, %s, %s, %s, %s, %s)",
-                    (community, team, responder, weekday, starts, ends),
-                )
+            if spec.on_duty:
+                rosters.add_shifts(conn, team, responder, range(7), clock(0), clock(0))
+            else:
+                rosters.add_shifts(conn, team, responder, [off_day], clock(10), clock(11))
 
 
 def retire_scenario(url: str, bound: BoundScenario, *, settle_s: float = RETIRE_SETTLE_S) -> None:
@@ -205,26 +150,13 @@ def retire_scenario(url: str, bound: BoundScenario, *, settle_s: float = RETIRE_
     updating these rows too (the cast's last words and offline statuses), and a
     statement that locks several of them in its own order can deadlock with it.
     """
+    community = bound.community.id
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             # A UITD's status is the bridge's to publish (on link loss), not its last words.
-            row = conn.execute(
-                "SELECT count(*) FROM devices WHERE community_id = %s"
-                " AND state <> 'decommissioned' AND online IS TRUE"
-                " AND installed_by IS DISTINCT FROM 'fire-bridge'",
-                (bound.community.id,),
-            ).fetchone()
-            if row is None or row[0] == 0:
+            if devices_store.count_online(conn, community, except_installed_by="fire-bridge") == 0:
                 break
             time.sleep(RETIRE_POLL_S)
-        ids = conn.execute(
-            "SELECT id FROM devices WHERE community_id = %s ORDER BY id", (bound.community.id,)
-        ).fetchall()
-        for (device_id,) in ids:
-            conn.execute(
-                "UPDATE devices SET state = 'decommissioned', decommissioned_at = now(),"
-                " mqtt_password_hash = NULL, updated_at = now()"
-                " WHERE id = %s AND state <> 'decommissioned'",
-                (device_id,),
-            )
+        for device_id in devices_store.device_ids(conn, community):
+            devices_store.decommission(conn, device_id)

@@ -30,8 +30,9 @@ from simulators.scenario import BoundScenario, load_scenario, shipped_scenarios
 from simulators.scenario_run import run_scenarios
 from smartcommunity.demo_panel import DEMO_UITD, ensure_demo_uitd, run_panel_demo
 from smartcommunity.embedded import EmbeddedBroker, EmbeddedPostgres
-from store import schema
+from store import places, schema
 from store.accounts import create_token
+from store.devices import SimulatedDevice, register_simulated
 
 __all__ = ["register_devices", "run_demo"]
 
@@ -48,19 +49,9 @@ INCIDENTS_EVERY_S = 300.0
 
 def register_devices(url: str, community_id: str, name: str, devices: list[Device]) -> None:
     """Register a community and its devices; already registered ones are left as they are."""
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community_id, name),
-        )
-        cur.executemany(
-            "INSERT INTO devices (id, community_id, device_class, model, name, expected_interval_s)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [
-                (d.id, d.community_id, d.device_class, d.model, d.name, d.expected_interval_s)
-                for d in devices
-            ],
-        )
+    with psycopg.connect(url) as conn:
+        places.ensure_community(conn, community_id, name)
+        register_simulated(conn, [SimulatedDevice.of(d) for d in devices])
 
 
 def _play_incidents(

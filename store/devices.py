@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ from core.device_csv import ParsedCsv, RowError, validation_reason
 from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ServiceUnavailable
 from core.fleet import FleetStatus, summarize_fleet
+from core.models import Device
 from core.passwords import hash_password, new_secret
 from core.registry import DeviceSpec
 from store import places
@@ -45,17 +46,22 @@ __all__ = [
     "Issued",
     "LifecycleError",
     "Problem",
+    "SimulatedDevice",
     "check_specs",
     "community_devices",
+    "count_online",
     "decommission",
+    "device_ids",
     "fleet_status",
     "follow_changes",
     "get_device",
     "import_devices",
+    "issue_missing_credentials",
     "list_devices",
     "load_all",
     "load_some",
     "register_device",
+    "register_simulated",
     "rotate_credentials",
     "set_state",
     "update_device",
@@ -609,3 +615,106 @@ def rotate_credentials(conn: Conn, device_id: str) -> tuple[DeviceRecord, str]:
     record = get_device(conn, device_id)
     assert record is not None
     return record, password
+
+
+# --- simulated devices ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedDevice:
+    """A simulated device as it is registered: no credentials, no place checked. The
+    defaults are the columns' own."""
+
+    id: str
+    community_id: str
+    device_class: str
+    model: str = ""
+    name: str = ""
+    state: str = "active"
+    expected_interval_s: int = 300
+    building: str | None = None
+    online: bool | None = None
+
+    @classmethod
+    def of(cls, device: Device, building: str | None = None) -> SimulatedDevice:
+        return cls(
+            device.id,
+            device.community_id,
+            device.device_class,
+            device.model,
+            device.name,
+            device.state.value,
+            device.expected_interval_s,
+            building,
+        )
+
+
+def register_simulated(conn: Conn, devices: Iterable[SimulatedDevice]) -> int:
+    """Register the devices whose ids are free; registered ones are left as they are.
+    How many were new."""
+    rows = [
+        (
+            d.id,
+            d.community_id,
+            d.device_class,
+            d.model,
+            d.name,
+            d.state,
+            d.expected_interval_s,
+            d.building,
+            d.online,
+        )
+        for d in devices
+    ]
+    if not rows:
+        return 0
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    inserted = conn.execute(
+        "INSERT INTO devices (id, community_id, device_class, model, name, state,"
+        " expected_interval_s, building, online)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::int[], %s::text[], %s::boolean[])"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        columns,
+    ).fetchall()
+    return len(inserted)
+
+
+def issue_missing_credentials(conn: Conn, device_ids: Collection[str]) -> dict[str, str]:
+    """MQTT passwords for the devices that have none yet (decommissioned ones left out);
+    only the hash is stored. Device id -> password, the only plaintext copy."""
+    issued: dict[str, str] = {}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM devices WHERE id = ANY(%s) AND mqtt_password_hash IS NULL"
+            " AND state <> 'decommissioned' ORDER BY id FOR UPDATE",
+            (list(device_ids),),
+        )
+        for (device_id,) in cur.fetchall():
+            issued[str(device_id)] = new_secret()
+        cur.executemany(
+            "UPDATE devices SET mqtt_password_hash = %s, credentials_rotated_at = now(),"
+            " updated_at = now() WHERE id = %s",
+            [(hash_password(password), device_id) for device_id, password in issued.items()],
+        )
+    return issued
+
+
+def count_online(conn: Conn, community_id: str, *, except_installed_by: str) -> int:
+    """The community's devices, decommissioned ones and those ``except_installed_by``
+    installed left out, whose last status said online."""
+    row = conn.execute(
+        "SELECT count(*) FROM devices WHERE community_id = %s"
+        " AND state <> 'decommissioned' AND online IS TRUE"
+        " AND installed_by IS DISTINCT FROM %s",
+        (community_id, except_installed_by),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def device_ids(conn: Conn, community_id: str) -> list[str]:
+    """The ids of the community's devices, decommissioned ones too, in order."""
+    rows = conn.execute(
+        "SELECT id FROM devices WHERE community_id = %s ORDER BY id", (community_id,)
+    ).fetchall()
+    return [str(r[0]) for r in rows]

@@ -24,11 +24,13 @@ __all__ = [
     "CommunityTotals",
     "UnitRecord",
     "community_exists",
+    "community_ids",
     "community_totals",
     "create_building",
     "create_community",
     "create_missing",
     "create_unit",
+    "ensure_community",
     "get_building",
     "get_community",
     "list_buildings",
@@ -270,3 +272,30 @@ def place_problem(
         if found is None:
             return f"unknown unit {unit!r}"
     return None
+
+
+# --- seeding --------------------------------------------------------------------------------
+
+
+def ensure_community(
+    conn: Conn,
+    community_id: str,
+    name: str,
+    *,
+    kind: str | None = None,
+    time_zone: str | None = None,
+) -> bool:
+    """Create the community unless its id is taken (then it is left as it is); a kind or
+    time zone not given takes the column's default. True when it was new."""
+    given = {"id": community_id, "name": name, "kind": kind, "time_zone": time_zone}
+    columns = {k: v for k, v in given.items() if v is not None}
+    query = sql.SQL("INSERT INTO communities ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    return conn.execute(query, list(columns.values())).rowcount == 1
+
+
+def community_ids(conn: Conn) -> list[str]:
+    """Every community's id, in order."""
+    return [str(r[0]) for r in conn.execute("SELECT id FROM communities ORDER BY id")]

@@ -2,13 +2,14 @@
 
 Personal data: the routes serving these are open to administrators and operators
 only (``core.access``), and the audit log records that a name, address or contact
-changed without copying it. The writer of ``residents`` (the care-visit CLI's
-seeding aside); forgetting a resident unlinks their wearables in ``devices``.
+changed without copying it. The writer of ``residents``, the care-visit
+programme's seeding and care workers included; forgetting a resident unlinks their
+wearables in ``devices``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,8 +24,10 @@ from store.filters import list_filter
 
 __all__ = [
     "ResidentRecord",
+    "assign_care_worker",
     "create_resident",
     "delete_resident",
+    "enroll_for_visits",
     "get_resident",
     "list_residents",
     "update_resident",
@@ -128,3 +131,29 @@ def delete_resident(conn: Conn, resident_id: str) -> None:
             (resident_id,),
         )
         conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
+
+
+# --- care ---------------------------------------------------------------------------------
+
+
+def assign_care_worker(conn: Conn, responder_id: str, resident_ids: Collection[str]) -> int:
+    """The responder becomes these residents' care worker; how many were found."""
+    cur = conn.execute(
+        "UPDATE residents SET care_worker_id = %s WHERE id = ANY(%s)",
+        (responder_id, list(resident_ids)),
+    )
+    return cur.rowcount
+
+
+def enroll_for_visits(
+    conn: Conn, community_id: str, people: Iterable[tuple[str, str, list[str], str]]
+) -> None:
+    """Residents of the care-visit programme, each ``(id, name, vulnerabilities, visit
+    policy)``: new ones are added, those there already take the policy (nothing else)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO residents (id, community_id, name, vulnerabilities, visit_policy)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
+            " SET visit_policy = excluded.visit_policy",
+            [(i, community_id, name, vuln, policy) for i, name, vuln, policy in people],
+        )

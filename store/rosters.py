@@ -2,8 +2,8 @@
 exceptions of a team, who is on duty at an instant (``core.roster`` decides), the next
 gap in a roster, the ladder's order, a building's team.
 
-The writer of ``responders``, ``teams``, ``shifts`` and ``roster_exceptions`` as the
-API changes them (a scenario's seeding in ``simulators/registration.py`` aside).
+The writer of ``responders``, ``teams``, ``shifts`` and ``roster_exceptions``: as the
+API and the CLI change them, and a scenario's seeding (``simulators/registration.py``).
 Functions take a psycopg connection and the time, and return plain records.
 """
 
@@ -40,6 +40,8 @@ __all__ = [
     "on_duty_now",
     "responder_community",
     "roster_order",
+    "set_responder_login",
+    "set_team_leader",
     "team_of",
 ]
 
@@ -302,3 +304,22 @@ def duty_board(conn: Conn, community_id: str, now: datetime) -> DutyBoard:
     teams = list_teams(conn, within=None, community_id=community_id, now=now, limit=None)
     people = list_responders(conn, within=None, community_id=community_id, limit=None)
     return DutyBoard(community_id=community_id, as_of=now, teams=teams, responders=people)
+
+
+# --- changes the CLI and a scenario's seeding make ------------------------------------------
+
+
+def set_team_leader(conn: Conn, team_id: str, responder_id: str | None) -> bool:
+    """False when there is no such team."""
+    cur = conn.execute("UPDATE teams SET leader_id = %s WHERE id = %s", (responder_id, team_id))
+    return cur.rowcount == 1
+
+
+def set_responder_login(conn: Conn, responder_id: str, username: str, password_hash: str) -> bool:
+    """The MQTT login of the responder's app (only the hash is stored); False when there
+    is no such responder."""
+    cur = conn.execute(
+        "UPDATE responders SET mqtt_username = %s, mqtt_password_hash = %s WHERE id = %s",
+        (username, password_hash, responder_id),
+    )
+    return cur.rowcount == 1

@@ -31,7 +31,17 @@ from store.incidents import (
     set_targets,
     sync_alerts,
 )
-from store.rosters import duty_board
+from store.places import community_exists, community_ids
+from store.residents import assign_care_worker
+from store.rosters import (
+    ResponderRecord,
+    add_shifts,
+    create_responder,
+    create_team,
+    duty_board,
+    get_team,
+    set_responder_login,
+)
 
 __all__ = ["register"]
 
@@ -175,8 +185,7 @@ def _targets(args: argparse.Namespace) -> int:
         if args.set:
             if not args.community:
                 return _fail("--set needs --community")
-            found = conn.execute("SELECT 1 FROM communities WHERE id = %s", (args.community,))
-            if found.fetchone() is None:
+            if not community_exists(conn, args.community):
                 return _fail(f"no community {args.community!r}")
             parsed = _parse_set(conn, args.community, args.set)
             if isinstance(parsed, str):
@@ -185,11 +194,7 @@ def _targets(args: argparse.Namespace) -> int:
             if problems:
                 return _fail("; ".join(problems))
             set_targets(conn, args.community, parsed[0].value, parsed[1])
-        communities = (
-            [args.community]
-            if args.community
-            else [str(r[0]) for r in conn.execute("SELECT id FROM communities ORDER BY id")]
-        )
+        communities = [args.community] if args.community else community_ids(conn)
         rows = [
             (
                 c,
@@ -212,17 +217,20 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _responder_add(args: argparse.Namespace) -> int:
+    responder = ResponderRecord(
+        id=args.id,
+        community_id=args.community,
+        name=args.name,
+        role=args.role,
+        phone=args.phone,
+        mqtt_username=None,
+        user_id=None,
+    )
     with connect() as conn:
-        conn.execute(
-            "INSERT INTO responders (id, community_id, name, role, phone) VALUES (%s, %s, %s, %s,"
-            " %s)",
-            (args.id, args.community, args.name, args.role, args.phone),
-        )
+        if create_responder(conn, responder) is None:
+            return _fail(f"responder {args.id!r} exists already")
         if args.care_for:
-            conn.execute(
-                "UPDATE residents SET care_worker_id = %s WHERE id = ANY(%s)",
-                (args.id, args.care_for),
-            )
+            assign_care_worker(conn, args.id, args.care_for)
     return 0
 
 
@@ -231,11 +239,7 @@ def _responder_credentials(args: argparse.Namespace) -> int:
     password = new_secret()
     username = args.username or f"responder-{args.id}"
     with connect() as conn:
-        cur = conn.execute(
-            "UPDATE responders SET mqtt_username = %s, mqtt_password_hash = %s WHERE id = %s",
-            (username, hash_password(password), args.id),
-        )
-        if cur.rowcount != 1:
+        if not set_responder_login(conn, args.id, username, hash_password(password)):
             return _fail(f"no responder {args.id!r}")
     print(json.dumps({"responder_id": args.id, "username": username, "password": password}))
     return 0
@@ -243,32 +247,34 @@ def _responder_credentials(args: argparse.Namespace) -> int:
 
 def _team_add(args: argparse.Namespace) -> int:
     with connect() as conn:
-        conn.execute(
-            "INSERT INTO teams (id, community_id, building_id, name, kind, leader_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (args.id, args.community, args.building, args.name, args.kind, args.leader),
+        team = create_team(
+            conn,
+            args.id,
+            args.community,
+            args.building,
+            args.name,
+            args.kind,
+            args.leader,
+            datetime.now(UTC),
         )
+    if team is None:
+        return _fail(f"team {args.id!r} exists already")
     return 0
 
 
 def _team_shift(args: argparse.Namespace) -> int:
     with connect() as conn:
-        row = conn.execute("SELECT community_id FROM teams WHERE id = %s", (args.team,)).fetchone()
-        if row is None:
+        team = get_team(conn, args.team, datetime.now(UTC))
+        if team is None:
             return _fail(f"no team {args.team!r}")
-        for day in args.weekday:
-            conn.execute(
-                "INSERT INTO shifts (community_id, team_id, responder_id, weekday, starts, ends)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    row[0],
-                    args.team,
-                    args.responder,
-                    day,
-                    time.fromisoformat(args.starts),
-                    time.fromisoformat(args.ends),
-                ),
-            )
+        add_shifts(
+            conn,
+            team,
+            args.responder,
+            args.weekday,
+            time.fromisoformat(args.starts),
+            time.fromisoformat(args.ends),
+        )
     return 0
 
 

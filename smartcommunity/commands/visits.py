@@ -15,7 +15,11 @@ from simulators.visits import month_alerts, month_visits, programme
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.commands import SubParsers
 from store import alerts as alerts_store
+from store import devices as devices_store
+from store import places as places_store
+from store import residents as residents_store
 from store import visits as visits_store
+from store.devices import SimulatedDevice
 
 __all__ = ["register", "simulate_month"]
 
@@ -135,24 +139,17 @@ def simulate_month(
     alerts: bool = True,
 ) -> tuple[int, int, int]:
     """Write a simulated month: (residents, visits, alerts) written."""
-    conn.execute(
-        "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-        (community_id, community_id),
-    )
-    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
-    tz = ZoneInfo(str(row.fetchone()[0]))  # type: ignore[index]
+    places_store.ensure_community(conn, community_id, community_id)
+    community = places_store.get_community(conn, community_id)
+    assert community is not None  # ensured just above
+    tz = ZoneInfo(community.time_zone)
     people = programme(community_id, residents, seed)
     with conn.transaction():
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO residents (id, community_id, name, vulnerabilities, visit_policy)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE"
-                " SET visit_policy = excluded.visit_policy",
-                [
-                    (p.id, community_id, p.name, list(p.vulnerabilities), p.policy.value)
-                    for p in people
-                ],
-            )
+        residents_store.enroll_for_visits(
+            conn,
+            community_id,
+            [(p.id, p.name, list(p.vulnerabilities), p.policy.value) for p in people],
+        )
         visits_store.delete_simulated(conn, community_id, *month.bounds(tz))
         visits = month_visits(people, month, tz, seed=seed, miss_share=miss_share, until=until)
         for v in visits:
@@ -178,19 +175,20 @@ def _simulate_alerts(
     conn: Conn, community_id: str, month: Month, tz: ZoneInfo, seed: int, until: datetime | None
 ) -> int:
     classes = ("fire", "wearable", "access", "locker")
-    for cls in classes:
-        for n in range(SIM_DEVICES_PER_CLASS):
-            conn.execute(
-                "INSERT INTO devices (id, community_id, device_class, name, online)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                (
-                    f"{community_id}-sim-{cls}-{n}",
-                    community_id,
-                    cls,
-                    f"simulated {cls} {n}",
-                    n < SIM_DEVICES_PER_CLASS * SIM_ONLINE_SHARE,
-                ),
+    devices_store.register_simulated(
+        conn,
+        [
+            SimulatedDevice(
+                f"{community_id}-sim-{cls}-{n}",
+                community_id,
+                cls,
+                name=f"simulated {cls} {n}",
+                online=n < SIM_DEVICES_PER_CLASS * SIM_ONLINE_SHARE,
             )
+            for cls in classes
+            for n in range(SIM_DEVICES_PER_CLASS)
+        ],
+    )
     alerts_store.delete_simulated(conn, community_id, *month.bounds(tz))
     count = 0
     for i, a in enumerate(month_alerts(month, tz, seed=seed)):
@@ -224,10 +222,8 @@ def _simulate(args: argparse.Namespace) -> int:
     month = Month.parse(args.month)
     until = _when(args.until) if args.until else None
     with connect() as conn:
-        tz_row = conn.execute(
-            "SELECT time_zone FROM communities WHERE id = %s", (args.community,)
-        ).fetchone()
-        tz = ZoneInfo(str(tz_row[0]) if tz_row else "Asia/Shanghai")
+        found = places_store.get_community(conn, args.community)
+        tz = ZoneInfo(found.time_zone if found else "Asia/Shanghai")
         if until is None and Month.of(datetime.now(UTC), tz) == month:
             until = datetime.now(UTC)  # the current month: only what has happened yet
         people, visits, alerts = simulate_month(

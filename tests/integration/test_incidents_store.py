@@ -330,6 +330,40 @@ def test_the_cli_dispatches_from_an_alert_and_shows_the_duty_board(
     assert site.steps(incident)[-1] == ("resolved", None)
 
 
+def test_the_cli_adds_a_responder_a_team_and_its_roster(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SC_DATABASE_URL", site.url)
+    c, resident = site.community, f"r-{site.community}"
+    site.db.execute(
+        "INSERT INTO residents (id, community_id, name) VALUES (%s, %s, 'Mr Wang')", (resident, c)
+    )
+    add = ["responders", "add", "--id", "care-2", "--community", c, "--name", "Care 2"]
+    assert main([*add, "--role", "care_worker", "--care-for", resident]) == 0
+    assert site.db.execute(
+        "SELECT community_id, name, role, phone FROM responders WHERE id = 'care-2'"
+    ).fetchone() == (c, "Care 2", "care_worker", "")
+    assert site.db.execute(
+        "SELECT care_worker_id FROM residents WHERE id = %s", (resident,)
+    ).fetchone() == ("care-2",)
+    assert main([*add, "--role", "guard"]) == 1  # the id is taken
+    team = ["teams", "add", "--id", "care", "--community", c, "--building", site.building]
+    assert main([*team, "--name", "Care", "--kind", "care", "--leader", "care-1"]) == 0
+    assert site.db.execute(
+        "SELECT community_id, building_id, name, kind, leader_id FROM teams WHERE id = 'care'"
+    ).fetchone() == (c, site.building, "Care", "care", "care-1")
+    assert main([*team, "--name", "Other", "--kind", "care"]) == 1  # the id is taken
+    shift = ["teams", "shift", "--team", "care", "--responder", "care-2"]
+    days = ["--weekday", "5", "--weekday", "1"]
+    assert main([*shift, *days, "--starts", "22:00", "--ends", "06:00"]) == 0
+    assert site.db.execute(
+        "SELECT community_id, responder_id, weekday, starts, ends FROM shifts"
+        " WHERE team_id = 'care' ORDER BY weekday"
+    ).fetchall() == [(c, "care-2", d, time(22), time(6)) for d in (1, 5)]
+    nowhere = ["teams", "shift", "--team", "none", "--responder", "care-2", "--weekday", "1"]
+    assert main([*nowhere, "--starts", "08:00", "--ends", "09:00"]) == 1
+
+
 def test_the_desk_pushes_a_signed_webhook_and_records_the_delivery(site: Site) -> None:
     """The gateway channel on its own: a local receiver checks the signature; the MQTT
     channel of a desk that never connected stays pending with its reason."""

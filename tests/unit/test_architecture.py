@@ -64,12 +64,7 @@ API_IMPORTERS = {"smartcommunity/cli.py": {"api.app"}, "smartcommunity/demo.py":
 # CLI commands still calling route modules (none left: the list may only shrink).
 COMMAND_API_REMAINDER: dict[str, set[str]] = {}
 # Where SQL may not be written: the HTTP side and the CLI commands read and write through
-# store/. These still hold SQL of their own, to move (issue 15); an entry whose module has
-# none left fails the test, so the list only shrinks.
-SQL_OUTSIDE_STORE = {
-    "smartcommunity/commands/incidents.py",
-    "smartcommunity/commands/visits.py",
-}
+# store/ (none holds SQL of its own any more).
 SQL_FREE_ROOTS = ("api", "smartcommunity/commands")
 # A statement in a string constant: what a query or a change of the database starts with.
 _SQL_TEXT = re.compile(
@@ -212,17 +207,8 @@ def test_sql_lives_in_store() -> None:
     for root in SQL_FREE_ROOTS:
         for path in (ROOT / root).rglob("*.py"):
             name = str(path.relative_to(ROOT))
-            if name in SQL_OUTSIDE_STORE:
-                continue
             found = sql_in(path)
             assert not found, f"{name} writes SQL (it belongs in store/): {found[:3]}"
-
-
-def test_the_sql_remainder_only_shrinks() -> None:
-    for name in sorted(SQL_OUTSIDE_STORE):
-        path = ROOT / name
-        assert path.exists(), f"{name} is gone: drop it from the list"
-        assert sql_in(path), f"{name} has no SQL left: drop it from the list"
 
 
 def test_bench_calls_no_route() -> None:
