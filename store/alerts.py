@@ -22,10 +22,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.rules import AlertState
-from store.alert_reads import AlertRecord, find_alert, list_alerts
+from store.alert_reads import AlertRecord, find_alert
 
-# ``list_alerts`` lives in store/alert_reads.py; it is importable from here as well because
-# the CLI's ``rules`` command reads it as ``alerts_store.list_alerts``.
 __all__ = [
     "ENGINE_ACTOR",
     "NOTIFY_CHANNEL",
@@ -34,7 +32,6 @@ __all__ = [
     "add_history",
     "delete_simulated",
     "insert_simulated",
-    "list_alerts",
     "listen",
     "notify",
     "resolve",

@@ -20,9 +20,8 @@ from core.errors import ConfigurationError
 from core.rules import dump_rule
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
-from store import alerts as alerts_store
+from store import alert_reads, schema
 from store import rules as rules_store
-from store import schema
 
 __all__ = ["register"]
 
@@ -99,7 +98,7 @@ def _enable(args: argparse.Namespace, enabled: bool) -> int:
 
 def _alerts(args: argparse.Namespace) -> int:
     with psycopg.connect(_url()) as conn:
-        rows = alerts_store.list_alerts(
+        rows = alert_reads.list_alerts(
             conn,
             None,
             limit=args.limit,
