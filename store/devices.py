@@ -2,7 +2,8 @@
 change, move through the lifecycle, issue MQTT credentials; and the registry as the
 pipeline reads it, with the feed of its changes.
 
-The writer of ``devices`` (the ingest writer's last-seen and status columns aside).
+The writer of ``devices`` (the ingest writer's last-seen and status columns aside),
+including the unlinking of a forgotten resident's wearables.
 Writes run in ``conn.transaction()``; the audit triggers record each change with the
 session's ``sc.actor``. Passwords are returned once and stored only as Mosquitto
 ``$7$`` hashes (``core.passwords``).
@@ -58,6 +59,7 @@ __all__ = [
     "register_device",
     "rotate_credentials",
     "set_state",
+    "unlink_resident",
     "update_device",
 ]
 
@@ -609,3 +611,11 @@ def rotate_credentials(conn: Conn, device_id: str) -> tuple[DeviceRecord, str]:
     record = get_device(conn, device_id)
     assert record is not None
     return record, password
+
+
+def unlink_resident(conn: Conn, resident_id: str) -> None:
+    """A forgotten resident's wearables stay registered, linked to nobody."""
+    conn.execute(
+        "UPDATE devices SET resident_id = NULL, updated_at = now() WHERE resident_id = %s",
+        (resident_id,),
+    )

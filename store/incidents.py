@@ -33,6 +33,7 @@ from core.incidents import (
     next_on_ladder,
     stronger,
 )
+from store.places import set_dispatch_gateway
 from store.rosters import on_duty_now, roster_order, team_of
 from store.scoping import Communities, community_filter, given
 
@@ -1044,15 +1045,3 @@ def dispatches_of_user(conn: Conn, user_id: int, limit: int = 100) -> list[MyDis
         (user_id, limit),
     ).fetchall()
     return [MyDispatch(*r) for r in rows]
-
-
-def set_dispatch_gateway(
-    conn: Conn, community_id: str, url: str | None, secret: str | None
-) -> bool:
-    """Where a community's dispatches are also pushed (webhook); False: no community."""
-    cur = conn.execute(
-        "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret = %s"
-        " WHERE id = %s",
-        (url, secret, community_id),
-    )
-    return cur.rowcount == 1
