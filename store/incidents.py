@@ -44,7 +44,9 @@ from store.incident_records import (
 from store.places import set_dispatch_gateway
 from store.rosters import on_duty_now, roster_order, team_of
 
-# The names of the tables' writers here are those the CLI's incident commands import.
+# DispatchError, the targets, the views, incident_of_alert and set_dispatch_gateway are
+# the tables' writers' (store.dispatch, store.incident_records, store.places), named
+# here too because the CLI's incident commands import them from this module.
 __all__ = [
     "DispatchError",
     "acknowledge",
