@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
-from psycopg.types.json import Jsonb
 
 from alerts.notify import outage_text, post_signed
 from core.dispatch_contract import (
@@ -40,7 +39,15 @@ from core.dispatch_contract import (
     reply_topic,
 )
 from core.errors import ServiceUnavailable
-from store.incidents import DispatchError, escalate_due, infer_arrivals, respond, sync_alerts
+from store.dispatch import (
+    DispatchError,
+    claim_control_room_pushes,
+    claim_deliveries,
+    record_control_room_push,
+    record_delivery,
+    reply_route,
+)
+from store.incidents import escalate_due, infer_arrivals, respond, sync_alerts
 from store.pools import DatabasePool
 
 __all__ = ["IncidentDesk"]
@@ -223,12 +230,9 @@ class IncidentDesk:
 
     def _apply(self, conn: psycopg.Connection[Any], inbound: _Inbound, now: datetime) -> None:
         reply = parse_reply(inbound.topic, inbound.payload)
-        row = conn.execute(
-            "SELECT community_id, responder_id FROM dispatches WHERE id = %s",
-            (reply.dispatch_id,),
-        ).fetchone()
+        route = reply_route(conn, reply.dispatch_id)
         # The broker lets a responder write only their own reply topic: the topic says who.
-        if row is None or tuple(row) != (reply.community_id, reply.responder_id):
+        if route is None or route != (reply.community_id, reply.responder_id):
             raise BadReply(f"no dispatch {reply.dispatch_id} to this responder")
         respond(
             conn, reply.dispatch_id, reply.action, now, f"responder:{reply.responder_id}", "mqtt"
@@ -245,16 +249,7 @@ class IncidentDesk:
     def _deliver_escalations(self, conn: psycopg.Connection[Any], now: datetime) -> int:
         """Push control-room escalations of open incidents with a channel still pending
         and due; each channel's state, attempts and error go back into the step."""
-        rows = conn.execute(
-            "SELECT s.id, s.at, s.detail, i.id, i.community_id, i.building, i.incident_type,"
-            " i.title, c.dispatch_webhook_url, c.dispatch_webhook_secret"
-            " FROM incidents AS i JOIN incident_steps AS s ON s.incident_id = i.id"
-            " JOIN communities AS c ON c.id = i.community_id"
-            " WHERE i.resolved_at IS NULL AND s.step = 'escalated' AND s.responder_id IS NULL"
-            " AND s.detail @? '$.push.* ? (@.state == \"pending\")'"
-            " ORDER BY s.id LIMIT %s FOR UPDATE OF s SKIP LOCKED",
-            (_CLAIM,),
-        ).fetchall()
+        rows = claim_control_room_pushes(conn, _CLAIM)
         pushed = 0
         for step_id, at, detail, incident, community, building, kind, title, url, secret in rows:
             payload = {
@@ -296,25 +291,11 @@ class IncidentDesk:
                         "next_at": (now + timedelta(seconds=_RETRY_S)).isoformat(),
                     }
                 pushed += 1
-            conn.execute(
-                "UPDATE incident_steps SET detail = jsonb_set(detail, '{push}', %s) WHERE id = %s",
-                (Jsonb(push), step_id),
-            )
+            record_control_room_push(conn, step_id, push)
         return pushed
 
     def _deliver_claimed(self, conn: psycopg.Connection[Any], now: datetime) -> int:
-        rows = conn.execute(
-            "SELECT d.id, d.channel, d.attempts, x.id, x.community_id, x.responder_id,"
-            " x.dispatched_at, x.level, i.id, i.incident_type, i.title, i.building, r.phone,"
-            " c.dispatch_webhook_url, c.dispatch_webhook_secret FROM dispatch_deliveries AS d"
-            " JOIN dispatches AS x ON x.id = d.dispatch_id"
-            " JOIN incidents AS i ON i.id = x.incident_id"
-            " JOIN responders AS r ON r.id = x.responder_id"
-            " JOIN communities AS c ON c.id = x.community_id"
-            " WHERE d.state = 'pending' AND d.next_attempt_at <= now() ORDER BY d.id LIMIT %s"
-            " FOR UPDATE OF d SKIP LOCKED",
-            (_CLAIM,),
-        ).fetchall()
+        rows = claim_deliveries(conn, _CLAIM)
         for row in rows:
             (
                 delivery,
@@ -352,36 +333,17 @@ class IncidentDesk:
                 error = self._publish(dispatch_topic(community, responder), body)
             else:
                 error = self._post(int(delivery), url, secret or "", body)
-            self._record(conn, int(delivery), int(dispatch_id), int(attempts) + 1, error, now)
+            record_delivery(
+                conn,
+                int(delivery),
+                int(dispatch_id),
+                int(attempts) + 1,
+                error,
+                now,
+                max_attempts=_ATTEMPTS,
+                retry_s=_RETRY_S,
+            )
         return len(rows)
-
-    def _record(
-        self,
-        conn: psycopg.Connection[Any],
-        delivery: int,
-        dispatch_id: int,
-        attempts: int,
-        error: str | None,
-        now: datetime,
-    ) -> None:
-        with conn.transaction():
-            if error is None:
-                conn.execute(
-                    "UPDATE dispatch_deliveries SET state = 'delivered', attempts = %s,"
-                    " delivered_at = %s, last_error = NULL WHERE id = %s",
-                    (attempts, now, delivery),
-                )
-                conn.execute(
-                    "UPDATE dispatches SET delivered_at = coalesce(delivered_at, %s) WHERE id = %s",
-                    (now, dispatch_id),
-                )
-            else:
-                conn.execute(
-                    "UPDATE dispatch_deliveries SET attempts = %s, last_error = %s,"
-                    " state = CASE WHEN %s >= %s THEN 'dead' ELSE 'pending' END,"
-                    " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
-                    (attempts, error[:500], attempts, _ATTEMPTS, _RETRY_S, delivery),
-                )
 
     def _publish(self, topic: str, body: bytes) -> str | None:
         if not self._connected.is_set():

@@ -2,7 +2,8 @@
 change, move through the lifecycle, issue MQTT credentials; and the registry as the
 pipeline reads it, with the feed of its changes.
 
-The writer of ``devices`` (the ingest writer's last-seen and status columns aside).
+The writer of ``devices`` (the ingest writer's last-seen and status columns aside),
+including the unlinking of a forgotten resident's wearables.
 Writes run in ``conn.transaction()``; the audit triggers record each change with the
 session's ``sc.actor``. Passwords are returned once and stored only as Mosquitto
 ``$7$`` hashes (``core.passwords``).
@@ -64,6 +65,7 @@ __all__ = [
     "register_simulated",
     "rotate_credentials",
     "set_state",
+    "unlink_resident",
     "update_device",
 ]
 
@@ -718,3 +720,11 @@ def device_ids(conn: Conn, community_id: str) -> list[str]:
         "SELECT id FROM devices WHERE community_id = %s ORDER BY id", (community_id,)
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def unlink_resident(conn: Conn, resident_id: str) -> None:
+    """A forgotten resident's wearables stay registered, linked to nobody."""
+    conn.execute(
+        "UPDATE devices SET resident_id = NULL, updated_at = now() WHERE resident_id = %s",
+        (resident_id,),
+    )

@@ -1,8 +1,9 @@
 """Communities, their buildings and the buildings' units, in the database.
 
-The writer of ``communities`` (as the API and the CLI create them), ``buildings`` and
-``units``; a device import creates the places its rows name through
-``create_missing``. Functions take a psycopg connection and return plain records.
+The writer of ``communities`` (as the API and the CLI create them; a community's
+visit deadline and dispatch gateway), ``buildings`` and ``units``; a device import
+creates the places its rows name through ``create_missing``. Functions take a psycopg
+connection and return plain records.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ __all__ = [
     "list_buildings",
     "list_communities",
     "place_problem",
+    "set_dispatch_gateway",
+    "set_visit_deadline_day",
 ]
 
 Conn = psycopg.Connection[Any]
@@ -299,3 +302,23 @@ def ensure_community(
 def community_ids(conn: Conn) -> list[str]:
     """Every community's id, in order."""
     return [str(r[0]) for r in conn.execute("SELECT id FROM communities ORDER BY id")]
+
+
+def set_visit_deadline_day(conn: Conn, community_id: str, day: int) -> bool:
+    """The day of the month an unvisited resident raises an alert; False: no community."""
+    cur = conn.execute(
+        "UPDATE communities SET visit_deadline_day = %s WHERE id = %s", (day, community_id)
+    )
+    return cur.rowcount == 1
+
+
+def set_dispatch_gateway(
+    conn: Conn, community_id: str, url: str | None, secret: str | None
+) -> bool:
+    """Where a community's dispatches are also pushed (webhook); False: no community."""
+    cur = conn.execute(
+        "UPDATE communities SET dispatch_webhook_url = %s, dispatch_webhook_secret = %s"
+        " WHERE id = %s",
+        (url, secret, community_id),
+    )
+    return cur.rowcount == 1

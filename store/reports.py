@@ -13,7 +13,7 @@ from core.incidents import incident_figures
 from core.response_figures import AlertRecord, figures
 from core.service_report import ReportPublic, VisitCounts, assemble
 from core.visits import Month
-from store.incidents import incident_records
+from store.incident_records import incident_records
 from store.visits import community_coverage, import_checkins
 
 __all__ = ["VISIT_RULE_ID", "alert_records", "build_report", "device_counts", "visit_counts"]

@@ -5,6 +5,9 @@ only (``core.access``), and the audit log records that a name, address or contac
 changed without copying it. The writer of ``residents``, the care-visit
 programme's seeding and care workers included; forgetting a resident unlinks their
 wearables in ``devices``.
+changed without copying it. The writer of ``residents`` (the care-visit CLI's
+seeding aside), their visit policy included; forgetting a resident unlinks their
+wearables through ``store.devices``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from core.registry import ResidentSpec
+from core.visits import Policy
+from store.devices import unlink_resident
 from store.filters import list_filter
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "enroll_for_visits",
     "get_resident",
     "list_residents",
+    "set_visit_policy",
     "update_resident",
 ]
 
@@ -126,10 +132,7 @@ def update_resident(conn: Conn, resident_id: str, changes: dict[str, Any]) -> Re
 def delete_resident(conn: Conn, resident_id: str) -> None:
     """Forget a resident (moved out, died, withdrew consent); their wearables stay."""
     with conn.transaction():
-        conn.execute(
-            "UPDATE devices SET resident_id = NULL, updated_at = now() WHERE resident_id = %s",
-            (resident_id,),
-        )
+        unlink_resident(conn, resident_id)
         conn.execute("DELETE FROM residents WHERE id = %s", (resident_id,))
 
 
@@ -157,3 +160,11 @@ def enroll_for_visits(
             " SET visit_policy = excluded.visit_policy",
             [(i, community_id, name, vuln, policy) for i, name, vuln, policy in people],
         )
+
+
+def set_visit_policy(conn: Conn, resident_id: str, policy: Policy) -> None:
+    """How often the resident is to be visited (``core.visits``)."""
+    conn.execute(
+        "UPDATE residents SET visit_policy = %s, updated_at = now() WHERE id = %s",
+        (policy.value, resident_id),
+    )

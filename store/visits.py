@@ -21,6 +21,8 @@ import psycopg
 from psycopg.rows import class_row
 
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
+from store.places import set_visit_deadline_day
+from store.residents import set_visit_policy
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -158,18 +160,14 @@ def record_visit(
 
 
 def set_policy(conn: Conn, resident_id: str, policy: Policy) -> None:
-    conn.execute(
-        "UPDATE residents SET visit_policy = %s, updated_at = now() WHERE id = %s",
-        (policy.value, resident_id),
-    )
+    """The resident's visit policy (written by ``store.residents``)."""
+    set_visit_policy(conn, resident_id, policy)
 
 
 def set_deadline_day(conn: Conn, community_id: str, day: int) -> bool:
-    """The day of the month an unvisited resident raises an alert; False: no community."""
-    cur = conn.execute(
-        "UPDATE communities SET visit_deadline_day = %s WHERE id = %s", (day, community_id)
-    )
-    return cur.rowcount == 1
+    """The day of the month an unvisited resident raises an alert; False: no community.
+    Written by ``store.places``, the writer of ``communities``."""
+    return set_visit_deadline_day(conn, community_id, day)
 
 
 def delete_simulated(conn: Conn, community_id: str, start: datetime, end: datetime) -> None:

@@ -28,24 +28,23 @@ from api.scope import (
 )
 from core.incidents import MAX_TARGET_S, IncidentType, Targets, target_problems
 from core.incidents import deadlines as deadlines_of
-from store.incidents import (
-    DispatchError,
+from store.dispatch import DispatchError, dispatch_state, dispatches_of_user, open_dispatch_of
+from store.incident_records import (
     IncidentView,
-    acknowledge,
     all_targets,
-    community_of,
-    dispatch,
-    dispatch_state,
-    dispatch_team,
-    dispatches_of_user,
     get_incident,
     incident_view,
     incident_views,
-    open_dispatch_of,
+    set_targets,
+)
+from store.incidents import (
+    acknowledge,
+    community_of,
+    dispatch,
+    dispatch_team,
     open_for_alert,
     resolve,
     respond,
-    set_targets,
     sync_alerts,
 )
 from store.incidents import reassign as reassign_responder
