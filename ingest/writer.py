@@ -45,8 +45,8 @@ from core.errors import RejectReason, ServiceUnavailable
 from core.models import Reading
 from core.storage import StoragePath
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
-from store.layout import read_config
 from store.pools import DatabasePool, PoolWatch, is_outage
+from store.storage_config import read_config
 
 __all__ = ["BatchWriter", "MergeStatements", "is_outage", "merge_statements"]
 
@@ -107,7 +107,7 @@ SELECT s.device_id, s.metric, d.community_id, s.fresh, s.value, s.received_at
    SET ts = excluded.ts, value = excluded.value, received_at = excluded.received_at
  WHERE excluded.ts > l.ts""".replace("{newest}", _NEWEST)
 # Plain PostgreSQL only: the hours this batch wrote into, for the rollup refresh
-# (store.layout.refresh_rollups). One or two rows per batch instead of an
+# (store.rollups.refresh_rollups). One or two rows per batch instead of an
 # upsert per reading: upserting rollups per batch cost ~20 us a reading here. An
 # hour noted for a duplicate row costs a refresh that changes nothing.
 _DIRTY = (
