@@ -39,6 +39,7 @@ from core.dispatch_contract import (
     reply_topic,
 )
 from core.errors import ServiceUnavailable
+from store.dead_letters import NewDeadLetter, insert_dead_letters
 from store.dispatch import (
     DispatchError,
     claim_control_room_pushes,
@@ -213,17 +214,19 @@ class IncidentDesk:
                 raise
             except (BadReply, DispatchError) as exc:
                 _LOG.info("dispatch reply refused on %s: %s", inbound.topic[:200], exc)
-                conn.execute(
-                    "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason,"
-                    " detail, worker) VALUES (%s, %s, %s, %s, 'bad_dispatch_reply', %s, %s)",
-                    (
-                        now,
-                        inbound.topic,
-                        inbound.payload[:1024],
-                        len(inbound.payload),
-                        str(exc)[:500],
-                        "incident-desk",
-                    ),
+                insert_dead_letters(
+                    conn,
+                    [
+                        NewDeadLetter(
+                            now,
+                            inbound.topic,
+                            inbound.payload[:1024],
+                            len(inbound.payload),
+                            "bad_dispatch_reply",
+                            str(exc)[:500],
+                            "incident-desk",
+                        )
+                    ],
                 )
             # Committed (autocommit): only now may the broker forget the message.
             self._client.ack(inbound.mid, inbound.qos)

@@ -52,7 +52,7 @@ from core.rules import Rule
 from core.settings import AlertSettings
 from core.topics import device_topic, parse_topic
 from store import dead_letters as dead_letters_store
-from store import devices, engine_progress, maintenance_windows
+from store import device_directory, engine_progress, maintenance_windows
 from store import readings as readings_store
 from store import rules as rules_store
 from store import webhooks as webhooks_store
@@ -169,8 +169,8 @@ class AlertListener:
         self.limits = limits or Limits()
         # The process's one device directory (the gateway's); one of our own without.
         self.directory = directory or DeviceDirectory(
-            load_all=lambda: self.store.run(devices.load_all),
-            load_some=lambda ids: self.store.run(lambda c: devices.load_some(c, ids)),
+            load_all=lambda: self.store.run(device_directory.load_all),
+            load_some=lambda ids: self.store.run(lambda c: device_directory.load_some(c, ids)),
             miss_refresh_s=DIRECTORY_MISS_REFRESH_S,
         )
         self._directory_version = -1

@@ -44,7 +44,7 @@ from psycopg import sql
 
 from core.storage import StoragePath
 from store import schema
-from store.layout import rebuild_rollups
+from store.rollups import rebuild_rollups
 
 COMMUNITY = "bench"
 METRICS = ("heart_rate", "spo2", "battery")

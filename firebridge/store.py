@@ -1,5 +1,6 @@
-"""Every SQL statement of the bridge: UITDs and their points, dead letters, the
-status words it remembers, downstream commands, and whether rows are committed.
+"""Every SQL statement of the bridge: UITDs and their points, the status words it
+remembers, downstream commands, and whether rows are committed; its dead letters go
+through ``store.dead_letters``, on the bridge's connection and transaction.
 
 Async (psycopg's pool): the bridge is an asyncio server and never blocks its loop.
 """
@@ -18,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import ServiceUnavailable
 from firebridge.mapping import CommitKey, Point, PointSpec, Uitd
+from store.dead_letters import NewDeadLetter, insert_dead_letters_async
 from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S
 
 __all__ = ["BridgeStore", "DeadFrame"]
@@ -51,10 +53,6 @@ _STATE = """
 UPDATE uitd_points AS p SET status = v.status, status_ts = v.ts
   FROM unnest(%s::text[], %s::int[], %s::timestamptz[]) AS v(point, status, ts)
  WHERE p.uitd_id = %s AND p.point = v.point
-"""
-_DEAD = """
-INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
 _EVENTS_COMMITTED = """
 SELECT k.i FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) WITH ORDINALITY AS k(d, t, e, i)
@@ -208,10 +206,18 @@ class BridgeStore:
             return
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(
-                    _DEAD.encode(),
+                await insert_dead_letters_async(
+                    cur,
                     [
-                        (d.received_at, d.topic, d.raw, len(d.raw), d.reason, d.detail, self.worker)
+                        NewDeadLetter(
+                            d.received_at,
+                            d.topic,
+                            d.raw,
+                            len(d.raw),
+                            d.reason,
+                            d.detail,
+                            self.worker,
+                        )
                         for d in items
                     ],
                 )

@@ -37,7 +37,7 @@ from ingest.maintenance import MaintenanceTask
 from ingest.writer import BatchWriter
 from store import schema
 from store.conninfo import as_role
-from store.devices import DirectoryReader, follow_changes
+from store.device_directory import DirectoryReader, follow_changes
 from store.metrics import report_state, save_counters
 from store.pools import DatabasePool, PoolWatch
 

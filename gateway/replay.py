@@ -26,7 +26,7 @@ from gateway.decoders import Decoders
 from gateway.pipeline import accept
 from ingest.batch import Batch
 from ingest.writer import BatchWriter
-from store import devices
+from store import device_directory
 
 __all__ = ["ReplayResult", "Selection", "replay"]
 
@@ -98,7 +98,9 @@ def replay(
         with psycopg.connect(url, autocommit=True) as conn:
             where, params = _where(selection)
             rows = conn.execute(_SELECT.format(where), [*params, selection.limit]).fetchall()
-            registry = DeviceDirectory(load_all=lambda: devices.load_all(conn), miss_refresh_s=0)
+            registry = DeviceDirectory(
+                load_all=lambda: device_directory.load_all(conn), miss_refresh_s=0
+            )
             registry.refresh()
             for id_, received_at, topic, payload, payload_size in rows:
                 result = _replay_one(

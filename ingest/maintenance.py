@@ -12,11 +12,15 @@ Each pass, under an advisory lock so that one worker at a time does it:
   retention.
 
 More often (``ROLLUP_EVERY_S``) it refreshes the rollups of the complete hours
-the writer noted dirty (``store.layout.refresh_rollups``).
+the writer noted dirty (``store.rollups.refresh_rollups``).
 
 Each DDL step is its own short transaction with a lock timeout: a long query
 that holds a table makes the step wait for the next pass, never makes writers
 queue behind it.
+
+This module decides when and in what order; the statements are ``store.layout``'s
+(partitions), ``store.rollups``' (rollups) and ``store.storage_config``'s (the pass's
+record).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from core.storage import PARTITIONED_TABLES, StoragePath, partition_day, retention_cutoff_day
-from store.layout import read_config, record_maintenance, refresh_rollups
+from store import layout
+from store.rollups import expire_rollups, refresh_rollups
+from store.storage_config import read_config, record_maintenance
 
 __all__ = [
     "MAINTENANCE_EVERY_S",
@@ -55,8 +60,6 @@ ROLLUP_EVERY_S = 15.0
 _TURN_S = 1.0
 # How long a DDL step waits for a table lock before giving up until the next pass.
 LOCK_TIMEOUT = "5s"
-# Not the migrations' key: maintenance must not wait for (or block) an upgrade.
-_LOCK_KEY = 0x5C0_0002
 
 Conn = psycopg.Connection[Any]
 
@@ -84,17 +87,16 @@ def maintain(conn: Conn, now: datetime | None = None) -> MaintenanceReport:
     report = MaintenanceReport(path=config.path.value, at=now)
     if config.path is StoragePath.TIMESCALEDB:
         return report  # TimescaleDB's job scheduler runs the policies
-    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
-    if not (locked and locked[0]):
+    if not layout.lock_maintenance(conn):
         report.ran = False
         return report
     try:
-        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        layout.set_lock_timeout(conn, LOCK_TIMEOUT)
         today = partition_day(now)
         cutoff = retention_cutoff_day(now, config.raw_retention)
         for table in PARTITIONED_TABLES:
             days = {today + timedelta(days=n) for n in range(-1, config.partitions_ahead + 1)}
-            days |= _days_in_default(conn, table, cutoff)
+            days |= layout.days_in_default(conn, table, cutoff)
             for day in sorted(d for d in days if d >= cutoff):
                 _step(conn, report, f"create {table} {day}", _ensure, table, day)
             _step(conn, report, f"retention of {table}", _drop, table, cutoff)
@@ -105,8 +107,8 @@ def maintain(conn: Conn, now: datetime | None = None) -> MaintenanceReport:
             _step(conn, report, f"retention of {table}", _expire_rollups, table, now - keep)
         record_maintenance(conn, now, report.as_json())
     finally:
-        conn.execute("RESET lock_timeout")
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+        layout.set_lock_timeout(conn, None)
+        layout.unlock_maintenance(conn)
     return report
 
 
@@ -124,29 +126,17 @@ def _step(conn: Conn, report: MaintenanceReport, what: str, func: Any, *args: An
         _LOG.warning("storage maintenance: %s failed: %s", what, exc)
 
 
-def _days_in_default(conn: Conn, table: str, cutoff: date) -> set[date]:
-    query = sql.SQL("SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM {} WHERE ts >= %s").format(
-        sql.Identifier(f"{table}_default")
-    )
-    start = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
-    return {row[0] for row in conn.execute(query, (start,))}
-
-
 def _ensure(conn: Conn, report: MaintenanceReport, table: str, day: date) -> None:
-    row = conn.execute("SELECT sc_ensure_day_partition(%s, %s)", (table, day)).fetchone()
-    if row and row[0]:
+    if layout.ensure_day_partition(conn, table, day):
         report.created.append(f"{table}_p{day:%Y%m%d}")
 
 
 def _drop(conn: Conn, report: MaintenanceReport, table: str, cutoff: date) -> None:
-    row = conn.execute("SELECT sc_drop_day_partitions(%s, %s)", (table, cutoff)).fetchone()
-    if row and row[0]:
-        report.dropped.extend(row[0])
+    report.dropped.extend(layout.drop_day_partitions(conn, table, cutoff))
 
 
 def _expire_rollups(conn: Conn, report: MaintenanceReport, table: str, before: datetime) -> None:
-    query = sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table))
-    report.rollup_rows_deleted += conn.execute(query, (before,)).rowcount
+    report.rollup_rows_deleted += expire_rollups(conn, table, before)
 
 
 class MaintenanceTask:

@@ -45,8 +45,9 @@ from core.errors import RejectReason, ServiceUnavailable
 from core.models import Reading
 from core.storage import StoragePath
 from ingest.batch import Accepted, Batch, DeadLetter, WriteResult
-from store.layout import read_config
+from store.dead_letters import NewDeadLetter, insert_dead_letters
 from store.pools import DatabasePool, PoolWatch, is_outage
+from store.storage_config import read_config
 
 __all__ = ["BatchWriter", "MergeStatements", "is_outage", "merge_statements"]
 
@@ -107,7 +108,7 @@ SELECT s.device_id, s.metric, d.community_id, s.fresh, s.value, s.received_at
    SET ts = excluded.ts, value = excluded.value, received_at = excluded.received_at
  WHERE excluded.ts > l.ts""".replace("{newest}", _NEWEST)
 # Plain PostgreSQL only: the hours this batch wrote into, for the rollup refresh
-# (store.layout.refresh_rollups). One or two rows per batch instead of an
+# (store.rollups.refresh_rollups). One or two rows per batch instead of an
 # upsert per reading: upserting rollups per batch cost ~20 us a reading here. An
 # hour noted for a duplicate row costs a refresh that changes nothing.
 _DIRTY = (
@@ -138,10 +139,6 @@ def merge_statements(path: StoragePath, *, on_conflict: bool) -> MergeStatements
 _EVENT = (
     "INSERT INTO device_events (device_id, ts, event, data, seq, received_at) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-)
-_DEAD = (
-    "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 # Dead letters keep at most this much of a payload (the payload limit by default);
 # the real size is stored beside it.
@@ -347,10 +344,10 @@ class BatchWriter:
                 events = max(cur.rowcount, 0)
             if dead:
                 limit = self.dead_payload_bytes
-                cur.executemany(
-                    _DEAD,
+                insert_dead_letters(
+                    cur,
                     [
-                        (
+                        NewDeadLetter(
                             d.received_at,
                             _text(d.topic),
                             d.payload[:limit],

@@ -1,12 +1,17 @@
-"""Reads of the dead letters (the API's and the CLI's list) and of their replays
-(what the rule engine evaluates after a replay stored them).
+"""The dead letters: the one insert of ``dead_letters``, and their reads (the API's
+and the CLI's list) and those of their replays (what the rule engine evaluates after
+a replay stored them).
 
-The pipeline writes ``dead_letters`` on its COPY path (``ingest/writer.py``) and a
-replay writes ``dead_letter_replays`` (``gateway/replay.py``).
+``insert_dead_letters`` runs on the caller's connection or cursor, inside its
+transaction: the pipeline's batch (``ingest/writer.py``), the incident desk's
+refused replies (``alerts/incident_desk.py``); the fire bridge's refusals
+(``firebridge/store.py``) go through ``insert_dead_letters_async``. A replay writes
+``dead_letter_replays`` (``gateway/replay.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,9 +22,63 @@ from psycopg.rows import class_row
 
 from store.scoping import Communities, community_filter, given
 
-__all__ = ["DeadLetterRecord", "list_dead_letters", "replayed_since", "replays_end"]
+__all__ = [
+    "DeadLetterRecord",
+    "NewDeadLetter",
+    "insert_dead_letters",
+    "insert_dead_letters_async",
+    "list_dead_letters",
+    "replayed_since",
+    "replays_end",
+]
 
 Conn = psycopg.Connection[Any]
+
+_INSERT = (
+    "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDeadLetter:
+    """A dead letter as it is stored: the caller decides how much of the payload to
+    keep (``payload_size``: the real size beside it) and makes the text storable."""
+
+    received_at: datetime
+    topic: str
+    payload: bytes
+    payload_size: int | None
+    reason: str
+    detail: str
+    worker: str
+
+
+def _rows(letters: Sequence[NewDeadLetter]) -> list[tuple[Any, ...]]:
+    return [
+        (d.received_at, d.topic, d.payload, d.payload_size, d.reason, d.detail, d.worker)
+        for d in letters
+    ]
+
+
+def insert_dead_letters(on: Conn | psycopg.Cursor[Any], letters: Sequence[NewDeadLetter]) -> None:
+    """Insert ``letters`` on ``on`` (a connection, or a cursor of it), in whatever
+    transaction it is in; one ``executemany``."""
+    if not letters:
+        return
+    if isinstance(on, psycopg.Connection):
+        with on.cursor() as cur:
+            cur.executemany(_INSERT, _rows(letters))
+    else:
+        on.executemany(_INSERT, _rows(letters))
+
+
+async def insert_dead_letters_async(
+    cur: psycopg.AsyncCursor[Any], letters: Sequence[NewDeadLetter]
+) -> None:
+    """``insert_dead_letters`` on an asyncio cursor (the fire bridge's)."""
+    if letters:
+        await cur.executemany(_INSERT, _rows(letters))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,19 @@
 """The device registry in the database: register (one or a whole CSV), read, list,
-change, move through the lifecycle, issue MQTT credentials; and the registry as the
-pipeline reads it, with the feed of its changes.
+change, move through the lifecycle, issue MQTT credentials, and register the
+simulated devices of the demo, the simulators and the visit rehearsal.
 
 The writer of ``devices`` (the ingest writer's last-seen and status columns aside),
-including the unlinking of a forgotten resident's wearables.
+including the unlinking of a forgotten resident's wearables. What only the database
+can tell about a device to register is checked by ``store.device_checks``; the
+pipeline's reads of the registry and the feed of its changes are
+``store.device_directory``.
 Writes run in ``conn.transaction()``; the audit triggers record each change with the
 session's ``sc.actor``. Passwords are returned once and stored only as Mosquitto
 ``$7$`` hashes (``core.passwords``).
-
-Every change that matters to the directory (a device registered, moved, retired
-or deleted; a community's time zone) is announced on ``DEVICES_CHANNEL`` by
-triggers (migration 0009), whoever makes it: the API, the CLI, plain SQL. The
-payload is the device id, or ``*`` for "read them all".
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,38 +25,29 @@ from psycopg.rows import class_row
 from pydantic import ValidationError
 
 from core.device_csv import ParsedCsv, RowError, validation_reason
-from core.directory import DeviceDirectory, DeviceInfo
-from core.errors import ServiceUnavailable
 from core.fleet import FleetStatus, summarize_fleet
 from core.models import Device
 from core.passwords import hash_password, new_secret
 from core.registry import DeviceSpec
 from store import places
+from store.device_checks import Problem, check_specs
 from store.filters import list_filter
-from store.pools import DatabasePool, PoolWatch
 
 __all__ = [
-    "DEVICES_CHANNEL",
     "DeviceRecord",
-    "DirectoryReader",
     "ImportReport",
     "Issued",
     "LifecycleError",
-    "Problem",
     "SimulatedDevice",
-    "check_specs",
     "community_devices",
     "count_online",
     "decommission",
     "device_ids",
     "fleet_status",
-    "follow_changes",
     "get_device",
     "import_devices",
     "issue_missing_credentials",
     "list_devices",
-    "load_all",
-    "load_some",
     "register_device",
     "register_simulated",
     "rotate_credentials",
@@ -69,116 +56,7 @@ __all__ = [
     "update_device",
 ]
 
-_LOG = logging.getLogger(__name__)
-DEVICES_CHANNEL = "sc_devices"
-# Past this many devices named in one turn (a bulk import), one full read is cheaper.
-_TARGETED_MAX = 500
-# How long the feed waits for notifications per turn (and how often it beats).
-_TURN_S = 1.0
-# After a notification, how long the ones sent with it may take to arrive.
-_DRAIN_S = 0.05
-# After the feed's connection failed: wait before connecting again (doubling).
-_RETRY_MIN_S = 0.5
-_RETRY_MAX_S = 10.0
-
 Conn = psycopg.Connection[Any]
-_SELECT = (
-    "SELECT d.id, d.community_id, d.device_class, d.expected_interval_s, d.building,"
-    " c.time_zone, d.state FROM devices AS d JOIN communities AS c ON c.id = d.community_id"
-)
-
-
-def _info(row: tuple[Any, ...]) -> DeviceInfo:
-    device_id, community, cls, interval, building, tz, state = row
-    return DeviceInfo(
-        str(device_id), str(community), str(cls), float(interval), building, str(tz), str(state)
-    )
-
-
-def load_all(conn: Conn) -> dict[str, DeviceInfo]:
-    """Every device, decommissioned ones too (the gateway names them in its refusal)."""
-    with conn.transaction():
-        return {str(r[0]): _info(r) for r in conn.execute(_SELECT)}
-
-
-def load_some(conn: Conn, device_ids: Collection[str]) -> dict[str, DeviceInfo]:
-    with conn.transaction():
-        rows = conn.execute(_SELECT + " WHERE d.id = ANY(%s)", (list(device_ids),))
-        return {str(r[0]): _info(r) for r in rows}
-
-
-class DirectoryReader:
-    """The directory's loaders over a connection pool of their own (``store.pools``),
-    apart from the writer's; an outage is ``ServiceUnavailable``. The directory calls
-    one at a time."""
-
-    def __init__(self, url: str, *, watch: PoolWatch | None = None) -> None:
-        self.url = url
-        # One load at a time: one connection.
-        self._pool = DatabasePool(url, name="directory", watch=watch)
-
-    def open(self) -> None:
-        self._pool.open()
-
-    def close(self) -> None:
-        self._pool.close()
-
-    def _run(self, work: Callable[[Conn], dict[str, DeviceInfo]]) -> dict[str, DeviceInfo]:
-        with self._pool.connection() as conn:
-            try:
-                return work(conn)
-            except psycopg.OperationalError as exc:
-                raise ServiceUnavailable("database", str(exc).strip()) from exc
-
-    def load_all(self) -> dict[str, DeviceInfo]:
-        return self._run(load_all)
-
-    def load_some(self, device_ids: Collection[str]) -> dict[str, DeviceInfo]:
-        return self._run(lambda conn: load_some(conn, device_ids))
-
-    def directory(self, *, miss_refresh_s: float) -> DeviceDirectory:
-        return DeviceDirectory(
-            load_all=self.load_all, load_some=self.load_some, miss_refresh_s=miss_refresh_s
-        )
-
-
-def follow_changes(
-    url: str,
-    directory: DeviceDirectory,
-    stop: threading.Event,
-    beat: Callable[[str], None] | None = None,
-) -> None:
-    """Until ``stop``: LISTEN for registry changes and apply them to ``directory``.
-
-    After each (re)connection the directory is read in full: what changed while
-    nobody listened was announced to no one."""
-    name = threading.current_thread().name
-    delay = _RETRY_MIN_S
-    while not stop.is_set():
-        if beat is not None:
-            beat(name)
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(DEVICES_CHANNEL)))
-                directory.refresh()
-                delay = _RETRY_MIN_S
-                while not stop.is_set():
-                    if beat is not None:
-                        beat(name)
-                    first = list(conn.notifies(timeout=_TURN_S, stop_after=1))
-                    if not first:
-                        continue
-                    # What came with it (a bulk import names many): one read for all.
-                    rest = conn.notifies(timeout=_DRAIN_S)
-                    named = {n.payload for n in first} | {n.payload for n in rest}
-                    if "*" in named or len(named) > _TARGETED_MAX:
-                        directory.refresh()
-                    else:
-                        directory.changed(named)
-        except (psycopg.OperationalError, ServiceUnavailable) as exc:
-            _LOG.warning("device directory feed: database unavailable (%s); retrying", exc)
-            stop.wait(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -225,15 +103,6 @@ class DeviceRecord:
     credentials_rotated_at: datetime | None
     battery: float | None
     rssi: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Why a device cannot be registered as asked: which field, what is wrong, a kind."""
-
-    field: str
-    message: str
-    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,104 +169,6 @@ def community_devices(conn: Conn, community_id: str) -> list[DeviceRecord]:
 def fleet_status(conn: Conn, community_id: str, now: datetime, limit: int) -> FleetStatus:
     """The community's fleet at ``now`` (``core.fleet``), at most ``limit`` devices listed."""
     return summarize_fleet(community_id, community_devices(conn, community_id), now, limit)
-
-
-# --- validation against the database ------------------------------------------------------
-
-
-def _existing(conn: Conn, query: str, values: list[Any]) -> set[Any]:
-    if not values:
-        return set()
-    return {tuple(r) if len(r) > 1 else r[0] for r in conn.execute(query.encode(), (values,))}
-
-
-def check_specs(
-    conn: Conn,
-    specs: Sequence[DeviceSpec],
-    *,
-    visible: Callable[[str], bool],
-    create_locations: bool,
-    new_ids: bool = True,
-) -> dict[int, Problem]:
-    """What is wrong with each spec (by index) that only the database can tell.
-
-    A community the caller may not see is reported exactly as one that does not exist.
-    ``new_ids=False`` checks a change to registered devices: their ids are theirs.
-    """
-    ids = [s.id for s in specs] if new_ids else []
-    communities = _existing(
-        conn,
-        "SELECT id FROM communities WHERE id = ANY(%s)",
-        sorted({s.community_id for s in specs}),
-    )
-    taken = _existing(conn, "SELECT id FROM devices WHERE id = ANY(%s)", ids)
-    accounts = _existing(conn, "SELECT username FROM mqtt_accounts WHERE username = ANY(%s)", ids)
-    places = [s for s in specs if s.building is not None]
-    buildings = _existing(
-        conn,
-        "SELECT community_id, id FROM buildings WHERE community_id || '/' || id = ANY(%s)",
-        sorted({f"{s.community_id}/{s.building}" for s in places}),
-    )
-    unit_floors: dict[tuple[str, str, str], int | None] = {}
-    keys = sorted({f"{s.community_id}/{s.building}/{s.unit}" for s in places if s.unit})
-    if keys:
-        for c, b, u, floor in conn.execute(
-            "SELECT community_id, building_id, id, floor FROM units"
-            " WHERE community_id || '/' || building_id || '/' || id = ANY(%s)",
-            (keys,),
-        ):
-            unit_floors[(c, b, u)] = floor
-    residents = {
-        r[0]: r[1]
-        for r in conn.execute(
-            "SELECT id, community_id FROM residents WHERE id = ANY(%s)",
-            (sorted({s.resident_id for s in specs if s.resident_id}),),
-        )
-    }
-    problems: dict[int, Problem] = {}
-    for index, spec in enumerate(specs):
-        problem: Problem | None = None
-        if spec.community_id not in communities or not visible(spec.community_id):
-            problem = Problem(
-                "community_id", f"unknown community {spec.community_id!r}", "unknown_community"
-            )
-        elif spec.id in taken:
-            problem = Problem("id", f"device {spec.id!r} already exists", "device_exists")
-        elif spec.id in accounts:
-            problem = Problem(
-                "id", f"{spec.id!r} is a broker service account's user name", "device_exists"
-            )
-        elif (
-            spec.building is not None
-            and not create_locations
-            and (spec.community_id, spec.building) not in buildings
-        ):
-            problem = Problem("building", f"unknown building {spec.building!r}", "unknown_building")
-        elif spec.unit is not None and spec.building is not None:
-            key = (spec.community_id, spec.building, spec.unit)
-            if key not in unit_floors and not create_locations:
-                problem = Problem("unit", f"unknown unit {spec.unit!r}", "unknown_unit")
-            elif (
-                key in unit_floors
-                and spec.floor is not None
-                and unit_floors[key] not in (None, spec.floor)
-            ):
-                problem = Problem(
-                    "floor",
-                    f"unit {spec.unit!r} is on floor {unit_floors[key]}, not {spec.floor}",
-                    "floor_mismatch",
-                )
-        if (
-            problem is None
-            and spec.resident_id is not None
-            and residents.get(spec.resident_id) != spec.community_id
-        ):
-            problem = Problem(
-                "resident_id", f"unknown resident {spec.resident_id!r}", "unknown_resident"
-            )
-        if problem is not None:
-            problems[index] = problem
-    return problems
 
 
 # --- writing ------------------------------------------------------------------------------

@@ -11,40 +11,44 @@ the path once, per database:
 3. otherwise plain PostgreSQL.
 
 Existing rows are carried over in both cases. Continuous aggregates are created
-``WITH NO DATA`` (a refresh cannot run inside a transaction); ``after_upgrade``
-fills them from existing rows once the migration has committed.
+``WITH NO DATA`` (a refresh cannot run inside a transaction);
+``store.rollups.after_upgrade`` fills them from existing rows once the migration has
+committed.
 
-It is the one writer of ``storage_config``: the path, the rollup watermark, the
-retention (``set_retention``, for ``db retention``) and the plain path's last
-maintenance pass (``record_maintenance``, for ``ingest.maintenance``).
+On the plain path it also holds the statements of the maintenance pass that
+``ingest.maintenance`` schedules: the day partitions of ``readings`` and
+``device_events`` made ahead, late rows moved out of their DEFAULT partitions,
+expired partitions dropped. On TimescaleDB it moves the policies with the retention
+(``set_retention``, for ``db retention``). The settings row itself is
+``store.storage_config``'s; the rollups are ``store.rollups``'.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
-from psycopg.types.json import Jsonb
 
 from core.errors import ConfigurationError
 from core.storage import PARTITIONED_TABLES, StorageConfig, StoragePath
+from store.rollups import note_every_hour
+from store.storage_config import read_config, set_backfill_pending, set_path, store_retention
 
 __all__ = [
     "FORCE_SETTING",
-    "after_upgrade",
+    "days_in_default",
     "detect_path",
+    "drop_day_partitions",
+    "ensure_day_partition",
     "install",
-    "read_config",
-    "rebuild_rollups",
-    "record_maintenance",
-    "refresh_rollups",
+    "lock_maintenance",
+    "set_lock_timeout",
     "set_retention",
     "timescaledb_available",
+    "unlock_maintenance",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -52,11 +56,6 @@ _LOG = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
 
 FORCE_SETTING = "smartcommunity.storage"
-
-_CONFIG = (
-    "SELECT path, chunk_interval, compress_after, raw_retention, hourly_retention,"
-    " daily_retention, partitions_ahead, daily_time_zone FROM storage_config"
-)
 
 # -- plain PostgreSQL ------------------------------------------------------------------------
 
@@ -196,49 +195,6 @@ SELECT sc_ensure_day_partition(%(table)s, day)
 INSERT INTO {new} SELECT * FROM {old};
 DROP TABLE {old};
 """
-
-# Claims the complete hours noted dirty, recomputes their hourly rollups from raw
-# rows and the local days containing them (per community zone) from the hourly
-# rollups, and moves the watermark. One transaction: a crash loses no claim. A
-# batch committing meanwhile leaves a dirty row this snapshot did not claim, so
-# its hour is computed again on the next pass.
-_CLAIM = """
-WITH claimed AS (DELETE FROM rollup_dirty WHERE hour < %(upto)s RETURNING hour)
-SELECT DISTINCT hour FROM claimed ORDER BY hour
-"""
-_REFRESH_HOURLY = """
-DELETE FROM rollup_hourly WHERE bucket = ANY(%(hours)s);
-INSERT INTO rollup_hourly (device_id, metric, bucket, count, sum, min, max, last, last_ts)
-SELECT device_id, metric, date_trunc('hour', ts, 'UTC'), count(*), sum(value),
-       min(value), max(value), (array_agg(value ORDER BY ts DESC))[1], max(ts)
-  FROM readings
- WHERE ts >= %(first)s AND ts < %(last)s AND date_trunc('hour', ts, 'UTC') = ANY(%(hours)s)
- GROUP BY 1, 2, 3;
-DELETE FROM rollup_daily AS r
- USING (SELECT DISTINCT z.time_zone, (h AT TIME ZONE z.time_zone)::date AS day
-          FROM (SELECT DISTINCT time_zone FROM communities) AS z,
-               unnest(%(hours)s::timestamptz[]) AS h) AS d
- WHERE r.time_zone = d.time_zone AND r.day = d.day;
-INSERT INTO rollup_daily
-       (device_id, metric, day, time_zone, bucket, count, sum, min, max, last, last_ts)
-SELECT h.device_id, h.metric, d.day, d.time_zone, d.day::timestamp AT TIME ZONE d.time_zone,
-       sum(h.count), sum(h.sum), min(h.min), max(h.max),
-       (array_agg(h.last ORDER BY h.last_ts DESC))[1], max(h.last_ts)
-  FROM (SELECT DISTINCT z.time_zone, (h AT TIME ZONE z.time_zone)::date AS day
-          FROM (SELECT DISTINCT time_zone FROM communities) AS z,
-               unnest(%(hours)s::timestamptz[]) AS h) AS d
-  JOIN communities AS c ON c.time_zone = d.time_zone
-  JOIN devices AS v ON v.community_id = c.id
-  JOIN rollup_hourly AS h ON h.device_id = v.id
-   AND h.bucket >= d.day::timestamp AT TIME ZONE d.time_zone
-   AND h.bucket < (d.day + 1)::timestamp AT TIME ZONE d.time_zone
- GROUP BY 1, 2, 3, 4, 5;
-"""
-# Hours refreshed per transaction: a backlog (days of downtime, a bulk load) is
-# worked through in steps that each hold few locks for long.
-REFRESH_HOURS_PER_STEP = 24
-# Neither the migrations' key nor maintenance's.
-_REFRESH_LOCK_KEY = 0x5C0_0003
 
 # -- TimescaleDB -----------------------------------------------------------------------------
 
@@ -389,27 +345,10 @@ def detect_path(conn: Conn) -> StoragePath:
     return StoragePath.TIMESCALEDB if timescaledb_available(conn) else StoragePath.POSTGRESQL
 
 
-def read_config(conn: Conn) -> StorageConfig:
-    row = conn.execute(_CONFIG).fetchone()
-    if row is None:
-        raise ConfigurationError("storage_config is empty: run `smartcommunity db upgrade`")
-    path, chunk, compress, raw, hourly, daily, ahead, tz = row
-    return StorageConfig(
-        path=StoragePath(path),
-        chunk_interval=chunk,
-        compress_after=compress,
-        raw_retention=raw,
-        hourly_retention=hourly,
-        daily_retention=daily,
-        partitions_ahead=int(ahead),
-        daily_time_zone=str(tz),
-    )
-
-
 def install(conn: Conn) -> None:
     """Build the path-specific storage; runs inside migration 0002's transaction."""
     path = detect_path(conn)
-    conn.execute("UPDATE storage_config SET path = %s", (path.value,))
+    set_path(conn, path)
     config = read_config(conn)
     if path is StoragePath.TIMESCALEDB:
         _install_timescaledb(conn, config)
@@ -437,11 +376,8 @@ def _install_postgresql(conn: Conn, config: StorageConfig) -> None:
         )
     _create_views(conn, daily_time_zone=None)
     # Every hour with rows is dirty; refresh_rollups (after_upgrade) computes them.
-    conn.execute(
-        "INSERT INTO rollup_dirty (hour)"
-        " SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings"
-    )
-    conn.execute("UPDATE storage_config SET rollup_backfill_pending = true")
+    note_every_hour(conn)
+    set_backfill_pending(conn, True)
 
 
 def _install_timescaledb(conn: Conn, config: StorageConfig) -> None:
@@ -454,7 +390,7 @@ def _install_timescaledb(conn: Conn, config: StorageConfig) -> None:
     _create_views(conn, daily_time_zone=config.daily_time_zone)
     has_rows = conn.execute("SELECT EXISTS (SELECT FROM readings)").fetchone()
     if has_rows and has_rows[0]:
-        conn.execute("UPDATE storage_config SET rollup_backfill_pending = true")
+        set_backfill_pending(conn, True)
 
 
 def _run(conn: Conn, script: str, params: dict[str, Any]) -> None:
@@ -488,151 +424,11 @@ def _create_views(conn: Conn, *, daily_time_zone: str | None) -> None:
         conn.execute(sql.SQL(_VIEWS_TIMESCALEDB).format(tz=tz))
 
 
-def refresh_rollups(conn: Conn, now: datetime | None = None) -> int:
-    """Plain path: materialise the complete hours noted dirty; return how many.
-
-    ``conn`` must not be in a transaction (each step commits). Hours of the
-    current hour on are left to the raw side of the views until complete.
-    """
-    upto = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
-    done = 0
-    while True:
-        with conn.transaction():
-            # One refresher at a time: two recomputing one hour would collide on its key.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK_KEY,))
-            hours = [row[0] for row in conn.execute(_CLAIM, {"upto": upto})]
-            if hours:
-                # The rest of a long backlog goes back for the next step.
-                rest, hours = hours[REFRESH_HOURS_PER_STEP:], hours[:REFRESH_HOURS_PER_STEP]
-                if rest:
-                    conn.cursor().executemany(
-                        "INSERT INTO rollup_dirty (hour) VALUES (%s)", [(h,) for h in rest]
-                    )
-                params = {
-                    "hours": hours,
-                    "first": hours[0],
-                    "last": hours[-1] + timedelta(hours=1),
-                }
-                _run(conn, _REFRESH_HOURLY, params)
-                done += len(hours)
-            else:
-                conn.execute(
-                    "UPDATE storage_config SET rollup_watermark = %s WHERE rollup_watermark < %s",
-                    (upto, upto),
-                )
-                return done
-
-
-def rebuild_rollups(conn: Conn, start: datetime, end: datetime, now: datetime | None = None) -> int:
-    """Recompute the rollups of ``[start, end)`` from the raw rows, on either path; for
-    rows that reached ``readings`` around the ingest writer (a bulk COPY). Returns the
-    hours recomputed.
-
-    The rows must be committed and ``conn`` idle (no transaction open): TimescaleDB
-    refreshes a continuous aggregate only outside a transaction, and the plain path
-    commits hour by hour, so both paths ask the same of the caller.
-    """
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise ConfigurationError(
-            "rebuild_rollups needs committed rows and a connection outside a transaction"
-        )
-    autocommit = conn.autocommit
-    conn.autocommit = True  # each step commits on its own, on both paths
-    try:
-        config = read_config(conn)
-        if config.path is StoragePath.TIMESCALEDB:
-            return _refresh_aggregates(conn, config, start, end, now or datetime.now(UTC))
-        conn.execute(
-            "INSERT INTO rollup_dirty (hour)"
-            " SELECT DISTINCT date_trunc('hour', ts, 'UTC') FROM readings"
-            " WHERE ts >= %s AND ts < %s",
-            (start, end),
-        )
-        return refresh_rollups(conn, now)
-    finally:
-        conn.autocommit = autocommit
-
-
-def _refresh_aggregates(
-    conn: Conn, config: StorageConfig, start: datetime, end: datetime, now: datetime
-) -> int:
-    """TimescaleDB: refresh both continuous aggregates over the range.
-
-    A refresh materialises only the buckets wholly inside its window, so the window
-    is widened by a day each way (the daily buckets follow the community's day, not
-    UTC's); its start never reaches back past the policies' own start, where raw
-    chunks may already be dropped and a refresh would empty their buckets.
-    A day bucket not wholly inside the window stays as it was: its rows past the
-    aggregate's watermark are read raw, and the daily policy refreshes it within
-    the hour.
-    """
-    floor = now - config.rollup_refresh_start
-    first = max(start - timedelta(days=1), floor).replace(minute=0, second=0, microsecond=0)
-    # Never past the current hour: what is newer the views read raw (real-time
-    # aggregates), as the policies leave it (end_offset one hour).
-    last = min(end + timedelta(days=1), now).replace(minute=0, second=0, microsecond=0)
-    if first >= last:
-        return 0
-    refresh = sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)")
-    conn.execute(refresh.format(sql.Literal("rollup_hourly")), (first, last))
-    # TimescaleDB refuses a window that holds no whole bucket: refresh the daily
-    # aggregate over the days wholly inside, in the aggregate's own zone.
-    zone = ZoneInfo(config.daily_time_zone)
-    local_first = first.astimezone(zone)
-    day_first = local_first.replace(hour=0, minute=0, second=0, microsecond=0)
-    if day_first < local_first:
-        day_first += timedelta(days=1)
-    day_last = last.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    if day_first < day_last:
-        conn.execute(refresh.format(sql.Literal("rollup_daily")), (day_first, day_last))
-    return int((last - first) / timedelta(hours=1))
-
-
-def after_upgrade(conn: Conn) -> None:
-    """Work that cannot run in a migration's transaction; ``conn`` is in autocommit.
-
-    Fill the rollups from rows carried over: continuous aggregates on
-    TimescaleDB, the rollup tables on plain PostgreSQL.
-    """
-    exists = conn.execute("SELECT to_regclass('storage_config') IS NOT NULL").fetchone()
-    if not (exists and exists[0]):
-        return
-    row = conn.execute("SELECT rollup_backfill_pending, path FROM storage_config").fetchone()
-    if row is None or not row[0]:
-        return
-    if row[1] == StoragePath.POSTGRESQL.value:
-        refresh_rollups(conn)
-        conn.execute("UPDATE storage_config SET rollup_backfill_pending = false")
-        return
-    for view in ("rollup_hourly", "rollup_daily"):
-        refresh = "CALL refresh_continuous_aggregate({}, NULL, now() - INTERVAL '1 hour')"
-        conn.execute(sql.SQL(refresh).format(sql.Literal(view)))
-    conn.execute("UPDATE storage_config SET rollup_backfill_pending = false")
-    _LOG.info("continuous aggregates filled from existing readings")
-
-
-def record_maintenance(conn: Conn, at: datetime, report: dict[str, Any]) -> None:
-    """Note the plain path's maintenance pass (``ingest.maintenance``) and its report."""
-    conn.execute(
-        "UPDATE storage_config SET last_maintenance_at = %s, last_maintenance = %s",
-        (at, Jsonb(report)),
-    )
-
-
 def set_retention(conn: Conn, config: StorageConfig) -> None:
     """Store ``config``'s retention and compression horizon and, on TimescaleDB, move
     the policies to it; one transaction."""
     with conn.transaction():
-        conn.execute(
-            "UPDATE storage_config SET raw_retention = %s, hourly_retention = %s,"
-            " daily_retention = %s, compress_after = %s, changed_at = now()",
-            (
-                config.raw_retention,
-                config.hourly_retention,
-                config.daily_retention,
-                config.compress_after,
-            ),
-        )
+        store_retention(conn, config)
         if config.path is StoragePath.TIMESCALEDB:
             _move_policies(conn, config)
 
@@ -661,3 +457,50 @@ def _move_policies(conn: Conn, config: StorageConfig) -> None:
             " end_offset => INTERVAL '1 hour', schedule_interval => %s::interval)",
             (view, config.rollup_refresh_start, every),
         )
+
+
+# -- the plain path's maintenance (scheduled by ingest.maintenance) -------------------------
+
+# Not the migrations' key: maintenance must not wait for (or block) an upgrade.
+_MAINTENANCE_LOCK_KEY = 0x5C0_0002
+
+
+def lock_maintenance(conn: Conn) -> bool:
+    """Take the maintenance lock of this session, if no other worker holds it."""
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (_MAINTENANCE_LOCK_KEY,)).fetchone()
+    return bool(locked and locked[0])
+
+
+def unlock_maintenance(conn: Conn) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (_MAINTENANCE_LOCK_KEY,))
+
+
+def set_lock_timeout(conn: Conn, timeout: str | None) -> None:
+    """How long a statement of this session waits for a lock (None: the default again)."""
+    if timeout is None:
+        conn.execute("RESET lock_timeout")
+    else:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(timeout)))
+
+
+def days_in_default(conn: Conn, table: str, cutoff: date) -> set[date]:
+    """The UTC days, from ``cutoff`` on, of the rows in ``table``'s DEFAULT partition."""
+    query = sql.SQL("SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM {} WHERE ts >= %s").format(
+        sql.Identifier(f"{table}_default")
+    )
+    start = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC)
+    return {row[0] for row in conn.execute(query, (start,))}
+
+
+def ensure_day_partition(conn: Conn, table: str, day: date) -> bool:
+    """Create ``table``'s partition of ``day``, moving its rows out of the DEFAULT
+    partition; False when it existed."""
+    row = conn.execute("SELECT sc_ensure_day_partition(%s, %s)", (table, day)).fetchone()
+    return bool(row and row[0])
+
+
+def drop_day_partitions(conn: Conn, table: str, cutoff: date) -> list[str]:
+    """Drop ``table``'s day partitions that end by ``cutoff`` and delete older rows from
+    its DEFAULT partition; the partitions dropped."""
+    row = conn.execute("SELECT sc_drop_day_partitions(%s, %s)", (table, cutoff)).fetchone()
+    return list(row[0]) if row and row[0] else []

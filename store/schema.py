@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from store import layout
+from store import layout, rollups
 
 __all__ = ["Migration", "applied_versions", "migrations", "upgrade"]
 
@@ -84,7 +84,7 @@ def upgrade(url: str) -> list[Migration]:
                     )
                 _LOG.info("applied migration %04d_%s", migration.version, migration.name)
                 done.append(migration)
-            layout.after_upgrade(conn)
+            rollups.after_upgrade(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from core.storage import Bucket
-from store.layout import read_config
+from store.storage_config import read_config
 
 __all__ = [
     "COMMUNITY_READINGS",

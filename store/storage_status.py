@@ -1,7 +1,7 @@
 """What ``smartcommunity db status`` and ``db retention`` read of the storage: sizes,
 day partitions or chunks, compression, the TimescaleDB policies' jobs, the plain
 path's rollup watermark and last maintenance pass, and what a retention would drop.
-(``store.layout`` builds the storage and writes ``storage_config``.)"""
+(``store.layout`` builds the storage; ``store.storage_config`` writes ``storage_config``.)"""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from core.fleet import presence_of
 from core.models import DeviceState
 from core.registry import DevicePatch, DeviceSpec, changed_fields
 from core.topics import device_filter
-from store import devices
+from store import device_checks, devices
 
 __all__ = ["device_public", "get_device_or_404", "router"]
 
@@ -65,7 +65,7 @@ def get_device_or_404(
     return device_public(found, now or datetime.now(UTC))
 
 
-def _problem(problem: devices.Problem, value: str) -> HTTPException:
+def _problem(problem: device_checks.Problem, value: str) -> HTTPException:
     if problem.kind == "device_exists":
         return HTTPException(status.HTTP_409_CONFLICT, detail=problem.message)
     if problem.kind == "unknown_community":
@@ -103,7 +103,7 @@ def register(
     outcome = devices.register_device(
         conn, body, visible=principal.sees, installed_by=principal.actor
     )
-    if isinstance(outcome, devices.Problem):
+    if isinstance(outcome, device_checks.Problem):
         raise _problem(outcome, body.community_id)
     record, password = outcome
     return _registered(record, password, clock())
@@ -251,7 +251,7 @@ def change_device(
         )
     except devices.LifecycleError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    if isinstance(outcome, devices.Problem):
+    if isinstance(outcome, device_checks.Problem):
         raise _problem(outcome, device_id)
     return device_public(outcome, clock())
 

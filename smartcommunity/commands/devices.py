@@ -38,6 +38,7 @@ from smartcommunity.commissioning import (
     wait_for_first_message,
     wait_stored,
 )
+from store import device_checks
 from store import devices as registry
 
 __all__ = ["register"]
@@ -95,7 +96,7 @@ def _register(args: argparse.Namespace) -> int:
             installed_by=cli_actor(),
             create_locations=args.create_locations,
         )
-    if isinstance(outcome, registry.Problem):
+    if isinstance(outcome, device_checks.Problem):
         return _fail(outcome.message)
     record, password = outcome
     print(
@@ -262,7 +263,7 @@ def _update(args: argparse.Namespace) -> int:
             )
         except registry.LifecycleError as exc:
             return _fail(str(exc))
-        if isinstance(outcome, registry.Problem):
+        if isinstance(outcome, device_checks.Problem):
             return _fail(outcome.message)
         _show_record(outcome)
     return 0

@@ -17,7 +17,8 @@ from ingest.maintenance import maintain
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from store import schema
-from store.layout import read_config, set_retention
+from store.layout import set_retention
+from store.storage_config import read_config
 from store.storage_status import (
     chunk_counts,
     chunks_older_than,

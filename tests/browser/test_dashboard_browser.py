@@ -19,7 +19,7 @@ import pytest
 
 from core.access import Role
 from core.rules import Severity
-from store.layout import rebuild_rollups
+from store.rollups import rebuild_rollups
 from tests.browser.conftest import LAPTOP, WALL, require_cjk_font
 from tests.integration.dashboard_support import (
     Presence,

@@ -25,7 +25,7 @@ from core.topics import device_topic
 from gateway.shard_alerts import ShardAlertListener
 from gateway.shards import shard_of
 from ingest.batch import Accepted
-from store.devices import DirectoryReader
+from store.device_directory import DirectoryReader
 from tests.integration.alerts_support import T0, Clock, rows, setup_devices
 from tests.integration.test_alerts_lifecycle import SOS
 

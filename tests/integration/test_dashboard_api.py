@@ -18,7 +18,7 @@ from api.app import create_app
 from api.dashboard.pages import CONTENT_SECURITY_POLICY, STATIC_DIR
 from core.access import Role
 from core.settings import Settings
-from store.layout import rebuild_rollups
+from store.rollups import rebuild_rollups
 from tests.integration.dashboard_support import (
     building,
     community,

@@ -15,7 +15,7 @@ from core.directory import DeviceDirectory
 from core.settings import Settings
 from store import schema
 from store.accounts import create_token
-from store.devices import DEVICES_CHANNEL, DirectoryReader, follow_changes
+from store.device_directory import DEVICES_CHANNEL, DirectoryReader, follow_changes
 from tests.integration.support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from store.layout import rebuild_rollups
+from store.rollups import rebuild_rollups
 from tests.integration.dashboard_support import community, device, execute, fresh, insert_alert
 
 pytestmark = pytest.mark.integration

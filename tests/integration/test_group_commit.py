@@ -22,7 +22,7 @@ from gateway.bridge import InboundMessage, MqttBridge
 from gateway.pipeline import Pipeline
 from ingest.batch import Batch, WriteResult
 from ingest.writer import BatchWriter
-from store import devices
+from store import device_directory
 from tests.integration.support import Publisher, count, register, stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,9 @@ def running(
     pipeline = Pipeline(
         bridge=bridge,
         sink=sink,
-        registry=DeviceDirectory(load_all=lambda: devices.load_all(reader), miss_refresh_s=1.0),
+        registry=DeviceDirectory(
+            load_all=lambda: device_directory.load_all(reader), miss_refresh_s=1.0
+        ),
         counters=counters,
         settings=IngestSettings(),  # the defaults: no flush timer
         limits=Limits(),

@@ -22,7 +22,7 @@ from core.access import Role
 from core.settings import AlertSettings, ApiSettings, Settings
 from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
-from store.layout import rebuild_rollups
+from store.rollups import rebuild_rollups
 from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert

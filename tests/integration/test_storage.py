@@ -27,12 +27,8 @@ from ingest.batch import Accepted, Batch, WriteResult
 from ingest.maintenance import maintain
 from ingest.writer import BatchWriter
 from store import schema
-from store.layout import (
-    FORCE_SETTING,
-    rebuild_rollups,
-    refresh_rollups,
-    timescaledb_available,
-)
+from store.layout import FORCE_SETTING, timescaledb_available
+from store.rollups import rebuild_rollups, refresh_rollups
 from tests.servers import temporary_database
 
 pytestmark = pytest.mark.integration
