@@ -3,7 +3,7 @@
 The gateway checks each message's topic against it (who may speak, for which
 community and class); the rule engine reads each device's class, building,
 expected interval and time zone from it. It holds no I/O of its own: loaders
-read the registry (``store.devices``). Changes arrive three ways, cheapest
+read the registry (``store.device_directory``). Changes arrive three ways, cheapest
 first: a notification naming the devices that changed (``changed``, fed by
 LISTEN/NOTIFY on registry changes), a targeted re-read of devices seen but not
 known (rate limited, so a flood from an unknown device cannot hammer the
