@@ -26,6 +26,7 @@ from api.alert_hub import AlertHub, TooManyStreams
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
+from api.schemas import Page, Public
 from api.scope import (
     COMMUNITY_HINT,
     AlertId,
@@ -56,13 +57,10 @@ stream_router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 # At most this many missed events are replayed to a client that reconnects.
 REPLAY_MAX = 1_000
-_OUT = ConfigDict(frozen=True)
 _IN = ConfigDict(frozen=True, extra="forbid")
 
 
-class AlertPublic(BaseModel):
-    model_config = _OUT
-
+class AlertPublic(Public):
     id: int
     rule_id: str
     subject: str = Field(description="'device:<id>', 'building:<community>/<name>', ...")
@@ -89,16 +87,11 @@ class AlertPublic(BaseModel):
     group_id: int | None = Field(description="The flood group this alert belongs to")
 
 
-class AlertsPublic(BaseModel):
-    model_config = _OUT
-
+class AlertsPublic(Page):
     data: list[AlertPublic]
-    next_cursor: str | None
 
 
-class HistoryPublic(BaseModel):
-    model_config = _OUT
-
+class HistoryPublic(Public):
     id: int
     at: datetime
     action: str
@@ -377,9 +370,7 @@ class MaintenanceCreate(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
-class MaintenancePublic(BaseModel):
-    model_config = _OUT
-
+class MaintenancePublic(Public):
     id: int
     community_id: str
     device_id: str | None

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.answers import found_or_404, made_or_409
 from api.deps import ClockDep, ConnDep
+from api.schemas import Public
 from api.scope import (
     Authorized,
     CommunityId,
@@ -39,7 +40,6 @@ _IN = ConfigDict(frozen=True, extra="forbid")
 # One page: a community has tens of responders and a handful of teams.
 MAX_RESPONDERS = 1000
 MAX_TEAMS = 500
-_OUT = ConfigDict(frozen=True)
 
 
 def _wall_clock(value: time) -> time:
@@ -81,9 +81,7 @@ class ResponderIn(BaseModel):
     user_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
-class ResponderPublic(BaseModel):
-    model_config = _OUT
-
+class ResponderPublic(Public):
     id: str
     community_id: str
     name: str
@@ -93,9 +91,7 @@ class ResponderPublic(BaseModel):
     user_id: int | None
 
 
-class RespondersPublic(BaseModel):
-    model_config = _OUT
-
+class RespondersPublic(Public):
     data: list[ResponderPublic]
 
 
@@ -119,9 +115,7 @@ class ShiftIn(BaseModel):
     ends: WallClock = Field(description="Not after starts: the shift runs past midnight")
 
 
-class ShiftPublic(BaseModel):
-    model_config = _OUT
-
+class ShiftPublic(Public):
     id: int
     responder_id: str
     weekday: int
@@ -138,9 +132,7 @@ class ExceptionIn(BaseModel):
     substitute_id: str | None = Field(default=None, pattern=_ID)
 
 
-class ExceptionPublic(BaseModel):
-    model_config = _OUT
-
+class ExceptionPublic(Public):
     id: int
     responder_id: str
     kind: str
@@ -149,9 +141,7 @@ class ExceptionPublic(BaseModel):
     substitute_id: str | None
 
 
-class TeamPublic(BaseModel):
-    model_config = _OUT
-
+class TeamPublic(Public):
     id: str
     community_id: str
     building_id: str | None
@@ -164,15 +154,11 @@ class TeamPublic(BaseModel):
     uncovered_at: datetime | None
 
 
-class TeamsPublic(BaseModel):
-    model_config = _OUT
-
+class TeamsPublic(Public):
     data: list[TeamPublic]
 
 
-class DutyPublic(BaseModel):
-    model_config = _OUT
-
+class DutyPublic(Public):
     community_id: str
     as_of: datetime
     teams: list[TeamPublic]

@@ -19,6 +19,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Principal
 from api.deps import ConnDep, SettingsDep
+from api.schemas import Public
 from api.scope import (
     Authorized,
     DeliveryId,
@@ -38,14 +39,11 @@ __all__ = ["RulePublic", "router", "webhooks_router"]
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 webhooks_router = APIRouter(prefix="/webhooks", tags=["alerts"])
-_OUT = ConfigDict(frozen=True)
 
 RuleBody = Annotated[Rule, Body(description="A rule; `type` selects its kind")]
 
 
-class RulePublic(BaseModel):
-    model_config = _OUT
-
+class RulePublic(Public):
     id: str
     enabled: bool
     source: str = Field(description="'default' (shipped pack), 'api' or 'cli'")
@@ -172,9 +170,7 @@ class WebhookCreate(BaseModel):
     min_severity: Severity = Severity.WARNING
 
 
-class WebhookPublic(BaseModel):
-    model_config = _OUT
-
+class WebhookPublic(Public):
     id: int
     url: str
     community_id: str | None
@@ -187,9 +183,7 @@ class WebhookCreated(WebhookPublic):
     secret: str = Field(description="Shown once: verify X-SC-Signature with it")
 
 
-class DeliveryPublic(BaseModel):
-    model_config = _OUT
-
+class DeliveryPublic(Public):
     id: int
     webhook_id: int
     alert_id: int

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
+from api.schemas import Public
 from api.scope import AlertId, Authorized, not_found, unknown_in_body
 from core.visits import (
     Month,
@@ -36,7 +37,6 @@ MonthQuery = Annotated[
     AfterValidator(Month.checked),
 ]
 _IN = ConfigDict(frozen=True, extra="forbid")
-_OUT = ConfigDict(frozen=True)
 
 
 # --- schemas -----------------------------------------------------------------------------
@@ -55,9 +55,7 @@ class VisitIn(BaseModel):
     follow_up_due: date | None = None
 
 
-class VisitPublic(BaseModel):
-    model_config = _OUT
-
+class VisitPublic(Public):
     id: int
     community_id: str
     resident_id: str
@@ -71,9 +69,7 @@ class VisitPublic(BaseModel):
     follow_up_done_at: datetime | None
 
 
-class VisitsPublic(BaseModel):
-    model_config = _OUT
-
+class VisitsPublic(Public):
     data: list[VisitPublic]
     next_cursor: int | None
 
@@ -85,16 +81,12 @@ class PolicyIn(BaseModel):
     policy: Policy
 
 
-class PolicyPublic(BaseModel):
-    model_config = _OUT
-
+class PolicyPublic(Public):
     resident_id: str
     policy: Policy
 
 
-class ResidentDue(BaseModel):
-    model_config = _OUT
-
+class ResidentDue(Public):
     resident_id: str
     name: str
     building: str | None
@@ -107,9 +99,7 @@ class ResidentDue(BaseModel):
     missed_weeks: list[date]
 
 
-class CoveragePublic(BaseModel):
-    model_config = _OUT
-
+class CoveragePublic(Public):
     community_id: str
     month: str
     time_zone: str
@@ -125,9 +115,7 @@ class CoveragePublic(BaseModel):
     missed: list[ResidentDue]
 
 
-class AlertVisitsPublic(BaseModel):
-    model_config = _OUT
-
+class AlertVisitsPublic(Public):
     alert_id: int
     device_id: str | None
     resident_id: str | None
