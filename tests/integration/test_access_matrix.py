@@ -29,9 +29,9 @@ from core.access import Role, allowed
 from core.registry import DeviceSpec
 from core.rules import dump_rule, parse_rule
 from core.settings import Settings
-from core.tokens import hash_token
 from store.accounts import create_token, create_user
 from store.devices import register_device
+from tests.integration.support import api_token_id
 
 pytestmark = pytest.mark.integration
 
@@ -216,12 +216,7 @@ class World:
         return self._token_of(self.user_ids[role])
 
     def _token_of(self, user_id: int) -> str:
-        secret = create_token(self.db, fresh("t"), user_id=user_id)
-        row = self.db.execute(
-            "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-        ).fetchone()
-        assert row is not None
-        return str(row[0])
+        return str(api_token_id(self.db, create_token(self.db, fresh("t"), user_id=user_id)))
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core.access import Role
 from core.settings import Settings
-from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token
+from tests.integration.support import api_token_id
 from tests.integration.test_access_matrix import LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration
@@ -253,14 +253,6 @@ class Matrix:
     root: str
 
 
-def _token_id(db: psycopg.Connection[Any], secret: str) -> str:
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 @pytest.fixture(scope="module")
 def matrix(database_url: str) -> Iterator[Matrix]:
     with (
@@ -291,7 +283,7 @@ def matrix(database_url: str) -> Iterator[Matrix]:
             "delivery_id": [w.delivery(w.b)],
             # B's user, and the administrator of every community (the takeover target).
             "user_id": [b_user, root_id],
-            "token_id": [_token_id(db, b_token), _token_id(db, root)],
+            "token_id": [str(api_token_id(db, b_token)), str(api_token_id(db, root))],
             "responder_id": [w.responder(w.b)],
             "team_id": [w.team(w.b)],
             "incident_id": [w.incident(w.b)],

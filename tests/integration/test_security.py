@@ -24,6 +24,7 @@ from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
 from store.layout import rebuild_rollups
 from tests.integration.alerts_support import T0, setup_devices
+from tests.integration.support import api_token_id
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
 from tests.servers import running_api
@@ -56,14 +57,6 @@ def two(module_database_url: str) -> Iterator[Two]:
         w = World(client, db, fresh("ca"), fresh("cb"))
         root = w.populate("security")
         yield Two(w, dict(w.tokens), root)
-
-
-def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # --- row-level security, with the route-level checks switched off -------------------------
@@ -303,13 +296,15 @@ def test_a_scoped_admin_cannot_take_over_a_wider_user(two: Two) -> None:
 def test_me_tokens_are_the_callers_own(two: Two) -> None:
     w = two.w
     victim = create_token(w.db, "victim", user_id=w.user_ids["admin"])
-    victim_id = _token_id(w.db, victim)
+    victim_id = api_token_id(w.db, victim)
     for spelled in (str(victim_id), f"{victim_id}.0"):
         gone = w.client.delete(f"/api/v1/me/tokens/{spelled}", headers=two.auth("viewer"))
         assert gone.status_code in (404, 422)
     assert w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {victim}"}).is_success
     mine = create_token(w.db, "mine", user_id=w.user_ids["viewer"])
-    own = w.client.delete(f"/api/v1/me/tokens/{_token_id(w.db, mine)}", headers=two.auth("viewer"))
+    own = w.client.delete(
+        f"/api/v1/me/tokens/{api_token_id(w.db, mine)}", headers=two.auth("viewer")
+    )
     assert own.status_code == 204
     assert (
         w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {mine}"}).status_code == 401
