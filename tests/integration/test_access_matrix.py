@@ -40,6 +40,19 @@ SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 LATER = (datetime.now(UTC) + timedelta(days=2)).isoformat()
 
 
+# Path parameters that are integer ids (the others are text).
+INTEGER_IDS = {
+    "alert_id",
+    "window_id",
+    "webhook_id",
+    "delivery_id",
+    "user_id",
+    "token_id",
+    "incident_id",
+    "dispatch_id",
+}
+
+
 def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}-{next(_counter)}"
 
@@ -517,7 +530,7 @@ def test_another_communitys_object_looks_like_no_object(
         if name == "community_id":
             missing[name] = fresh("nope") if "{community_id}" in template else value
         else:
-            missing[name] = "999999999" if name in _INTEGER_IDS else fresh("nope")
+            missing[name] = "999999999" if name in INTEGER_IDS else fresh("nope")
     path_none = template.format(**missing)
     payload = body(world, "admin") if body is not None else None
     if method == "PUT":
@@ -532,18 +545,6 @@ def test_another_communitys_object_looks_like_no_object(
     if method == "GET":
         status, _ = _request(world, "GET", path_b, None, "root")
         assert status == 200, (path_b, status)
-
-
-_INTEGER_IDS = {
-    "alert_id",
-    "window_id",
-    "webhook_id",
-    "delivery_id",
-    "user_id",
-    "token_id",
-    "incident_id",
-    "dispatch_id",
-}
 
 
 def test_b_objects_survive_the_probes(world: World) -> None:

@@ -26,7 +26,7 @@ from core.access import Role
 from core.settings import Settings
 from store.accounts import builtin_admin_id, create_token
 from tests.integration.support import api_token_id
-from tests.integration.test_access_matrix import LATER, SOON, World, fresh
+from tests.integration.test_access_matrix import INTEGER_IDS, LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration
 
@@ -60,16 +60,6 @@ CONTENT_TYPES: list[str | None] = [
     "application/x-www-form-urlencoded",
     None,
 ]
-INTEGER_IDS = {
-    "alert_id",
-    "window_id",
-    "webhook_id",
-    "delivery_id",
-    "user_id",
-    "token_id",
-    "incident_id",
-    "dispatch_id",
-}
 
 Body = Callable[["Targets"], Any]
 LIST = "list"  # no object of B in the request: must answer without showing B
