@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.metric_catalog import DEVICE_CLASSES
-from core.topics import valid_id
+from core.registry import DeviceClassName, RegistryId
 
 __all__ = [
     "BucketPublic",
@@ -50,20 +49,6 @@ class Page(Public):
     next_cursor: str | None
 
 
-def _id(value: str) -> str:
-    if not valid_id(value):
-        raise ValueError("use 1-64 letters, digits, '_', '.', ':' or '-', starting alphanumeric")
-    return value
-
-
-def _device_class(value: str) -> str:
-    if value not in DEVICE_CLASSES:
-        raise ValueError(
-            f"unknown device class {value!r}: expected one of {', '.join(sorted(DEVICE_CLASSES))}"
-        )
-    return value
-
-
 def _time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -74,8 +59,9 @@ def _time_zone(value: str) -> str:
     return value
 
 
-Id = Annotated[str, AfterValidator(_id)]
-DeviceClass = Annotated[str, AfterValidator(_device_class)]
+# The registry's own checks: an id and a device class are spelled alike wherever they come in.
+Id = RegistryId
+DeviceClass = DeviceClassName
 
 
 class CommunityCreate(BaseModel):
