@@ -22,6 +22,7 @@ from tests.integration.alerts_support import (
     rows,
     setup_devices,
 )
+from tests.rule_samples import HEART_RATE_HIGH
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +36,9 @@ SOS: dict[str, Any] = {
     "escalation": {"after": "2m", "max_steps": 2},
 }
 HR: dict[str, Any] = {
+    **HEART_RATE_HIGH,
     "id": "hr",
-    "type": "threshold",
     "title": "Heart rate above 120 for 10 min",
-    "severity": "major",
-    "metric": "heart_rate",
-    "op": ">",
-    "raise": 120,
-    "clear": 110,
-    "for": "10m",
-    "min_breaches": 2,
 }
 
 

@@ -19,19 +19,9 @@ from core.rules import (
     parse_rule,
     parse_rules,
 )
+from tests.rule_samples import HEART_RATE_HIGH
 
-THRESHOLD: dict[str, Any] = {
-    "id": "t.one",
-    "type": "threshold",
-    "title": "T",
-    "severity": "major",
-    "scope": {"device_class": "wearable"},
-    "metric": "heart_rate",
-    "op": ">",
-    "raise": 120,
-    "clear": 110,
-    "for": "10m",
-}
+THRESHOLD: dict[str, Any] = {**HEART_RATE_HIGH, "id": "t.one", "title": "T"}
 
 
 def error_locations(exc: ValidationError) -> list[tuple[Any, ...]]:
