@@ -26,6 +26,7 @@ from api.alert_hub import AlertHub, TooManyStreams
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
+from api.problems import body_error
 from api.schemas import Page, Public
 from api.scope import (
     COMMUNITY_HINT,
@@ -382,13 +383,6 @@ class MaintenancePublic(Public):
     created_at: datetime
 
 
-def _field_error(field: str, msg: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}],
-    )
-
-
 @maintenance_router.post("", status_code=status.HTTP_201_CREATED)
 def start_maintenance(
     request: Request, conn: ConnDep, token: Authorized, body: MaintenanceCreate
@@ -400,9 +394,9 @@ def start_maintenance(
         body_device(conn, token, request, body.device_id)
     starts = body.starts_at or datetime.now(UTC)
     if body.ends_at <= starts:
-        raise _field_error("ends_at", "ends_at must be after starts_at")
+        raise body_error("ends_at", "ends_at must be after starts_at")
     if body.device_id is not None and body.building is not None:
-        raise _field_error("building", "give a device_id or a building, not both")
+        raise body_error("building", "give a device_id or a building, not both")
     try:
         created = alerts_store.create_maintenance(
             conn,

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
 from api.deps import ConnDep, SettingsDep, page_size
+from api.problems import unprocessable
 from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, Public, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
@@ -37,10 +38,7 @@ class TimeRange:
 
 
 def _range_error(field: str, msg: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["query", field], "msg": msg, "type": "invalid_range"}],
-    )
+    return unprocessable(("query", field), msg, "invalid_range")
 
 
 def time_range(
@@ -98,15 +96,10 @@ def list_readings(
     """Readings in ``[start, end)`` ordered by (ts, metric); at most 31 days per request."""
     device = get_device_or_404(conn, device_id)
     if metric is not None and metric not in METRICS.get(device.device_class, {}):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["query", "metric"],
-                    "msg": f"unknown metric {metric!r} for a {device.device_class} device",
-                    "type": "unknown_metric",
-                }
-            ],
+        raise unprocessable(
+            ("query", "metric"),
+            f"unknown metric {metric!r} for a {device.device_class} device",
+            "unknown_metric",
         )
     rows, cursor = _series_page(
         settings,

@@ -11,11 +11,12 @@ from datetime import datetime, time
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from api.answers import found_or_404, made_or_409
 from api.deps import ClockDep, ConnDep
+from api.problems import body_error, unprocessable
 from api.schemas import Public
 from api.scope import (
     Authorized,
@@ -233,16 +234,7 @@ def add_exception(
 ) -> ExceptionPublic:
     """Leave (off their shifts) or a swap (``substitute_id`` works them) for an interval."""
     if body.ends_at <= body.starts_at or (body.kind == "swap") != (body.substitute_id is not None):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body"],
-                    "msg": "ends_at after starts_at; a substitute for a swap only",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise unprocessable(("body",), "ends_at after starts_at; a substitute for a swap only")
     community = rosters.responder_community(conn, responder_id)
     if community is None:
         raise not_found(f"no responder {responder_id!r}")
@@ -317,10 +309,7 @@ def add_shifts(
     """Put a responder on the team's roster on these weekdays, from ``starts`` to ``ends``
     (local time of the community)."""
     if any(not 0 <= d <= 6 for d in body.weekdays):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"loc": ["body", "weekdays"], "msg": "0 to 6", "type": "value_error"}],
-        )
+        raise body_error("weekdays", "0 to 6")
     now = clock()
     team = _team_or_404(conn, team_id, now)
     _same_community(conn, team.community_id, "responder_id", body.responder_id)

@@ -19,6 +19,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Principal
 from api.deps import ConnDep, SettingsDep
+from api.problems import body_error
 from api.schemas import Public
 from api.scope import (
     Authorized,
@@ -114,16 +115,7 @@ def replace_rule(
 ) -> RulePublic:
     """Create or replace the rule ``rule_id``; the body's id must match."""
     if rule.id != rule_id:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "id"],
-                    "msg": f"id {rule.id!r} does not match the path's {rule_id!r}",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise body_error("id", f"id {rule.id!r} does not match the path's {rule_id!r}")
     _check_scope(request, conn, principal, rule)
     return _save(conn, rule)
 
@@ -212,15 +204,8 @@ def create_webhook(
     body_community(conn, principal, request, body.community_id)
     reason = private_destination(str(body.url), _addresses)
     if reason is not None and not settings.alerts.webhook_private_destinations:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "url"],
-                    "msg": f"{reason}: webhooks go to public destinations only",
-                    "type": "private_destination",
-                }
-            ],
+        raise body_error(
+            "url", f"{reason}: webhooks go to public destinations only", "private_destination"
         )
     secret = body.secret or secrets.token_urlsafe(32)
     created = webhooks_store.create_webhook(

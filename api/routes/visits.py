@@ -12,11 +12,12 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
+from api.problems import body_error
 from api.schemas import Public
 from api.scope import AlertId, Authorized, not_found, unknown_in_body
 from core.visits import (
@@ -192,16 +193,7 @@ def add_visit(conn: ConnDep, principal: Authorized, body: VisitIn) -> VisitPubli
     resident's next visit that sees them closes it."""
     community_id, time_zone = _visible_resident(conn, principal, body.resident_id)
     if body.ended_at is not None and body.ended_at < body.started_at:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "ended_at"],
-                    "msg": "a visit ends after it starts",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise body_error("ended_at", "a visit ends after it starts")
     return _visit(
         visits_store.record_visit(
             conn,
