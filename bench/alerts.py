@@ -379,7 +379,7 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
             streamed: list[tuple[float, dict[str, Any]]] = []
             stream_ready = threading.Event()
             reader = threading.Thread(
-                target=_read_stream,
+                target=read_alert_stream,
                 args=(f"http://127.0.0.1:{port}", token, streamed, stream_ready, stop),
                 daemon=True,
             )
@@ -422,13 +422,16 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
             broker.stop()
 
 
-def _read_stream(
+def read_alert_stream(
     base: str,
     token: str,
     found: list[tuple[float, dict[str, Any]]],
     ready: threading.Event,
-    stop: threading.Event,
+    stop: threading.Event | None = None,
 ) -> None:
+    """The API's live alert stream into ``found`` as (arrival time, alert); ``ready`` is
+    set once it is open. Returns when ``stop`` is set (checked at each line) or the
+    stream ends."""
     headers = {"Authorization": f"Bearer {token}"}
     with (
         httpx.Client(timeout=None) as client,
@@ -438,7 +441,7 @@ def _read_stream(
         for line in response.iter_lines():
             if line.startswith("data: "):
                 found.append((time.time(), json.loads(line[6:])))
-            if stop.is_set():
+            if stop is not None and stop.is_set():
                 return
 
 

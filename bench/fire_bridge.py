@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -48,6 +47,7 @@ import httpx
 import psutil
 import psycopg
 
+from bench.alerts import read_alert_stream
 from core.gbt26875 import Command
 from core.gbt26875_units import ComponentAnalog
 from store import schema
@@ -151,16 +151,8 @@ def fresh_database(server_url: str, uitds: int) -> Iterator[tuple[str, list[byte
 def _stream(
     base: str, token: str, found: list[tuple[float, dict[str, Any]]], ready: threading.Event
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
     try:
-        with (
-            httpx.Client(timeout=None) as client,
-            client.stream("GET", f"{base}/api/v1/alerts/stream", headers=headers) as response,
-        ):
-            ready.set()
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    found.append((time.time(), json.loads(line[6:])))
+        read_alert_stream(base, token, found, ready)
     except httpx.HTTPError:
         return  # the API stopped at the end of the run
 

@@ -35,7 +35,8 @@ import random
 import secrets
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -243,6 +244,22 @@ def _measure(conn: psycopg.Connection[Any], args: argparse.Namespace, now: datet
             )
 
 
+@contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """The name of a new, empty database on ``server_url``'s server, dropped after
+    (sessions still on it are ended)."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -261,11 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.community < args.devices:
         parser.error("--community must be at least --devices")
-    name = f"sc_qbench_{secrets.token_hex(4)}"
-    url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with scratch_database(args.database_url, "sc_qbench") as name:
+        url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
         if args.path:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(
@@ -285,11 +299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _measure(conn, args, now)
             print("\nbytes per stored reading (tables with indexes):")
             print("\n".join(_bytes_per_reading(conn, path)))
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return 0
 
 
