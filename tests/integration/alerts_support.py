@@ -15,6 +15,7 @@ from core.rules import Rule, parse_rule
 from core.settings import AlertSettings
 from ingest.batch import Accepted
 from store import schema
+from tests.integration.support import add_community
 
 # 10:00 in Shanghai on a fixed day.
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
@@ -51,10 +52,7 @@ def setup_devices(
     """Migrate, then register ``(device id, class, building)`` in ``community``."""
     schema.upgrade(url)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO devices (id, community_id, device_class, expected_interval_s,"

@@ -36,13 +36,18 @@ from store import schema
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def add_community(conn: psycopg.Connection[Any], community: str) -> None:
+    """The community ``community`` (named as its id), unless it is there already."""
+    conn.execute(
+        "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (community, community),
+    )
+
+
 def register(url: str, community: str, devices: list[str], device_class: str = "wearable") -> None:
     schema.upgrade(url)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO devices (id, community_id, device_class) VALUES (%s, %s, %s)",
