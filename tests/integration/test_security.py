@@ -116,19 +116,24 @@ def test_row_level_security_alone_keeps_b_out(without_object_checks: Two) -> Non
     assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("root")).status_code == 200
 
 
-def _series_of(w: World, device: str, community: str) -> None:
-    """A reading, an event and a dead letter of ``device``, stored as the pipeline would."""
-    now = datetime.now(UTC)
+def _reading_and_event(w: World, device: str, at: datetime) -> None:
+    """A reading and an event of ``device`` at ``at``, stored as the pipeline would."""
     w.db.execute(
         "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
         " VALUES (%s, 'heart_rate', %s, 72, 1, %s)",
-        (device, now, now),
+        (device, at, at),
     )
     w.db.execute(
         "INSERT INTO device_events (device_id, ts, event, data, seq, received_at)"
         " VALUES (%s, %s, 'fall_detected', '{}', 2, %s)",
-        (device, now, now),
+        (device, at, at),
     )
+
+
+def _series_of(w: World, device: str, community: str) -> None:
+    """A reading, an event and a dead letter of ``device``, stored as the pipeline would."""
+    now = datetime.now(UTC)
+    _reading_and_event(w, device, now)
     w.db.execute(
         "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)"
         " VALUES (%s, %s, '', 'bad_json', 'rls')",
@@ -214,16 +219,7 @@ def test_no_relation_the_api_role_reads_shows_b_series_to_a(two: Two) -> None:
     # materialised without touching what the module's other tests write today.
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     ts = day - timedelta(days=30)
-    w.db.execute(
-        "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
-        " VALUES (%s, 'heart_rate', %s, 72, 1, %s)",
-        (device, ts, ts),
-    )
-    w.db.execute(
-        "INSERT INTO device_events (device_id, ts, event, data, seq, received_at)"
-        " VALUES (%s, %s, 'fall_detected', '{}', 2, %s)",
-        (device, ts, ts),
-    )
+    _reading_and_event(w, device, ts)
     rebuild_rollups(w.db, ts, ts + timedelta(hours=1))
     # On TimescaleDB B's rows also go into compressed chunk tables (plain PostgreSQL
     # has no compression: its partitions already hold them).
