@@ -9,9 +9,10 @@ from typing import Any
 import psycopg
 
 from alerts.listener import AlertListener
+from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.models import DeviceEvent, Reading
-from core.rules import Rule, parse_rule
+from core.rules import Rule, Severity, parse_rule
 from core.settings import AlertSettings
 from ingest.batch import Accepted
 from store import schema
@@ -27,6 +28,27 @@ SOS: dict[str, Any] = {
     "severity": "critical",
     "events": ["sos_pressed"],
 }
+
+
+def sos_change(
+    device: str,
+    at: float,
+    severity: Severity,
+    *,
+    rule: dict[str, Any] = SOS,
+    kind: ChangeKind = ChangeKind.RAISE,
+) -> AlertChange:
+    """An SOS alert change of ``device`` in community c1, as the engine makes one."""
+    return AlertChange(
+        kind=kind,
+        rule=parse_rule(rule),
+        subject=f"device:{device}",
+        community_id="c1",
+        at=at,
+        severity=severity,
+        title="SOS",
+        device_id=device,
+    )
 
 
 class Clock:

@@ -21,6 +21,7 @@ from tests.integration.alerts_support import (
     reading,
     rows,
     setup_devices,
+    sos_change,
 )
 from tests.rule_samples import HEART_RATE_HIGH
 
@@ -43,16 +44,7 @@ HR: dict[str, Any] = {
 
 
 def change(device: str, at: float, severity: Severity = Severity.MAJOR) -> AlertChange:
-    return AlertChange(
-        kind=ChangeKind.RAISE,
-        rule=parse_rule(SOS),
-        subject=f"device:{device}",
-        community_id="c1",
-        at=at,
-        severity=severity,
-        title="SOS",
-        device_id=device,
-    )
+    return sos_change(device, at, severity, rule=SOS)
 
 
 def test_concurrent_raises_make_one_alert_and_an_occurrence_count(
