@@ -54,6 +54,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from bench.scratch import scratch_database
 from core.models import Device
 from simulators.community import demo_devices
 from simulators.devices import build_model
@@ -141,11 +142,8 @@ def build_fleet(count: int, incidents: int) -> Fleet:
 
 @contextmanager
 def fresh_database(server_url: str, fleet: Fleet) -> Iterator[str]:
-    name = f"sc_bench_alerts_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
+    with scratch_database(server_url, "sc_bench_alerts") as name:
+        url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
         schema.upgrade(url)
         with psycopg.connect(url) as conn:
             conn.execute("INSERT INTO communities (id, name) VALUES (%s, 'bench')", (COMMUNITY,))
@@ -166,9 +164,6 @@ def fresh_database(server_url: str, fleet: Fleet) -> Iterator[str]:
                     ],
                 )
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Telemetry:

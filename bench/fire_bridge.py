@@ -48,6 +48,7 @@ import psutil
 import psycopg
 
 from bench.alerts import read_alert_stream
+from bench.scratch import scratch_database
 from core.gbt26875 import Command
 from core.gbt26875_units import ComponentAnalog
 from store import schema
@@ -111,11 +112,8 @@ class Child:
 
 @contextmanager
 def fresh_database(server_url: str, uitds: int) -> Iterator[tuple[str, list[bytes]]]:
-    name = f"sc_bench_fb_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
+    with scratch_database(server_url, "sc_bench_fb") as name:
+        url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
         schema.upgrade(url)
         addresses = []
         with psycopg.connect(url) as conn:  # one transaction for the lot, committed at the end
@@ -143,9 +141,6 @@ def fresh_database(server_url: str, uitds: int) -> Iterator[tuple[str, list[byte
                 )
                 addresses.append(address)
         yield url, addresses
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _stream(

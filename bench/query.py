@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import argparse
 import random
-import secrets
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from bench.scratch import scratch_database
 from core.storage import StoragePath
 from store import schema
 from store.layout import rebuild_rollups
@@ -241,22 +240,6 @@ def _measure(conn: psycopg.Connection[Any], args: argparse.Namespace, now: datet
             ratio = f"{medians['naive'] / medians['platform']:.1f}x" if design == "naive" else ""
             print(
                 f"{name:<32} {design:<9} {p50:9.2f} {p99:9.2f} {len(samples):5} {rows:7}  {ratio}"
-            )
-
-
-@contextmanager
-def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
-    """The name of a new, empty database on ``server_url``'s server, dropped after
-    (sessions still on it are ended)."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.query import scratch_database
+from bench.scratch import scratch_database
 from core.storage import Bucket
 from store import schema
 from store.series import COMMUNITY_READINGS, DEVICE_READINGS, Agg, plan_buckets
