@@ -66,6 +66,11 @@ LIST = "list"  # no object of B in the request: must answer without showing B
 STREAM = "stream"  # the live stream: tests/integration/test_security.py
 
 
+def _new_in_b(prefix: str, **fields: Any) -> Body:
+    """A body creating an object with a fresh id in community B."""
+    return lambda t: {"id": fresh(prefix), "community_id": t.b, **fields}
+
+
 @dataclass
 class Targets:
     """Community B's objects, by path parameter name (several targets for some)."""
@@ -96,11 +101,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("GET", "/communities/{community_id}/figures"): LIST,
     ("GET", "/communities/{community_id}/report"): LIST,
     ("GET", "/devices"): LIST,
-    ("POST", "/devices"): lambda t: {
-        "id": fresh("d"),
-        "community_id": t.b,
-        "device_class": "fire",
-    },
+    ("POST", "/devices"): _new_in_b("d", device_class="fire"),
     ("POST", "/devices/import"): lambda t: (
         f"id,community_id,device_class\n{fresh('d')},{t.b},fire\n"
     ),
@@ -115,7 +116,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("GET", "/devices/{device_id}/aggregates"): LIST,
     ("GET", "/devices/{device_id}/latest"): LIST,
     ("GET", "/residents"): LIST,
-    ("POST", "/residents"): lambda t: {"id": fresh("r"), "community_id": t.b, "name": "X"},
+    ("POST", "/residents"): _new_in_b("r", name="X"),
     ("GET", "/residents/{resident_id}"): LIST,
     ("PATCH", "/residents/{resident_id}"): lambda t: {"address": "Flat 2", "contacts": None},
     ("DELETE", "/residents/{resident_id}"): lambda t: None,
@@ -167,12 +168,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("DELETE", "/me/tokens/{token_id}"): lambda t: None,
     ("GET", "/audit"): LIST,
     ("GET", "/responders"): LIST,
-    ("POST", "/responders"): lambda t: {
-        "id": fresh("p"),
-        "community_id": t.b,
-        "name": "X",
-        "role": "guard",
-    },
+    ("POST", "/responders"): _new_in_b("p", name="X", role="guard"),
     ("GET", "/responders/{responder_id}"): LIST,
     ("POST", "/responders/{responder_id}/exceptions"): lambda t: {
         "kind": "leave",
@@ -180,12 +176,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
         "ends_at": LATER,
     },
     ("GET", "/teams"): LIST,
-    ("POST", "/teams"): lambda t: {
-        "id": fresh("tm"),
-        "community_id": t.b,
-        "name": "T",
-        "kind": "security",
-    },
+    ("POST", "/teams"): _new_in_b("tm", name="T", kind="security"),
     ("GET", "/teams/{team_id}"): LIST,
     ("POST", "/teams/{team_id}/shifts"): lambda t: {
         "responder_id": t.ids["responder_id"][0],
