@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Protocol, TypeVar
 
-from fastapi import HTTPException, Query, status
+from fastapi import HTTPException, Query
+
+from api.problems import unprocessable
 
 __all__ = [
     "AfterQuery",
@@ -43,15 +45,10 @@ def encode_position(ts: datetime, key: str | int) -> str:
 
 
 def invalid_cursor() -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[
-            {
-                "loc": ["query", "after"],
-                "msg": "invalid cursor: pass next_cursor from the previous page unchanged",
-                "type": "invalid_cursor",
-            }
-        ],
+    return unprocessable(
+        ("query", "after"),
+        "invalid cursor: pass next_cursor from the previous page unchanged",
+        "invalid_cursor",
     )
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from api.schemas import Page, Public
 from core.access import Role
 from core.connectivity import Connectivity
 from core.models import DeviceState
@@ -40,12 +41,9 @@ __all__ = [
 ]
 
 _IN = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-_OUT = ConfigDict(frozen=True)
 
 
-class DevicePublic(BaseModel):
-    model_config = _OUT
-
+class DevicePublic(Public):
     id: str
     community_id: str
     device_class: str
@@ -78,16 +76,11 @@ class DevicePublic(BaseModel):
     credentials_rotated_at: datetime | None
 
 
-class DevicesPublic(BaseModel):
-    model_config = _OUT
-
+class DevicesPublic(Page):
     data: list[DevicePublic]
-    next_cursor: str | None
 
 
-class MqttCredentials(BaseModel):
-    model_config = _OUT
-
+class MqttCredentials(Public):
     username: str
     password: str = Field(description="Shown once: only a hash is stored")
     client_id: str
@@ -99,25 +92,19 @@ class DeviceRegistered(DevicePublic):
     credentials: MqttCredentials
 
 
-class IssuedCredentials(BaseModel):
-    model_config = _OUT
-
+class IssuedCredentials(Public):
     device_id: str
     username: str
     password: str
 
 
-class DeviceImportError(BaseModel):
-    model_config = _OUT
-
+class DeviceImportError(Public):
     line: int = Field(description="Line in the file; the header is line 1")
     device_id: str | None
     reason: str
 
 
-class DeviceImportPublic(BaseModel):
-    model_config = _OUT
-
+class DeviceImportPublic(Public):
     imported: int
     invalid: int
     dry_run: bool
@@ -127,9 +114,7 @@ class DeviceImportPublic(BaseModel):
     credentials: list[IssuedCredentials] = Field(description="Shown once: only hashes are stored")
 
 
-class DeviceHealthPublic(BaseModel):
-    model_config = _OUT
-
+class DeviceHealthPublic(Public):
     id: str
     device_class: str
     state: DeviceState
@@ -142,9 +127,7 @@ class DeviceHealthPublic(BaseModel):
     problems: list[str] = Field(description="offline, silent, never_seen, low_battery, weak_signal")
 
 
-class CommunityStatusPublic(BaseModel):
-    model_config = _OUT
-
+class CommunityStatusPublic(Public):
     community_id: str
     at: datetime
     devices: int = Field(description="Registered devices, decommissioned ones excluded")
@@ -157,17 +140,13 @@ class CommunityStatusPublic(BaseModel):
     )
 
 
-class UnitPublic(BaseModel):
-    model_config = _OUT
-
+class UnitPublic(Public):
     id: str
     floor: int | None
     created_at: datetime
 
 
-class BuildingPublic(BaseModel):
-    model_config = _OUT
-
+class BuildingPublic(Public):
     community_id: str
     id: str
     name: str
@@ -177,16 +156,11 @@ class BuildingPublic(BaseModel):
     units: list[UnitPublic]
 
 
-class BuildingsPublic(BaseModel):
-    model_config = _OUT
-
+class BuildingsPublic(Page):
     data: list[BuildingPublic]
-    next_cursor: str | None
 
 
-class ResidentPublic(BaseModel):
-    model_config = _OUT
-
+class ResidentPublic(Public):
     id: str
     community_id: str
     name: str
@@ -200,11 +174,8 @@ class ResidentPublic(BaseModel):
     updated_at: datetime
 
 
-class ResidentsPublic(BaseModel):
-    model_config = _OUT
-
+class ResidentsPublic(Page):
     data: list[ResidentPublic]
-    next_cursor: str | None
 
 
 # At most this many communities per user: a regional operator, not a whole country.
@@ -231,9 +202,7 @@ class UserPatch(BaseModel):
     disabled: bool | None = Field(default=None, description="A disabled user's tokens stop working")
 
 
-class UserPublic(BaseModel):
-    model_config = _OUT
-
+class UserPublic(Public):
     id: int
     name: str
     role: Role
@@ -244,11 +213,8 @@ class UserPublic(BaseModel):
     disabled_at: datetime | None
 
 
-class UsersPublic(BaseModel):
-    model_config = _OUT
-
+class UsersPublic(Page):
     data: list[UserPublic]
-    next_cursor: str | None
 
 
 class TokenCreate(BaseModel):
@@ -258,9 +224,7 @@ class TokenCreate(BaseModel):
     expires_at: AwareDatetime | None = Field(default=None, description="Default: never")
 
 
-class TokenPublic(BaseModel):
-    model_config = _OUT
-
+class TokenPublic(Public):
     id: int
     name: str
     user_id: int
@@ -275,9 +239,7 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="Shown once: only its hash is stored")
 
 
-class AuditEntryPublic(BaseModel):
-    model_config = _OUT
-
+class AuditEntryPublic(Public):
     id: int
     at: datetime
     actor: str
@@ -290,8 +252,5 @@ class AuditEntryPublic(BaseModel):
     after: dict[str, Any] | None
 
 
-class AuditEntriesPublic(BaseModel):
-    model_config = _OUT
-
+class AuditEntriesPublic(Page):
     data: list[AuditEntryPublic]
-    next_cursor: str | None

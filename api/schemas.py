@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.metric_catalog import DEVICE_CLASSES
-from core.topics import valid_id
+from core.registry import DeviceClassName, RegistryId
 
 __all__ = [
     "BucketPublic",
@@ -27,26 +26,27 @@ __all__ = [
     "Health",
     "LatestPublic",
     "LatestValuesPublic",
+    "Page",
+    "Public",
     "ReadingPublic",
     "ReadingsPublic",
 ]
 
 _IN = ConfigDict(frozen=True, extra="forbid")
-_OUT = ConfigDict(frozen=True)
 
 
-def _id(value: str) -> str:
-    if not valid_id(value):
-        raise ValueError("use 1-64 letters, digits, '_', '.', ':' or '-', starting alphanumeric")
-    return value
+class Public(BaseModel):
+    """A response body (or a part of one): frozen once the route has built it."""
+
+    model_config = ConfigDict(frozen=True)
 
 
-def _device_class(value: str) -> str:
-    if value not in DEVICE_CLASSES:
-        raise ValueError(
-            f"unknown device class {value!r}: expected one of {', '.join(sorted(DEVICE_CLASSES))}"
-        )
-    return value
+class Page(Public):
+    """One page of a listing: a subclass names what ``data`` holds; ``next_cursor`` fetches
+    the next page and is None on the last."""
+
+    data: list[Any]
+    next_cursor: str | None
 
 
 def _time_zone(value: str) -> str:
@@ -59,8 +59,9 @@ def _time_zone(value: str) -> str:
     return value
 
 
-Id = Annotated[str, AfterValidator(_id)]
-DeviceClass = Annotated[str, AfterValidator(_device_class)]
+# The registry's own checks: an id and a device class are spelled alike wherever they come in.
+Id = RegistryId
+DeviceClass = DeviceClassName
 
 
 class CommunityCreate(BaseModel):
@@ -72,9 +73,7 @@ class CommunityCreate(BaseModel):
     time_zone: Annotated[str, AfterValidator(_time_zone)] = "Asia/Shanghai"
 
 
-class CommunityPublic(BaseModel):
-    model_config = _OUT
-
+class CommunityPublic(Public):
     id: str
     name: str
     kind: str
@@ -82,16 +81,11 @@ class CommunityPublic(BaseModel):
     created_at: datetime
 
 
-class CommunitiesPublic(BaseModel):
-    model_config = _OUT
-
+class CommunitiesPublic(Page):
     data: list[CommunityPublic]
-    next_cursor: str | None
 
 
-class ReadingPublic(BaseModel):
-    model_config = _OUT
-
+class ReadingPublic(Public):
     metric: str
     ts: datetime
     value: float
@@ -99,16 +93,11 @@ class ReadingPublic(BaseModel):
     received_at: datetime
 
 
-class ReadingsPublic(BaseModel):
-    model_config = _OUT
-
+class ReadingsPublic(Page):
     data: list[ReadingPublic]
-    next_cursor: str | None
 
 
-class EventPublic(BaseModel):
-    model_config = _OUT
-
+class EventPublic(Public):
     event: str
     ts: datetime
     data: dict[str, Any]
@@ -116,16 +105,11 @@ class EventPublic(BaseModel):
     received_at: datetime
 
 
-class EventsPublic(BaseModel):
-    model_config = _OUT
-
+class EventsPublic(Page):
     data: list[EventPublic]
-    next_cursor: str | None
 
 
-class DeadLetterPublic(BaseModel):
-    model_config = _OUT
-
+class DeadLetterPublic(Public):
     id: int
     received_at: datetime
     topic: str
@@ -146,16 +130,11 @@ class DeadLetterPublic(BaseModel):
     replay_reason: str | None = None
 
 
-class DeadLettersPublic(BaseModel):
-    model_config = _OUT
-
+class DeadLettersPublic(Page):
     data: list[DeadLetterPublic]
-    next_cursor: str | None
 
 
-class Health(BaseModel):
-    model_config = _OUT
-
+class Health(Public):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
     # "failed": a worker's thread died; "stale": a running worker's heartbeat stopped;
@@ -167,18 +146,14 @@ class Health(BaseModel):
 # --- storage queries: buckets, community series, latest values ---------------------------------
 
 
-class BucketPublic(BaseModel):
-    model_config = _OUT
-
+class BucketPublic(Public):
     device_id: str
     bucket: datetime = Field(description="Start of the bucket")
     value: float = Field(description="The requested aggregate over the whole bucket")
     count: int = Field(description="Readings in the bucket")
 
 
-class BucketsPublic(BaseModel):
-    model_config = _OUT
-
+class BucketsPublic(Public):
     metric: str
     bucket: Literal["1m", "1h", "1d"]
     agg: Literal["avg", "min", "max", "count", "last"]
@@ -188,9 +163,7 @@ class BucketsPublic(BaseModel):
     next_cursor: str | None
 
 
-class DeviceReadingPublic(BaseModel):
-    model_config = _OUT
-
+class DeviceReadingPublic(Public):
     device_id: str
     metric: str
     ts: datetime
@@ -199,16 +172,11 @@ class DeviceReadingPublic(BaseModel):
     received_at: datetime
 
 
-class DeviceReadingsPublic(BaseModel):
-    model_config = _OUT
-
+class DeviceReadingsPublic(Page):
     data: list[DeviceReadingPublic]
-    next_cursor: str | None
 
 
-class LatestPublic(BaseModel):
-    model_config = _OUT
-
+class LatestPublic(Public):
     device_id: str
     device_class: str
     metric: str
@@ -217,8 +185,5 @@ class LatestPublic(BaseModel):
     received_at: datetime
 
 
-class LatestValuesPublic(BaseModel):
-    model_config = _OUT
-
+class LatestValuesPublic(Page):
     data: list[LatestPublic]
-    next_cursor: str | None

@@ -55,6 +55,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from bench.scratch import scratch_database
 from core.models import Device
 from simulators.community import demo_devices
 from simulators.devices import build_model
@@ -140,11 +141,8 @@ def build_fleet(count: int, incidents: int) -> Fleet:
 
 @contextmanager
 def fresh_database(server_url: str, fleet: Fleet) -> Iterator[str]:
-    name = f"sc_bench_alerts_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
+    with scratch_database(server_url, "sc_bench_alerts") as name:
+        url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
         schema.upgrade(url)
         with psycopg.connect(url) as conn:
             conn.execute("INSERT INTO communities (id, name) VALUES (%s, 'bench')", (COMMUNITY,))
@@ -165,9 +163,6 @@ def fresh_database(server_url: str, fleet: Fleet) -> Iterator[str]:
                     ],
                 )
         yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Telemetry:
@@ -378,7 +373,7 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
             streamed: list[tuple[float, dict[str, Any]]] = []
             stream_ready = threading.Event()
             reader = threading.Thread(
-                target=_read_stream,
+                target=read_alert_stream,
                 args=(f"http://127.0.0.1:{port}", token, streamed, stream_ready, stop),
                 daemon=True,
             )
@@ -421,13 +416,16 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
             broker.stop()
 
 
-def _read_stream(
+def read_alert_stream(
     base: str,
     token: str,
     found: list[tuple[float, dict[str, Any]]],
     ready: threading.Event,
-    stop: threading.Event,
+    stop: threading.Event | None = None,
 ) -> None:
+    """The API's live alert stream into ``found`` as (arrival time, alert); ``ready`` is
+    set once it is open. Returns when ``stop`` is set (checked at each line) or the
+    stream ends."""
     headers = {"Authorization": f"Bearer {token}"}
     with (
         httpx.Client(timeout=None) as client,
@@ -437,7 +435,7 @@ def _read_stream(
         for line in response.iter_lines():
             if line.startswith("data: "):
                 found.append((time.time(), json.loads(line[6:])))
-            if stop.is_set():
+            if stop is not None and stop.is_set():
                 return
 
 

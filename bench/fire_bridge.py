@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -48,6 +47,8 @@ import httpx
 import psutil
 import psycopg
 
+from bench.alerts import read_alert_stream
+from bench.scratch import scratch_database
 from core.gbt26875 import Command
 from core.gbt26875_units import ComponentAnalog
 from store import schema
@@ -111,11 +112,8 @@ class Child:
 
 @contextmanager
 def fresh_database(server_url: str, uitds: int) -> Iterator[tuple[str, list[bytes]]]:
-    name = f"sc_bench_fb_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
+    with scratch_database(server_url, "sc_bench_fb") as name:
+        url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
         schema.upgrade(url)
         addresses = []
         with psycopg.connect(url) as conn:  # one transaction for the lot, committed at the end
@@ -143,24 +141,13 @@ def fresh_database(server_url: str, uitds: int) -> Iterator[tuple[str, list[byte
                 )
                 addresses.append(address)
         yield url, addresses
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _stream(
     base: str, token: str, found: list[tuple[float, dict[str, Any]]], ready: threading.Event
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
     try:
-        with (
-            httpx.Client(timeout=None) as client,
-            client.stream("GET", f"{base}/api/v1/alerts/stream", headers=headers) as response,
-        ):
-            ready.set()
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    found.append((time.time(), json.loads(line[6:])))
+        read_alert_stream(base, token, found, ready)
     except httpx.HTTPError:
         return  # the API stopped at the end of the run
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import secrets
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bench.scratch import scratch_database
 from core.storage import StoragePath
 from store import schema
 from store.rollups import rebuild_rollups
@@ -261,11 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.community < args.devices:
         parser.error("--community must be at least --devices")
-    name = f"sc_qbench_{secrets.token_hex(4)}"
-    url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with scratch_database(args.database_url, "sc_qbench") as name:
+        url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
         if args.path:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(
@@ -285,11 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _measure(conn, args, now)
             print("\nbytes per stored reading (tables with indexes):")
             print("\n".join(_bytes_per_reading(conn, path)))
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return 0
 
 

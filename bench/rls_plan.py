@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bench.scratch import scratch_database
 from core.storage import Bucket
 from store import schema
 from store.series import COMMUNITY_READINGS, DEVICE_READINGS, Agg, plan_buckets
@@ -164,11 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
-    name = f"sc_rlsbench_{secrets.token_hex(4)}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(args.database_url, dbname=name)
-    try:
+    with scratch_database(args.database_url, "sc_rlsbench") as name:
+        url = psycopg.conninfo.make_conninfo(args.database_url, dbname=name)
         schema.upgrade(url)
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
             hours=args.hours
@@ -214,11 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("plans with the policies on:")
         for label, plan in plans.items():
             print(f"  {label}: {plan}")
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return 0
 
 

@@ -201,6 +201,11 @@ def foreign_topics(
     return ForeignTopics({k: tuple(v) for k, v in device.items()}, tuple(pipeline))
 
 
+def _acl_user(username: str, grants: Iterable[tuple[str, str]]) -> list[str]:
+    """One user's block of the acl_file: its name, its (access, topic filter) grants."""
+    return [f"user {username}", *(f"topic {access} {topic}" for access, topic in grants), ""]
+
+
 def render_acl_file(
     devices: Sequence[BrokerDevice],
     accounts: Sequence[ServiceAccount],
@@ -216,29 +221,28 @@ def render_acl_file(
         "# Service accounts",
     ]
     for account in with_companions(accounts):
-        out.append(f"user {account.username}")
-        out += [f"topic {access} {topic}" for access, topic in service_grants(account.role)]
+        grants = list(service_grants(account.role))
         if foreign is not None and account.role is ServiceRole.PIPELINE:
-            out += [f"topic {access} {topic}" for access, topic in foreign.pipeline]
-        out.append("")
+            grants += foreign.pipeline
+        out += _acl_user(account.username, grants)
     out.append(f"# Devices ({len(devices)}): publish below their own topics, read their commands")
     for d in devices:
-        out += [
-            f"user {d.device_id}",
-            f"topic write {device_filter(d.community_id, d.device_class, d.device_id)}",
-            f"topic read {command_topic(d.community_id, d.device_class, d.device_id)}",
+        grants = [
+            ("write", device_filter(d.community_id, d.device_class, d.device_id)),
+            ("read", command_topic(d.community_id, d.device_class, d.device_id)),
         ]
         if foreign is not None:
-            out += [f"topic {access} {topic}" for access, topic in foreign.for_device(d)]
-        out.append("")
+            grants += foreign.for_device(d)
+        out += _acl_user(d.device_id, grants)
     out.append(f"# Responders ({len(responders)}): their own dispatches and replies only")
     for r in responders:
-        out += [
-            f"user {r.username}",
-            f"topic read {dispatch_topic(r.community_id, r.responder_id)}",
-            f"topic write {dispatch_reply_topic(r.community_id, r.responder_id)}",
-            "",
-        ]
+        out += _acl_user(
+            r.username,
+            [
+                ("read", dispatch_topic(r.community_id, r.responder_id)),
+                ("write", dispatch_reply_topic(r.community_id, r.responder_id)),
+            ],
+        )
     return "\n".join(out) + "\n"
 
 

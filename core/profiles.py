@@ -20,7 +20,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.alink import ROOT as ALINK_ROOT
 from core.alink import valid_product_key
@@ -239,18 +247,12 @@ class AlinkProduct(BaseModel):
             raise ValueError("a product key is 1-64 letters, digits, '_' or '-'")
         return value
 
-    @field_validator("properties", mode="before")
+    @field_validator("properties", "events", mode="before")
     @classmethod
-    def _metric_shorthand(cls, value: object) -> object:
+    def _shorthands(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, dict):
-            return {k: _shorthand(v, "metric") for k, v in value.items()}
-        return value
-
-    @field_validator("events", mode="before")
-    @classmethod
-    def _event_shorthand(cls, value: object) -> object:
-        if isinstance(value, dict):
-            return {k: _shorthand(v, "event") for k, v in value.items()}
+            field = "metric" if info.field_name == "properties" else "event"
+            return {k: _shorthand(v, field) for k, v in value.items()}
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ __all__ = [
     "VULNERABILITIES",
     "BuildingSpec",
     "Contact",
+    "DeviceClassName",
     "DevicePatch",
     "DeviceSpec",
     "RegistryId",

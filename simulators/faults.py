@@ -12,7 +12,7 @@ its device connects without a Will, says it is online and drops the socket.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -154,14 +154,47 @@ def _message(topic: str, payload: bytes) -> FaultMessage:
     return FaultMessage(topic=topic, payload=payload)
 
 
-def _dead(
-    src: _Source, kind: FaultKind, reason: RejectReason, text: str, *payloads: bytes
+def _on_telemetry(
+    src: _Source,
+    kind: FaultKind,
+    text: str,
+    payloads: Iterable[bytes],
+    *,
+    reason: RejectReason | None = None,
+    stored: int = 0,
 ) -> Fault:
+    """A fault whose ``payloads`` go to the device's own telemetry topic."""
     return Fault(
         kind=kind,
         device_id=src.device.id,
         description=text,
         messages=tuple(_message(src.topic(), p) for p in payloads),
+        reason=reason,
+        stored=stored,
+    )
+
+
+def _dead(
+    src: _Source, kind: FaultKind, reason: RejectReason, text: str, *payloads: bytes
+) -> Fault:
+    return _on_telemetry(src, kind, text, payloads, reason=reason)
+
+
+def _misrouted(
+    src: _Source,
+    kind: FaultKind,
+    reason: RejectReason,
+    text: str,
+    topic: str,
+    *,
+    device_id: str | None = None,
+) -> Fault:
+    """The device's telemetry, well formed, on ``topic``: a dead letter for ``reason``."""
+    return Fault(
+        kind=kind,
+        device_id=device_id or src.device.id,
+        description=text,
+        messages=(_message(topic, src.telemetry(src.now)),),
         reason=reason,
     )
 
@@ -223,12 +256,13 @@ def _oversized(src: _Source) -> Fault:
 
 def _unknown_device(src: _Source) -> Fault:
     ghost = unknown_device_id(src.device)
-    return Fault(
-        kind=FaultKind.UNKNOWN_DEVICE,
+    return _misrouted(
+        src,
+        FaultKind.UNKNOWN_DEVICE,
+        RejectReason.UNKNOWN_DEVICE,
+        f"well-formed telemetry from {ghost}, which is not registered",
+        src.topic(device_id=ghost),
         device_id=ghost,
-        description=f"well-formed telemetry from {ghost}, which is not registered",
-        messages=(_message(src.topic(device_id=ghost), src.telemetry(src.now)),),
-        reason=RejectReason.UNKNOWN_DEVICE,
     )
 
 
@@ -255,12 +289,12 @@ def _unknown_metric(src: _Source) -> Fault:
 
 def _bad_topic(src: _Source) -> Fault:
     topic = src.topic().rsplit("/", 1)[0] + "/telemetry_v2"
-    return Fault(
-        kind=FaultKind.BAD_TOPIC,
-        device_id=src.device.id,
-        description="a channel the contract does not have",
-        messages=(_message(topic, src.telemetry(src.now)),),
-        reason=RejectReason.BAD_TOPIC,
+    return _misrouted(
+        src,
+        FaultKind.BAD_TOPIC,
+        RejectReason.BAD_TOPIC,
+        "a channel the contract does not have",
+        topic,
     )
 
 
@@ -268,12 +302,12 @@ def _class_mismatch(src: _Source) -> Fault:
     d = src.device
     other = "fire" if d.device_class != "fire" else "wearable"
     topic = device_topic(d.community_id, other, d.id, Channel.TELEMETRY)
-    return Fault(
-        kind=FaultKind.CLASS_MISMATCH,
-        device_id=d.id,
-        description=f"the device's telemetry on a {other} topic",
-        messages=(_message(topic, src.telemetry(src.now)),),
-        reason=RejectReason.CLASS_MISMATCH,
+    return _misrouted(
+        src,
+        FaultKind.CLASS_MISMATCH,
+        RejectReason.CLASS_MISMATCH,
+        f"the device's telemetry on a {other} topic",
+        topic,
     )
 
 
@@ -299,20 +333,12 @@ def _clock_far_ahead(src: _Source) -> Fault:
     )
 
 
-def _stored(src: _Source, kind: FaultKind, text: str, payloads: list[bytes], stored: int) -> Fault:
-    return Fault(
-        kind=kind,
-        device_id=src.device.id,
-        description=text,
-        messages=tuple(_message(src.topic(), p) for p in payloads),
-        stored=stored,
-    )
-
-
 def _clock_skew(src: _Source) -> Fault:
     payloads = [src.telemetry(src.now + skew) for skew in SKEWS]
     text = ", ".join(f"{skew.total_seconds() / 60:+g} min" for skew in SKEWS)
-    return _stored(src, FaultKind.CLOCK_SKEW, f"device clocks off by {text}", payloads, len(SKEWS))
+    return _on_telemetry(
+        src, FaultKind.CLOCK_SKEW, f"device clocks off by {text}", payloads, stored=len(SKEWS)
+    )
 
 
 def _duplicate(src: _Source) -> Fault:
@@ -325,26 +351,26 @@ def _duplicate(src: _Source) -> Fault:
     unnumbered = orjson.dumps({"ts": _ms(src.now), "metrics": src.metrics()})
     payloads = [first, first, restamped, unnumbered, unnumbered]
     text = "an exact resend, a re-stamped resend with the same seq, a resend without seq"
-    return _stored(src, FaultKind.DUPLICATE, text, payloads, 2)
+    return _on_telemetry(src, FaultKind.DUPLICATE, text, payloads, stored=2)
 
 
 def _out_of_order(src: _Source) -> Fault:
     times = [src.now - OUT_OF_ORDER_STEP * i for i in range(OUT_OF_ORDER_COUNT)]
     payloads = [src.telemetry(at) for at in sorted(times)]
     random.Random(src.seed).shuffle(payloads)  # noqa: S311 - simulation, not secrets
-    return _stored(
+    return _on_telemetry(
         src,
         FaultKind.OUT_OF_ORDER,
         f"{OUT_OF_ORDER_COUNT} readings {OUT_OF_ORDER_STEP.seconds} s apart, sent shuffled",
         payloads,
-        OUT_OF_ORDER_COUNT,
+        stored=OUT_OF_ORDER_COUNT,
     )
 
 
 def _late(src: _Source) -> Fault:
     payloads = [src.telemetry(src.now), src.telemetry(src.now - LATE_BY)]
     text = f"a current reading, then one taken {LATE_BY.total_seconds() / 3600:g} h ago"
-    return _stored(src, FaultKind.LATE, text, payloads, 2)
+    return _on_telemetry(src, FaultKind.LATE, text, payloads, stored=2)
 
 
 def _burst(src: _Source) -> Fault:
@@ -358,7 +384,7 @@ def _burst(src: _Source) -> Fault:
             telemetry_payload(ts_ms=_ms(at), seq=src.next_seq(), metrics=model.sample(at).metrics)
         )
     text = f"an hour of buffered readings ({count}) replayed at once after a reconnect"
-    return _stored(src, FaultKind.BURST, text, payloads, count)
+    return _on_telemetry(src, FaultKind.BURST, text, payloads, stored=count)
 
 
 def _disconnect_no_will(src: _Source) -> Fault:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from core.models import Device
@@ -167,6 +167,17 @@ class Community:
             raise KeyError(f"no device {local_id!r} in community {self.id}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Spot:
+    """Where a device goes: the place its id starts with, and its building, floor and
+    flat (or room)."""
+
+    place: str
+    building: str | None
+    floor: int | None = None
+    unit: str | None = None
+
+
 class _Placer:
     """Numbers devices per (place, kind) and builds their registry rows."""
 
@@ -177,19 +188,9 @@ class _Placer:
         self._counts: dict[str, int] = {}
 
     def add(
-        self,
-        *,
-        place: str,
-        kind: str,
-        device_class: str,
-        model: str,
-        interval_s: int,
-        name: str,
-        building: str | None,
-        floor: int | None = None,
-        unit: str | None = None,
+        self, spot: _Spot, *, kind: str, device_class: str, model: str, interval_s: int, name: str
     ) -> str:
-        stem = f"{place}-{kind.replace('_', '-')}"
+        stem = f"{spot.place}-{kind.replace('_', '-')}"
         number = self._counts[stem] = self._counts.get(stem, 0) + 1
         local_id = f"{stem}-{number:02d}"
         device = Device(
@@ -204,57 +205,34 @@ class _Placer:
             PlacedDevice(
                 device=device,
                 local_id=local_id,
-                building=building,
-                floor=floor,
-                unit=unit,
+                building=spot.building,
+                floor=spot.floor,
+                unit=spot.unit,
                 location=name,
             )
         )
         return device.id
 
-    def door(
-        self,
-        *,
-        place: str,
-        name: str,
-        building: str | None,
-        floor: int | None = None,
-        unit: str | None = None,
-    ) -> str:
+    def door(self, spot: _Spot, name: str) -> str:
         return self.add(
-            place=place,
+            spot,
             kind="door",
             device_class="access",
             model=ACCESS_MODEL,
             interval_s=ACCESS_INTERVAL_S,
             name=name,
-            building=building,
-            floor=floor,
-            unit=unit,
         )
 
-    def fire(
-        self,
-        key: str,
-        *,
-        place: str,
-        where: str,
-        building: str | None,
-        floor: int | None = None,
-        unit: str | None = None,
-    ) -> str:
+    def fire(self, key: str, spot: _Spot, where: str) -> str:
         kind = FIRE_KINDS[key]
         label = key.replace("_", " ")
         return self.add(
-            place=place,
+            spot,
             kind=key,
             device_class="fire",
             model=kind.model,
             interval_s=kind.interval_s,
             name=f"{label.capitalize()} sensor, {where}",
-            building=building,
-            floor=floor,
-            unit=unit,
         )
 
 
@@ -318,112 +296,61 @@ def generate_community(
     for building in built:
         b = building.id
         top = building.floors
-        placer.door(
-            place=f"{b}-1F",
-            name=f"Entrance door, {building.name}",
-            building=b,
-            floor=1,
-            unit="entrance",
-        )
-        placer.fire(
-            "hydrant",
-            place=f"{b}-{top}F",
-            where=f"{building.name} roof",
-            building=b,
-            floor=top,
-            unit="roof",
-        )
+        placer.door(_Spot(f"{b}-1F", b, 1, "entrance"), f"Entrance door, {building.name}")
+        placer.fire("hydrant", _Spot(f"{b}-{top}F", b, top, "roof"), f"{building.name} roof")
         placer.fire(
             "residual_current",
-            place=f"{b}-1F",
-            where=f"{building.name} board",
-            building=b,
-            floor=1,
-            unit="switch-room",
+            _Spot(f"{b}-1F", b, 1, "switch-room"),
+            f"{building.name} board",
         )
         if kind == "urban":
             placer.fire(
                 "heat",
-                place=f"{b}-basement",
-                where=f"{building.name} plant room",
-                building=b,
-                floor=-1,
-                unit="plant-room",
+                _Spot(f"{b}-basement", b, -1, "plant-room"),
+                f"{building.name} plant room",
             )
         for floor in range(1, top + 1):
             # A smoke alarm in every hall, an extinguisher on every other floor.
+            hall = _Spot(f"{b}-{floor}F", b, floor, f"{floor}F-hall")
             for key in ("smoke", "extinguisher") if floor % 2 == 1 else ("smoke",):
-                placer.fire(
-                    key,
-                    place=f"{b}-{floor}F",
-                    where=f"{building.name} {floor}F hall",
-                    building=b,
-                    floor=floor,
-                    unit=f"{floor}F-hall",
-                )
+                placer.fire(key, hall, f"{building.name} {floor}F hall")
         for unit in _units(building):
             units.append(unit)
+            flat = _Spot(unit.id, b, unit.floor, unit.id)
             if rng.random() < GAS_DETECTOR_SHARE:
-                placer.fire(
-                    "gas",
-                    place=unit.id,
-                    where=f"flat {unit.id} kitchen",
-                    building=b,
-                    floor=unit.floor,
-                    unit=unit.id,
-                )
+                placer.fire("gas", flat, f"flat {unit.id} kitchen")
             if rng.random() >= OCCUPIED_SHARE:
                 continue
             household = _household(rng, unit, len(residents) + 1, community_id)
             alone_elder = len(household) == 1 and household[0].elderly
             if alone_elder:
-                placer.fire(
-                    "smoke",
-                    place=unit.id,
-                    where=f"flat {unit.id}",
-                    building=b,
-                    floor=unit.floor,
-                    unit=unit.id,
-                )
+                placer.fire("smoke", flat, f"flat {unit.id}")
             for resident in household:
                 share = CARE_SHARE_ALONE if resident.lives_alone else CARE_SHARE
                 if resident.elderly and rng.random() < share:
                     watch = placer.add(
-                        place=unit.id,
+                        flat,
                         kind="watch",
                         device_class="wearable",
                         model=WEARABLE_MODEL,
                         interval_s=WEARABLE_INTERVAL_S,
                         name=f"Care watch of {resident.name}",
-                        building=b,
-                        floor=unit.floor,
-                        unit=unit.id,
                     )
-                    resident = Resident(
-                        id=resident.id,
-                        name=resident.name,
-                        unit=resident.unit,
-                        birth_year=resident.birth_year,
-                        lives_alone=resident.lives_alone,
-                        wearable=watch,
-                    )
+                    resident = replace(resident, wearable=watch)
                 residents.append(resident)
     for index in range(0, len(built), BUILDINGS_PER_LOCKER):
         b = built[index].id
         placer.add(
-            place=f"{b}-1F",
+            _Spot(f"{b}-1F", b, 1, "lobby"),
             kind="locker",
             device_class="locker",
             model=LOCKER_MODEL,
             interval_s=LOCKER_INTERVAL_S,
             name=f"Parcel locker, {built[index].name} lobby",
-            building=b,
-            floor=1,
-            unit="lobby",
         )
     for gate in COMMUNITY_GATES if buildings > 1 else ():
-        placer.door(place=gate, name=f"Community {gate.replace('-', ' ')}", building=None)
-    placer.fire("tank", place="pump-room", where="community pump room", building=None)
+        placer.door(_Spot(gate, None), f"Community {gate.replace('-', ' ')}")
+    placer.fire("tank", _Spot("pump-room", None), "community pump room")
     return Community(
         id=community_id,
         name=name or f"Community {community_id}",

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -213,12 +213,13 @@ class Simulator:
         log.info("simulator done: %s", stats)
         return stats
 
-    def _pace(self, started: float) -> None:
-        members, count = self._members, len(self._members)
-        rate, limit = self._rate, self._max_messages
+    def _turns(self, started: float) -> Iterator[tuple[float, float]]:
+        """The pacing loop's turns until stopped, past the duration or at the message
+        limit, reporting progress on the way: each turn's monotonic time and how long it
+        may sleep (until the deadline or the next report)."""
+        limit = self._max_messages
         deadline = started + self._duration_s if self._duration_s is not None else math.inf
         next_report, last = started + self._progress_interval_s, (started, 0)
-        turn = 0
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= deadline or (limit is not None and self._telemetry >= limit):
@@ -226,6 +227,13 @@ class Simulator:
             if now >= next_report:
                 last = self._report(now, started, last)
                 next_report = now + self._progress_interval_s
+            yield now, min(deadline - now, next_report - now)
+
+    def _pace(self, started: float) -> None:
+        members, count = self._members, len(self._members)
+        rate, limit = self._rate, self._max_messages
+        turn = 0
+        for now, may_sleep in self._turns(started):
             # Message k is due k / rate seconds after the start.
             due = (
                 BURST_MAX if math.isinf(rate) else int((now - started) * rate) + 1 - self._telemetry
@@ -234,9 +242,7 @@ class Simulator:
                 due = min(due, limit - self._telemetry)
             if due <= 0:
                 wake = started + self._telemetry / rate
-                self._stop.wait(
-                    min(max(wake - now, MIN_SLEEP_S), deadline - now, next_report - now)
-                )
+                self._stop.wait(min(max(wake - now, MIN_SLEEP_S), may_sleep))
                 continue
             for _ in range(min(due, BURST_MAX)):
                 self._emit(members[turn])
@@ -245,24 +251,14 @@ class Simulator:
     def _pace_own(self, started: float) -> None:
         """Each device at its own interval: a heap of (next due, member)."""
         rng, limit = self._rng, self._max_messages
-        deadline = started + self._duration_s if self._duration_s is not None else math.inf
-        next_report, last = started + self._progress_interval_s, (started, 0)
         due: list[tuple[float, int]] = [
             (started + rng.uniform(0, m.device.expected_interval_s), i)
             for i, m in enumerate(self._members)
         ]
         heapq.heapify(due)
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= deadline or (limit is not None and self._telemetry >= limit):
-                return
-            if now >= next_report:
-                last = self._report(now, started, last)
-                next_report = now + self._progress_interval_s
+        for now, may_sleep in self._turns(started):
             if due[0][0] > now:
-                self._stop.wait(
-                    max(min(due[0][0] - now, deadline - now, next_report - now), MIN_SLEEP_S)
-                )
+                self._stop.wait(max(min(due[0][0] - now, may_sleep), MIN_SLEEP_S))
                 continue
             for _ in range(BURST_MAX):
                 at, index = due[0]

@@ -15,22 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core.device_csv import COLUMNS
 from core.models import Device
 from simulators.population import Community
 
 __all__ = ["DEVICE_COLUMNS", "RosterEntry", "read_roster", "write_roster"]
 
-DEVICE_COLUMNS = (
-    "id",
-    "community_id",
-    "device_class",
-    "model",
-    "name",
-    "expected_interval_s",
-    "building",
-    "floor",
-    "unit",
-)
+# The installer import's columns (core.device_csv) up to the place: a generated
+# community has no residents enrolled on devices nor installation dates.
+DEVICE_COLUMNS = COLUMNS[: COLUMNS.index("unit") + 1]
 RosterEntry = tuple[Device, str | None]
 
 

@@ -42,7 +42,37 @@ def secured_config(
     )
 
 
-class SecuredMosquitto(ServerProcess):
+class _Mosquitto(ServerProcess):
+    """Mosquitto on 127.0.0.1, run with the configuration ``_prepare`` writes to
+    ``config_path``."""
+
+    def __init__(self, *, data_dir: Path, port: int | None) -> None:
+        super().__init__(data_dir=data_dir, port=port)
+        found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
+        if found is None:
+            raise EmbeddedServerError(self.name, "no mosquitto in /usr/sbin or /usr/local/sbin")
+        self._binary = found
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
+            [self._binary, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            start_new_session=True,
+        )
+
+
+class SecuredMosquitto(_Mosquitto):
     """Mosquitto on 127.0.0.1 with the exported files; ``reload()`` re-reads them."""
 
     name = "secured-broker"
@@ -55,21 +85,9 @@ class SecuredMosquitto(ServerProcess):
         self.device_port = free_port()
         self.password_file = password_file
         self.acl_file = acl_file
-        found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
-        if found is None:
-            raise EmbeddedServerError(self.name, "no mosquitto in /usr/sbin or /usr/local/sbin")
-        self._binary = found
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
     def url_for(self, username: str, password: str) -> str:
         return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
-
-    @property
-    def config_path(self) -> Path:
-        return self.data_dir / "mosquitto.conf"
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads password_file and acl_file."""
@@ -89,18 +107,8 @@ class SecuredMosquitto(ServerProcess):
             encoding="utf-8",
         )
 
-    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            [self._binary, "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,
-        )
 
-
-class ExportedMosquitto(ServerProcess):
+class ExportedMosquitto(_Mosquitto):
     """Mosquitto running the listener file ``broker export`` wrote, as it is: its
     listeners, its users and ACLs, its client-id binding (no listener of its own).
     ``port`` is the pipeline listener's, which tells when the broker is up."""
@@ -110,18 +118,6 @@ class ExportedMosquitto(ServerProcess):
     def __init__(self, *, data_dir: Path, conf_dir: Path, port: int) -> None:
         super().__init__(data_dir=data_dir, port=port)
         self.conf_dir = conf_dir
-        found = next((p for p in MOSQUITTO_CANDIDATES if os.access(p, os.X_OK)), None)
-        if found is None:
-            raise EmbeddedServerError(self.name, "no mosquitto in /usr/sbin or /usr/local/sbin")
-        self._binary = found
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    @property
-    def config_path(self) -> Path:
-        return self.data_dir / "mosquitto.conf"
 
     def _prepare(self) -> None:
         lines = [
@@ -134,13 +130,3 @@ class ExportedMosquitto(ServerProcess):
         if os.geteuid() == 0:  # as mosquitto_config: root would switch to "mosquitto"
             lines.append("user root")
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            [self._binary, "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,
-        )

@@ -278,108 +278,61 @@ def _incidents(community: Community, start: float, days: float, seed: int) -> li
         ],
     )
     out.append(fire)
-    (watch,) = _pick(community, rng, "care watch", used)
-    t = at(1, 10.5)
-    out.append(
-        Incident(
-            "SOS pressed",
-            t,
-            watch.device.id,
-            "wearable.sos",
-            f"device:{watch.device.id}",
-            events=[(t, watch.device.id, SimEvent(name="sos_pressed", data={"button": "side"}))],
-        )
+
+    def device_incident(
+        name: str, expect_rule: str, model_part: str, t: float, event: SimEvent | None = None
+    ) -> Incident:
+        """An incident at ``t`` on a device of ``model_part`` no other incident uses,
+        raised against that device (with ``event`` from it at ``t``, if any)."""
+        (placed,) = _pick(community, rng, model_part, used)
+        device_id = placed.device.id
+        incident = Incident(name, t, device_id, expect_rule, f"device:{device_id}")
+        if event is not None:
+            incident.events.append((t, device_id, event))
+        out.append(incident)
+        return incident
+
+    device_incident(
+        "SOS pressed",
+        "wearable.sos",
+        "care watch",
+        at(1, 10.5),
+        SimEvent(name="sos_pressed", data={"button": "side"}),
     )
-    (faller,) = _pick(community, rng, "care watch", used)
-    t = at(2, 3.2)  # at night: no steps follow
-    out.append(
-        Incident(
-            "fall at night",
-            t,
-            faller.device.id,
-            "wearable.fall",
-            f"device:{faller.device.id}",
-            events=[
-                (t, faller.device.id, SimEvent(name="fall_detected", data={"confidence": 0.95}))
-            ],
-            metrics={"steps": lambda _t: None},  # keeps the last value: no movement
-        )
+    fall = device_incident(
+        "fall at night",
+        "wearable.fall",
+        "care watch",
+        at(2, 3.2),  # at night: no steps follow
+        SimEvent(name="fall_detected", data={"confidence": 0.95}),
     )
-    (door,) = _pick(community, rng, "door controller", used)
-    t = at(3, 2.5)
-    out.append(
-        Incident(
-            "door forced",
-            t,
-            door.device.id,
-            "access.door_forced",
-            f"device:{door.device.id}",
-            events=[(t, door.device.id, SimEvent(name="door_forced", data={"door": "main"}))],
-        )
+    fall.metrics["steps"] = lambda _t: None  # keeps the last value: no movement
+    device_incident(
+        "door forced",
+        "access.door_forced",
+        "door controller",
+        at(3, 2.5),
+        SimEvent(name="door_forced", data={"door": "main"}),
     )
-    (gas,) = _pick(community, rng, "gas detector", used)
-    t = at(4, 18.5)
-    out.append(
-        Incident(
-            "gas leak",
-            t,
-            gas.device.id,
-            "fire.gas_stage1",
-            f"device:{gas.device.id}",
-            metrics={"gas_lel": _while(t, t + 1800, lambda _s: 27.0)},
-        )
+    gas = device_incident("gas leak", "fire.gas_stage1", "gas detector", at(4, 18.5))
+    gas.metrics["gas_lel"] = _while(gas.at, gas.at + 1800, lambda _s: 27.0)
+    link = device_incident(
+        "fire sensor link lost", "device.offline", "residual current", at(5, 11.0)
     )
-    (link,) = _pick(community, rng, "residual current", used)
-    t = at(5, 11.0)
-    out.append(
-        Incident(
-            "fire sensor link lost",
-            t,
-            link.device.id,
-            "device.offline",
-            f"device:{link.device.id}",
-            silent=(t, t + 1800),
-            will_at=t,
-            online_at=t + 1800,
-        )
+    link.silent = (link.at, link.at + 1800)
+    link.will_at = link.at
+    link.online_at = link.at + 1800
+    dead = device_incident("watch goes silent", "device.offline", "care watch", at(6, 9.0))
+    dead.silent = (dead.at, dead.at + 3 * 3600)
+    fast = device_incident("clock 3 h fast", "device.clock_skew", "care watch", at(0, 8.0))
+    fast.clock_ahead = (fast.at, fast.at + 4 * 3600, 3 * 3600.0)
+    drained = device_incident(
+        "watch battery runs down", "wearable.battery_low", "care watch", at(1, 7.0)
     )
-    (dead,) = _pick(community, rng, "care watch", used)
-    t = at(6, 9.0)
-    out.append(
-        Incident(
-            "watch goes silent",
-            t,
-            dead.device.id,
-            "device.offline",
-            f"device:{dead.device.id}",
-            silent=(t, t + 3 * 3600),
-        )
-    )
-    (fast,) = _pick(community, rng, "care watch", used)
-    t = at(0, 8.0)
-    out.append(
-        Incident(
-            "clock 3 h fast",
-            t,
-            fast.device.id,
-            "device.clock_skew",
-            f"device:{fast.device.id}",
-            clock_ahead=(t, t + 4 * 3600, 3 * 3600.0),
-        )
-    )
-    (drained,) = _pick(community, rng, "care watch", used)
-    t = at(1, 7.0)
-    out.append(
-        Incident(
-            "watch battery runs down",
-            t,
-            drained.device.id,
-            "wearable.battery_low",
-            f"device:{drained.device.id}",
-            # 40 % falling 5 % an hour: below 20 % four hours later, recharged at 8 h.
-            within=5 * 3600,
-            metrics={"battery": _while(t, t + 8 * 3600, lambda s: max(5.0, 40 - 5 * s / 3600))},
-        )
+    # 40 % falling 5 % an hour: below 20 % four hours later, recharged at 8 h.
+    drained.within = 5 * 3600
+    drained.metrics["battery"] = _while(
+        drained.at, drained.at + 8 * 3600, lambda s: max(5.0, 40 - 5 * s / 3600)
     )
     return out
 
@@ -482,15 +435,24 @@ def run_week(
                     current.resolved_at = change.at
                     del open_[key]
 
-    def message(
-        dev: _Device, channel: Channel, payload: bytes, received: datetime
-    ) -> tuple[str, list[Reading], DeviceEvent | None] | None:
+    def send(
+        items: list[tuple[str, list[Reading], DeviceEvent | None]],
+        dev: _Device,
+        channel: Channel,
+        payload: bytes,
+        received: datetime,
+    ) -> None:
+        """One message from ``dev``, validated as the pipeline would; what passes joins
+        ``items``."""
+        nonlocal messages
+        dev.seq += 1
+        messages += 1
         try:
             decoded = decode(dev.topic[channel], payload, received)
         except RejectedMessage as exc:
             dead[exc.reason.value] += 1
-            return None
-        return (dev.info.device_id, decoded.readings, decoded.event)
+            return
+        items.append((dev.info.device_id, decoded.readings, decoded.event))
 
     now = t0
     day = 0
@@ -507,13 +469,13 @@ def run_week(
                 continue
             ts_ms = max(int(t * 1000), dev.last_ms + 1)
             dev.last_ms = ts_ms
-            item = message(
-                dev, Channel.EVENT, event_payload(ts_ms=ts_ms, seq=dev.seq, event=what), received
+            send(
+                items,
+                dev,
+                Channel.EVENT,
+                event_payload(ts_ms=ts_ms, seq=dev.seq, event=what),
+                received,
             )
-            dev.seq += 1
-            messages += 1
-            if item is not None:
-                items.append(item)
         while due[0][0] <= now:
             t, n, device_id = due[0]
             dev = fleet[device_id]
@@ -536,25 +498,22 @@ def run_week(
                     ahead = hit.clock_ahead[2]
             ts_ms = max(int((t + ahead) * 1000), dev.last_ms + 1)
             dev.last_ms = ts_ms if ahead == 0 else dev.last_ms
-            item = message(
+            send(
+                items,
                 dev,
                 Channel.TELEMETRY,
                 telemetry_payload(ts_ms=ts_ms, seq=dev.seq, metrics=metrics),
                 at,
             )
-            dev.seq += 1
-            messages += 1
-            if item is not None:
-                items.append(item)
             for event in sample.events:
                 ts_ms += 1
-                item = message(
-                    dev, Channel.EVENT, event_payload(ts_ms=ts_ms, seq=dev.seq, event=event), at
+                send(
+                    items,
+                    dev,
+                    Channel.EVENT,
+                    event_payload(ts_ms=ts_ms, seq=dev.seq, event=event),
+                    at,
                 )
-                dev.seq += 1
-                messages += 1
-                if item is not None:
-                    items.append(item)
         if items or links:
             obs: Observations = observations(items, directory, engine.metrics)
             obs.links = links

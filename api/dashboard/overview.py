@@ -48,14 +48,7 @@ class _Counts:
         self.alerting += alerting
 
     def public(self) -> TileCounts:
-        return TileCounts(
-            devices=self.devices,
-            online=self.online,
-            offline=self.offline,
-            never_seen=self.never_seen,
-            maintenance=self.maintenance,
-            alerting=self.alerting,
-        )
+        return TileCounts.model_validate(self, from_attributes=True)
 
 
 @dataclass(slots=True)

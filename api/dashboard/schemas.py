@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from api.schemas import Public
 from core.rules import Severity
 
 __all__ = [
@@ -18,12 +19,8 @@ __all__ = [
     "TileCounts",
 ]
 
-_OUT = ConfigDict(frozen=True)
 
-
-class TileCounts(BaseModel):
-    model_config = _OUT
-
+class TileCounts(Public):
     devices: int = Field(description="Registered devices, decommissioned ones excluded")
     online: int
     offline: int = Field(description="Said offline (or its Last Will did), or silent too long")
@@ -45,9 +42,7 @@ class BuildingTilePublic(TileCounts):
     worst_severity: Severity | None = Field(description="Of its open and acknowledged alerts")
 
 
-class OverviewPublic(BaseModel):
-    model_config = _OUT
-
+class OverviewPublic(Public):
     community_id: str
     name: str
     time_zone: str
@@ -58,9 +53,7 @@ class OverviewPublic(BaseModel):
     )
 
 
-class FiguresPublic(BaseModel):
-    model_config = _OUT
-
+class FiguresPublic(Public):
     community_id: str
     time_zone: str
     at: datetime
@@ -85,9 +78,7 @@ class FiguresPublic(BaseModel):
     devices_never_seen: int
 
 
-class MetricValuePublic(BaseModel):
-    model_config = _OUT
-
+class MetricValuePublic(Public):
     metric: str
     unit: str = Field(description="From the metric catalogue; '' for flags and unknown ones")
     value: float
@@ -95,9 +86,7 @@ class MetricValuePublic(BaseModel):
     received_at: datetime
 
 
-class DeviceLatestPublic(BaseModel):
-    model_config = _OUT
-
+class DeviceLatestPublic(Public):
     device_id: str
     device_class: str
     data: list[MetricValuePublic] = Field(description="Newest value of each metric, by name")

@@ -26,6 +26,8 @@ from api.alert_hub import AlertHub, TooManyStreams
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
 from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
+from api.problems import body_error
+from api.schemas import Page, Public
 from api.scope import (
     COMMUNITY_HINT,
     AlertId,
@@ -57,13 +59,10 @@ stream_router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 # At most this many missed events are replayed to a client that reconnects.
 REPLAY_MAX = 1_000
-_OUT = ConfigDict(frozen=True)
 _IN = ConfigDict(frozen=True, extra="forbid")
 
 
-class AlertPublic(BaseModel):
-    model_config = _OUT
-
+class AlertPublic(Public):
     id: int
     rule_id: str
     subject: str = Field(description="'device:<id>', 'building:<community>/<name>', ...")
@@ -90,16 +89,11 @@ class AlertPublic(BaseModel):
     group_id: int | None = Field(description="The flood group this alert belongs to")
 
 
-class AlertsPublic(BaseModel):
-    model_config = _OUT
-
+class AlertsPublic(Page):
     data: list[AlertPublic]
-    next_cursor: str | None
 
 
-class HistoryPublic(BaseModel):
-    model_config = _OUT
-
+class HistoryPublic(Public):
     id: int
     at: datetime
     action: str
@@ -378,9 +372,7 @@ class MaintenanceCreate(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
-class MaintenancePublic(BaseModel):
-    model_config = _OUT
-
+class MaintenancePublic(Public):
     id: int
     community_id: str
     device_id: str | None
@@ -390,13 +382,6 @@ class MaintenancePublic(BaseModel):
     reason: str
     created_by: str
     created_at: datetime
-
-
-def _field_error(field: str, msg: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}],
-    )
 
 
 @maintenance_router.post("", status_code=status.HTTP_201_CREATED)
@@ -410,9 +395,9 @@ def start_maintenance(
         body_device(conn, token, request, body.device_id)
     starts = body.starts_at or datetime.now(UTC)
     if body.ends_at <= starts:
-        raise _field_error("ends_at", "ends_at must be after starts_at")
+        raise body_error("ends_at", "ends_at must be after starts_at")
     if body.device_id is not None and body.building is not None:
-        raise _field_error("building", "give a device_id or a building, not both")
+        raise body_error("building", "give a device_id or a building, not both")
     try:
         created = maintenance_windows.create_maintenance(
             conn,

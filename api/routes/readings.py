@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime
 
 from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
 from api.deps import ConnDep, SettingsDep, page_size
+from api.problems import unprocessable
 from api.routes.devices import get_device_or_404
-from api.schemas import EventPublic, EventsPublic, ReadingPublic, ReadingsPublic
+from api.schemas import EventPublic, EventsPublic, Public, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
 from core.metric_catalog import METRICS
+from core.settings import Settings
 from store.readings import device_events, device_readings
 
 __all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
@@ -35,10 +38,7 @@ class TimeRange:
 
 
 def _range_error(field: str, msg: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["query", field], "msg": msg, "type": "invalid_range"}],
-    )
+    return unprocessable(("query", field), msg, "invalid_range")
 
 
 def time_range(
@@ -64,6 +64,24 @@ def time_range(
 
 RangeDep = Annotated[TimeRange, Depends(time_range)]
 
+R = TypeVar("R")
+P = TypeVar("P", bound=Public)
+
+
+def _series_page(
+    settings: Settings,
+    limit: int | None,
+    after: str | None,
+    fetch: Callable[[tuple[datetime, str] | None, int], Sequence[R]],
+    public: type[P],
+    position: Callable[[P], str],
+) -> tuple[list[P], str | None]:
+    """One page of a device's series: ``fetch(after, limit)`` reads the rows after the
+    decoded cursor, one more than the page to know whether another follows."""
+    size = page_size(settings, limit)
+    found = fetch(decode_position(after, str) if after is not None else None, size + 1)
+    return page(found, size, lambda r: public.model_validate(r, from_attributes=True), position)
+
 
 @router.get("/readings")
 def list_readings(
@@ -78,30 +96,19 @@ def list_readings(
     """Readings in ``[start, end)`` ordered by (ts, metric); at most 31 days per request."""
     device = get_device_or_404(conn, device_id)
     if metric is not None and metric not in METRICS.get(device.device_class, {}):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["query", "metric"],
-                    "msg": f"unknown metric {metric!r} for a {device.device_class} device",
-                    "type": "unknown_metric",
-                }
-            ],
+        raise unprocessable(
+            ("query", "metric"),
+            f"unknown metric {metric!r} for a {device.device_class} device",
+            "unknown_metric",
         )
-    size = page_size(settings, limit)
-    found = device_readings(
-        conn,
-        device_id,
-        window.start,
-        window.end,
-        metric=metric,
-        after=decode_position(after, str) if after is not None else None,
-        limit=size + 1,
-    )
-    rows, cursor = page(
-        found,
-        size,
-        lambda r: ReadingPublic.model_validate(r, from_attributes=True),
+    rows, cursor = _series_page(
+        settings,
+        limit,
+        after,
+        lambda position, size: device_readings(
+            conn, device_id, window.start, window.end, metric=metric, after=position, limit=size
+        ),
+        ReadingPublic,
         lambda r: encode_position(r.ts, r.metric),
     )
     return ReadingsPublic(data=rows, next_cursor=cursor)
@@ -119,20 +126,14 @@ def list_events(
 ) -> EventsPublic:
     """Events in ``[start, end)`` ordered by (ts, event); at most 31 days per request."""
     get_device_or_404(conn, device_id)
-    size = page_size(settings, limit)
-    found = device_events(
-        conn,
-        device_id,
-        window.start,
-        window.end,
-        event=event,
-        after=decode_position(after, str) if after is not None else None,
-        limit=size + 1,
-    )
-    rows, cursor = page(
-        found,
-        size,
-        lambda r: EventPublic.model_validate(r, from_attributes=True),
+    rows, cursor = _series_page(
+        settings,
+        limit,
+        after,
+        lambda position, size: device_events(
+            conn, device_id, window.start, window.end, event=event, after=position, limit=size
+        ),
+        EventPublic,
         lambda r: encode_position(r.ts, r.event),
     )
     return EventsPublic(data=rows, next_cursor=cursor)

@@ -11,11 +11,13 @@ from datetime import datetime, time
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from api.answers import found_or_404, made_or_409
 from api.deps import ClockDep, ConnDep
+from api.problems import body_error, unprocessable
+from api.schemas import Public
 from api.scope import (
     Authorized,
     CommunityId,
@@ -39,7 +41,6 @@ _IN = ConfigDict(frozen=True, extra="forbid")
 # One page: a community has tens of responders and a handful of teams.
 MAX_RESPONDERS = 1000
 MAX_TEAMS = 500
-_OUT = ConfigDict(frozen=True)
 
 
 def _wall_clock(value: time) -> time:
@@ -81,9 +82,7 @@ class ResponderIn(BaseModel):
     user_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
-class ResponderPublic(BaseModel):
-    model_config = _OUT
-
+class ResponderPublic(Public):
     id: str
     community_id: str
     name: str
@@ -93,9 +92,7 @@ class ResponderPublic(BaseModel):
     user_id: int | None
 
 
-class RespondersPublic(BaseModel):
-    model_config = _OUT
-
+class RespondersPublic(Public):
     data: list[ResponderPublic]
 
 
@@ -119,9 +116,7 @@ class ShiftIn(BaseModel):
     ends: WallClock = Field(description="Not after starts: the shift runs past midnight")
 
 
-class ShiftPublic(BaseModel):
-    model_config = _OUT
-
+class ShiftPublic(Public):
     id: int
     responder_id: str
     weekday: int
@@ -138,9 +133,7 @@ class ExceptionIn(BaseModel):
     substitute_id: str | None = Field(default=None, pattern=_ID)
 
 
-class ExceptionPublic(BaseModel):
-    model_config = _OUT
-
+class ExceptionPublic(Public):
     id: int
     responder_id: str
     kind: str
@@ -149,9 +142,7 @@ class ExceptionPublic(BaseModel):
     substitute_id: str | None
 
 
-class TeamPublic(BaseModel):
-    model_config = _OUT
-
+class TeamPublic(Public):
     id: str
     community_id: str
     building_id: str | None
@@ -164,15 +155,11 @@ class TeamPublic(BaseModel):
     uncovered_at: datetime | None
 
 
-class TeamsPublic(BaseModel):
-    model_config = _OUT
-
+class TeamsPublic(Public):
     data: list[TeamPublic]
 
 
-class DutyPublic(BaseModel):
-    model_config = _OUT
-
+class DutyPublic(Public):
     community_id: str
     as_of: datetime
     teams: list[TeamPublic]
@@ -247,16 +234,7 @@ def add_exception(
 ) -> ExceptionPublic:
     """Leave (off their shifts) or a swap (``substitute_id`` works them) for an interval."""
     if body.ends_at <= body.starts_at or (body.kind == "swap") != (body.substitute_id is not None):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body"],
-                    "msg": "ends_at after starts_at; a substitute for a swap only",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise unprocessable(("body",), "ends_at after starts_at; a substitute for a swap only")
     community = rosters.responder_community(conn, responder_id)
     if community is None:
         raise not_found(f"no responder {responder_id!r}")
@@ -331,10 +309,7 @@ def add_shifts(
     """Put a responder on the team's roster on these weekdays, from ``starts`` to ``ends``
     (local time of the community)."""
     if any(not 0 <= d <= 6 for d in body.weekdays):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[{"loc": ["body", "weekdays"], "msg": "0 to 6", "type": "value_error"}],
-        )
+        raise body_error("weekdays", "0 to 6")
     now = clock()
     team = _team_or_404(conn, team_id, now)
     _same_community(conn, team.community_id, "responder_id", body.responder_id)

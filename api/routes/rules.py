@@ -19,6 +19,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Principal
 from api.deps import ConnDep, SettingsDep
+from api.problems import body_error
+from api.schemas import Public
 from api.scope import (
     Authorized,
     DeliveryId,
@@ -38,14 +40,11 @@ __all__ = ["RulePublic", "router", "webhooks_router"]
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 webhooks_router = APIRouter(prefix="/webhooks", tags=["alerts"])
-_OUT = ConfigDict(frozen=True)
 
 RuleBody = Annotated[Rule, Body(description="A rule; `type` selects its kind")]
 
 
-class RulePublic(BaseModel):
-    model_config = _OUT
-
+class RulePublic(Public):
     id: str
     enabled: bool
     source: str = Field(description="'default' (shipped pack), 'api' or 'cli'")
@@ -116,16 +115,7 @@ def replace_rule(
 ) -> RulePublic:
     """Create or replace the rule ``rule_id``; the body's id must match."""
     if rule.id != rule_id:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "id"],
-                    "msg": f"id {rule.id!r} does not match the path's {rule_id!r}",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise body_error("id", f"id {rule.id!r} does not match the path's {rule_id!r}")
     _check_scope(request, conn, principal, rule)
     return _save(conn, rule)
 
@@ -172,9 +162,7 @@ class WebhookCreate(BaseModel):
     min_severity: Severity = Severity.WARNING
 
 
-class WebhookPublic(BaseModel):
-    model_config = _OUT
-
+class WebhookPublic(Public):
     id: int
     url: str
     community_id: str | None
@@ -187,9 +175,7 @@ class WebhookCreated(WebhookPublic):
     secret: str = Field(description="Shown once: verify X-SC-Signature with it")
 
 
-class DeliveryPublic(BaseModel):
-    model_config = _OUT
-
+class DeliveryPublic(Public):
     id: int
     webhook_id: int
     alert_id: int
@@ -218,15 +204,8 @@ def create_webhook(
     body_community(conn, principal, request, body.community_id)
     reason = private_destination(str(body.url), _addresses)
     if reason is not None and not settings.alerts.webhook_private_destinations:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "url"],
-                    "msg": f"{reason}: webhooks go to public destinations only",
-                    "type": "private_destination",
-                }
-            ],
+        raise body_error(
+            "url", f"{reason}: webhooks go to public destinations only", "private_destination"
         )
     secret = body.secret or secrets.token_urlsafe(32)
     created = webhooks_store.create_webhook(

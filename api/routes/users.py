@@ -13,6 +13,7 @@ from api.answers import found_or_404
 from api.auth import Principal
 from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
+from api.problems import body_error
 from api.registry_schemas import (
     TokenCreate,
     TokenCreated,
@@ -40,13 +41,6 @@ def token_public(token: accounts.TokenInfo) -> TokenPublic:
     return TokenPublic.model_validate(token, from_attributes=True)
 
 
-def _invalid(field: str, message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
-    )
-
-
 def _within_scope(
     principal: Principal, communities: Sequence[str] | None, everywhere: bool | None
 ) -> None:
@@ -60,7 +54,7 @@ def _within_scope(
         )
     for community in communities or ():
         if community not in principal.communities:
-            raise _invalid("communities", f"unknown community {community!r}")
+            raise body_error("communities", f"unknown community {community!r}")
 
 
 @router.get("")
@@ -88,7 +82,7 @@ def add_user(conn: ConnDep, principal: Authorized, body: UserCreate) -> UserPubl
     except accounts.UserError as exc:
         if exc.field == "name":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-        raise _invalid(exc.field, str(exc)) from None
+        raise body_error(exc.field, str(exc)) from None
     return user_public(created)
 
 
@@ -119,7 +113,7 @@ def change_user(
             disabled=body.disabled,
         )
     except accounts.UserError as exc:
-        raise _invalid(exc.field, str(exc)) from None
+        raise body_error(exc.field, str(exc)) from None
     return user_public(updated)
 
 
@@ -132,7 +126,7 @@ def _new_token(conn: psycopg.Connection[Any], user_id: int, body: TokenCreate) -
         secret = accounts.create_token(conn, body.name, body.expires_at, user_id=user_id)
     except ValueError as exc:
         field = "expires_at" if "expires_at" in str(exc) else "name"
-        raise _invalid(field, str(exc)) from None
+        raise body_error(field, str(exc)) from None
     newest = max(_token_public(conn, user_id), key=lambda t: t.id)
     return TokenCreated(**newest.model_dump(), token=secret)
 

@@ -12,11 +12,13 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.cursors import LimitQuery
 from api.deps import ClockDep, ConnDep, SettingsDep, page_size
+from api.problems import body_error
+from api.schemas import Public
 from api.scope import AlertId, Authorized, not_found, unknown_in_body
 from core.visits import (
     Month,
@@ -36,7 +38,6 @@ MonthQuery = Annotated[
     AfterValidator(Month.checked),
 ]
 _IN = ConfigDict(frozen=True, extra="forbid")
-_OUT = ConfigDict(frozen=True)
 
 
 # --- schemas -----------------------------------------------------------------------------
@@ -55,9 +56,7 @@ class VisitIn(BaseModel):
     follow_up_due: date | None = None
 
 
-class VisitPublic(BaseModel):
-    model_config = _OUT
-
+class VisitPublic(Public):
     id: int
     community_id: str
     resident_id: str
@@ -71,9 +70,7 @@ class VisitPublic(BaseModel):
     follow_up_done_at: datetime | None
 
 
-class VisitsPublic(BaseModel):
-    model_config = _OUT
-
+class VisitsPublic(Public):
     data: list[VisitPublic]
     next_cursor: int | None
 
@@ -85,16 +82,12 @@ class PolicyIn(BaseModel):
     policy: Policy
 
 
-class PolicyPublic(BaseModel):
-    model_config = _OUT
-
+class PolicyPublic(Public):
     resident_id: str
     policy: Policy
 
 
-class ResidentDue(BaseModel):
-    model_config = _OUT
-
+class ResidentDue(Public):
     resident_id: str
     name: str
     building: str | None
@@ -107,9 +100,7 @@ class ResidentDue(BaseModel):
     missed_weeks: list[date]
 
 
-class CoveragePublic(BaseModel):
-    model_config = _OUT
-
+class CoveragePublic(Public):
     community_id: str
     month: str
     time_zone: str
@@ -125,9 +116,7 @@ class CoveragePublic(BaseModel):
     missed: list[ResidentDue]
 
 
-class AlertVisitsPublic(BaseModel):
-    model_config = _OUT
-
+class AlertVisitsPublic(Public):
     alert_id: int
     device_id: str | None
     resident_id: str | None
@@ -204,16 +193,7 @@ def add_visit(conn: ConnDep, principal: Authorized, body: VisitIn) -> VisitPubli
     resident's next visit that sees them closes it."""
     community_id, time_zone = _visible_resident(conn, principal, body.resident_id)
     if body.ended_at is not None and body.ended_at < body.started_at:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "loc": ["body", "ended_at"],
-                    "msg": "a visit ends after it starts",
-                    "type": "value_error",
-                }
-            ],
-        )
+        raise body_error("ended_at", "a visit ends after it starts")
     return _visit(
         visits_store.record_visit(
             conn,

@@ -10,27 +10,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.errors import ConfigurationError, ServiceUnavailable
 from smartcommunity.rabbit_cluster import RabbitCluster
+from tests.cluster.support import started
 
 
 # One cluster for the whole session (about 40 s to start): `make test-cluster` runs
 # in one process, and every test uses queues, communities and a database of its own.
 @pytest.fixture(scope="session")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    try:
-        cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit"), size=3)
-    except ConfigurationError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        cluster.start()
-    except ServiceUnavailable as exc:
-        cluster.stop()
-        pytest.fail(f"the RabbitMQ cluster did not start: {exc}", pytrace=False)
-    try:
+    with started(
+        lambda: RabbitCluster(tmp_path_factory.mktemp("rabbit"), size=3), "RabbitMQ"
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -8,14 +8,17 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import psycopg
+import pytest
 
+from core.errors import ConfigurationError, ServiceUnavailable
 from core.topics import device_topic
 from gateway.pipeline import METRICS_EVERY_S
 from gateway.shards import shard_of
@@ -274,6 +277,33 @@ class Rig:
             ]
 
 
+class _Cluster(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Cluster)
+
+
+@contextmanager
+def started(make: Callable[[], C], what: str) -> Iterator[C]:
+    """A private cluster from ``make``, started, stopped after; one that cannot be made
+    or started fails the tests with the reason (never a skip)."""
+    try:
+        cluster = make()
+    except ConfigurationError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        cluster.start()
+    except ServiceUnavailable as exc:
+        cluster.stop()
+        pytest.fail(f"the {what} cluster did not start: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @contextmanager
 def explained(rig: Rig) -> Iterator[None]:
     """On failure, the workers' logs say what happened."""
@@ -282,6 +312,21 @@ def explained(rig: Rig) -> Iterator[None]:
     except AssertionError as exc:
         tails = "\n".join(f"--- {w.name}\n{w.tail(2500)}" for w in rig.workers)
         raise AssertionError(f"{exc}\n{tails}") from exc
+
+
+@contextmanager
+def settled(rig: Rig, load: Load) -> Iterator[None]:
+    """After ``load``: nothing failed to publish and everything sent is flushed; then,
+    explained, every reading is stored once and every incident alerted once before the
+    test's own checks in the body."""
+    assert not load.errors, load.errors
+    for community in rig.communities:
+        community.publisher.flush()
+    with explained(rig):
+        rig.wait_drained()
+        rig.check_exactly_once()
+        rig.check_incidents()
+        yield
 
 
 @contextmanager

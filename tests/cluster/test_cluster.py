@@ -22,7 +22,7 @@ import pytest
 from gateway.shards import shard_of
 from smartcommunity.cluster_rig import poll, worker_metrics
 from smartcommunity.rabbit_cluster import RabbitCluster
-from tests.cluster.support import SHARDS, Load, Rig, explained, register, rig_on, scalar
+from tests.cluster.support import SHARDS, Load, Rig, explained, register, rig_on, scalar, settled
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
@@ -70,14 +70,7 @@ def test_broker_node_then_active_worker_killed_under_load(rig: Rig) -> None:
         at_kill = rig.telemetry_rows()
         poll(lambda: rig.telemetry_rows() > at_kill + 300, 180, "ingest going on after worker kill")
         load.stop.set()
-    assert not load.errors, load.errors
-    for community in rig.communities:
-        community.publisher.flush()
-
-    with explained(rig):
-        rig.wait_drained()
-        rig.check_exactly_once()
-        rig.check_incidents()
+    with settled(rig, load):
         events = scalar(rig.url, "SELECT count(*) FROM device_events")
         assert events == sum(c.events for c in rig.communities)
         survivors = [w for w in rig.workers if w.alive]
@@ -117,13 +110,6 @@ def test_worker_joining_under_load_takes_shards_without_loss(rig: Rig) -> None:
         at_join = rig.telemetry_rows()
         poll(lambda: rig.telemetry_rows() > at_join + 300, 180, "ingest going on after the join")
         load.stop.set()
-    assert not load.errors, load.errors
-    for community in rig.communities:
-        community.publisher.flush()
-
-    with explained(rig):
-        rig.wait_drained()
-        rig.check_exactly_once()
-        rig.check_incidents()
+    with settled(rig, load):
         first = worker_metrics(rig.url, rig.workers[0].name)
         assert first.get("shard_releases_total", 0) >= 1

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigurationError, ServiceUnavailable
 from gateway.shards import shard_of
 from smartcommunity.cluster_rig import ROOT, poll, worker_metrics
 from smartcommunity.patroni_cluster import PatroniCluster
 from smartcommunity.rabbit_cluster import RabbitCluster, free_port
-from tests.cluster.support import SHARDS, Load, explained, register, rig_on
+from tests.cluster.support import SHARDS, Load, explained, register, rig_on, settled, started
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -44,19 +43,8 @@ FAILOVER_S = 120.0
 
 @pytest.fixture(scope="module")
 def patroni() -> Iterator[PatroniCluster]:
-    try:
-        pg = PatroniCluster(size=3)
-    except ConfigurationError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        pg.start()
-    except ServiceUnavailable as exc:
-        pg.stop()
-        pytest.fail(f"the Patroni cluster did not start: {exc}", pytrace=False)
-    try:
+    with started(lambda: PatroniCluster(size=3), "Patroni") as pg:
         yield pg
-    finally:
-        pg.stop()
 
 
 def _health(port: int) -> dict[str, object]:
@@ -147,14 +135,7 @@ def test_primary_killed_under_load_nothing_acknowledged_is_lost(
             # one (its /health names the killed worker stale, rightly, so not "ok").
             poll(lambda: _health(api).get("database") == "ok", 60, "the API's database back")
             load.stop.set()
-        assert not load.errors, load.errors
-        for community in rig.communities:
-            community.publisher.flush()
-
-        with explained(rig):
-            rig.wait_drained()
-            rig.check_exactly_once()
-            rig.check_incidents()
+        with settled(rig, load):
             assert survivor.alive, "the surviving worker died with the primary"
             assert worker_metrics(url, survivor.name)["shard_activation_failures_total"] >= 1
             # Every shard with traffic ends on the survivor (an idle shard has no

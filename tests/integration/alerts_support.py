@@ -9,12 +9,14 @@ from typing import Any
 import psycopg
 
 from alerts.listener import AlertListener
+from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from core.models import DeviceEvent, Reading
-from core.rules import Rule, parse_rule
+from core.rules import Rule, Severity, parse_rule
 from core.settings import AlertSettings
 from ingest.batch import Accepted
 from store import schema
+from tests.integration.support import add_community
 
 # 10:00 in Shanghai on a fixed day.
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
@@ -26,6 +28,27 @@ SOS: dict[str, Any] = {
     "severity": "critical",
     "events": ["sos_pressed"],
 }
+
+
+def sos_change(
+    device: str,
+    at: float,
+    severity: Severity,
+    *,
+    rule: dict[str, Any] = SOS,
+    kind: ChangeKind = ChangeKind.RAISE,
+) -> AlertChange:
+    """An SOS alert change of ``device`` in community c1, as the engine makes one."""
+    return AlertChange(
+        kind=kind,
+        rule=parse_rule(rule),
+        subject=f"device:{device}",
+        community_id="c1",
+        at=at,
+        severity=severity,
+        title="SOS",
+        device_id=device,
+    )
 
 
 class Clock:
@@ -51,10 +74,7 @@ def setup_devices(
     """Migrate, then register ``(device id, class, building)`` in ``community``."""
     schema.upgrade(url)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO devices (id, community_id, device_class, expected_interval_s,"

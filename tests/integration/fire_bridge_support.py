@@ -18,7 +18,7 @@ from firebridge.registry import map_point, register_uitd
 from firebridge.service import bridge_in_thread
 from simulators.uitd import SMOKE_1, SMOKE_2
 from store import schema
-from tests.integration.support import pipeline_thread, start_module
+from tests.integration.support import add_community, pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,10 +41,7 @@ def setup_uitd(
     schema.upgrade(url)
     address = address_for(uitd_id)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         register_uitd(
             conn,
             device_id=uitd_id,
@@ -78,10 +75,7 @@ def setup_uitds(url: str, community: str, ids: list[str], *, heartbeat_s: int) -
     schema.upgrade(url)
     addresses = [address_for(u) for u in ids]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         for uitd_id, address in zip(ids, addresses, strict=True):
             register_uitd(
                 conn,

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -26,6 +27,7 @@ from core.settings import (
     IngestSettings,
     Settings,
 )
+from core.tokens import hash_token
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.process import run_pipeline
@@ -34,18 +36,32 @@ from store import schema
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def add_community(conn: psycopg.Connection[Any], community: str) -> None:
+    """The community ``community`` (named as its id), unless it is there already."""
+    conn.execute(
+        "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (community, community),
+    )
+
+
 def register(url: str, community: str, devices: list[str], device_class: str = "wearable") -> None:
     schema.upgrade(url)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO devices (id, community_id, device_class) VALUES (%s, %s, %s)",
                 [(d, community, device_class) for d in devices],
             )
+
+
+def api_token_id(db: psycopg.Connection[Any], secret: str) -> int:
+    """The id of the API token whose secret is ``secret``."""
+    row = db.execute(
+        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def count(url: str, sql: str = "SELECT count(*) FROM readings") -> int:

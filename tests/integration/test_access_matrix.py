@@ -29,15 +29,28 @@ from core.access import Role, allowed
 from core.registry import DeviceSpec
 from core.rules import dump_rule, parse_rule
 from core.settings import Settings
-from core.tokens import hash_token
 from store.accounts import create_token, create_user
 from store.devices import register_device
+from tests.integration.support import api_token_id
 
 pytestmark = pytest.mark.integration
 
 _counter = itertools.count()
 SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 LATER = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+
+
+# Path parameters that are integer ids (the others are text).
+INTEGER_IDS = {
+    "alert_id",
+    "window_id",
+    "webhook_id",
+    "delivery_id",
+    "user_id",
+    "token_id",
+    "incident_id",
+    "dispatch_id",
+}
 
 
 def fresh(prefix: str) -> str:
@@ -216,12 +229,7 @@ class World:
         return self._token_of(self.user_ids[role])
 
     def _token_of(self, user_id: int) -> str:
-        secret = create_token(self.db, fresh("t"), user_id=user_id)
-        row = self.db.execute(
-            "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-        ).fetchone()
-        assert row is not None
-        return str(row[0])
+        return str(api_token_id(self.db, create_token(self.db, fresh("t"), user_id=user_id)))
 
 
 @pytest.fixture(scope="module")
@@ -522,7 +530,7 @@ def test_another_communitys_object_looks_like_no_object(
         if name == "community_id":
             missing[name] = fresh("nope") if "{community_id}" in template else value
         else:
-            missing[name] = "999999999" if name in _INTEGER_IDS else fresh("nope")
+            missing[name] = "999999999" if name in INTEGER_IDS else fresh("nope")
     path_none = template.format(**missing)
     payload = body(world, "admin") if body is not None else None
     if method == "PUT":
@@ -537,18 +545,6 @@ def test_another_communitys_object_looks_like_no_object(
     if method == "GET":
         status, _ = _request(world, "GET", path_b, None, "root")
         assert status == 200, (path_b, status)
-
-
-_INTEGER_IDS = {
-    "alert_id",
-    "window_id",
-    "webhook_id",
-    "delivery_id",
-    "user_id",
-    "token_id",
-    "incident_id",
-    "dispatch_id",
-}
 
 
 def test_b_objects_survive_the_probes(world: World) -> None:

@@ -26,23 +26,14 @@ from gateway.shard_alerts import ShardAlertListener
 from gateway.shards import shard_of
 from ingest.batch import Accepted
 from store.device_directory import DirectoryReader
-from tests.integration.alerts_support import T0, Clock, rows, setup_devices
+from tests.integration.alerts_support import T0, Clock, rows, setup_devices, sos_change
 from tests.integration.test_alerts_lifecycle import SOS
 
 pytestmark = pytest.mark.integration
 
 
 def _sos(device: str, at: float, kind: ChangeKind = ChangeKind.RAISE) -> AlertChange:
-    return AlertChange(
-        kind=kind,
-        rule=parse_rule({**SOS, "auto_resolve": True}),
-        subject=f"device:{device}",
-        community_id="c1",
-        at=at,
-        severity=Severity.MAJOR,
-        title="SOS",
-        device_id=device,
-    )
+    return sos_change(device, at, Severity.MAJOR, rule={**SOS, "auto_resolve": True}, kind=kind)
 
 
 def _alerts(url: str) -> list[tuple[str, str]]:

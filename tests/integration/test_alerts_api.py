@@ -13,14 +13,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from alerts.model import AlertChange, ChangeKind
 from alerts.store import AlertStore
 from api.alert_hub import AlertHub
 from api.app import create_app
-from core.rules import Severity, parse_rule
+from core.rules import Severity
 from core.settings import Settings
 from store.accounts import create_token
-from tests.integration.alerts_support import SOS, T0, setup_devices
+from tests.integration.alerts_support import T0, setup_devices, sos_change
 from tests.servers import running_api
 
 pytestmark = pytest.mark.integration
@@ -37,22 +36,7 @@ def api(fresh_database_url: str) -> Iterator[tuple[TestClient, dict[str, str], s
 
 def raise_alert(url: str, device: str, at: float) -> None:
     store = AlertStore(url=url, worker="t")
-    store.apply(
-        [
-            AlertChange(
-                kind=ChangeKind.RAISE,
-                rule=parse_rule(SOS),
-                subject=f"device:{device}",
-                community_id="c1",
-                at=at,
-                severity=Severity.CRITICAL,
-                title="SOS",
-                device_id=device,
-            )
-        ],
-        {},
-        at,
-    )
+    store.apply([sos_change(device, at, Severity.CRITICAL)], {}, at)
     store.close()
 
 

@@ -21,7 +21,9 @@ from tests.integration.alerts_support import (
     reading,
     rows,
     setup_devices,
+    sos_change,
 )
+from tests.rule_samples import HEART_RATE_HIGH
 
 pytestmark = pytest.mark.integration
 
@@ -35,30 +37,14 @@ SOS: dict[str, Any] = {
     "escalation": {"after": "2m", "max_steps": 2},
 }
 HR: dict[str, Any] = {
+    **HEART_RATE_HIGH,
     "id": "hr",
-    "type": "threshold",
     "title": "Heart rate above 120 for 10 min",
-    "severity": "major",
-    "metric": "heart_rate",
-    "op": ">",
-    "raise": 120,
-    "clear": 110,
-    "for": "10m",
-    "min_breaches": 2,
 }
 
 
 def change(device: str, at: float, severity: Severity = Severity.MAJOR) -> AlertChange:
-    return AlertChange(
-        kind=ChangeKind.RAISE,
-        rule=parse_rule(SOS),
-        subject=f"device:{device}",
-        community_id="c1",
-        at=at,
-        severity=severity,
-        title="SOS",
-        device_id=device,
-    )
+    return sos_change(device, at, severity, rule=SOS)
 
 
 def test_concurrent_raises_make_one_alert_and_an_occurrence_count(

@@ -19,9 +19,9 @@ from psycopg.types.json import Jsonb
 from api.app import create_app
 from core.observability import PipelineCounters
 from core.settings import ApiSettings, Settings
-from core.tokens import hash_token
 from store.accounts import create_token, list_tokens, revoke_token
 from tests.exposition import parse_exposition
+from tests.integration.support import api_token_id
 
 pytestmark = pytest.mark.integration
 
@@ -128,14 +128,6 @@ def test_every_route_but_health_is_protected(client: TestClient) -> None:
     assert len(routes) == 14 + 20 + 28 + 3 + 7 + 22 + 2
 
 
-def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @pytest.mark.parametrize("kind", ["missing", "wrong", "revoked", "expired", "basic"])
 def test_bad_credentials_are_refused(
     client: TestClient, db: psycopg.Connection[Any], kind: str
@@ -149,7 +141,7 @@ def test_bad_credentials_are_refused(
         headers = {"Authorization": "Basic dXNlcjpwYXNz"}
     else:
         secret = create_token(db, f"to be {kind}")
-        token_id = _token_id(db, secret)
+        token_id = api_token_id(db, secret)
         if kind == "revoked":
             assert revoke_token(db, token_id) is True
         else:
@@ -176,7 +168,7 @@ def test_token_storage_and_last_use(client: TestClient, db: psycopg.Connection[A
     secret = create_token(db, "last-use", datetime.now(UTC) + timedelta(days=1))
     assert secret.startswith("sc_")
     assert len(secret) == 3 + 43  # 32 bytes of base64url
-    token_id = _token_id(db, secret)
+    token_id = api_token_id(db, secret)
     stored, last_used = db.execute(
         "SELECT token_hash, last_used_at FROM api_tokens WHERE id = %s", (token_id,)
     ).fetchone() or (None, None)

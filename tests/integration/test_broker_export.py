@@ -186,6 +186,10 @@ def test_the_files_hold_hashes_and_one_stanza_per_device(rig: Rig) -> None:
     assert rig.files[0].stat().st_mode & 0o777 == 0o640
 
 
+def _readings(rig: Rig, device: str) -> int:
+    return count(rig.database_url, f"SELECT count(*) FROM readings WHERE device_id = '{device}'")
+
+
 def test_own_topic_is_stored_other_topics_are_refused(rig: Rig, unique_id: str) -> None:
     mine, other, fire = _devices(rig)  # d0, d1: wearables; d2: fire
     pipeline_url = rig.broker.url_for(rig.pipeline_user, rig.pipeline_password)
@@ -195,17 +199,7 @@ def test_own_topic_is_stored_other_topics_are_refused(rig: Rig, unique_id: str) 
             assert device.connack == 0
             own = device_topic(rig.community, "wearable", mine, "telemetry")
             assert device.publish(own, telemetry(1)) == 0
-            wait_for(
-                lambda: (
-                    count(
-                        rig.database_url,
-                        f"SELECT count(*) FROM readings WHERE device_id = '{mine}'",
-                    )
-                    == 1
-                ),
-                TIMEOUT_S,
-                "the device's own reading",
-            )
+            wait_for(lambda: _readings(rig, mine) == 1, TIMEOUT_S, "the device's own reading")
             # Another device's topic, another class, another community, the alerts: refused.
             for topic in (
                 device_topic(rig.community, "wearable", other, "telemetry"),
@@ -222,23 +216,13 @@ def test_own_topic_is_stored_other_topics_are_refused(rig: Rig, unique_id: str) 
             try:
                 theirs = device_topic(rig.community, "wearable", other, "telemetry")
                 assert neighbour.publish(theirs, telemetry(3)) == 0
-                wait_for(
-                    lambda: (
-                        count(
-                            rig.database_url,
-                            f"SELECT count(*) FROM readings WHERE device_id = '{other}'",
-                        )
-                        == 1
-                    ),
-                    TIMEOUT_S,
-                    "the neighbour's reading",
-                )
+                wait_for(lambda: _readings(rig, other) == 1, TIMEOUT_S, "the neighbour's reading")
             finally:
                 neighbour.close()
             assert device.messages == [], "a device read another device's topic"
         finally:
             device.close()
-    assert count(rig.database_url, f"SELECT count(*) FROM readings WHERE device_id = '{fire}'") == 0
+    assert _readings(rig, fire) == 0
     stray = count(
         rig.database_url,
         f"SELECT count(*) FROM dead_letters WHERE topic LIKE 'community/%/{mine}/%'"

@@ -137,6 +137,14 @@ def alerts_of(url: str, device: str, rule: str | None = None) -> int:
     return count(url, sql if rule is None else f"{sql} AND rule_id = '{rule}'")
 
 
+def _readings(conn: psycopg.Connection[Any], device: str) -> list[tuple[Any, ...]]:
+    """(metric, value, ts, seq) of ``device``'s stored readings, by metric."""
+    return conn.execute(
+        "SELECT metric, value, ts, seq FROM readings WHERE device_id = %s ORDER BY metric",
+        (device,),
+    ).fetchall()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -183,10 +191,7 @@ def test_alink_property_post_is_stored_before_its_200_reply_and_events_raise_ale
             "the Alink fault's alert",
         )
     with psycopg.connect(fresh_database_url) as conn:
-        rows = conn.execute(
-            "SELECT metric, value, ts, seq FROM readings WHERE device_id = %s ORDER BY metric",
-            (smoke,),
-        ).fetchall()
+        rows = _readings(conn, smoke)
         event = conn.execute(
             "SELECT event, data FROM device_events WHERE device_id = %s", (smoke,)
         ).fetchone()
@@ -284,10 +289,7 @@ def test_a_vendor_profile_maps_a_vendor_payload_to_readings_and_an_event(
             lambda: alerts_of(fresh_database_url, locker) >= 1, TIMEOUT_S, "the forced door's alert"
         )
     with psycopg.connect(fresh_database_url) as conn:
-        rows = conn.execute(
-            "SELECT metric, value, ts, seq FROM readings WHERE device_id = %s ORDER BY metric",
-            (locker,),
-        ).fetchall()
+        rows = _readings(conn, locker)
         event = conn.execute(
             "SELECT event, data, ts FROM device_events WHERE device_id = %s", (locker,)
         ).fetchone()

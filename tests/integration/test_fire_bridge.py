@@ -286,38 +286,13 @@ def test_cli_registers_maps_and_simulates(
     setup_uitd(database_url, community, f"seed-{unique_id}", detectors=False)  # the community
     address = address_for(uitd_id).hex()
     monkeypatch.setenv("SC_DATABASE_URL", database_url)
-    assert (
-        main(
-            [
-                "fire-bridge",
-                "register",
-                "--community",
-                community,
-                "--device-id",
-                uitd_id,
-                "--address",
-                address,
-                "--building",
-                "b7",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "fire-bridge",
-                "register",
-                "--community",
-                community,
-                "--device-id",
-                "x" + uitd_id,
-                "--address",
-                address,
-            ]
-        )
-        == 1
-    )  # the address is taken
+
+    def register(device_id: str, *more: str) -> int:
+        where = ["--community", community, "--device-id", device_id, "--address", address]
+        return main(["fire-bridge", "register", *where, *more])
+
+    assert register(uitd_id, "--building", "b7") == 0
+    assert register("x" + uitd_id) == 1  # the address is taken
     assert (
         main(
             [

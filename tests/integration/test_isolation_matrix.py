@@ -24,9 +24,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core.access import Role
 from core.settings import Settings
-from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token
-from tests.integration.test_access_matrix import LATER, SOON, World, fresh
+from tests.integration.support import api_token_id
+from tests.integration.test_access_matrix import INTEGER_IDS, LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration
 
@@ -60,20 +60,15 @@ CONTENT_TYPES: list[str | None] = [
     "application/x-www-form-urlencoded",
     None,
 ]
-INTEGER_IDS = {
-    "alert_id",
-    "window_id",
-    "webhook_id",
-    "delivery_id",
-    "user_id",
-    "token_id",
-    "incident_id",
-    "dispatch_id",
-}
 
 Body = Callable[["Targets"], Any]
 LIST = "list"  # no object of B in the request: must answer without showing B
 STREAM = "stream"  # the live stream: tests/integration/test_security.py
+
+
+def _new_in_b(prefix: str, **fields: Any) -> Body:
+    """A body creating an object with a fresh id in community B."""
+    return lambda t: {"id": fresh(prefix), "community_id": t.b, **fields}
 
 
 @dataclass
@@ -106,11 +101,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("GET", "/communities/{community_id}/figures"): LIST,
     ("GET", "/communities/{community_id}/report"): LIST,
     ("GET", "/devices"): LIST,
-    ("POST", "/devices"): lambda t: {
-        "id": fresh("d"),
-        "community_id": t.b,
-        "device_class": "fire",
-    },
+    ("POST", "/devices"): _new_in_b("d", device_class="fire"),
     ("POST", "/devices/import"): lambda t: (
         f"id,community_id,device_class\n{fresh('d')},{t.b},fire\n"
     ),
@@ -125,7 +116,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("GET", "/devices/{device_id}/aggregates"): LIST,
     ("GET", "/devices/{device_id}/latest"): LIST,
     ("GET", "/residents"): LIST,
-    ("POST", "/residents"): lambda t: {"id": fresh("r"), "community_id": t.b, "name": "X"},
+    ("POST", "/residents"): _new_in_b("r", name="X"),
     ("GET", "/residents/{resident_id}"): LIST,
     ("PATCH", "/residents/{resident_id}"): lambda t: {"address": "Flat 2", "contacts": None},
     ("DELETE", "/residents/{resident_id}"): lambda t: None,
@@ -177,12 +168,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
     ("DELETE", "/me/tokens/{token_id}"): lambda t: None,
     ("GET", "/audit"): LIST,
     ("GET", "/responders"): LIST,
-    ("POST", "/responders"): lambda t: {
-        "id": fresh("p"),
-        "community_id": t.b,
-        "name": "X",
-        "role": "guard",
-    },
+    ("POST", "/responders"): _new_in_b("p", name="X", role="guard"),
     ("GET", "/responders/{responder_id}"): LIST,
     ("POST", "/responders/{responder_id}/exceptions"): lambda t: {
         "kind": "leave",
@@ -190,12 +176,7 @@ EXPECTATIONS: dict[tuple[str, str], Body | str] = {
         "ends_at": LATER,
     },
     ("GET", "/teams"): LIST,
-    ("POST", "/teams"): lambda t: {
-        "id": fresh("tm"),
-        "community_id": t.b,
-        "name": "T",
-        "kind": "security",
-    },
+    ("POST", "/teams"): _new_in_b("tm", name="T", kind="security"),
     ("GET", "/teams/{team_id}"): LIST,
     ("POST", "/teams/{team_id}/shifts"): lambda t: {
         "responder_id": t.ids["responder_id"][0],
@@ -253,14 +234,6 @@ class Matrix:
     root: str
 
 
-def _token_id(db: psycopg.Connection[Any], secret: str) -> str:
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 @pytest.fixture(scope="module")
 def matrix(database_url: str) -> Iterator[Matrix]:
     with (
@@ -291,7 +264,7 @@ def matrix(database_url: str) -> Iterator[Matrix]:
             "delivery_id": [w.delivery(w.b)],
             # B's user, and the administrator of every community (the takeover target).
             "user_id": [b_user, root_id],
-            "token_id": [_token_id(db, b_token), _token_id(db, root)],
+            "token_id": [str(api_token_id(db, b_token)), str(api_token_id(db, root))],
             "responder_id": [w.responder(w.b)],
             "team_id": [w.team(w.b)],
             "incident_id": [w.incident(w.b)],

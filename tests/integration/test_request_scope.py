@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -48,18 +49,26 @@ def token(database_url: str) -> str:
         return create_token(db, "request scope", user_id=user.id)
 
 
-@pytest.fixture
-def pool(database_url: str) -> Iterator[ConnectionPool[Conn]]:
-    """One connection, no reset: what a request leaves behind, the next one meets."""
-    configure, _ = pool_hooks("sc_api")
+@contextmanager
+def _one_connection(database_url: str, name: str, *, reset: bool) -> Iterator[ConnectionPool[Conn]]:
+    """A pool of one connection set up as the API's (and reset as the API's, if ``reset``)."""
+    configure, api_reset = pool_hooks("sc_api")
     with ConnectionPool(
         database_url,
         min_size=1,
         max_size=1,
         configure=configure,
+        reset=api_reset if reset else None,
         kwargs={"autocommit": True},
-        name="request-scope",
+        name=name,
     ) as p:
+        yield p
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool[Conn]]:
+    """One connection, no reset: what a request leaves behind, the next one meets."""
+    with _one_connection(database_url, "request-scope", reset=False) as p:
         yield p
 
 
@@ -157,16 +166,7 @@ def test_pool_reset_discards_a_connection_holding_a_scope(
 ) -> None:
     """The API pool's reset refuses a connection that came back with a session-level
     scope (the pool then closes it), so it never serves another request."""
-    configure, reset = pool_hooks("sc_api")
-    with ConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=1,
-        configure=configure,
-        reset=reset,
-        kwargs={"autocommit": True},
-        name="request-scope-reset",
-    ) as p:
+    with _one_connection(database_url, "request-scope-reset", reset=True) as p:
         with p.connection() as conn:
             leaked = conn.info.backend_pid
             conn.execute("SELECT set_config('sc.communities', '*', false)")

@@ -24,6 +24,7 @@ from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
 from store.rollups import rebuild_rollups
 from tests.integration.alerts_support import T0, setup_devices
+from tests.integration.support import api_token_id
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
 from tests.servers import running_api
@@ -56,14 +57,6 @@ def two(module_database_url: str) -> Iterator[Two]:
         w = World(client, db, fresh("ca"), fresh("cb"))
         root = w.populate("security")
         yield Two(w, dict(w.tokens), root)
-
-
-def _token_id(db: psycopg.Connection[Any], secret: str) -> int:
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # --- row-level security, with the route-level checks switched off -------------------------
@@ -123,19 +116,24 @@ def test_row_level_security_alone_keeps_b_out(without_object_checks: Two) -> Non
     assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("root")).status_code == 200
 
 
-def _series_of(w: World, device: str, community: str) -> None:
-    """A reading, an event and a dead letter of ``device``, stored as the pipeline would."""
-    now = datetime.now(UTC)
+def _reading_and_event(w: World, device: str, at: datetime) -> None:
+    """A reading and an event of ``device`` at ``at``, stored as the pipeline would."""
     w.db.execute(
         "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
         " VALUES (%s, 'heart_rate', %s, 72, 1, %s)",
-        (device, now, now),
+        (device, at, at),
     )
     w.db.execute(
         "INSERT INTO device_events (device_id, ts, event, data, seq, received_at)"
         " VALUES (%s, %s, 'fall_detected', '{}', 2, %s)",
-        (device, now, now),
+        (device, at, at),
     )
+
+
+def _series_of(w: World, device: str, community: str) -> None:
+    """A reading, an event and a dead letter of ``device``, stored as the pipeline would."""
+    now = datetime.now(UTC)
+    _reading_and_event(w, device, now)
     w.db.execute(
         "INSERT INTO dead_letters (received_at, topic, payload, reason, detail)"
         " VALUES (%s, %s, '', 'bad_json', 'rls')",
@@ -221,16 +219,7 @@ def test_no_relation_the_api_role_reads_shows_b_series_to_a(two: Two) -> None:
     # materialised without touching what the module's other tests write today.
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     ts = day - timedelta(days=30)
-    w.db.execute(
-        "INSERT INTO readings (device_id, metric, ts, value, seq, received_at)"
-        " VALUES (%s, 'heart_rate', %s, 72, 1, %s)",
-        (device, ts, ts),
-    )
-    w.db.execute(
-        "INSERT INTO device_events (device_id, ts, event, data, seq, received_at)"
-        " VALUES (%s, %s, 'fall_detected', '{}', 2, %s)",
-        (device, ts, ts),
-    )
+    _reading_and_event(w, device, ts)
     rebuild_rollups(w.db, ts, ts + timedelta(hours=1))
     # On TimescaleDB B's rows also go into compressed chunk tables (plain PostgreSQL
     # has no compression: its partitions already hold them).
@@ -303,13 +292,15 @@ def test_a_scoped_admin_cannot_take_over_a_wider_user(two: Two) -> None:
 def test_me_tokens_are_the_callers_own(two: Two) -> None:
     w = two.w
     victim = create_token(w.db, "victim", user_id=w.user_ids["admin"])
-    victim_id = _token_id(w.db, victim)
+    victim_id = api_token_id(w.db, victim)
     for spelled in (str(victim_id), f"{victim_id}.0"):
         gone = w.client.delete(f"/api/v1/me/tokens/{spelled}", headers=two.auth("viewer"))
         assert gone.status_code in (404, 422)
     assert w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {victim}"}).is_success
     mine = create_token(w.db, "mine", user_id=w.user_ids["viewer"])
-    own = w.client.delete(f"/api/v1/me/tokens/{_token_id(w.db, mine)}", headers=two.auth("viewer"))
+    own = w.client.delete(
+        f"/api/v1/me/tokens/{api_token_id(w.db, mine)}", headers=two.auth("viewer")
+    )
     assert own.status_code == 204
     assert (
         w.client.get("/api/v1/me", headers={"Authorization": f"Bearer {mine}"}).status_code == 401

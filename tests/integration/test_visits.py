@@ -25,7 +25,7 @@ from core.settings import Settings
 from core.visits import Month
 from smartcommunity.commands.visits import simulate_month
 from store.accounts import create_token
-from tests.integration.support import ROOT
+from tests.integration.support import ROOT, add_community
 
 pytestmark = pytest.mark.integration
 
@@ -140,10 +140,7 @@ def test_cli_report_and_due_list(database_url: str, month300: str) -> None:
 
 
 def _resident(db: psycopg.Connection[Any], community: str, rid: str, policy: str) -> None:
-    db.execute(
-        "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (community, community),
-    )
+    add_community(db, community)
     db.execute(
         "INSERT INTO residents (id, community_id, name, visit_policy) VALUES (%s, %s, %s, %s)",
         (rid, community, f"Name of {rid}", policy),

@@ -20,7 +20,7 @@ from core.models import DeviceEvent, Reading
 from ingest.batch import Accepted, Batch, DeadLetter
 from ingest.writer import BatchWriter
 from store import schema
-from tests.integration.support import wait_for
+from tests.integration.support import add_community, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.integration
 def _setup(url: str, community: str, device: str) -> None:
     schema.upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO communities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (community, community),
-        )
+        add_community(conn, community)
         conn.execute(
             "INSERT INTO devices (id, community_id, device_class) VALUES (%s, %s, 'wearable')",
             (device, community),

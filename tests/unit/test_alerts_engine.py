@@ -13,6 +13,7 @@ from alerts.state import EngineState
 from alerts.store import coalesce
 from core.models import DeviceEvent, Reading
 from core.rules import Rule, parse_rule
+from tests.rule_samples import HEART_RATE_HIGH
 
 # 10:00 in Shanghai.
 T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC).timestamp()
@@ -90,19 +91,7 @@ def kinds(changes: list[AlertChange]) -> list[tuple[str, str, str]]:
     return [(c.kind.value, c.subject, c.severity.value) for c in changes]
 
 
-HR_HIGH = {
-    "id": "hr.high",
-    "type": "threshold",
-    "title": "Heart rate high",
-    "severity": "major",
-    "scope": {"device_class": "wearable"},
-    "metric": "heart_rate",
-    "op": ">",
-    "raise": 120,
-    "clear": 110,
-    "for": "10m",
-    "min_breaches": 2,
-}
+HR_HIGH = HEART_RATE_HIGH
 
 
 class TestThreshold:

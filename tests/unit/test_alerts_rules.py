@@ -19,19 +19,9 @@ from core.rules import (
     parse_rule,
     parse_rules,
 )
+from tests.rule_samples import HEART_RATE_HIGH
 
-THRESHOLD: dict[str, Any] = {
-    "id": "t.one",
-    "type": "threshold",
-    "title": "T",
-    "severity": "major",
-    "scope": {"device_class": "wearable"},
-    "metric": "heart_rate",
-    "op": ">",
-    "raise": 120,
-    "clear": 110,
-    "for": "10m",
-}
+THRESHOLD: dict[str, Any] = {**HEART_RATE_HIGH, "id": "t.one", "title": "T"}
 
 
 def error_locations(exc: ValidationError) -> list[tuple[Any, ...]]:
@@ -170,24 +160,31 @@ def test_the_default_pack_covers_the_four_classes_and_every_rule_type() -> None:
     assert 300 <= residual.raise_ <= 500
 
 
-def test_a_bad_rule_file_names_the_file_and_the_field(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "rules:\n  - {id: x, type: threshold, title: X, severity: major,"
-        " metric: heart_rate, op: '>', raise: 1, for: later}\n"
-    )
-    with pytest.raises(ConfigurationError, match=r"bad.yaml: rules.0.threshold.for"):
-        load_rules(bad)
-
-
-def test_a_rule_pack_naming_an_unknown_event_fails_to_load(tmp_path: Path) -> None:
-    pack = tmp_path / "sos.yaml"
-    pack.write_text(
-        "rules:\n  - {id: w.sos, type: event, title: SOS, severity: critical,"
-        " scope: {device_class: wearable}, events: [sos]}\n"
-    )
-    with pytest.raises(ConfigurationError, match=r"sos.yaml: .*event 'sos' is not sent by class"):
-        load_rules(pack)
+@pytest.mark.parametrize(
+    ("name", "pack", "error"),
+    [
+        (
+            "bad.yaml",
+            "rules:\n  - {id: x, type: threshold, title: X, severity: major,"
+            " metric: heart_rate, op: '>', raise: 1, for: later}\n",
+            r"bad.yaml: rules.0.threshold.for",
+        ),
+        (
+            "sos.yaml",
+            "rules:\n  - {id: w.sos, type: event, title: SOS, severity: critical,"
+            " scope: {device_class: wearable}, events: [sos]}\n",
+            r"sos.yaml: .*event 'sos' is not sent by class",
+        ),
+    ],
+    ids=["a bad field", "an event the class does not send"],
+)
+def test_a_bad_rule_file_fails_to_load_naming_the_file_and_why(
+    tmp_path: Path, name: str, pack: str, error: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(pack)
+    with pytest.raises(ConfigurationError, match=error):
+        load_rules(path)
 
 
 @pytest.mark.parametrize(

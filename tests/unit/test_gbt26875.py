@@ -204,6 +204,10 @@ def test_incomplete_frame_superseded_by_a_complete_one() -> None:
 
 # -- properties --------------------------------------------------------------------
 
+byte = st.integers(0, 255)
+word = st.integers(0, 0xFFFF)
+dword = st.integers(0, 0xFFFFFFFF)
+address = st.binary(min_size=6, max_size=6)
 labels = st.builds(
     TimeLabel,
     st.integers(0, 59),
@@ -214,14 +218,7 @@ labels = st.builds(
     st.integers(0, 99),
 )
 frames = st.builds(
-    Frame,
-    st.integers(0, 0xFFFF),
-    st.tuples(st.integers(0, 255), st.integers(0, 255)),
-    labels,
-    st.binary(min_size=6, max_size=6),
-    st.binary(min_size=6, max_size=6),
-    st.integers(0, 255),
-    st.binary(max_size=1024),
+    Frame, word, st.tuples(byte, byte), labels, address, address, byte, st.binary(max_size=1024)
 )
 
 
@@ -231,41 +228,20 @@ def test_round_trip(frame: Frame) -> None:
     assert decode_frame(encode_frame(frame)) == frame
 
 
+def _one_to_eight(objects: st.SearchStrategy[DataObject]) -> st.SearchStrategy[list[DataObject]]:
+    return st.lists(objects, min_size=1, max_size=8)
+
+
+component_description = st.text(alphabet="探测器火警区号ABC 12", max_size=10).map(str.strip)
 units = st.one_of(
-    st.lists(
-        st.builds(
-            SystemStatus, st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFF), labels
-        ),
-        min_size=1,
-        max_size=8,
+    _one_to_eight(st.builds(SystemStatus, byte, byte, word, labels)),
+    _one_to_eight(
+        st.builds(ComponentStatus, byte, byte, byte, dword, word, component_description, labels)
     ),
-    st.lists(
+    _one_to_eight(
         st.builds(
-            ComponentStatus,
-            st.integers(0, 255),
-            st.integers(0, 255),
-            st.integers(0, 255),
-            st.integers(0, 0xFFFFFFFF),
-            st.integers(0, 0xFFFF),
-            st.text(alphabet="探测器火警区号ABC 12", max_size=10).map(str.strip),
-            labels,
-        ),
-        min_size=1,
-        max_size=8,
-    ),
-    st.lists(
-        st.builds(
-            ComponentAnalog,
-            st.integers(0, 255),
-            st.integers(0, 255),
-            st.integers(0, 255),
-            st.integers(0, 0xFFFFFFFF),
-            st.integers(0, 255),
-            st.integers(-32768, 32767),
-            labels,
-        ),
-        min_size=1,
-        max_size=8,
+            ComponentAnalog, byte, byte, byte, dword, byte, st.integers(-32768, 32767), labels
+        )
     ),
 )
 
