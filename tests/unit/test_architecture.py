@@ -236,6 +236,7 @@ SQL_FREE = (
     "firebridge/service.py",
     "firebridge/store.py",
     "gateway/process.py",
+    "gateway/replay.py",
     "gateway/shard_alerts.py",
     "ingest/maintenance.py",
 )
