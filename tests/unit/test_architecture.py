@@ -239,6 +239,7 @@ SQL_FREE = (
     "gateway/replay.py",
     "gateway/shard_alerts.py",
     "ingest/maintenance.py",
+    "smartcommunity/broker_export.py",
 )
 
 
