@@ -29,6 +29,7 @@ __all__ = [
     "save_states_async",
     "set_command_outcome_async",
     "uitd_by_address_async",
+    "uitd_exists",
     "uitd_place",
 ]
 
@@ -58,6 +59,13 @@ def insert_uitd(
     conn.execute(
         "INSERT INTO uitd_points (uitd_id, point, community_id, device_id) VALUES (%s, '', %s, %s)",
         (device_id, community_id, device_id),
+    )
+
+
+def uitd_exists(conn: Conn, uitd_id: str) -> bool:
+    """Whether a UITD of that device id is registered."""
+    return (
+        conn.execute("SELECT 1 FROM uitds WHERE device_id = %s", (uitd_id,)).fetchone() is not None
     )
 
 
