@@ -1,24 +1,28 @@
-"""Every SQL statement of the bridge: UITDs and their points, the status words it
-remembers, downstream commands, and whether rows are committed; its dead letters go
-through ``store.dead_letters``, on the bridge's connection and transaction.
+"""The bridge's database: UITDs and their points, the status words it remembers,
+downstream commands, and whether rows are committed (``store.fire_panels``; the
+devices it provisions through ``store.devices``); its dead letters go through
+``store.dead_letters``, on the bridge's connection and transaction. This module
+holds the pool and turns a lost database into ``ServiceUnavailable``; the SQL is
+in ``store/``.
 
 Async (psycopg's pool): the bridge is an asyncio server and never blocks its loop.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import ServiceUnavailable
 from firebridge.mapping import CommitKey, Point, PointSpec, Uitd
+from store import devices, fire_panels
 from store.dead_letters import NewDeadLetter, insert_dead_letters_async
 from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S
 
@@ -29,50 +33,8 @@ _LOG = logging.getLogger(__name__)
 # (the UITD's heartbeat is watched by the bridge instead). The registry's maximum.
 POINT_INTERVAL_S = 7 * 24 * 3600
 
-_UITD = """
-SELECT u.device_id, u.community_id, d.building, u.address, u.auto_provision, u.heartbeat_s,
-       d.state, c.time_zone
-  FROM uitds AS u JOIN devices AS d ON d.id = u.device_id
-  JOIN communities AS c ON c.id = u.community_id
- WHERE u.address = %s
-"""
-_POINTS = "SELECT point, device_id, status FROM uitd_points WHERE uitd_id = %s"
-_NEW_DEVICE = """
-INSERT INTO devices (id, community_id, device_class, model, name, building, expected_interval_s,
-                     installed_by)
-VALUES (%s, %s, 'fire', %s, %s, %s, %s, 'fire-bridge')
-ON CONFLICT (id) DO NOTHING
-"""
-_NEW_POINT = """
-INSERT INTO uitd_points (uitd_id, point, community_id, device_id, system_type, system_address,
-                         component_type, component_address, description)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (uitd_id, point) DO NOTHING
-"""
-_STATE = """
-UPDATE uitd_points AS p SET status = v.status, status_ts = v.ts
-  FROM unnest(%s::text[], %s::int[], %s::timestamptz[]) AS v(point, status, ts)
- WHERE p.uitd_id = %s AND p.point = v.point
-"""
-_EVENTS_COMMITTED = """
-SELECT k.i FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) WITH ORDINALITY AS k(d, t, e, i)
- WHERE EXISTS (SELECT 1 FROM device_events AS e
-                WHERE e.device_id = k.d AND e.ts = k.t AND e.event = k.e)
-"""
-_READINGS_COMMITTED = """
-SELECT k.i FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) WITH ORDINALITY AS k(d, t, m, i)
- WHERE EXISTS (SELECT 1 FROM readings AS r
-                WHERE r.device_id = k.d AND r.metric = k.m AND r.ts = k.t)
-"""
-
-_OUTCOME = {
-    "confirmed": "UPDATE uitd_commands SET outcome = %s, confirmed_at = %s WHERE id = %s",
-    "answered": "UPDATE uitd_commands SET outcome = %s, answered_at = %s WHERE id = %s",
-}
-# The time goes nowhere: a denial or a miss is its row's last word, at its sent_at.
-_OUTCOME_ONLY = (
-    "UPDATE uitd_commands SET outcome = %s WHERE %s::timestamptz IS NOT NULL AND id = %s"
-)
+T = TypeVar("T")
+AsyncConn = psycopg.AsyncConnection[Any]
 
 
 class DeadFrame:
@@ -120,27 +82,26 @@ class BridgeStore:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def _run(self, sql: str | bytes, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _run(self, call: Callable[[AsyncConn], Awaitable[T]]) -> T:
         try:
-            async with self.pool.connection() as conn, conn.cursor() as cur:
-                await cur.execute(sql.encode() if isinstance(sql, str) else sql, params)
-                return await cur.fetchall() if cur.description is not None else []
+            async with self.pool.connection() as conn:
+                return await call(conn)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable("database", str(exc)) from exc
 
     # -- registry --------------------------------------------------------------------
 
     async def uitd(self, address: bytes) -> Uitd | None:
-        rows = await self._run(_UITD, (address,))
-        if not rows:
+        row = await self._run(lambda conn: fire_panels.uitd_by_address_async(conn, address))
+        if row is None:
             return None
-        device_id, community, building, addr, auto, heartbeat, state, zone = rows[0]
+        device_id, community, building, addr, auto, heartbeat, state, zone = row
         return Uitd(
             device_id, community, building, bytes(addr), auto, heartbeat, state, ZoneInfo(zone)
         )
 
     async def points(self, uitd_id: str) -> dict[str, Point]:
-        rows = await self._run(_POINTS, (uitd_id,))
+        rows = await self._run(lambda conn: fire_panels.point_rows_async(conn, uitd_id))
         return {key: Point(key, device_id, status) for key, device_id, status in rows}
 
     async def provision(self, uitd: Uitd, specs: Sequence[PointSpec]) -> None:
@@ -155,30 +116,26 @@ class BridgeStore:
                         if spec.component_type is not None
                         else f"GB/T 26875 system type {spec.system_type}"
                     )
-                    await conn.execute(
-                        _NEW_DEVICE.encode(),
-                        (
-                            device_id,
-                            uitd.community_id,
-                            model,
-                            name,
-                            uitd.building,
-                            POINT_INTERVAL_S,
-                        ),
+                    await devices.insert_fire_device_async(
+                        conn,
+                        device_id=device_id,
+                        community_id=uitd.community_id,
+                        model=model,
+                        name=name,
+                        building=uitd.building,
+                        expected_interval_s=POINT_INTERVAL_S,
                     )
-                    await conn.execute(
-                        _NEW_POINT.encode(),
-                        (
-                            uitd.device_id,
-                            spec.key,
-                            uitd.community_id,
-                            device_id,
-                            spec.system_type,
-                            spec.system_address,
-                            spec.component_type,
-                            spec.component_address,
-                            spec.description,
-                        ),
+                    await fire_panels.insert_point_async(
+                        conn,
+                        uitd_id=uitd.device_id,
+                        point=spec.key,
+                        community_id=uitd.community_id,
+                        device_id=device_id,
+                        system_type=spec.system_type,
+                        system_address=spec.system_address,
+                        component_type=spec.component_type,
+                        component_address=spec.component_address,
+                        description=spec.description,
                     )
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable("database", str(exc)) from exc
@@ -190,13 +147,13 @@ class BridgeStore:
         # The last word of a point wins (a frame may carry several for one point).
         last = {key: (word, ts) for key, word, ts in states}
         await self._run(
-            _STATE,
-            (
+            lambda conn: fire_panels.save_states_async(
+                conn,
+                uitd_id,
                 list(last),
                 [w for w, _ in last.values()],
                 [t for _, t in last.values()],
-                uitd_id,
-            ),
+            )
         )
 
     # -- refusals ----------------------------------------------------------------------
@@ -229,19 +186,20 @@ class BridgeStore:
     async def committed(self, keys: Sequence[CommitKey]) -> set[int]:
         """Indexes of ``keys`` whose rows are stored (committed by the pipeline)."""
         found: set[int] = set()
-        for kind, sql in (("event", _EVENTS_COMMITTED), ("reading", _READINGS_COMMITTED)):
+        for kind in ("event", "reading"):
             index = [i for i, k in enumerate(keys) if k.kind == kind]
             if not index:
                 continue
-            rows = await self._run(
-                sql,
-                (
-                    [keys[i].device_id for i in index],
-                    [keys[i].ts for i in index],
-                    [keys[i].name for i in index],
-                ),
+            positions = await self._run(
+                functools.partial(
+                    fire_panels.committed_async,
+                    kind=kind,
+                    device_ids=[keys[i].device_id for i in index],
+                    times=[keys[i].ts for i in index],
+                    names=[keys[i].name for i in index],
+                )
             )
-            found.update(index[int(r[0]) - 1] for r in rows)
+            found.update(index[p - 1] for p in positions)
         return found
 
     # -- downstream commands ---------------------------------------------------------------
@@ -249,13 +207,20 @@ class BridgeStore:
     async def command_sent(
         self, uitd: Uitd, kind: str, serial: int, sent_at: datetime, detail: dict[str, Any]
     ) -> int:
-        rows = await self._run(
-            "INSERT INTO uitd_commands (uitd_id, community_id, kind, serial, sent_at, detail)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (uitd.device_id, uitd.community_id, kind, serial, sent_at, Jsonb(detail)),
+        return await self._run(
+            lambda conn: fire_panels.insert_command_async(
+                conn,
+                uitd_id=uitd.device_id,
+                community_id=uitd.community_id,
+                kind=kind,
+                serial=serial,
+                sent_at=sent_at,
+                detail=detail,
+            )
         )
-        return int(rows[0][0])
 
     async def command_outcome(self, command_id: int, outcome: str, at: datetime) -> None:
         """'confirmed' or 'answered' (with when), 'denied' or 'missed'."""
-        await self._run(_OUTCOME.get(outcome, _OUTCOME_ONLY), (outcome, at, command_id))
+        await self._run(
+            lambda conn: fire_panels.set_command_outcome_async(conn, command_id, outcome, at)
+        )

@@ -3,9 +3,9 @@
 Selected dead letters go through the same steps as a message from the broker
 (topic, registry, decode with the limits, the writer with its bisection), with
 the time they were first received. Each replay's result is recorded in
-``dead_letter_replays``; the dead letter itself is kept. The running rule
-engine reads the ``stored`` results past its cursor and evaluates them as any
-committed message (``alerts.listener.AlertListener._evaluate_replays``).
+``dead_letter_replays`` (through ``store.dead_letters``); the dead letter itself
+is kept. The running rule engine reads the ``stored`` results past its cursor and
+evaluates them as any committed message (``alerts.listener.AlertListener._evaluate_replays``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from core.decode import Limits
 from core.directory import DeviceDirectory
@@ -26,23 +24,9 @@ from gateway.decoders import Decoders
 from gateway.pipeline import accept
 from ingest.batch import Batch
 from ingest.writer import BatchWriter
-from store import device_directory
+from store import dead_letters, device_directory
 
 __all__ = ["ReplayResult", "Selection", "replay"]
-
-# Dead letters whose content is already stored are skipped unless asked otherwise.
-_DONE = (
-    " AND NOT EXISTS (SELECT 1 FROM dead_letter_replays AS r"
-    " WHERE r.dead_letter_id = d.id AND r.outcome IN ('stored', 'duplicate'))"
-)
-_SELECT = sql.SQL(
-    "SELECT d.id, d.received_at, d.topic, d.payload, d.payload_size FROM dead_letters AS d"
-    " WHERE true{} ORDER BY d.id LIMIT %s"
-)
-_RECORD = (
-    "INSERT INTO dead_letter_replays (dead_letter_id, outcome, reason, detail)"
-    " VALUES (%s, %s, %s, %s)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +48,6 @@ class ReplayResult:
     detail: str
 
 
-def _where(selection: Selection) -> tuple[sql.Composable, list[Any]]:
-    terms: list[sql.Composable] = []
-    params: list[Any] = []
-    for column, value in (
-        ("d.reason = %s", selection.reason),
-        ("split_part(d.topic, '/', 4) = %s", selection.device),
-        ("d.received_at >= %s", selection.since),
-        ("d.received_at < %s", selection.until),
-    ):
-        if value is not None:
-            terms.append(sql.SQL(" AND " + column))
-            params.append(value)
-    if not selection.again:
-        terms.append(sql.SQL(_DONE))
-    return sql.Composed(terms), params
-
-
 def replay(
     url: str,
     selection: Selection,
@@ -96,8 +63,15 @@ def replay(
     writer = BatchWriter(url=url, worker=worker, store_refused=False)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            where, params = _where(selection)
-            rows = conn.execute(_SELECT.format(where), [*params, selection.limit]).fetchall()
+            rows = dead_letters.replay_candidates(
+                conn,
+                reason=selection.reason,
+                device=selection.device,
+                since=selection.since,
+                until=selection.until,
+                again=selection.again,
+                limit=selection.limit,
+            )
             registry = DeviceDirectory(
                 load_all=lambda: device_directory.load_all(conn), miss_refresh_s=0
             )
@@ -116,9 +90,8 @@ def replay(
                     decoders=decoders,
                 )
                 if not dry_run:
-                    conn.execute(
-                        _RECORD,
-                        (result.dead_letter_id, result.outcome, result.reason, result.detail),
+                    dead_letters.record_replay(
+                        conn, result.dead_letter_id, result.outcome, result.reason, result.detail
                     )
                 results.append(result)
                 if progress is not None:

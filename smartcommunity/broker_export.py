@@ -7,6 +7,8 @@ Both files are written next to their final name and renamed over it, so a broker
 reloading at that moment reads the old file or the new one, never half of one.
 Mosquitto 2.0 re-reads both on SIGHUP and applies them to clients already
 connected: a device decommissioned or rotated is disconnected at the reload.
+
+What it reads and the service accounts it keeps go through ``store.mqtt_accounts``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from core.broker_acl import (
     with_companions,
 )
 from core.errors import SmartCommunityError
+from store import mqtt_accounts
 
 __all__ = [
     "DEVICE_LISTENER",
@@ -98,9 +101,8 @@ def load_broker_users(
     devices: list[BrokerDevice] = []
     skipped = {"decommissioned": 0, "no_credentials": 0}
     bad: list[str] = []
-    for device_id, community, device_class, state, password_hash in conn.execute(
-        "SELECT id, community_id, device_class, state, mqtt_password_hash FROM devices ORDER BY id"
-    ):
+    rows = mqtt_accounts.device_login_rows(conn)
+    for device_id, community, device_class, state, password_hash in rows:
         if state == "decommissioned":
             skipped["decommissioned"] += 1
         elif password_hash is None:
@@ -111,21 +113,17 @@ def load_broker_users(
             devices.append(BrokerDevice(device_id, community, device_class, password_hash))
     accounts = [
         ServiceAccount(username, ServiceRole(role), password_hash)
-        for username, role, password_hash in conn.execute(
-            "SELECT username, role, password_hash FROM mqtt_accounts ORDER BY username"
-        )
+        for username, role, password_hash in mqtt_accounts.account_rows(conn)
     ]
     return devices, accounts, skipped, bad
 
 
 def load_broker_responders(conn: Conn) -> list[BrokerResponder]:
     """Responders with an MQTT login (``smartcommunity responders credentials``)."""
+    rows = mqtt_accounts.responder_login_rows(conn)
     return [
         BrokerResponder(username, community, responder, password_hash)
-        for username, community, responder, password_hash in conn.execute(
-            "SELECT mqtt_username, community_id, id, mqtt_password_hash FROM responders"
-            " WHERE mqtt_username IS NOT NULL AND mqtt_password_hash IS NOT NULL ORDER BY id"
-        )
+        for username, community, responder, password_hash in rows
         if usable_username(username)
     ]
 
@@ -154,8 +152,7 @@ def export_broker_files(
 ) -> ExportSummary:
     """Write both files from one consistent read of the registry (and the listener
     file that uses them)."""
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with mqtt_accounts.consistent_read(conn):
         devices, accounts, skipped, bad = load_broker_users(conn)
         responders = load_broker_responders(conn)
     names = {d.device_id for d in devices} | {r.username for r in responders}
@@ -215,28 +212,13 @@ def add_account(conn: Conn, username: str, role: ServiceRole, password_hash: str
         raise MqttAccountError(
             f"{username!r}: use letters, digits, '_', '.' or '-' (no ':'), up to 64"
         )
-    with conn.transaction():
-        taken = conn.execute("SELECT 1 FROM devices WHERE id = %s", (username,)).fetchone()
-        if taken:
-            raise MqttAccountError(f"{username!r} is a device id")
-        conn.execute(
-            "INSERT INTO mqtt_accounts (username, role, password_hash) VALUES (%s, %s, %s)"
-            " ON CONFLICT (username) DO UPDATE SET role = excluded.role,"
-            " password_hash = excluded.password_hash, rotated_at = now()",
-            (username, role.value, password_hash),
-        )
+    if not mqtt_accounts.save_account(conn, username, role.value, password_hash):
+        raise MqttAccountError(f"{username!r} is a device id")
 
 
 def remove_account(conn: Conn, username: str) -> bool:
-    with conn.transaction():
-        cur = conn.execute("DELETE FROM mqtt_accounts WHERE username = %s", (username,))
-    return cur.rowcount == 1
+    return mqtt_accounts.delete_account(conn, username)
 
 
 def list_accounts(conn: Conn) -> list[tuple[str, str, datetime, datetime | None]]:
-    return [
-        (str(r[0]), str(r[1]), r[2], r[3])
-        for r in conn.execute(
-            "SELECT username, role, created_at, rotated_at FROM mqtt_accounts ORDER BY username"
-        )
-    ]
+    return mqtt_accounts.list_accounts(conn)

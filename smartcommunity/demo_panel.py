@@ -19,6 +19,7 @@ from firebridge.registry import register_uitd
 from firebridge.server import FireBridge
 from firebridge.service import run_fire_bridge
 from simulators.uitd import FIRE, NORMAL, SMOKE_1, SimulatedUitd
+from store import fire_panels
 
 __all__ = ["DEMO_UITD", "ensure_demo_uitd", "run_panel_demo"]
 
@@ -34,7 +35,7 @@ ALARM_HELD_S = 60.0
 def ensure_demo_uitd(url: str, community_id: str) -> None:
     """The demo's UITD, auto-provisioning its panel's points, registered once."""
     with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM uitds WHERE device_id = %s", (DEMO_UITD,)).fetchone():
+        if fire_panels.uitd_exists(conn, DEMO_UITD):
             return
         register_uitd(
             conn,

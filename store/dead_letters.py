@@ -5,8 +5,9 @@ a replay stored them).
 ``insert_dead_letters`` runs on the caller's connection or cursor, inside its
 transaction: the pipeline's batch (``ingest/writer.py``), the incident desk's
 refused replies (``alerts/incident_desk.py``); the fire bridge's refusals
-(``firebridge/store.py``) go through ``insert_dead_letters_async``. A replay writes
-``dead_letter_replays`` (``gateway/replay.py``).
+(``firebridge/store.py``) go through ``insert_dead_letters_async``. A replay
+(``gateway/replay.py``) selects them with ``replay_candidates`` and records each
+result in ``dead_letter_replays`` with ``record_replay``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = [
     "insert_dead_letters",
     "insert_dead_letters_async",
     "list_dead_letters",
+    "record_replay",
+    "replay_candidates",
     "replayed_since",
     "replays_end",
 ]
@@ -165,3 +168,55 @@ def replayed_since(conn: Conn, cursor: int, limit: int) -> list[tuple[int, str, 
         (cursor, limit),
     ).fetchall()
     return [(int(i), str(t), bytes(p), at) for i, t, p, at in rows]
+
+
+# --- replays --------------------------------------------------------------------------------
+
+# Dead letters whose content is already stored are skipped unless asked otherwise.
+_DONE = (
+    " AND NOT EXISTS (SELECT 1 FROM dead_letter_replays AS r"
+    " WHERE r.dead_letter_id = d.id AND r.outcome IN ('stored', 'duplicate'))"
+)
+_CANDIDATES = sql.SQL(
+    "SELECT d.id, d.received_at, d.topic, d.payload, d.payload_size FROM dead_letters AS d"
+    " WHERE true{} ORDER BY d.id LIMIT %s"
+)
+_RECORD = (
+    "INSERT INTO dead_letter_replays (dead_letter_id, outcome, reason, detail)"
+    " VALUES (%s, %s, %s, %s)"
+)
+
+
+def replay_candidates(
+    conn: Conn,
+    *,
+    reason: str | None,
+    device: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    again: bool,
+    limit: int,
+) -> list[tuple[Any, ...]]:
+    """The dead letters to replay, oldest first: (id, received_at, topic, payload,
+    payload_size). Those already replayed into storage only when ``again``."""
+    terms: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, value in (
+        ("d.reason = %s", reason),
+        ("split_part(d.topic, '/', 4) = %s", device),
+        ("d.received_at >= %s", since),
+        ("d.received_at < %s", until),
+    ):
+        if value is not None:
+            terms.append(sql.SQL(" AND " + column))
+            params.append(value)
+    if not again:
+        terms.append(sql.SQL(_DONE))
+    return conn.execute(_CANDIDATES.format(sql.Composed(terms)), [*params, limit]).fetchall()
+
+
+def record_replay(
+    conn: Conn, dead_letter_id: int, outcome: str, reason: str | None, detail: str
+) -> None:
+    """One replay's result, on the caller's connection and in its transaction."""
+    conn.execute(_RECORD, (dead_letter_id, outcome, reason, detail))

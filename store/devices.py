@@ -1,6 +1,7 @@
 """The device registry in the database: register (one or a whole CSV), read, list,
 change, move through the lifecycle, issue MQTT credentials, and register the
-simulated devices of the demo, the simulators and the visit rehearsal.
+simulated devices of the demo, the simulators and the visit rehearsal, and the fire
+devices of the GB/T 26875 bridge (UITDs and their panel points).
 
 The writer of ``devices`` (the ingest writer's last-seen and status columns aside),
 including the unlinking of a forgotten resident's wearables. What only the database
@@ -46,6 +47,8 @@ __all__ = [
     "fleet_status",
     "get_device",
     "import_devices",
+    "insert_fire_device",
+    "insert_fire_device_async",
     "issue_missing_credentials",
     "list_devices",
     "register_device",
@@ -57,6 +60,7 @@ __all__ = [
 ]
 
 Conn = psycopg.Connection[Any]
+AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -451,6 +455,51 @@ def register_simulated(conn: Conn, devices: Iterable[SimulatedDevice]) -> int:
         columns,
     ).fetchall()
     return len(inserted)
+
+
+# --- the fire-panel bridge's devices -------------------------------------------------------
+
+_FIRE_DEVICE = (
+    "INSERT INTO devices (id, community_id, device_class, model, name, building,"
+    " expected_interval_s, installed_by) VALUES (%s, %s, 'fire', %s, %s, %s, %s,"
+    " 'fire-bridge')"
+)
+
+
+def insert_fire_device(
+    conn: Conn,
+    *,
+    device_id: str,
+    community_id: str,
+    model: str,
+    name: str,
+    building: str | None,
+    expected_interval_s: int,
+) -> None:
+    """A UITD or a mapped panel point as a fire device the bridge installed (an id
+    already taken is an error), in the caller's transaction (``store.fire_panels``
+    writes its UITD or point row next)."""
+    conn.execute(
+        _FIRE_DEVICE, (device_id, community_id, model, name, building, expected_interval_s)
+    )
+
+
+async def insert_fire_device_async(
+    conn: AsyncConn,
+    *,
+    device_id: str,
+    community_id: str,
+    model: str,
+    name: str,
+    building: str | None,
+    expected_interval_s: int,
+) -> None:
+    """A panel point the bridge provisions on its own; a device already there is left
+    as it is. In the caller's transaction, on the bridge's asyncio connection."""
+    await conn.execute(
+        _FIRE_DEVICE + " ON CONFLICT (id) DO NOTHING",
+        (device_id, community_id, model, name, building, expected_interval_s),
+    )
 
 
 def issue_missing_credentials(conn: Conn, device_ids: Collection[str]) -> dict[str, str]:

@@ -115,6 +115,7 @@ def test_core_does_no_network_io() -> None:
 ENVIRONMENT_READERS = {
     "smartcommunity/cli.py",
     "api/app.py",
+    "firebridge/__init__.py",
     "firebridge/__main__.py",
     "smartcommunity/embedded/broker.py",
     "smartcommunity/rabbit_cluster.py",
@@ -225,9 +226,20 @@ SQL_FREE = (
     "alerts/listener.py",
     "alerts/store.py",
     "alerts/visit_check.py",
+    "firebridge/__init__.py",
+    "firebridge/__main__.py",
+    "firebridge/commits.py",
+    "firebridge/mapping.py",
+    "firebridge/publisher.py",
+    "firebridge/registry.py",
+    "firebridge/server.py",
+    "firebridge/service.py",
+    "firebridge/store.py",
     "gateway/process.py",
+    "gateway/replay.py",
     "gateway/shard_alerts.py",
     "ingest/maintenance.py",
+    "smartcommunity/broker_export.py",
 )
 
 
