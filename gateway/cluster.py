@@ -25,6 +25,7 @@ from gateway.bridge import parse_mqtt_url
 from gateway.process import run_pipeline
 from gateway.shard_alerts import ShardAlertListener, ShardRouter
 from gateway.shards import queue_name
+from store import metrics, places
 from store.conninfo import as_role
 from store.pools import PoolWatch
 
@@ -38,7 +39,7 @@ _CAUGHT_UP_QUEUE = 2_000
 def _community_reader(url: str) -> Callable[[], list[str]]:
     def read() -> list[str]:
         with psycopg.connect(url, connect_timeout=5) as conn:
-            return [str(r[0]) for r in conn.execute("SELECT id FROM communities")]
+            return places.community_ids(conn)
 
     return read
 
@@ -48,12 +49,7 @@ def _member_counter(url: str) -> Callable[[], int]:
 
     def count() -> int:
         with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pipeline_metrics WHERE state = 'running'"
-                " AND heartbeat_at > now() - 3 * heartbeat_s * interval '1 second'"
-                " AND counters ? 'shard_active'"
-            ).fetchone()
-        return int(row[0]) if row is not None else 0
+            return metrics.clustered_workers(conn)
 
     return count
 

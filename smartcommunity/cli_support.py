@@ -16,7 +16,7 @@ import psycopg
 
 from core.errors import ConfigurationError
 from core.settings import Settings
-from store import schema
+from store import schema, sessions
 
 __all__ = [
     "cli_actor",
@@ -67,7 +67,7 @@ def cli_actor() -> str:
 def connect() -> psycopg.Connection[Any]:
     """An autocommit connection whose changes the audit log attributes to this CLI user."""
     conn = psycopg.connect(database_url(), autocommit=True)
-    conn.execute("SELECT set_config('sc.actor', %s, false)", (cli_actor(),))
+    sessions.set_actor(conn, cli_actor())
     return conn
 
 

@@ -24,6 +24,7 @@ from core.decode import decode
 from core.errors import RejectedMessage
 from core.topics import ROOT, parse_topic
 from simulators.connection import BrokerAddress, connect_client
+from store import devices
 
 __all__ = ["Arrival", "RegisteredDevice", "judge_message", "wait_for_first_message", "wait_stored"]
 
@@ -133,13 +134,10 @@ def wait_stored(database_url: str, device_id: str, since: datetime) -> datetime 
     deadline = time.monotonic() + STORED_WAIT_S
     with psycopg.connect(database_url, autocommit=True) as conn:
         while True:
-            row = conn.execute(
-                "SELECT greatest(last_received_at, status_at) FROM devices WHERE id = %s",
-                (device_id,),
-            ).fetchone()
+            heard = devices.last_heard(conn, device_id)
             # Both are stamped by the pipeline; a second of slack for its clock and batching.
-            if row and row[0] is not None and row[0].timestamp() >= since.timestamp() - 1:
-                return row[0]  # type: ignore[no-any-return]
+            if heard is not None and heard.timestamp() >= since.timestamp() - 1:
+                return heard
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.2)

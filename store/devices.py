@@ -50,6 +50,7 @@ __all__ = [
     "insert_fire_device",
     "insert_fire_device_async",
     "issue_missing_credentials",
+    "last_heard",
     "list_devices",
     "register_device",
     "register_simulated",
@@ -548,3 +549,12 @@ def unlink_resident(conn: Conn, resident_id: str) -> None:
         "UPDATE devices SET resident_id = NULL, updated_at = now() WHERE resident_id = %s",
         (resident_id,),
     )
+
+
+def last_heard(conn: Conn, device_id: str) -> datetime | None:
+    """When the pipeline last recorded anything from the device (a reading, an event or
+    a status), or None."""
+    row = conn.execute(
+        "SELECT greatest(last_received_at, status_at) FROM devices WHERE id = %s", (device_id,)
+    ).fetchone()
+    return None if row is None else row[0]

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 __all__ = [
     "WorkerHealth",
+    "clustered_workers",
     "dead_letter_counts",
     "device_counts",
     "report_state",
@@ -92,3 +93,13 @@ def device_counts(conn: Conn) -> list[tuple[str, str, int, int]]:
         " FROM devices GROUP BY device_class, state"
     ).fetchall()
     return [(str(c), str(s), int(n), int(f)) for c, s, n, f in rows]
+
+
+def clustered_workers(conn: Conn) -> int:
+    """Clustered workers alive: a recent heartbeat and shard figures in their counters."""
+    row = conn.execute(
+        "SELECT count(*) FROM pipeline_metrics WHERE state = 'running'"
+        " AND heartbeat_at > now() - 3 * heartbeat_s * interval '1 second'"
+        " AND counters ? 'shard_active'"
+    ).fetchone()
+    return int(row[0]) if row is not None else 0

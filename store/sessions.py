@@ -15,7 +15,14 @@ from psycopg import sql
 
 from store.scoping import Communities
 
-__all__ = ["begin", "left_over_scope", "scope_setting", "set_communities", "set_role"]
+__all__ = [
+    "begin",
+    "left_over_scope",
+    "scope_setting",
+    "set_actor",
+    "set_communities",
+    "set_role",
+]
 
 Conn = psycopg.Connection[Any]
 
@@ -53,3 +60,8 @@ def left_over_scope(conn: Conn) -> tuple[str | None, str | None] | None:
     """(actor, communities) still set on the session; ``(None, None)`` when clean."""
     row = conn.execute(_LEFT_OVER_SCOPE).fetchone()
     return None if row is None else (row[0], row[1])
+
+
+def set_actor(conn: Conn, actor: str) -> None:
+    """Who the audit log names for this session's changes (``sc.actor``)."""
+    conn.execute("SELECT set_config('sc.actor', %s, false)", (actor,))
