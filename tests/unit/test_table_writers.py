@@ -13,21 +13,11 @@ from __future__ import annotations
 import ast
 import re
 from collections import defaultdict
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.test_architecture import ROOT, SQL_FREE_ROOTS
+
 # Code that runs in production; tests and benchmarks build their own fixtures.
-SOURCES = (
-    "core",
-    "store",
-    "gateway",
-    "ingest",
-    "alerts",
-    "api",
-    "simulators",
-    "smartcommunity",
-    "firebridge",
-)
+SOURCES = ("store", *SQL_FREE_ROOTS)
 DOC = ROOT / "docs" / "architecture.md"
 # Besides a table's owner, the hot path writes these in the batch's transaction.
 HOT_PATH = {"devices": "ingest/writer.py", "rollup_dirty": "ingest/writer.py"}
