@@ -53,6 +53,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -174,6 +183,12 @@ class RabbitCluster:
         return self
 
     def start_node(self, node: RabbitNode, *, wait: bool = True) -> None:
+        if not _port_free(node.dist_port):
+            # While a killed node was down, another process's connection may have taken its
+            # distribution port (an ephemeral port): peers find a node's port through epmd,
+            # so a restarted node may take another one.
+            node.dist_port = free_port()
+            node.env["RABBITMQ_DIST_PORT"] = str(node.dist_port)
         log = (node.folder / "server.out").open("ab")
         node.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             [self.server],
