@@ -55,6 +55,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench.scratch import scratch_database
 from core.models import Device
 from simulators.community import demo_devices

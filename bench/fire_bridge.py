@@ -47,20 +47,19 @@ import httpx
 import psutil
 import psycopg
 
+if __package__ in (None, ""):  # run as a script: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bench.alerts import read_alert_stream
 from bench.scratch import scratch_database
 from core.gbt26875 import Command
 from core.gbt26875_units import ComponentAnalog
+from firebridge.registry import map_point, register_uitd
+from simulators.uitd import FIRE, NORMAL, Detector, SimulatedUitd
+from smartcommunity.embedded import free_port
 from store import schema
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script
-    sys.path.insert(0, str(ROOT))
-
-from firebridge.registry import map_point, register_uitd  # noqa: E402
-from simulators.uitd import FIRE, NORMAL, Detector, SimulatedUitd  # noqa: E402
-from smartcommunity.embedded import free_port  # noqa: E402
-
 COMMUNITY = "bench-fb"
 START_TIMEOUT_S = 90.0
 DETECTOR = Detector(zone=1, position=1, component_type=30)  # a heat detector

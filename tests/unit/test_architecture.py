@@ -134,7 +134,6 @@ def test_core_does_no_network_io() -> None:
 ENVIRONMENT_READERS = {
     "smartcommunity/cli.py",
     "api/app.py",
-    "firebridge/__init__.py",
     "firebridge/__main__.py",
     "smartcommunity/embedded/broker.py",
     "smartcommunity/rabbit_cluster.py",
