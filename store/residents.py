@@ -2,12 +2,9 @@
 
 Personal data: the routes serving these are open to administrators and operators
 only (``core.access``), and the audit log records that a name, address or contact
-changed without copying it. The writer of ``residents``, the care-visit
-programme's seeding and care workers included; forgetting a resident unlinks their
-wearables in ``devices``.
-changed without copying it. The writer of ``residents`` (the care-visit CLI's
-seeding aside), their visit policy included; forgetting a resident unlinks their
-wearables through ``store.devices``.
+changed without copying it. The one writer of ``residents``: the care-visit
+programme's seeding, care workers and the visit policy included; forgetting a
+resident unlinks their wearables through ``store.devices``.
 """
 
 from __future__ import annotations
