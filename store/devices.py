@@ -8,6 +8,7 @@ including the unlinking of a forgotten resident's wearables. What only the datab
 can tell about a device to register is checked by ``store.device_checks``; the
 pipeline's reads of the registry and the feed of its changes are
 ``store.device_directory``.
+
 Writes run in ``conn.transaction()``; the audit triggers record each change with the
 session's ``sc.actor``. Passwords are returned once and stored only as Mosquitto
 ``$7$`` hashes (``core.passwords``).
