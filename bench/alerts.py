@@ -17,7 +17,8 @@ fire sensors spread over 20 buildings) simulated by ``simulators``.
 2. Latency, rules on, live: the pipeline and the API (``smartcommunity api``)
    run while background telemetry goes out at ``--rate`` msgs/s and incidents
    are injected ``--incidents`` times a second, each on devices not used
-   before: an SOS (critical), SpO2 85 % (major), and two smoke detectors of one
+   before: an SOS (critical), SpO2 85 % (major: two readings, the first dated
+   past the rule's on-delay, the second timed), and two smoke detectors of one
    building 0.3 s apart (a pre-alarm, then the same alert raised to a confirmed
    fire). For each expected alert transition: publish -> written (the history
    row's time, inside the alert transaction), publish -> received on the
@@ -58,8 +59,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from alerts.pack import DEFAULTS_DIR, load_rules
 from bench.scratch import scratch_database
 from core.models import Device
+from core.rules import ThresholdRule
 from simulators.community import demo_devices
 from simulators.devices import build_model
 from simulators.fleet import event_payload, telemetry_payload
@@ -464,9 +467,17 @@ def _background(
     args.background_s = time.monotonic() - began
 
 
+def _on_delay_s(rule_id: str) -> float:
+    """How long the shipped pack's threshold rule waits before it raises."""
+    rule = next(r for r in load_rules(DEFAULTS_DIR) if r.id == rule_id)
+    assert isinstance(rule, ThresholdRule)
+    return rule.for_
+
+
 def _inject(mqtt_url: str, fleet: Fleet, args: argparse.Namespace) -> list[Expected]:
     client = _client(mqtt_url, f"bench-inc-{secrets.token_hex(3)}")
     expected: list[Expected] = []
+    spo2_on_delay_s = _on_delay_s("wearable.spo2_low")
     period = 1.0 / args.incidents
     total = int(args.duration * args.incidents)
     started = time.monotonic()
@@ -488,7 +499,13 @@ def _inject(mqtt_url: str, fleet: Fleet, args: argparse.Namespace) -> list[Expec
             expected.append(Expected("sos (critical)", f"device:{device}", "raised", at, device))
         elif kind == "spo2":
             device = fleet.spo2[n]
-            payload = telemetry_payload(ts_ms=now_ms, seq=1, metrics={"spo2": 85.0})
+            # The pack's rule raises after an on-delay (time and readings): the first
+            # low reading is dated past it, so the second one, timed, raises the alert.
+            low = {"spo2": 85.0}
+            early = now_ms - int(spo2_on_delay_s * 1000) - 1000
+            opening = telemetry_payload(ts_ms=early, seq=1, metrics=low)
+            send("wearable", device, "telemetry", opening)
+            payload = telemetry_payload(ts_ms=now_ms, seq=2, metrics=low)
             at = send("wearable", device, "telemetry", payload)
             expected.append(Expected("spo2 < 90 (major)", f"device:{device}", "raised", at, device))
         else:
