@@ -29,6 +29,8 @@ START_TIMEOUT_S = 60.0
 # process group is killed so that nothing outlives stop().
 STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.05
+# Ports tried when the one we picked is taken before the server binds it.
+PORT_ATTEMPTS = 3
 LOG_TAIL_LINES = 40
 
 
@@ -109,6 +111,9 @@ class ServerProcess(ABC):
         self.data_dir = data_dir.absolute()
         # Chosen now so that url is known before start and kept by restart().
         self.port = port if port is not None else free_port()
+        # A port we picked may be taken by another process before the server binds it;
+        # until the server first runs, such a port is replaced (see start).
+        self._movable = port is None
         self._proc: subprocess.Popen[bytes] | None = None
         # True once the latest process and its whole group are gone.
         self._stopped = True
@@ -135,9 +140,34 @@ class ServerProcess(ABC):
         if self.running:
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._prepare()
-        if not _port_is_free(self.port):
-            raise EmbeddedServerError(self.name, f"port {self.port} on 127.0.0.1 is already in use")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            # First: it stops a server an earlier run left on this data dir (and port).
+            # Again after a move: a config may name the port.
+            self._prepare()
+            if not _port_is_free(self.port):
+                if self._move_port(attempt):
+                    continue
+                raise EmbeddedServerError(
+                    self.name, f"port {self.port} on 127.0.0.1 is already in use"
+                )
+            if self._start_once(may_move=self._movable and attempt < PORT_ATTEMPTS):
+                self._movable = False
+                logger.info("%s ready at %s", self.name, self.url)
+                return self.url
+            self._move_port(attempt)
+        raise AssertionError("unreachable: the last attempt raises or returns")
+
+    def _move_port(self, attempt: int) -> bool:
+        """Take another free port, if this one was ours to pick; False if it was not."""
+        if not self._movable or attempt >= PORT_ATTEMPTS:
+            return False
+        taken, self.port = self.port, free_port()
+        logger.warning("%s: port %d was taken meanwhile; using %d", self.name, taken, self.port)
+        return True
+
+    def _start_once(self, *, may_move: bool) -> bool:
+        """Spawn the server and wait until it accepts connections. False: it exited while
+        another process held its port, and ``may_move`` allows another port."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._proc = self._spawn(log)
@@ -150,6 +180,8 @@ class ServerProcess(ABC):
             status = self._proc.poll()
             if status is not None or time.monotonic() > deadline:
                 self.kill()  # also reaps whatever the server had started
+                if status is not None and may_move and not _port_is_free(self.port):
+                    return False  # another process bound the port first
                 detail = (
                     f"exited with status {status}"
                     if status is not None
@@ -157,8 +189,7 @@ class ServerProcess(ABC):
                 )
                 raise EmbeddedServerError(self.name, detail, self.log_tail())
             time.sleep(POLL_INTERVAL_S)
-        logger.info("%s ready at %s", self.name, self.url)
-        return self.url
+        return True
 
     def stop(self) -> None:
         """Stop gracefully and wait until every process of the server has exited."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -209,6 +210,25 @@ def test_broker_fails_clearly_on_a_busy_port(tmp_path: Path, mqtt_url: str) -> N
     assert busy is not None
     with pytest.raises(EmbeddedServerError, match="already in use"):
         EmbeddedBroker(data_dir=tmp_path / "broker", port=busy).start()
+
+
+def test_broker_takes_another_port_when_its_pick_is_taken(tmp_path: Path) -> None:
+    """A port the broker picked itself and another process took before the broker
+    bound it: the broker moves to another one (a race seen under a loaded test run)."""
+    broker = EmbeddedBroker(data_dir=tmp_path / "broker")
+    picked = broker.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", picked))
+        squatter.listen()
+        try:
+            url = broker.start()
+            assert broker.port != picked
+            assert urlsplit(url).port == broker.port
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"moved-{picked}")
+            client.connect("127.0.0.1", broker.port)
+            client.disconnect()
+        finally:
+            broker.stop()
 
 
 def test_amqtt_fallback_serves_mqtt_311_only(tmp_path: Path, unique_id: str) -> None:
