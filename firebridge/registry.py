@@ -93,15 +93,17 @@ def map_point(
         )
         fire_panels.insert_point(
             conn,
-            uitd_id=uitd_id,
-            point=key,
-            community_id=community_id,
-            device_id=device_id,
-            system_type=system_type,
-            system_address=system_address,
-            component_type=component_type,
-            component_address=address,
-            description=description,
+            fire_panels.PanelPoint(
+                uitd_id=uitd_id,
+                point=key,
+                community_id=community_id,
+                device_id=device_id,
+                system_type=system_type,
+                system_address=system_address,
+                component_type=component_type,
+                component_address=address,
+                description=description,
+            ),
         )
     return key
 

@@ -125,8 +125,7 @@ class BridgeStore:
                         building=uitd.building,
                         expected_interval_s=POINT_INTERVAL_S,
                     )
-                    await fire_panels.insert_point_async(
-                        conn,
+                    point = fire_panels.PanelPoint(
                         uitd_id=uitd.device_id,
                         point=spec.key,
                         community_id=uitd.community_id,
@@ -137,6 +136,7 @@ class BridgeStore:
                         component_address=spec.component_address,
                         description=spec.description,
                     )
+                    await fire_panels.insert_point_async(conn, point)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable("database", str(exc)) from exc
         _LOG.info("provisioned %d points of UITD %s", len(specs), uitd.device_id)

@@ -12,6 +12,7 @@ the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -19,6 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 __all__ = [
+    "PanelPoint",
     "committed_async",
     "insert_command_async",
     "insert_point",
@@ -87,59 +89,25 @@ _POINT_COLUMNS = (
 _NEW_POINT: LiteralString = _POINT_COLUMNS + " ON CONFLICT (uitd_id, point) DO NOTHING"
 
 
-def _point(
-    uitd_id: str,
-    point: str,
-    community_id: str,
-    device_id: str,
-    system_type: int | None,
-    system_address: int | None,
-    component_type: int | None,
-    component_address: int | None,
-    description: str,
-) -> tuple[Any, ...]:
-    return (
-        uitd_id,
-        point,
-        community_id,
-        device_id,
-        system_type,
-        system_address,
-        component_type,
-        component_address,
-        description,
-    )
+@dataclass(frozen=True, slots=True)
+class PanelPoint:
+    """A row of ``uitd_points``, its fields in the table's column order."""
+
+    uitd_id: str
+    point: str
+    community_id: str
+    device_id: str
+    system_type: int | None
+    system_address: int | None
+    component_type: int | None
+    component_address: int | None
+    description: str
 
 
-def insert_point(
-    conn: Conn,
-    *,
-    uitd_id: str,
-    point: str,
-    community_id: str,
-    device_id: str,
-    system_type: int | None,
-    system_address: int | None,
-    component_type: int | None,
-    component_address: int | None,
-    description: str,
-) -> None:
+def insert_point(conn: Conn, point: PanelPoint) -> None:
     """A mapped panel point (a point already mapped is an error), in the caller's
     transaction (after its device row)."""
-    conn.execute(
-        _POINT_COLUMNS,
-        _point(
-            uitd_id,
-            point,
-            community_id,
-            device_id,
-            system_type,
-            system_address,
-            component_type,
-            component_address,
-            description,
-        ),
-    )
+    conn.execute(_POINT_COLUMNS, astuple(point))
 
 
 def list_uitds(conn: Conn) -> list[tuple[Any, ...]]:
@@ -210,35 +178,10 @@ async def point_rows_async(conn: AsyncConn, uitd_id: str) -> list[tuple[str, str
     return [(key, device_id, status) for key, device_id, status in rows]
 
 
-async def insert_point_async(
-    conn: AsyncConn,
-    *,
-    uitd_id: str,
-    point: str,
-    community_id: str,
-    device_id: str,
-    system_type: int | None,
-    system_address: int | None,
-    component_type: int | None,
-    component_address: int | None,
-    description: str,
-) -> None:
+async def insert_point_async(conn: AsyncConn, point: PanelPoint) -> None:
     """A provisioned panel point; one already there is left as it is. In the caller's
     transaction (after its device row)."""
-    await conn.execute(
-        _NEW_POINT,
-        _point(
-            uitd_id,
-            point,
-            community_id,
-            device_id,
-            system_type,
-            system_address,
-            component_type,
-            component_address,
-            description,
-        ),
-    )
+    await conn.execute(_NEW_POINT, astuple(point))
 
 
 async def save_states_async(
