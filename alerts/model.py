@@ -155,6 +155,8 @@ def observations(
     """
     obs = Observations()
     groups = obs.readings
+    # The groups of each device class by metric: no (class, metric) key per reading.
+    by_class: dict[str, dict[str, ReadingColumns]] = {}
     seen = obs.seen
     ahead = obs.ahead
     sources = obs.sources
@@ -166,24 +168,29 @@ def observations(
         sources[device_id] = source
         newest = seen.get(device_id, 0.0)
         cls = info.device_class
+        class_groups = by_class.get(cls)
+        if class_groups is None:
+            class_groups = by_class[cls] = {}
         stamp: datetime | None = None
         received: datetime | None = None
         t = 0.0
         for r in readings:
             if r.ts is not stamp or r.received_at is not received:
                 stamp, received = r.ts, r.received_at
-                t = _event_time(stamp, received)
-                offset = (stamp - received).total_seconds()
+                device_s, received_s = stamp.timestamp(), received.timestamp()
+                # A device clock ahead of ours must not push timers into the future.
+                t = device_s if device_s < received_s else received_s
+                offset = device_s - received_s
                 if offset > ahead.get(device_id, -math.inf):
                     ahead[device_id] = offset
                 if t > newest:
                     newest = t
             metric = r.metric
-            if metrics is not None and metric not in metrics:
-                continue
-            group = groups.get((cls, metric))
+            group = class_groups.get(metric)
             if group is None:
-                group = groups[cls, metric] = ReadingColumns()
+                if metrics is not None and metric not in metrics:
+                    continue
+                group = class_groups[metric] = groups[cls, metric] = ReadingColumns()
             group.device_ids.append(device_id)
             group.ts.append(t)
             group.values.append(r.value)
