@@ -117,34 +117,39 @@ def run_scenario(
     """
     began = time.monotonic()
     player = Player(bound, mqtt_url=mqtt_url, **play)
+    error: str | None = None
+    verdict: Verdict | None = None
     try:
-        return _play(
-            bound, player, began, alerts=alerts, register=register, retire=retire, mqtt_url=mqtt_url
+        verdict = _play(
+            bound, player, alerts=alerts, register=register, retire=retire, mqtt_url=mqtt_url
         )
     except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
         log.warning("scenario %s broke off: %s", bound.scenario.name, exc)
         error = f"{type(exc).__name__}: {str(exc).strip()}"
-        return ScenarioResult(
-            bound=bound,
-            verdict=None,
-            table=render_error(bound, error, time_scale=player.time_scale),
-            time_scale=player.time_scale,
-            elapsed_s=time.monotonic() - began,
-            messages=player.messages,
-            error=error,
-        )
+        table = render_error(bound, error, time_scale=player.time_scale)
+    else:
+        table = render(bound, verdict, time_scale=player.time_scale)
+    return ScenarioResult(
+        bound=bound,
+        verdict=verdict,
+        table=table,
+        time_scale=player.time_scale,
+        elapsed_s=time.monotonic() - began,
+        messages=player.messages,
+        error=error,
+    )
 
 
 def _play(
     bound: BoundScenario,
     player: Player,
-    began: float,
     *,
     alerts: AlertSource,
     register: Callable[[BoundScenario], None] | None,
     retire: Callable[[BoundScenario], None] | None,
     mqtt_url: str,
-) -> ScenarioResult:
+) -> Verdict:
+    """The verdict on ``bound`` once it has played (its UITD frames included)."""
     if register is not None:
         register(bound)
         time.sleep(REGISTRY_SETTLE_S)
@@ -195,15 +200,7 @@ def _play(
             actor.stop()
         if retire is not None:
             retire(bound)
-    verdict = _with_frames(verdict, player.panel_answers)
-    return ScenarioResult(
-        bound=bound,
-        verdict=verdict,
-        table=render(bound, verdict, time_scale=player.time_scale),
-        time_scale=player.time_scale,
-        elapsed_s=time.monotonic() - began,
-        messages=player.messages,
-    )
+    return _with_frames(verdict, player.panel_answers)
 
 
 def _with_frames(verdict: Verdict, answers: Sequence[tuple[str, str, int | None]]) -> Verdict:
