@@ -15,6 +15,7 @@ from typing import Protocol
 
 from core.connectivity import Connectivity, Presence, judge, low_battery, weak_signal
 from core.models import DeviceState
+from core.projection import project
 
 __all__ = ["DeviceHealth", "FleetDevice", "FleetStatus", "presence_of", "summarize_fleet"]
 
@@ -82,13 +83,7 @@ class FleetStatus:
 
 
 def presence_of(device: FleetDevice) -> Presence:
-    return Presence(
-        state=device.state,
-        expected_interval_s=device.expected_interval_s,
-        last_received_at=device.last_received_at,
-        online=device.online,
-        status_at=device.status_at,
-    )
+    return project(Presence, device)
 
 
 def summarize_fleet(
@@ -111,16 +106,11 @@ def summarize_fleet(
             signals += 1
             problems.append("weak_signal")
         if problems and device.state == DeviceState.ACTIVE:
-            health = DeviceHealth(
-                id=device.id,
-                device_class=device.device_class,
+            health = project(
+                DeviceHealth,
+                device,
                 state=DeviceState(device.state),
                 connectivity=connectivity,
-                battery=device.battery,
-                rssi=device.rssi,
-                last_received_at=device.last_received_at,
-                building=device.building,
-                unit=device.unit,
                 problems=problems,
             )
             attention.append((_SEVERITY[connectivity], device.id, health))

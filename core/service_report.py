@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from core.incidents import IncidentFigures, PhaseFigures
+from core.incidents import IncidentFigures
+from core.projection import project
 from core.response_figures import ACK_TARGET_S, Figures
 from core.visits import Coverage, Standing
 
@@ -101,10 +102,6 @@ class IncidentFiguresPublic(BaseModel):
     escalations: int
 
 
-def _phase(p: PhaseFigures) -> PhasePublic:
-    return PhasePublic(count=p.count, median_s=p.median_s, p90_s=p.p90_s)
-
-
 class ReportPublic(BaseModel):
     model_config = _OUT
 
@@ -151,49 +148,20 @@ def assemble(
         month=month,
         time_zone=time_zone,
         generated_at=now,
-        alerts=AlertFigures(
-            total=fig.alerts,
-            suppressed=fig.suppressed,
-            by_class_severity=fig.by_class_severity,
-            acknowledged=fig.acknowledged,
-            resolved=fig.resolved,
-            ack_median_s=fig.ack_median_s,
-            ack_p90_s=fig.ack_p90_s,
-            resolve_median_s=fig.resolve_median_s,
-            resolve_p90_s=fig.resolve_p90_s,
-            ack_target_s=ACK_TARGET_S,
-            ack_within_target_share=fig.ack_within_target_share,
-            fire_alerts=fig.fire_alerts,
-            fire_ack_within_target_share=fig.fire_ack_within_target_share,
-        ),
+        alerts=project(AlertFigures, fig, total=fig.alerts, ack_target_s=ACK_TARGET_S),
         devices=DeviceFigures(
             total=total, online=online, online_share=online / total if total else None
         ),
-        visits=VisitFigures(
-            residents=c.residents,
-            visited=c.visited,
-            visit_rate=c.visit_rate,
-            policy_met=c.policy_met,
-            policy_met_rate=c.policy_met_rate,
+        visits=project(
+            VisitFigures,
+            c,
+            counted,
             due=len(c.with_standing(Standing.DUE)),
             overdue=len(c.with_standing(Standing.OVERDUE)),
             missed=len(c.with_standing(Standing.MISSED)),
             visits_recorded=counted.recorded,
-            not_at_home=counted.not_at_home,
-            follow_ups_opened=counted.follow_ups_opened,
-            follow_ups_open=counted.follow_ups_open,
         ),
-        incidents=IncidentFiguresPublic(
-            total=inc.incidents,
-            by_type=inc.by_type,
-            acknowledge=_phase(inc.acknowledge),
-            dispatch=_phase(inc.dispatch),
-            arrive=_phase(inc.arrive),
-            resolve=_phase(inc.resolve),
-            arrived_within_target=inc.arrived_within_target,
-            arrival_within_target_share=inc.arrival_within_target_share,
-            escalations=inc.escalations,
-        ),
+        incidents=project(IncidentFiguresPublic, inc, total=inc.incidents),
     )
 
 

@@ -278,24 +278,15 @@ def _out_of_range(src: _Source) -> Fault:
 
 
 def _unknown_metric(src: _Source) -> Fault:
-    return _dead(
-        src,
-        FaultKind.UNKNOWN_METRIC,
-        RejectReason.UNKNOWN_METRIC,
-        "a metric the device's class does not report",
-        src.envelope(metrics={"flux_capacitance": 1.21}),
-    )
+    text = "a metric the device's class does not report"
+    payload = src.envelope(metrics={"flux_capacitance": 1.21})
+    return _dead(src, FaultKind.UNKNOWN_METRIC, RejectReason.UNKNOWN_METRIC, text, payload)
 
 
 def _bad_topic(src: _Source) -> Fault:
     topic = src.topic().rsplit("/", 1)[0] + "/telemetry_v2"
-    return _misrouted(
-        src,
-        FaultKind.BAD_TOPIC,
-        RejectReason.BAD_TOPIC,
-        "a channel the contract does not have",
-        topic,
-    )
+    text = "a channel the contract does not have"
+    return _misrouted(src, FaultKind.BAD_TOPIC, RejectReason.BAD_TOPIC, text, topic)
 
 
 def _class_mismatch(src: _Source) -> Fault:
@@ -312,13 +303,9 @@ def _class_mismatch(src: _Source) -> Fault:
 
 
 def _seconds_not_ms(src: _Source) -> Fault:
-    return _dead(
-        src,
-        FaultKind.SECONDS_NOT_MS,
-        RejectReason.BAD_PAYLOAD,
-        "epoch seconds where milliseconds belong (a date in January 1970)",
-        src.envelope(ts=int(src.now.timestamp())),
-    )
+    text = "epoch seconds where milliseconds belong (a date in January 1970)"
+    payload = src.envelope(ts=int(src.now.timestamp()))
+    return _dead(src, FaultKind.SECONDS_NOT_MS, RejectReason.BAD_PAYLOAD, text, payload)
 
 
 def _clock_far_ahead(src: _Source) -> Fault:

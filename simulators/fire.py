@@ -19,7 +19,7 @@ from simulators.rhythm import activity, cosine_peak, crossed
 __all__ = ["FIRE_KINDS", "FireKind", "FireModel", "fire_kind_for_metrics", "fire_kind_for_model"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class FireKind:
     key: str
     model: str
@@ -33,62 +33,32 @@ class FireKind:
 FIRE_KINDS: dict[str, FireKind] = {
     kind.key: kind
     for kind in (
+        # key, model, metric, interval_s, alarm_event, weight.
         # NB-IoT smoke alarms: an hourly heartbeat, alarms the moment they trip.
         FireKind(
-            key="smoke",
-            model="SC-SD200 NB-IoT smoke alarm",
-            metric="smoke_obscuration",
-            interval_s=3600,
-            alarm_event="smoke_alarm",
-            weight=0.40,
+            "smoke", "SC-SD200 NB-IoT smoke alarm", "smoke_obscuration", 3600, "smoke_alarm", 0.40
+        ),
+        FireKind("heat", "SC-HD110 heat detector A1R", "temperature", 300, "heat_alarm", 0.10),
+        FireKind("gas", "SC-GD15 combustible gas detector", "gas_lel", 300, "gas_alarm", 0.15),
+        FireKind(
+            "residual_current",
+            "SC-EF300 residual current monitor",
+            "residual_current",
+            120,
+            "leakage_alarm",
+            0.10,
         ),
         FireKind(
-            key="heat",
-            model="SC-HD110 heat detector A1R",
-            metric="temperature",
-            interval_s=300,
-            alarm_event="heat_alarm",
-            weight=0.10,
+            "hydrant", "SC-HP16 hydrant pressure gauge", "pipe_pressure", 900, "low_pressure", 0.10
         ),
+        FireKind("tank", "SC-TL05 fire tank level sensor", "tank_level", 600, "low_level", 0.05),
         FireKind(
-            key="gas",
-            model="SC-GD15 combustible gas detector",
-            metric="gas_lel",
-            interval_s=300,
-            alarm_event="gas_alarm",
-            weight=0.15,
-        ),
-        FireKind(
-            key="residual_current",
-            model="SC-EF300 residual current monitor",
-            metric="residual_current",
-            interval_s=120,
-            alarm_event="leakage_alarm",
-            weight=0.10,
-        ),
-        FireKind(
-            key="hydrant",
-            model="SC-HP16 hydrant pressure gauge",
-            metric="pipe_pressure",
-            interval_s=900,
-            alarm_event="low_pressure",
-            weight=0.10,
-        ),
-        FireKind(
-            key="tank",
-            model="SC-TL05 fire tank level sensor",
-            metric="tank_level",
-            interval_s=600,
-            alarm_event="low_level",
-            weight=0.05,
-        ),
-        FireKind(
-            key="extinguisher",
-            model="SC-EX4 smart extinguisher gauge",
-            metric="extinguisher_pressure",
-            interval_s=3600,
-            alarm_event="extinguisher_discharged",
-            weight=0.10,
+            "extinguisher",
+            "SC-EX4 smart extinguisher gauge",
+            "extinguisher_pressure",
+            3600,
+            "extinguisher_discharged",
+            0.10,
         ),
     )
 }

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import paho.mqtt.client as mqtt
 
@@ -50,7 +50,7 @@ from simulators.population import PlacedDevice
 from simulators.scenario import BoundScenario, BoundUitd, Step
 from simulators.uitd import SimulatedUitd, play_incident
 
-__all__ = ["HISTORY_STEP", "Player", "StepRecord", "utc_now"]
+__all__ = ["HISTORY_STEP", "PlayOptions", "Player", "StepRecord", "utc_now"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,18 @@ class _Actor:
         return sample
 
 
+class PlayOptions(TypedDict, total=False):
+    """How a run plays, beside its broker: ``Player``'s optional keywords, which
+    ``run_scenario`` and ``run_scenarios`` pass on (defaults as ``Player``'s)."""
+
+    time_scale: float
+    seed: int
+    protocol: Protocol
+    credentials: Mapping[str, DeviceCredentials] | None
+    clock: Callable[[], datetime]
+    fire_bridge: tuple[str, int] | None
+
+
 class Player:
     """One run of a bound scenario. ``start``, then ``advance`` until done, then ``stop``."""
 
@@ -151,7 +163,8 @@ class Player:
         self._address = BrokerAddress.parse(mqtt_url)
         self._protocol: Protocol = protocol
         self._credentials = credentials or {}
-        self._clock = clock
+        # Stamps every message (and, in a run, the verdict).
+        self.clock = clock
         self._offset = self._model_offset(clock())
         self._actors = {
             p.device.id: _Actor(
@@ -216,7 +229,7 @@ class Player:
             self.messages += 1
 
     def _telemetry(self, actor: _Actor) -> None:
-        now = self._clock()
+        now = self.clock()
         sample = actor.model.sample(self.model_time(now))
         ts = actor.stamp(now)
         metrics = actor.metrics(dict(sample.metrics))
@@ -248,7 +261,7 @@ class Player:
             self.messages += 1
 
     def _event(self, actor: _Actor, event: SimEvent) -> None:
-        ts = actor.stamp(self._clock())
+        ts = actor.stamp(self.clock())
         if actor.speaker is not None:
             found = actor.speaker.event_post(actor.next_seq(), event, ts)
             if found is None:
@@ -313,7 +326,7 @@ class Player:
             for actor in self._actors.values():
                 self._connect(actor)
                 # Alink ids are at most 4294967295: count from 1, not from the clock.
-                actor.seq = 0 if actor.speaker is not None else _ms(self._clock())
+                actor.seq = 0 if actor.speaker is not None else _ms(self.clock())
             if self._panels is not None:
                 self._panels.start(self._fire_bridge)
             if self.scenario.history is not None:
@@ -321,7 +334,7 @@ class Player:
         except BaseException:
             self.stop(clean=False)
             raise
-        self.started_at = self._clock()
+        self.started_at = self.clock()
         start = time.monotonic()
         for actor in self._actors.values():
             self._schedule(start, self._reporter(actor))
@@ -402,7 +415,7 @@ class Player:
 
     def _step_runner(self, index: int, step: Step) -> Callable[[], None]:
         def run() -> None:
-            self.steps.append(StepRecord(index=index, name=step.name, at=self._clock()))
+            self.steps.append(StepRecord(index=index, name=step.name, at=self.clock()))
             log.info("%s: step %d at %gs %s", self.scenario.name, index + 1, step.at, step.note)
             if step.incident is not None:
                 assert self._panels is not None
@@ -453,7 +466,7 @@ class Player:
     def _replay_history(self) -> None:
         history = self.scenario.history
         assert history is not None
-        now = self._clock()
+        now = self.clock()
         chosen = set(history.devices) or {p.local_id for p in self.bound.cast}
         actors = [
             a
@@ -493,7 +506,7 @@ class Player:
             time.sleep(max(0.0, due - time.monotonic()))  # the clock moves between two reads
             self._publish(actor, channel, payload)
         self.flush()
-        self.steps.append(StepRecord(index=-1, name=HISTORY_STEP, at=self._clock()))
+        self.steps.append(StepRecord(index=-1, name=HISTORY_STEP, at=self.clock()))
         log.info("%s: replayed %d past messages", self.scenario.name, len(messages))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from core.models import Device
+from core.projection import project
 from simulators.access import ACCESS_INTERVAL_S, ACCESS_MODEL
 from simulators.fire import FIRE_KINDS
 from simulators.locker import LOCKER_INTERVAL_S, LOCKER_MODEL
@@ -201,16 +202,9 @@ class _Placer:
             name=name,
             expected_interval_s=interval_s,
         )
-        self.placed.append(
-            PlacedDevice(
-                device=device,
-                local_id=local_id,
-                building=spot.building,
-                floor=spot.floor,
-                unit=spot.unit,
-                location=name,
-            )
-        )
+        # Building, floor and flat as the spot has them.
+        placed = project(PlacedDevice, spot, device=device, local_id=local_id, location=name)
+        self.placed.append(placed)
         return device.id
 
     def door(self, spot: _Spot, name: str) -> str:

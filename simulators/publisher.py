@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.errors import ServiceUnavailable
 from core.models import Device
+from core.projection import project
 from simulators.connection import BrokerAddress, Protocol
 from simulators.credentials import DeviceCredentials
 from simulators.devices import build_model
@@ -69,6 +71,19 @@ _ACCEPTED = frozenset({mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN})  # NO_CONN
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A run's counts so far; ``confirmed`` and ``refused`` are written by paho's network
+    thread only (under the simulator's condition), the rest by the publishing thread."""
+
+    telemetry: int = 0
+    events: int = 0
+    statuses: int = 0
+    sent: int = 0  # every publish, statuses included
+    confirmed: int = 0
+    refused: int = 0
 
 
 class Simulator:
@@ -151,8 +166,7 @@ class Simulator:
         self._stop = threading.Event()
         self._confirm = threading.Condition()
         self._started = False
-        self._sent = self._confirmed = self._refused = 0
-        self._telemetry = self._events = self._statuses = 0
+        self._tally = _Tally()
 
     @property
     def rate(self) -> float:
@@ -188,7 +202,7 @@ class Simulator:
             for member in self._members:
                 member.seq = seq
                 self._publish(member, member.status_topic, ONLINE, retain=True)
-                self._statuses += 1
+                self._tally.statuses += 1
             started = time.monotonic()
             if self._own_intervals:
                 self._pace_own(started)
@@ -198,18 +212,11 @@ class Simulator:
             if self._mark_offline:
                 for member in self._members:
                     self._publish(member, member.status_topic, GOODBYE, retain=True)
-                    self._statuses += 1
+                    self._tally.statuses += 1
             self._drain()
         finally:
             close_clients(clients)
-        stats = SimulationStats(
-            telemetry=self._telemetry,
-            events=self._events,
-            statuses=self._statuses,
-            confirmed=self._confirmed,
-            refused=self._refused,
-            elapsed_s=elapsed,
-        )
+        stats = project(SimulationStats, self._tally, elapsed_s=elapsed)
         log.info("simulator done: %s", stats)
         return stats
 
@@ -222,7 +229,7 @@ class Simulator:
         next_report, last = started + self._progress_interval_s, (started, 0)
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= deadline or (limit is not None and self._telemetry >= limit):
+            if now >= deadline or (limit is not None and self._tally.telemetry >= limit):
                 return
             if now >= next_report:
                 last = self._report(now, started, last)
@@ -236,12 +243,14 @@ class Simulator:
         for now, may_sleep in self._turns(started):
             # Message k is due k / rate seconds after the start.
             due = (
-                BURST_MAX if math.isinf(rate) else int((now - started) * rate) + 1 - self._telemetry
+                BURST_MAX
+                if math.isinf(rate)
+                else int((now - started) * rate) + 1 - self._tally.telemetry
             )
             if limit is not None:
-                due = min(due, limit - self._telemetry)
+                due = min(due, limit - self._tally.telemetry)
             if due <= 0:
-                wake = started + self._telemetry / rate
+                wake = started + self._tally.telemetry / rate
                 self._stop.wait(min(max(wake - now, MIN_SLEEP_S), may_sleep))
                 continue
             for _ in range(min(due, BURST_MAX)):
@@ -262,7 +271,7 @@ class Simulator:
                 continue
             for _ in range(BURST_MAX):
                 at, index = due[0]
-                if at > now or (limit is not None and self._telemetry >= limit):
+                if at > now or (limit is not None and self._tally.telemetry >= limit):
                     break
                 member = self._members[index]
                 self._emit(member)
@@ -286,13 +295,13 @@ class Simulator:
         payload = telemetry_payload(ts_ms=ts_ms, seq=member.seq, metrics=sample.metrics)
         member.seq += 1
         self._publish(member, member.telemetry_topic, payload)
-        self._telemetry += 1
+        self._tally.telemetry += 1
         for event in sample.events:
             ts_ms = member.last_ms = ts_ms + 1
             payload = event_payload(ts_ms=ts_ms, seq=member.seq, event=event)
             member.seq += 1
             self._publish(member, member.event_topic, payload)
-            self._events += 1
+            self._tally.events += 1
 
     def _publish(self, member: Member, topic: str, payload: bytes, *, retain: bool = False) -> None:
         assert member.client is not None, "connect before publishing"
@@ -301,45 +310,42 @@ class Simulator:
             raise ServiceUnavailable(
                 "mqtt", f"publish to {topic} failed: {mqtt.error_string(info.rc)}"
             )
-        self._sent += 1
-        if self._sent - self._confirmed >= MAX_UNCONFIRMED:
+        self._tally.sent += 1
+        if self._tally.sent - self._tally.confirmed >= MAX_UNCONFIRMED:
             self._throttle()
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, reason: ReasonCode, _p: Any) -> None:
         # Paho's network thread, on PUBACK; the only writer of these two counters.
         with self._confirm:
             if reason.is_failure:
-                self._refused += 1
-            self._confirmed += 1
-            if self._sent - self._confirmed < MAX_UNCONFIRMED // 2:
+                self._tally.refused += 1
+            self._tally.confirmed += 1
+            if self._tally.sent - self._tally.confirmed < MAX_UNCONFIRMED // 2:
                 self._confirm.notify_all()
 
     def _throttle(self) -> None:
         """Wait while too much is unconfirmed; a broker that stops acking stops us."""
         with self._confirm:
-            while self._sent - self._confirmed >= MAX_UNCONFIRMED:
+            while self._tally.sent - self._tally.confirmed >= MAX_UNCONFIRMED:
                 if not self._confirm.wait(DRAIN_TIMEOUT_S):
                     raise ServiceUnavailable("mqtt", f"no PUBACK for {DRAIN_TIMEOUT_S:.0f} s")
 
     def _drain(self) -> None:
         with self._confirm:
-            if not self._confirm.wait_for(lambda: self._confirmed >= self._sent, DRAIN_TIMEOUT_S):
+            if not self._confirm.wait_for(
+                lambda: self._tally.confirmed >= self._tally.sent, DRAIN_TIMEOUT_S
+            ):
                 log.warning(
                     "%d messages unconfirmed after %.0f s",
-                    self._sent - self._confirmed,
+                    self._tally.sent - self._tally.confirmed,
                     DRAIN_TIMEOUT_S,
                 )
 
     def _report(self, now: float, started: float, last: tuple[float, int]) -> tuple[float, int]:
-        published = self._telemetry + self._events
+        published = self._tally.telemetry + self._tally.events
         window = now - last[0]
-        progress = Progress(
-            elapsed_s=now - started,
-            telemetry=self._telemetry,
-            events=self._events,
-            confirmed=self._confirmed,
-            rate=(published - last[1]) / window if window > 0 else 0.0,
-        )
+        rate = (published - last[1]) / window if window > 0 else 0.0
+        progress = project(Progress, self._tally, elapsed_s=now - started, rate=rate)
         # Whoever passed on_progress shows progress; the log has it for everyone else.
         log.log(
             logging.DEBUG if self._on_progress is not None else logging.INFO,

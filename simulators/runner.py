@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.models import Device
@@ -55,43 +56,27 @@ def run_simulation(
         if roster is not None
         else demo_devices(community_id=community_id, count=devices, seed=seed)
     )
+    # What each Simulator of the run is given, in this process or in several.
+    options: dict[str, Any] = {
+        "mqtt_url": mqtt_url,
+        "rate": rate,
+        "duration_s": duration_s,
+        "max_messages": max_messages,
+        "credentials": credentials,
+        "progress_interval_s": progress_interval_s,
+        "on_progress": on_progress,
+        "seed": seed,
+        "time_zone": time_zone,
+        "incident_scale": incident_scale,
+        "protocol": protocol,
+        "per_device_connections": per_device_connections,
+        "mark_offline_on_stop": mark_offline_on_stop,
+    }
     if processes > 1:
         stop = threading.Event()
         with _stop_on_signals(stop.set) if handle_signals else _nothing():
-            return run_parallel(
-                devices=fleet,
-                processes=processes,
-                mqtt_url=mqtt_url,
-                rate=rate,
-                duration_s=duration_s,
-                max_messages=max_messages,
-                credentials=credentials,
-                progress_interval_s=progress_interval_s,
-                on_progress=on_progress,
-                stop=stop,
-                seed=seed,
-                time_zone=time_zone,
-                incident_scale=incident_scale,
-                protocol=protocol,
-                per_device_connections=per_device_connections,
-                mark_offline_on_stop=mark_offline_on_stop,
-            )
-    simulator = Simulator(
-        devices=fleet,
-        mqtt_url=mqtt_url,
-        rate=rate,
-        duration_s=duration_s,
-        max_messages=max_messages,
-        credentials=credentials,
-        progress_interval_s=progress_interval_s,
-        on_progress=on_progress,
-        seed=seed,
-        time_zone=time_zone,
-        incident_scale=incident_scale,
-        protocol=protocol,
-        per_device_connections=per_device_connections,
-        mark_offline_on_stop=mark_offline_on_stop,
-    )
+            return run_parallel(devices=fleet, processes=processes, stop=stop, **options)
+    simulator = Simulator(devices=fleet, **options)
     with _stop_on_signals(simulator.stop) if handle_signals else _nothing():
         return simulator.run()
 

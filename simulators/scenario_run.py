@@ -22,10 +22,10 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Unpack
 
 import psycopg
 
@@ -41,9 +41,7 @@ from simulators.checker import (
     render,
     render_error,
 )
-from simulators.connection import Protocol
-from simulators.credentials import DeviceCredentials
-from simulators.player import Player, utc_now
+from simulators.player import Player, PlayOptions
 from simulators.responder import ResponderActor, ResponderBehaviour
 from simulators.scenario import BoundScenario, Scenario, bind
 
@@ -108,66 +106,50 @@ def run_scenario(
     alerts: AlertSource,
     register: Callable[[BoundScenario], None] | None = None,
     retire: Callable[[BoundScenario], None] | None = None,
-    time_scale: float = 1.0,
-    seed: int = 0,
-    protocol: Protocol = "auto",
-    credentials: Mapping[str, DeviceCredentials] | None = None,
-    clock: Callable[[], datetime] = utc_now,
-    fire_bridge: tuple[str, int] | None = None,
+    **play: Unpack[PlayOptions],
 ) -> ScenarioResult:
-    """Register, play and judge ``bound``; ``clock`` stamps the messages and the verdict.
+    """Register, play and judge ``bound``; ``play`` says how (``clock`` stamps the
+    messages and the verdict).
 
     A run that breaks off (the broker, the API or the database failing it) is
     a failed result whose table says why, not an exception: the other runs
     beside it still report.
     """
     began = time.monotonic()
-    player = Player(
-        bound,
-        mqtt_url=mqtt_url,
-        time_scale=time_scale,
-        seed=seed,
-        protocol=protocol,
-        credentials=credentials,
-        clock=clock,
-        fire_bridge=fire_bridge,
-    )
+    player = Player(bound, mqtt_url=mqtt_url, **play)
+    error: str | None = None
+    verdict: Verdict | None = None
     try:
-        return _play(
-            bound,
-            player,
-            began,
-            alerts=alerts,
-            register=register,
-            retire=retire,
-            clock=clock,
-            mqtt_url=mqtt_url,
+        verdict = _play(
+            bound, player, alerts=alerts, register=register, retire=retire, mqtt_url=mqtt_url
         )
     except (ServiceUnavailable, ConfigurationError, psycopg.Error) as exc:
         log.warning("scenario %s broke off: %s", bound.scenario.name, exc)
         error = f"{type(exc).__name__}: {str(exc).strip()}"
-        return ScenarioResult(
-            bound=bound,
-            verdict=None,
-            table=render_error(bound, error, time_scale=player.time_scale),
-            time_scale=player.time_scale,
-            elapsed_s=time.monotonic() - began,
-            messages=player.messages,
-            error=error,
-        )
+        table = render_error(bound, error, time_scale=player.time_scale)
+    else:
+        table = render(bound, verdict, time_scale=player.time_scale)
+    return ScenarioResult(
+        bound=bound,
+        verdict=verdict,
+        table=table,
+        time_scale=player.time_scale,
+        elapsed_s=time.monotonic() - began,
+        messages=player.messages,
+        error=error,
+    )
 
 
 def _play(
     bound: BoundScenario,
     player: Player,
-    began: float,
     *,
     alerts: AlertSource,
     register: Callable[[BoundScenario], None] | None,
     retire: Callable[[BoundScenario], None] | None,
-    clock: Callable[[], datetime],
     mqtt_url: str,
-) -> ScenarioResult:
+) -> Verdict:
+    """The verdict on ``bound`` once it has played (its UITD frames included)."""
     if register is not None:
         register(bound)
         time.sleep(REGISTRY_SETTLE_S)
@@ -196,7 +178,7 @@ def _play(
                     bound,
                     records,
                     player.steps,
-                    now=clock(),
+                    now=player.clock(),
                     started=started,
                     ended=False,
                 )
@@ -208,7 +190,9 @@ def _play(
             if now_mono >= give_up:
                 break
         records = _read_final(alerts, bound)
-        verdict = judge(bound, records, player.steps, now=clock(), started=started, ended=True)
+        verdict = judge(
+            bound, records, player.steps, now=player.clock(), started=started, ended=True
+        )
     finally:
         player.stop()
         for actor in actors:  # a responder on the way finishes the trip (the arrival)
@@ -216,15 +200,7 @@ def _play(
             actor.stop()
         if retire is not None:
             retire(bound)
-    verdict = _with_frames(verdict, player.panel_answers)
-    return ScenarioResult(
-        bound=bound,
-        verdict=verdict,
-        table=render(bound, verdict, time_scale=player.time_scale),
-        time_scale=player.time_scale,
-        elapsed_s=time.monotonic() - began,
-        messages=player.messages,
-    )
+    return _with_frames(verdict, player.panel_answers)
 
 
 def _with_frames(verdict: Verdict, answers: Sequence[tuple[str, str, int | None]]) -> Verdict:
@@ -276,15 +252,10 @@ def run_scenarios(
     alerts: AlertSource,
     register: Callable[[BoundScenario], None] | None = None,
     retire: Callable[[BoundScenario], None] | None = None,
-    time_scale: float = 1.0,
-    seed: int = 0,
-    protocol: Protocol = "auto",
-    credentials: Mapping[str, DeviceCredentials] | None = None,
     prefix: str = "scn",
     on_result: Callable[[ScenarioResult], None] | None = None,
-    clock: Callable[[], datetime] = utc_now,
-    fire_bridge: tuple[str, int] | None = None,
     start_bridge: Callable[[], AbstractContextManager[tuple[str, int]]] | None = None,
+    **play: Unpack[PlayOptions],
 ) -> list[ScenarioResult]:
     """Run several scenarios side by side (each in a thread and a community of its own).
 
@@ -301,17 +272,7 @@ def run_scenarios(
     def one(index: int, bound: BoundScenario) -> None:
         try:
             result = run_scenario(
-                bound,
-                mqtt_url=mqtt_url,
-                alerts=alerts,
-                register=register,
-                retire=retire,
-                time_scale=time_scale,
-                seed=seed,
-                protocol=protocol,
-                credentials=credentials,
-                clock=clock,
-                fire_bridge=fire_bridge,
+                bound, mqtt_url=mqtt_url, alerts=alerts, register=register, retire=retire, **play
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             with lock:
@@ -327,8 +288,9 @@ def run_scenarios(
         for i, b in enumerate(bounds)
     ]
     with ExitStack() as stack:
-        if fire_bridge is None and start_bridge is not None and any(b.uitds for b in bounds):
-            fire_bridge = stack.enter_context(start_bridge())
+        wants_bridge = play.get("fire_bridge") is None and any(b.uitds for b in bounds)
+        if wants_bridge and start_bridge is not None:
+            play["fire_bridge"] = stack.enter_context(start_bridge())
         for thread in threads:
             thread.start()
         for thread in threads:
