@@ -15,6 +15,7 @@ from smartcommunity.embedded.process import (
     EmbeddedServerError,
     ServerProcess,
     logger,
+    spawn,
     stop_leftover,
 )
 
@@ -119,12 +120,4 @@ class EmbeddedBroker(ServerProcess):
                     filter(None, [source_root, os.environ.get("PYTHONPATH")])
                 ),
             }
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env=env,
-            start_new_session=True,
-        )
+        return spawn(command, log, cwd=self.data_dir, env=env)

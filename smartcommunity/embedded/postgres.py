@@ -19,6 +19,7 @@ from smartcommunity.embedded.process import (
     EmbeddedServerError,
     ServerProcess,
     logger,
+    spawn,
     stop_leftover,
 )
 
@@ -211,17 +212,7 @@ class EmbeddedPostgres(ServerProcess):
         for key, value in settings.items():
             command += ["-c", f"{key}={value}"]
         uid, gid, groups = self._credentials()
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.pgdata,
-            start_new_session=True,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
-        )
+        return spawn(command, log, cwd=self.pgdata, user=uid, group=gid, extra_groups=groups)
 
     def _ready(self) -> bool:
         try:
