@@ -3,12 +3,14 @@ credentials files, and small tables on stdout."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import getpass
 import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from core.settings import Settings
 from store import schema, sessions
 
 __all__ = [
+    "aware_time",
     "cli_actor",
     "connect",
     "database_url",
@@ -98,3 +101,12 @@ def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in text:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def aware_time(text: str, *, hint: str = ", e.g. 2026-12-01T00:00+08:00") -> datetime:
+    """An ISO 8601 time that names its zone (an argparse ``type``); ``hint`` ends the
+    message that refuses one without."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone{hint}")
+    return value

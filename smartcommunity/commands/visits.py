@@ -12,7 +12,7 @@ import psycopg
 
 from core.visits import Month, Outcome, Policy, Standing
 from simulators.visits import month_alerts, month_visits, programme
-from smartcommunity.cli_support import connect, print_table
+from smartcommunity.cli_support import aware_time, connect, print_table
 from smartcommunity.commands import SubParsers
 from store import alerts as alerts_store
 from store import devices as devices_store
@@ -37,10 +37,7 @@ def _fail(message: str) -> int:
 def _when(text: str | None) -> datetime:
     if text is None:
         return datetime.now(UTC)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone (e.g. +08:00 or Z)")
-    return moment
+    return aware_time(text, hint=" (e.g. +08:00 or Z)")
 
 
 def _record(args: argparse.Namespace) -> int:
