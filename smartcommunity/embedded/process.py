@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, TypedDict, Unpack
 
 import psutil
 
@@ -78,29 +78,29 @@ def accepts_connections(port: int, *, timeout_s: float = 0.5) -> bool:
         return False
 
 
+class SpawnOptions(TypedDict, total=False):
+    """Popen options in which the servers' processes differ: the environment (when not
+    this process's) and the user they run as (when not this process's)."""
+
+    env: dict[str, str]
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
 def spawn(
-    command: list[str],
-    log: IO[bytes],
-    *,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    user: int | None = None,
-    group: int | None = None,
-    extra_groups: list[int] | None = None,
+    command: list[str], log: IO[bytes], *, cwd: Path, **options: Unpack[SpawnOptions]
 ) -> subprocess.Popen[bytes]:
     """Start a server in a process group of its own (which stop and kill reach whole),
     its output going to ``log``."""
     return subprocess.Popen(  # noqa: S603 - fixed command, no shell
         command,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=cwd,
-        env=env,
         start_new_session=True,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
+        **options,
     )
 
 
