@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -150,18 +151,7 @@ def simulate_month(
         visits_store.delete_simulated(conn, community_id, *month.bounds(tz))
         visits = month_visits(people, month, tz, seed=seed, miss_share=miss_share, until=until)
         for v in visits:
-            visits_store.record_visit(
-                conn,
-                community_id,
-                str(tz),
-                resident_id=v.resident_id,
-                worker=v.worker,
-                started_at=v.started_at,
-                ended_at=v.ended_at,
-                outcome=v.outcome,
-                notes=v.notes,
-                source="simulator",
-            )
+            visits_store.record_visit(conn, community_id, str(tz), **asdict(v), source="simulator")
         written = 0
         if alerts:
             written = _simulate_alerts(conn, community_id, month, tz, seed, until)
