@@ -25,6 +25,7 @@ __all__ = [
     "cli_actor",
     "connect",
     "database_url",
+    "keywords",
     "print_table",
     "settings",
     "use_settings",
@@ -93,6 +94,12 @@ def write_credentials(target: str, rows: Iterable[tuple[str, str]]) -> int:
         handle.write(buffer.getvalue())
     os.chmod(path, SECRET_FILE_MODE)
     return count
+
+
+def keywords(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The values of the options ``names`` as keyword arguments, for a call whose
+    parameters the options are named (``dest``) after."""
+    return {name: getattr(args, name) for name in names}
 
 
 def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

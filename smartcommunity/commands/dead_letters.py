@@ -9,12 +9,11 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
 
 from core.decode import Limits
 from gateway.decoders import load_profiles
 from gateway.replay import ReplayResult, Selection, replay
-from smartcommunity.cli_support import aware_time, connect, database_url, print_table
+from smartcommunity.cli_support import aware_time, connect, database_url, keywords, print_table
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from store.dead_letters import list_dead_letters
@@ -23,14 +22,14 @@ __all__ = ["register"]
 
 # Detail shown in the table; --json has it whole.
 _DETAIL_CHARS = 60
-# Which dead letters list and replay work on: the same arguments, named as both
-# list_dead_letters and Selection name them.
+# The options (_selection_arguments) that choose the dead letters list and replay
+# work on, named as list_dead_letters and Selection name their parameters.
 _SELECTION = ("reason", "device", "since", "until", "limit")
 
 
 def _list(args: argparse.Namespace) -> int:
     with connect() as conn:
-        rows = list_dead_letters(conn, None, **_selected(args))
+        rows = list_dead_letters(conn, None, **keywords(args, _SELECTION))
     if args.json:
         for row in rows:
             record = {
@@ -70,7 +69,7 @@ def _replay(args: argparse.Namespace) -> int:
         max_payload_bytes=settings.validation.max_payload_bytes,
         max_future_s=settings.validation.max_future_s,
     )
-    selection = Selection(**_selected(args), again=args.again)
+    selection = Selection(**keywords(args, _SELECTION), again=args.again)
 
     def show(result: ReplayResult) -> None:
         why = f" {result.reason}:" if result.reason else ""
@@ -96,11 +95,6 @@ def _summary(results: Sequence[ReplayResult], *, dry_run: bool) -> None:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing"
     print(f"replayed {len(results)} dead letter(s): {text}{' (dry run)' if dry_run else ''}")
-
-
-def _selected(args: argparse.Namespace) -> dict[str, Any]:
-    """The values of the arguments _selection_arguments adds, by name."""
-    return {name: getattr(args, name) for name in _SELECTION}
 
 
 def _selection_arguments(parser: argparse.ArgumentParser, limit: int) -> None:
