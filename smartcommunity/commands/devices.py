@@ -35,7 +35,6 @@ from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from smartcommunity.commissioning import (
     Arrival,
-    RegisteredDevice,
     wait_for_first_message,
     wait_stored,
 )
@@ -316,8 +315,7 @@ def _check(args: argparse.Namespace) -> int:
         return _fail("give --mqtt-url or set SC_MQTT_URL")
     url = database_url()
     with connect() as conn:
-        record = _device(conn, args.id)
-    device = RegisteredDevice(record.id, record.community_id, record.device_class, record.state)
+        device = _device(conn, args.id)
     print(
         f"waiting up to {args.timeout:g} s for {device.id} ({device.device_class} in "
         f"{device.community_id}) to publish...",
