@@ -49,35 +49,35 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(_args: argparse.Namespace) -> int:
-    from gateway.process import run_pipeline, tune_gc, tune_threads
+def _run_until_signalled(run: Callable[[Settings, threading.Event], None]) -> int:
+    """Run a pipeline until SIGINT/SIGTERM; a failed pipeline exits non-zero, so that
+    systemd (or any supervisor) restarts us."""
     from gateway.supervisor import EXIT_THREAD_FAILED, PipelineFailed
 
-    tune_gc()  # the process is the pipeline's alone
-    tune_threads()
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
-        run_pipeline(_settings(), stop, hard_exit=True)
+        run(_settings(), stop)
     except PipelineFailed as exc:
-        # Non-zero, so that systemd (or any supervisor) restarts us.
         _LOG.critical("exiting: %s", exc)
         return EXIT_THREAD_FAILED
     return 0
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from gateway.process import run_pipeline, tune_gc, tune_threads
+
+    tune_gc()  # the process is the pipeline's alone
+    tune_threads()
+    return _run_until_signalled(lambda settings, stop: run_pipeline(settings, stop, hard_exit=True))
 
 
 def cmd_worker(_args: argparse.Namespace) -> int:
     from gateway.cluster import run_cluster_worker
-    from gateway.supervisor import EXIT_THREAD_FAILED, PipelineFailed
 
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    try:
-        run_cluster_worker(_settings(), stop, hard_exit=True)
-    except PipelineFailed as exc:
-        _LOG.critical("exiting: %s", exc)
-        return EXIT_THREAD_FAILED
-    return 0
+    return _run_until_signalled(
+        lambda settings, stop: run_cluster_worker(settings, stop, hard_exit=True)
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -3,12 +3,14 @@ credentials files, and small tables on stdout."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import getpass
 import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from core.settings import Settings
 from store import schema, sessions
 
 __all__ = [
+    "aware_time",
     "cli_actor",
     "connect",
     "database_url",
+    "keywords",
     "print_table",
     "settings",
     "use_settings",
@@ -92,9 +96,24 @@ def write_credentials(target: str, rows: Iterable[tuple[str, str]]) -> int:
     return count
 
 
+def keywords(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The values of the options ``names`` as keyword arguments, for a call whose
+    parameters the options are named (``dest``) after."""
+    return {name: getattr(args, name) for name in names}
+
+
 def print_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     text = [[("" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in text:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def aware_time(text: str, *, hint: str = ", e.g. 2026-12-01T00:00+08:00") -> datetime:
+    """An ISO 8601 time that names its zone (an argparse ``type``); ``hint`` ends the
+    message that refuses one without."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone{hint}")
+    return value

@@ -26,21 +26,13 @@ from core.topics import ROOT, parse_topic
 from simulators.connection import BrokerAddress, connect_client
 from store import devices
 
-__all__ = ["Arrival", "RegisteredDevice", "judge_message", "wait_for_first_message", "wait_stored"]
+__all__ = ["Arrival", "judge_message", "wait_for_first_message", "wait_stored"]
 
 # The pipeline commits within its flush interval (200 ms by default); a few seconds
 # covers a busy one.
 STORED_WAIT_S = 5.0
 # Payloads are shown truncated: enough to recognise, not a screenful.
 SHOW_BYTES = 300
-
-
-@dataclass(frozen=True, slots=True)
-class RegisteredDevice:
-    id: str
-    community_id: str
-    device_class: str
-    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +51,7 @@ class Arrival:
 
 
 def judge_message(
-    device: RegisteredDevice, topic: str, payload: bytes, now: datetime
+    device: devices.DeviceRecord, topic: str, payload: bytes, now: datetime
 ) -> tuple[bool, str]:
     """Would the pipeline accept this message? (accepted, what it makes of it or why not)."""
     try:
@@ -89,7 +81,7 @@ def judge_message(
 
 def wait_for_first_message(
     mqtt_url: str,
-    device: RegisteredDevice,
+    device: devices.DeviceRecord,
     timeout_s: float,
     *,
     on_retained: Callable[[Arrival], None] | None = None,

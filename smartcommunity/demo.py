@@ -12,8 +12,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from types import FrameType
+from typing import Any
 
 import psycopg
 import uvicorn
@@ -83,6 +85,13 @@ def _play_incidents(
         stop.wait(INCIDENTS_EVERY_S)
 
 
+def _start(name: str, target: Callable[..., object], *args: Any, **kwargs: Any) -> threading.Thread:
+    """``target(*args, **kwargs)`` on a daemon thread named ``name``, started."""
+    thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_demo(args: argparse.Namespace, base: Settings) -> int:
     """The demo, from the settings the entry point built (``base``)."""
     data_dir = base.data_dir.resolve()
@@ -120,14 +129,7 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
             token = create_token(conn, f"demo {time.strftime('%Y-%m-%d %H:%M:%S')}")
 
         pipeline_ready = threading.Event()
-        pipeline = threading.Thread(
-            target=run_pipeline,
-            args=(settings, stop),
-            kwargs={"ready": pipeline_ready},
-            name="pipeline",
-            daemon=True,
-        )
-        pipeline.start()
+        pipeline = _start("pipeline", run_pipeline, settings, stop, ready=pipeline_ready)
         pipeline_ready.wait(30)
 
         server = uvicorn.Server(
@@ -140,30 +142,22 @@ def run_demo(args: argparse.Namespace, base: Settings) -> int:
                 timeout_graceful_shutdown=2,
             )
         )
-        api = threading.Thread(target=server.run, name="api", daemon=True)
-        api.start()
+        api = _start("api", server.run)
 
         simulator = Simulator(devices=devices, mqtt_url=mqtt_url, seed=DEMO_SEED, rate=args.rate)
-        sim = threading.Thread(target=simulator.run, name="simulator", daemon=True)
-        sim.start()
+        sim = _start("simulator", simulator.run)
 
         base_url = f"http://127.0.0.1:{args.port}"
-        incidents = threading.Thread(
-            target=_play_incidents,
-            args=(stop, mqtt_url, database_url, base_url, token),
-            name="incidents",
-            daemon=True,
-        )
-        incidents.start()
+        _start("incidents", _play_incidents, stop, mqtt_url, database_url, base_url, token)
         # A building fire panel through the GB/T 26875.3 bridge (docs/fire-bridge.md).
-        panel = threading.Thread(
-            target=run_panel_demo,
-            args=(settings, stop),
-            kwargs={"first_s": INCIDENTS_FIRST_S + 10, "every_s": INCIDENTS_EVERY_S},
-            name="fire-panel",
-            daemon=True,
+        panel = _start(
+            "fire-panel",
+            run_panel_demo,
+            settings,
+            stop,
+            first_s=INCIDENTS_FIRST_S + 10,
+            every_s=INCIDENTS_EVERY_S,
         )
-        panel.start()
         print(
             "\nSmartCommunity demo is running\n"
             f"  dashboard    {base_url}/#token={token}\n"

@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -20,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigurationError, ServiceUnavailable
+from smartcommunity.embedded.process import accepts_connections, free_port, port_is_free
 
 __all__ = ["RabbitCluster", "RabbitNode", "find_rabbitmq", "free_port"]
 
 # A node boots in 5-15 s on a loaded 2-core machine; far above that is a failure.
 BOOT_TIMEOUT_S = 120.0
+# How long a probe of a node's (or epmd's) port may wait for the connection.
+PROBE_TIMEOUT_S = 1.0
 # Erlang distribution (node to node) on loopback only.
 _LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 PLUGINS = "rabbitmq_mqtt,rabbitmq_consistent_hash_exchange"
@@ -45,29 +47,6 @@ def find_rabbitmq() -> tuple[str, str]:
             )
         found.append(path)
     return found[0], found[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -173,7 +152,10 @@ class RabbitCluster:
             start_new_session=True,
         )
         deadline = time.monotonic() + 10
-        while not _port_open(self.epmd_port) and time.monotonic() < deadline:
+        while (
+            not accepts_connections(self.epmd_port, timeout_s=PROBE_TIMEOUT_S)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         for node in self.nodes:
             self.start_node(node, wait=False)
@@ -183,7 +165,7 @@ class RabbitCluster:
         return self
 
     def start_node(self, node: RabbitNode, *, wait: bool = True) -> None:
-        if not _port_free(node.dist_port):
+        if not port_is_free(node.dist_port, reuse_addr=False):
             # While a killed node was down, another process's connection may have taken its
             # distribution port (an ephemeral port): peers find a node's port through epmd,
             # so a restarted node may take another one.
@@ -206,7 +188,8 @@ class RabbitCluster:
         while time.monotonic() < deadline:
             if not node.alive:
                 raise ServiceUnavailable("rabbitmq", f"{node.name} exited: {self.tail(node)}")
-            if _port_open(node.amqp_port) and _port_open(node.mqtt_port):
+            ports = (node.amqp_port, node.mqtt_port)
+            if all(accepts_connections(port, timeout_s=PROBE_TIMEOUT_S) for port in ports):
                 return
             time.sleep(0.5)
         raise ServiceUnavailable("rabbitmq", f"{node.name} did not start: {self.tail(node)}")

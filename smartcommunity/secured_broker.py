@@ -15,31 +15,9 @@ from pathlib import Path
 from typing import IO
 
 from smartcommunity.embedded.broker import MOSQUITTO_CANDIDATES, mosquitto_config
-from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess, free_port
+from smartcommunity.embedded.process import EmbeddedServerError, ServerProcess, free_port, spawn
 
-__all__ = ["ExportedMosquitto", "SecuredMosquitto", "secured_config"]
-
-
-def secured_config(
-    *, port: int, data_dir: Path, password_file: Path, acl_file: Path, device_port: int
-) -> str:
-    """The shipped configuration, closed to anonymous clients, with a second listener
-    for devices where a client's id is its user name, so no device can take another's
-    (and disconnect it). The services' listener stays unbound here: the tests' control
-    for a takeover. What ``broker export`` writes, and deploy/mosquitto/mosquitto.conf,
-    bind both (``ExportedMosquitto`` runs the former)."""
-    config = mosquitto_config(port=port, data_dir=data_dir)
-    if "allow_anonymous true" not in config:
-        raise EmbeddedServerError("broker", "shipped mosquitto.conf changed: no allow_anonymous")
-    config = config.replace("allow_anonymous true", "allow_anonymous false")
-    return config + (
-        "\n# Added by smartcommunity.secured_broker: the registry's users, their topics only.\n"
-        f"password_file {password_file.absolute()}\n"
-        f"acl_file {acl_file.absolute()}\n"
-        "\n# Devices: the client id is the user name (listener options follow their listener).\n"
-        f"listener {device_port} 127.0.0.1\n"
-        "use_username_as_clientid true\n"
-    )
+__all__ = ["ExportedMosquitto", "SecuredMosquitto"]
 
 
 class _Mosquitto(ServerProcess):
@@ -62,14 +40,7 @@ class _Mosquitto(ServerProcess):
         return self.data_dir / "mosquitto.conf"
 
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            [self._binary, "-c", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,
-        )
+        return spawn([self._binary, "-c", str(self.config_path)], log, cwd=self.data_dir)
 
 
 class SecuredMosquitto(_Mosquitto):
@@ -95,17 +66,30 @@ class SecuredMosquitto(_Mosquitto):
             raise EmbeddedServerError(self.name, "not running")
         os.kill(self.pid, signal.SIGHUP)
 
-    def _prepare(self) -> None:
-        self.config_path.write_text(
-            secured_config(
-                port=self.port,
-                data_dir=self.data_dir,
-                password_file=self.password_file,
-                acl_file=self.acl_file,
-                device_port=self.device_port,
-            ),
-            encoding="utf-8",
+    def config(self) -> str:
+        """The shipped configuration, closed to anonymous clients, with a second listener
+        for devices where a client's id is its user name, so no device can take another's
+        (and disconnect it). The services' listener stays unbound here: the tests' control
+        for a takeover. What ``broker export`` writes, and deploy/mosquitto/mosquitto.conf,
+        bind both (``ExportedMosquitto`` runs the former)."""
+        config = mosquitto_config(port=self.port, data_dir=self.data_dir)
+        if "allow_anonymous true" not in config:
+            raise EmbeddedServerError(
+                "broker", "shipped mosquitto.conf changed: no allow_anonymous"
+            )
+        config = config.replace("allow_anonymous true", "allow_anonymous false")
+        return config + (
+            "\n# Added by smartcommunity.secured_broker: the registry's users, their topics only.\n"
+            f"password_file {self.password_file.absolute()}\n"
+            f"acl_file {self.acl_file.absolute()}\n"
+            "\n# Devices: the client id is the user name"
+            " (listener options follow their listener).\n"
+            f"listener {self.device_port} 127.0.0.1\n"
+            "use_username_as_clientid true\n"
         )
+
+    def _prepare(self) -> None:
+        self.config_path.write_text(self.config(), encoding="utf-8")
 
 
 class ExportedMosquitto(_Mosquitto):

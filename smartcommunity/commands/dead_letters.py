@@ -9,12 +9,11 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime
 
 from core.decode import Limits
 from gateway.decoders import load_profiles
 from gateway.replay import ReplayResult, Selection, replay
-from smartcommunity.cli_support import connect, database_url, print_table
+from smartcommunity.cli_support import aware_time, connect, database_url, keywords, print_table
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from store.dead_letters import list_dead_letters
@@ -23,26 +22,14 @@ __all__ = ["register"]
 
 # Detail shown in the table; --json has it whole.
 _DETAIL_CHARS = 60
-
-
-def _when(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. 2026-12-01T00:00+08:00")
-    return value
+# The options (_selection_arguments) that choose the dead letters list and replay
+# work on, named as list_dead_letters and Selection name their parameters.
+_SELECTION = ("reason", "device", "since", "until", "limit")
 
 
 def _list(args: argparse.Namespace) -> int:
     with connect() as conn:
-        rows = list_dead_letters(
-            conn,
-            None,
-            limit=args.limit,
-            reason=args.reason,
-            device=args.device,
-            since=args.since,
-            until=args.until,
-        )
+        rows = list_dead_letters(conn, None, **keywords(args, _SELECTION))
     if args.json:
         for row in rows:
             record = {
@@ -82,14 +69,7 @@ def _replay(args: argparse.Namespace) -> int:
         max_payload_bytes=settings.validation.max_payload_bytes,
         max_future_s=settings.validation.max_future_s,
     )
-    selection = Selection(
-        reason=args.reason,
-        device=args.device,
-        since=args.since,
-        until=args.until,
-        limit=args.limit,
-        again=args.again,
-    )
+    selection = Selection(**keywords(args, _SELECTION), again=args.again)
 
     def show(result: ReplayResult) -> None:
         why = f" {result.reason}:" if result.reason else ""
@@ -120,8 +100,10 @@ def _summary(results: Sequence[ReplayResult], *, dry_run: bool) -> None:
 def _selection_arguments(parser: argparse.ArgumentParser, limit: int) -> None:
     parser.add_argument("--reason", help="e.g. unknown_device, internal_error, poison")
     parser.add_argument("--device", help="the device id in the topic")
-    parser.add_argument("--since", type=_when, help="received at or after (ISO 8601 with zone)")
-    parser.add_argument("--until", type=_when, help="received before (ISO 8601 with zone)")
+    parser.add_argument(
+        "--since", type=aware_time, help="received at or after (ISO 8601 with zone)"
+    )
+    parser.add_argument("--until", type=aware_time, help="received before (ISO 8601 with zone)")
     parser.add_argument("--limit", type=int, default=limit)
 
 

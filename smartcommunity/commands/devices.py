@@ -27,6 +27,7 @@ from smartcommunity.cli_support import (
     cli_actor,
     connect,
     database_url,
+    keywords,
     print_table,
     write_credentials,
 )
@@ -34,7 +35,6 @@ from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 from smartcommunity.commissioning import (
     Arrival,
-    RegisteredDevice,
     wait_for_first_message,
     wait_stored,
 )
@@ -194,16 +194,13 @@ _LIST_HEADER = (
 )
 
 
+# The list command's options, named as list_devices names its parameters.
+_LIST_FILTERS = ("community_id", "device_class", "state", "building", "limit")
+
+
 def _list(args: argparse.Namespace) -> int:
     with connect() as conn:
-        rows = registry.list_devices(
-            conn,
-            community_id=args.community,
-            device_class=args.device_class,
-            state=args.state,
-            building=args.building,
-            limit=args.limit,
-        )
+        rows = registry.list_devices(conn, **keywords(args, _LIST_FILTERS))
     now = datetime.now(UTC)
     print_table(_LIST_HEADER, (_row(r, now) for r in rows))
     return 0
@@ -318,8 +315,7 @@ def _check(args: argparse.Namespace) -> int:
         return _fail("give --mqtt-url or set SC_MQTT_URL")
     url = database_url()
     with connect() as conn:
-        record = _device(conn, args.id)
-    device = RegisteredDevice(record.id, record.community_id, record.device_class, record.state)
+        device = _device(conn, args.id)
     print(
         f"waiting up to {args.timeout:g} s for {device.id} ({device.device_class} in "
         f"{device.community_id}) to publish...",
@@ -419,7 +415,7 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     many.set_defaults(func=_import)
 
     listing = sub.add_parser("list", help="devices with their connectivity, battery and signal")
-    listing.add_argument("--community")
+    listing.add_argument("--community", dest="community_id", metavar="COMMUNITY")
     listing.add_argument("--class", dest="device_class")
     listing.add_argument("--state", choices=("active", "maintenance", "decommissioned"))
     listing.add_argument("--building")

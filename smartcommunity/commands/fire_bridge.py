@@ -12,7 +12,7 @@ import psycopg
 
 from core.gbt26875 import parse_address
 from firebridge.registry import map_point, register_uitd, uitds
-from smartcommunity.cli_support import connect, print_table
+from smartcommunity.cli_support import connect, keywords, print_table
 from smartcommunity.cli_support import settings as cli_settings
 from smartcommunity.commands import SubParsers
 
@@ -78,25 +78,28 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+# The map command's options, named as map_point names its parameters.
+_POINT_OPTIONS = (
+    "uitd_id",
+    "device_id",
+    "system_type",
+    "system_address",
+    "zone",
+    "position",
+    "component_type",
+    "description",
+)
+
+
 def _map(args: argparse.Namespace) -> int:
     with connect() as conn:
         try:
-            key = map_point(
-                conn,
-                uitd_id=args.uitd,
-                device_id=args.device_id,
-                system_type=args.system_type,
-                system_address=args.system_address,
-                zone=args.zone,
-                position=args.position,
-                component_type=args.component_type,
-                description=args.description or "",
-            )
+            key = map_point(conn, **keywords(args, _POINT_OPTIONS))
         except ValueError as exc:
             return _fail(str(exc))
         except psycopg.errors.UniqueViolation:
             return _fail(f"device {args.device_id!r} or that point is registered already")
-    print(f"mapped point {key} of {args.uitd} to device {args.device_id}")
+    print(f"mapped point {key} of {args.uitd_id} to device {args.device_id}")
     return 0
 
 
@@ -144,14 +147,14 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     reg.set_defaults(func=_register)
 
     mapping = sub.add_parser("map", help="map a panel system or component to a new device")
-    mapping.add_argument("--uitd", required=True)
+    mapping.add_argument("--uitd", dest="uitd_id", metavar="UITD", required=True)
     mapping.add_argument("--device-id", required=True)
     mapping.add_argument("--system-type", type=int, required=True, help="1: fire alarm system")
     mapping.add_argument("--system-address", type=int, required=True)
     mapping.add_argument("--zone", type=int, help="component: zone (loop), first 2 address bytes")
     mapping.add_argument("--position", type=int, help="component: position, last 2 bytes")
     mapping.add_argument("--component-type", type=int, help="e.g. 42: photoelectric smoke")
-    mapping.add_argument("--description")
+    mapping.add_argument("--description", default="")
     mapping.set_defaults(func=_map)
 
     sub.add_parser("list", help="registered UITDs").set_defaults(func=_list)

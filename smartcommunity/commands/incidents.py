@@ -217,14 +217,9 @@ def _targets(args: argparse.Namespace) -> int:
 
 
 def _responder_add(args: argparse.Namespace) -> int:
+    # No MQTT login (see credentials) and no user account yet.
     responder = ResponderRecord(
-        id=args.id,
-        community_id=args.community,
-        name=args.name,
-        role=args.role,
-        phone=args.phone,
-        mqtt_username=None,
-        user_id=None,
+        args.id, args.community, args.name, args.role, args.phone, mqtt_username=None, user_id=None
     )
     with connect() as conn:
         if create_responder(conn, responder) is None:

@@ -16,26 +16,17 @@ import psycopg
 import yaml
 
 from alerts.pack import DEFAULTS_DIR, load_rules
-from core.errors import ConfigurationError
 from core.rules import dump_rule
-from smartcommunity.cli_support import settings as cli_settings
+from smartcommunity.cli_support import database_url
 from smartcommunity.commands import SubParsers
-from store import alert_reads, schema
+from store import alert_reads
 from store import rules as rules_store
 
 __all__ = ["register"]
 
 
-def _url() -> str:
-    url = cli_settings().database_url
-    if url is None:
-        raise ConfigurationError("SC_DATABASE_URL is not set")
-    schema.upgrade(url)
-    return url
-
-
 def _list(args: argparse.Namespace) -> int:
-    with psycopg.connect(_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         rows = rules_store.load_rule_rows(conn)
     print(f"{'id':<32} {'type':<15} {'severity':<9} {'enabled':<8} {'source':<8} title")
     for row in rows:
@@ -51,7 +42,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with psycopg.connect(_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         rows = rules_store.load_rule_rows(conn, args.id)
     if not rows:
         print(f"no rule {args.id!r}", file=sys.stderr)
@@ -79,14 +70,14 @@ def _apply(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{len(rules)} rules valid (nothing written)")
         return 0
-    with psycopg.connect(_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         count = rules_store.upsert_rules(conn, rules, "default" if args.defaults else "cli")
     print(f"applied {count} rules")
     return 0
 
 
 def _enable(args: argparse.Namespace, enabled: bool) -> int:
-    with psycopg.connect(_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         rows = rules_store.load_rule_rows(conn, args.id)
         if not rows:
             print(f"no rule {args.id!r}", file=sys.stderr)
@@ -97,7 +88,7 @@ def _enable(args: argparse.Namespace, enabled: bool) -> int:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    with psycopg.connect(_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         rows = alert_reads.list_alerts(
             conn,
             None,

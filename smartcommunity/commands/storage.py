@@ -11,12 +11,10 @@ from typing import Any
 
 import psycopg
 
-from core.errors import ConfigurationError
 from core.storage import StorageConfig, StoragePath, retention_cutoff_day
 from ingest.maintenance import maintain
-from smartcommunity.cli_support import settings as cli_settings
+from smartcommunity.cli_support import database_url
 from smartcommunity.commands import SubParsers
-from store import schema
 from store.layout import set_retention
 from store.storage_config import read_config
 from store.storage_status import (
@@ -37,14 +35,6 @@ __all__ = ["register", "retention_changes", "status_lines"]
 Conn = psycopg.Connection[Any]
 
 _POLICY_TABLES = ["readings", "device_events", "rollup_hourly", "rollup_daily"]
-
-
-def _url() -> str:
-    url = cli_settings().database_url
-    if url is None:
-        raise ConfigurationError("SC_DATABASE_URL is not set")
-    schema.upgrade(url)
-    return url
 
 
 def _days(value: timedelta) -> str:
@@ -173,13 +163,13 @@ def retention_changes(conn: Conn, config: StorageConfig) -> list[str]:
 
 
 def _status(_args: argparse.Namespace) -> int:
-    with psycopg.connect(_url(), autocommit=True) as conn:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
         print("\n".join(status_lines(conn)))
     return 0
 
 
 def _retention(args: argparse.Namespace) -> int:
-    with psycopg.connect(_url(), autocommit=True) as conn:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
         current = read_config(conn)
         wanted = dataclasses.replace(
             current,

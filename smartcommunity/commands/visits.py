@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ import psycopg
 
 from core.visits import Month, Outcome, Policy, Standing
 from simulators.visits import month_alerts, month_visits, programme
-from smartcommunity.cli_support import connect, print_table
+from smartcommunity.cli_support import aware_time, connect, print_table
 from smartcommunity.commands import SubParsers
 from store import alerts as alerts_store
 from store import devices as devices_store
@@ -37,10 +38,7 @@ def _fail(message: str) -> int:
 def _when(text: str | None) -> datetime:
     if text is None:
         return datetime.now(UTC)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone (e.g. +08:00 or Z)")
-    return moment
+    return aware_time(text, hint=" (e.g. +08:00 or Z)")
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -153,18 +151,7 @@ def simulate_month(
         visits_store.delete_simulated(conn, community_id, *month.bounds(tz))
         visits = month_visits(people, month, tz, seed=seed, miss_share=miss_share, until=until)
         for v in visits:
-            visits_store.record_visit(
-                conn,
-                community_id,
-                str(tz),
-                resident_id=v.resident_id,
-                worker=v.worker,
-                started_at=v.started_at,
-                ended_at=v.ended_at,
-                outcome=v.outcome,
-                notes=v.notes,
-                source="simulator",
-            )
+            visits_store.record_visit(conn, community_id, str(tz), **asdict(v), source="simulator")
         written = 0
         if alerts:
             written = _simulate_alerts(conn, community_id, month, tz, seed, until)

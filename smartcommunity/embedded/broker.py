@@ -15,6 +15,7 @@ from smartcommunity.embedded.process import (
     EmbeddedServerError,
     ServerProcess,
     logger,
+    spawn,
     stop_leftover,
 )
 
@@ -101,30 +102,14 @@ class EmbeddedBroker(ServerProcess):
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
         if self.kind == "mosquitto":
             assert self._mosquitto is not None  # checked in __init__
-            command = [self._mosquitto, "-c", str(self.config_path)]
-            env = None
-        else:
-            command = [
-                sys.executable,
-                "-m",
-                "smartcommunity.amqtt_broker",
-                "--port",
-                str(self.port),
-            ]
-            # The child imports this very package, installed or not.
-            source_root = str(Path(__file__).resolve().parent.parent)
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [source_root, os.environ.get("PYTHONPATH")])
-                ),
-            }
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env=env,
-            start_new_session=True,
-        )
+            return spawn([self._mosquitto, "-c", str(self.config_path)], log, cwd=self.data_dir)
+        command = [sys.executable, "-m", "smartcommunity.amqtt_broker", "--port", str(self.port)]
+        # The child imports this very package, installed or not.
+        source_root = str(Path(__file__).resolve().parent.parent)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [source_root, os.environ.get("PYTHONPATH")])
+            ),
+        }
+        return spawn(command, log, cwd=self.data_dir, env=env)

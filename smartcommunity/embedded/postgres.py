@@ -18,7 +18,9 @@ import psycopg
 from smartcommunity.embedded.process import (
     EmbeddedServerError,
     ServerProcess,
+    SpawnOptions,
     logger,
+    spawn,
     stop_leftover,
 )
 
@@ -145,7 +147,6 @@ class EmbeddedPostgres(ServerProcess):
         if self._user is not None:
             os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
         logger.info("initialising a PostgreSQL cluster in %s", self.pgdata)
-        uid, gid, groups = self._credentials()
         result = subprocess.run(  # noqa: S603 - fixed command, no shell
             [
                 str(self._bin / "initdb"),
@@ -160,9 +161,7 @@ class EmbeddedPostgres(ServerProcess):
             capture_output=True,
             cwd=self.pgdata,
             check=False,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
+            **self._credentials(),
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
@@ -186,11 +185,11 @@ class EmbeddedPostgres(ServerProcess):
             return
         stop_leftover(proc, self.stop_signal, "PostgreSQL")
 
-    def _credentials(self) -> tuple[int | None, int | None, list[int] | None]:
+    def _credentials(self) -> SpawnOptions:
         """Popen's user, group and extra_groups: unchanged, or nobody's alone."""
         if self._user is None:
-            return None, None, None
-        return self._user.pw_uid, self._user.pw_gid, []
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
     def _socket_dir(self) -> str:
         # An empty setting means TCP only.
@@ -210,18 +209,7 @@ class EmbeddedPostgres(ServerProcess):
         command = [str(self._bin / "postgres"), "-D", str(self.pgdata)]
         for key, value in settings.items():
             command += ["-c", f"{key}={value}"]
-        uid, gid, groups = self._credentials()
-        return subprocess.Popen(  # noqa: S603 - fixed command, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.pgdata,
-            start_new_session=True,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
-        )
+        return spawn(command, log, cwd=self.pgdata, **self._credentials())
 
     def _ready(self) -> bool:
         try:

@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, TypedDict, Unpack
 
 import psutil
 
@@ -55,11 +55,13 @@ def free_port() -> int:
         return port
 
 
-def _port_is_free(port: int) -> bool:
-    # SO_REUSEADDR as the servers set it: connections of the previous run in
-    # TIME_WAIT do not make the port busy, a listener does.
+def port_is_free(port: int, *, reuse_addr: bool = True) -> bool:
+    """Whether a listener could bind ``port`` on 127.0.0.1 now. With ``reuse_addr``, as
+    the servers bind it: connections of a previous run in TIME_WAIT do not make the
+    port busy, a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -67,12 +69,39 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _accepts_connections(port: int) -> bool:
+def accepts_connections(port: int, *, timeout_s: float = 0.5) -> bool:
+    """Whether something listens on ``port`` on 127.0.0.1."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
             return True
     except OSError:
         return False
+
+
+class SpawnOptions(TypedDict, total=False):
+    """Popen options in which the servers' processes differ: the environment (when not
+    this process's) and the user they run as (when not this process's)."""
+
+    env: dict[str, str]
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def spawn(
+    command: list[str], log: IO[bytes], *, cwd: Path, **options: Unpack[SpawnOptions]
+) -> subprocess.Popen[bytes]:
+    """Start a server in a process group of its own (which stop and kill reach whole),
+    its output going to ``log``."""
+    return subprocess.Popen(  # noqa: S603 - fixed command, no shell
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **options,
+    )
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -144,7 +173,7 @@ class ServerProcess(ABC):
             # First: it stops a server an earlier run left on this data dir (and port).
             # Again after a move: a config may name the port.
             self._prepare()
-            if not _port_is_free(self.port):
+            if not port_is_free(self.port):
                 if self._move_port(attempt):
                     continue
                 raise EmbeddedServerError(
@@ -180,7 +209,7 @@ class ServerProcess(ABC):
             status = self._proc.poll()
             if status is not None or time.monotonic() > deadline:
                 self.kill()  # also reaps whatever the server had started
-                if status is not None and may_move and not _port_is_free(self.port):
+                if status is not None and may_move and not port_is_free(self.port):
                     return False  # another process bound the port first
                 detail = (
                     f"exited with status {status}"
@@ -234,7 +263,7 @@ class ServerProcess(ABC):
     def _spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]: ...
 
     def _ready(self) -> bool:
-        return _accepts_connections(self.port)
+        return accepts_connections(self.port)
 
     def _terminate(self, signum: signal.Signals) -> None:
         proc = self._proc
