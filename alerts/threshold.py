@@ -24,7 +24,7 @@ import numpy as np
 
 from alerts.evaluator import Context, Evaluator, in_schedule
 from alerts.model import DeviceInfo, ReadingColumns, device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import ThresholdRule
 
 __all__ = ["ThresholdEntry", "ThresholdEvaluator"]
@@ -38,7 +38,7 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 @dataclass(slots=True)
-class ThresholdEntry:
+class ThresholdEntry(JsonFields):
     device_id: str
     firing: bool = False
     since: float = 0.0  # first reading of the current breach
@@ -51,23 +51,6 @@ class ThresholdEntry:
     clear_since: float = 0.0
     flips: list[float] = field(default_factory=list)  # recent transitions (chatter)
     chattering: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        # By hand: dataclasses.asdict recurses and copies, a hot spot in a storm.
-        return {
-            "device_id": self.device_id,
-            "firing": self.firing,
-            "since": self.since,
-            "breaches": self.breaches,
-            "clears": self.clears,
-            "last_ts": self.last_ts,
-            "last_breach": self.last_breach,
-            "value": self.value,
-            "clearing": self.clearing,
-            "clear_since": self.clear_since,
-            "flips": list(self.flips),
-            "chattering": self.chattering,
-        }
 
 
 class ThresholdEvaluator(Evaluator):
