@@ -151,7 +151,7 @@ class ThresholdEvaluator(Evaluator):
             entry.since = ts
         entry.breaches += 1
         rs.put(subject, entry)
-        self._maybe_fire(ctx, rs, subject, info, entry, ts)
+        self._maybe_fire(ctx, info, entry, ts)
 
     def _off_delay(self, entry: ThresholdEntry) -> float:
         chatter = self.rule.chatter
@@ -209,21 +209,16 @@ class ThresholdEvaluator(Evaluator):
             rs.drop(subject)
 
     def _maybe_fire(
-        self,
-        ctx: Context,
-        rs: RuleState[ThresholdEntry],
-        subject: str,
-        info: DeviceInfo,
-        entry: ThresholdEntry,
-        now: float,
-    ) -> None:
+        self, ctx: Context, info: DeviceInfo, entry: ThresholdEntry, now: float
+    ) -> bool:
+        """Raise once the breach has lasted and counted enough; whether it did (the
+        entry changed)."""
         rule = self.rule
         if entry.breaches < rule.min_breaches or now - entry.since < rule.for_:
-            return
+            return False
         entry.firing = True
         entry.clears = 0
         entry.clearing = False
-        rs.touch(subject)
         at = max(entry.last_ts, entry.since + rule.for_)
         chatter = rule.chatter
         if chatter is not None:
@@ -240,6 +235,7 @@ class ThresholdEvaluator(Evaluator):
         if entry.chattering:
             details["chattering"] = True
         self.raise_(ctx, info, at, details=details)
+        return True
 
     # -- time ------------------------------------------------------------------
 
@@ -264,6 +260,7 @@ class ThresholdEvaluator(Evaluator):
                 if ctx.silence_counts and self._cleared(entry, ctx.now):
                     self._end(ctx, rs, subject, info, entry, ctx.now, {"value": entry.value})
             elif entry.last_breach:
-                self._maybe_fire(ctx, rs, subject, info, entry, ctx.now)
+                if self._maybe_fire(ctx, info, entry, ctx.now):
+                    rs.touch(subject)
             elif not self._remembers(entry, ctx.now):
                 rs.drop(subject)

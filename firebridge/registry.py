@@ -11,7 +11,7 @@ import psycopg
 from core.gbt26875 import format_address
 from core.topics import valid_id
 from firebridge.mapping import PointSpec, component_key, system_key
-from firebridge.store import POINT_INTERVAL_S, panel_point, point_device
+from firebridge.store import POINT_INTERVAL_S, panel_point, point_model, point_name
 from store import devices, fire_panels
 
 __all__ = ["map_point", "register_uitd", "uitds"]
@@ -81,14 +81,13 @@ def map_point(
         key = component_key(system_type, system_address, zone, position)
         address = zone | position << 16
         spec = PointSpec(key, system_type, system_address, component_type, address, description)
-    model, name = point_device(spec)
     with conn.transaction():
         devices.insert_fire_device(
             conn,
             device_id=device_id,
             community_id=community_id,
-            model=model,
-            name=name,
+            model=point_model(spec),
+            name=point_name(spec),
             building=building,
             expected_interval_s=POINT_INTERVAL_S,
         )
