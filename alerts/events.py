@@ -184,9 +184,8 @@ class CountEvaluator(Evaluator):
 
     def mark_firing(self, rs: RuleState[Any], subject: str, since: float) -> None:
         device_id, _, rest = subject.removeprefix("device:").partition("/")
-        rs.restored(
-            subject, lambda: CountEntry(device_id, key=rest.partition(":")[2] or None)
-        ).firing = True
+        key = rest.partition(":")[2] or None
+        rs.restored(subject, lambda: CountEntry(device_id, key=key)).firing = True
 
     def on_event(self, event: EventObs, rs: RuleState[CountEntry], ctx: Context) -> None:
         rule = self.rule
