@@ -19,28 +19,25 @@ reconnect within the grace raises nothing, so a reconnect storm does not flap.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from alerts.evaluator import Context, Evaluator, in_schedule
 from alerts.model import DeviceInfo, Directory, FloatArray, device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import AbsenceRule
 
 __all__ = ["AbsenceEntry", "AbsenceEvaluator"]
 
 
 @dataclass(slots=True)
-class AbsenceEntry:
+class AbsenceEntry(JsonFields):
     device_id: str
     since: float  # last sign of life before the silence (or when the link was lost)
     back: int = 0  # messages since it came back
     link: bool = False  # raised for a lost link: an online status resolves it
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class AbsenceEvaluator(Evaluator):

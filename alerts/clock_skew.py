@@ -11,12 +11,12 @@ clock tolerance (a clock does not drift back by chance: it was fixed).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from alerts.evaluator import Context, Evaluator
 from alerts.model import device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.clock import CLOCK_TOLERANCE_S
 from core.rules import ClockSkewRule
 
@@ -24,12 +24,9 @@ __all__ = ["ClockSkewEntry", "ClockSkewEvaluator"]
 
 
 @dataclass(slots=True)
-class ClockSkewEntry:
+class ClockSkewEntry(JsonFields):
     device_id: str
     ahead_s: float  # the worst offset seen while open
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ClockSkewEvaluator(Evaluator):

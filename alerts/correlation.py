@@ -16,26 +16,18 @@ from typing import Any
 
 from alerts.evaluator import Context, Evaluator, in_schedule
 from alerts.model import EventObs, building_subject, community_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import CorrelationRule
 
 __all__ = ["CorrelationEntry", "CorrelationEvaluator"]
 
 
 @dataclass(slots=True)
-class CorrelationEntry:
+class CorrelationEntry(JsonFields):
     community_id: str
     building: str | None
     members: dict[str, float] = field(default_factory=dict)  # device -> its latest alarm
     confirmed: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "community_id": self.community_id,
-            "building": self.building,
-            "members": self.members,
-            "confirmed": self.confirmed,
-        }
 
 
 class CorrelationEvaluator(Evaluator):

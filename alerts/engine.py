@@ -44,21 +44,22 @@ __all__ = ["Engine", "build_evaluator"]
 _V = TypeVar("_V")
 
 
+# Each rule type's evaluator; the first whose type the rule is an instance of builds it.
+_EVALUATORS: tuple[tuple[type[Rule], Callable[[Any], Evaluator]], ...] = (
+    (ThresholdRule, ThresholdEvaluator),
+    (RateRule, RateEvaluator),
+    (AbsenceRule, AbsenceEvaluator),
+    (ClockSkewRule, ClockSkewEvaluator),
+    (CountRule, CountEvaluator),
+    (EventRule, EventEvaluator),
+    (CorrelationRule, CorrelationEvaluator),
+)
+
+
 def build_evaluator(rule: Rule) -> Evaluator:
-    if isinstance(rule, ThresholdRule):
-        return ThresholdEvaluator(rule)
-    if isinstance(rule, RateRule):
-        return RateEvaluator(rule)
-    if isinstance(rule, AbsenceRule):
-        return AbsenceEvaluator(rule)
-    if isinstance(rule, ClockSkewRule):
-        return ClockSkewEvaluator(rule)
-    if isinstance(rule, CountRule):
-        return CountEvaluator(rule)
-    if isinstance(rule, EventRule):
-        return EventEvaluator(rule)
-    if isinstance(rule, CorrelationRule):
-        return CorrelationEvaluator(rule)
+    for rule_type, evaluator in _EVALUATORS:
+        if isinstance(rule, rule_type):
+            return evaluator(rule)
     raise TypeError(f"no evaluator for {type(rule).__name__}")
 
 

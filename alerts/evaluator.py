@@ -161,20 +161,7 @@ class Evaluator(ABC):
         title: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        ctx.changes.append(
-            AlertChange(
-                kind=ChangeKind.RAISE,
-                rule=self.rule,
-                subject=subject or device_subject(info.device_id),
-                community_id=info.community_id,
-                at=at,
-                severity=severity or self.rule.severity,
-                title=title or self.rule.title,
-                device_id=info.device_id,
-                building=info.building,
-                details=details or {},
-            )
-        )
+        self._change(ChangeKind.RAISE, ctx, info, at, subject, severity, title, details)
 
     def clear(
         self,
@@ -185,15 +172,28 @@ class Evaluator(ABC):
         subject: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
+        self._change(ChangeKind.CLEAR, ctx, info, at, subject, None, None, details)
+
+    def _change(
+        self,
+        kind: ChangeKind,
+        ctx: Context,
+        info: DeviceInfo,
+        at: float,
+        subject: str | None,
+        severity: Severity | None,
+        title: str | None,
+        details: Mapping[str, Any] | None,
+    ) -> None:
         ctx.changes.append(
             AlertChange(
-                kind=ChangeKind.CLEAR,
+                kind=kind,
                 rule=self.rule,
                 subject=subject or device_subject(info.device_id),
                 community_id=info.community_id,
                 at=at,
-                severity=self.rule.severity,
-                title=self.rule.title,
+                severity=severity or self.rule.severity,
+                title=title or self.rule.title,
                 device_id=info.device_id,
                 building=info.building,
                 details=details or {},

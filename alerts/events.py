@@ -8,14 +8,14 @@ from typing import Any
 
 from alerts.evaluator import Context, Evaluator, in_schedule, matches
 from alerts.model import DeviceInfo, EventObs, device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import CountRule, EventRule
 
 __all__ = ["CountEntry", "CountEvaluator", "EventEntry", "EventEvaluator"]
 
 
 @dataclass(slots=True)
-class EventEntry:
+class EventEntry(JsonFields):
     device_id: str
     active: bool = False
     last_ts: float = float("-inf")
@@ -24,17 +24,6 @@ class EventEntry:
     event_ts: float = 0.0
     baseline: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "device_id": self.device_id,
-            "active": self.active,
-            "last_ts": self.last_ts,
-            "deadline": self.deadline,
-            "event_ts": self.event_ts,
-            "baseline": self.baseline,
-            "data": self.data,
-        }
 
 
 class EventEvaluator(Evaluator):
@@ -53,11 +42,7 @@ class EventEvaluator(Evaluator):
         return EventEntry(**data)
 
     def mark_firing(self, rs: RuleState[Any], subject: str, since: float) -> None:
-        entry = rs.get(subject)
-        if entry is None:
-            entry = EventEntry(subject.removeprefix("device:"))
-            rs.load(subject, entry)
-        entry.active = True
+        rs.restored(subject, lambda: EventEntry(subject.removeprefix("device:"))).active = True
 
     def on_event(self, event: EventObs, rs: RuleState[EventEntry], ctx: Context) -> None:
         rule = self.rule
@@ -177,19 +162,11 @@ class EventEvaluator(Evaluator):
 
 
 @dataclass(slots=True)
-class CountEntry:
+class CountEntry(JsonFields):
     device_id: str
     times: list[float] = field(default_factory=list)
     firing: bool = False
     key: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "device_id": self.device_id,
-            "times": self.times,
-            "firing": self.firing,
-            "key": self.key,
-        }
 
 
 class CountEvaluator(Evaluator):
@@ -206,12 +183,9 @@ class CountEvaluator(Evaluator):
         return base if key is None else f"{base}/{self.rule.group_by}:{key}"
 
     def mark_firing(self, rs: RuleState[Any], subject: str, since: float) -> None:
-        entry = rs.get(subject)
-        if entry is None:
-            device_id, _, rest = subject.removeprefix("device:").partition("/")
-            entry = CountEntry(device_id, key=rest.partition(":")[2] or None)
-            rs.load(subject, entry)
-        entry.firing = True
+        device_id, _, rest = subject.removeprefix("device:").partition("/")
+        key = rest.partition(":")[2] or None
+        rs.restored(subject, lambda: CountEntry(device_id, key=key)).firing = True
 
     def on_event(self, event: EventObs, rs: RuleState[CountEntry], ctx: Context) -> None:
         rule = self.rule

@@ -577,13 +577,18 @@ class AlertListener:
         self.alerts_written += len(changes)
         self._publish(notices)
 
+    def _outlets(self) -> tuple[MqttAlertPublisher | None, WebhookSender | None]:
+        """Where notices go: the MQTT publisher and the webhook sender to wake."""
+        return self.publisher, self.webhooks
+
     def _publish(self, notices: list[Notice]) -> None:
         if not notices:
             return
-        if self.publisher is not None:
-            self.publisher.publish(notices)
-        if self.webhooks is not None and any(n.notify for n in notices):
-            self.webhooks.wake()
+        publisher, webhooks = self._outlets()
+        if publisher is not None:
+            publisher.publish(notices)
+        if webhooks is not None and any(n.notify for n in notices):
+            webhooks.wake()
 
     def _save_watermark(self) -> None:
         if self._pending or self._watermark is None or self._watermark == self._watermark_saved:

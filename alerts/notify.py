@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.store import Notice
 from core.errors import ServiceUnavailable
+from core.settings import AlertSettings
 from core.topics import alert_topic
 from core.webhook_targets import private_destination
 from store import webhooks as webhooks_store
@@ -143,6 +144,17 @@ class WebhookSender:
         self._beat: Callable[[str], None] | None = None
         # Opened by the sender's thread on first use, closed when it ends.
         self._pool = DatabasePool(url, name="webhooks", autocommit=True)
+
+    @classmethod
+    def from_settings(cls, url: str, settings: AlertSettings) -> WebhookSender:
+        return cls(
+            url=url,
+            attempts=settings.webhook_attempts,
+            backoff_min_s=settings.webhook_backoff_min_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+            timeout_s=settings.webhook_timeout_s,
+            private_destinations=settings.webhook_private_destinations,
+        )
 
     def start(
         self,

@@ -15,20 +15,17 @@ from typing import Any, ClassVar
 
 from alerts.evaluator import Context, Evaluator, in_schedule
 from alerts.model import DeviceInfo, ReadingColumns, device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import RateRule
 
 __all__ = ["RateEntry", "RateEvaluator"]
 
 
 @dataclass(slots=True)
-class RateEntry:
+class RateEntry(JsonFields):
     device_id: str
     samples: deque[tuple[float, float]] = field(default_factory=deque)
     firing: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "samples": list(self.samples), "firing": self.firing}
 
 
 class RateEvaluator(Evaluator):
@@ -50,21 +47,14 @@ class RateEvaluator(Evaluator):
         )
 
     def mark_firing(self, rs: RuleState[Any], subject: str, since: float) -> None:
-        entry = rs.get(subject)
-        if entry is None:
-            entry = RateEntry(subject.removeprefix("device:"))
-            rs.load(subject, entry)
-        entry.firing = True
+        rs.restored(subject, lambda: RateEntry(subject.removeprefix("device:"))).firing = True
 
     def add_history(
         self, rs: RuleState[RateEntry], device_id: str, ts: float, value: float
     ) -> None:
         """A stored reading from before the restart: fills the window, raises nothing."""
         subject = device_subject(device_id)
-        entry = rs.get(subject)
-        if entry is None:
-            entry = RateEntry(device_id)
-            rs.load(subject, entry)
+        entry = rs.restored(subject, lambda: RateEntry(device_id))
         if not entry.samples or ts > entry.samples[-1][0]:
             entry.samples.append((ts, value))
 

@@ -7,19 +7,44 @@ back; ``dirty`` and ``removed`` say what to write in the next alert transaction.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 
 from alerts.model import FloatArray
 
-__all__ = ["EngineState", "Entry", "Presence", "RuleState"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["EngineState", "Entry", "JsonFields", "Presence", "RuleState"]
 
 
 class Entry(Protocol):
     def to_json(self) -> dict[str, Any]: ...
+
+
+class JsonFields:
+    """``to_json`` for an entry that is a dataclass: its fields, one level deep.
+
+    Not ``dataclasses.asdict``: that recurses and copies, a hot spot in a storm. Only
+    lists and deques (windows, chatter flips) are copied, into lists, so that what is
+    taken for the next write stays as it was taken and is JSON.
+    """
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            f.name: _json_field(getattr(self, f.name))
+            for f in fields(cast("DataclassInstance", self))
+        }
+
+
+def _json_field(value: Any) -> Any:
+    return list(value) if isinstance(value, list | deque) else value
 
 
 E = TypeVar("E", bound=Entry)
@@ -68,6 +93,13 @@ class RuleState(Generic[E]):
     def load(self, subject: str, entry: E) -> None:
         """Restore without marking dirty."""
         self.entries[subject] = entry
+
+    def restored(self, subject: str, make: Callable[[], E]) -> E:
+        """The subject's entry; one from ``make`` restored (not dirty) if it has none."""
+        entry = self.entries.get(subject)
+        if entry is None:
+            entry = self.entries[subject] = make()
+        return entry
 
 
 class Presence:

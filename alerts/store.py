@@ -26,11 +26,12 @@ import psycopg
 from alerts.model import AlertChange, ChangeKind, community_subject
 from core.errors import ServiceUnavailable
 from core.rules import SEVERITIES, AlertState, Severity, escalated
+from core.settings import AlertSettings
 from store import alerts as alerts_db
 from store import engine_progress
 from store.alerts import ENGINE_ACTOR, NOTIFY_CHANNEL, add_history, notify
 from store.maintenance_windows import MaintenanceWindow
-from store.pools import DatabasePool, PoolWatch, is_outage
+from store.pools import Conn, DatabasePool, PoolWatch, is_outage
 from store.rules import save_state
 from store.webhooks import queue_deliveries
 
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 FLOOD_RULE = "system.flood"
 # Stands in for an infinite time in saved state: further than any timestamp.
 _FAR = 1e300
@@ -146,6 +146,18 @@ class AlertStore:
         self.refused = 0
         # One listener thread writes: one connection (store.pools.DatabasePool).
         self._pool = DatabasePool(url, name="alerts", watch=watch)
+
+    @classmethod
+    def from_settings(
+        cls, url: str, worker: str, settings: AlertSettings, watch: PoolWatch | None = None
+    ) -> AlertStore:
+        return cls(
+            url=url,
+            worker=worker,
+            flood_threshold=settings.flood_threshold,
+            flood_window_s=settings.flood_window_s,
+            watch=watch,
+        )
 
     # -- connection ---------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from alerts.evaluator import Context, Evaluator, in_schedule
 from alerts.model import DeviceInfo, ReadingColumns, device_subject
-from alerts.state import RuleState
+from alerts.state import JsonFields, RuleState
 from core.rules import ThresholdRule
 
 __all__ = ["ThresholdEntry", "ThresholdEvaluator"]
@@ -38,7 +38,7 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 @dataclass(slots=True)
-class ThresholdEntry:
+class ThresholdEntry(JsonFields):
     device_id: str
     firing: bool = False
     since: float = 0.0  # first reading of the current breach
@@ -51,23 +51,6 @@ class ThresholdEntry:
     clear_since: float = 0.0
     flips: list[float] = field(default_factory=list)  # recent transitions (chatter)
     chattering: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        # By hand: dataclasses.asdict recurses and copies, a hot spot in a storm.
-        return {
-            "device_id": self.device_id,
-            "firing": self.firing,
-            "since": self.since,
-            "breaches": self.breaches,
-            "clears": self.clears,
-            "last_ts": self.last_ts,
-            "last_breach": self.last_breach,
-            "value": self.value,
-            "clearing": self.clearing,
-            "clear_since": self.clear_since,
-            "flips": list(self.flips),
-            "chattering": self.chattering,
-        }
 
 
 class ThresholdEvaluator(Evaluator):
@@ -168,7 +151,7 @@ class ThresholdEvaluator(Evaluator):
             entry.since = ts
         entry.breaches += 1
         rs.put(subject, entry)
-        self._maybe_fire(ctx, rs, subject, info, entry, ts)
+        self._maybe_fire(ctx, info, entry, ts)
 
     def _off_delay(self, entry: ThresholdEntry) -> float:
         chatter = self.rule.chatter
@@ -226,21 +209,16 @@ class ThresholdEvaluator(Evaluator):
             rs.drop(subject)
 
     def _maybe_fire(
-        self,
-        ctx: Context,
-        rs: RuleState[ThresholdEntry],
-        subject: str,
-        info: DeviceInfo,
-        entry: ThresholdEntry,
-        now: float,
-    ) -> None:
+        self, ctx: Context, info: DeviceInfo, entry: ThresholdEntry, now: float
+    ) -> bool:
+        """Raise once the breach has lasted and counted enough; whether it did (the
+        entry changed)."""
         rule = self.rule
         if entry.breaches < rule.min_breaches or now - entry.since < rule.for_:
-            return
+            return False
         entry.firing = True
         entry.clears = 0
         entry.clearing = False
-        rs.touch(subject)
         at = max(entry.last_ts, entry.since + rule.for_)
         chatter = rule.chatter
         if chatter is not None:
@@ -257,6 +235,7 @@ class ThresholdEvaluator(Evaluator):
         if entry.chattering:
             details["chattering"] = True
         self.raise_(ctx, info, at, details=details)
+        return True
 
     # -- time ------------------------------------------------------------------
 
@@ -281,6 +260,7 @@ class ThresholdEvaluator(Evaluator):
                 if ctx.silence_counts and self._cleared(entry, ctx.now):
                     self._end(ctx, rs, subject, info, entry, ctx.now, {"value": entry.value})
             elif entry.last_breach:
-                self._maybe_fire(ctx, rs, subject, info, entry, ctx.now)
+                if self._maybe_fire(ctx, info, entry, ctx.now):
+                    rs.touch(subject)
             elif not self._remembers(entry, ctx.now):
                 rs.drop(subject)

@@ -269,6 +269,11 @@ class _Builder:
         self.out.states.append((point.key, word, ts))
 
 
+def _system_data(origin: dict[str, Any], obj: SystemStatus | ComponentStatus) -> dict[str, Any]:
+    """An event's data: where it came from and the panel system it concerns."""
+    return {**origin, "system_type": obj.system_type, "system_address": obj.system_address}
+
+
 def translate(
     unit: DataUnit,
     uitd: Uitd,
@@ -292,11 +297,7 @@ def translate(
         if isinstance(obj, SystemStatus):
             point = b.point(system_key(obj.system_type, obj.system_address))
             if point is not None:
-                data = {
-                    **origin,
-                    "system_type": obj.system_type,
-                    "system_address": obj.system_address,
-                }
+                data = _system_data(origin, obj)
                 b.status(point, obj.status, ts, SYSTEM_BITS, SYSTEM_MOMENTS, data)
         elif isinstance(obj, ComponentStatus):
             point = b.point(
@@ -304,9 +305,7 @@ def translate(
             )
             if point is not None:
                 data = {
-                    **origin,
-                    "system_type": obj.system_type,
-                    "system_address": obj.system_address,
+                    **_system_data(origin, obj),
                     "component_type": obj.component_type,
                     "zone": obj.zone,
                     "position": obj.position,

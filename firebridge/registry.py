@@ -10,8 +10,8 @@ import psycopg
 
 from core.gbt26875 import format_address
 from core.topics import valid_id
-from firebridge.mapping import component_key, system_key
-from firebridge.store import POINT_INTERVAL_S
+from firebridge.mapping import PointSpec, component_key, system_key
+from firebridge.store import POINT_INTERVAL_S, panel_point, point_model, point_name
 from store import devices, fire_panels
 
 __all__ = ["map_point", "register_uitd", "uitds"]
@@ -75,36 +75,23 @@ def map_point(
         raise ValueError(f"no UITD {uitd_id!r}")
     community_id, building = row
     if zone is None or position is None:
-        key, address = system_key(system_type, system_address), None
+        key = system_key(system_type, system_address)
+        spec = PointSpec(key, system_type, system_address, description=description)
     else:
         key = component_key(system_type, system_address, zone, position)
         address = zone | position << 16
+        spec = PointSpec(key, system_type, system_address, component_type, address, description)
     with conn.transaction():
         devices.insert_fire_device(
             conn,
             device_id=device_id,
             community_id=community_id,
-            model=f"GB/T 26875 component type {component_type}"
-            if address is not None
-            else f"GB/T 26875 system type {system_type}",
-            name=description or f"panel point {key}",
+            model=point_model(spec),
+            name=point_name(spec),
             building=building,
             expected_interval_s=POINT_INTERVAL_S,
         )
-        fire_panels.insert_point(
-            conn,
-            fire_panels.PanelPoint(
-                uitd_id=uitd_id,
-                point=key,
-                community_id=community_id,
-                device_id=device_id,
-                system_type=system_type,
-                system_address=system_address,
-                component_type=component_type,
-                component_address=address,
-                description=description,
-            ),
-        )
+        fire_panels.insert_point(conn, panel_point(spec, uitd_id, community_id, device_id))
     return key
 
 

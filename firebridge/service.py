@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from core.decode import Limits
 from core.errors import ConfigurationError
@@ -17,9 +18,29 @@ from firebridge.server import FireBridge
 from firebridge.store import BridgeStore
 from store import schema
 
-__all__ = ["bridge_in_thread", "run_fire_bridge"]
+__all__ = ["bridge_in_thread", "run_fire_bridge", "serve"]
 
 _LOG = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    """The bridge as a process's one service: until SIGINT or SIGTERM, saying its port
+    once it listens (``python -m firebridge``)."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+
+        def started(bridge: FireBridge) -> None:
+            print(f"fire bridge listening on port {bridge.port}", flush=True)
+
+        with suppress(asyncio.CancelledError):
+            await run_fire_bridge(settings, on_started=started)
+
+    asyncio.run(main())
 
 
 def _broker(url: str) -> tuple[str, int, str | None, str | None]:

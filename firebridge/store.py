@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -26,7 +27,14 @@ from store import devices, fire_panels
 from store.dead_letters import NewDeadLetter, insert_dead_letters_async
 from store.pools import CONNECT_TIMEOUT_S, RECONNECT_TIMEOUT_S
 
-__all__ = ["BridgeStore", "DeadFrame"]
+__all__ = [
+    "POINT_INTERVAL_S",
+    "BridgeStore",
+    "DeadFrame",
+    "panel_point",
+    "point_model",
+    "point_name",
+]
 
 _LOG = logging.getLogger(__name__)
 # Devices of panel points report on change, not on a schedule: silence is not absence
@@ -50,6 +58,29 @@ class DeadFrame:
         self.reason = reason
         self.detail = detail
         self.received_at = received_at
+
+
+def point_model(spec: PointSpec) -> str:
+    """The model of the fire device a panel point becomes."""
+    if spec.component_address is not None:
+        return f"GB/T 26875 component type {spec.component_type}"
+    return f"GB/T 26875 system type {spec.system_type}"
+
+
+def point_name(spec: PointSpec) -> str:
+    return spec.description or f"panel point {spec.key}"
+
+
+def panel_point(
+    spec: PointSpec, uitd_id: str, community_id: str, device_id: str
+) -> fire_panels.PanelPoint:
+    """The ``uitd_points`` row of a point mapped to ``device_id``: the spec's fields, its
+    key as the point."""
+    row = asdict(spec)
+    point = row.pop("key")
+    return fire_panels.PanelPoint(
+        uitd_id=uitd_id, point=point, community_id=community_id, device_id=device_id, **row
+    )
 
 
 def _gave_up(pool: AsyncConnectionPool[Any]) -> None:
@@ -110,32 +141,16 @@ class BridgeStore:
             async with self.pool.connection() as conn, conn.transaction():
                 for spec in specs:
                     device_id = f"{uitd.device_id}.{spec.key}"
-                    name = spec.description or f"panel point {spec.key}"
-                    model = (
-                        f"GB/T 26875 component type {spec.component_type}"
-                        if spec.component_type is not None
-                        else f"GB/T 26875 system type {spec.system_type}"
-                    )
                     await devices.insert_fire_device_async(
                         conn,
                         device_id=device_id,
                         community_id=uitd.community_id,
-                        model=model,
-                        name=name,
+                        model=point_model(spec),
+                        name=point_name(spec),
                         building=uitd.building,
                         expected_interval_s=POINT_INTERVAL_S,
                     )
-                    point = fire_panels.PanelPoint(
-                        uitd_id=uitd.device_id,
-                        point=spec.key,
-                        community_id=uitd.community_id,
-                        device_id=device_id,
-                        system_type=spec.system_type,
-                        system_address=spec.system_address,
-                        component_type=spec.component_type,
-                        component_address=spec.component_address,
-                        description=spec.description,
-                    )
+                    point = panel_point(spec, uitd.device_id, uitd.community_id, device_id)
                     await fire_panels.insert_point_async(conn, point)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable("database", str(exc)) from exc

@@ -16,13 +16,11 @@ import psycopg
 
 from alerts.notify import MqttAlertPublisher, WebhookSender
 from alerts.store import AlertStore
-from core.decode import Limits
 from core.directory import DeviceDirectory
 from core.errors import ConfigurationError
 from core.settings import Settings
 from gateway.amqp_source import AmqpSource
-from gateway.bridge import parse_mqtt_url
-from gateway.process import run_pipeline
+from gateway.process import alert_publisher, limits_from, run_pipeline
 from gateway.shard_alerts import ShardAlertListener, ShardRouter
 from gateway.shards import queue_name
 from store import metrics, places
@@ -107,10 +105,7 @@ def run_cluster_worker(
     pools = PoolWatch()  # the shards' alert stores count into the worker's figures
     # The process's one device directory, made by run_pipeline before the engine.
     directories: list[DeviceDirectory] = []
-    limits = Limits(
-        max_payload_bytes=settings.validation.max_payload_bytes,
-        max_future_s=settings.validation.max_future_s,
-    )
+    limits = limits_from(settings)
 
     def healthy() -> bool:
         source = holder[0]
@@ -124,12 +119,8 @@ def run_cluster_worker(
             shared_webhooks=router.webhooks,
             # The replay watermark belongs to the shard, not to the worker: whoever
             # takes the shard over re-evaluates what its last owner had not.
-            store=AlertStore(
-                url=url,
-                worker=queue_name(cluster.queue_prefix, shard),
-                flood_threshold=alerts.flood_threshold,
-                flood_window_s=alerts.flood_window_s,
-                watch=pools,
+            store=AlertStore.from_settings(
+                url, queue_name(cluster.queue_prefix, shard), alerts, pools
             ),
             settings=alerts,
             healthy=healthy,
@@ -139,26 +130,9 @@ def run_cluster_worker(
 
     publisher = None
     if alerts.mqtt_publish and settings.mqtt_url is not None:
-        address = parse_mqtt_url(settings.mqtt_url)
-        publisher = MqttAlertPublisher(
-            host=address.host,
-            port=address.port,
-            username=address.username,
-            password=address.password,
-            client_id=f"{settings.gateway.client_id}-alerts",
-        )
+        publisher = alert_publisher(settings, settings.mqtt_url, bound=False)
     router = _Router(
-        engine_for,
-        cluster.shards,
-        publisher,
-        WebhookSender(
-            url=url,
-            attempts=alerts.webhook_attempts,
-            backoff_min_s=alerts.webhook_backoff_min_s,
-            backoff_max_s=alerts.webhook_backoff_max_s,
-            timeout_s=alerts.webhook_timeout_s,
-            private_destinations=alerts.webhook_private_destinations,
-        ),
+        engine_for, cluster.shards, publisher, WebhookSender.from_settings(url, alerts)
     )
 
     def make_engine(directory: DeviceDirectory) -> _Router:

@@ -41,7 +41,14 @@ from store.device_directory import DirectoryReader, follow_changes
 from store.metrics import report_state, save_counters
 from store.pools import DatabasePool, PoolWatch
 
-__all__ = ["RuleEngine", "run_pipeline", "tune_gc", "tune_threads"]
+__all__ = [
+    "RuleEngine",
+    "alert_publisher",
+    "limits_from",
+    "run_pipeline",
+    "tune_gc",
+    "tune_threads",
+]
 
 _LOG = logging.getLogger(__name__)
 # How long start-up waits for the first connection before saying so in the log.
@@ -219,7 +226,7 @@ def run_pipeline(
         registry=directory,
         counters=counters,
         settings=settings.ingest,
-        limits=_limits(settings),
+        limits=limits_from(settings),
         save_metrics=save_metrics,
         listeners=listeners,
         on_message=hooks.on_message if hooks.active else None,
@@ -346,44 +353,37 @@ def _alert_listener(
     alerts = settings.alerts
     publisher = None
     if alerts.mqtt_publish:
-        address = parse_mqtt_url(settings.mqtt_url)
-        username = address.username
-        if username and settings.gateway.bound_client_ids:
-            username = alerts_username(username)
-        publisher = MqttAlertPublisher(
-            host=address.host,
-            port=address.port,
-            username=username,
-            password=address.password,
-            client_id=f"{settings.gateway.client_id}-alerts",
-        )
+        publisher = alert_publisher(settings, settings.mqtt_url, settings.gateway.bound_client_ids)
     return AlertListener(
-        store=AlertStore(
-            url=url,
-            worker=settings.gateway.client_id,
-            flood_threshold=alerts.flood_threshold,
-            flood_window_s=alerts.flood_window_s,
-            watch=pools,
-        ),
+        store=AlertStore.from_settings(url, settings.gateway.client_id, alerts, pools),
         settings=alerts,
         topic_filter=settings.gateway.topic_filter,
         healthy=lambda: bridge.connected.is_set() and bridge.inbox.qsize() < _CAUGHT_UP_QUEUE,
         publisher=publisher,
-        webhooks=WebhookSender(
-            url=url,
-            attempts=alerts.webhook_attempts,
-            backoff_min_s=alerts.webhook_backoff_min_s,
-            backoff_max_s=alerts.webhook_backoff_max_s,
-            timeout_s=alerts.webhook_timeout_s,
-            private_destinations=alerts.webhook_private_destinations,
-        ),
+        webhooks=WebhookSender.from_settings(url, alerts),
         engine_hook=hooks.on_engine if hooks.active else None,
-        limits=_limits(settings),
+        limits=limits_from(settings),
         directory=directory,
     )
 
 
-def _limits(settings: Settings) -> Limits:
+def alert_publisher(settings: Settings, mqtt_url: str, bound: bool) -> MqttAlertPublisher:
+    """The rule engine's MQTT client; ``bound``: client ids are bound to user names, and
+    it logs in as the pipeline's alerts companion."""
+    address = parse_mqtt_url(mqtt_url)
+    username = address.username
+    if username and bound:
+        username = alerts_username(username)
+    return MqttAlertPublisher(
+        host=address.host,
+        port=address.port,
+        username=username,
+        password=address.password,
+        client_id=f"{settings.gateway.client_id}-alerts",
+    )
+
+
+def limits_from(settings: Settings) -> Limits:
     return Limits(
         max_payload_bytes=settings.validation.max_payload_bytes,
         max_future_s=settings.validation.max_future_s,

@@ -11,7 +11,7 @@ evaluates them as any committed message (``alerts.listener.AlertListener._evalua
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import psycopg
@@ -63,15 +63,8 @@ def replay(
     writer = BatchWriter(url=url, worker=worker, store_refused=False)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            rows = dead_letters.replay_candidates(
-                conn,
-                reason=selection.reason,
-                device=selection.device,
-                since=selection.since,
-                until=selection.until,
-                again=selection.again,
-                limit=selection.limit,
-            )
+            # A selection's fields are the store's filters, by name.
+            rows = dead_letters.replay_candidates(conn, **asdict(selection))
             registry = DeviceDirectory(
                 load_all=lambda: device_directory.load_all(conn), miss_refresh_s=0
             )

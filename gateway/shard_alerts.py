@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from alerts.listener import AlertListener, Committed
 from alerts.notify import MqttAlertPublisher, WebhookSender
-from alerts.store import Notice
 from alerts.visit_check import VisitCheck
 from core.directory import DeviceInfo
 from core.errors import MessageFailure, RejectedMessage
@@ -142,13 +141,9 @@ class ShardAlertListener(AlertListener):
                 rs.dirty.discard(subject)
                 rs.removed.discard(subject)
 
-    def _publish(self, notices: list[Notice]) -> None:
-        if not notices:
-            return
-        if self._shared_publisher is not None:
-            self._shared_publisher.publish(notices)
-        if self._shared_webhooks is not None and any(n.notify for n in notices):
-            self._shared_webhooks.wake()
+    def _outlets(self) -> tuple[MqttAlertPublisher | None, WebhookSender | None]:
+        """The router's publisher and sender, shared by the worker's shard engines."""
+        return self._shared_publisher, self._shared_webhooks
 
 
 class ShardRouter:
