@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import sys
 
 import psycopg
@@ -25,7 +22,7 @@ def _fail(message: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from firebridge.service import run_fire_bridge
+    from firebridge.service import serve
 
     settings = cli_settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -34,20 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
             update={"fire_bridge": settings.fire_bridge.model_copy(update=overrides)}
         )
 
-    async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, task.cancel)
-
-        def started(bridge: object) -> None:
-            print(f"fire bridge listening on port {getattr(bridge, 'port', '?')}", flush=True)
-
-        with contextlib.suppress(asyncio.CancelledError):
-            await run_fire_bridge(settings, on_started=started)
-
-    asyncio.run(main())
+    serve(settings)
     return 0
 
 
