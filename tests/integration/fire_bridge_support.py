@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from core.settings import FireBridgeSettings, Settings
 from firebridge.registry import map_point, register_uitd
@@ -21,6 +22,14 @@ from store import schema
 from tests.integration.support import add_community, pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(name="database_url")
+def database_url_fixture(fresh_database_url: str) -> str:
+    """A database of its own for each test: the worker's shared one carries what other
+    files did (their webhooks' outbox, the built-in rules and windows, rules of their
+    communities), and these tests wait for the default pack's alerts."""
+    return fresh_database_url
 
 
 def address_for(name: str) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.abc import Params, QueryNoTemplate
 
 from core.observability import PipelineCounters
 from core.settings import (
@@ -55,12 +56,18 @@ def register(url: str, community: str, devices: list[str], device_class: str = "
             )
 
 
+def one_row(
+    db: psycopg.Connection[Any], query: QueryNoTemplate, params: Params | None = None
+) -> Any:
+    """The row ``query`` must return: the test fails here, saying which query, when none."""
+    row = db.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
 def api_token_id(db: psycopg.Connection[Any], secret: str) -> int:
     """The id of the API token whose secret is ``secret``."""
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
+    row = one_row(db, "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),))
     return int(row[0])
 
 

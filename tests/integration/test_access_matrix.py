@@ -31,7 +31,7 @@ from core.rules import dump_rule, parse_rule
 from core.settings import Settings
 from store.accounts import create_token, create_user
 from store.devices import register_device
-from tests.integration.support import api_token_id
+from tests.integration.support import api_token_id, one_row
 
 pytestmark = pytest.mark.integration
 
@@ -108,24 +108,24 @@ class World:
 
     def alert(self, community: str) -> str:
         now = datetime.now(UTC)
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO alerts (rule_id, subject, community_id, rule_type, severity,"
             " initial_severity, state, title, first_seen, last_seen, raised_at)"
             " VALUES (%s, %s, %s, 'threshold', 'major', 'major', 'open', 'Hot', %s, %s, %s)"
             " RETURNING id",
             (fresh("rule"), fresh("device:x"), community, now, now, now),
-        ).fetchone()
-        assert row is not None
+        )
         return str(row[0])
 
     def window(self, community: str) -> str:
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO maintenance_windows (community_id, starts_at, ends_at, reason,"
             " created_by) VALUES (%s, now(), now() + interval '1 day', 'test', 'test')"
             " RETURNING id",
             (community,),
-        ).fetchone()
-        assert row is not None
+        )
         return str(row[0])
 
     def rule(self, community: str) -> str:
@@ -153,21 +153,21 @@ class World:
         return dump_rule(rule)
 
     def webhook(self, community: str) -> str:
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO webhooks (url, secret, community_id)"
             " VALUES ('http://127.0.0.1:9/hook', 'secret-secret-secret', %s) RETURNING id",
             (community,),
-        ).fetchone()
-        assert row is not None
+        )
         return str(row[0])
 
     def delivery(self, community: str) -> str:
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO webhook_deliveries (webhook_id, alert_id, payload, state)"
             " VALUES (%s, %s, '{}', 'dead') RETURNING id",
             (int(self.webhook(community)), int(self.alert(community))),
-        ).fetchone()
-        assert row is not None
+        )
         return str(row[0])
 
     def user(self, community: str) -> str:
@@ -198,12 +198,12 @@ class World:
         return self.on_way[community]
 
     def incident(self, community: str, responder: str | None = None) -> str:
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO incidents (community_id, incident_type, title, opened_at)"
             " VALUES (%s, 'fire', 'Fire', now()) RETURNING id",
             (community,),
-        ).fetchone()
-        assert row is not None
+        )
         self.db.execute(
             "INSERT INTO dispatches (incident_id, community_id, responder_id, dispatched_at,"
             " dispatched_by) VALUES (%s, %s, %s, now(), 'test')",
@@ -216,10 +216,7 @@ class World:
         if user_id not in self.responder_of:
             self.responder_of[user_id] = self.responder(community, user_id)
         incident = self.incident(community, self.responder_of[user_id])
-        row = self.db.execute(
-            "SELECT id FROM dispatches WHERE incident_id = %s", (int(incident),)
-        ).fetchone()
-        assert row is not None
+        row = one_row(self.db, "SELECT id FROM dispatches WHERE incident_id = %s", (int(incident),))
         return str(row[0])
 
     def token(self, community: str) -> str:

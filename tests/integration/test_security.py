@@ -24,7 +24,7 @@ from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
 from store.rollups import rebuild_rollups
 from tests.integration.alerts_support import T0, setup_devices
-from tests.integration.support import api_token_id
+from tests.integration.support import api_token_id, one_row
 from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
 from tests.servers import running_api
@@ -243,21 +243,19 @@ def test_no_relation_the_api_role_reads_shows_b_series_to_a(two: Two) -> None:
 
 def _count_of(conn: psycopg.Connection[Any], rel: tuple[str, str], device: str) -> int:
     query = sql.SQL("SELECT count(*) FROM {} WHERE device_id = %s").format(sql.Identifier(*rel))
-    row = conn.execute(query, (device,)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(one_row(conn, query, (device,))[0])
 
 
 def _as_api_reads(w: World, name: str) -> tuple[str, str]:
     """The relation an unqualified ``name`` means to the API's role."""
     pool = w.client.app.state.pool  # type: ignore[attr-defined]
     with pool.connection() as conn:
-        row = conn.execute(
+        row = one_row(
+            conn,
             "SELECT n.nspname, c.relname FROM pg_class AS c"
             " JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
             (name,),
-        ).fetchone()
-    assert row is not None
+        )
     return (str(row[0]), str(row[1]))
 
 
@@ -388,12 +386,12 @@ def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
     w = two.w
     alert = w.alert(w.b)
     assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("viewer")).status_code == 404
-    row = w.db.execute(
+    row = one_row(
+        w.db,
         "SELECT actor, community_id, after FROM audit_log"
         " WHERE action = 'refused' AND entity = 'alert' AND entity_id = %s",
         (alert,),
-    ).fetchone()
-    assert row is not None
+    )
     actor, community, after = row
     assert actor.startswith("user:viewer")
     assert community == w.b
@@ -436,11 +434,11 @@ def test_webhooks_to_private_destinations_are_refused(module_database_url: str, 
 
 def test_global_webhooks_are_for_administrators_of_every_community(two: Two) -> None:
     w = two.w
-    row = w.db.execute(
+    row = one_row(
+        w.db,
         "INSERT INTO webhooks (url, secret) VALUES ('https://hooks.example/t0ken', 's')"
-        " RETURNING id"
-    ).fetchone()
-    assert row is not None
+        " RETURNING id",
+    )
     hook = int(row[0])
     listed = w.client.get("/api/v1/webhooks", headers=two.auth("admin")).json()
     assert hook not in {h["id"] for h in listed}
