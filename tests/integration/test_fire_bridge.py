@@ -24,11 +24,11 @@ from simulators.uitd import (
     Detector,
     SimulatedUitd,
 )
-from tests.integration.fire_bridge_support import (  # noqa: F401 - database_url: a fixture
+from tests.integration.fire_bridge_support import (
     address_for,
     alert,
     bridge_settings,
-    database_url_fixture,
+    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,

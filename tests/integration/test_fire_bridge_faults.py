@@ -22,10 +22,10 @@ from firebridge.service import bridge_in_thread
 from gateway.bridge import parse_mqtt_url
 from simulators.uitd import FIRE, NORMAL, SMOKE_1, SimulatedUitd
 from smartcommunity.embedded import free_port
-from tests.integration.fire_bridge_support import (  # noqa: F401 - database_url: a fixture
+from tests.integration.fire_bridge_support import (
     alert,
     bridge_settings,
-    database_url_fixture,
+    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,

@@ -27,8 +27,8 @@ from core.incidents import DEFAULT_TARGETS, IncidentType
 from core.settings import Settings
 from smartcommunity.cli import main
 from store.incidents import acknowledge, escalate_due, respond, sync_alerts
+from tests.integration.access_support import World, fresh
 from tests.integration.support import one_row, webhook_receiver
-from tests.integration.test_access_matrix import World, fresh
 from tests.integration.test_incidents_store import T0, Site, migrated, site  # noqa: F401
 
 pytestmark = pytest.mark.integration

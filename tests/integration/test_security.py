@@ -23,9 +23,9 @@ from core.settings import AlertSettings, ApiSettings, Settings
 from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
 from store.rollups import rebuild_rollups
+from tests.integration.access_support import SOON, World, fresh, populated_world
 from tests.integration.alerts_support import T0, setup_devices
 from tests.integration.support import api_token_id, one_row
-from tests.integration.test_access_matrix import SOON, World, fresh
 from tests.integration.test_alerts_api import raise_alert
 from tests.servers import running_api
 
@@ -49,13 +49,7 @@ class Two:
 def two(module_database_url: str) -> Iterator[Two]:
     # A database of this file's own: it adds a global webhook, which every alert of
     # the end-to-end files after it on this worker would be posted to.
-    database_url = module_database_url
-    with (
-        TestClient(create_app(Settings(database_url=database_url))) as client,
-        psycopg.connect(database_url, autocommit=True) as db,
-    ):
-        w = World(client, db, fresh("ca"), fresh("cb"))
-        root = w.populate("security")
+    with populated_world(module_database_url, "security") as (w, root):
         yield Two(w, dict(w.tokens), root)
 
 
