@@ -32,6 +32,7 @@ from core.tokens import hash_token
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.process import run_pipeline
+from smartcommunity.cluster_rig import poll
 from store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,15 +80,8 @@ def count(url: str, sql: str = "SELECT count(*) FROM readings") -> int:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """Until ``predicate()`` holds, a database that does not answer yet counting as not yet."""
+    poll(predicate, timeout, what, every=0.1)
 
 
 def committed(counters: PipelineCounters) -> int:
