@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -62,17 +63,9 @@ def setup_uitd(
         )
         if detectors:
             for n, detector in enumerate((SMOKE_1, SMOKE_2), 1):
-                map_point(
-                    conn,
-                    uitd_id=uitd_id,
-                    device_id=f"{uitd_id}-smoke{n}",
-                    system_type=detector.system_type,
-                    system_address=detector.system_address,
-                    zone=detector.zone,
-                    position=detector.position,
-                    component_type=detector.component_type,
-                    description=detector.description,
-                )
+                # A Detector's fields are what the point map keys a component by.
+                point = dataclasses.asdict(detector)
+                map_point(conn, uitd_id=uitd_id, device_id=f"{uitd_id}-smoke{n}", **point)
             map_point(
                 conn, uitd_id=uitd_id, device_id=f"{uitd_id}-panel", system_type=1, system_address=1
             )

@@ -74,8 +74,7 @@ def api_token_id(db: psycopg.Connection[Any], secret: str) -> int:
 
 def count(url: str, sql: str = "SELECT count(*) FROM readings") -> int:
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-        row = conn.execute(sql.encode()).fetchone()
-        assert row is not None
+        row = one_row(conn, sql.encode())
         return int(row[0])
 
 

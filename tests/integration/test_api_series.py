@@ -25,6 +25,7 @@ from tests.integration.api_support import (
     token_fixture,  # noqa: F401 - the token fixture
     unique,
 )
+from tests.integration.support import one_row
 
 pytestmark = pytest.mark.integration
 
@@ -172,12 +173,12 @@ def test_events_pagination(
 def _dead_letter(
     db: psycopg.Connection[Any], reason: str, payload: bytes, received_at: datetime
 ) -> int:
-    row = db.execute(
+    row = one_row(
+        db,
         "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, worker)"
         " VALUES (%s, 'community/c1/fire/f1/telemetry', %s, %s, 'because', 'w1') RETURNING id",
         (received_at, payload, reason),
-    ).fetchone()
-    assert row is not None
+    )
     return int(row[0])
 
 

@@ -179,8 +179,7 @@ def test_row_level_security_alone_keeps_b_series_out(without_object_checks: Two)
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.b]),))
         assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (1, 1, 1, 1)
     # A partition or chunk read directly would skip what guards its parent: closed.
-    child = w.db.execute(_A_CHILD_OF_READINGS).fetchone()
-    assert child is not None
+    child = one_row(w.db, _A_CHILD_OF_READINGS)
     with pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*child)))
 
