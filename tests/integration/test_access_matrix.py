@@ -5,7 +5,7 @@ Two communities, A and B. Each role has a user scoped to A. Every route of the
 API is called by every role on fresh objects of A: a role the policy allows must
 succeed (2xx), any other gets 403. Then an administrator of A (the strongest role
 there) asks for B's objects by id: the answer must be the one for an id that does
-not exist, and lists must not show B's rows.
+not exist (that lists do not show B's rows is test_access_lists.py's part).
 """
 
 from __future__ import annotations
