@@ -34,7 +34,6 @@ its clock). The pipeline commits by group commit (``SC_INGEST__FLUSH_INTERVAL_MS
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import re
 import secrets
@@ -48,18 +47,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alerts.pack import DEFAULTS_DIR, load_rules
+from bench.fixture import BenchError, read_alert_stream
+from bench.ingesters import Child, clean_env
+from bench.publisher import connected_client, prime_session
+from bench.report import quantile
 from bench.scratch import scratch_database
 from core.models import Device
 from core.rules import ThresholdRule
@@ -69,9 +71,6 @@ from simulators.fleet import event_payload, telemetry_payload
 from simulators.model import SimEvent
 from smartcommunity.embedded import EmbeddedBroker, free_port
 from store import schema
-
-if TYPE_CHECKING:
-    from bench.ingesters import Child
 
 COMMUNITY = "bench"
 BUILDINGS = 20
@@ -87,28 +86,6 @@ SETTLE_S = 5.0
 START = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 # QoS 1 messages awaiting PUBACK: enough to hide the round trip (as bench/ingest.py).
 PUBLISH_WINDOW = 2_000
-
-
-class BenchError(RuntimeError):
-    """A run could not be completed or measured; the message says why."""
-
-
-def _shared_bench(name: str) -> Any:
-    """A module of the benchmarks' shared code (``bench/ingesters.py``: processes,
-    ``bench/publisher.py``: MQTT sessions), also when run as a script."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(f"bench.{name}")
-
-
-def spawn(name: str, command: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Child:
-    made: Child = _shared_bench("ingesters").Child(name, command, env, ready)
-    return made
-
-
-def prime_session(url: str, client_id: str) -> None:
-    _shared_bench("publisher").prime_session(url, client_id, v5=True)
 
 
 # -- the community ------------------------------------------------------------------------
@@ -194,16 +171,8 @@ class Telemetry:
 
 
 def _client(url: str, client_id: str) -> mqtt.Client:
-    parts = urlsplit(url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-    client.max_inflight_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *_a: connected.set()
-    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
-    client.loop_start()
-    if not connected.wait(10):
-        raise BenchError("bench client could not connect to the broker")
-    return client
+    """MQTT 3.1.1, a clean session, no in-flight cap of paho's (Window keeps the count)."""
+    return connected_client(url, client_id, clean_start=True, v5=False, max_inflight=0)
 
 
 class Window:
@@ -239,17 +208,12 @@ class Window:
 
 
 def _env(database_url: str, mqtt_url: str, **extra: str) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_")}
-    env |= {
-        "PYTHONUNBUFFERED": "1",
+    return clean_env() | {
         "SC_DATABASE_URL": database_url,
         "SC_MQTT_URL": mqtt_url,
         "SC_GATEWAY__CLIENT_ID": CLIENT_ID,
         **extra,
     }
-    return env
 
 
 # -- part 1: throughput -------------------------------------------------------------------
@@ -266,7 +230,7 @@ def throughput_run(
         mqtt_url = broker.start()
         child: Child | None = None
         try:
-            prime_session(mqtt_url, CLIENT_ID)
+            prime_session(mqtt_url, CLIENT_ID, v5=True)
             client = _client(mqtt_url, f"bench-pub-{secrets.token_hex(3)}")
             window = Window(client)
             rows = 0
@@ -286,7 +250,7 @@ def throughput_run(
                 SC_ALERTS__ENABLED=str(rules).lower(),
                 SC_INGEST__FLUSH_INTERVAL_MS=str(args.flush_ms),
             )
-            child = spawn(
+            child = Child(
                 "rules-on" if rules else "rules-off",
                 [sys.executable, "-m", "smartcommunity.cli", "run"],
                 env,
@@ -362,14 +326,14 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
                 token = create_token(conn, "bench")
             env = _env(db_url, mqtt_url, SC_INGEST__FLUSH_INTERVAL_MS=str(args.flush_ms))
             port = free_port()
-            api = spawn(
+            api = Child(
                 "api",
                 [sys.executable, "-m", "smartcommunity.cli", "api", "--port", str(port)],
                 env,
                 API_READY,
             )
             children.append(api)
-            pipeline = spawn(
+            pipeline = Child(
                 "pipeline", [sys.executable, "-m", "smartcommunity.cli", "run"], env, READY
             )
             children.append(pipeline)
@@ -420,29 +384,6 @@ def latency_run(fleet: Fleet, args: argparse.Namespace, work: Path) -> dict[str,
             for child in reversed(children):
                 child.stop()
             broker.stop()
-
-
-def read_alert_stream(
-    base: str,
-    token: str,
-    found: list[tuple[float, dict[str, Any]]],
-    ready: threading.Event,
-    stop: threading.Event | None = None,
-) -> None:
-    """The API's live alert stream into ``found`` as (arrival time, alert); ``ready`` is
-    set once it is open. Returns when ``stop`` is set (checked at each line) or the
-    stream ends."""
-    headers = {"Authorization": f"Bearer {token}"}
-    with (
-        httpx.Client(timeout=None) as client,
-        client.stream("GET", f"{base}/api/v1/alerts/stream", headers=headers) as response,
-    ):
-        ready.set()
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                found.append((time.time(), json.loads(line[6:])))
-            if stop is not None and stop.is_set():
-                return
 
 
 def _background(
@@ -567,9 +508,8 @@ def _match(
 def _ms(values: Sequence[float]) -> str:
     if not values:
         return "      -       -       -"
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"{statistics.median(ordered) * 1000:7.0f} {p99 * 1000:7.0f} {ordered[-1] * 1000:7.0f}"
+    p50, p99 = statistics.median(values), quantile(values, 0.99)
+    return f"{p50 * 1000:7.0f} {p99 * 1000:7.0f} {max(values) * 1000:7.0f}"
 
 
 def report_latency(result: dict[str, Any], args: argparse.Namespace) -> None:

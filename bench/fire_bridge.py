@@ -50,7 +50,8 @@ import psycopg
 if __package__ in (None, ""):  # run as a script: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.alerts import read_alert_stream
+from bench.fixture import read_alert_stream
+from bench.report import quantile
 from bench.scratch import scratch_database
 from core.gbt26875 import Command
 from core.gbt26875_units import ComponentAnalog
@@ -251,9 +252,8 @@ def _cpu_s(child: Child) -> float:
 def _pct(values: Sequence[float]) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+    p50, p99 = statistics.median(values), quantile(values, 0.99)
+    return f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

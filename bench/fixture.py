@@ -4,14 +4,17 @@ its devices registered, the wait for its rows to be committed, and the checks.
 - a fresh database per run (``sc_bench_<random>``, dropped afterwards) with the
   platform's schema and the devices registered, and the reference's table;
 - the end of a run seen by an index probe for the last message's row, then
-  confirmed with ``count(*)``; database CPU as the ingester's backends' time.
+  confirmed with ``count(*)``; database CPU as the ingester's backends' time;
+- what the rule engine made of a run, and the API's live alert stream as it comes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import psutil
 import psycopg
@@ -280,3 +284,26 @@ def alert_summary(url: str) -> str:
         )
     rules = ", ".join(f"{r} {n} (max occurrences {o})" for r, n, o in per_rule) or "none"
     return f"platform alerts: {rules}; at most {worst} alert(s) per (rule, subject)"
+
+
+def read_alert_stream(
+    base: str,
+    token: str,
+    found: list[tuple[float, dict[str, Any]]],
+    ready: threading.Event,
+    stop: threading.Event | None = None,
+) -> None:
+    """The API's live alert stream into ``found`` as (arrival time, alert); ``ready`` is
+    set once it is open. Returns when ``stop`` is set (checked at each line) or the
+    stream ends."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(timeout=None) as client,
+        client.stream("GET", f"{base}/api/v1/alerts/stream", headers=headers) as response,
+    ):
+        ready.set()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                found.append((time.time(), json.loads(line[6:])))
+            if stop is not None and stop.is_set():
+                return

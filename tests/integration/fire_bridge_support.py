@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from core.settings import FireBridgeSettings, Settings
 from firebridge.registry import map_point, register_uitd
@@ -21,6 +23,14 @@ from store import schema
 from tests.integration.support import add_community, pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(name="database_url")
+def database_url_fixture(fresh_database_url: str) -> str:
+    """A database of its own for each test: the worker's shared one carries what other
+    files did (their webhooks' outbox, the built-in rules and windows, rules of their
+    communities), and these tests wait for the default pack's alerts."""
+    return fresh_database_url
 
 
 def address_for(name: str) -> bytes:
@@ -53,17 +63,9 @@ def setup_uitd(
         )
         if detectors:
             for n, detector in enumerate((SMOKE_1, SMOKE_2), 1):
-                map_point(
-                    conn,
-                    uitd_id=uitd_id,
-                    device_id=f"{uitd_id}-smoke{n}",
-                    system_type=detector.system_type,
-                    system_address=detector.system_address,
-                    zone=detector.zone,
-                    position=detector.position,
-                    component_type=detector.component_type,
-                    description=detector.description,
-                )
+                # A Detector's fields are what the point map keys a component by.
+                point = dataclasses.asdict(detector)
+                map_point(conn, uitd_id=uitd_id, device_id=f"{uitd_id}-smoke{n}", **point)
             map_point(
                 conn, uitd_id=uitd_id, device_id=f"{uitd_id}-panel", system_type=1, system_address=1
             )

@@ -18,6 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.abc import Params, QueryNoTemplate
 
 from core.observability import PipelineCounters
 from core.settings import (
@@ -31,6 +32,7 @@ from core.tokens import hash_token
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from gateway.process import run_pipeline
+from smartcommunity.cluster_rig import poll
 from store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,32 +57,30 @@ def register(url: str, community: str, devices: list[str], device_class: str = "
             )
 
 
+def one_row(
+    db: psycopg.Connection[Any], query: QueryNoTemplate, params: Params | None = None
+) -> Any:
+    """The row ``query`` must return: the test fails here, saying which query, when none."""
+    row = db.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
 def api_token_id(db: psycopg.Connection[Any], secret: str) -> int:
     """The id of the API token whose secret is ``secret``."""
-    row = db.execute(
-        "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-    ).fetchone()
-    assert row is not None
+    row = one_row(db, "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),))
     return int(row[0])
 
 
 def count(url: str, sql: str = "SELECT count(*) FROM readings") -> int:
     with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-        row = conn.execute(sql.encode()).fetchone()
-        assert row is not None
+        row = one_row(conn, sql.encode())
         return int(row[0])
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """Until ``predicate()`` holds, a database that does not answer yet counting as not yet."""
+    poll(predicate, timeout, what, every=0.1)
 
 
 def committed(counters: PipelineCounters) -> int:

@@ -23,7 +23,7 @@ from core.rules import parse_rule
 from core.topics import device_topic
 from gateway.bridge import parse_mqtt_url
 from store import rules as rules_store
-from tests.integration.support import Publisher, count, pipeline_thread, register, wait_for
+from tests.integration.support import Publisher, count, one_row, pipeline_thread, register, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -107,8 +107,7 @@ class Device:
 
 def online(url: str, device_id: str) -> bool | None:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT online FROM devices WHERE id = %s", (device_id,)).fetchone()
-    assert row is not None
+        row = one_row(conn, "SELECT online FROM devices WHERE id = %s", (device_id,))
     return None if row[0] is None else bool(row[0])
 
 
@@ -193,10 +192,11 @@ def test_a_clock_3_h_fast_is_stored_as_sent_but_never_pins_latest_in_the_future(
             wait_for(lambda: count(url) == 3, 30, "the fast readings")
             wait_for(lambda: alerts(url, device, "device.clock_skew") != [], 30, "clock_skew")
             with psycopg.connect(url, autocommit=True) as conn:
-                stored = conn.execute(
-                    "SELECT min(ts - received_at) FROM readings WHERE device_id = %s", (device,)
-                ).fetchone()
-                assert stored is not None
+                stored = one_row(
+                    conn,
+                    "SELECT min(ts - received_at) FROM readings WHERE device_id = %s",
+                    (device,),
+                )
                 assert stored[0] > fast - timedelta(minutes=1)
                 row = conn.execute(
                     "SELECT l.ts - l.received_at, d.last_seen - d.last_received_at"

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from smartcommunity.cli import main
-from tests.integration.support import register
+from tests.integration.support import one_row, register
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +111,5 @@ def _payload(ts_ms: int, seq: int) -> bytes:
 
 def _rows(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM readings").fetchone()
-    assert row is not None
+        row = one_row(conn, "SELECT count(*) FROM readings")
     return int(row[0])

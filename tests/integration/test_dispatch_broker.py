@@ -15,7 +15,7 @@ from core.dispatch_contract import dispatch_topic, reply_topic
 from core.passwords import hash_password, new_secret
 from store.incidents import dispatch
 from tests.integration.alerts_support import rows
-from tests.integration.support import pipeline_thread, wait_for
+from tests.integration.support import one_row, pipeline_thread, wait_for
 from tests.integration.test_broker_export import NOT_AUTHORIZED, TIMEOUT_S, Rig, connect, rig
 
 pytestmark = pytest.mark.integration
@@ -34,12 +34,12 @@ def test_a_responder_gets_and_answers_only_their_own_dispatches(rig: Rig, unique
                 " mqtt_password_hash) VALUES (%s, %s, %s, 'guard', %s, %s)",
                 (responder, c, responder, f"app-{responder}", hash_password(secret)),
             )
-        row = db.execute(
+        row = one_row(
+            db,
             "INSERT INTO incidents (community_id, incident_type, title, opened_at)"
             " VALUES (%s, 'intrusion', 'Door forced', %s) RETURNING id",
             (c, datetime.now(UTC)),
-        ).fetchone()
-        assert row is not None
+        )
     rig.export()
     mine = connect(rig, f"app-{me}")
     theirs = connect(rig, f"app-{colleague}")

@@ -142,12 +142,15 @@ def publish(
         client.loop_stop()
 
 
-def offline_subscriber(url: str, client_id: str, topic: str) -> Session:
-    """A session subscribed to topic that is now disconnected, so the broker queues for it."""
+def queued_while_offline(url: str, unique_id: str, payloads: list[bytes]) -> str:
+    """Publish ``payloads`` to the test's topic while its subscriber's session is
+    disconnected, so the broker queues them for it; the subscriber's client id."""
+    topic, client_id = f"test/{unique_id}/telemetry", f"sub-{unique_id}"
     session = Session(url, client_id)
     with session.connected():
         session.subscribe(topic)
-    return session
+    publish(url, topic, payloads)
+    return client_id
 
 
 def test_broker_keeps_offline_session_across_restart(
@@ -155,13 +158,11 @@ def test_broker_keeps_offline_session_across_restart(
 ) -> None:
     if private_broker.kind != "mosquitto":
         pytest.fail("the pipeline needs Mosquitto; amqtt persists nothing (see test below)")
-    topic = f"test/{unique_id}/telemetry"
-    offline_subscriber(private_broker.url, f"sub-{unique_id}", topic)
-    publish(private_broker.url, topic, [b"queued while offline"])
+    subscriber = queued_while_offline(private_broker.url, unique_id, [b"queued while offline"])
 
     private_broker.restart()
 
-    session = Session(private_broker.url, f"sub-{unique_id}")
+    session = Session(private_broker.url, subscriber)
     with session.connected():
         assert session.session_present, "the broker forgot the session over the restart"
         assert session.receive(1) == [b"queued while offline"]
@@ -170,9 +171,7 @@ def test_broker_keeps_offline_session_across_restart(
 def test_broker_keeps_saved_messages_across_sigkill(
     private_broker: EmbeddedBroker, unique_id: str
 ) -> None:
-    topic = f"test/{unique_id}/telemetry"
-    offline_subscriber(private_broker.url, f"sub-{unique_id}", topic)
-    publish(private_broker.url, topic, [b"saved before the crash"])
+    subscriber = queued_while_offline(private_broker.url, unique_id, [b"saved before the crash"])
     # Mosquitto has no log: only what an autosave (every second) wrote survives.
     database = private_broker.data_dir / "mosquitto.db"
     published_at = time.time()
@@ -184,7 +183,7 @@ def test_broker_keeps_saved_messages_across_sigkill(
     private_broker.kill()
     private_broker.start()
 
-    session = Session(private_broker.url, f"sub-{unique_id}")
+    session = Session(private_broker.url, subscriber)
     with session.connected():
         assert session.receive(1) == [b"saved before the crash"]
 
@@ -192,12 +191,10 @@ def test_broker_keeps_saved_messages_across_sigkill(
 def test_shipped_config_queues_past_mosquitto_default_limit(
     private_broker: EmbeddedBroker, unique_id: str
 ) -> None:
-    topic = f"test/{unique_id}/telemetry"
-    offline_subscriber(private_broker.url, f"sub-{unique_id}", topic)
     sent = [str(i).encode() for i in range(BACKLOG)]
-    publish(private_broker.url, topic, sent)
+    subscriber = queued_while_offline(private_broker.url, unique_id, sent)
 
-    session = Session(private_broker.url, f"sub-{unique_id}")
+    session = Session(private_broker.url, subscriber)
     with session.connected():
         received = session.receive(BACKLOG)
     assert len(received) == BACKLOG

@@ -26,6 +26,7 @@ from tests.integration.support import (
     PROCESS_START_S,
     Publisher,
     count,
+    one_row,
     pipeline_env,
     register,
     start_pipeline_process,
@@ -106,8 +107,7 @@ class Rig:
 def _saved_counter(url: str, name: str) -> int:
     """A counter as the pipeline last saved it (a clean stop saves the final figures)."""
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT (counters->>%s)::int FROM pipeline_metrics", (name,)).fetchone()
-    assert row is not None
+        row = one_row(conn, "SELECT (counters->>%s)::int FROM pipeline_metrics", (name,))
     return int(row[0])
 
 

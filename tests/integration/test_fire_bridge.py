@@ -28,6 +28,7 @@ from tests.integration.fire_bridge_support import (
     address_for,
     alert,
     bridge_settings,
+    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,
@@ -37,14 +38,6 @@ from tests.integration.fire_bridge_support import (
 from tests.integration.support import pipeline_thread
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def database_url(fresh_database_url: str) -> str:
-    """A database of its own for each test: the worker's shared one carries what other
-    files did (their webhooks' outbox, rules of their communities), and these tests
-    wait for the default pack's alerts."""
-    return fresh_database_url
 
 
 # Bounds of polls for what the rule engine raises after a commit, for a loaded machine.

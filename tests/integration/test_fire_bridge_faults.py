@@ -25,6 +25,7 @@ from smartcommunity.embedded import free_port
 from tests.integration.fire_bridge_support import (
     alert,
     bridge_settings,
+    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,
@@ -36,13 +37,6 @@ from tests.integration.fire_bridge_support import (
 from tests.integration.support import pipeline_thread, stop_process
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def database_url(fresh_database_url: str) -> str:
-    """A database of its own for each test: the worker's shared one carries what other
-    files did to the built-in rules and windows, and these tests wait for alerts."""
-    return fresh_database_url
 
 
 def test_kill_between_receipt_and_commit(

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -57,10 +58,18 @@ class AckRecordingBridge(MqttBridge):
         return done
 
 
+@dataclass
+class Running:
+    sink: RecordingSink
+    bridge: AckRecordingBridge
+    pipeline: Pipeline
+    publisher: Publisher
+
+
 @contextmanager
-def running(
-    database_url: str, mqtt_url: str, client_id: str, community: str
-) -> Iterator[tuple[RecordingSink, AckRecordingBridge, Pipeline]]:
+def running(database_url: str, mqtt_url: str, unique_id: str, community: str) -> Iterator[Running]:
+    """The pipeline of the test's community, and a publisher, both closed at the end."""
+    client_id = f"p-{unique_id}"
     writer = BatchWriter(url=database_url, worker=client_id)
     sink = RecordingSink(writer)
     bridge = AckRecordingBridge(
@@ -81,11 +90,12 @@ def running(
     )
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
+    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     bridge.start()
     try:
         assert bridge.wait_connected(30), "bridge did not connect"
         thread.start()
-        yield sink, bridge, pipeline
+        yield Running(sink, bridge, pipeline, publisher)
     finally:
         sink.gate.set()
         stop.set()
@@ -93,6 +103,7 @@ def running(
         bridge.stop()
         writer.close()
         reader.close()
+        publisher.close()
     assert not thread.is_alive()
 
 
@@ -102,22 +113,14 @@ def test_a_single_message_is_committed_and_acknowledged_as_a_batch_of_one(
     community, devices = f"g{unique_id}", [f"g{unique_id}-0"]
     register(fresh_database_url, community, devices)
     assert IngestSettings().flush_interval_ms == 0
-    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     base = int(time.time() * 1000) - 60_000
-    try:
-        with running(fresh_database_url, mqtt_url, f"p-{unique_id}", community) as (
-            sink,
-            bridge,
-            _,
-        ):
-            for n in range(3):  # one at a time, each waited for: a low rate
-                stream(publisher, community, devices, 1, base, start=n)
-                publisher.flush()
-                want = n + 1
-                wait_for(lambda: bridge.acked == want, 30, f"ack of message {n}")  # noqa: B023
-            assert sink.sizes == [1, 1, 1]
-    finally:
-        publisher.close()
+    with running(fresh_database_url, mqtt_url, unique_id, community) as rig:
+        for n in range(3):  # one at a time, each waited for: a low rate
+            stream(rig.publisher, community, devices, 1, base, start=n)
+            rig.publisher.flush()
+            want = n + 1
+            wait_for(lambda: rig.bridge.acked == want, 30, f"ack of message {n}")  # noqa: B023
+        assert rig.sink.sizes == [1, 1, 1]
     assert count(fresh_database_url) == 9
 
 
@@ -126,28 +129,20 @@ def test_messages_that_arrive_while_the_writer_is_busy_go_in_its_next_batch(
 ) -> None:
     community, devices = f"h{unique_id}", [f"h{unique_id}-{n}" for n in range(10)]
     register(fresh_database_url, community, devices)
-    publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     base = int(time.time() * 1000) - 60_000
-    try:
-        with running(fresh_database_url, mqtt_url, f"p-{unique_id}", community) as (
-            sink,
-            bridge,
-            pipeline,
-        ):
-            sink.gate.clear()  # the writer is busy with the first batch
-            stream(publisher, community, devices, 1, base)
-            publisher.flush()
-            assert sink.waiting.wait(30), "the first batch never reached the writer"
-            stream(publisher, community, devices, 999, base, start=1)
-            publisher.flush()
-            # Intake goes on validating while the writer is busy, in as many pieces
-            # as the messages happened to arrive in.
-            wait_for(lambda: pipeline.ready_messages == 999, 30, "999 messages validated")
-            sink.gate.set()
-            wait_for(lambda: bridge.acked == 1000, 60, "every message acknowledged")
-    finally:
-        publisher.close()
+    with running(fresh_database_url, mqtt_url, unique_id, community) as rig:
+        rig.sink.gate.clear()  # the writer is busy with the first batch
+        stream(rig.publisher, community, devices, 1, base)
+        rig.publisher.flush()
+        assert rig.sink.waiting.wait(30), "the first batch never reached the writer"
+        stream(rig.publisher, community, devices, 999, base, start=1)
+        rig.publisher.flush()
+        # Intake goes on validating while the writer is busy, in as many pieces
+        # as the messages happened to arrive in.
+        wait_for(lambda: rig.pipeline.ready_messages == 999, 30, "999 messages validated")
+        rig.sink.gate.set()
+        wait_for(lambda: rig.bridge.acked == 1000, 60, "every message acknowledged")
     # What accumulated while the writer was busy is its next batch, whole: no
     # message waits behind batches formed earlier, nor for a timer tick.
-    assert sink.sizes == [1, 999]
+    assert rig.sink.sizes == [1, 999]
     assert count(fresh_database_url) == 3000

@@ -27,8 +27,8 @@ from core.incidents import DEFAULT_TARGETS, IncidentType
 from core.settings import Settings
 from smartcommunity.cli import main
 from store.incidents import acknowledge, escalate_due, respond, sync_alerts
-from tests.integration.support import webhook_receiver
-from tests.integration.test_access_matrix import World, fresh
+from tests.integration.access_support import World, fresh
+from tests.integration.support import one_row, webhook_receiver
 from tests.integration.test_incidents_store import T0, Site, migrated, site  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -237,10 +237,10 @@ def _until(fact: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 
 def _push_of(at: Site, incident: int) -> dict[str, Any]:
-    row = at.db.execute(
+    row = one_row(
+        at.db,
         "SELECT detail->'push' FROM incident_steps WHERE incident_id = %s AND step = 'escalated'"
         " AND responder_id IS NULL",
         (incident,),
-    ).fetchone()
-    assert row is not None
+    )
     return dict(row[0])

@@ -20,7 +20,7 @@ from api.app import create_app
 from core.access import Role
 from core.settings import Settings
 from store.accounts import create_token, create_user
-from tests.integration.test_access_matrix import World, fresh
+from tests.integration.access_support import World, fresh
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)

@@ -29,7 +29,7 @@ from store.incidents import (
 )
 from store.rosters import on_duty_now
 from store.schema import upgrade
-from tests.integration.support import webhook_receiver
+from tests.integration.support import one_row, webhook_receiver
 from tests.servers import database_url_for, temporary_database, unique_name
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,8 @@ class Site:
     url: str
 
     def alert(self, rule: str, severity: str, at: datetime, device: str | None = None) -> int:
-        row = self.db.execute(
+        row = one_row(
+            self.db,
             "INSERT INTO alerts (rule_id, subject, community_id, building, device_id, rule_type,"
             " severity, initial_severity, state, title, first_seen, last_seen, raised_at)"
             " VALUES (%s, %s, %s, %s, %s, 'correlation', %s, %s, 'open', 'Fire', %s, %s, %s)"
@@ -63,8 +64,7 @@ class Site:
                 at,
                 at,
             ),
-        ).fetchone()
-        assert row is not None
+        )
         return int(row[0])
 
     def steps(self, incident: int) -> list[tuple[str, str | None]]:
@@ -78,10 +78,9 @@ class Site:
         ]
 
     def incident_of(self, alert: int) -> int:
-        row = self.db.execute(
-            "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert,)
-        ).fetchone()
-        assert row is not None
+        row = one_row(
+            self.db, "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert,)
+        )
         return int(row[0])
 
     def open_dispatch(self, incident: int, responder: str) -> int:
@@ -320,10 +319,9 @@ def test_the_cli_dispatches_from_an_alert_and_shows_the_duty_board(
     assert "guard-1, guard-2" in board
     assert main(["responders", "credentials", "guard-1"]) == 0
     login = json.loads(capsys.readouterr().out)
-    stored = site.db.execute(
-        "SELECT mqtt_username, mqtt_password_hash FROM responders WHERE id = 'guard-1'"
-    ).fetchone()
-    assert stored is not None
+    stored = one_row(
+        site.db, "SELECT mqtt_username, mqtt_password_hash FROM responders WHERE id = 'guard-1'"
+    )
     assert stored[0] == login["username"]
     assert verify_password(login["password"], stored[1])
     assert main(["incidents", "resolve", str(incident), "--note", "door repaired"]) == 0

@@ -21,12 +21,17 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from core.access import Role
-from core.settings import Settings
 from store.accounts import builtin_admin_id, create_token
+from tests.integration.access_support import (
+    INTEGER_IDS,
+    LATER,
+    SOON,
+    World,
+    fresh,
+    populated_world,
+)
 from tests.integration.support import api_token_id
-from tests.integration.test_access_matrix import INTEGER_IDS, LATER, SOON, World, fresh
 
 pytestmark = pytest.mark.integration
 
@@ -236,12 +241,8 @@ class Matrix:
 
 @pytest.fixture(scope="module")
 def matrix(database_url: str) -> Iterator[Matrix]:
-    with (
-        TestClient(create_app(Settings(database_url=database_url))) as client,
-        psycopg.connect(database_url, autocommit=True) as db,
-    ):
-        w = World(client, db, fresh("ca"), fresh("cb"))
-        root = w.populate("isolation")
+    with populated_world(database_url, "isolation") as (w, root):
+        db = w.db
         tokens = dict(w.tokens)
         b_user = w.user(w.b)
         b_token = create_token(db, "b's", user_id=int(b_user))
@@ -283,7 +284,7 @@ def matrix(database_url: str) -> Iterator[Matrix]:
             b_token,
             "Mrs Li",  # B's resident's name (A has no resident of that name here)
         ]
-        yield Matrix(client, db, targets, tokens, root)
+        yield Matrix(w.client, db, targets, tokens, root)
 
 
 def _operations(client: TestClient) -> list[tuple[str, str]]:

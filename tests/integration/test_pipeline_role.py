@@ -17,6 +17,7 @@ from core.settings import IngestSettings
 from store.conninfo import as_role
 from store.schema import upgrade
 from store.visits import IMPORT_CHECKINS
+from tests.integration.support import one_row
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,6 @@ def test_cannot_reach_a_partition_past_its_parent(owner: Conn, pipeline: Conn, d
         " VALUES (%s, 'temperature', %s, 20, 1, %s)",
         (device, now, now),
     )
-    row = owner.execute(_A_PART).fetchone()
-    assert row is not None
+    row = one_row(owner, _A_PART)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         pipeline.execute(f"DELETE FROM {row[0]}".encode())

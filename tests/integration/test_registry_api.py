@@ -19,6 +19,7 @@ from core.device_csv import MAX_CSV_ROWS
 from core.passwords import verify_password
 from core.settings import ApiSettings, Settings
 from store.accounts import create_token, create_user
+from tests.integration.support import one_row
 
 pytestmark = pytest.mark.integration
 
@@ -108,10 +109,7 @@ def test_import_a_good_file(api: Api) -> None:
     assert (watch["building"], watch["unit"], watch["floor"]) == ("B1", "B1-0301", 3)
     assert watch["has_credentials"] is True
     assert watch["installed_by"].startswith("user:installer-")
-    stored = api.db.execute(
-        "SELECT mqtt_password_hash FROM devices WHERE id = %s", (ids[0],)
-    ).fetchone()
-    assert stored is not None
+    stored = one_row(api.db, "SELECT mqtt_password_hash FROM devices WHERE id = %s", (ids[0],))
     assert verify_password(passwords[ids[0]], stored[0])
     assert passwords[ids[0]] not in stored[0]
     # Importing the same file again: every row is now a duplicate; nothing changes.

@@ -26,6 +26,7 @@ from core.access import Role
 from core.settings import Settings
 from store.accounts import create_token, create_user
 from store.schema import upgrade
+from tests.integration.support import one_row
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +93,7 @@ def _start(pool: ConnectionPool[Conn], token: str) -> tuple[Iterator[Conn], int]
 def _next_sees(pool: ConnectionPool[Conn], pid: int) -> tuple[str, str]:
     with pool.connection() as conn:
         assert conn.info.backend_pid == pid  # the very connection the request had
-        row = conn.execute(_SCOPE).fetchone()
-    assert row is not None
+        row = one_row(conn, _SCOPE)
     return row[0], row[1]
 
 

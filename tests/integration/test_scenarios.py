@@ -145,19 +145,16 @@ def test_a_run_that_breaks_off_says_why_and_the_others_still_report(
     # The sos run's registry goes to a database that is not there: a real refusal.
     missing = f"{fresh_database_url.rsplit('/', 1)[0]}/{unique_id}_no_such_database"
 
-    def register(bound: BoundScenario) -> None:
-        url = missing if bound.scenario.name == "sos" else fresh_database_url
-        register_scenario(url, bound)
+    def register(url: str, bound: BoundScenario) -> None:
+        register_scenario(missing if bound.scenario.name == "sos" else url, bound)
 
     with pipeline_thread(fresh_database_url, private_broker.url, f"{unique_id}-pipe", "+"):
         results = run_scenarios(
             scenarios,
             mqtt_url=private_broker.url,
-            alerts=control_room.alerts(),
-            register=register,
-            retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=float(TIME_SCALE),
             prefix=unique_id,
+            **control_room.run_hooks(register),
         )
     sos, geofence = results
     assert not sos.passed
@@ -182,15 +179,10 @@ def test_a_run_whose_broker_is_gone_retires_what_it_registered(
 ) -> None:
     bound = bind(load_scenario(shipped_scenarios()["sos"]), f"{unique_id}-sos")
 
-    def register(b: BoundScenario) -> None:
-        register_scenario(fresh_database_url, b)
-
     result = run_scenario(
         bound,
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # nothing listens there
-        alerts=control_room.alerts(),
-        register=register,
-        retire=lambda b: retire_scenario(fresh_database_url, b),
+        **control_room.run_hooks(),
     )
     assert not result.passed
     assert result.error is not None

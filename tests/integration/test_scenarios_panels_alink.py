@@ -13,10 +13,8 @@ import pytest
 
 from core.settings import DecoderSettings, Settings
 from simulators.checker import Outcome
-from simulators.registration import retire_scenario
 from simulators.scenario import (
     PROFILES_DIR,
-    BoundScenario,
     Scenario,
     bind,
     load_scenario,
@@ -76,9 +74,6 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
         ),
     ]
 
-    def register(bound: BoundScenario) -> None:
-        register_with_panels(fresh_database_url, bound)
-
     # A bridge already running, as `scenario run --fire-bridge HOST:PORT` plays to
     # (test_scenarios.py covers the command starting its own for panel-fire).
     running = bridge_for_runs(
@@ -97,12 +92,10 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
         results = run_scenarios(
             scenarios,
             mqtt_url=private_broker.url,
-            alerts=control_room.alerts(),
-            register=register,
-            retire=lambda bound: retire_scenario(fresh_database_url, bound),
             time_scale=TIME_SCALE,
             prefix=unique_id,
             fire_bridge=bridge,
+            **control_room.run_hooks(register_with_panels),
         )
     tables = "\n\n".join(r.table for r in results)
     print(tables)
@@ -155,16 +148,11 @@ def test_a_panel_run_whose_fire_bridge_is_not_there_breaks_off_and_says_so(
     bound = bind(load_scenario(shipped_scenarios()["panel-fire"]), f"{unique_id}-panel")
     port = free_port()  # nothing listens there
 
-    def register(b: BoundScenario) -> None:
-        register_with_panels(fresh_database_url, b)
-
     result = run_scenario(
         bound,
         mqtt_url=private_broker.url,
-        alerts=control_room.alerts(),
-        register=register,
-        retire=lambda b: retire_scenario(fresh_database_url, b),
         fire_bridge=("127.0.0.1", port),
+        **control_room.run_hooks(register_with_panels),
     )
     assert not result.passed
     assert result.error is not None

@@ -24,8 +24,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from api.app import create_app
 from core.access import Role
 from core.settings import Settings
-from core.tokens import hash_token
 from store.accounts import create_token, create_user
+from tests.integration.access_support import api_and_db
+from tests.integration.support import api_token_id
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +63,7 @@ class Caller:
 def caller(module_database_url: str) -> Iterator[Caller]:
     # A database of this file's own: random requests add global rules and webhooks,
     # and the end-to-end files after it on this worker expect the default pack alone.
-    database_url = module_database_url
-    with (
-        TestClient(create_app(Settings(database_url=database_url))) as client,
-        psycopg.connect(database_url, autocommit=True) as db,
-    ):
+    with api_and_db(module_database_url) as (client, db):
         db.execute("INSERT INTO communities (id, name) VALUES ('st-a', 'A') ON CONFLICT DO NOTHING")
         tokens = {}
         for who, communities, everywhere in (("root", [], True), ("scoped", ["st-a"], False)):
@@ -74,11 +71,7 @@ def caller(module_database_url: str) -> Iterator[Caller]:
                 db, f"schemathesis-{who}", Role.ADMIN, communities, all_communities=everywhere
             )
             secret = create_token(db, f"schemathesis {who}", user_id=user.id)
-            row = db.execute(
-                "SELECT id FROM api_tokens WHERE token_hash = %s", (hash_token(secret),)
-            ).fetchone()
-            assert row is not None
-            tokens[who] = (secret, int(row[0]), user.id)
+            tokens[who] = (secret, api_token_id(db, secret), user.id)
         yield Caller(client, db, tokens)
 
 

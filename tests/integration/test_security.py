@@ -23,9 +23,9 @@ from core.settings import AlertSettings, ApiSettings, Settings
 from core.tokens import hash_token
 from store.accounts import builtin_admin_id, create_token, create_user
 from store.rollups import rebuild_rollups
+from tests.integration.access_support import SOON, World, fresh, populated_world
 from tests.integration.alerts_support import T0, setup_devices
-from tests.integration.support import api_token_id
-from tests.integration.test_access_matrix import SOON, World, fresh
+from tests.integration.support import api_token_id, one_row
 from tests.integration.test_alerts_api import raise_alert
 from tests.servers import running_api
 
@@ -49,13 +49,7 @@ class Two:
 def two(module_database_url: str) -> Iterator[Two]:
     # A database of this file's own: it adds a global webhook, which every alert of
     # the end-to-end files after it on this worker would be posted to.
-    database_url = module_database_url
-    with (
-        TestClient(create_app(Settings(database_url=database_url))) as client,
-        psycopg.connect(database_url, autocommit=True) as db,
-    ):
-        w = World(client, db, fresh("ca"), fresh("cb"))
-        root = w.populate("security")
+    with populated_world(module_database_url, "security") as (w, root):
         yield Two(w, dict(w.tokens), root)
 
 
@@ -185,8 +179,7 @@ def test_row_level_security_alone_keeps_b_series_out(without_object_checks: Two)
         conn.execute("SELECT set_config('sc.communities', %s, true)", (json.dumps([w.b]),))
         assert conn.execute(_SERIES_SEEN, {"d": device}).fetchone() == (1, 1, 1, 1)
     # A partition or chunk read directly would skip what guards its parent: closed.
-    child = w.db.execute(_A_CHILD_OF_READINGS).fetchone()
-    assert child is not None
+    child = one_row(w.db, _A_CHILD_OF_READINGS)
     with pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*child)))
 
@@ -243,21 +236,19 @@ def test_no_relation_the_api_role_reads_shows_b_series_to_a(two: Two) -> None:
 
 def _count_of(conn: psycopg.Connection[Any], rel: tuple[str, str], device: str) -> int:
     query = sql.SQL("SELECT count(*) FROM {} WHERE device_id = %s").format(sql.Identifier(*rel))
-    row = conn.execute(query, (device,)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(one_row(conn, query, (device,))[0])
 
 
 def _as_api_reads(w: World, name: str) -> tuple[str, str]:
     """The relation an unqualified ``name`` means to the API's role."""
     pool = w.client.app.state.pool  # type: ignore[attr-defined]
     with pool.connection() as conn:
-        row = conn.execute(
+        row = one_row(
+            conn,
             "SELECT n.nspname, c.relname FROM pg_class AS c"
             " JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
             (name,),
-        ).fetchone()
-    assert row is not None
+        )
     return (str(row[0]), str(row[1]))
 
 
@@ -388,12 +379,12 @@ def test_refused_cross_scope_attempts_are_audited(two: Two) -> None:
     w = two.w
     alert = w.alert(w.b)
     assert w.client.get(f"/api/v1/alerts/{alert}", headers=two.auth("viewer")).status_code == 404
-    row = w.db.execute(
+    row = one_row(
+        w.db,
         "SELECT actor, community_id, after FROM audit_log"
         " WHERE action = 'refused' AND entity = 'alert' AND entity_id = %s",
         (alert,),
-    ).fetchone()
-    assert row is not None
+    )
     actor, community, after = row
     assert actor.startswith("user:viewer")
     assert community == w.b
@@ -436,11 +427,11 @@ def test_webhooks_to_private_destinations_are_refused(module_database_url: str, 
 
 def test_global_webhooks_are_for_administrators_of_every_community(two: Two) -> None:
     w = two.w
-    row = w.db.execute(
+    row = one_row(
+        w.db,
         "INSERT INTO webhooks (url, secret) VALUES ('https://hooks.example/t0ken', 's')"
-        " RETURNING id"
-    ).fetchone()
-    assert row is not None
+        " RETURNING id",
+    )
     hook = int(row[0])
     listed = w.client.get("/api/v1/webhooks", headers=two.auth("admin")).json()
     assert hook not in {h["id"] for h in listed}

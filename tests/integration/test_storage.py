@@ -29,6 +29,7 @@ from ingest.writer import BatchWriter
 from store import schema
 from store.layout import FORCE_SETTING, timescaledb_available
 from store.rollups import rebuild_rollups, refresh_rollups
+from tests.integration.support import one_row
 from tests.servers import temporary_database
 
 pytestmark = pytest.mark.integration
@@ -372,11 +373,11 @@ def test_late_and_out_of_order_readings(store: Store, unique_id: str) -> None:
     store.refresh()
     if store.path is StoragePath.TIMESCALEDB:
         with store.conn() as conn:
-            compressed = conn.execute(
+            compressed = one_row(
+                conn,
                 "SELECT count(compress_chunk(c)) FROM show_chunks('readings',"
-                " older_than => INTERVAL '7 days') AS c"
-            ).fetchone()
-            assert compressed is not None
+                " older_than => INTERVAL '7 days') AS c",
+            )
             assert compressed[0] >= 1
     late = old + timedelta(minutes=20)
     assert store.write([reading(device, "spo2", late, 99.0)]).rows_written == 1

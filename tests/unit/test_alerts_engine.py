@@ -1,4 +1,5 @@
-"""Each rule type, driven by a controllable clock: no broker, no database."""
+"""Threshold, rate, absence, clock-skew and count rules, and restarts, driven by a
+controllable clock: no broker, no database."""
 
 from __future__ import annotations
 
@@ -7,91 +8,17 @@ from typing import Any, ClassVar
 
 import pytest
 
-from alerts.engine import Engine
-from alerts.model import AlertChange, ChangeKind, DeviceInfo, Observations, observations
-from alerts.state import EngineState
-from alerts.store import coalesce
-from core.models import DeviceEvent, Reading
-from core.rules import Rule, parse_rule
-from tests.rule_samples import HEART_RATE_HIGH
-
-# 10:00 in Shanghai.
-T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC).timestamp()
-MIN = 60.0
-
-
-def device(
-    device_id: str,
-    device_class: str = "wearable",
-    *,
-    building: str | None = None,
-    interval: float = 600,
-    community: str = "c1",
-) -> DeviceInfo:
-    return DeviceInfo(device_id, community, device_class, interval, building)
-
-
-DEVICES = {
-    d.device_id: d
-    for d in (
-        device("w1"),
-        device("w2"),
-        device("h1", "fire", building="3"),
-        device("s1", "fire", building="3"),
-        device("s2", "fire", building="3"),
-        device("s3", "fire", building="4"),
-        device("s4", "fire"),
-        device("d1", "access", interval=60),
-        device("d2", "access", interval=60),
-    )
-}
-
-
-def at(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def batch(
-    readings: list[tuple[str, str, float, float]] = (),  # type: ignore[assignment]
-    events: list[tuple[str, str, float, dict[str, Any]]] = (),  # type: ignore[assignment]
-) -> Observations:
-    items: list[tuple[str, list[Reading], DeviceEvent | None]] = []
-    for device_id, metric, ts, value in readings:
-        items.append((device_id, [Reading(device_id, metric, at(ts), value, None, at(ts))], None))
-    for device_id, name, ts, data in events:
-        items.append((device_id, [], DeviceEvent(device_id, name, at(ts), data, None, at(ts))))
-    return observations(items, DEVICES)
-
-
-class Harness:
-    """An engine, its state and a clock the test moves."""
-
-    def __init__(self, *rules: dict[str, Any]) -> None:
-        self.rules: list[Rule] = [parse_rule(r) for r in rules]
-        self.engine = Engine(self.rules, DEVICES)
-        self.state = EngineState()
-
-    def feed(
-        self,
-        now: float,
-        readings: list[tuple[str, str, float, float]] | None = None,
-        events: list[tuple[str, str, float, dict[str, Any]]] | None = None,
-    ) -> list[AlertChange]:
-        changes, self.state = self.engine.evaluate(
-            batch(readings or [], events or []), self.state, now
-        )
-        return changes
-
-    def tick(self, now: float) -> list[AlertChange]:
-        changes, self.state = self.engine.tick(self.state, now)
-        return changes
-
-
-def kinds(changes: list[AlertChange]) -> list[tuple[str, str, str]]:
-    return [(c.kind.value, c.subject, c.severity.value) for c in changes]
-
-
-HR_HIGH = HEART_RATE_HIGH
+from alerts.model import AlertChange, ChangeKind, Observations, observations
+from core.models import Reading
+from tests.unit.engine_harness import (
+    DEVICES,
+    HR_HIGH,
+    MIN,
+    T0,
+    Harness,
+    at,
+    kinds,
+)
 
 
 class TestThreshold:
@@ -339,164 +266,6 @@ class TestCount:
             assert h.feed(t, events=[("d1", "access_denied", t, {"door": "x"})]) == []
 
 
-FALL = {
-    "id": "fall",
-    "type": "event",
-    "title": "Fall with no movement",
-    "severity": "critical",
-    "scope": {"device_class": "wearable"},
-    "events": ["fall_detected"],
-    "followup": {"within": "60s", "cancel_if_rises": "steps", "otherwise": "minor"},
-}
-
-
-class TestEvent:
-    SOS: ClassVar[dict[str, Any]] = {
-        "id": "sos",
-        "type": "event",
-        "title": "SOS",
-        "severity": "critical",
-        "events": ["sos_pressed"],
-        "auto_resolve": False,
-    }
-
-    def test_sos_raises_at_once_and_again_when_pressed_again(self) -> None:
-        h = Harness(self.SOS)
-        first = h.feed(T0, events=[("w1", "sos_pressed", T0, {"button": "side"})])
-        assert kinds(first) == [("raise", "device:w1", "critical")]
-        assert first[0].details == {"event": "sos_pressed", "button": "side"}
-        assert h.feed(T0 + 1, events=[("w1", "sos_pressed", T0, {})]) == []  # redelivered
-        assert len(h.feed(T0 + 30, events=[("w1", "sos_pressed", T0 + 30, {})])) == 1
-
-    def test_where_filters_event_data_and_clear_events_end_it(self) -> None:
-        h = Harness(
-            {
-                "id": "smoke",
-                "type": "event",
-                "title": "Smoke",
-                "severity": "major",
-                "events": ["smoke_alarm"],
-                "where": {"value": {"ge": 3}},
-                "clear_events": ["alarm_cleared"],
-            }
-        )
-        assert h.feed(T0, events=[("s1", "smoke_alarm", T0, {"value": 1})]) == []
-        assert len(h.feed(T0 + 1, events=[("s1", "smoke_alarm", T0 + 1, {"value": 5})])) == 1
-        other = {"alarm": "fault"}
-        assert h.feed(T0 + 2, events=[("s1", "alarm_cleared", T0 + 2, other)]) == []
-        cleared = h.feed(T0 + 3, events=[("s1", "alarm_cleared", T0 + 3, {"alarm": "smoke_alarm"})])
-        assert kinds(cleared) == [("clear", "device:s1", "major")]
-
-    def test_fall_and_no_movement_for_sixty_seconds(self) -> None:
-        h = Harness(FALL)
-        h.feed(T0 - 300, [("w1", "steps", T0 - 300, 1200)])
-        assert h.feed(T0, events=[("w1", "fall_detected", T0, {"confidence": 0.9})]) == []
-        h.feed(T0 + 30, [("w1", "steps", T0 + 30, 1200)])  # no new steps
-        assert h.tick(T0 + 59) == []
-        raised = h.tick(T0 + 60)
-        assert kinds(raised) == [("raise", "device:w1", "critical")]
-        assert raised[0].details["confidence"] == 0.9
-        assert h.tick(T0 + 120) == []
-
-    def test_fall_then_movement_is_the_lesser_alert(self) -> None:
-        h = Harness(FALL)
-        h.feed(T0 - 300, [("w1", "steps", T0 - 300, 1200)])
-        h.feed(T0, events=[("w1", "fall_detected", T0, {})])
-        moved = h.feed(T0 + 20, [("w1", "steps", T0 + 20, 1215)])
-        assert kinds(moved) == [("raise", "device:w1", "minor")]
-        assert h.tick(T0 + 61) == []
-
-
-FIRE = {
-    "id": "fire",
-    "type": "correlation",
-    "title": "Confirmed fire",
-    "severity": "critical",
-    "single_severity": "major",
-    "single_title": "Fire pre-alarm: verify",
-    "events": ["smoke_alarm", "heat_alarm"],
-    "window": "120s",
-    "auto_resolve": False,
-}
-
-
-class TestCorrelation:
-    def test_two_detectors_in_one_building_confirm_one_alone_is_a_pre_alarm(self) -> None:
-        h = Harness(FIRE)
-        pre = h.feed(T0, events=[("s1", "smoke_alarm", T0, {})])
-        assert kinds(pre) == [("raise", "building:c1/3", "major")]
-        assert pre[0].title == "Fire pre-alarm: verify"
-        assert h.feed(T0 + 10, events=[("s1", "smoke_alarm", T0 + 10, {})]) == []  # same one
-        other = h.feed(T0 + 20, events=[("s3", "smoke_alarm", T0 + 20, {})])  # building 4
-        assert kinds(other) == [("raise", "building:c1/4", "major")]
-        confirmed = h.feed(T0 + 100, events=[("h1", "heat_alarm", T0 + 100, {})])
-        assert kinds(confirmed) == [("raise", "building:c1/3", "critical")]
-        assert confirmed[0].details["devices"] == ["h1", "s1"]
-
-    def test_outside_the_window_they_are_not_independent_confirmation(self) -> None:
-        h = Harness(FIRE)
-        h.feed(T0, events=[("s1", "smoke_alarm", T0, {})])
-        late = h.feed(T0 + 200, events=[("s2", "smoke_alarm", T0 + 200, {})])
-        assert kinds(late) == [("raise", "building:c1/3", "major")]
-
-    def test_devices_without_a_building_correlate_across_the_community(self) -> None:
-        h = Harness(FIRE)
-        h.feed(T0, events=[("s4", "smoke_alarm", T0, {})])
-        assert kinds(h.feed(T0 + 5, events=[("w1", "smoke_alarm", T0 + 5, {})])) == [
-            ("raise", "community:c1", "critical")
-        ]
-
-
-class TestSchedule:
-    NIGHT_DOOR: ClassVar[dict[str, Any]] = {
-        "id": "door.night",
-        "type": "threshold",
-        "title": "Door opened at night",
-        "severity": "major",
-        "scope": {"device_class": "access"},
-        "metric": "door_open",
-        "op": ">=",
-        "raise": 1,
-        "schedule": {"start": "22:00", "end": "06:00"},
-    }
-
-    def local(self, hour: int, minute: int = 0) -> float:
-        # Shanghai is UTC+8; T0 is 10:00 there.
-        return T0 + ((hour - 10) % 24) * 3600 + minute * 60
-
-    def test_only_inside_the_window_in_community_time(self) -> None:
-        h = Harness(self.NIGHT_DOOR)
-        noon = self.local(12)
-        assert h.feed(noon, [("d1", "door_open", noon, 1)]) == []
-        night = self.local(23)
-        assert kinds(h.feed(night, [("d1", "door_open", night, 1)])) == [
-            ("raise", "device:d1", "major")
-        ]
-        assert kinds(h.tick(self.local(6, 1))) == [("clear", "device:d1", "major")]
-
-    def test_out_of_bed_for_45_minutes_at_night(self) -> None:
-        # No bed sensor class exists yet: the rule reads a wearable metric.
-        h = Harness(
-            {
-                "id": "bed",
-                "type": "threshold",
-                "title": "Out of bed > 45 min at night",
-                "severity": "major",
-                "metric": "worn",
-                "op": "<",
-                "raise": 0.5,
-                "for": "45m",
-                "schedule": {"start": "22:00", "end": "06:00"},
-            }
-        )
-        evening = self.local(21, 40)
-        h.feed(evening, [("w1", "worn", evening, 0)])  # before the window: nothing
-        start = self.local(22, 10)
-        h.feed(start, [("w1", "worn", start, 0)])
-        assert h.tick(self.local(22, 54)) == []
-        assert kinds(h.tick(self.local(22, 55))) == [("raise", "device:w1", "major")]
-
-
 class TestRestart:
     def test_for_window_started_before_a_restart_fires_at_minute_ten_once(self) -> None:
         h = Harness(HR_HIGH)
@@ -570,76 +339,6 @@ def test_a_clean_goodbye_is_not_a_lost_link() -> None:
     assert h.tick(T0 + 120) == []  # no link-loss alarm after the grace
 
 
-BATTERY = {
-    "id": "bat.low",
-    "type": "threshold",
-    "title": "Battery low",
-    "severity": "warning",
-    "scope": {"device_class": "wearable"},
-    "metric": "battery",
-    "op": "<",
-    "raise": 20,
-    "clear": 25,
-}
-
-
-class TestAlarmManagement:
-    """ISA-18.2 / EEMUA 191: on-delay, off-delay and chattering."""
-
-    def test_a_flapping_metric_is_one_alert_with_occurrences_until_clear_for_the_off_delay(
-        self,
-    ) -> None:
-        h = Harness({**BATTERY, "off_delay": "10m"})
-        changes: list[AlertChange] = []
-        for k in range(40):  # 5 %, 100 %, 5 %, ... every 10 s for 400 s
-            t = T0 + 10 * k
-            changes += h.feed(t, [("w1", "battery", t, 5.0 if k % 2 == 0 else 100.0)])
-            changes += h.tick(t + 1)
-        raises = [c for c in changes if c.kind is ChangeKind.RAISE]
-        assert [c.kind for c in changes] == [ChangeKind.RAISE] * len(raises)  # never cleared
-        assert len(raises) == 20  # the first and one occurrence per breach that came back
-        folded = coalesce(changes)
-        assert len(folded) == 1
-        assert folded[0].occurrences == 20
-        last_clear = T0 + 390  # the last reading was 100 %
-        assert h.tick(last_clear + 599) == []
-        assert kinds(h.tick(last_clear + 600)) == [("clear", "device:w1", "warning")]
-
-    def test_chattering_is_marked_and_held_open_for_the_hold_time(self) -> None:
-        h = Harness({**BATTERY, "chatter": {"transitions": 3, "window": "60s", "hold": "5m"}})
-        changes = h.feed(T0, [("w1", "battery", T0, 5.0)])
-        changes += h.feed(T0 + 10, [("w1", "battery", T0 + 10, 90.0)])  # clears: no off-delay
-        changes += h.feed(T0 + 20, [("w1", "battery", T0 + 20, 5.0)])  # third transition
-        assert [c.kind for c in changes] == [ChangeKind.RAISE, ChangeKind.CLEAR, ChangeKind.RAISE]
-        assert changes[-1].details.get("chattering") is True
-        # Chattering: back in range no longer clears at once, only after the hold time.
-        assert h.feed(T0 + 30, [("w1", "battery", T0 + 30, 90.0)]) == []
-        assert h.tick(T0 + 30 + 299) == []
-        assert kinds(h.tick(T0 + 30 + 300)) == [("clear", "device:w1", "warning")]
-
-    def test_on_delay_in_readings_and_time_ignores_a_single_noisy_reading(self) -> None:
-        h = Harness({**BATTERY, "for": "5m", "min_breaches": 3})
-        assert h.feed(T0, [("w1", "battery", T0, 5.0)]) == []
-        assert h.feed(T0 + 60, [("w1", "battery", T0 + 60, 80.0)]) == []
-        assert h.tick(T0 + 3600) == []  # one low reading never fires
-        fired = []
-        for k in range(3):  # three low readings spanning the 5 minutes
-            t = T0 + 4000 + 150 * k
-            fired.append(kinds(h.feed(t, [("w1", "battery", t, 12.0)])))
-        assert fired == [[], [], [("raise", "device:w1", "warning")]]
-
-    def test_state_with_chatter_history_survives_a_restart(self) -> None:
-        h = Harness({**BATTERY, "chatter": {}})
-        h.feed(T0, [("w1", "battery", T0, 5.0)])
-        h.feed(T0 + 10, [("w1", "battery", T0 + 10, 90.0)])
-        rs = h.state.rules["bat.low"]
-        upserts, _ = rs.take_changes()
-        evaluator = h.engine.evaluators["bat.low"]
-        restored = evaluator.entry_from_json(upserts["device:w1"])
-        assert restored.flips == [T0, T0 + 10]
-        assert not restored.firing
-
-
 def test_a_threshold_entry_saves_every_field() -> None:
     from dataclasses import fields
 
@@ -648,31 +347,3 @@ def test_a_threshold_entry_saves_every_field() -> None:
     entry = ThresholdEntry("w1", flips=[T0])
     assert set(entry.to_json()) == {f.name for f in fields(ThresholdEntry)}
     assert ThresholdEntry(**entry.to_json()) == entry
-
-
-def test_a_rule_that_raises_on_one_message_fails_that_message_only() -> None:
-    """The per-message boundary inside the engine: the failing rule still sees every
-    other message of the group, other rules see all of them, and the failures name
-    the messages (their index in the batch) and the rule."""
-    h = Harness(BATTERY, TestEvent.SOS)
-    threshold = h.engine.evaluators["bat.low"]
-    real = threshold.on_readings
-
-    def fails_on_w2(metric: str, group: Any, rs: Any, ctx: Any) -> None:
-        if "w2" in group.device_ids:
-            raise ValueError("a bug w2's values trigger")
-        real(metric, group, rs, ctx)
-
-    threshold.on_readings = fails_on_w2  # type: ignore[method-assign]
-    obs = batch(
-        readings=[("w1", "battery", T0, 5), ("w2", "battery", T0, 5)],
-        events=[("w2", "sos_pressed", T0, {})],
-    )
-    changes, h.state = h.engine.evaluate(obs, h.state, T0)
-    assert sorted(kinds(changes)) == [
-        ("raise", "device:w1", "warning"),
-        ("raise", "device:w2", "critical"),  # the SOS of the same device: another rule
-    ]
-    assert [(f.source, f.rule_id, type(f.error)) for f in obs.failures] == [
-        (1, "bat.low", ValueError)
-    ]
