@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Annotated, Protocol, TypeVar
 
 from fastapi import HTTPException, Query
+from pydantic import BaseModel
 
 from api.problems import unprocessable
 
@@ -27,6 +28,8 @@ __all__ = [
     "encode_position",
     "id_page",
     "invalid_cursor",
+    "model_page",
+    "page",
 ]
 
 AfterQuery = Annotated[
@@ -98,3 +101,13 @@ def page(
     row's place (``encode_position``) as the next page's cursor."""
     data = [public(row) for row in rows[:size]]
     return data, position(data[-1]) if len(rows) > size else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def model_page(
+    rows: Sequence[R], size: int, model: type[M], position: Callable[[M], str]
+) -> tuple[list[M], str | None]:
+    """``page`` with each row (a record) read into the response ``model``."""
+    return page(rows, size, lambda row: model.model_validate(row, from_attributes=True), position)

@@ -458,23 +458,24 @@ def body_community(
     raise unknown_in_body(field, community_id, COMMUNITY_HINT)
 
 
-def body_device(conn: Conn, principal: Principal, request: Request, device_id: str) -> None:
-    """A parsed body's device of another community reads as unknown (422)."""
+def _body_object(
+    conn: Conn, principal: Principal, request: Request, entity: str, target: str
+) -> None:
+    """A parsed body's device or resident of another community reads as unknown (422)."""
     if _checks_off(request):
         return
-    exists, community = locate(conn, "device", device_id)
+    exists, community = locate(conn, entity, target)
     if exists and not principal.sees(community):
-        record_refusal(conn, principal, request, "device", device_id, community)
-        raise unknown_in_body("device_id", device_id)
+        record_refusal(conn, principal, request, entity, target, community)
+        raise unknown_in_body(f"{entity}_id", target)
+
+
+def body_device(conn: Conn, principal: Principal, request: Request, device_id: str) -> None:
+    _body_object(conn, principal, request, "device", device_id)
 
 
 def body_resident(conn: Conn, principal: Principal, request: Request, resident_id: str) -> None:
-    if _checks_off(request):
-        return
-    exists, community = locate(conn, "resident", resident_id)
-    if exists and not principal.sees(community):
-        record_refusal(conn, principal, request, "resident", resident_id, community)
-        raise unknown_in_body("resident_id", resident_id)
+    _body_object(conn, principal, request, "resident", resident_id)
 
 
 # --- the router's dependency ---------------------------------------------------------------

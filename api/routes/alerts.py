@@ -401,12 +401,8 @@ def start_maintenance(
     try:
         created = maintenance_windows.create_maintenance(
             conn,
-            community_id=body.community_id,
-            device_id=body.device_id,
-            building=body.building,
+            **body.model_dump(exclude={"starts_at"}),
             starts_at=starts,
-            ends_at=body.ends_at,
-            reason=body.reason,
             created_by=_actor(token),
         )
     except maintenance_windows.MaintenanceRefused as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -26,21 +27,13 @@ def _public(letter: DeadLetterRecord) -> DeadLetterPublic:
         text, encoding = letter.payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(letter.payload).decode("ascii"), "base64"
-    return DeadLetterPublic(
-        id=letter.id,
-        received_at=letter.received_at,
-        topic=letter.topic,
-        reason=letter.reason,
-        detail=letter.detail,
-        worker=letter.worker,
-        payload=text,
-        payload_encoding=encoding,
-        payload_size=letter.size,
-        truncated=letter.truncated,
-        replayed_at=letter.replayed_at,
-        replay_outcome=letter.replay_outcome,
-        replay_reason=letter.replay_reason,
-    )
+    received = {
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_size": letter.size,
+        "truncated": letter.truncated,
+    }
+    return DeadLetterPublic.model_validate(asdict(letter) | received)
 
 
 @router.get("")

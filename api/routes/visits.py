@@ -8,6 +8,7 @@ visit check and the monthly report.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -139,37 +140,25 @@ def coverage_public(found: visits_store.CommunityCoverage) -> CoveragePublic:
         out = []
         for s in cov.with_standing(*standings):
             name, building, unit = found.people[s.resident_id]
-            out.append(
-                ResidentDue(
-                    resident_id=s.resident_id,
-                    name=name,
-                    building=building,
-                    unit=unit,
-                    policy=s.policy,
-                    standing=s.standing,
-                    visits=s.visits,
-                    attempts=s.attempts,
-                    last_visit=s.last_visit,
-                    missed_weeks=list(s.missed_weeks),
-                )
-            )
+            person = {"name": name, "building": building, "unit": unit}
+            out.append(ResidentDue.model_validate(asdict(s) | person))
         return out
 
+    figures = {name: getattr(cov, name) for name in _COVERAGE_FIGURES}
     return CoveragePublic(
         community_id=found.community_id,
         month=str(cov.month),
         time_zone=found.time_zone,
         deadline_day=found.deadline_day,
         as_of=found.as_of,
-        residents=cov.residents,
-        visited=cov.visited,
-        visit_rate=cov.visit_rate,
-        policy_met=cov.policy_met,
-        policy_met_rate=cov.policy_met_rate,
+        **figures,
         due=listed(Standing.DUE),
         overdue=listed(Standing.OVERDUE),
         missed=listed(Standing.MISSED),
     )
+
+
+_COVERAGE_FIGURES = ("residents", "visited", "visit_rate", "policy_met", "policy_met_rate")
 
 
 # --- routes --------------------------------------------------------------------------------
