@@ -13,8 +13,9 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import HTTPException, Query
 from pydantic import BaseModel
@@ -30,6 +31,7 @@ __all__ = [
     "invalid_cursor",
     "model_page",
     "page",
+    "query_filters",
 ]
 
 AfterQuery = Annotated[
@@ -111,3 +113,12 @@ def model_page(
 ) -> tuple[list[M], str | None]:
     """``page`` with each row (a record) read into the response ``model``."""
     return page(rows, size, lambda row: model.model_validate(row, from_attributes=True), position)
+
+
+def query_filters(query: Any) -> dict[str, Any]:
+    """A list route's query (a dataclass dependency ending in ``limit`` and ``after``)
+    without its page: the filters, by name."""
+    return {name: value for name, value in asdict(query).items() if name not in _PAGE}
+
+
+_PAGE = ("limit", "after")

@@ -184,19 +184,7 @@ def add_visit(conn: ConnDep, principal: Authorized, body: VisitIn) -> VisitPubli
     if body.ended_at is not None and body.ended_at < body.started_at:
         raise body_error("ended_at", "a visit ends after it starts")
     return _visit(
-        visits_store.record_visit(
-            conn,
-            community_id,
-            time_zone,
-            resident_id=body.resident_id,
-            worker=body.worker,
-            started_at=body.started_at,
-            ended_at=body.ended_at,
-            outcome=body.outcome,
-            notes=body.notes,
-            follow_up_due=body.follow_up_due,
-            source="api",
-        )
+        visits_store.record_visit(conn, community_id, time_zone, **dict(body), source="api")
     )
 
 
@@ -282,18 +270,12 @@ def alert_visits(conn: ConnDep, _p: Authorized, alert_id: AlertId) -> AlertVisit
     row = visits_store.alert_resident(conn, alert_id)
     if row is None:
         raise not_found(f"no alert {alert_id}")
-    device_id, resident_id, name = row
+    wearer = dict(zip(("device_id", "resident_id", "resident_name"), row, strict=True))
+    resident_id = wearer["resident_id"]
     recent: list[VisitPublic] = []
     open_tasks: list[VisitPublic] = []
     if resident_id is not None:
         visits_store.import_checkins(conn)
         recent = [_visit(r) for r in visits_store.recent_visits(conn, resident_id, ALERT_VISITS)]
         open_tasks = [_visit(r) for r in visits_store.open_follow_ups(conn, resident_id)]
-    return AlertVisitsPublic(
-        alert_id=alert_id,
-        device_id=device_id,
-        resident_id=resident_id,
-        resident_name=name,
-        visits=recent,
-        open_follow_ups=open_tasks,
-    )
+    return AlertVisitsPublic(alert_id=alert_id, **wearer, visits=recent, open_follow_ups=open_tasks)
