@@ -27,11 +27,11 @@ __all__ = [
     "LimitQuery",
     "decode_position",
     "encode_position",
+    "filters_of",
     "id_page",
     "invalid_cursor",
     "model_page",
     "page",
-    "query_filters",
 ]
 
 AfterQuery = Annotated[
@@ -115,7 +115,7 @@ def model_page(
     return page(rows, size, lambda row: model.model_validate(row, from_attributes=True), position)
 
 
-def query_filters(query: Any) -> dict[str, Any]:
+def filters_of(query: Any) -> dict[str, Any]:
     """A list route's query (a dataclass dependency ending in ``limit`` and ``after``)
     without its page: the filters, by name."""
     return {name: value for name, value in asdict(query).items() if name not in _PAGE}

@@ -29,8 +29,8 @@ from api.cursors import (
     LimitQuery,
     decode_position,
     encode_position,
+    filters_of,
     model_page,
-    query_filters,
 )
 from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
 from api.problems import body_error
@@ -161,7 +161,7 @@ class _AlertQuery:
     def filters(self) -> dict[str, Any]:
         """The filters as ``store.alert_reads.list_alerts`` takes them: states and
         severities by value, the page aside."""
-        filters = query_filters(self)
+        filters = filters_of(self)
         filters["states"] = [s.value for s in filters.pop("state") or ()]
         filters["severities"] = [s.value for s in filters.pop("severity") or ()]
         return filters

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from api.cursors import LimitQuery, id_page, query_filters
+from api.cursors import LimitQuery, filters_of, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import AuditEntriesPublic, AuditEntryPublic
 from api.scope import Authorized
@@ -49,7 +49,7 @@ def audit_log(
         principal.communities,
         limit=size + 1,
         before_id=query.after,
-        **query_filters(query),
+        **filters_of(query),
     )
     rows, cursor = id_page(
         found, size, lambda e: AuditEntryPublic.model_validate(e, from_attributes=True)

@@ -9,14 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from api.cursors import (
-    AfterQuery,
-    LimitQuery,
-    decode_position,
-    encode_position,
-    page,
-    query_filters,
-)
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, filters_of, page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.schemas import DeadLetterPublic, DeadLettersPublic
 from api.scope import Authorized
@@ -67,7 +60,7 @@ def list_dead_letters(
     size = page_size(settings, query.limit)
     before = decode_position(query.after, int) if query.after is not None else None
     rows = dead_letters_store.list_dead_letters(
-        conn, principal.communities, limit=size + 1, before=before, **query_filters(query)
+        conn, principal.communities, limit=size + 1, before=before, **filters_of(query)
     )
     data, cursor = page(rows, size, _public, lambda d: encode_position(d.received_at, d.id))
     return DeadLettersPublic(data=data, next_cursor=cursor)

@@ -21,12 +21,7 @@ from api.deps import ClockDep, ConnDep, SettingsDep, page_size
 from api.problems import body_error
 from api.schemas import Public
 from api.scope import AlertId, Authorized, not_found, unknown_in_body
-from core.visits import (
-    Month,
-    Outcome,
-    Policy,
-    Standing,
-)
+from core.visits import Month, Outcome, Policy, Standing
 from store import visits as visits_store
 
 __all__ = ["CoveragePublic", "VisitIn", "VisitPublic", "coverage_public", "router"]
