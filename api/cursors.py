@@ -13,10 +13,12 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import HTTPException, Query
+from pydantic import BaseModel
 
 from api.problems import unprocessable
 
@@ -25,8 +27,11 @@ __all__ = [
     "LimitQuery",
     "decode_position",
     "encode_position",
+    "filters_of",
     "id_page",
     "invalid_cursor",
+    "model_page",
+    "page",
 ]
 
 AfterQuery = Annotated[
@@ -98,3 +103,22 @@ def page(
     row's place (``encode_position``) as the next page's cursor."""
     data = [public(row) for row in rows[:size]]
     return data, position(data[-1]) if len(rows) > size else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def model_page(
+    rows: Sequence[R], size: int, model: type[M], position: Callable[[M], str]
+) -> tuple[list[M], str | None]:
+    """``page`` with each row (a record) read into the response ``model``."""
+    return page(rows, size, lambda row: model.model_validate(row, from_attributes=True), position)
+
+
+def filters_of(query: Any) -> dict[str, Any]:
+    """A list route's query (a dataclass dependency ending in ``limit`` and ``after``)
+    without its page: the filters, by name."""
+    return {name: value for name, value in asdict(query).items() if name not in _PAGE}
+
+
+_PAGE = ("limit", "after")

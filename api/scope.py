@@ -25,6 +25,7 @@ Refused attempts at another community's objects are written to the audit log
 from __future__ import annotations
 
 import email.message
+import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -266,71 +267,55 @@ def _scoped(
     return community
 
 
-def _community(
-    community_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
-    _scoped(conn, principal, request, "community", community_id, f"no community {community_id!r}")
-    return community_id
+_Check = Callable[[Conn, Principal, Request, Any], None]
 
 
-def _device(
-    device_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
-    _scoped(conn, principal, request, "device", device_id, f"no device {device_id!r}")
-    return device_id
+def _path_id(name: str, id_type: object, check: _Check) -> Callable[..., Any]:
+    """The dependency that resolves the path parameter ``name``: parsed as ``id_type``,
+    then ``check``ed (it raises 404 for an object outside the caller's scope).
+
+    FastAPI reads a dependency's parameters from its signature, so ``name`` is
+    written there, before the request, connection and principal every check takes."""
+
+    def resolve(request: Request, conn: ConnDep, principal: Authorized, **path: Any) -> Any:
+        value = path[name]
+        check(conn, principal, request, value)
+        return value
+
+    shared = list(inspect.signature(resolve).parameters.values())[:-1]
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameter = inspect.Parameter(name, kind, annotation=Annotated[id_type, Path()])
+    resolve.__signature__ = inspect.Signature([parameter, *shared])  # type: ignore[attr-defined]
+    resolve.__name__ = resolve.__qualname__ = f"resolve_{name}"
+    return resolve
 
 
-def _resident(
-    resident_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
-    _scoped(conn, principal, request, "resident", resident_id, f"no resident {resident_id!r}")
-    return resident_id
+def _in_scope(entity: str, label: str | None = None) -> _Check:
+    """``_scoped`` for ``entity``; its 404 says "no <label> <id>"."""
+
+    def check(conn: Conn, principal: Principal, request: Request, target: object) -> None:
+        _scoped(conn, principal, request, entity, target, f"no {label or entity} {target!r}")
+
+    return check
 
 
-def _building(
-    community_id: Annotated[str, Depends(_community)], building_id: Annotated[TextId, Path()]
-) -> str:
-    # Inside /communities/{community_id}: the community's check covers it; the
-    # route answers 404 for a building that community does not have.
-    return building_id
-
-
-def _alert(
-    alert_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    _scoped(conn, principal, request, "alert", alert_id, f"no alert {alert_id}")
-    return alert_id
-
-
-def _window(
-    window_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    _scoped(conn, principal, request, "maintenance", window_id, f"no current window {window_id}")
-    return window_id
-
-
-def _rule(
-    rule_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
+def _rule_in_scope(conn: Conn, principal: Principal, request: Request, rule_id: str) -> None:
     if request.method == "PUT" and not locate(conn, "rule", rule_id)[0]:
-        return rule_id  # PUT creates it; the body's scope is checked after parsing
+        return  # PUT creates it; the body's scope is checked after parsing
     _scoped(conn, principal, request, "rule", rule_id, f"no rule {rule_id!r}")
-    return rule_id
 
 
-def _webhook(
-    webhook_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    _scoped(conn, principal, request, "webhook", webhook_id, f"no webhook {webhook_id}")
-    return webhook_id
-
-
-def _delivery(
-    delivery_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    message = f"no dead delivery {delivery_id}"
-    _scoped(conn, principal, request, "delivery", delivery_id, message)
-    return delivery_id
+def _refused(
+    conn: Conn,
+    principal: Principal,
+    request: Request,
+    entity: str,
+    target: int,
+    community: str | None = None,
+) -> HTTPException:
+    """Audit the refusal, and answer as for an object that does not exist."""
+    record_refusal(conn, principal, request, entity, target, community)
+    return not_found(f"no {entity} {target}")
 
 
 def _user_visible(conn: Conn, principal: Principal, user_id: int) -> bool | None:
@@ -346,74 +331,65 @@ def _user_visible(conn: Conn, principal: Principal, user_id: int) -> bool | None
     return not everywhere and bool(communities) and set(communities) <= principal.communities
 
 
-def _user(
-    user_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
+def _user_check(conn: Conn, principal: Principal, request: Request, user_id: int) -> None:
     visible = _user_visible(conn, principal, user_id)
     if visible is None:
         raise not_found(f"no user {user_id}")
     if not visible:
-        record_refusal(conn, principal, request, "user", user_id)
-        raise not_found(f"no user {user_id}")
-    return user_id
+        raise _refused(conn, principal, request, "user", user_id)
 
 
-def _token(
-    token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
+def _token_owner(conn: Conn, token_id: int) -> int:
     owner = token_user(conn, token_id)
     if owner is None:
         raise not_found(f"no token {token_id}")
-    if not _user_visible(conn, principal, owner):
-        record_refusal(conn, principal, request, "token", token_id)
-        raise not_found(f"no token {token_id}")
-    return token_id
+    return owner
 
 
-def _own_token(
-    token_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    owner = token_user(conn, token_id)
-    if owner is None:
-        raise not_found(f"no token {token_id}")
-    if owner != principal.user_id:
-        record_refusal(conn, principal, request, "token", token_id)
-        raise not_found(f"no token {token_id}")
-    return token_id
+def _token_check(conn: Conn, principal: Principal, request: Request, token_id: int) -> None:
+    if not _user_visible(conn, principal, _token_owner(conn, token_id)):
+        raise _refused(conn, principal, request, "token", token_id)
 
 
-def _responder(
-    responder_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
-    _scoped(conn, principal, request, "responder", responder_id, f"no responder {responder_id!r}")
-    return responder_id
+def _own_token_check(conn: Conn, principal: Principal, request: Request, token_id: int) -> None:
+    if _token_owner(conn, token_id) != principal.user_id:
+        raise _refused(conn, principal, request, "token", token_id)
 
 
-def _team(
-    team_id: Annotated[TextId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> str:
-    _scoped(conn, principal, request, "team", team_id, f"no team {team_id!r}")
-    return team_id
-
-
-def _incident(
-    incident_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
-    _scoped(conn, principal, request, "incident", incident_id, f"no incident {incident_id}")
-    return incident_id
-
-
-def _own_dispatch(
-    dispatch_id: Annotated[IntId, Path()], request: Request, conn: ConnDep, principal: Authorized
-) -> int:
+def _own_dispatch_check(
+    conn: Conn, principal: Principal, request: Request, dispatch_id: int
+) -> None:
     """/me/dispatches/{dispatch_id}: only a dispatch to the caller's own responder record."""
     row = dispatch_owner(conn, dispatch_id)
     if row is None:
         raise not_found(f"no dispatch {dispatch_id}")
     if row[0] != principal.user_id:
-        record_refusal(conn, principal, request, "dispatch", dispatch_id, row[1])
-        raise not_found(f"no dispatch {dispatch_id}")
-    return dispatch_id
+        raise _refused(conn, principal, request, "dispatch", dispatch_id, row[1])
+
+
+_community = _path_id("community_id", TextId, _in_scope("community"))
+_device = _path_id("device_id", TextId, _in_scope("device"))
+_resident = _path_id("resident_id", TextId, _in_scope("resident"))
+_alert = _path_id("alert_id", IntId, _in_scope("alert"))
+_window = _path_id("window_id", IntId, _in_scope("maintenance", "current window"))
+_rule = _path_id("rule_id", TextId, _rule_in_scope)
+_webhook = _path_id("webhook_id", IntId, _in_scope("webhook"))
+_delivery = _path_id("delivery_id", IntId, _in_scope("delivery", "dead delivery"))
+_user = _path_id("user_id", IntId, _user_check)
+_token = _path_id("token_id", IntId, _token_check)
+_own_token = _path_id("token_id", IntId, _own_token_check)
+_responder = _path_id("responder_id", TextId, _in_scope("responder"))
+_team = _path_id("team_id", TextId, _in_scope("team"))
+_incident = _path_id("incident_id", IntId, _in_scope("incident"))
+_own_dispatch = _path_id("dispatch_id", IntId, _own_dispatch_check)
+
+
+def _building(
+    community_id: Annotated[str, Depends(_community)], building_id: Annotated[TextId, Path()]
+) -> str:
+    # Inside /communities/{community_id}: the community's check covers it; the
+    # route answers 404 for a building that community does not have.
+    return building_id
 
 
 CommunityId = Annotated[str, Depends(_community)]
@@ -482,23 +458,24 @@ def body_community(
     raise unknown_in_body(field, community_id, COMMUNITY_HINT)
 
 
-def body_device(conn: Conn, principal: Principal, request: Request, device_id: str) -> None:
-    """A parsed body's device of another community reads as unknown (422)."""
+def _body_object(
+    conn: Conn, principal: Principal, request: Request, entity: str, target: str
+) -> None:
+    """A parsed body's device or resident of another community reads as unknown (422)."""
     if _checks_off(request):
         return
-    exists, community = locate(conn, "device", device_id)
+    exists, community = locate(conn, entity, target)
     if exists and not principal.sees(community):
-        record_refusal(conn, principal, request, "device", device_id, community)
-        raise unknown_in_body("device_id", device_id)
+        record_refusal(conn, principal, request, entity, target, community)
+        raise unknown_in_body(f"{entity}_id", target)
+
+
+def body_device(conn: Conn, principal: Principal, request: Request, device_id: str) -> None:
+    _body_object(conn, principal, request, "device", device_id)
 
 
 def body_resident(conn: Conn, principal: Principal, request: Request, resident_id: str) -> None:
-    if _checks_off(request):
-        return
-    exists, community = locate(conn, "resident", resident_id)
-    if exists and not principal.sees(community):
-        record_refusal(conn, principal, request, "resident", resident_id, community)
-        raise unknown_in_body("resident_id", resident_id)
+    _body_object(conn, principal, request, "resident", resident_id)
 
 
 # --- the router's dependency ---------------------------------------------------------------

@@ -9,7 +9,7 @@ are the community's own: local midnight in its time zone.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +28,13 @@ __all__ = ["community_figures", "community_overview", "local_day_and_month"]
 Conn = psycopg.Connection[Any]
 
 _OFFLINE = frozenset({Connectivity.OFFLINE, Connectivity.SILENT})
+# store.overview.AlertFigures -> FiguresPublic, where the names differ (the medians keep theirs).
+_FIGURE_NAMES = {
+    "open": "open_alerts",
+    "acknowledged": "acknowledged_alerts",
+    "today": "alerts_today",
+    "month": "alerts_month",
+}
 
 
 @dataclass(slots=True)
@@ -133,21 +140,14 @@ def community_figures(
     devices = community_devices(conn, community_id)
     for device in devices:
         by_connectivity[judge(presence_of(device), now)] += 1
+    figures = {_FIGURE_NAMES.get(k, k): value for k, value in asdict(alerts).items()}
     return FiguresPublic(
         community_id=community_id,
         time_zone=time_zone,
         at=now,
         day_start=day,
         month_start=month,
-        open_alerts=alerts.open,
-        open_critical=alerts.open_critical,
-        acknowledged_alerts=alerts.acknowledged,
-        alerts_today=alerts.today,
-        alerts_month=alerts.month,
-        ack_median_s_today=alerts.ack_median_s_today,
-        ack_median_s_month=alerts.ack_median_s_month,
-        resolve_median_s_today=alerts.resolve_median_s_today,
-        resolve_median_s_month=alerts.resolve_median_s_month,
+        **figures,
         devices=len(devices),
         devices_online=by_connectivity[Connectivity.ONLINE],
         devices_offline=sum(by_connectivity[c] for c in _OFFLINE),

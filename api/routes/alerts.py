@@ -24,7 +24,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.alert_hub import AlertHub, TooManyStreams
 from api.auth import CurrentToken, Principal, TokenInfo, require_token
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position
+from api.cursors import (
+    AfterQuery,
+    LimitQuery,
+    decode_position,
+    encode_position,
+    filters_of,
+    model_page,
+)
 from api.deps import POOL_TIMEOUT_S, ConnDep, Pool, PoolDep, SettingsDep, page_size
 from api.problems import body_error
 from api.schemas import Page, Public
@@ -134,43 +141,48 @@ def _not_found(alert_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no alert {alert_id}")
 
 
+@dataclass(frozen=True, slots=True)
+class _AlertQuery:
+    """``GET /alerts``'s filters and page (a dependency: FastAPI reads the fields from
+    the query string)."""
+
+    state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None
+    severity: Annotated[list[Severity] | None, Query()] = None
+    min_severity: Severity | None = None
+    community_id: str | None = None
+    device_id: str | None = None
+    rule_id: str | None = None
+    active: Annotated[bool | None, Query(description="Not resolved (true) or resolved")] = None
+    since: Annotated[AwareDatetime | None, Query(description="Raised at or after")] = None
+    until: Annotated[AwareDatetime | None, Query(description="Raised before")] = None
+    limit: LimitQuery = None
+    after: AfterQuery = None
+
+    def filters(self) -> dict[str, Any]:
+        """The filters as ``store.alert_reads.list_alerts`` takes them: states and
+        severities by value, the page aside."""
+        filters = filters_of(self)
+        filters["states"] = [s.value for s in filters.pop("state") or ()]
+        filters["severities"] = [s.value for s in filters.pop("severity") or ()]
+        return filters
+
+
 @router.get("")
 def list_alerts(
     conn: ConnDep,
     settings: SettingsDep,
     principal: Authorized,
-    state: Annotated[list[AlertState] | None, Query(description="Repeat for several")] = None,
-    severity: Annotated[list[Severity] | None, Query()] = None,
-    min_severity: Severity | None = None,
-    community_id: str | None = None,
-    device_id: str | None = None,
-    rule_id: str | None = None,
-    active: Annotated[bool | None, Query(description="Not resolved (true) or resolved")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Raised at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Raised before")] = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    query: Annotated[_AlertQuery, Depends()],
 ) -> AlertsPublic:
     """Alerts, newest first, filtered; pass ``next_cursor`` as ``after`` for the next page."""
-    size = page_size(settings, limit)
+    size = page_size(settings, query.limit)
+    before = decode_position(query.after, int) if query.after is not None else None
     records = alert_reads.list_alerts(
-        conn,
-        principal.communities,
-        limit=size + 1,
-        states=[s.value for s in state or ()],
-        severities=[s.value for s in severity or ()],
-        min_severity=min_severity,
-        community_id=community_id,
-        device_id=device_id,
-        rule_id=rule_id,
-        active=active,
-        since=since,
-        until=until,
-        before=decode_position(after, int) if after is not None else None,
+        conn, principal.communities, limit=size + 1, before=before, **query.filters()
     )
-    rows = [_public(r) for r in records[:size]]
-    more = len(records) > size
-    cursor = encode_position(rows[-1].raised_at, rows[-1].id) if more else None
+    rows, cursor = model_page(
+        records, size, AlertPublic, lambda a: encode_position(a.raised_at, a.id)
+    )
     return AlertsPublic(data=rows, next_cursor=cursor)
 
 
@@ -401,12 +413,8 @@ def start_maintenance(
     try:
         created = maintenance_windows.create_maintenance(
             conn,
-            community_id=body.community_id,
-            device_id=body.device_id,
-            building=body.building,
+            **body.model_dump(exclude={"starts_at"}),
             starts_at=starts,
-            ends_at=body.ends_at,
-            reason=body.reason,
             created_by=_actor(token),
         )
     except maintenance_windows.MaintenanceRefused as exc:

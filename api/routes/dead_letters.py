@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, filters_of, page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.schemas import DeadLetterPublic, DeadLettersPublic
 from api.scope import Authorized
@@ -26,21 +27,25 @@ def _public(letter: DeadLetterRecord) -> DeadLetterPublic:
         text, encoding = letter.payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(letter.payload).decode("ascii"), "base64"
-    return DeadLetterPublic(
-        id=letter.id,
-        received_at=letter.received_at,
-        topic=letter.topic,
-        reason=letter.reason,
-        detail=letter.detail,
-        worker=letter.worker,
-        payload=text,
-        payload_encoding=encoding,
-        payload_size=letter.size,
-        truncated=letter.truncated,
-        replayed_at=letter.replayed_at,
-        replay_outcome=letter.replay_outcome,
-        replay_reason=letter.replay_reason,
-    )
+    received = {
+        "payload": text,
+        "payload_encoding": encoding,
+        "payload_size": letter.size,
+        "truncated": letter.truncated,
+    }
+    return DeadLetterPublic.model_validate(asdict(letter) | received)
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetterQuery:
+    """The list's filters and page (a dependency: FastAPI reads the fields from the query)."""
+
+    reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device")] = None
+    device: Annotated[str | None, Query(description="the device id in the topic")] = None
+    since: Annotated[AwareDatetime | None, Query(description="received at or after")] = None
+    until: Annotated[AwareDatetime | None, Query(description="received before")] = None
+    limit: LimitQuery = None
+    after: AfterQuery = None
 
 
 @router.get("")
@@ -48,25 +53,14 @@ def list_dead_letters(
     conn: ConnDep,
     settings: SettingsDep,
     principal: Authorized,
-    reason: Annotated[str | None, Query(description="e.g. bad_json, unknown_device")] = None,
-    device: Annotated[str | None, Query(description="the device id in the topic")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="received at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="received before")] = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    query: Annotated[_DeadLetterQuery, Depends()],
 ) -> DeadLettersPublic:
     """Refused messages with their topic, reason and raw payload (text, or base64 if
     binary; truncated past the payload limit, with its real size), newest first."""
-    size = page_size(settings, limit)
+    size = page_size(settings, query.limit)
+    before = decode_position(query.after, int) if query.after is not None else None
     rows = dead_letters_store.list_dead_letters(
-        conn,
-        principal.communities,
-        limit=size + 1,
-        reason=reason,
-        device=device,
-        since=since,
-        until=until,
-        before=decode_position(after, int) if after is not None else None,
+        conn, principal.communities, limit=size + 1, before=before, **filters_of(query)
     )
     data, cursor = page(rows, size, _public, lambda d: encode_position(d.received_at, d.id))
     return DeadLettersPublic(data=data, next_cursor=cursor)

@@ -9,6 +9,8 @@ webhook) is the desk's outbox: a route only writes the dispatch and its deliveri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,6 +18,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.answers import found_or_404
 from api.deps import ClockDep, ConnDep
 from api.scope import (
     AlertId,
@@ -247,10 +250,9 @@ _BASE_FIELDS = (
 
 
 def _load(conn: Conn, incident_id: int) -> IncidentPublic:
-    view = incident_view(conn, incident_id)
-    if view is None:
-        raise not_found(f"no incident {incident_id}")
-    return incident_public(view)
+    return incident_public(
+        found_or_404(incident_view(conn, incident_id), f"no incident {incident_id}")
+    )
 
 
 def _conflict(exc: DispatchError) -> HTTPException:
@@ -269,9 +271,7 @@ def _check_people(conn: Conn, community: str, team: str | None, people: list[str
 def _send(
     conn: Conn, incident_id: int, body: DispatchIn, actor: str, now: datetime
 ) -> IncidentPublic:
-    found = get_incident(conn, incident_id)
-    if found is None:
-        raise not_found(f"no incident {incident_id}")
+    found = found_or_404(get_incident(conn, incident_id), f"no incident {incident_id}")
     if body.team_id is None and not body.responder_ids:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -343,9 +343,7 @@ def reassign(
     body: ReassignIn,
 ) -> IncidentPublic:
     """Call one responder off and send another in their place."""
-    found = get_incident(conn, incident_id)
-    if found is None:
-        raise not_found(f"no incident {incident_id}")
+    found = found_or_404(get_incident(conn, incident_id), f"no incident {incident_id}")
     _check_people(conn, found.community_id, None, [body.from_responder_id, body.to_responder_id])
     try:
         moved = reassign_responder(
@@ -438,45 +436,33 @@ class ReplyPublic(BaseModel):
 
 
 def _answer(conn: Conn, dispatch_id: int) -> ReplyPublic:
-    state = dispatch_state(conn, dispatch_id)
-    if state is None:
-        raise not_found(f"no dispatch {dispatch_id}")
+    state = found_or_404(dispatch_state(conn, dispatch_id), f"no dispatch {dispatch_id}")
     return ReplyPublic(dispatch_id=dispatch_id, state=state)
 
 
-@me_router.post("/dispatches/{dispatch_id}/received")
-def reply_received(
-    conn: ConnDep, principal: Authorized, clock: ClockDep, dispatch_id: OwnDispatchId
-) -> ReplyPublic:
-    """The dispatch reached the responder's phone or app."""
-    _reply(conn, principal, dispatch_id, "received", clock())
-    return _answer(conn, dispatch_id)
+# The responder's replies, one route each: action -> what the route's documentation says.
+_REPLIES: dict[str, str | None] = {
+    "received": "The dispatch reached the responder's phone or app.",
+    "accept": None,
+    "decline": "Cannot go: the next on the ladder is called at once.",
+    "arrive": "On scene.",
+}
 
 
-@me_router.post("/dispatches/{dispatch_id}/accept")
-def reply_accept(
-    conn: ConnDep, principal: Authorized, clock: ClockDep, dispatch_id: OwnDispatchId
-) -> ReplyPublic:
-    _reply(conn, principal, dispatch_id, "accept", clock())
-    return _answer(conn, dispatch_id)
+def _reply_route(action: str, doc: str | None) -> Callable[..., ReplyPublic]:
+    def reply(
+        conn: ConnDep, principal: Authorized, clock: ClockDep, dispatch_id: OwnDispatchId
+    ) -> ReplyPublic:
+        _reply(conn, principal, dispatch_id, action, clock())
+        return _answer(conn, dispatch_id)
+
+    reply.__name__ = reply.__qualname__ = f"reply_{action}"
+    reply.__doc__ = doc
+    return reply
 
 
-@me_router.post("/dispatches/{dispatch_id}/decline")
-def reply_decline(
-    conn: ConnDep, principal: Authorized, clock: ClockDep, dispatch_id: OwnDispatchId
-) -> ReplyPublic:
-    """Cannot go: the next on the ladder is called at once."""
-    _reply(conn, principal, dispatch_id, "decline", clock())
-    return _answer(conn, dispatch_id)
-
-
-@me_router.post("/dispatches/{dispatch_id}/arrive")
-def reply_arrive(
-    conn: ConnDep, principal: Authorized, clock: ClockDep, dispatch_id: OwnDispatchId
-) -> ReplyPublic:
-    """On scene."""
-    _reply(conn, principal, dispatch_id, "arrive", clock())
-    return _answer(conn, dispatch_id)
+for _action, _doc in _REPLIES.items():
+    me_router.post(f"/dispatches/{{dispatch_id}}/{_action}")(_reply_route(_action, _doc))
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -486,15 +472,7 @@ def _targets_public(conn: Conn, community_id: str) -> TargetsPublic:
     return TargetsPublic(
         community_id=community_id,
         data=[
-            TargetPublic(
-                incident_type=kind.value,
-                ack_s=t.ack_s,
-                dispatch_s=t.dispatch_s,
-                accept_s=t.accept_s,
-                arrival_s=t.arrival_s,
-                resolve_s=t.resolve_s,
-                custom=custom,
-            )
+            TargetPublic(incident_type=kind.value, **asdict(t), custom=custom)
             for kind, (t, custom) in all_targets(conn, community_id).items()
         ],
     )

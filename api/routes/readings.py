@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
-from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, page
+from api.cursors import AfterQuery, LimitQuery, decode_position, encode_position, model_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.problems import unprocessable
 from api.routes.devices import get_device_or_404
 from api.schemas import EventPublic, EventsPublic, Public, ReadingPublic, ReadingsPublic
 from api.scope import DeviceId
 from core.metric_catalog import METRICS
-from core.settings import Settings
 from store.readings import device_events, device_readings
 
-__all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "router"]
+__all__ = ["DEFAULT_RANGE", "MAX_RANGE", "TimeRange", "bounded_range", "router"]
 
 router = APIRouter(prefix="/devices/{device_id}", tags=["readings"])
 
@@ -37,8 +37,21 @@ class TimeRange:
     end: datetime
 
 
-def _range_error(field: str, msg: str) -> HTTPException:
-    return unprocessable(("query", field), msg, "invalid_range")
+def bounded_range(
+    start: datetime | None, end: datetime | None, default: timedelta, widest: timedelta
+) -> TimeRange:
+    """``[start, end)`` with a missing end ``default`` after start (or now), a missing
+    start ``default`` before end; 422 if empty or wider than ``widest``."""
+    if end is None:
+        end = start + default if start is not None else datetime.now(UTC)
+    if start is None:
+        start = end - default
+    if end <= start:
+        raise unprocessable(("query", "end"), "end must be after start", "invalid_range")
+    if end - start > widest:
+        message = f"the range may span at most {widest.days} days"
+        raise unprocessable(("query", "start"), message, "invalid_range")
+    return TimeRange(start, end)
 
 
 def time_range(
@@ -51,47 +64,48 @@ def time_range(
         Query(description="Exclusive, ISO 8601 with offset; default start + 1 hour, or now"),
     ] = None,
 ) -> TimeRange:
-    if end is None:
-        end = start + DEFAULT_RANGE if start is not None else datetime.now(UTC)
-    if start is None:
-        start = end - DEFAULT_RANGE
-    if end <= start:
-        raise _range_error("end", "end must be after start")
-    if end - start > MAX_RANGE:
-        raise _range_error("start", f"the range may span at most {MAX_RANGE.days} days")
-    return TimeRange(start, end)
+    return bounded_range(start, end, DEFAULT_RANGE, MAX_RANGE)
 
 
 RangeDep = Annotated[TimeRange, Depends(time_range)]
+
+
+@dataclass(frozen=True, slots=True)
+class _SeriesQuery:
+    window: TimeRange
+    size: int
+    after: str | None
+
+
+def _series_query(
+    settings: SettingsDep, window: RangeDep, limit: LimitQuery = None, after: AfterQuery = None
+) -> _SeriesQuery:
+    """The query both routes share besides their filter: the range and the page."""
+    return _SeriesQuery(window, page_size(settings, limit), after)
+
+
+SeriesQuery = Annotated[_SeriesQuery, Depends(_series_query)]
 
 R = TypeVar("R")
 P = TypeVar("P", bound=Public)
 
 
 def _series_page(
-    settings: Settings,
-    limit: int | None,
-    after: str | None,
-    fetch: Callable[[tuple[datetime, str] | None, int], Sequence[R]],
+    query: _SeriesQuery,
+    fetch: Callable[..., Sequence[R]],
     public: type[P],
     position: Callable[[P], str],
 ) -> tuple[list[P], str | None]:
-    """One page of a device's series: ``fetch(after, limit)`` reads the rows after the
-    decoded cursor, one more than the page to know whether another follows."""
-    size = page_size(settings, limit)
-    found = fetch(decode_position(after, str) if after is not None else None, size + 1)
-    return page(found, size, lambda r: public.model_validate(r, from_attributes=True), position)
+    """One page of a device's series: ``fetch(start, end, after=, limit=)`` reads the
+    rows after the decoded cursor, one more than the page to know whether another follows."""
+    after = decode_position(query.after, str) if query.after is not None else None
+    found = fetch(query.window.start, query.window.end, after=after, limit=query.size + 1)
+    return model_page(found, query.size, public, position)
 
 
 @router.get("/readings")
 def list_readings(
-    conn: ConnDep,
-    settings: SettingsDep,
-    device_id: DeviceId,
-    window: RangeDep,
-    metric: str | None = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    conn: ConnDep, device_id: DeviceId, query: SeriesQuery, metric: str | None = None
 ) -> ReadingsPublic:
     """Readings in ``[start, end)`` ordered by (ts, metric); at most 31 days per request."""
     device = get_device_or_404(conn, device_id)
@@ -101,39 +115,19 @@ def list_readings(
             f"unknown metric {metric!r} for a {device.device_class} device",
             "unknown_metric",
         )
+    fetch = partial(device_readings, conn, device_id, metric=metric)
     rows, cursor = _series_page(
-        settings,
-        limit,
-        after,
-        lambda position, size: device_readings(
-            conn, device_id, window.start, window.end, metric=metric, after=position, limit=size
-        ),
-        ReadingPublic,
-        lambda r: encode_position(r.ts, r.metric),
+        query, fetch, ReadingPublic, lambda r: encode_position(r.ts, r.metric)
     )
     return ReadingsPublic(data=rows, next_cursor=cursor)
 
 
 @router.get("/events")
 def list_events(
-    conn: ConnDep,
-    settings: SettingsDep,
-    device_id: DeviceId,
-    window: RangeDep,
-    event: str | None = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    conn: ConnDep, device_id: DeviceId, query: SeriesQuery, event: str | None = None
 ) -> EventsPublic:
     """Events in ``[start, end)`` ordered by (ts, event); at most 31 days per request."""
     get_device_or_404(conn, device_id)
-    rows, cursor = _series_page(
-        settings,
-        limit,
-        after,
-        lambda position, size: device_events(
-            conn, device_id, window.start, window.end, event=event, after=position, limit=size
-        ),
-        EventPublic,
-        lambda r: encode_position(r.ts, r.event),
-    )
+    fetch = partial(device_events, conn, device_id, event=event)
+    rows, cursor = _series_page(query, fetch, EventPublic, lambda r: encode_position(r.ts, r.event))
     return EventsPublic(data=rows, next_cursor=cursor)

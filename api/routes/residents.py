@@ -10,7 +10,7 @@ from api.answers import found_or_404, made_or_409
 from api.cursors import LimitQuery, id_page
 from api.deps import ConnDep, SettingsDep, page_size
 from api.registry_schemas import ResidentPublic, ResidentsPublic
-from api.scope import Authorized, ResidentId, body_community, not_found
+from api.scope import Authorized, ResidentId, body_community
 from core.registry import ResidentPatch, ResidentSpec, changed_fields
 from store.places import place_problem
 from store.residents import (
@@ -83,9 +83,7 @@ def resident(conn: ConnDep, _p: Authorized, resident_id: ResidentId) -> Resident
 def change_resident(
     conn: ConnDep, _p: Authorized, resident_id: ResidentId, body: ResidentPatch
 ) -> ResidentPublic:
-    current = get_resident(conn, resident_id)
-    if current is None:
-        raise not_found(f"no resident {resident_id!r}")
+    current = found_or_404(get_resident(conn, resident_id), f"no resident {resident_id!r}")
     changes = changed_fields(body)
     if "building" in changes and "unit" not in changes:
         changes["unit"] = None

@@ -242,14 +242,7 @@ def add_exception(
     made = rosters.add_exception(
         conn, community, responder_id, body.kind, body.starts_at, body.ends_at, body.substitute_id
     )
-    return ExceptionPublic(
-        id=made,
-        responder_id=responder_id,
-        kind=body.kind,
-        starts_at=body.starts_at,
-        ends_at=body.ends_at,
-        substitute_id=body.substitute_id,
-    )
+    return ExceptionPublic(id=made, responder_id=responder_id, **dict(body))
 
 
 @teams_router.get("")

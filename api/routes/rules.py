@@ -54,14 +54,8 @@ class RulePublic(Public):
 
 
 def _public(stored: rules_store.StoredRule) -> RulePublic:
-    return RulePublic(
-        id=stored.id,
-        enabled=stored.enabled,
-        source=stored.source,
-        revision=stored.revision,
-        updated_at=stored.updated_at,
-        definition={**stored.definition, "enabled": stored.enabled},
-    )
+    definition = {**stored.definition, "enabled": stored.enabled}
+    return RulePublic.model_validate(asdict(stored) | {"definition": definition})
 
 
 def _get(conn: psycopg.Connection[Any], rule_id: str) -> RulePublic:

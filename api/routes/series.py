@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import AwareDatetime
 
 from api.cursors import (
@@ -33,10 +33,12 @@ from api.cursors import (
     decode_position,
     encode_position,
     invalid_cursor,
-    page,
+    model_page,
 )
 from api.deps import ConnDep, SettingsDep, page_size
+from api.problems import unprocessable
 from api.routes.devices import get_device_or_404
+from api.routes.readings import bounded_range
 from api.schemas import (
     BucketPublic,
     BucketsPublic,
@@ -91,37 +93,10 @@ EndQuery = Annotated[
 MetricQuery = Annotated[str, Query(description="A metric of the catalogue, e.g. heart_rate")]
 
 
-@dataclass(frozen=True, slots=True)
-class _Window:
-    start: datetime
-    end: datetime
-
-
-def _error(field: str, msg: str, kind: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": ["query", field], "msg": msg, "type": kind}],
-    )
-
-
-def _window(
-    start: datetime | None, end: datetime | None, default: timedelta, widest: timedelta
-) -> _Window:
-    if end is None:
-        end = start + default if start is not None else datetime.now(UTC)
-    if start is None:
-        start = end - default
-    if end <= start:
-        raise _error("end", "end must be after start", "invalid_range")
-    if end - start > widest:
-        raise _error("start", f"the range may span at most {widest.days} days", "invalid_range")
-    return _Window(start, end)
-
-
 def _check_metric(metric: str, known: frozenset[str] | dict[str, Any], scope: str) -> None:
     if metric not in known:
-        raise _error(
-            "metric",
+        raise unprocessable(
+            ("query", "metric"),
             f"unknown metric {metric!r} for {scope}: see core/metric_catalog.py",
             "unknown_metric",
         )
@@ -166,28 +141,41 @@ def _decode_key(cursor: str, size: int) -> list[str]:
     return parts
 
 
+@dataclass(frozen=True, slots=True)
+class _BucketQuery:
+    """The query of both aggregate routes (a dependency: FastAPI reads its fields)."""
+
+    metric: MetricQuery
+    bucket: Bucket = Bucket.HOUR
+    agg: Agg = Agg.AVG
+    start: StartQuery = None
+    end: EndQuery = None
+    limit: LimitQuery = None
+    after: AfterQuery = None
+
+
+BucketQuery = Annotated[_BucketQuery, Depends()]
+
+
 def _buckets(
     conn: psycopg.Connection[Any],
-    *,
     devices: list[str],
-    metric: str,
-    bucket: Bucket,
-    agg: Agg,
     time_zone: str,
-    start: datetime | None,
-    end: datetime | None,
+    query: _BucketQuery,
     size: int,
-    after: str | None,
 ) -> BucketsPublic:
-    window = _window(start, end, DEFAULT_BUCKET_RANGE[bucket], MAX_BUCKET_RANGE[bucket])
+    bucket, agg = query.bucket, query.agg
+    window = bounded_range(
+        query.start, query.end, DEFAULT_BUCKET_RANGE[bucket], MAX_BUCKET_RANGE[bucket]
+    )
     zone = ZoneInfo(time_zone)
     after_bucket, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
-    if after is not None:
-        after_bucket, after_device = decode_position(after, str)
+    if query.after is not None:
+        after_bucket, after_device = decode_position(query.after, str)
     plan = plan_buckets(conn, bucket, agg, time_zone)
     params = {
         "devices": devices,
-        "metric": metric,
+        "metric": query.metric,
         "lo": _ceil(window.start, bucket, zone),
         "hi": _ceil(window.end, bucket, zone),
         "after_bucket": after_bucket,
@@ -196,14 +184,12 @@ def _buckets(
         "origin": _ORIGIN,
         "tz": time_zone,
     }
-    rows, cursor = page(
-        buckets(conn, plan, params),
-        size,
-        lambda r: BucketPublic.model_validate(r, from_attributes=True),
-        lambda r: encode_position(r.bucket, r.device_id),
+    found = buckets(conn, plan, params)
+    rows, cursor = model_page(
+        found, size, BucketPublic, lambda r: encode_position(r.bucket, r.device_id)
     )
     return BucketsPublic(
-        metric=metric,
+        metric=query.metric,
         bucket=bucket.value,
         agg=agg.value,
         time_zone=time_zone,
@@ -215,16 +201,7 @@ def _buckets(
 
 @router.get("/devices/{device_id}/aggregates")
 def device_aggregates(
-    conn: ConnDep,
-    settings: SettingsDep,
-    device_id: DeviceId,
-    metric: MetricQuery,
-    bucket: Bucket = Bucket.HOUR,
-    agg: Agg = Agg.AVG,
-    start: StartQuery = None,
-    end: EndQuery = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    conn: ConnDep, settings: SettingsDep, device_id: DeviceId, query: BucketQuery
 ) -> BucketsPublic:
     """One device's ``metric`` in buckets whose start lies in ``[start, end)``.
 
@@ -232,51 +209,21 @@ def device_aggregates(
     days in the time zone of the device's community.
     """
     device = get_device_or_404(conn, device_id)
-    _check_metric(metric, METRICS.get(device.device_class, {}), f"a {device.device_class} device")
+    kind = device.device_class
+    _check_metric(query.metric, METRICS.get(kind, {}), f"a {kind} device")
     time_zone = _community_or_404(conn, device.community_id)
-    return _buckets(
-        conn,
-        devices=[device_id],
-        metric=metric,
-        bucket=bucket,
-        agg=agg,
-        time_zone=time_zone,
-        start=start,
-        end=end,
-        size=page_size(settings, limit),
-        after=after,
-    )
+    return _buckets(conn, [device_id], time_zone, query, page_size(settings, query.limit))
 
 
 @router.get("/communities/{community_id}/aggregates")
 def community_aggregates(
-    conn: ConnDep,
-    settings: SettingsDep,
-    community_id: CommunityId,
-    metric: MetricQuery,
-    bucket: Bucket = Bucket.HOUR,
-    agg: Agg = Agg.AVG,
-    start: StartQuery = None,
-    end: EndQuery = None,
-    limit: LimitQuery = None,
-    after: AfterQuery = None,
+    conn: ConnDep, settings: SettingsDep, community_id: CommunityId, query: BucketQuery
 ) -> BucketsPublic:
     """Every device of a community, ``metric`` in buckets, ordered by (bucket, device_id)."""
-    _check_metric(metric, _ALL_METRICS, "any device class")
+    _check_metric(query.metric, _ALL_METRICS, "any device class")
     time_zone = _community_or_404(conn, community_id)
     devices = community_device_ids(conn, community_id)
-    return _buckets(
-        conn,
-        devices=devices,
-        metric=metric,
-        bucket=bucket,
-        agg=agg,
-        time_zone=time_zone,
-        start=start,
-        end=end,
-        size=page_size(settings, limit),
-        after=after,
-    )
+    return _buckets(conn, devices, time_zone, query, page_size(settings, query.limit))
 
 
 @router.get("/communities/{community_id}/readings")
@@ -294,7 +241,7 @@ def community_readings(
     ordered by (ts, device_id); at most one day per request."""
     _check_metric(metric, _ALL_METRICS, "any device class")
     _community_or_404(conn, community_id)
-    window = _window(start, end, DEFAULT_RAW_RANGE, MAX_COMMUNITY_RAW_RANGE)
+    window = bounded_range(start, end, DEFAULT_RAW_RANGE, MAX_COMMUNITY_RAW_RANGE)
     size = page_size(settings, limit)
     after_ts, after_device = datetime(1970, 1, 1, tzinfo=UTC), ""
     if after is not None:
@@ -308,11 +255,8 @@ def community_readings(
         after=(after_ts, after_device),
         limit=size + 1,
     )
-    rows, cursor = page(
-        found,
-        size,
-        lambda r: DeviceReadingPublic.model_validate(r, from_attributes=True),
-        lambda r: encode_position(r.ts, r.device_id),
+    rows, cursor = model_page(
+        found, size, DeviceReadingPublic, lambda r: encode_position(r.ts, r.device_id)
     )
     return DeviceReadingsPublic(data=rows, next_cursor=cursor)
 
@@ -336,10 +280,7 @@ def community_latest(
     found = latest_of_community(
         conn, community_id, metric, after=(after_device, after_metric), limit=size + 1
     )
-    rows, cursor = page(
-        found,
-        size,
-        lambda r: LatestPublic.model_validate(r, from_attributes=True),
-        lambda r: _encode_key(r.device_id, r.metric),
+    rows, cursor = model_page(
+        found, size, LatestPublic, lambda r: _encode_key(r.device_id, r.metric)
     )
     return LatestValuesPublic(data=rows, next_cursor=cursor)

@@ -104,14 +104,7 @@ def change_user(
     _within_scope(principal, body.communities, body.all_communities)
     _user(conn, user_id)
     try:
-        updated = accounts.update_user(
-            conn,
-            user_id,
-            role=body.role,
-            communities=body.communities,
-            all_communities=body.all_communities,
-            disabled=body.disabled,
-        )
+        updated = accounts.update_user(conn, user_id, **dict(body))
     except accounts.UserError as exc:
         raise body_error(exc.field, str(exc)) from None
     return user_public(updated)

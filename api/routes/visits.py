@@ -8,6 +8,7 @@ visit check and the monthly report.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -20,12 +21,7 @@ from api.deps import ClockDep, ConnDep, SettingsDep, page_size
 from api.problems import body_error
 from api.schemas import Public
 from api.scope import AlertId, Authorized, not_found, unknown_in_body
-from core.visits import (
-    Month,
-    Outcome,
-    Policy,
-    Standing,
-)
+from core.visits import Month, Outcome, Policy, Standing
 from store import visits as visits_store
 
 __all__ = ["CoveragePublic", "VisitIn", "VisitPublic", "coverage_public", "router"]
@@ -139,37 +135,25 @@ def coverage_public(found: visits_store.CommunityCoverage) -> CoveragePublic:
         out = []
         for s in cov.with_standing(*standings):
             name, building, unit = found.people[s.resident_id]
-            out.append(
-                ResidentDue(
-                    resident_id=s.resident_id,
-                    name=name,
-                    building=building,
-                    unit=unit,
-                    policy=s.policy,
-                    standing=s.standing,
-                    visits=s.visits,
-                    attempts=s.attempts,
-                    last_visit=s.last_visit,
-                    missed_weeks=list(s.missed_weeks),
-                )
-            )
+            person = {"name": name, "building": building, "unit": unit}
+            out.append(ResidentDue.model_validate(asdict(s) | person))
         return out
 
+    figures = {name: getattr(cov, name) for name in _COVERAGE_FIGURES}
     return CoveragePublic(
         community_id=found.community_id,
         month=str(cov.month),
         time_zone=found.time_zone,
         deadline_day=found.deadline_day,
         as_of=found.as_of,
-        residents=cov.residents,
-        visited=cov.visited,
-        visit_rate=cov.visit_rate,
-        policy_met=cov.policy_met,
-        policy_met_rate=cov.policy_met_rate,
+        **figures,
         due=listed(Standing.DUE),
         overdue=listed(Standing.OVERDUE),
         missed=listed(Standing.MISSED),
     )
+
+
+_COVERAGE_FIGURES = ("residents", "visited", "visit_rate", "policy_met", "policy_met_rate")
 
 
 # --- routes --------------------------------------------------------------------------------
@@ -195,19 +179,7 @@ def add_visit(conn: ConnDep, principal: Authorized, body: VisitIn) -> VisitPubli
     if body.ended_at is not None and body.ended_at < body.started_at:
         raise body_error("ended_at", "a visit ends after it starts")
     return _visit(
-        visits_store.record_visit(
-            conn,
-            community_id,
-            time_zone,
-            resident_id=body.resident_id,
-            worker=body.worker,
-            started_at=body.started_at,
-            ended_at=body.ended_at,
-            outcome=body.outcome,
-            notes=body.notes,
-            follow_up_due=body.follow_up_due,
-            source="api",
-        )
+        visits_store.record_visit(conn, community_id, time_zone, **dict(body), source="api")
     )
 
 
@@ -293,18 +265,12 @@ def alert_visits(conn: ConnDep, _p: Authorized, alert_id: AlertId) -> AlertVisit
     row = visits_store.alert_resident(conn, alert_id)
     if row is None:
         raise not_found(f"no alert {alert_id}")
-    device_id, resident_id, name = row
+    wearer = dict(zip(("device_id", "resident_id", "resident_name"), row, strict=True))
+    resident_id = wearer["resident_id"]
     recent: list[VisitPublic] = []
     open_tasks: list[VisitPublic] = []
     if resident_id is not None:
         visits_store.import_checkins(conn)
         recent = [_visit(r) for r in visits_store.recent_visits(conn, resident_id, ALERT_VISITS)]
         open_tasks = [_visit(r) for r in visits_store.open_follow_ups(conn, resident_id)]
-    return AlertVisitsPublic(
-        alert_id=alert_id,
-        device_id=device_id,
-        resident_id=resident_id,
-        resident_name=name,
-        visits=recent,
-        open_follow_ups=open_tasks,
-    )
+    return AlertVisitsPublic(alert_id=alert_id, **wearer, visits=recent, open_follow_ups=open_tasks)
