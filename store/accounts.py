@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
 from core.access import Role
 from core.tokens import hash_token, new_token
+from store.rows import Conn
 
 __all__ = [
     "BUILTIN_ADMIN",
@@ -45,7 +45,6 @@ __all__ = [
     "user_scope",
 ]
 
-Conn = psycopg.Connection[Any]
 
 # The user that owns tokens made without naming one (the CLI's default, the demo).
 BUILTIN_ADMIN = "admin"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
 
 from core.rules import SEVERITIES, Severity
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -27,8 +27,6 @@ __all__ = [
     "list_alerts",
     "missed_events",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

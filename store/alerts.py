@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from core.rules import AlertState
 from store.alert_reads import AlertRecord, find_alert
+from store.rows import Conn
 
 __all__ = [
     "ENGINE_ACTOR",
@@ -37,7 +38,6 @@ __all__ = [
     "resolve",
 ]
 
-Conn = psycopg.Connection[Any]
 # The channel the engine and the API announce alert transitions on, and the API's
 # live stream listens to.
 NOTIFY_CHANNEL = "sc_alerts"

@@ -8,16 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = ["AuditEntry", "audit_entries", "record_refusal"]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

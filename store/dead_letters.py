@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "replays_end",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _INSERT = (
     "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)"

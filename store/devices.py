@@ -34,6 +34,7 @@ from core.registry import DeviceSpec
 from store import places
 from store.device_checks import Problem, check_specs
 from store.filters import list_filter
+from store.rows import AsyncConn, Conn
 
 __all__ = [
     "DeviceRecord",
@@ -60,9 +61,6 @@ __all__ = [
     "unlink_resident",
     "update_device",
 ]
-
-Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # --- the registry ---------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import psycopg
 from psycopg.types.json import Jsonb
+
+from store.rows import Conn
 
 __all__ = [
     "OPEN_DISPATCH",
@@ -52,7 +53,6 @@ __all__ = [
     "timeline",
 ]
 
-Conn = psycopg.Connection[Any]
 OPEN_DISPATCH = ("sent", "accepted")
 
 

@@ -16,8 +16,9 @@ from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
-import psycopg
 from psycopg.types.json import Jsonb
+
+from store.rows import AsyncConn, Conn
 
 __all__ = [
     "PanelPoint",
@@ -34,9 +35,6 @@ __all__ = [
     "uitd_exists",
     "uitd_place",
 ]
-
-Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # --- the registry (synchronous) ----------------------------------------------------------

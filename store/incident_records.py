@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from core.incidents import (
     DEFAULT_TARGETS,
     GROUP_WINDOW,
@@ -27,6 +25,7 @@ from core.incidents import (
     stronger,
 )
 from store.dispatch import DispatchView, StepView, dispatch_views, timeline
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
     "targets_for",
     "ungrouped_alerts",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 # --- targets ------------------------------------------------------------------------------

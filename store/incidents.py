@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from core.incidents import (
     CONTROL_ROOM,
     IncidentType,
@@ -43,6 +41,7 @@ from store.incident_records import (
 )
 from store.places import set_dispatch_gateway
 from store.rosters import on_duty_now, roster_order, team_of
+from store.rows import Conn
 
 # DispatchError, the targets, the views, incident_of_alert and set_dispatch_gateway are
 # the tables' writers' (store.dispatch, store.incident_records, store.places), named
@@ -69,7 +68,6 @@ __all__ = [
     "sync_alerts",
 ]
 
-Conn = psycopg.Connection[Any]
 SYSTEM = "system:incident-desk"
 # Alerts at these severities open an incident; lower ones join an open one only.
 OPENING_SEVERITIES = ("major", "critical")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 from psycopg.rows import class_row
 
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -24,8 +25,6 @@ __all__ = [
     "list_maintenance",
     "load_maintenance",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

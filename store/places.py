@@ -18,6 +18,7 @@ from psycopg import sql
 
 from core.registry import BuildingSpec, UnitSpec
 from store.filters import list_filter
+from store.rows import Conn
 
 __all__ = [
     "BuildingRecord",
@@ -40,8 +41,6 @@ __all__ = [
     "set_dispatch_gateway",
     "set_visit_deadline_day",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from store.rows import Conn
 from store.series import DEVICE_EVENTS, DEVICE_READINGS
 
 __all__ = [
@@ -26,8 +26,6 @@ __all__ = [
     "recent_events",
     "recent_readings",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

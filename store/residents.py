@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -23,6 +22,7 @@ from core.registry import ResidentSpec
 from core.visits import Policy
 from store.devices import unlink_resident
 from store.filters import list_filter
+from store.rows import Conn
 
 __all__ = [
     "ResidentRecord",
@@ -35,8 +35,6 @@ __all__ = [
     "set_visit_policy",
     "update_resident",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,11 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg import sql
 
 from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
 from store.filters import list_filter
+from store.rows import Conn
 
 __all__ = [
     "DutyBoard",
@@ -44,8 +44,6 @@ __all__ = [
     "set_team_leader",
     "team_of",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 def community_zone(conn: Conn, community_id: str) -> ZoneInfo:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from core.rules import Rule, dump_rule, parse_rule
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

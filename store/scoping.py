@@ -8,13 +8,11 @@ clause is built here from constant expressions, never from input.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any
 
-import psycopg
+from store.rows import Conn
 
 __all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate"]
 
-Conn = psycopg.Connection[Any]
 
 Communities = Collection[str] | None  # None: every community
 

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from core.storage import Bucket
+from store.rows import Conn
 from store.storage_config import read_config
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "readings_of_community",
 ]
 
-Conn = psycopg.Connection[Any]
 
 DEVICE_READINGS = sql.SQL(
     "SELECT metric, ts, value, seq, received_at FROM readings"

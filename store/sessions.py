@@ -8,11 +8,10 @@ transaction, so it ends with it however the request ends (``api.deps.get_conn``)
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
+from store.rows import Conn
 from store.scoping import Communities
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "set_role",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _LEFT_OVER_SCOPE = (
     "SELECT nullif(current_setting('sc.actor', true), ''),"

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from core.errors import ConfigurationError
 from core.storage import StorageConfig, StoragePath
+from store.rows import Conn
 
 __all__ = [
     "advance_watermark",
@@ -26,7 +26,6 @@ __all__ = [
     "store_retention",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _CONFIG = (
     "SELECT path, chunk_interval, compress_after, raw_retention, hourly_retention,"

@@ -11,10 +11,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from core.storage import StoragePath
+from store.rows import Conn
 
 __all__ = [
     "ChunkCounts",
@@ -33,7 +33,6 @@ __all__ = [
     "timescaledb_version",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _SIZES = (
     "SELECT name, pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint)"

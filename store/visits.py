@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg.rows import class_row
 
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
 from store.places import set_visit_deadline_day
 from store.residents import set_visit_policy
+from store.rows import Conn
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "visit_alerts",
 ]
 
-Conn = psycopg.Connection[Any]
 CHECKIN_EVENT = "visit_checkin"
 # Events commit in batches whose received_at can interleave: re-read this far back.
 IMPORT_OVERLAP = "10 minutes"
