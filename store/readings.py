@@ -6,19 +6,17 @@ writes these tables, stays in ``ingest/writer.py``: it is the hot path."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import sql
 from psycopg.rows import class_row
 
+from core.models import DeviceEvent, Reading
 from store.rows import Conn
 from store.series import DEVICE_EVENTS, DEVICE_READINGS
 
 __all__ = [
-    "EventRecord",
-    "ReadingRecord",
     "device_events",
     "device_readings",
     "last_seen",
@@ -26,24 +24,6 @@ __all__ = [
     "recent_events",
     "recent_readings",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingRecord:
-    metric: str
-    ts: datetime
-    value: float
-    seq: int | None
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    event: str
-    ts: datetime
-    data: dict[str, Any]
-    seq: int | None
-    received_at: datetime
 
 
 def _filters(
@@ -70,10 +50,10 @@ def device_readings(
     metric: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[ReadingRecord]:
+) -> list[Reading]:
     """Readings in ``[start, end)`` by (ts, metric), after the (ts, metric) ``after``."""
     extra, params = _filters("metric", metric, after)
-    with conn.cursor(row_factory=class_row(ReadingRecord)) as cur:
+    with conn.cursor(row_factory=class_row(Reading)) as cur:
         return cur.execute(
             DEVICE_READINGS.format(extra), [device_id, start, end, *params, limit]
         ).fetchall()
@@ -88,10 +68,10 @@ def device_events(
     event: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[EventRecord]:
+) -> list[DeviceEvent]:
     """Events in ``[start, end)`` by (ts, event), after the (ts, event) ``after``."""
     extra, params = _filters("event", event, after)
-    with conn.cursor(row_factory=class_row(EventRecord)) as cur:
+    with conn.cursor(row_factory=class_row(DeviceEvent)) as cur:
         return cur.execute(
             DEVICE_EVENTS.format(extra), [device_id, start, end, *params, limit]
         ).fetchall()

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from core.models import Reading
 from core.storage import Bucket
 from store.rows import Conn
 from store.storage_config import read_config
@@ -22,7 +23,6 @@ __all__ = [
     "DEVICE_READINGS",
     "Agg",
     "BucketRecord",
-    "CommunityReading",
     "LatestValue",
     "SeriesPlan",
     "buckets",
@@ -35,12 +35,12 @@ __all__ = [
 
 
 DEVICE_READINGS = sql.SQL(
-    "SELECT metric, ts, value, seq, received_at FROM readings"
+    "SELECT device_id, metric, ts, value, seq, received_at FROM readings"
     " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
     " ORDER BY ts, metric LIMIT %s"
 )
 DEVICE_EVENTS = sql.SQL(
-    "SELECT event, ts, data, seq, received_at FROM device_events"
+    "SELECT device_id, event, ts, data, seq, received_at FROM device_events"
     " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
     " ORDER BY ts, event LIMIT %s"
 )
@@ -142,16 +142,6 @@ class BucketRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class CommunityReading:
-    device_id: str
-    metric: str
-    ts: datetime
-    value: float
-    seq: int | None
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class LatestValue:
     device_id: str
     device_class: str
@@ -199,7 +189,7 @@ def readings_of_community(
     *,
     after: tuple[datetime, str],
     limit: int,
-) -> list[CommunityReading]:
+) -> list[Reading]:
     """Raw ``metric`` readings of a community's devices in ``[start, end)``, strictly
     after the (ts, device_id) position ``after``, ordered by (ts, device_id)."""
     params = {
@@ -211,7 +201,7 @@ def readings_of_community(
         "after_device": after[1],
         "limit": limit,
     }
-    with conn.cursor(row_factory=class_row(CommunityReading)) as cur:
+    with conn.cursor(row_factory=class_row(Reading)) as cur:
         return cur.execute(COMMUNITY_READINGS, params).fetchall()
 
 
