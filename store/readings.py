@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import sql
 from psycopg.rows import class_row
@@ -25,20 +25,33 @@ __all__ = [
     "recent_readings",
 ]
 
+R = TypeVar("R")  # the record a series row becomes
 
-def _filters(
-    column: str, value: str | None, after: tuple[datetime, str] | None
-) -> tuple[sql.Composable, list[object]]:
-    """Extra WHERE terms: an exact match on ``column`` and the keyset position."""
+
+def _series(
+    conn: Conn,
+    record: type[R],
+    query: sql.SQL,
+    column: str,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    value: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[R]:
+    """A device's rows of ``query`` in ``[start, end)`` by (ts, ``column``): those whose
+    ``column`` is ``value`` when given, after the (ts, ``column``) position ``after``."""
     terms: list[sql.Composable] = []
-    params: list[object] = []
+    params: list[object] = [device_id, start, end]
     if value is not None:
         terms.append(sql.SQL(" AND {} = %s").format(sql.Identifier(column)))
         params.append(value)
     if after is not None:
         terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
         params += list(after)
-    return sql.Composed(terms), params
+    with conn.cursor(row_factory=class_row(record)) as cur:
+        return cur.execute(query.format(sql.Composed(terms)), [*params, limit]).fetchall()
 
 
 def device_readings(
@@ -52,11 +65,9 @@ def device_readings(
     limit: int,
 ) -> list[Reading]:
     """Readings in ``[start, end)`` by (ts, metric), after the (ts, metric) ``after``."""
-    extra, params = _filters("metric", metric, after)
-    with conn.cursor(row_factory=class_row(Reading)) as cur:
-        return cur.execute(
-            DEVICE_READINGS.format(extra), [device_id, start, end, *params, limit]
-        ).fetchall()
+    return _series(
+        conn, Reading, DEVICE_READINGS, "metric", device_id, start, end, metric, after, limit
+    )
 
 
 def device_events(
@@ -70,11 +81,9 @@ def device_events(
     limit: int,
 ) -> list[DeviceEvent]:
     """Events in ``[start, end)`` by (ts, event), after the (ts, event) ``after``."""
-    extra, params = _filters("event", event, after)
-    with conn.cursor(row_factory=class_row(DeviceEvent)) as cur:
-        return cur.execute(
-            DEVICE_EVENTS.format(extra), [device_id, start, end, *params, limit]
-        ).fetchall()
+    return _series(
+        conn, DeviceEvent, DEVICE_EVENTS, "event", device_id, start, end, event, after, limit
+    )
 
 
 # -- what the engine reloads ---------------------------------------------------------------

@@ -158,7 +158,8 @@ def _responder(row: tuple[Any, ...]) -> ResponderRecord:
 
 
 def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
-    team_id, community, building, name, kind, leader = row
+    """``row``: the team's columns in ``TeamRecord``'s order (id to leader_id)."""
+    team_id, community = row[0], row[1]
     shifts = [
         ShiftRecord(i, r, w, s, e)
         for i, r, w, s, e in conn.execute(
@@ -169,12 +170,7 @@ def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
     ]
     roster, absences = load_roster(conn, team_id, now)
     return TeamRecord(
-        id=team_id,
-        community_id=community,
-        building_id=building,
-        name=name,
-        kind=kind,
-        leader_id=leader,
+        *row,
         shifts=shifts,
         on_duty=on_duty_now(conn, team_id, now),
         uncovered_at=uncovered_until(roster, absences, now, community_zone(conn, community)),

@@ -37,17 +37,8 @@ def read_config(conn: Conn) -> StorageConfig:
     row = conn.execute(_CONFIG).fetchone()
     if row is None:
         raise ConfigurationError("storage_config is empty: run `smartcommunity db upgrade`")
-    path, chunk, compress, raw, hourly, daily, ahead, tz = row
-    return StorageConfig(
-        path=StoragePath(path),
-        chunk_interval=chunk,
-        compress_after=compress,
-        raw_retention=raw,
-        hourly_retention=hourly,
-        daily_retention=daily,
-        partitions_ahead=int(ahead),
-        daily_time_zone=str(tz),
-    )
+    path, *rest = row  # the columns in StorageConfig's order
+    return StorageConfig(StoragePath(path), *rest)
 
 
 def set_path(conn: Conn, path: StoragePath) -> None:
