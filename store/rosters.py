@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg import sql
@@ -152,13 +151,11 @@ _RESPONDER = "SELECT id, community_id, name, role, phone, mqtt_username, user_id
 _TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
 
 
-def _responder(row: tuple[Any, ...]) -> ResponderRecord:
-    responder_id, community, name, role, phone, login, user_id = row
-    return ResponderRecord(responder_id, community, name, role, phone, login, user_id)
+# A row of _TEAM: TeamRecord's fields from id to leader_id.
+_TeamRow = tuple[str, str, str | None, str, str, str | None]
 
 
-def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
-    """``row``: the team's columns in ``TeamRecord``'s order (id to leader_id)."""
+def _team(conn: Conn, row: _TeamRow, now: datetime) -> TeamRecord:
     team_id, community = row[0], row[1]
     shifts = [
         ShiftRecord(i, r, w, s, e)
@@ -184,12 +181,12 @@ def list_responders(
     None: all."""
     where, params = list_filter(None, within=within, community_id=community_id)
     query = sql.SQL(_RESPONDER + " WHERE {} ORDER BY id LIMIT %s").format(where)
-    return [_responder(r) for r in conn.execute(query, [*params, limit])]
+    return [ResponderRecord(*r) for r in conn.execute(query, [*params, limit])]
 
 
 def get_responder(conn: Conn, responder_id: str) -> ResponderRecord | None:
     row = conn.execute((_RESPONDER + " WHERE id = %s").encode(), (responder_id,)).fetchone()
-    return None if row is None else _responder(row)
+    return None if row is None else ResponderRecord(*row)
 
 
 def responder_community(conn: Conn, responder_id: str) -> str | None:
@@ -215,7 +212,7 @@ def create_responder(conn: Conn, responder: ResponderRecord) -> ResponderRecord 
             responder.user_id,
         ),
     ).fetchone()
-    return None if row is None else _responder(row)
+    return None if row is None else ResponderRecord(*row)
 
 
 def add_exception(
