@@ -86,6 +86,28 @@ class SeriesPlan:
     source: str
 
 
+# Buckets computed at query time: rows of ``table`` grouped by ``bucket``, then the page.
+_GROUPED = (
+    "SELECT * FROM (SELECT device_id, {bucket} AS bucket, {agg} AS value, {count} AS count"
+    " FROM {table} WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+    " AND {time} >= greatest(%(lo)s, %(after_bucket)s) AND {time} < %(hi)s GROUP BY 1, 2) AS b"
+    " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+    " ORDER BY bucket, device_id LIMIT %(limit)s"
+)
+
+
+def _grouped(table: str, bucket: str, agg: str, count: str) -> SeriesPlan:
+    time = "ts" if table == "readings" else "bucket"
+    query = sql.SQL(_GROUPED).format(
+        bucket=sql.SQL(bucket),
+        agg=sql.SQL(agg),
+        count=sql.SQL(count),
+        table=sql.Identifier(table),
+        time=sql.Identifier(time),
+    )
+    return SeriesPlan(query, table)
+
+
 def plan_buckets(
     conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: str
 ) -> SeriesPlan:
@@ -94,18 +116,9 @@ def plan_buckets(
     The devices' filter, the range and the keyset position are parameters:
     ``devices`` (text[]), ``metric``, ``lo``, ``hi``, ``after_bucket``, ``after_device``.
     """
-    keyset = sql.SQL(
-        " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
-        " ORDER BY bucket, device_id LIMIT %(limit)s"
-    )
     if bucket is Bucket.MINUTE:
-        inner = sql.SQL(
-            "SELECT device_id, date_bin(INTERVAL '1 minute', ts, %(origin)s) AS bucket,"
-            " {agg} AS value, count(*) AS count FROM readings"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND ts >= greatest(%(lo)s, %(after_bucket)s) AND ts < %(hi)s GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_RAW_AGG[agg]))
-        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings")
+        minute = "date_bin(INTERVAL '1 minute', ts, %(origin)s)"
+        return _grouped("readings", minute, _RAW_AGG[agg], "count(*)")
     config = read_config(conn)
     if bucket is Bucket.HOUR:
         view, source = "readings_1h", "readings_1h"
@@ -114,14 +127,8 @@ def plan_buckets(
     else:
         # TimescaleDB's daily aggregate is in one zone; other zones' days are
         # merged from hourly buckets (exact for zones with whole-hour offsets).
-        inner = sql.SQL(
-            "SELECT device_id, date_trunc('day', bucket, %(tz)s) AS bucket,"
-            " {agg} AS value, sum(count)::bigint AS count FROM readings_1h"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND bucket >= greatest(%(lo)s, %(after_bucket)s) AND bucket < %(hi)s"
-            " GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_MERGED_AGG[agg]))
-        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings_1h")
+        day = "date_trunc('day', bucket, %(tz)s)"
+        return _grouped("readings_1h", day, _MERGED_AGG[agg], "sum(count)::bigint")
     value = sql.SQL("{}::float8").format(sql.Identifier(agg.value))
     query = sql.SQL(
         "SELECT device_id, bucket, {value} AS value, count FROM {view}"
