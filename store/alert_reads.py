@@ -16,7 +16,7 @@ from psycopg.rows import class_row
 
 from core.rules import SEVERITIES, Severity
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = [
     "AlertRecord",
@@ -119,9 +119,9 @@ def list_alerts(
 ) -> list[AlertRecord]:
     """Alerts newest first (raised_at, id), at most ``limit``; ``before`` is the
     (raised_at, id) of the last one of the previous page."""
-    scope, params = community_filter(communities)
     floor = None if min_severity is None else SEVERITIES[SEVERITIES.index(min_severity) :]
-    terms, values = given(
+    where, params = scoped(
+        communities,
         (
             ("state = ANY(%s)", list(states) or None),
             ("severity = ANY(%s)", list(severities) or None),
@@ -131,10 +131,8 @@ def list_alerts(
             ("rule_id = %s", rule_id),
             ("raised_at >= %s", since),
             ("raised_at < %s", until),
-        )
+        ),
     )
-    where = [scope, *terms]
-    params += values
     if active is not None:
         where.append("state <> 'resolved'" if active else "state = 'resolved'")
     if before is not None:

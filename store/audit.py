@@ -13,7 +13,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = ["AuditEntry", "audit_entries", "record_refusal"]
 
@@ -51,8 +51,8 @@ def audit_entries(
     before_id: int | None = None,
 ) -> list[AuditEntry]:
     """Changes newest first; those without a community only when ``communities`` is None."""
-    scope, params = community_filter(communities)
-    terms, values = given(
+    terms, params = scoped(
+        communities,
         (
             ("entity = %s", entity),
             ("entity_id = %s", entity_id),
@@ -60,11 +60,11 @@ def audit_entries(
             ("actor = %s", actor),
             ("at >= %s", since),
             ("id < %s", before_id),
-        )
+        ),
     )
-    where = sql.SQL(" AND ".join([scope, *terms]))  # constant terms
+    where = sql.SQL(" AND ".join(terms))  # constant terms
     with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
-        return cur.execute(_SELECT.format(where), [*params, *values, limit]).fetchall()
+        return cur.execute(_SELECT.format(where), [*params, limit]).fetchall()
 
 
 def record_refusal(

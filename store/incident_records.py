@@ -26,7 +26,7 @@ from core.incidents import (
 )
 from store.dispatch import DispatchView, StepView, dispatch_views, timeline
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = [
     "Incident",
@@ -413,10 +413,7 @@ def incident_views(
     newest: str = "opened",
 ) -> list[IncidentView]:
     """Incidents newest first: by opening time (``newest="opened"``) or by id."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
     if open_only:
         where.append("resolved_at IS NULL")
     order = "opened_at DESC, id DESC" if newest == "opened" else "id DESC"

@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = [
     "MaintenanceRecord",
@@ -118,10 +118,7 @@ def list_maintenance(
     conn: Conn, communities: Communities, *, community_id: str | None, current: bool
 ) -> list[MaintenanceRecord]:
     """Windows by start; ``current``: only those not ended yet."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
     if current:
         where.append("ends_at > now()")
     with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:

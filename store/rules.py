@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from core.rules import Rule, dump_rule, parse_rule
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = [
     "RuleRow",
@@ -173,12 +173,12 @@ def list_rules(
     enabled: bool | None = None,
 ) -> list[StoredRule]:
     """Rules by id: those scoped to ``communities`` and those for every community."""
-    scope, params = community_filter(
-        communities, "definition->'scope'->>'community'", everywhere=True
+    where, params = scoped(
+        communities,
+        (("definition->>'type' = %s", rule_type), ("enabled = %s", enabled)),
+        "definition->'scope'->>'community'",
+        everywhere=True,
     )
-    terms, values = given((("definition->>'type' = %s", rule_type), ("enabled = %s", enabled)))
-    where = [scope, *terms]
-    params += values
     query = f"SELECT {_COLUMNS} FROM alert_rules WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608 - fixed fragments
     with conn.cursor(row_factory=class_row(StoredRule)) as cur:
         return cur.execute(query, params).fetchall()

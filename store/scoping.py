@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 
 from store.rows import Conn
 
-__all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate"]
+__all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate", "scoped"]
 
 
 Communities = Collection[str] | None  # None: every community
@@ -40,6 +40,20 @@ def given(terms: Iterable[tuple[str, object | None]]) -> tuple[list[str], list[o
             where.append(term)
             params.append(value)
     return where, params
+
+
+def scoped(
+    communities: Communities,
+    terms: Iterable[tuple[str, object | None]],
+    expression: str = "community_id",
+    *,
+    everywhere: bool = False,
+) -> tuple[list[str], list[object]]:
+    """A list's WHERE terms (to join with AND) and their parameters: the community
+    filter (``community_filter``) and the ``terms`` whose value is given (``given``)."""
+    scope, params = community_filter(communities, expression, everywhere=everywhere)
+    where, values = given(terms)
+    return [scope, *where], params + values
 
 
 # Located by migration 0010's sc_locate_incident.

@@ -22,7 +22,7 @@ from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit,
 from store.places import set_visit_deadline_day
 from store.residents import set_visit_policy
 from store.rows import Conn
-from store.scoping import Communities, community_filter, given
+from store.scoping import Communities, scoped
 
 __all__ = [
     "CHECKIN_EVENT",
@@ -191,16 +191,15 @@ def list_visits(
     month: Month | None = None,
 ) -> list[VisitRecord]:
     """Visits newest first (by id); ``month`` in each visit's community's zone."""
-    scope, params = community_filter(communities, "v.community_id")
-    terms, values = given(
+    where, params = scoped(
+        communities,
         (
             ("v.id < %s", before_id),
             ("v.community_id = %s", community_id),
             ("v.resident_id = %s", resident_id),
-        )
+        ),
+        "v.community_id",
     )
-    where = [scope, *terms]
-    params += values
     if month is not None:
         where.append(
             "v.started_at >= (%s::date::timestamp AT TIME ZONE c.time_zone)"
@@ -222,10 +221,8 @@ def follow_ups(
     conn: Conn, communities: Communities, *, community_id: str | None, limit: int
 ) -> list[VisitRecord]:
     """Open follow-up tasks, soonest due first."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, "follow_up_due IS NOT NULL", "follow_up_done_at IS NULL", *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
+    where += ["follow_up_due IS NOT NULL", "follow_up_done_at IS NULL"]
     query = (
         f"SELECT {_COLUMNS} FROM visits WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
         " ORDER BY follow_up_due, id LIMIT %s"
