@@ -24,7 +24,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import psycopg
@@ -105,7 +104,6 @@ class PoolWatch:
         return sum(p.connections_lost for p in pools)
 
 
-@dataclass(eq=False, repr=False)  # identity, and no repr that could show the URL's password
 class DatabasePool:
     """A ``ConnectionPool`` over ``url``, opened on first use and closed by ``close()``.
 
@@ -117,22 +115,31 @@ class DatabasePool:
     prepared statements for the same work).
     """
 
-    url: str
-    _: KW_ONLY
-    name: str
-    min_size: int = 1
-    max_size: int = 1
-    configure: Callable[[Conn], None] | None = None
-    autocommit: bool = False
-    watch: PoolWatch | None = None
-    reconnect_timeout_s: float = RECONNECT_TIMEOUT_S
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _pool: ConnectionPool[Conn] | None = field(default=None, init=False)
-    _lost: int = field(default=0, init=False)  # of pools closed before this one
-
-    def __post_init__(self) -> None:
-        if self.watch is not None:
-            self.watch._add(self)
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        min_size: int = 1,
+        max_size: int = 1,
+        configure: Callable[[Conn], None] | None = None,
+        autocommit: bool = False,
+        watch: PoolWatch | None = None,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.name = name
+        self.min_size = min_size
+        self.max_size = max_size
+        self.configure = configure
+        self.autocommit = autocommit
+        self.watch = watch
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Conn] | None = None
+        self._lost = 0  # of pools closed before this one
+        if watch is not None:
+            watch._add(self)
 
     def open(self) -> None:
         """Start making connections; returns at once (the database may be down)."""
