@@ -25,7 +25,7 @@ from core.incidents import (
     stronger,
 )
 from store.dispatch import DispatchView, StepView, dispatch_views, timeline
-from store.rows import Conn
+from store.rows import Conn, scalar
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -247,10 +247,9 @@ def link(conn: Conn, alert_id: int, incident_id: int, community: str) -> None:
 
 def incident_of_alert(conn: Conn, alert_id: int) -> int | None:
     """The incident an alert belongs to, if it has been grouped into one."""
-    row = conn.execute(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
-    ).fetchone()
-    return None if row is None else int(row[0])
+    return scalar(
+        conn, int, "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
+    )
 
 
 def open_incident_for(
@@ -260,14 +259,15 @@ def open_incident_for(
     resident), opened within GROUP_WINDOW before it."""
     if building is None and resident is None:
         return None
-    row = conn.execute(
+    return scalar(
+        conn,
+        int,
         "SELECT id FROM incidents WHERE community_id = %s AND resolved_at IS NULL"
         " AND opened_at >= %s AND ((%s::text IS NOT NULL AND building = %s)"
         "   OR (%s::text IS NULL AND resident_id = %s))"
         " ORDER BY opened_at DESC LIMIT 1",
         (community, raised - GROUP_WINDOW, building, building, building, resident),
-    ).fetchone()
-    return None if row is None else int(row[0])
+    )
 
 
 def newly_acknowledged(conn: Conn) -> list[tuple[Any, ...]]:

@@ -41,7 +41,7 @@ from store.incident_records import (
 )
 from store.places import set_dispatch_gateway
 from store.rosters import on_duty_now, roster_order, team_of
-from store.rows import Conn
+from store.rows import Conn, scalar
 
 # DispatchError, the targets, the views, incident_of_alert and set_dispatch_gateway are
 # the tables' writers' (store.dispatch, store.incident_records, store.places), named
@@ -507,11 +507,12 @@ def escalate_due(conn: Conn, now: datetime) -> int:
 def community_of(conn: Conn, kind: str, object_id: str) -> str | None:
     """The community of a team (``kind="team"``) or a responder (``"responder"``)."""
     table = {"team": "teams", "responder": "responders"}[kind]
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         f"SELECT community_id FROM {table} WHERE id = %s".encode(),  # noqa: S608 - table is one of two constants
         (object_id,),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 def reassign(

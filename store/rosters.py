@@ -18,7 +18,7 @@ from psycopg import sql
 
 from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
 from store.filters import list_filter
-from store.rows import Conn
+from store.rows import Conn, scalar
 
 __all__ = [
     "DutyBoard",
@@ -93,13 +93,14 @@ def roster_order(conn: Conn, team_id: str, at: datetime) -> list[str]:
 
 def team_of(conn: Conn, community: str, building: str | None, kind: str) -> str | None:
     """The building's team of a kind, else the community's."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         "SELECT id FROM teams WHERE community_id = %s AND kind = %s"
         " AND (building_id = %s OR building_id IS NULL)"
         " ORDER BY building_id IS NULL, id LIMIT 1",
         (community, kind, building),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 # --- responders and teams, as the API and the CLI show them ---------------------------------
@@ -190,10 +191,7 @@ def get_responder(conn: Conn, responder_id: str) -> ResponderRecord | None:
 
 
 def responder_community(conn: Conn, responder_id: str) -> str | None:
-    row = conn.execute(
-        "SELECT community_id FROM responders WHERE id = %s", (responder_id,)
-    ).fetchone()
-    return None if row is None else str(row[0])
+    return scalar(conn, str, "SELECT community_id FROM responders WHERE id = %s", (responder_id,))
 
 
 def create_responder(conn: Conn, responder: ResponderRecord) -> ResponderRecord | None:

@@ -14,7 +14,7 @@ from psycopg.rows import class_row
 
 from core.models import Reading
 from core.storage import Bucket
-from store.rows import Conn
+from store.rows import Conn, scalar
 from store.storage_config import read_config
 
 __all__ = [
@@ -169,9 +169,7 @@ _LATEST = sql.SQL(
 
 def community_time_zone(conn: Conn, community_id: str) -> str | None:
     """The community's time zone (its days' boundaries); None: no such community."""
-    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
-    found = row.fetchone()
-    return None if found is None else str(found[0])
+    return scalar(conn, str, "SELECT time_zone FROM communities WHERE id = %s", (community_id,))
 
 
 def community_device_ids(conn: Conn, community_id: str) -> list[str]:

@@ -21,7 +21,7 @@ from psycopg.rows import class_row
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
 from store.places import set_visit_deadline_day
 from store.residents import set_visit_policy
-from store.rows import Conn
+from store.rows import Conn, scalar
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -287,10 +287,9 @@ def communities_in_programme(conn: Conn) -> list[tuple[str, str, int]]:
 
 
 def community_time_zone(conn: Conn, community_id: str) -> ZoneInfo | None:
-    row = conn.execute(
-        "SELECT time_zone FROM communities WHERE id = %s", (community_id,)
-    ).fetchone()
-    return None if row is None else ZoneInfo(str(row[0]))
+    return scalar(
+        conn, ZoneInfo, "SELECT time_zone FROM communities WHERE id = %s", (community_id,)
+    )
 
 
 def community_coverage(
