@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg.rows import class_row
-
 from core.rules import SEVERITIES, Severity
-from store.rows import Conn
+from store.rows import Conn, first_record, records
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -80,17 +78,17 @@ _COLUMNS = (
 
 def find_alert(conn: Conn, alert_id: int, *, lock: bool = False) -> AlertRecord | None:
     query = f"SELECT {_COLUMNS} FROM alerts WHERE id = %s" + (" FOR UPDATE" if lock else "")  # noqa: S608 - constant columns
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, (alert_id,)).fetchone()
+    return first_record(conn, AlertRecord, query, (alert_id,))
 
 
 def history_of(conn: Conn, alert_id: int) -> list[HistoryRecord]:
-    with conn.cursor(row_factory=class_row(HistoryRecord)) as cur:
-        return cur.execute(
-            "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
-            " FROM alert_history WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
+    return records(
+        conn,
+        HistoryRecord,
+        "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
+        " FROM alert_history WHERE alert_id = %s ORDER BY id",
+        (alert_id,),
+    )
 
 
 def group_members(conn: Conn, alert_id: int) -> list[int]:
@@ -142,8 +140,7 @@ def list_alerts(
         f"SELECT {_COLUMNS} FROM alerts WHERE {' AND '.join(where)}"  # noqa: S608 - fixed fragments
         " ORDER BY raised_at DESC, id DESC LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
+    return records(conn, AlertRecord, query, [*params, limit])
 
 
 _MISSED = """

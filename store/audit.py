@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from store.rows import Conn
+from store.rows import Conn, records
 from store.scoping import Communities, scoped
 
 __all__ = ["AuditEntry", "audit_entries", "record_refusal"]
@@ -63,8 +62,7 @@ def audit_entries(
         ),
     )
     where = sql.SQL(" AND ".join(terms))  # constant terms
-    with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
-        return cur.execute(_SELECT.format(where), [*params, limit]).fetchall()
+    return records(conn, AuditEntry, _SELECT.format(where), [*params, limit])
 
 
 def record_refusal(

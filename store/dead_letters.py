@@ -19,9 +19,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
-from store.rows import Conn
+from store.rows import Conn, records
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -148,8 +147,7 @@ def list_dead_letters(
         where.append("(d.received_at, d.id) < (%s, %s)")
         params += list(before)
     terms = sql.SQL("".join(f" AND {term}" for term in where))  # constant terms
-    with conn.cursor(row_factory=class_row(DeadLetterRecord)) as cur:
-        return cur.execute(_LIST.format(terms), [*params, limit]).fetchall()
+    return records(conn, DeadLetterRecord, _LIST.format(terms), [*params, limit])
 
 
 def replays_end(conn: Conn) -> int:

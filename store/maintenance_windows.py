@@ -13,7 +13,7 @@ from typing import Literal
 import psycopg
 from psycopg.rows import class_row
 
-from store.rows import Conn
+from store.rows import Conn, records
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -121,12 +121,13 @@ def list_maintenance(
     where, params = scoped(communities, (("community_id = %s", community_id),))
     if current:
         where.append("ends_at > now()")
-    with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY starts_at",
-            params,
-        ).fetchall()
+    return records(
+        conn,
+        MaintenanceRecord,
+        f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY starts_at",
+        params,
+    )
 
 
 def end_maintenance(conn: Conn, window_id: int) -> bool:

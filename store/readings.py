@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from psycopg import sql
-from psycopg.rows import class_row
 
 from core.models import DeviceEvent, Reading
-from store.rows import Conn
+from store.rows import Conn, records
 from store.series import DEVICE_EVENTS, DEVICE_READINGS
 
 __all__ = [
@@ -50,8 +49,7 @@ def _series(
     if after is not None:
         terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
         params += list(after)
-    with conn.cursor(row_factory=class_row(record)) as cur:
-        return cur.execute(query.format(sql.Composed(terms)), [*params, limit]).fetchall()
+    return records(conn, record, query.format(sql.Composed(terms)), [*params, limit])
 
 
 def device_readings(

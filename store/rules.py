@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from core.rules import Rule, dump_rule, parse_rule
-from store.rows import Conn
+from store.rows import Conn, first_record, records
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -158,11 +158,12 @@ def forget_state(conn: Conn, rule_ids: Sequence[str]) -> None:
 
 
 def find_rule(conn: Conn, rule_id: str) -> StoredRule | None:
-    with conn.cursor(row_factory=class_row(StoredRule)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM alert_rules WHERE id = %s",  # noqa: S608 - constant columns
-            (rule_id,),
-        ).fetchone()
+    return first_record(
+        conn,
+        StoredRule,
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE id = %s",  # noqa: S608 - constant columns
+        (rule_id,),
+    )
 
 
 def list_rules(
@@ -180,8 +181,7 @@ def list_rules(
         everywhere=True,
     )
     query = f"SELECT {_COLUMNS} FROM alert_rules WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608 - fixed fragments
-    with conn.cursor(row_factory=class_row(StoredRule)) as cur:
-        return cur.execute(query, params).fetchall()
+    return records(conn, StoredRule, query, params)
 
 
 def load_rule_rows(conn: Conn, rule_id: str | None = None) -> list[RuleRow]:

@@ -10,11 +10,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
 from core.models import Reading
 from core.storage import Bucket
-from store.rows import Conn, scalar
+from store.rows import Conn, records, scalar
 from store.storage_config import read_config
 
 __all__ = [
@@ -181,8 +180,7 @@ def community_device_ids(conn: Conn, community_id: str) -> list[str]:
 
 def buckets(conn: Conn, plan: SeriesPlan, params: dict[str, Any]) -> list[BucketRecord]:
     """The rows of ``plan`` for its parameters (``plan_buckets``), in keyset order."""
-    with conn.cursor(row_factory=class_row(BucketRecord)) as cur:
-        return cur.execute(plan.query, params).fetchall()
+    return records(conn, BucketRecord, plan.query, params)
 
 
 def readings_of_community(
@@ -206,8 +204,7 @@ def readings_of_community(
         "after_device": after[1],
         "limit": limit,
     }
-    with conn.cursor(row_factory=class_row(Reading)) as cur:
-        return cur.execute(COMMUNITY_READINGS, params).fetchall()
+    return records(conn, Reading, COMMUNITY_READINGS, params)
 
 
 def latest_of_community(
@@ -228,5 +225,4 @@ def latest_of_community(
         "after_metric": after[1],
         "limit": limit,
     }
-    with conn.cursor(row_factory=class_row(LatestValue)) as cur:
-        return cur.execute(_LATEST.format(filters=filters), params).fetchall()
+    return records(conn, LatestValue, _LATEST.format(filters=filters), params)

@@ -21,7 +21,7 @@ from psycopg.rows import class_row
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
 from store.places import set_visit_deadline_day
 from store.residents import set_visit_policy
-from store.rows import Conn, scalar
+from store.rows import Conn, records, scalar
 from store.scoping import Communities, scoped
 
 __all__ = [
@@ -213,8 +213,7 @@ def list_visits(
         f"SELECT {columns} FROM visits AS v JOIN communities AS c ON c.id = v.community_id"  # noqa: S608 - constant clauses, values are parameters
         f" WHERE {' AND '.join(where)} ORDER BY v.id DESC LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(query.encode(), [*params, limit]).fetchall()
+    return records(conn, VisitRecord, query.encode(), [*params, limit])
 
 
 def follow_ups(
@@ -227,8 +226,7 @@ def follow_ups(
         f"SELECT {_COLUMNS} FROM visits WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
         " ORDER BY follow_up_due, id LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(query.encode(), [*params, limit]).fetchall()
+    return records(conn, VisitRecord, query.encode(), [*params, limit])
 
 
 def alert_resident(conn: Conn, alert_id: int) -> tuple[str | None, str | None, str | None] | None:
@@ -243,22 +241,24 @@ def alert_resident(conn: Conn, alert_id: int) -> tuple[str | None, str | None, s
 
 
 def recent_visits(conn: Conn, resident_id: str, limit: int) -> list[VisitRecord]:
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
-            " ORDER BY started_at DESC LIMIT %s",
-            (resident_id, limit),
-        ).fetchall()
+    return records(
+        conn,
+        VisitRecord,
+        f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
+        " ORDER BY started_at DESC LIMIT %s",
+        (resident_id, limit),
+    )
 
 
 def open_follow_ups(conn: Conn, resident_id: str) -> list[VisitRecord]:
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
-            " AND follow_up_due IS NOT NULL AND follow_up_done_at IS NULL"
-            " ORDER BY follow_up_due",
-            (resident_id,),
-        ).fetchall()
+    return records(
+        conn,
+        VisitRecord,
+        f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
+        " AND follow_up_due IS NOT NULL AND follow_up_done_at IS NULL"
+        " ORDER BY follow_up_due",
+        (resident_id,),
+    )
 
 
 # --- the month's coverage ------------------------------------------------------------------
