@@ -78,9 +78,8 @@ def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
 def dispatch_owner(conn: Conn, dispatch_id: int) -> tuple[int | None, str] | None:
     """(the user of the dispatched responder, the dispatch's community); None: no
     such dispatch (as row-level security lets the caller see it)."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT r.user_id, x.community_id FROM dispatches AS x"
         " JOIN responders AS r ON r.id = x.responder_id WHERE x.id = %s",
         (dispatch_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1])

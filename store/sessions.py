@@ -56,8 +56,7 @@ def set_communities(conn: Conn, communities: Communities) -> None:
 
 def left_over_scope(conn: Conn) -> tuple[str | None, str | None] | None:
     """(actor, communities) still set on the session; ``(None, None)`` when clean."""
-    row = conn.execute(_LEFT_OVER_SCOPE).fetchone()
-    return None if row is None else (row[0], row[1])
+    return conn.execute(_LEFT_OVER_SCOPE).fetchone()
 
 
 def set_actor(conn: Conn, actor: str) -> None:

@@ -107,12 +107,11 @@ def import_checkins(conn: Conn) -> int:
 
 def resident_community(conn: Conn, resident_id: str) -> tuple[str, str] | None:
     """(community id, its time zone) of a resident, or None."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT r.community_id, c.time_zone FROM residents AS r"
         " JOIN communities AS c ON c.id = r.community_id WHERE r.id = %s",
         (resident_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
 
 
 def record_visit(
@@ -231,13 +230,12 @@ def follow_ups(
 
 def alert_resident(conn: Conn, alert_id: int) -> tuple[str | None, str | None, str | None] | None:
     """(device id, resident id, resident name) behind an alert; None: no such alert."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT a.device_id, r.id, r.name FROM alerts AS a"
         " LEFT JOIN devices AS d ON d.id = a.device_id"
         " LEFT JOIN residents AS r ON r.id = d.resident_id WHERE a.id = %s",
         (alert_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1], row[2])
 
 
 def recent_visits(conn: Conn, resident_id: str, limit: int) -> list[VisitRecord]:
