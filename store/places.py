@@ -85,11 +85,6 @@ class BuildingRecord:
 _COMMUNITY = "SELECT id, name, kind, time_zone, created_at FROM communities"
 
 
-def _community(row: tuple[Any, ...]) -> CommunityRecord:
-    community_id, name, kind, time_zone, created_at = row
-    return CommunityRecord(community_id, name, kind, time_zone, created_at)
-
-
 def create_community(
     conn: Conn, community_id: str, name: str, kind: str, time_zone: str
 ) -> CommunityRecord | None:
@@ -104,12 +99,12 @@ def create_community(
     except psycopg.errors.UniqueViolation:
         return None
     assert row is not None  # INSERT ... RETURNING returns the row
-    return _community(row)
+    return CommunityRecord(*row)
 
 
 def get_community(conn: Conn, community_id: str) -> CommunityRecord | None:
     row = conn.execute(f"{_COMMUNITY} WHERE id = %s".encode(), (community_id,)).fetchone()
-    return None if row is None else _community(row)
+    return None if row is None else CommunityRecord(*row)
 
 
 def community_exists(conn: Conn, community_id: str) -> bool:
@@ -125,7 +120,7 @@ def list_communities(
     """By id; ``within``: only these (None: every community)."""
     where, params = list_filter(None, within=within, after=after, scope="id")
     query = sql.SQL(_COMMUNITY + " WHERE {} ORDER BY id LIMIT %s").format(where)
-    return [_community(r) for r in conn.execute(query, [*params, limit])]
+    return [CommunityRecord(*r) for r in conn.execute(query, [*params, limit])]
 
 
 def community_totals(conn: Conn) -> list[CommunityTotals]:
