@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
 from core.access import Role
 from core.tokens import hash_token, new_token
+from store.rows import Conn, scalar
 
 __all__ = [
     "BUILTIN_ADMIN",
@@ -45,7 +45,6 @@ __all__ = [
     "user_scope",
 ]
 
-Conn = psycopg.Connection[Any]
 
 # The user that owns tokens made without naming one (the CLI's default, the demo).
 BUILTIN_ADMIN = "admin"
@@ -345,8 +344,7 @@ def list_tokens(conn: Conn, user_id: int | None = None) -> list[TokenInfo]:
 
 def token_user(conn: Conn, token_id: int) -> int | None:
     """The user a token belongs to; None: no such token."""
-    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
-    return None if row is None else int(row[0])
+    return scalar(conn, int, "SELECT user_id FROM api_tokens WHERE id = %s", (token_id,))
 
 
 def lookup_token(conn: Conn, token: str) -> TokenOwner | None:

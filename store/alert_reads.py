@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg.rows import class_row
-
 from core.rules import SEVERITIES, Severity
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, first_record, records
+from store.scoping import Communities, scoped
 
 __all__ = [
     "AlertRecord",
@@ -27,8 +25,6 @@ __all__ = [
     "list_alerts",
     "missed_events",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +78,17 @@ _COLUMNS = (
 
 def find_alert(conn: Conn, alert_id: int, *, lock: bool = False) -> AlertRecord | None:
     query = f"SELECT {_COLUMNS} FROM alerts WHERE id = %s" + (" FOR UPDATE" if lock else "")  # noqa: S608 - constant columns
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, (alert_id,)).fetchone()
+    return first_record(conn, AlertRecord, query, (alert_id,))
 
 
 def history_of(conn: Conn, alert_id: int) -> list[HistoryRecord]:
-    with conn.cursor(row_factory=class_row(HistoryRecord)) as cur:
-        return cur.execute(
-            "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
-            " FROM alert_history WHERE alert_id = %s ORDER BY id",
-            (alert_id,),
-        ).fetchall()
+    return records(
+        conn,
+        HistoryRecord,
+        "SELECT id, at, action, actor, from_state, to_state, severity, note, details"
+        " FROM alert_history WHERE alert_id = %s ORDER BY id",
+        (alert_id,),
+    )
 
 
 def group_members(conn: Conn, alert_id: int) -> list[int]:
@@ -121,9 +117,9 @@ def list_alerts(
 ) -> list[AlertRecord]:
     """Alerts newest first (raised_at, id), at most ``limit``; ``before`` is the
     (raised_at, id) of the last one of the previous page."""
-    scope, params = community_filter(communities)
     floor = None if min_severity is None else SEVERITIES[SEVERITIES.index(min_severity) :]
-    terms, values = given(
+    where, params = scoped(
+        communities,
         (
             ("state = ANY(%s)", list(states) or None),
             ("severity = ANY(%s)", list(severities) or None),
@@ -133,10 +129,8 @@ def list_alerts(
             ("rule_id = %s", rule_id),
             ("raised_at >= %s", since),
             ("raised_at < %s", until),
-        )
+        ),
     )
-    where = [scope, *terms]
-    params += values
     if active is not None:
         where.append("state <> 'resolved'" if active else "state = 'resolved'")
     if before is not None:
@@ -146,8 +140,7 @@ def list_alerts(
         f"SELECT {_COLUMNS} FROM alerts WHERE {' AND '.join(where)}"  # noqa: S608 - fixed fragments
         " ORDER BY raised_at DESC, id DESC LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(AlertRecord)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
+    return records(conn, AlertRecord, query, [*params, limit])
 
 
 _MISSED = """

@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from core.rules import AlertState
 from store.alert_reads import AlertRecord, find_alert
+from store.rows import Conn
 
 __all__ = [
     "ENGINE_ACTOR",
@@ -37,7 +38,6 @@ __all__ = [
     "resolve",
 ]
 
-Conn = psycopg.Connection[Any]
 # The channel the engine and the API announce alert transitions on, and the API's
 # live stream listens to.
 NOTIFY_CHANNEL = "sc_alerts"
@@ -281,27 +281,29 @@ def repeat(conn: Conn, values: Mapping[str, Any]) -> EngineAlert:
 def clear(conn: Conn, alert_id: int, at: datetime, *, resolve: bool, actor: str) -> EngineAlert:
     """The condition cleared: resolved (``resolve``) or only marked cleared."""
     if resolve:
-        row = conn.execute(
-            "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
-            " resolution_note = 'condition cleared', condition_cleared_at = %s,"
-            f" updated_at = clock_timestamp() WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
-            (at, actor, at, alert_id),
-        ).fetchone()
-    else:
-        row = conn.execute(
-            "UPDATE alerts SET condition_cleared_at = %s, updated_at = clock_timestamp()"  # noqa: S608 - constant column list
-            f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
-            (at, alert_id),
-        ).fetchone()
+        return _resolve(conn, alert_id, at, actor, "condition cleared", cleared_at=at)
+    row = conn.execute(
+        "UPDATE alerts SET condition_cleared_at = %s, updated_at = clock_timestamp()"  # noqa: S608 - constant column list
+        f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+        (at, alert_id),
+    ).fetchone()
     return _engine_one(row)
 
 
 def resolve_by(conn: Conn, alert_id: int, at: datetime, actor: str, note: str) -> EngineAlert:
+    return _resolve(conn, alert_id, at, actor, note, cleared_at=None)
+
+
+def _resolve(
+    conn: Conn, alert_id: int, at: datetime, actor: str, note: str, *, cleared_at: datetime | None
+) -> EngineAlert:
+    """Resolved at ``at``; ``cleared_at``: when the condition cleared (None: unchanged)."""
     row = conn.execute(
         "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_by = %s,"  # noqa: S608 - constant column list
-        " resolution_note = %s, updated_at = clock_timestamp()"
-        f" WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
-        (at, actor, note, alert_id),
+        " resolution_note = %s,"
+        " condition_cleared_at = coalesce(%s::timestamptz, condition_cleared_at),"
+        f" updated_at = clock_timestamp() WHERE id = %s RETURNING {_ENGINE_COLUMNS}",
+        (at, actor, note, cleared_at, alert_id),
     ).fetchone()
     return _engine_one(row)
 

@@ -8,16 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, records
+from store.scoping import Communities, scoped
 
 __all__ = ["AuditEntry", "audit_entries", "record_refusal"]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +50,8 @@ def audit_entries(
     before_id: int | None = None,
 ) -> list[AuditEntry]:
     """Changes newest first; those without a community only when ``communities`` is None."""
-    scope, params = community_filter(communities)
-    terms, values = given(
+    terms, params = scoped(
+        communities,
         (
             ("entity = %s", entity),
             ("entity_id = %s", entity_id),
@@ -62,11 +59,10 @@ def audit_entries(
             ("actor = %s", actor),
             ("at >= %s", since),
             ("id < %s", before_id),
-        )
+        ),
     )
-    where = sql.SQL(" AND ".join([scope, *terms]))  # constant terms
-    with conn.cursor(row_factory=class_row(AuditEntry)) as cur:
-        return cur.execute(_SELECT.format(where), [*params, *values, limit]).fetchall()
+    where = sql.SQL(" AND ".join(terms))  # constant terms
+    return records(conn, AuditEntry, _SELECT.format(where), [*params, limit])
 
 
 def record_refusal(

@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, records
+from store.scoping import Communities, scoped
 
 __all__ = [
     "DeadLetterRecord",
@@ -35,7 +35,6 @@ __all__ = [
     "replays_end",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _INSERT = (
     "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason, detail, worker)"
@@ -134,22 +133,21 @@ def list_dead_letters(
     """Refused messages, newest first; ``before`` is the (received_at, id) of the last
     one of the previous page. The community is the topic's second level: a topic
     without one is seen only when ``communities`` is None (every community)."""
-    scope, params = community_filter(communities, "split_part(d.topic, '/', 2)")
-    where, values = given(
+    where, params = scoped(
+        communities,
         (
             ("d.reason = %s", reason),
             ("split_part(d.topic, '/', 4) = %s", device),
             ("d.received_at >= %s", since),
             ("d.received_at < %s", until),
-        )
+        ),
+        "split_part(d.topic, '/', 2)",
     )
-    params += values
     if before is not None:
         where.append("(d.received_at, d.id) < (%s, %s)")
         params += list(before)
-    terms = sql.SQL("".join(f" AND {term}" for term in [scope, *where]))  # constant terms
-    with conn.cursor(row_factory=class_row(DeadLetterRecord)) as cur:
-        return cur.execute(_LIST.format(terms), [*params, limit]).fetchall()
+    terms = sql.SQL("".join(f" AND {term}" for term in where))  # constant terms
+    return records(conn, DeadLetterRecord, _LIST.format(terms), [*params, limit])
 
 
 def replays_end(conn: Conn) -> int:

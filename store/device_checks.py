@@ -9,13 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
 from core.registry import DeviceSpec
+from store.rows import Conn
 
 __all__ = ["Problem", "check_specs"]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)

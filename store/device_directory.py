@@ -22,6 +22,7 @@ from psycopg import sql
 from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ServiceUnavailable
 from store.pools import DatabasePool, PoolWatch
+from store.rows import Conn
 
 __all__ = ["DEVICES_CHANNEL", "DirectoryReader", "follow_changes", "load_all", "load_some"]
 
@@ -37,7 +38,6 @@ _DRAIN_S = 0.05
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 10.0
 
-Conn = psycopg.Connection[Any]
 _SELECT = (
     "SELECT d.id, d.community_id, d.device_class, d.expected_interval_s, d.building,"
     " c.time_zone, d.state FROM devices AS d JOIN communities AS c ON c.id = d.community_id"

@@ -23,7 +23,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 from pydantic import ValidationError
 
 from core.device_csv import ParsedCsv, RowError, validation_reason
@@ -34,6 +33,7 @@ from core.registry import DeviceSpec
 from store import places
 from store.device_checks import Problem, check_specs
 from store.filters import list_filter
+from store.rows import AsyncConn, Conn, first_record, records
 
 __all__ = [
     "DeviceRecord",
@@ -60,9 +60,6 @@ __all__ = [
     "unlink_resident",
     "update_device",
 ]
-
-Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -132,8 +129,7 @@ class LifecycleError(Exception):
 
 def get_device(conn: Conn, device_id: str) -> DeviceRecord | None:
     query = sql.SQL("{} WHERE d.id = %s").format(_DEVICE)
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        return cur.execute(query, (device_id,)).fetchone()
+    return first_record(conn, DeviceRecord, query, (device_id,))
 
 
 def list_devices(
@@ -161,15 +157,13 @@ def list_devices(
         resident_id=resident_id,
     )
     query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %s").format(_DEVICE, where)
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
+    return records(conn, DeviceRecord, query, [*params, limit])
 
 
 def community_devices(conn: Conn, community_id: str) -> list[DeviceRecord]:
     """The community's registered devices, decommissioned ones left out."""
     query = sql.SQL("{} WHERE d.community_id = %s AND d.state <> 'decommissioned'").format(_DEVICE)
-    with conn.cursor(row_factory=class_row(DeviceRecord)) as cur:
-        return cur.execute(query, (community_id,)).fetchall()
+    return records(conn, DeviceRecord, query, (community_id,))
 
 
 def fleet_status(conn: Conn, community_id: str, now: datetime, limit: int) -> FleetStatus:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import psycopg
 from psycopg.types.json import Jsonb
+
+from store.rows import Conn, scalar
 
 __all__ = [
     "OPEN_DISPATCH",
@@ -52,7 +53,6 @@ __all__ = [
     "timeline",
 ]
 
-Conn = psycopg.Connection[Any]
 OPEN_DISPATCH = ("sent", "accepted")
 
 
@@ -196,12 +196,13 @@ def close_all(conn: Conn, incident_id: int, at: datetime) -> None:
 
 def cancel_for(conn: Conn, incident_id: int, responder_id: str, at: datetime) -> int | None:
     """Call a responder off; the cancelled dispatch, or None if they were not on the way."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        int,
         "UPDATE dispatches SET state = 'cancelled', closed_at = %s WHERE incident_id = %s"
         " AND responder_id = %s AND state IN ('sent', 'accepted') RETURNING id",
         (at, incident_id, responder_id),
-    ).fetchone()
-    return None if row is None else int(row[0])
+    )
 
 
 # --- replies ------------------------------------------------------------------------------
@@ -280,22 +281,24 @@ def claim_unanswered(conn: Conn) -> list[tuple[int, int, str, str]]:
 def time_out(conn: Conn, dispatch_id: int, accept_s: int, now: datetime) -> str | None:
     """Close a dispatch nobody accepted within ``accept_s``; its responder, or None when
     there is still time."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         "UPDATE dispatches SET state = 'timed_out', closed_at = %s WHERE id = %s"
         " AND dispatched_at + make_interval(secs => %s) <= %s RETURNING responder_id",
         (now, dispatch_id, accept_s, now),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 def first_team(conn: Conn, incident_id: int) -> str | None:
     """The team the incident's first team dispatch called."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         "SELECT team_id FROM dispatches WHERE incident_id = %s AND team_id IS NOT NULL"
         " ORDER BY id LIMIT 1",
         (incident_id,),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 def called(conn: Conn, incident_id: int) -> list[str]:
@@ -343,17 +346,17 @@ def dispatch_views(conn: Conn, incident_id: int) -> list[DispatchView]:
 
 def open_dispatch_of(conn: Conn, incident_id: int, responder_id: str) -> int | None:
     """The responder's newest dispatch to the incident that is still on its way."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        int,
         "SELECT id FROM dispatches WHERE incident_id = %s AND responder_id = %s"
         " AND state IN ('sent', 'accepted') ORDER BY id DESC LIMIT 1",
         (incident_id, responder_id),
-    ).fetchone()
-    return None if row is None else int(row[0])
+    )
 
 
 def dispatch_state(conn: Conn, dispatch_id: int) -> str | None:
-    row = conn.execute("SELECT state FROM dispatches WHERE id = %s", (dispatch_id,)).fetchone()
-    return None if row is None else str(row[0])
+    return scalar(conn, str, "SELECT state FROM dispatches WHERE id = %s", (dispatch_id,))
 
 
 @dataclass(frozen=True, slots=True)

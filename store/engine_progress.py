@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import psycopg
+from store.rows import Conn
 
 __all__ = [
     "active_alerts",
@@ -19,8 +19,6 @@ __all__ = [
     "save_replay_cursor",
     "save_watermark",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 # -- the engine's progress ----------------------------------------------------------------

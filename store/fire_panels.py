@@ -16,8 +16,9 @@ from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
-import psycopg
 from psycopg.types.json import Jsonb
+
+from store.rows import AsyncConn, Conn
 
 __all__ = [
     "PanelPoint",
@@ -34,9 +35,6 @@ __all__ = [
     "uitd_exists",
     "uitd_place",
 ]
-
-Conn = psycopg.Connection[Any]
-AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # --- the registry (synchronous) ----------------------------------------------------------
@@ -73,12 +71,11 @@ def uitd_exists(conn: Conn, uitd_id: str) -> bool:
 
 def uitd_place(conn: Conn, uitd_id: str) -> tuple[str, str | None] | None:
     """The UITD's community and building, or None if there is no such UITD."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT u.community_id, d.building FROM uitds AS u JOIN devices AS d ON d.id = u.device_id"
         " WHERE u.device_id = %s",
         (uitd_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
 
 
 _POINT_COLUMNS = (

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from core.incidents import (
     DEFAULT_TARGETS,
     GROUP_WINDOW,
@@ -27,7 +25,8 @@ from core.incidents import (
     stronger,
 )
 from store.dispatch import DispatchView, StepView, dispatch_views, timeline
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, scalar
+from store.scoping import Communities, scoped
 
 __all__ = [
     "Incident",
@@ -54,8 +53,6 @@ __all__ = [
     "targets_for",
     "ungrouped_alerts",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -250,10 +247,9 @@ def link(conn: Conn, alert_id: int, incident_id: int, community: str) -> None:
 
 def incident_of_alert(conn: Conn, alert_id: int) -> int | None:
     """The incident an alert belongs to, if it has been grouped into one."""
-    row = conn.execute(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
-    ).fetchone()
-    return None if row is None else int(row[0])
+    return scalar(
+        conn, int, "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", (alert_id,)
+    )
 
 
 def open_incident_for(
@@ -263,14 +259,15 @@ def open_incident_for(
     resident), opened within GROUP_WINDOW before it."""
     if building is None and resident is None:
         return None
-    row = conn.execute(
+    return scalar(
+        conn,
+        int,
         "SELECT id FROM incidents WHERE community_id = %s AND resolved_at IS NULL"
         " AND opened_at >= %s AND ((%s::text IS NOT NULL AND building = %s)"
         "   OR (%s::text IS NULL AND resident_id = %s))"
         " ORDER BY opened_at DESC LIMIT 1",
         (community, raised - GROUP_WINDOW, building, building, building, resident),
-    ).fetchone()
-    return None if row is None else int(row[0])
+    )
 
 
 def newly_acknowledged(conn: Conn) -> list[tuple[Any, ...]]:
@@ -416,10 +413,7 @@ def incident_views(
     newest: str = "opened",
 ) -> list[IncidentView]:
     """Incidents newest first: by opening time (``newest="opened"``) or by id."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
     if open_only:
         where.append("resolved_at IS NULL")
     order = "opened_at DESC, id DESC" if newest == "opened" else "id DESC"

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
-
 from core.incidents import (
     CONTROL_ROOM,
     IncidentType,
@@ -43,6 +41,7 @@ from store.incident_records import (
 )
 from store.places import set_dispatch_gateway
 from store.rosters import on_duty_now, roster_order, team_of
+from store.rows import Conn, scalar
 
 # DispatchError, the targets, the views, incident_of_alert and set_dispatch_gateway are
 # the tables' writers' (store.dispatch, store.incident_records, store.places), named
@@ -69,7 +68,6 @@ __all__ = [
     "sync_alerts",
 ]
 
-Conn = psycopg.Connection[Any]
 SYSTEM = "system:incident-desk"
 # Alerts at these severities open an incident; lower ones join an open one only.
 OPENING_SEVERITIES = ("major", "critical")
@@ -509,11 +507,12 @@ def escalate_due(conn: Conn, now: datetime) -> int:
 def community_of(conn: Conn, kind: str, object_id: str) -> str | None:
     """The community of a team (``kind="team"``) or a responder (``"responder"``)."""
     table = {"team": "teams", "responder": "responders"}[kind]
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         f"SELECT community_id FROM {table} WHERE id = %s".encode(),  # noqa: S608 - table is one of two constants
         (object_id,),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 def reassign(

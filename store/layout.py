@@ -29,12 +29,12 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from core.errors import ConfigurationError
 from core.storage import PARTITIONED_TABLES, StorageConfig, StoragePath
 from store.rollups import note_every_hour
+from store.rows import Conn
 from store.storage_config import read_config, set_backfill_pending, set_path, store_retention
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[Any]
 
 FORCE_SETTING = "smartcommunity.storage"
 

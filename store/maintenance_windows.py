@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 from psycopg.rows import class_row
 
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, records
+from store.scoping import Communities, scoped
 
 __all__ = [
     "MaintenanceRecord",
@@ -24,8 +25,6 @@ __all__ = [
     "list_maintenance",
     "load_maintenance",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +118,16 @@ def list_maintenance(
     conn: Conn, communities: Communities, *, community_id: str | None, current: bool
 ) -> list[MaintenanceRecord]:
     """Windows by start; ``current``: only those not ended yet."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
     if current:
         where.append("ends_at > now()")
-    with conn.cursor(row_factory=class_row(MaintenanceRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY starts_at",
-            params,
-        ).fetchall()
+    return records(
+        conn,
+        MaintenanceRecord,
+        f"SELECT {_MAINTENANCE} FROM maintenance_windows WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY starts_at",
+        params,
+    )
 
 
 def end_maintenance(conn: Conn, window_id: int) -> bool:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
+
+from store.rows import Conn
 
 __all__ = [
     "WorkerHealth",
@@ -22,8 +23,6 @@ __all__ = [
     "worker_counters",
     "worker_health",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 def save_counters(conn: Conn, worker: str, at: datetime, counters: Mapping[str, Any]) -> None:

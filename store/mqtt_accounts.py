@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
-import psycopg
+from store.rows import Conn
 
 __all__ = [
     "account_rows",
@@ -26,8 +25,6 @@ __all__ = [
     "responder_login_rows",
     "save_account",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @contextmanager

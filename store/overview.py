@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import psycopg
 
 from store.alerts import ENGINE_ACTOR
+from store.rows import Conn
 
 __all__ = [
     "AlertFigures",
@@ -21,7 +19,6 @@ __all__ = [
     "working_alerts",
 ]
 
-Conn = psycopg.Connection[Any]
 # Open and acknowledged alerts are someone's work; suppressed ones (maintenance) are not.
 WORKING = ("open", "acknowledged")
 

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from core.registry import BuildingSpec, UnitSpec
 from store.filters import list_filter
+from store.rows import Conn
 
 __all__ = [
     "BuildingRecord",
@@ -40,8 +41,6 @@ __all__ = [
     "set_dispatch_gateway",
     "set_visit_deadline_day",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +85,6 @@ class BuildingRecord:
 _COMMUNITY = "SELECT id, name, kind, time_zone, created_at FROM communities"
 
 
-def _community(row: tuple[Any, ...]) -> CommunityRecord:
-    community_id, name, kind, time_zone, created_at = row
-    return CommunityRecord(community_id, name, kind, time_zone, created_at)
-
-
 def create_community(
     conn: Conn, community_id: str, name: str, kind: str, time_zone: str
 ) -> CommunityRecord | None:
@@ -105,12 +99,12 @@ def create_community(
     except psycopg.errors.UniqueViolation:
         return None
     assert row is not None  # INSERT ... RETURNING returns the row
-    return _community(row)
+    return CommunityRecord(*row)
 
 
 def get_community(conn: Conn, community_id: str) -> CommunityRecord | None:
     row = conn.execute(f"{_COMMUNITY} WHERE id = %s".encode(), (community_id,)).fetchone()
-    return None if row is None else _community(row)
+    return None if row is None else CommunityRecord(*row)
 
 
 def community_exists(conn: Conn, community_id: str) -> bool:
@@ -126,7 +120,7 @@ def list_communities(
     """By id; ``within``: only these (None: every community)."""
     where, params = list_filter(None, within=within, after=after, scope="id")
     query = sql.SQL(_COMMUNITY + " WHERE {} ORDER BY id LIMIT %s").format(where)
-    return [_community(r) for r in conn.execute(query, [*params, limit])]
+    return [CommunityRecord(*r) for r in conn.execute(query, [*params, limit])]
 
 
 def community_totals(conn: Conn) -> list[CommunityTotals]:

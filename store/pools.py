@@ -30,6 +30,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from core.errors import ServiceUnavailable
+from store.rows import Conn
 
 __all__ = [
     "ACQUIRE_TIMEOUT_S",
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 # How long a caller waits for a connection before it hears ServiceUnavailable. A
 # waiting caller is handed the pool's new connection the moment it is made, so a
 # longer wait only delays the caller's own retry loop (and its supervisor beat).

@@ -6,19 +6,16 @@ writes these tables, stays in ``ingest/writer.py``: it is the hot path."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
+from core.models import DeviceEvent, Reading
+from store.rows import Conn, records
 from store.series import DEVICE_EVENTS, DEVICE_READINGS
 
 __all__ = [
-    "EventRecord",
-    "ReadingRecord",
     "device_events",
     "device_readings",
     "last_seen",
@@ -27,40 +24,32 @@ __all__ = [
     "recent_readings",
 ]
 
-Conn = psycopg.Connection[Any]
+R = TypeVar("R")  # the record a series row becomes
 
 
-@dataclass(frozen=True, slots=True)
-class ReadingRecord:
-    metric: str
-    ts: datetime
-    value: float
-    seq: int | None
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    event: str
-    ts: datetime
-    data: dict[str, Any]
-    seq: int | None
-    received_at: datetime
-
-
-def _filters(
-    column: str, value: str | None, after: tuple[datetime, str] | None
-) -> tuple[sql.Composable, list[object]]:
-    """Extra WHERE terms: an exact match on ``column`` and the keyset position."""
+def _series(
+    conn: Conn,
+    record: type[R],
+    query: sql.SQL,
+    column: str,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    value: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[R]:
+    """A device's rows of ``query`` in ``[start, end)`` by (ts, ``column``): those whose
+    ``column`` is ``value`` when given, after the (ts, ``column``) position ``after``."""
     terms: list[sql.Composable] = []
-    params: list[object] = []
+    params: list[object] = [device_id, start, end]
     if value is not None:
         terms.append(sql.SQL(" AND {} = %s").format(sql.Identifier(column)))
         params.append(value)
     if after is not None:
         terms.append(sql.SQL(" AND (ts, {}) > (%s, %s)").format(sql.Identifier(column)))
         params += list(after)
-    return sql.Composed(terms), params
+    return records(conn, record, query.format(sql.Composed(terms)), [*params, limit])
 
 
 def device_readings(
@@ -72,13 +61,11 @@ def device_readings(
     metric: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[ReadingRecord]:
+) -> list[Reading]:
     """Readings in ``[start, end)`` by (ts, metric), after the (ts, metric) ``after``."""
-    extra, params = _filters("metric", metric, after)
-    with conn.cursor(row_factory=class_row(ReadingRecord)) as cur:
-        return cur.execute(
-            DEVICE_READINGS.format(extra), [device_id, start, end, *params, limit]
-        ).fetchall()
+    return _series(
+        conn, Reading, DEVICE_READINGS, "metric", device_id, start, end, metric, after, limit
+    )
 
 
 def device_events(
@@ -90,13 +77,11 @@ def device_events(
     event: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[EventRecord]:
+) -> list[DeviceEvent]:
     """Events in ``[start, end)`` by (ts, event), after the (ts, event) ``after``."""
-    extra, params = _filters("event", event, after)
-    with conn.cursor(row_factory=class_row(EventRecord)) as cur:
-        return cur.execute(
-            DEVICE_EVENTS.format(extra), [device_id, start, end, *params, limit]
-        ).fetchall()
+    return _series(
+        conn, DeviceEvent, DEVICE_EVENTS, "event", device_id, start, end, event, after, limit
+    )
 
 
 # -- what the engine reloads ---------------------------------------------------------------

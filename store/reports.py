@@ -4,21 +4,18 @@ alerts with their class, devices online, the visits of the month, incidents."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
-
-import psycopg
 
 from core.incidents import incident_figures
 from core.response_figures import AlertRecord, figures
 from core.service_report import ReportPublic, VisitCounts, assemble
 from core.visits import Month
 from store.incident_records import incident_records
+from store.rows import Conn
 from store.visits import community_coverage, import_checkins
 
 __all__ = ["VISIT_RULE_ID", "alert_records", "build_report", "device_counts", "visit_counts"]
 
-Conn = psycopg.Connection[Any]
 # The engine's built-in visit rule (alerts/visit_check.py): its alerts count as class
 # "visits".
 VISIT_RULE_ID = "visit-overdue"

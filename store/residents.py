@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from core.registry import ResidentSpec
 from core.visits import Policy
 from store.devices import unlink_resident
 from store.filters import list_filter
+from store.rows import Conn, first_record, records
 
 __all__ = [
     "ResidentRecord",
@@ -35,8 +34,6 @@ __all__ = [
     "set_visit_policy",
     "update_resident",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +60,9 @@ _SELECT = sql.SQL(
 
 
 def get_resident(conn: Conn, resident_id: str) -> ResidentRecord | None:
-    with conn.cursor(row_factory=class_row(ResidentRecord)) as cur:
-        return cur.execute(sql.SQL("{} WHERE r.id = %s").format(_SELECT), (resident_id,)).fetchone()
+    return first_record(
+        conn, ResidentRecord, sql.SQL("{} WHERE r.id = %s").format(_SELECT), (resident_id,)
+    )
 
 
 def list_residents(
@@ -78,8 +76,7 @@ def list_residents(
     """By id; ``within``: only these communities' (None: every community's)."""
     where, params = list_filter("r", within=within, after=after, community_id=community_id)
     query = sql.SQL("{} WHERE {} ORDER BY r.id LIMIT %s").format(_SELECT, where)
-    with conn.cursor(row_factory=class_row(ResidentRecord)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
+    return records(conn, ResidentRecord, query, [*params, limit])
 
 
 def create_resident(conn: Conn, spec: ResidentSpec) -> ResidentRecord | None:

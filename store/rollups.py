@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from core.errors import ConfigurationError
 from core.storage import StorageConfig, StoragePath
+from store.rows import Conn
 from store.storage_config import (
     advance_watermark,
     backfill_pending,
@@ -39,7 +38,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[Any]
 
 # Claims the complete hours noted dirty, recomputes their hourly rollups from raw
 # rows and the local days containing them (per community zone) from the hourly

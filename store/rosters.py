@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg import sql
 
 from core.roster import Absence, AbsenceKind, Shift, on_duty, uncovered_until
 from store.filters import list_filter
+from store.rows import Conn, scalar
 
 __all__ = [
     "DutyBoard",
@@ -44,8 +43,6 @@ __all__ = [
     "set_team_leader",
     "team_of",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 def community_zone(conn: Conn, community_id: str) -> ZoneInfo:
@@ -96,13 +93,14 @@ def roster_order(conn: Conn, team_id: str, at: datetime) -> list[str]:
 
 def team_of(conn: Conn, community: str, building: str | None, kind: str) -> str | None:
     """The building's team of a kind, else the community's."""
-    row = conn.execute(
+    return scalar(
+        conn,
+        str,
         "SELECT id FROM teams WHERE community_id = %s AND kind = %s"
         " AND (building_id = %s OR building_id IS NULL)"
         " ORDER BY building_id IS NULL, id LIMIT 1",
         (community, kind, building),
-    ).fetchone()
-    return None if row is None else str(row[0])
+    )
 
 
 # --- responders and teams, as the API and the CLI show them ---------------------------------
@@ -154,13 +152,12 @@ _RESPONDER = "SELECT id, community_id, name, role, phone, mqtt_username, user_id
 _TEAM = "SELECT id, community_id, building_id, name, kind, leader_id FROM teams"
 
 
-def _responder(row: tuple[Any, ...]) -> ResponderRecord:
-    responder_id, community, name, role, phone, login, user_id = row
-    return ResponderRecord(responder_id, community, name, role, phone, login, user_id)
+# A row of _TEAM: TeamRecord's fields from id to leader_id.
+_TeamRow = tuple[str, str, str | None, str, str, str | None]
 
 
-def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
-    team_id, community, building, name, kind, leader = row
+def _team(conn: Conn, row: _TeamRow, now: datetime) -> TeamRecord:
+    team_id, community = row[0], row[1]
     shifts = [
         ShiftRecord(i, r, w, s, e)
         for i, r, w, s, e in conn.execute(
@@ -171,12 +168,7 @@ def _team(conn: Conn, row: tuple[Any, ...], now: datetime) -> TeamRecord:
     ]
     roster, absences = load_roster(conn, team_id, now)
     return TeamRecord(
-        id=team_id,
-        community_id=community,
-        building_id=building,
-        name=name,
-        kind=kind,
-        leader_id=leader,
+        *row,
         shifts=shifts,
         on_duty=on_duty_now(conn, team_id, now),
         uncovered_at=uncovered_until(roster, absences, now, community_zone(conn, community)),
@@ -190,19 +182,16 @@ def list_responders(
     None: all."""
     where, params = list_filter(None, within=within, community_id=community_id)
     query = sql.SQL(_RESPONDER + " WHERE {} ORDER BY id LIMIT %s").format(where)
-    return [_responder(r) for r in conn.execute(query, [*params, limit])]
+    return [ResponderRecord(*r) for r in conn.execute(query, [*params, limit])]
 
 
 def get_responder(conn: Conn, responder_id: str) -> ResponderRecord | None:
     row = conn.execute((_RESPONDER + " WHERE id = %s").encode(), (responder_id,)).fetchone()
-    return None if row is None else _responder(row)
+    return None if row is None else ResponderRecord(*row)
 
 
 def responder_community(conn: Conn, responder_id: str) -> str | None:
-    row = conn.execute(
-        "SELECT community_id FROM responders WHERE id = %s", (responder_id,)
-    ).fetchone()
-    return None if row is None else str(row[0])
+    return scalar(conn, str, "SELECT community_id FROM responders WHERE id = %s", (responder_id,))
 
 
 def create_responder(conn: Conn, responder: ResponderRecord) -> ResponderRecord | None:
@@ -221,7 +210,7 @@ def create_responder(conn: Conn, responder: ResponderRecord) -> ResponderRecord 
             responder.user_id,
         ),
     ).fetchone()
-    return None if row is None else _responder(row)
+    return None if row is None else ResponderRecord(*row)
 
 
 def add_exception(

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from core.rules import Rule, dump_rule, parse_rule
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, first_record, records
+from store.scoping import Communities, scoped
 
 __all__ = [
     "RuleRow",
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +158,12 @@ def forget_state(conn: Conn, rule_ids: Sequence[str]) -> None:
 
 
 def find_rule(conn: Conn, rule_id: str) -> StoredRule | None:
-    with conn.cursor(row_factory=class_row(StoredRule)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM alert_rules WHERE id = %s",  # noqa: S608 - constant columns
-            (rule_id,),
-        ).fetchone()
+    return first_record(
+        conn,
+        StoredRule,
+        f"SELECT {_COLUMNS} FROM alert_rules WHERE id = %s",  # noqa: S608 - constant columns
+        (rule_id,),
+    )
 
 
 def list_rules(
@@ -174,15 +174,14 @@ def list_rules(
     enabled: bool | None = None,
 ) -> list[StoredRule]:
     """Rules by id: those scoped to ``communities`` and those for every community."""
-    scope, params = community_filter(
-        communities, "definition->'scope'->>'community'", everywhere=True
+    where, params = scoped(
+        communities,
+        (("definition->>'type' = %s", rule_type), ("enabled = %s", enabled)),
+        "definition->'scope'->>'community'",
+        everywhere=True,
     )
-    terms, values = given((("definition->>'type' = %s", rule_type), ("enabled = %s", enabled)))
-    where = [scope, *terms]
-    params += values
     query = f"SELECT {_COLUMNS} FROM alert_rules WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608 - fixed fragments
-    with conn.cursor(row_factory=class_row(StoredRule)) as cur:
-        return cur.execute(query, params).fetchall()
+    return records(conn, StoredRule, query, params)
 
 
 def load_rule_rows(conn: Conn, rule_id: str | None = None) -> list[RuleRow]:

@@ -8,13 +8,11 @@ clause is built here from constant expressions, never from input.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any
 
-import psycopg
+from store.rows import Conn
 
-__all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate"]
+__all__ = ["Communities", "community_filter", "dispatch_owner", "given", "locate", "scoped"]
 
-Conn = psycopg.Connection[Any]
 
 Communities = Collection[str] | None  # None: every community
 
@@ -44,6 +42,20 @@ def given(terms: Iterable[tuple[str, object | None]]) -> tuple[list[str], list[o
     return where, params
 
 
+def scoped(
+    communities: Communities,
+    terms: Iterable[tuple[str, object | None]],
+    expression: str = "community_id",
+    *,
+    everywhere: bool = False,
+) -> tuple[list[str], list[object]]:
+    """A list's WHERE terms (to join with AND) and their parameters: the community
+    filter (``community_filter``) and the ``terms`` whose value is given (``given``)."""
+    scope, params = community_filter(communities, expression, everywhere=everywhere)
+    where, values = given(terms)
+    return [scope, *where], params + values
+
+
 # Located by migration 0010's sc_locate_incident.
 _INCIDENT_ENTITIES = frozenset({"responder", "team", "incident", "dispatch"})
 
@@ -66,9 +78,8 @@ def locate(conn: Conn, entity: str, target: object) -> tuple[bool, str | None]:
 def dispatch_owner(conn: Conn, dispatch_id: int) -> tuple[int | None, str] | None:
     """(the user of the dispatched responder, the dispatch's community); None: no
     such dispatch (as row-level security lets the caller see it)."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT r.user_id, x.community_id FROM dispatches AS x"
         " JOIN responders AS r ON r.id = x.responder_id WHERE x.id = %s",
         (dispatch_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1])

@@ -10,9 +10,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
 
+from core.models import Reading
 from core.storage import Bucket
+from store.rows import Conn, records, scalar
 from store.storage_config import read_config
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "DEVICE_READINGS",
     "Agg",
     "BucketRecord",
-    "CommunityReading",
     "LatestValue",
     "SeriesPlan",
     "buckets",
@@ -32,15 +32,14 @@ __all__ = [
     "readings_of_community",
 ]
 
-Conn = psycopg.Connection[Any]
 
 DEVICE_READINGS = sql.SQL(
-    "SELECT metric, ts, value, seq, received_at FROM readings"
+    "SELECT device_id, metric, ts, value, seq, received_at FROM readings"
     " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
     " ORDER BY ts, metric LIMIT %s"
 )
 DEVICE_EVENTS = sql.SQL(
-    "SELECT event, ts, data, seq, received_at FROM device_events"
+    "SELECT device_id, event, ts, data, seq, received_at FROM device_events"
     " WHERE device_id = %s AND ts >= %s AND ts < %s{}"
     " ORDER BY ts, event LIMIT %s"
 )
@@ -86,6 +85,28 @@ class SeriesPlan:
     source: str
 
 
+# Buckets computed at query time: rows of ``table`` grouped by ``bucket``, then the page.
+_GROUPED = (
+    "SELECT * FROM (SELECT device_id, {bucket} AS bucket, {agg} AS value, {count} AS count"
+    " FROM {table} WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
+    " AND {time} >= greatest(%(lo)s, %(after_bucket)s) AND {time} < %(hi)s GROUP BY 1, 2) AS b"
+    " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
+    " ORDER BY bucket, device_id LIMIT %(limit)s"
+)
+
+
+def _grouped(table: str, bucket: str, agg: str, count: str) -> SeriesPlan:
+    time = "ts" if table == "readings" else "bucket"
+    query = sql.SQL(_GROUPED).format(
+        bucket=sql.SQL(bucket),
+        agg=sql.SQL(agg),
+        count=sql.SQL(count),
+        table=sql.Identifier(table),
+        time=sql.Identifier(time),
+    )
+    return SeriesPlan(query, table)
+
+
 def plan_buckets(
     conn: psycopg.Connection[Any], bucket: Bucket, agg: Agg, time_zone: str
 ) -> SeriesPlan:
@@ -94,18 +115,9 @@ def plan_buckets(
     The devices' filter, the range and the keyset position are parameters:
     ``devices`` (text[]), ``metric``, ``lo``, ``hi``, ``after_bucket``, ``after_device``.
     """
-    keyset = sql.SQL(
-        " WHERE (bucket, device_id) > (%(after_bucket)s, %(after_device)s)"
-        " ORDER BY bucket, device_id LIMIT %(limit)s"
-    )
     if bucket is Bucket.MINUTE:
-        inner = sql.SQL(
-            "SELECT device_id, date_bin(INTERVAL '1 minute', ts, %(origin)s) AS bucket,"
-            " {agg} AS value, count(*) AS count FROM readings"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND ts >= greatest(%(lo)s, %(after_bucket)s) AND ts < %(hi)s GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_RAW_AGG[agg]))
-        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings")
+        minute = "date_bin(INTERVAL '1 minute', ts, %(origin)s)"
+        return _grouped("readings", minute, _RAW_AGG[agg], "count(*)")
     config = read_config(conn)
     if bucket is Bucket.HOUR:
         view, source = "readings_1h", "readings_1h"
@@ -114,14 +126,8 @@ def plan_buckets(
     else:
         # TimescaleDB's daily aggregate is in one zone; other zones' days are
         # merged from hourly buckets (exact for zones with whole-hour offsets).
-        inner = sql.SQL(
-            "SELECT device_id, date_trunc('day', bucket, %(tz)s) AS bucket,"
-            " {agg} AS value, sum(count)::bigint AS count FROM readings_1h"
-            " WHERE device_id = ANY(%(devices)s) AND metric = %(metric)s"
-            " AND bucket >= greatest(%(lo)s, %(after_bucket)s) AND bucket < %(hi)s"
-            " GROUP BY 1, 2"
-        ).format(agg=sql.SQL(_MERGED_AGG[agg]))
-        return SeriesPlan(sql.SQL("SELECT * FROM ({}) AS b").format(inner) + keyset, "readings_1h")
+        day = "date_trunc('day', bucket, %(tz)s)"
+        return _grouped("readings_1h", day, _MERGED_AGG[agg], "sum(count)::bigint")
     value = sql.SQL("{}::float8").format(sql.Identifier(agg.value))
     query = sql.SQL(
         "SELECT device_id, bucket, {value} AS value, count FROM {view}"
@@ -139,16 +145,6 @@ class BucketRecord:
     bucket: datetime
     value: float
     count: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommunityReading:
-    device_id: str
-    metric: str
-    ts: datetime
-    value: float
-    seq: int | None
-    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +168,7 @@ _LATEST = sql.SQL(
 
 def community_time_zone(conn: Conn, community_id: str) -> str | None:
     """The community's time zone (its days' boundaries); None: no such community."""
-    row = conn.execute("SELECT time_zone FROM communities WHERE id = %s", (community_id,))
-    found = row.fetchone()
-    return None if found is None else str(found[0])
+    return scalar(conn, str, "SELECT time_zone FROM communities WHERE id = %s", (community_id,))
 
 
 def community_device_ids(conn: Conn, community_id: str) -> list[str]:
@@ -186,8 +180,7 @@ def community_device_ids(conn: Conn, community_id: str) -> list[str]:
 
 def buckets(conn: Conn, plan: SeriesPlan, params: dict[str, Any]) -> list[BucketRecord]:
     """The rows of ``plan`` for its parameters (``plan_buckets``), in keyset order."""
-    with conn.cursor(row_factory=class_row(BucketRecord)) as cur:
-        return cur.execute(plan.query, params).fetchall()
+    return records(conn, BucketRecord, plan.query, params)
 
 
 def readings_of_community(
@@ -199,7 +192,7 @@ def readings_of_community(
     *,
     after: tuple[datetime, str],
     limit: int,
-) -> list[CommunityReading]:
+) -> list[Reading]:
     """Raw ``metric`` readings of a community's devices in ``[start, end)``, strictly
     after the (ts, device_id) position ``after``, ordered by (ts, device_id)."""
     params = {
@@ -211,8 +204,7 @@ def readings_of_community(
         "after_device": after[1],
         "limit": limit,
     }
-    with conn.cursor(row_factory=class_row(CommunityReading)) as cur:
-        return cur.execute(COMMUNITY_READINGS, params).fetchall()
+    return records(conn, Reading, COMMUNITY_READINGS, params)
 
 
 def latest_of_community(
@@ -233,5 +225,4 @@ def latest_of_community(
         "after_metric": after[1],
         "limit": limit,
     }
-    with conn.cursor(row_factory=class_row(LatestValue)) as cur:
-        return cur.execute(_LATEST.format(filters=filters), params).fetchall()
+    return records(conn, LatestValue, _LATEST.format(filters=filters), params)

@@ -8,11 +8,10 @@ transaction, so it ends with it however the request ends (``api.deps.get_conn``)
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
+from store.rows import Conn
 from store.scoping import Communities
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "set_role",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _LEFT_OVER_SCOPE = (
     "SELECT nullif(current_setting('sc.actor', true), ''),"
@@ -58,8 +56,7 @@ def set_communities(conn: Conn, communities: Communities) -> None:
 
 def left_over_scope(conn: Conn) -> tuple[str | None, str | None] | None:
     """(actor, communities) still set on the session; ``(None, None)`` when clean."""
-    row = conn.execute(_LEFT_OVER_SCOPE).fetchone()
-    return None if row is None else (row[0], row[1])
+    return conn.execute(_LEFT_OVER_SCOPE).fetchone()
 
 
 def set_actor(conn: Conn, actor: str) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from core.errors import ConfigurationError
 from core.storage import StorageConfig, StoragePath
+from store.rows import Conn
 
 __all__ = [
     "advance_watermark",
@@ -26,7 +26,6 @@ __all__ = [
     "store_retention",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _CONFIG = (
     "SELECT path, chunk_interval, compress_after, raw_retention, hourly_retention,"
@@ -38,17 +37,8 @@ def read_config(conn: Conn) -> StorageConfig:
     row = conn.execute(_CONFIG).fetchone()
     if row is None:
         raise ConfigurationError("storage_config is empty: run `smartcommunity db upgrade`")
-    path, chunk, compress, raw, hourly, daily, ahead, tz = row
-    return StorageConfig(
-        path=StoragePath(path),
-        chunk_interval=chunk,
-        compress_after=compress,
-        raw_retention=raw,
-        hourly_retention=hourly,
-        daily_retention=daily,
-        partitions_ahead=int(ahead),
-        daily_time_zone=str(tz),
-    )
+    path, *rest = row  # the columns in StorageConfig's order
+    return StorageConfig(StoragePath(path), *rest)
 
 
 def set_path(conn: Conn, path: StoragePath) -> None:

@@ -11,10 +11,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from core.storage import StoragePath
+from store.rows import Conn
 
 __all__ = [
     "ChunkCounts",
@@ -33,7 +33,6 @@ __all__ = [
     "timescaledb_version",
 ]
 
-Conn = psycopg.Connection[Any]
 
 _SIZES = (
     "SELECT name, pg_size_pretty(coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint)"
@@ -152,8 +151,7 @@ def table_sizes(conn: Conn, path: StoragePath, tables: Sequence[str]) -> list[tu
 
 
 def partition_span(conn: Conn, table: str) -> PartitionSpan:
-    count, first, last = conn.execute(_PARTITIONS, (table,)).fetchone() or (0, None, None)
-    return PartitionSpan(count, first, last)
+    return PartitionSpan(*(conn.execute(_PARTITIONS, (table,)).fetchone() or (0, None, None)))
 
 
 def default_partition_rows(conn: Conn, table: str) -> int:
@@ -167,21 +165,16 @@ def default_partition_rows(conn: Conn, table: str) -> int:
 def rollup_state(conn: Conn) -> RollupState:
     row = conn.execute(_ROLLUP_STATE).fetchone()
     assert row is not None
-    watermark, dirty, last_at, last = row
-    return RollupState(watermark, dirty, last_at, last)
+    return RollupState(*row)
 
 
 def chunk_counts(conn: Conn, table: str) -> ChunkCounts:
-    count, compressed, first, last = conn.execute(_CHUNKS, (table,)).fetchone() or (
-        0, 0, None, None
-    )  # fmt: skip
-    return ChunkCounts(count, compressed, first, last)
+    return ChunkCounts(*(conn.execute(_CHUNKS, (table,)).fetchone() or (0, 0, None, None)))
 
 
 def compression_bytes(conn: Conn, table: str) -> tuple[Decimal | None, Decimal | None]:
     """(bytes before, bytes after) compression of ``table``'s compressed chunks."""
-    before, after = conn.execute(_RATIO, (table,)).fetchone() or (None, None)
-    return before, after
+    return conn.execute(_RATIO, (table,)).fetchone() or (None, None)
 
 
 def policy_jobs(conn: Conn, tables: Sequence[str]) -> list[PolicyJob]:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg.rows import class_row
 
 from core.visits import FOLLOW_UP_DAYS, Coverage, Month, Outcome, Policy, Visit, coverage
 from store.places import set_visit_deadline_day
 from store.residents import set_visit_policy
-from store.scoping import Communities, community_filter, given
+from store.rows import Conn, records, scalar
+from store.scoping import Communities, scoped
 
 __all__ = [
     "CHECKIN_EVENT",
@@ -47,7 +46,6 @@ __all__ = [
     "visit_alerts",
 ]
 
-Conn = psycopg.Connection[Any]
 CHECKIN_EVENT = "visit_checkin"
 # Events commit in batches whose received_at can interleave: re-read this far back.
 IMPORT_OVERLAP = "10 minutes"
@@ -109,12 +107,11 @@ def import_checkins(conn: Conn) -> int:
 
 def resident_community(conn: Conn, resident_id: str) -> tuple[str, str] | None:
     """(community id, its time zone) of a resident, or None."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT r.community_id, c.time_zone FROM residents AS r"
         " JOIN communities AS c ON c.id = r.community_id WHERE r.id = %s",
         (resident_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
 
 
 def record_visit(
@@ -193,16 +190,15 @@ def list_visits(
     month: Month | None = None,
 ) -> list[VisitRecord]:
     """Visits newest first (by id); ``month`` in each visit's community's zone."""
-    scope, params = community_filter(communities, "v.community_id")
-    terms, values = given(
+    where, params = scoped(
+        communities,
         (
             ("v.id < %s", before_id),
             ("v.community_id = %s", community_id),
             ("v.resident_id = %s", resident_id),
-        )
+        ),
+        "v.community_id",
     )
-    where = [scope, *terms]
-    params += values
     if month is not None:
         where.append(
             "v.started_at >= (%s::date::timestamp AT TIME ZONE c.time_zone)"
@@ -216,54 +212,51 @@ def list_visits(
         f"SELECT {columns} FROM visits AS v JOIN communities AS c ON c.id = v.community_id"  # noqa: S608 - constant clauses, values are parameters
         f" WHERE {' AND '.join(where)} ORDER BY v.id DESC LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(query.encode(), [*params, limit]).fetchall()
+    return records(conn, VisitRecord, query.encode(), [*params, limit])
 
 
 def follow_ups(
     conn: Conn, communities: Communities, *, community_id: str | None, limit: int
 ) -> list[VisitRecord]:
     """Open follow-up tasks, soonest due first."""
-    scope, params = community_filter(communities)
-    terms, values = given((("community_id = %s", community_id),))
-    where = [scope, "follow_up_due IS NOT NULL", "follow_up_done_at IS NULL", *terms]
-    params += values
+    where, params = scoped(communities, (("community_id = %s", community_id),))
+    where += ["follow_up_due IS NOT NULL", "follow_up_done_at IS NULL"]
     query = (
         f"SELECT {_COLUMNS} FROM visits WHERE {' AND '.join(where)}"  # noqa: S608 - constant clauses
         " ORDER BY follow_up_due, id LIMIT %s"
     )
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(query.encode(), [*params, limit]).fetchall()
+    return records(conn, VisitRecord, query.encode(), [*params, limit])
 
 
 def alert_resident(conn: Conn, alert_id: int) -> tuple[str | None, str | None, str | None] | None:
     """(device id, resident id, resident name) behind an alert; None: no such alert."""
-    row = conn.execute(
+    return conn.execute(
         "SELECT a.device_id, r.id, r.name FROM alerts AS a"
         " LEFT JOIN devices AS d ON d.id = a.device_id"
         " LEFT JOIN residents AS r ON r.id = d.resident_id WHERE a.id = %s",
         (alert_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1], row[2])
 
 
 def recent_visits(conn: Conn, resident_id: str, limit: int) -> list[VisitRecord]:
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
-            " ORDER BY started_at DESC LIMIT %s",
-            (resident_id, limit),
-        ).fetchall()
+    return records(
+        conn,
+        VisitRecord,
+        f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
+        " ORDER BY started_at DESC LIMIT %s",
+        (resident_id, limit),
+    )
 
 
 def open_follow_ups(conn: Conn, resident_id: str) -> list[VisitRecord]:
-    with conn.cursor(row_factory=class_row(VisitRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
-            " AND follow_up_due IS NOT NULL AND follow_up_done_at IS NULL"
-            " ORDER BY follow_up_due",
-            (resident_id,),
-        ).fetchall()
+    return records(
+        conn,
+        VisitRecord,
+        f"SELECT {_COLUMNS} FROM visits WHERE resident_id = %s"  # noqa: S608 - constant column list
+        " AND follow_up_due IS NOT NULL AND follow_up_done_at IS NULL"
+        " ORDER BY follow_up_due",
+        (resident_id,),
+    )
 
 
 # --- the month's coverage ------------------------------------------------------------------
@@ -292,10 +285,9 @@ def communities_in_programme(conn: Conn) -> list[tuple[str, str, int]]:
 
 
 def community_time_zone(conn: Conn, community_id: str) -> ZoneInfo | None:
-    row = conn.execute(
-        "SELECT time_zone FROM communities WHERE id = %s", (community_id,)
-    ).fetchone()
-    return None if row is None else ZoneInfo(str(row[0]))
+    return scalar(
+        conn, ZoneInfo, "SELECT time_zone FROM communities WHERE id = %s", (community_id,)
+    )
 
 
 def community_coverage(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from store.rows import Conn, first_record, records
 from store.scoping import Communities, community_filter, given
 
 __all__ = [
@@ -33,8 +33,6 @@ __all__ = [
     "retry_delivery",
     "retry_later",
 ]
-
-Conn = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +81,12 @@ def create_webhook(
 def list_webhooks(conn: Conn, communities: Communities) -> list[WebhookRecord]:
     """Webhooks of ``communities`` (global ones only when ``communities`` is None)."""
     scope, params = community_filter(communities)
-    with conn.cursor(row_factory=class_row(WebhookRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
-            params,
-        ).fetchall()
+    return records(
+        conn,
+        WebhookRecord,
+        f"SELECT {_WEBHOOK} FROM webhooks WHERE {scope} ORDER BY id",  # noqa: S608
+        params,
+    )
 
 
 _OUTBOX = """
@@ -139,23 +138,25 @@ def list_deliveries(
     terms, values = given((("state = %s", state), ("webhook_id = %s", webhook_id)))
     where = [f"webhook_id IN (SELECT id FROM webhooks WHERE {scope})", *terms]  # noqa: S608 - constant fragments
     params += values
-    with conn.cursor(row_factory=class_row(DeliveryRecord)) as cur:
-        return cur.execute(
-            f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY id DESC LIMIT %s",
-            [*params, limit],
-        ).fetchall()
+    return records(
+        conn,
+        DeliveryRecord,
+        f"SELECT {_DELIVERY} FROM webhook_deliveries WHERE {' AND '.join(where)}"  # noqa: S608
+        " ORDER BY id DESC LIMIT %s",
+        [*params, limit],
+    )
 
 
 def retry_delivery(conn: Conn, delivery_id: int) -> DeliveryRecord | None:
     """A dead delivery back to pending, attempts from zero; None if it is not dead."""
-    with conn.cursor(row_factory=class_row(DeliveryRecord)) as cur:
-        return cur.execute(
-            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0,"  # noqa: S608 - constant columns, values are parameters
-            " next_attempt_at = now() WHERE id = %s AND state = 'dead'"
-            f" RETURNING {_DELIVERY}",
-            (delivery_id,),
-        ).fetchone()
+    return first_record(
+        conn,
+        DeliveryRecord,
+        "UPDATE webhook_deliveries SET state = 'pending', attempts = 0,"  # noqa: S608 - constant columns, values are parameters
+        " next_attempt_at = now() WHERE id = %s AND state = 'dead'"
+        f" RETURNING {_DELIVERY}",
+        (delivery_id,),
+    )
 
 
 # --- the sender's side (alerts/notify.py) --------------------------------------------------
