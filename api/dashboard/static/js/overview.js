@@ -81,7 +81,9 @@ function deviceList(communityId, only) {
       .filter((d) => !filters.conn || d.connectivity === filters.conn)
       .filter((d) => !filters.text || d.id.toLowerCase().includes(filters.text) || (d.name || "").toLowerCase().includes(filters.text))
       .sort((a, b) => a.id.localeCompare(b.id));
-    if (!devices.length && !loaded) {
+    // Until the community's list has come, the cache holds only the devices the board
+    // fetched one by one for its alerts: a table of those would look complete.
+    if (!loaded) {
       replace(body, loadingBlock());
       return;
     }
