@@ -29,7 +29,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.notify import outage_text, post_signed
+from alerts.notify import post_signed
+from alerts.worker import PoolWorker
 from core.dispatch_contract import (
     REPLY_FILTER,
     BadReply,
@@ -38,7 +39,6 @@ from core.dispatch_contract import (
     parse_reply,
     reply_topic,
 )
-from core.errors import ServiceUnavailable
 from store.dead_letters import NewDeadLetter, insert_dead_letters
 from store.dispatch import (
     DispatchError,
@@ -49,12 +49,10 @@ from store.dispatch import (
     reply_route,
 )
 from store.incidents import escalate_due, infer_arrivals, respond, sync_alerts
-from store.pools import DatabasePool
 
 __all__ = ["IncidentDesk"]
 
 _LOG = logging.getLogger(__name__)
-_THREAD = "incident-desk"
 Clock = Callable[[], datetime]
 # Replies waiting for the desk's thread; past this paho's thread blocks (backpressure).
 _MAX_REPLIES = 1_000
@@ -77,7 +75,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class IncidentDesk:
+class IncidentDesk(PoolWorker):
+    THREAD = "incident-desk"
+    POOL = "incidents"
+    LABEL = "incident desk"
+
     def __init__(
         self,
         *,
@@ -94,22 +96,16 @@ class IncidentDesk:
         reply_filter: str = REPLY_FILTER,
     ) -> None:
         self.url = url
-        self.tick_s = tick_s
         self.clock = clock
         self.private_destinations = private_destinations
         self.webhook_timeout_s = webhook_timeout_s
         self.reply_filter = reply_filter
+        super().__init__(url, interval_s=tick_s, join_s=webhook_timeout_s + 10)
         self.ticks = 0  # completed passes: tests wait for a later one
         self.replies_applied = 0
         self._replies: queue.Queue[_Inbound] = queue.Queue(_MAX_REPLIES)
         self._held: _Inbound | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._beat: Callable[[str], None] | None = None
         self._connected = threading.Event()
-        # Opened by the desk's thread on first use, closed when it ends (store.pools).
-        self._pool = DatabasePool(url, name="incidents", autocommit=True)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -151,42 +147,20 @@ class IncidentDesk:
         supervisor) make its death end the process rather than pass unseen."""
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
-        self._beat = beat
-        if spawn is not None:
-            self._thread = spawn(_THREAD, self._run)
-            return
-        self._thread = threading.Thread(target=self._run, name=_THREAD, daemon=True)
-        self._thread.start()
+        super().start(spawn, beat)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(self.webhook_timeout_s + 10)
-            self._thread = None
+        super().stop()
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    with self._pool.connection() as conn:
-                        self.tick(conn)
-                except (psycopg.OperationalError, ServiceUnavailable) as exc:
-                    # A broken connection goes back to the pool, which replaces it.
-                    _LOG.warning("incident desk: %s", outage_text(exc))
-                if self._beat is not None:
-                    self._beat(_THREAD)
-                self._wake.wait(self.tick_s)
-                self._wake.clear()
-        finally:
-            self._pool.close()  # its connections and threads end with the desk's
-
     # --- one pass ---
+
+    def work(self, conn: psycopg.Connection[Any]) -> None:
+        self.tick(conn)
 
     def tick(self, conn: psycopg.Connection[Any]) -> None:
         now = self.clock()

@@ -18,11 +18,9 @@ import json
 import logging
 import random
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,18 +28,16 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.store import Notice
-from core.errors import ServiceUnavailable
+from alerts.worker import PoolWorker
 from core.settings import AlertSettings
 from core.topics import alert_topic
 from core.webhook_targets import private_destination
 from store import webhooks as webhooks_store
-from store.pools import DatabasePool
 
 __all__ = [
     "SIGNATURE_HEADER",
     "MqttAlertPublisher",
     "WebhookSender",
-    "outage_text",
     "post_signed",
     "sign",
 ]
@@ -113,13 +109,11 @@ class MqttAlertPublisher:
             self._client.publish(topic, body, qos=1)
 
 
-def outage_text(exc: Exception) -> str:
-    """ "database unavailable: <why>" for a driver error or a pool's ServiceUnavailable."""
-    return str(exc) if isinstance(exc, ServiceUnavailable) else f"database unavailable: {exc}"
-
-
-class WebhookSender:
+class WebhookSender(PoolWorker):
     """Delivers the outbox; one thread, a connection pool of its own (``store.pools``)."""
+
+    THREAD = POOL = "webhooks"
+    LABEL = "webhook sender"
 
     def __init__(
         self,
@@ -138,12 +132,7 @@ class WebhookSender:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._beat: Callable[[str], None] | None = None
-        # Opened by the sender's thread on first use, closed when it ends.
-        self._pool = DatabasePool(url, name="webhooks", autocommit=True)
+        super().__init__(url, interval_s=_POLL_S, join_s=timeout_s + 5)
 
     @classmethod
     def from_settings(cls, url: str, settings: AlertSettings) -> WebhookSender:
@@ -156,47 +145,9 @@ class WebhookSender:
             private_destinations=settings.webhook_private_destinations,
         )
 
-    def start(
-        self,
-        spawn: Callable[..., threading.Thread] | None = None,
-        beat: Callable[[str], None] | None = None,
-    ) -> None:
-        """On a thread of its own, or on one ``spawn(name, target)`` starts (the
-        pipeline's supervisor: the thread's end then ends the process)."""
-        self._beat = beat
-        if spawn is not None:
-            self._thread = spawn("webhooks", self._run)
-            return
-        self._thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout_s + 5)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        name = threading.current_thread().name
-        try:
-            while not self._stop.is_set():
-                if self._beat is not None:
-                    self._beat(name)
-                try:
-                    with self._pool.connection() as conn:
-                        while self.deliver_due(conn) and not self._stop.is_set():
-                            pass
-                except (psycopg.OperationalError, ServiceUnavailable) as exc:
-                    # A broken connection goes back to the pool, which replaces it.
-                    _LOG.warning("webhook sender: %s", outage_text(exc))
-                self._wake.wait(_POLL_S)
-                self._wake.clear()
-        finally:
-            self._pool.close()  # its connections and threads end with the sender's
+    def work(self, conn: psycopg.Connection[Any]) -> None:
+        while self.deliver_due(conn) and not self._stop.is_set():
+            pass
 
     def deliver_due(self, conn: psycopg.Connection[Any]) -> int:
         """Send what is due now; return how many were tried."""

@@ -136,7 +136,6 @@ class AlertStore:
         flood_window_s: float = 600,
         watch: PoolWatch | None = None,
     ) -> None:
-        self.url = url
         self.worker = worker
         self.flood_threshold = flood_threshold
         self.flood_window_s = flood_window_s

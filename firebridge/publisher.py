@@ -12,12 +12,13 @@ import asyncio
 import logging
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.errors import ServiceUnavailable
+from core.errors import ConfigurationError, ServiceUnavailable
 
 __all__ = ["CanonicalPublisher"]
 
@@ -25,25 +26,21 @@ _LOG = logging.getLogger(__name__)
 
 
 class CanonicalPublisher:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        client_id: str,
-        username: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, mqtt_url: str, *, client_id: str) -> None:
+        """To the broker of ``mqtt://[user:pass@]host:port`` (the settings' ``mqtt_url``)."""
+        broker = urlsplit(mqtt_url)
+        if not broker.hostname:
+            raise ConfigurationError(f"not an MQTT URL: {mqtt_url!r}")
+        self.host = broker.hostname
+        self.port = broker.port or 1883
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        if username:
-            self._client.username_pw_set(username, password)
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 5)

@@ -43,15 +43,6 @@ def serve(settings: Settings) -> None:
     asyncio.run(main())
 
 
-def _broker(url: str) -> tuple[str, int, str | None, str | None]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ConfigurationError(f"not an MQTT URL: {url!r}")
-    return parts.hostname, parts.port or 1883, parts.username, parts.password
-
-
 async def run_fire_bridge(
     settings: Settings,
     *,
@@ -63,10 +54,7 @@ async def run_fire_bridge(
     await asyncio.to_thread(schema.upgrade, settings.database_url)
     bridge_settings = settings.fire_bridge
     store = BridgeStore(url=settings.database_url, worker=bridge_settings.client_id)
-    host, port, user, password = _broker(settings.mqtt_url)
-    publisher = CanonicalPublisher(
-        host=host, port=port, client_id=bridge_settings.client_id, username=user, password=password
-    )
+    publisher = CanonicalPublisher(settings.mqtt_url, client_id=bridge_settings.client_id)
     await store.open()
     try:
         await publisher.start()

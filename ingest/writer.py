@@ -249,7 +249,6 @@ class BatchWriter:
         store_refused: bool = True,
         watch: PoolWatch | None = None,
     ) -> None:
-        self.url = url
         self.worker = worker
         self.dead_payload_bytes = dead_payload_bytes
         # Off for replays: a message refused again already has its dead letter.
