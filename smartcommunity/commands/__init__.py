@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MODULES", "register_all"]
+__all__ = ["MODULES", "command_group", "register_all", "subcommand"]
 
 MODULES = (
     "smartcommunity.commands.tokens",
@@ -39,3 +40,26 @@ else:  # not subscriptable at run time
 def register_all(commands: SubParsers, db: SubParsers) -> None:
     for name in MODULES:
         importlib.import_module(name).register(commands, db)
+
+
+def command_group(commands: SubParsers, name: str, *, help: str, dest: str) -> SubParsers:
+    """A command made of sub-commands (``smartcommunity NAME ACTION``, one ACTION
+    required, named ``dest`` in argparse's messages): the set to add them to."""
+    return commands.add_parser(name, help=help).add_subparsers(dest=dest, required=True)
+
+
+def subcommand(
+    group: SubParsers,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *positionals: str,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A sub-command that runs ``func``, taking the plain positional arguments
+    ``positionals``; ``kwargs`` go to ``add_parser`` (``help``). Options are added
+    to the parser returned."""
+    parser = group.add_parser(name, **kwargs)
+    for positional in positionals:
+        parser.add_argument(positional)
+    parser.set_defaults(func=func)
+    return parser
