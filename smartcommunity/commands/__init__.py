@@ -42,10 +42,14 @@ def register_all(commands: SubParsers, db: SubParsers) -> None:
         importlib.import_module(name).register(commands, db)
 
 
-def command_group(commands: SubParsers, name: str, *, help: str, dest: str) -> SubParsers:
+def command_group(
+    commands: SubParsers, name: str, *, help: str, dest: str | None = None
+) -> SubParsers:
     """A command made of sub-commands (``smartcommunity NAME ACTION``, one ACTION
-    required, named ``dest`` in argparse's messages): the set to add them to."""
-    return commands.add_parser(name, help=help).add_subparsers(dest=dest, required=True)
+    required, named ``dest`` in argparse's messages: ``NAME_cmd`` unless given): the
+    set to add them to."""
+    group = commands.add_parser(name, help=help)
+    return group.add_subparsers(dest=dest or f"{name}_cmd", required=True)
 
 
 def subcommand(

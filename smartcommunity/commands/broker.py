@@ -163,12 +163,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(
-        commands,
-        "broker",
-        help="Mosquitto credentials and ACLs from the registry",
-        dest="broker_cmd",
-    )
+    sub = command_group(commands, "broker", help="Mosquitto credentials and ACLs from the registry")
 
     export = subcommand(
         sub, "export", _export, help="write password_file and acl_file; reload Mosquitto"
@@ -211,9 +206,7 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     reload.add_argument("--reload-pid", type=int, metavar="PID", help="SIGHUP this Mosquitto")
     reload.add_argument("--reload-pidfile", type=Path, metavar="FILE", help="...or the pid in FILE")
 
-    asub = command_group(
-        sub, "account", help="service accounts: the pipeline, the API", dest="account_cmd"
-    )
+    asub = command_group(sub, "account", help="service accounts: the pipeline, the API")
     add = subcommand(
         asub, "add", _add, "name", help="create (or re-key) an account; prints its password once"
     )

@@ -91,18 +91,14 @@ def _list_buildings(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(
-        commands, "community", help="communities devices belong to", dest="community_cmd"
-    )
+    sub = command_group(commands, "community", help="communities devices belong to")
     create = subcommand(sub, "create", _create, "id", help="create a community")
     create.add_argument("--name")
     create.add_argument("--kind", choices=("urban", "rural"), default="urban")
     create.add_argument("--time-zone", default="Asia/Shanghai")
     subcommand(sub, "list", _list, help="communities with their device counts")
 
-    bsub = command_group(
-        commands, "building", help="buildings and units of a community", dest="building_cmd"
-    )
+    bsub = command_group(commands, "building", help="buildings and units of a community")
     add = subcommand(bsub, "add", _add_building, "community", "id", help="add a building")
     add.add_argument("--name")
     add.add_argument("--address")

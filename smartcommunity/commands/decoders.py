@@ -120,9 +120,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(
-        commands, "decoders", help="Alink and vendor JSON decoder profiles", dest="decoders_cmd"
-    )
+    sub = command_group(commands, "decoders", help="Alink and vendor JSON decoder profiles")
     check = subcommand(sub, "check", _check, help="validate profile files or folders")
     check.add_argument("paths", nargs="+", type=Path)
     attempt = subcommand(

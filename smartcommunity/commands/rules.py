@@ -106,12 +106,7 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(
-        commands,
-        "rules",
-        help="alert rules: list, show, apply, enable, disable",
-        dest="rules_cmd",
-    )
+    sub = command_group(commands, "rules", help="alert rules: list, show, apply, enable, disable")
     list_ = subcommand(sub, "list", _list, help="every rule with its state")
     list_.add_argument("--type", help="only rules of this type (threshold, event, ...)")
     show = subcommand(sub, "show", _show, "id", help="one rule as YAML (or --json)")

@@ -82,7 +82,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(commands, "token", help="API bearer tokens", dest="token_cmd")
+    sub = command_group(commands, "token", help="API bearer tokens")
     create = subcommand(sub, "create", _create, help="create a token and print it once")
     create.add_argument("name", help="who or what uses it")
     create.add_argument("--days", type=int, default=0, help="expire after N days (0 = never)")

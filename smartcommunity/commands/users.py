@@ -97,9 +97,7 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    sub = command_group(
-        commands, "user", help="users, roles and their communities", dest="user_cmd"
-    )
+    sub = command_group(commands, "user", help="users, roles and their communities")
     roles = [r.value for r in Role]
 
     create = subcommand(sub, "create", _create, "name", help="create a user")
