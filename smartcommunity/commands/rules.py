@@ -126,8 +126,9 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
             help=f"{name} a rule (no restart needed)",
         )
 
-    alerts = commands.add_parser("alerts", help="list alerts (the API has the full lifecycle)")
+    alerts = subcommand(
+        commands, "alerts", _alerts, help="list alerts (the API has the full lifecycle)"
+    )
     alerts.add_argument("--all", action="store_true", help="resolved ones too")
     alerts.add_argument("--community")
     alerts.add_argument("--limit", type=int, default=50)
-    alerts.set_defaults(func=_alerts)
