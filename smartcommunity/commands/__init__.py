@@ -1,8 +1,9 @@
 """Sub-commands that each area of the platform adds to ``smartcommunity``.
 
 Each module here has ``register(commands, db)``: ``commands`` is the top-level
-sub-parser set, ``db`` the one under ``smartcommunity db``. Handlers are set
-with ``set_defaults(func=...)`` and return an exit status.
+sub-parser set, ``db`` the one under ``smartcommunity db``. A command is added
+with ``subcommand`` (its handler set as ``func``, which returns an exit status), a
+command of several actions with ``command_group``.
 """
 
 from __future__ import annotations
