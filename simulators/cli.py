@@ -354,7 +354,7 @@ def _run_alink(
     return 0 if alink.accepted == alink.posts else 1
 
 
-_ANSWERS = {3: "confirmed", 6: "denied"}
+_ANSWERS: dict[int | None, str] = {3: "confirmed", 6: "denied"}
 
 
 def _uitd(args: argparse.Namespace) -> int:
@@ -373,9 +373,7 @@ def _uitd(args: argparse.Namespace) -> int:
                 if i:
                     await asyncio.sleep(args.pause)
                 answers = await play_incident(uitd, name)
-                words = [
-                    "confirmed" if a == 3 else "denied" if a == 6 else "no answer" for a in answers
-                ]
+                words = [_ANSWERS.get(a, "no answer") for a in answers]
                 print(f"{name}: {', '.join(words) or 'done'}", flush=True)
                 failed += sum(a != 3 for a in answers)
         finally:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, TypedDict, Unpack
 
 import paho.mqtt.client as mqtt
 
@@ -130,39 +130,33 @@ class _Actor:
 
 class PlayOptions(TypedDict, total=False):
     """How a run plays, beside its broker: ``Player``'s optional keywords, which
-    ``run_scenario`` and ``run_scenarios`` pass on (defaults as ``Player``'s)."""
+    ``run_scenario`` and ``run_scenarios`` pass on; each one's default follows it."""
 
-    time_scale: float
-    seed: int
-    protocol: Protocol
-    credentials: Mapping[str, DeviceCredentials] | None
-    clock: Callable[[], datetime]
-    fire_bridge: tuple[str, int] | None
+    time_scale: float  # 1.0, at most the scenario's max_time_scale
+    seed: int  # 0
+    protocol: Protocol  # "auto"
+    credentials: Mapping[str, DeviceCredentials] | None  # None: all log in as the URL says
+    clock: Callable[[], datetime]  # utc_now
+    fire_bridge: tuple[str, int] | None  # None
 
 
 class Player:
     """One run of a bound scenario. ``start``, then ``advance`` until done, then ``stop``."""
 
     def __init__(
-        self,
-        bound: BoundScenario,
-        *,
-        mqtt_url: str,
-        time_scale: float = 1.0,
-        seed: int = 0,
-        protocol: Protocol = "auto",
-        credentials: Mapping[str, DeviceCredentials] | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        fire_bridge: tuple[str, int] | None = None,
+        self, bound: BoundScenario, *, mqtt_url: str, **options: Unpack[PlayOptions]
     ) -> None:
+        time_scale = options.get("time_scale", 1.0)
+        seed = options.get("seed", 0)
+        clock = options.get("clock", utc_now)
         if not time_scale >= 1.0:
             raise ValueError("time scale must be at least 1")
         self.bound = bound
         self.scenario = bound.scenario
         self.time_scale = min(time_scale, self.scenario.max_time_scale)
         self._address = BrokerAddress.parse(mqtt_url)
-        self._protocol: Protocol = protocol
-        self._credentials = credentials or {}
+        self._protocol: Protocol = options.get("protocol", "auto")
+        self._credentials = options.get("credentials") or {}
         # Stamps every message (and, in a run, the verdict).
         self.clock = clock
         self._offset = self._model_offset(clock())
@@ -182,7 +176,7 @@ class Player:
             )
             for p in bound.cast
         }
-        self._fire_bridge = fire_bridge
+        self._fire_bridge = options.get("fire_bridge")
         self._panels = _Panels(bound.uitds) if bound.uitds else None
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()

@@ -16,7 +16,7 @@ from core.errors import ConfigurationError, SmartCommunityError
 from core.settings import Settings
 from smartcommunity.cli_support import settings as _settings
 from smartcommunity.cli_support import use_settings
-from smartcommunity.commands import register_all
+from smartcommunity.commands import command_group, register_all, subcommand
 
 __all__ = ["main"]
 
@@ -132,50 +132,52 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    db = sub.add_parser("db", help="database schema and storage").add_subparsers(
-        dest="db_cmd", required=True
+    db = command_group(sub, "db", help="database schema and storage")
+    subcommand(db, "upgrade", cmd_db_upgrade, help="apply pending migrations")
+
+    subcommand(
+        sub, "run", cmd_run, help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
     )
-    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
 
-    sub.add_parser(
-        "run", help="run gateway + ingest against SC_MQTT_URL / SC_DATABASE_URL"
-    ).set_defaults(func=cmd_run)
-
-    sub.add_parser(
+    subcommand(
+        sub,
         "worker",
+        cmd_worker,
         help="a clustered pipeline worker: community shards of SC_CLUSTER__AMQP_URLS",
-    ).set_defaults(func=cmd_worker)
+    )
 
-    api = sub.add_parser("api", help="serve the HTTP API")
+    api = subcommand(sub, "api", cmd_api, help="serve the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
-    api.set_defaults(func=cmd_api)
 
-    demo = sub.add_parser("demo", help="embedded broker + PostgreSQL, pipeline, API, simulator")
+    demo = subcommand(
+        sub, "demo", cmd_demo, help="embedded broker + PostgreSQL, pipeline, API, simulator"
+    )
     demo.add_argument("--devices", type=int, default=40)
     demo.add_argument("--rate", type=float, default=20.0, help="messages per second")
     demo.add_argument("--port", type=int, default=8000, help="API port")
     demo.add_argument("--duration", type=float, default=0, help="stop after N s (0 = Ctrl-C)")
-    demo.set_defaults(func=cmd_demo)
 
-    simulate = sub.add_parser("simulate", help="publish simulated devices to a broker")
+    simulate = subcommand(
+        sub, "simulate", cmd_simulate, help="publish simulated devices to a broker"
+    )
     try:
         from simulators.cli import add_arguments
     except ImportError:  # pragma: no cover - simulators are part of the distribution
         pass
     else:
         add_arguments(simulate)
-    simulate.set_defaults(func=cmd_simulate)
 
-    week = sub.add_parser(
+    week = subcommand(
+        sub,
         "week",
+        cmd_week,
         help="a simulated week in minutes: routine, scripted incidents, and the alarm report",
     )
     week.add_argument("--devices", type=int, default=2000, help="about this many (default 2000)")
     week.add_argument("--days", type=float, default=7.0, help="virtual days (default 7)")
     week.add_argument("--seed", type=int, default=1)
     week.add_argument("--operators", type=int, default=1, help="operators sharing the alarms")
-    week.set_defaults(func=cmd_week)
     register_all(sub, db)
     return parser
 

@@ -1,17 +1,19 @@
 """Sub-commands that each area of the platform adds to ``smartcommunity``.
 
 Each module here has ``register(commands, db)``: ``commands`` is the top-level
-sub-parser set, ``db`` the one under ``smartcommunity db``. Handlers are set
-with ``set_defaults(func=...)`` and return an exit status.
+sub-parser set, ``db`` the one under ``smartcommunity db``. A command is added
+with ``subcommand`` (its handler set as ``func``, which returns an exit status), a
+command of several actions with ``command_group``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MODULES", "register_all"]
+__all__ = ["MODULES", "command_group", "register_all", "subcommand"]
 
 MODULES = (
     "smartcommunity.commands.tokens",
@@ -39,3 +41,30 @@ else:  # not subscriptable at run time
 def register_all(commands: SubParsers, db: SubParsers) -> None:
     for name in MODULES:
         importlib.import_module(name).register(commands, db)
+
+
+def command_group(
+    commands: SubParsers, name: str, *, help: str, dest: str | None = None
+) -> SubParsers:
+    """A command made of sub-commands (``smartcommunity NAME ACTION``, one ACTION
+    required, named ``dest`` in argparse's messages: ``NAME_cmd`` unless given): the
+    set to add them to."""
+    group = commands.add_parser(name, help=help)
+    return group.add_subparsers(dest=dest or f"{name}_cmd", required=True)
+
+
+def subcommand(
+    group: SubParsers,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *positionals: str,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A sub-command that runs ``func``, taking the plain positional arguments
+    ``positionals``; ``kwargs`` go to ``add_parser`` (``help``). Options are added
+    to the parser returned."""
+    parser = group.add_parser(name, **kwargs)
+    for positional in positionals:
+        parser.add_argument(positional)
+    parser.set_defaults(func=func)
+    return parser

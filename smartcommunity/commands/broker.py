@@ -34,7 +34,7 @@ from smartcommunity.broker_export import (
 )
 from smartcommunity.cli_support import connect, print_table
 from smartcommunity.cli_support import settings as cli_settings
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 
 __all__ = ["ACL_FILE", "LISTENER_FILE", "PASSWORD_FILE", "register"]
 
@@ -163,10 +163,11 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    broker = commands.add_parser("broker", help="Mosquitto credentials and ACLs from the registry")
-    sub = broker.add_subparsers(dest="broker_cmd", required=True)
+    sub = command_group(commands, "broker", help="Mosquitto credentials and ACLs from the registry")
 
-    export = sub.add_parser("export", help="write password_file and acl_file; reload Mosquitto")
+    export = subcommand(
+        sub, "export", _export, help="write password_file and acl_file; reload Mosquitto"
+    )
     export.add_argument("--dir", type=Path, help=f"write {PASSWORD_FILE} and {ACL_FILE} here")
     export.add_argument("--password-file", type=Path)
     export.add_argument("--acl-file", type=Path)
@@ -204,19 +205,15 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     reload = export.add_mutually_exclusive_group()
     reload.add_argument("--reload-pid", type=int, metavar="PID", help="SIGHUP this Mosquitto")
     reload.add_argument("--reload-pidfile", type=Path, metavar="FILE", help="...or the pid in FILE")
-    export.set_defaults(func=_export)
 
-    account = sub.add_parser("account", help="service accounts: the pipeline, the API")
-    asub = account.add_subparsers(dest="account_cmd", required=True)
-    add = asub.add_parser("add", help="create (or re-key) an account; prints its password once")
-    add.add_argument("name")
+    asub = command_group(sub, "account", help="service accounts: the pipeline, the API")
+    add = subcommand(
+        asub, "add", _add, "name", help="create (or re-key) an account; prints its password once"
+    )
     roles = [r.value for r in ServiceRole if r is not ServiceRole.ALERTS]  # alerts: a companion
     add.add_argument("--role", choices=roles, required=True)
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password instead of generating one"
     )
-    add.set_defaults(func=_add)
-    asub.add_parser("list", help="service accounts").set_defaults(func=_list)
-    remove = asub.add_parser("remove", help="remove an account")
-    remove.add_argument("name")
-    remove.set_defaults(func=_remove)
+    subcommand(asub, "list", _list, help="service accounts")
+    subcommand(asub, "remove", _remove, "name", help="remove an account")

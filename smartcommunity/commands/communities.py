@@ -12,7 +12,7 @@ from core.device_csv import validation_reason
 from core.registry import BuildingSpec, UnitSpec
 from core.topics import valid_id
 from smartcommunity.cli_support import connect, print_table
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from store import places
 
 __all__ = ["register"]
@@ -91,31 +91,26 @@ def _list_buildings(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    community = commands.add_parser("community", help="communities devices belong to")
-    sub = community.add_subparsers(dest="community_cmd", required=True)
-    create = sub.add_parser("create", help="create a community")
-    create.add_argument("id")
+    sub = command_group(commands, "community", help="communities devices belong to")
+    create = subcommand(sub, "create", _create, "id", help="create a community")
     create.add_argument("--name")
     create.add_argument("--kind", choices=("urban", "rural"), default="urban")
     create.add_argument("--time-zone", default="Asia/Shanghai")
-    create.set_defaults(func=_create)
-    sub.add_parser("list", help="communities with their device counts").set_defaults(func=_list)
+    subcommand(sub, "list", _list, help="communities with their device counts")
 
-    building = commands.add_parser("building", help="buildings and units of a community")
-    bsub = building.add_subparsers(dest="building_cmd", required=True)
-    add = bsub.add_parser("add", help="add a building")
-    add.add_argument("community")
-    add.add_argument("id")
+    bsub = command_group(commands, "building", help="buildings and units of a community")
+    add = subcommand(bsub, "add", _add_building, "community", "id", help="add a building")
     add.add_argument("--name")
     add.add_argument("--address")
     add.add_argument("--floors", type=int)
-    add.set_defaults(func=_add_building)
-    unit = bsub.add_parser("unit", help="add a unit (flat, room) to a building")
-    unit.add_argument("community")
-    unit.add_argument("building")
-    unit.add_argument("id")
+    unit = subcommand(
+        bsub,
+        "unit",
+        _add_unit,
+        "community",
+        "building",
+        "id",
+        help="add a unit (flat, room) to a building",
+    )
     unit.add_argument("--floor", type=int)
-    unit.set_defaults(func=_add_unit)
-    listing = bsub.add_parser("list", help="a community's buildings")
-    listing.add_argument("community")
-    listing.set_defaults(func=_list_buildings)
+    subcommand(bsub, "list", _list_buildings, "community", help="a community's buildings")

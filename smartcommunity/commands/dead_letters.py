@@ -15,7 +15,7 @@ from gateway.decoders import load_profiles
 from gateway.replay import ReplayResult, Selection, replay
 from smartcommunity.cli_support import aware_time, connect, database_url, keywords, print_table
 from smartcommunity.cli_support import settings as cli_settings
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, subcommand
 from store.dead_letters import list_dead_letters
 
 __all__ = ["register"]
@@ -112,17 +112,17 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         "dead-letters", help="messages the pipeline refused: list, replay"
     ).add_subparsers(dest="dead_cmd", required=True)
 
-    listing = dead.add_parser("list", help="newest first, filtered by reason, device, time")
+    listing = subcommand(dead, "list", _list, help="newest first, filtered by reason, device, time")
     _selection_arguments(listing, limit=50)
     listing.add_argument("--json", action="store_true", help="one JSON object a line")
-    listing.set_defaults(func=_list)
 
-    again = dead.add_parser(
+    again = subcommand(
+        dead,
         "replay",
+        _replay,
         help="run selected dead letters through the pipeline again (oldest first); "
         "each result is recorded",
     )
     _selection_arguments(again, limit=10_000)
     again.add_argument("--again", action="store_true", help="also those a replay already stored")
     again.add_argument("--dry-run", action="store_true", help="say what would happen only")
-    again.set_defaults(func=_replay)

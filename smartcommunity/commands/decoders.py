@@ -22,7 +22,7 @@ from core.directory import DeviceDirectory, DeviceInfo
 from core.errors import ConfigurationError, RejectedMessage
 from core.profiles import AlinkProduct
 from gateway.decoders import Decoders, load_profile, load_profiles
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 
 __all__ = ["register", "render", "try_profile"]
 
@@ -120,17 +120,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    parser = commands.add_parser("decoders", help="Alink and vendor JSON decoder profiles")
-    sub = parser.add_subparsers(dest="decoders_cmd", required=True)
-    check = sub.add_parser("check", help="validate profile files or folders")
+    sub = command_group(commands, "decoders", help="Alink and vendor JSON decoder profiles")
+    check = subcommand(sub, "check", _check, help="validate profile files or folders")
     check.add_argument("paths", nargs="+", type=Path)
-    check.set_defaults(func=_check)
-    attempt = sub.add_parser(
-        "try", help="decode a payload with a profile: canonical readings/events or the reason"
+    attempt = subcommand(
+        sub,
+        "try",
+        _try,
+        help="decode a payload with a profile: canonical readings/events or the reason",
     )
     attempt.add_argument("profile", type=Path, help="one profile (YAML)")
     attempt.add_argument("payload", help="a file with the payload ('-': standard input)")
     attempt.add_argument("--device", default="device-1", help="the device id in the topic")
     attempt.add_argument("--topic", help="the MQTT topic (default: the profile's, for --device)")
     attempt.add_argument("--event", help="Alink: the event identifier (default: property post)")
-    attempt.set_defaults(func=_try)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -32,7 +33,7 @@ from smartcommunity.cli_support import (
     write_credentials,
 )
 from smartcommunity.cli_support import settings as cli_settings
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from smartcommunity.commissioning import (
     Arrival,
     wait_for_first_message,
@@ -46,9 +47,18 @@ __all__ = ["register"]
 # An installer at a new device waits a couple of report intervals, not forever.
 CHECK_TIMEOUT_S = 120.0
 
+_T = TypeVar("_T")
+
 
 def _everyone(_community_id: str) -> bool:
     return True  # the CLI has the database's own rights
+
+
+def _install(action: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a registry installation (one device, or a CSV's) as the CLI's operator: every
+    community visible, the login user recorded as the installer."""
+    with connect() as conn:
+        return action(conn, *args, visible=_everyone, installed_by=cli_actor(), **kwargs)
 
 
 def _fail(message: str) -> int:
@@ -88,14 +98,7 @@ def _register(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return _fail(validation_reason(exc))
-    with connect() as conn:
-        outcome = registry.register_device(
-            conn,
-            spec,
-            visible=_everyone,
-            installed_by=cli_actor(),
-            create_locations=args.create_locations,
-        )
+    outcome = _install(registry.register_device, spec, create_locations=args.create_locations)
     if isinstance(outcome, device_checks.Problem):
         return _fail(outcome.message)
     record, password = outcome
@@ -131,16 +134,13 @@ def _import(args: argparse.Namespace) -> int:
         return _fail(f"{path}: {exc}")
     except CsvFileError as exc:
         return _fail(f"{path}:{exc.line}: {exc.reason}; nothing imported")
-    with connect() as conn:
-        report = registry.import_devices(
-            conn,
-            parsed,
-            visible=_everyone,
-            installed_by=cli_actor(),
-            skip_invalid=args.skip_invalid,
-            dry_run=args.dry_run,
-            create_locations=not args.no_create_locations,
-        )
+    report = _install(
+        registry.import_devices,
+        parsed,
+        skip_invalid=args.skip_invalid,
+        dry_run=args.dry_run,
+        create_locations=not args.no_create_locations,
+    )
     for error in report.errors:
         print(f"{path}:{error.line}: {error.reason}", file=sys.stderr)
     valid = len(parsed.rows) - (len(report.errors) - len(parsed.errors))
@@ -383,11 +383,15 @@ def _place_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    devices = commands.add_parser("devices", help="register and manage devices (installers)")
-    sub = devices.add_subparsers(dest="devices_cmd", required=True)
+    sub = command_group(commands, "devices", help="register and manage devices (installers)")
 
-    one = sub.add_parser("register", help="register one device and print its MQTT password once")
-    one.add_argument("id")
+    one = subcommand(
+        sub,
+        "register",
+        _register,
+        "id",
+        help="register one device and print its MQTT password once",
+    )
     one.add_argument("--community", required=True)
     one.add_argument("--class", dest="device_class", required=True)
     _place_arguments(one)
@@ -395,9 +399,10 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         "--create-locations", action="store_true", help="create the building and unit if new"
     )
     one.add_argument("--credentials-out", default="-", metavar="FILE", help="default: stdout")
-    one.set_defaults(func=_register)
 
-    many = sub.add_parser("import", help="register the devices of a CSV: all rows or none")
+    many = subcommand(
+        sub, "import", _import, help="register the devices of a CSV: all rows or none"
+    )
     many.add_argument("file", type=Path)
     many.add_argument(
         "--credentials-out",
@@ -412,46 +417,40 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         action="store_true",
         help="refuse rows naming a building or unit not registered yet",
     )
-    many.set_defaults(func=_import)
 
-    listing = sub.add_parser("list", help="devices with their connectivity, battery and signal")
+    listing = subcommand(
+        sub, "list", _list, help="devices with their connectivity, battery and signal"
+    )
     listing.add_argument("--community", dest="community_id", metavar="COMMUNITY")
     listing.add_argument("--class", dest="device_class")
     listing.add_argument("--state", choices=("active", "maintenance", "decommissioned"))
     listing.add_argument("--building")
     listing.add_argument("--limit", type=int, default=1000)
-    listing.set_defaults(func=_list)
 
-    show = sub.add_parser("show", help="one device")
-    show.add_argument("id")
-    show.set_defaults(func=_show)
+    subcommand(sub, "show", _show, "id", help="one device")
 
-    update = sub.add_parser("update", help="change model, name, place, interval or resident")
-    update.add_argument("id")
+    update = subcommand(
+        sub, "update", _update, "id", help="change model, name, place, interval or resident"
+    )
     _place_arguments(update)
-    update.set_defaults(func=_update)
 
     for name, state, text in (
         ("maintenance", "maintenance", "in maintenance: alerts suppressed, data still stored"),
         ("activate", "active", "back from maintenance"),
         ("decommission", "decommissioned", "retire for good (credentials destroyed)"),
     ):
-        command = sub.add_parser(name, help=text)
-        command.add_argument("id")
-        command.set_defaults(func=_state(state))
+        subcommand(sub, name, _state(state), "id", help=text)
 
-    rotate = sub.add_parser("rotate", help="new MQTT password, shown once")
-    rotate.add_argument("id")
+    rotate = subcommand(sub, "rotate", _rotate, "id", help="new MQTT password, shown once")
     rotate.add_argument("--credentials-out", default="-", metavar="FILE", help="default: stdout")
-    rotate.set_defaults(func=_rotate)
 
-    check = sub.add_parser("check", help="commissioning: wait for the device's first message")
-    check.add_argument("id")
+    check = subcommand(
+        sub, "check", _check, "id", help="commissioning: wait for the device's first message"
+    )
     check.add_argument("--timeout", type=float, default=CHECK_TIMEOUT_S, metavar="S")
     check.add_argument("--mqtt-url", help="default: SC_MQTT_URL (an account that may read it)")
-    check.set_defaults(func=_check)
 
-    status = sub.add_parser("status", help="a community's fleet: connectivity, batteries")
-    status.add_argument("community")
+    status = subcommand(
+        sub, "status", _status, "community", help="a community's fleet: connectivity, batteries"
+    )
     status.add_argument("--limit", type=int, default=50, help="devices needing attention shown")
-    status.set_defaults(func=_status)

@@ -11,7 +11,7 @@ from core.gbt26875 import parse_address
 from firebridge.registry import map_point, register_uitd, uitds
 from smartcommunity.cli_support import connect, keywords, print_table
 from smartcommunity.cli_support import settings as cli_settings
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, subcommand
 
 __all__ = ["register"]
 
@@ -107,16 +107,17 @@ def _list(_args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    parser = commands.add_parser(
+    parser = subcommand(
+        commands,
         "fire-bridge",
+        _serve,
         help="GB/T 26875.3 server for building fire panels' UITDs (docs/fire-bridge.md)",
     )
     parser.add_argument("--host", help="listen address (default SC_FIRE_BRIDGE__HOST)")
     parser.add_argument("--port", type=int, help="TCP port (default SC_FIRE_BRIDGE__PORT, 9000)")
-    parser.set_defaults(func=_serve)
     sub = parser.add_subparsers(dest="fire_bridge_cmd")
 
-    reg = sub.add_parser("register", help="register a UITD by its 6-byte address")
+    reg = subcommand(sub, "register", _register, help="register a UITD by its 6-byte address")
     reg.add_argument("--community", required=True)
     reg.add_argument("--device-id", required=True, help="the UITD's platform device id")
     reg.add_argument("--address", required=True, help="6 bytes in hex as sent, e.g. 793000000000")
@@ -128,9 +129,8 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         help="create a device for a panel point on its first report (off: unknown_device)",
     )
     reg.add_argument("--heartbeat", type=int, default=60, help="link lost after this silence (s)")
-    reg.set_defaults(func=_register)
 
-    mapping = sub.add_parser("map", help="map a panel system or component to a new device")
+    mapping = subcommand(sub, "map", _map, help="map a panel system or component to a new device")
     mapping.add_argument("--uitd", dest="uitd_id", metavar="UITD", required=True)
     mapping.add_argument("--device-id", required=True)
     mapping.add_argument("--system-type", type=int, required=True, help="1: fire alarm system")
@@ -139,6 +139,5 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     mapping.add_argument("--position", type=int, help="component: position, last 2 bytes")
     mapping.add_argument("--component-type", type=int, help="e.g. 42: photoelectric smoke")
     mapping.add_argument("--description", default="")
-    mapping.set_defaults(func=_map)
 
-    sub.add_parser("list", help="registered UITDs").set_defaults(func=_list)
+    subcommand(sub, "list", _list, help="registered UITDs")

@@ -15,7 +15,7 @@ import psycopg
 from core.incidents import IncidentType, Targets, deadlines, target_problems
 from core.passwords import hash_password, new_secret
 from smartcommunity.cli_support import cli_actor, connect, print_table
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from store.incidents import (
     DispatchError,
     all_targets,
@@ -293,29 +293,27 @@ def _duty(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    inc = commands.add_parser("incidents", help="incidents: list, show, dispatch, resolve")
-    sub = inc.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("list", help="incidents, newest first")
+    sub = command_group(
+        commands, "incidents", help="incidents: list, show, dispatch, resolve", dest="action"
+    )
+    p = subcommand(sub, "list", _list, help="incidents, newest first")
     p.add_argument("--community")
     p.add_argument("--open", action="store_true", help="unresolved only")
-    p.set_defaults(func=_list)
-    p = sub.add_parser("show", help="an incident with its dispatches and timeline (JSON)")
+    p = subcommand(sub, "show", _show, help="an incident with its dispatches and timeline (JSON)")
     p.add_argument("id", type=int)
-    p.set_defaults(func=_show)
-    p = sub.add_parser("dispatch", help="send a team (on duty) or responders")
+    p = subcommand(sub, "dispatch", _dispatch, help="send a team (on duty) or responders")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--alert", type=int, help="the alert's incident")
     target.add_argument("--incident", type=int)
     p.add_argument("--team")
     p.add_argument("--responder", action="append", default=[])
-    p.set_defaults(func=_dispatch)
-    p = sub.add_parser("resolve", help="close an incident")
+    p = subcommand(sub, "resolve", _resolve, help="close an incident")
     p.add_argument("id", type=int)
     p.add_argument("--note", default="")
-    p.set_defaults(func=_resolve)
-    p = sub.add_parser("tick", help="group alerts, infer arrivals, escalate what is late: once")
-    p.set_defaults(func=_tick)
-    p = sub.add_parser("targets", help="targets per incident type (seconds); --set changes one")
+    subcommand(sub, "tick", _tick, help="group alerts, infer arrivals, escalate what is late: once")
+    p = subcommand(
+        sub, "targets", _targets, help="targets per incident type (seconds); --set changes one"
+    )
     p.add_argument("--community")
     p.add_argument(
         "--set",
@@ -323,16 +321,15 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         metavar="TYPE|KEY=SECONDS",
         help="TYPE ack=60 dispatch=60 arrival=180 resolve=3600 (accept=60); others kept",
     )
-    p.set_defaults(func=_targets)
-    p = sub.add_parser("gateway", help="the signed webhook that carries a community's dispatches")
+    p = subcommand(
+        sub, "gateway", _gateway, help="the signed webhook that carries a community's dispatches"
+    )
     p.add_argument("--community", required=True)
     p.add_argument("--url", default="")
     p.add_argument("--secret", default="")
-    p.set_defaults(func=_gateway)
 
-    resp = commands.add_parser("responders", help="people who can be sent")
-    sub = resp.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("add")
+    sub = command_group(commands, "responders", help="people who can be sent", dest="action")
+    p = subcommand(sub, "add", _responder_add)
     p.add_argument("--id", required=True)
     p.add_argument("--community", required=True)
     p.add_argument("--name", required=True)
@@ -343,15 +340,17 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     )
     p.add_argument("--phone", default="")
     p.add_argument("--care-for", action="append", default=[], help="resident ids (care worker)")
-    p.set_defaults(func=_responder_add)
-    p = sub.add_parser("credentials", help="an MQTT login for the responder's app")
-    p.add_argument("id")
+    p = subcommand(
+        sub,
+        "credentials",
+        _responder_credentials,
+        "id",
+        help="an MQTT login for the responder's app",
+    )
     p.add_argument("--username")
-    p.set_defaults(func=_responder_credentials)
 
-    teams = commands.add_parser("teams", help="teams and duty rosters")
-    sub = teams.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("add")
+    sub = command_group(commands, "teams", help="teams and duty rosters", dest="action")
+    p = subcommand(sub, "add", _team_add)
     p.add_argument("--id", required=True)
     p.add_argument("--community", required=True)
     p.add_argument("--building")
@@ -362,16 +361,16 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
         choices=("micro_fire_station", "grid", "care", "security", "property"),
     )
     p.add_argument("--leader")
-    p.set_defaults(func=_team_add)
-    p = sub.add_parser(
-        "shift", help="a responder on the roster (local time; end <= start: overnight)"
+    p = subcommand(
+        sub,
+        "shift",
+        _team_shift,
+        help="a responder on the roster (local time; end <= start: overnight)",
     )
     p.add_argument("--team", required=True)
     p.add_argument("--responder", required=True)
     p.add_argument("--weekday", type=int, action="append", required=True, choices=range(7))
     p.add_argument("--starts", required=True, help="HH:MM")
     p.add_argument("--ends", required=True, help="HH:MM")
-    p.set_defaults(func=_team_shift)
-    p = sub.add_parser("duty", help="who is on duty now, per team; gaps in the next 24 h")
+    p = subcommand(sub, "duty", _duty, help="who is on duty now, per team; gaps in the next 24 h")
     p.add_argument("--community", required=True)
-    p.set_defaults(func=_duty)

@@ -10,7 +10,7 @@ from pathlib import Path
 from core.service_report import ReportPublic, render_csv, render_html
 from core.visits import Month
 from smartcommunity.cli_support import connect
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, subcommand
 from store.reports import build_report
 
 __all__ = ["register", "render_text"]
@@ -82,10 +82,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    report = commands.add_parser("report", help="a community's monthly service figures")
+    report = subcommand(commands, "report", _report, help="a community's monthly service figures")
     report.add_argument("--community", required=True)
     report.add_argument("--month", required=True, help="YYYY-MM, in the community's time zone")
     report.add_argument("--format", choices=("text", "json", "csv", "html"), default="text")
     report.add_argument("--output", help="write to this file instead of stdout")
     report.add_argument("--as-of", help="judge visits as of this time (ISO 8601 with zone)")
-    report.set_defaults(func=_report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -18,7 +19,7 @@ import yaml
 from alerts.pack import DEFAULTS_DIR, load_rules
 from core.rules import dump_rule
 from smartcommunity.cli_support import database_url
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from store import alert_reads
 from store import rules as rules_store
 
@@ -105,27 +106,29 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    rules = commands.add_parser("rules", help="alert rules: list, show, apply, enable, disable")
-    sub = rules.add_subparsers(dest="rules_cmd", required=True)
-    list_ = sub.add_parser("list", help="every rule with its state")
+    sub = command_group(commands, "rules", help="alert rules: list, show, apply, enable, disable")
+    list_ = subcommand(sub, "list", _list, help="every rule with its state")
     list_.add_argument("--type", help="only rules of this type (threshold, event, ...)")
-    list_.set_defaults(func=_list)
-    show = sub.add_parser("show", help="one rule as YAML (or --json)")
-    show.add_argument("id")
+    show = subcommand(sub, "show", _show, "id", help="one rule as YAML (or --json)")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(func=_show)
-    apply = sub.add_parser("apply", help="create or replace rules from YAML/JSON files or folders")
+    apply = subcommand(
+        sub, "apply", _apply, help="create or replace rules from YAML/JSON files or folders"
+    )
     apply.add_argument("files", nargs="*", metavar="FILE")
     apply.add_argument("--defaults", action="store_true", help="(re)apply the shipped pack")
     apply.add_argument("--dry-run", action="store_true", help="validate only")
-    apply.set_defaults(func=_apply)
     for name, enabled in (("enable", True), ("disable", False)):
-        cmd = sub.add_parser(name, help=f"{name} a rule (no restart needed)")
-        cmd.add_argument("id")
-        cmd.set_defaults(func=lambda args, e=enabled: _enable(args, e))
+        subcommand(
+            sub,
+            name,
+            partial(_enable, enabled=enabled),
+            "id",
+            help=f"{name} a rule (no restart needed)",
+        )
 
-    alerts = commands.add_parser("alerts", help="list alerts (the API has the full lifecycle)")
+    alerts = subcommand(
+        commands, "alerts", _alerts, help="list alerts (the API has the full lifecycle)"
+    )
     alerts.add_argument("--all", action="store_true", help="resolved ones too")
     alerts.add_argument("--community")
     alerts.add_argument("--limit", type=int, default=50)
-    alerts.set_defaults(func=_alerts)

@@ -32,7 +32,7 @@ from simulators.scenario import (
 )
 from simulators.scenario_run import ScenarioResult, run_scenarios
 from smartcommunity.cli_support import settings as cli_settings
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group
 from smartcommunity.panels import bridge_for_runs, register_with_panels
 from store import schema
 from store.accounts import create_token, revoke_token_by_hash
@@ -193,10 +193,9 @@ def _time_scale(text: str) -> float:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    scenario = commands.add_parser(
-        "scenario", help="scripted incidents and the alerts they must raise"
+    sub = command_group(
+        commands, "scenario", help="scripted incidents and the alerts they must raise"
     )
-    sub = scenario.add_subparsers(dest="scenario_cmd", required=True)
     sub.add_parser("list", help="the shipped scenarios").set_defaults(func=_guarded, handler=_list)
 
     show = sub.add_parser("show", help="a scenario's devices, timeline and expected alerts")

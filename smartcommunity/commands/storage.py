@@ -14,7 +14,7 @@ import psycopg
 from core.storage import StorageConfig, StoragePath, retention_cutoff_day
 from ingest.maintenance import maintain
 from smartcommunity.cli_support import database_url
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, subcommand
 from store.layout import set_retention
 from store.storage_config import read_config
 from store.storage_status import (
@@ -213,11 +213,16 @@ def _given(days: int | None, current: timedelta) -> timedelta:
 
 
 def register(_commands: SubParsers, db: SubParsers) -> None:
-    db.add_parser(
-        "status", help="storage path, sizes, partitions or chunks, compression, policies"
-    ).set_defaults(func=_status)
-    retention = db.add_parser(
+    subcommand(
+        db,
+        "status",
+        _status,
+        help="storage path, sizes, partitions or chunks, compression, policies",
+    )
+    retention = subcommand(
+        db,
         "retention",
+        _retention,
         help="change how long raw readings and rollups are kept",
         description="Checks the new values (rollups outlive raw data; compression starts"
         " before retention), shows what would be dropped now and asks for --yes before"
@@ -231,4 +236,3 @@ def register(_commands: SubParsers, db: SubParsers) -> None:
         "--compress-after", type=int, metavar="DAYS", help="TimescaleDB compression horizon"
     )
     retention.add_argument("--yes", action="store_true", help="drop what falls out now")
-    retention.set_defaults(func=_retention)

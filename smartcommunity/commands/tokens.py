@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.access import Role
 from smartcommunity.cli_support import connect
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from smartcommunity.commands.users import create_as_asked, scoped
 from store import accounts
 
@@ -82,9 +82,8 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    token = commands.add_parser("token", help="API bearer tokens")
-    sub = token.add_subparsers(dest="token_cmd", required=True)
-    create = sub.add_parser("create", help="create a token and print it once")
+    sub = command_group(commands, "token", help="API bearer tokens")
+    create = subcommand(sub, "create", _create, help="create a token and print it once")
     create.add_argument("name", help="who or what uses it")
     create.add_argument("--days", type=int, default=0, help="expire after N days (0 = never)")
     owner = create.add_mutually_exclusive_group()
@@ -94,8 +93,6 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     )
     create.add_argument("--community", action="append", help="with --role; repeat for several")
     create.add_argument("--all-communities", action="store_true", help="with --role")
-    create.set_defaults(func=_create)
-    sub.add_parser("list", help="list tokens (never their secrets)").set_defaults(func=_list)
-    revoke = sub.add_parser("revoke", help="revoke a token by id")
+    subcommand(sub, "list", _list, help="list tokens (never their secrets)")
+    revoke = subcommand(sub, "revoke", _revoke, help="revoke a token by id")
     revoke.add_argument("id", type=int)
-    revoke.set_defaults(func=_revoke)

@@ -13,7 +13,7 @@ import psycopg
 
 from core.access import Role
 from smartcommunity.cli_support import connect, print_table
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, command_group, subcommand
 from store import accounts
 from store.accounts import UserRecord
 
@@ -97,21 +97,19 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def register(commands: SubParsers, _db: SubParsers) -> None:
-    user = commands.add_parser("user", help="users, roles and their communities")
-    sub = user.add_subparsers(dest="user_cmd", required=True)
+    sub = command_group(commands, "user", help="users, roles and their communities")
     roles = [r.value for r in Role]
 
-    create = sub.add_parser("create", help="create a user")
-    create.add_argument("name")
+    create = subcommand(sub, "create", _create, "name", help="create a user")
     create.add_argument("--role", choices=roles, required=True)
     create.add_argument("--community", action="append", help="repeat for several")
     create.add_argument("--all-communities", action="store_true", help="present and future")
-    create.set_defaults(func=_create)
 
-    sub.add_parser("list", help="users and their scope").set_defaults(func=_list)
+    subcommand(sub, "list", _list, help="users and their scope")
 
-    update = sub.add_parser("update", help="change role or communities, disable or enable")
-    update.add_argument("name")
+    update = subcommand(
+        sub, "update", _update, "name", help="change role or communities, disable or enable"
+    )
     update.add_argument("--role", choices=roles)
     update.add_argument(
         "--community", action="append", help="the full new list (repeat for several)"
@@ -124,4 +122,3 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     state = update.add_mutually_exclusive_group()
     state.add_argument("--disable", dest="disabled", action="store_true", default=None)
     state.add_argument("--enable", dest="disabled", action="store_false")
-    update.set_defaults(func=_update)

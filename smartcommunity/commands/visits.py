@@ -14,7 +14,7 @@ import psycopg
 from core.visits import Month, Outcome, Policy, Standing
 from simulators.visits import month_alerts, month_visits, programme
 from smartcommunity.cli_support import aware_time, connect, print_table
-from smartcommunity.commands import SubParsers
+from smartcommunity.commands import SubParsers, subcommand
 from store import alerts as alerts_store
 from store import devices as devices_store
 from store import places as places_store
@@ -234,32 +234,30 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     visits = commands.add_parser("visits", help="elderly care visits (docs/visits.md)")
     sub = visits.add_subparsers(dest="visits_command", required=True)
 
-    record = sub.add_parser("record", help="record a visit to a resident")
+    record = subcommand(sub, "record", _record, help="record a visit to a resident")
     record.add_argument("--resident", required=True)
     record.add_argument("--worker", required=True)
     record.add_argument("--outcome", required=True, choices=[o.value for o in Outcome])
     record.add_argument("--at", help="start, ISO 8601 with zone (default: now)")
     record.add_argument("--notes", default="")
-    record.set_defaults(func=_record)
 
-    policy = sub.add_parser("policy", help="set a resident's visit policy")
-    policy.add_argument("resident")
+    policy = subcommand(sub, "policy", _policy, "resident", help="set a resident's visit policy")
     policy.add_argument("policy", choices=[p.value for p in Policy])
-    policy.set_defaults(func=_policy)
 
-    deadline = sub.add_parser("deadline", help="day of the month the visit alert is raised")
-    deadline.add_argument("community")
+    deadline = subcommand(
+        sub, "deadline", _deadline, "community", help="day of the month the visit alert is raised"
+    )
     deadline.add_argument("day", type=int, choices=range(1, 29), metavar="DAY(1-28)")
-    deadline.set_defaults(func=_deadline)
 
-    due = sub.add_parser("due", help="visit rate, overdue and due residents of a month")
+    due = subcommand(sub, "due", _due, help="visit rate, overdue and due residents of a month")
     due.add_argument("--community", required=True)
     due.add_argument("--month", help="YYYY-MM (default: the current month)")
     due.add_argument("--as-of", help="judge as of this time (ISO 8601 with zone)")
     due.add_argument("--all", action="store_true", help="list the due residents too")
-    due.set_defaults(func=_due)
 
-    sim = sub.add_parser("simulate", help="write a simulated month of visits (and alerts)")
+    sim = subcommand(
+        sub, "simulate", _simulate, help="write a simulated month of visits (and alerts)"
+    )
     sim.add_argument("--community", required=True)
     sim.add_argument("--month", required=True, help="YYYY-MM")
     sim.add_argument("--residents", type=int, default=300)
@@ -267,4 +265,3 @@ def register(commands: SubParsers, _db: SubParsers) -> None:
     sim.add_argument("--miss-share", type=float, default=0.04)
     sim.add_argument("--until", help="only what happened before this (default: now, or all)")
     sim.add_argument("--no-alerts", action="store_true", help="visits only")
-    sim.set_defaults(func=_simulate)
