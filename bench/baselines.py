@@ -49,7 +49,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-__all__ = ["READY", "main"]
+__all__ = ["READY", "main", "new_client"]
 
 
 def _ts(value: Any) -> datetime:
@@ -91,16 +91,21 @@ def _device_id(topic: str) -> str:
     return topic.split("/")[3]
 
 
-def _client(
-    client_id: str, on_message: Any, connected: threading.Event, *, v5: bool
-) -> mqtt.Client:
-    client = mqtt.Client(
+def new_client(client_id: str, *, v5: bool, clean_start: bool) -> mqtt.Client:
+    """A paho client speaking MQTT 5 or 3.1.1: 3.1.1 takes its session choice here
+    (clean_session), MQTT 5 takes it in connect() (clean_start)."""
+    return mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        # MQTT 3.1.1's persistent session; MQTT 5 uses clean_start in connect().
-        clean_session=None if v5 else False,
+        clean_session=None if v5 else clean_start,
     )
+
+
+def _client(
+    client_id: str, on_message: Any, connected: threading.Event, *, v5: bool
+) -> mqtt.Client:
+    client = new_client(client_id, v5=v5, clean_start=False)  # a persistent session
 
     def on_connect(
         c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None

@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bench.baselines import new_client
 from bench.fixture import START_TIMEOUT_S, BenchError, Workload
 
 TOPIC_FILTER = "community/+/+/+/+"  # what the platform subscribes
@@ -33,12 +34,7 @@ def mqtt_address(url: str) -> tuple[str, int]:
 def connected_client(
     url: str, client_id: str, *, clean_start: bool, v5: bool = True, max_inflight: int = 20
 ) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        clean_session=None if v5 else clean_start,
-    )
+    client = new_client(client_id, v5=v5, clean_start=clean_start)
     client.max_inflight_messages_set(max_inflight)
     connected = threading.Event()
     refused: list[ReasonCode] = []

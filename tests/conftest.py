@@ -56,6 +56,13 @@ def fresh_database_url(database_server_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def cli_database_url(fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty database for one test that the CLI's commands use (SC_DATABASE_URL names it)."""
+    monkeypatch.setenv("SC_DATABASE_URL", fresh_database_url)
+    return fresh_database_url
+
+
 @pytest.fixture(scope="session")
 def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's broker, shared by tests that use unique topics and client ids."""

@@ -28,6 +28,7 @@ from tests.integration.dashboard_support import (
     device,
     execute,
     fresh,
+    new_community,
     raise_alert,
     token,
 )
@@ -94,8 +95,7 @@ def no_horizontal_scroll(page: Page) -> bool:
 def test_sign_in_with_a_token_stays_signed_in_and_signs_out(
     api_server: ApiServer, page: Page
 ) -> None:
-    c = fresh("c")
-    community(api_server.database_url, c, "东区")
+    c = new_community(api_server.database_url, "东区")
     secret = token(api_server.database_url, Role.OPERATOR, [c])
 
     page.goto(api_server.url + "/")
@@ -134,8 +134,7 @@ def test_sign_in_with_a_token_stays_signed_in_and_signs_out(
 def test_a_link_with_someone_elses_token_asks_before_switching(
     api_server: ApiServer, page: Page
 ) -> None:
-    c = fresh("c")
-    community(api_server.database_url, c, "东区")
+    c = new_community(api_server.database_url, "东区")
     mine = token(api_server.database_url, Role.OPERATOR, [c])
     theirs = token(api_server.database_url, Role.VIEWER, [c])
     sign_in(page, api_server, mine)
@@ -282,8 +281,7 @@ def test_language_switch_and_times_in_the_communitys_zone(
     api_server: ApiServer, page: Page
 ) -> None:
     url = api_server.database_url
-    c = fresh("c")
-    community(url, c, "Riverside", "America/New_York")
+    c = new_community(url, "Riverside", "America/New_York")
     d = fresh("d")
     device(url, d, c, "access")
     raised = datetime(2026, 11, 28, 23, 59, 30, tzinfo=UTC)  # 18:59:30 in New York
@@ -321,8 +319,7 @@ def test_reconnects_by_itself_and_never_shows_stale_data_as_live(
     api_server: ApiServer, page: Page
 ) -> None:
     url = api_server.database_url
-    c = fresh("c")
-    community(url, c)
+    c = new_community(url)
     d = fresh("d")
     device(url, d, c, "wearable")
     sign_in(page, api_server, token(url, Role.OPERATOR, [c]))

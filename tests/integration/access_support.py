@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.abc import Params, QueryNoTemplate
 from psycopg.types.json import Jsonb
 
 from api.app import create_app
@@ -62,6 +63,10 @@ class World:
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
+    def _id_of(self, query: QueryNoTemplate, params: Params) -> str:
+        """The id the one row of ``query`` holds, as a string (as the API's paths take it)."""
+        return str(one_row(self.db, query, params)[0])
+
     def populate(self, label: str) -> str:
         """Communities A and B, a user and token of every role scoped to A; the root token."""
         for community in (self.a, self.b):
@@ -99,25 +104,21 @@ class World:
 
     def alert(self, community: str) -> str:
         now = datetime.now(UTC)
-        row = one_row(
-            self.db,
+        return self._id_of(
             "INSERT INTO alerts (rule_id, subject, community_id, rule_type, severity,"
             " initial_severity, state, title, first_seen, last_seen, raised_at)"
             " VALUES (%s, %s, %s, 'threshold', 'major', 'major', 'open', 'Hot', %s, %s, %s)"
             " RETURNING id",
             (fresh("rule"), fresh("device:x"), community, now, now, now),
         )
-        return str(row[0])
 
     def window(self, community: str) -> str:
-        row = one_row(
-            self.db,
+        return self._id_of(
             "INSERT INTO maintenance_windows (community_id, starts_at, ends_at, reason,"
             " created_by) VALUES (%s, now(), now() + interval '1 day', 'test', 'test')"
             " RETURNING id",
             (community,),
         )
-        return str(row[0])
 
     def rule(self, community: str) -> str:
         rule = self.rule_body(community, fresh("rule"))
@@ -144,22 +145,18 @@ class World:
         return dump_rule(rule)
 
     def webhook(self, community: str) -> str:
-        row = one_row(
-            self.db,
+        return self._id_of(
             "INSERT INTO webhooks (url, secret, community_id)"
             " VALUES ('http://127.0.0.1:9/hook', 'secret-secret-secret', %s) RETURNING id",
             (community,),
         )
-        return str(row[0])
 
     def delivery(self, community: str) -> str:
-        row = one_row(
-            self.db,
+        return self._id_of(
             "INSERT INTO webhook_deliveries (webhook_id, alert_id, payload, state)"
             " VALUES (%s, %s, '{}', 'dead') RETURNING id",
             (int(self.webhook(community)), int(self.alert(community))),
         )
-        return str(row[0])
 
     def user(self, community: str) -> str:
         return str(create_user(self.db, fresh("u"), Role.VIEWER, [community]).id)
@@ -207,8 +204,7 @@ class World:
         if user_id not in self.responder_of:
             self.responder_of[user_id] = self.responder(community, user_id)
         incident = self.incident(community, self.responder_of[user_id])
-        row = one_row(self.db, "SELECT id FROM dispatches WHERE incident_id = %s", (int(incident),))
-        return str(row[0])
+        return self._id_of("SELECT id FROM dispatches WHERE incident_id = %s", (int(incident),))
 
     def token(self, community: str) -> str:
         return self._token_of(int(self.user(community)))

@@ -127,6 +127,18 @@ def make_listener(
     return listener
 
 
+def c1_listener(
+    url: str,
+    rules: Sequence[dict[str, Any] | Rule],
+    devices: Sequence[tuple[str, str, str | None]] = (("w1", "wearable", None),),
+) -> tuple[Clock, AlertListener]:
+    """Community c1 with ``devices`` (one wearable, w1, unless told), and a started
+    listener of ``rules`` on a clock only the test moves."""
+    setup_devices(url, "c1", devices)
+    clock = Clock()
+    return clock, make_listener(url, clock, rules)
+
+
 def rows(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql.encode(), params).fetchall()

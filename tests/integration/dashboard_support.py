@@ -44,6 +44,13 @@ def community(
     )
 
 
+def new_community(url: str, name: str = "", time_zone: str = "Asia/Shanghai") -> str:
+    """A community of its own (a fresh id) for one test; returns its id."""
+    community_id = fresh("c")
+    community(url, community_id, name, time_zone)
+    return community_id
+
+
 def building(url: str, community_id: str, building_id: str, name: str = "") -> None:
     execute(
         url,

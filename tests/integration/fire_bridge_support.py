@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from core.settings import FireBridgeSettings, Settings
 from firebridge.registry import map_point, register_uitd
@@ -23,14 +22,6 @@ from store import schema
 from tests.integration.support import add_community, pipeline_thread, start_module
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(name="database_url")
-def database_url_fixture(fresh_database_url: str) -> str:
-    """A database of its own for each test: the worker's shared one carries what other
-    files did (their webhooks' outbox, the built-in rules and windows, rules of their
-    communities), and these tests wait for the default pack's alerts."""
-    return fresh_database_url
 
 
 def address_for(name: str) -> bytes:
@@ -149,6 +140,11 @@ async def until(predicate: Any, limit_s: float, what: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {limit_s:.0f}s waiting for {what}")
+
+
+async def until_alert(url: str, rule: str, subject: str, limit_s: float, what: str) -> None:
+    """Wait until ``rule`` has an alert on ``subject``."""
+    await until(lambda: alert(url, rule, subject) is not None, limit_s, what)
 
 
 def alert(url: str, rule: str, subject: str) -> tuple[Any, ...] | None:

@@ -57,6 +57,14 @@ def register(url: str, community: str, devices: list[str], device_class: str = "
             )
 
 
+def community_of(url: str, community: str, size: int) -> tuple[str, list[str]]:
+    """``community`` with ``size`` wearables, ``<community>-0`` and on, registered:
+    returns the community's id and the devices' ids."""
+    devices = [f"{community}-{n}" for n in range(size)]
+    register(url, community, devices)
+    return community, devices
+
+
 def one_row(
     db: psycopg.Connection[Any], query: QueryNoTemplate, params: Params | None = None
 ) -> Any:
@@ -237,21 +245,25 @@ def pipeline_thread(
     client_id: str,
     community: str,
     *,
-    test_hooks: FaultHookSettings | None = None,
     decoders: DecoderSettings | None = None,
+    **hooks: Any,
 ) -> Iterator[PipelineCounters]:
     """The pipeline in this process: fast to start, for tests that need no crash.
 
     It subscribes to the test's community only: the broker may be shared with
     other tests and keeps their retained statuses. Yields the pipeline's counters,
-    so a test can wait for what was committed (``wait_committed``).
+    so a test can wait for what was committed (``wait_committed``). ``hooks`` are
+    the fault hooks to set, by their FaultHookSettings names.
     """
+    unknown = hooks.keys() - FaultHookSettings.model_fields.keys()
+    if unknown:  # the settings ignore a name they do not have: here it is a mistake
+        raise TypeError(f"no such fault hook: {sorted(unknown)}")
     settings = Settings(
         database_url=database_url,
         mqtt_url=mqtt_url,
         gateway=GatewaySettings(client_id=client_id, topic_filter=f"community/{community}/+/+/+"),
         ingest=IngestSettings(flush_interval_ms=50),
-        test_hooks=test_hooks or FaultHookSettings(),
+        test_hooks=FaultHookSettings(**hooks),
         decoders=decoders or DecoderSettings(),
     )
     stop = threading.Event()

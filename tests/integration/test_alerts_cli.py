@@ -13,14 +13,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_rules_apply_list_show_disable_enable(
-    fresh_database_url: str,
+    cli_database_url: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SC_DATABASE_URL", fresh_database_url)
     assert main(["rules", "apply", "--defaults"]) == 0
-    count = rows(fresh_database_url, "SELECT count(*) FROM alert_rules WHERE source = 'default'")
+    count = rows(cli_database_url, "SELECT count(*) FROM alert_rules WHERE source = 'default'")
     assert count[0][0] >= 30
 
     custom = tmp_path / "night.yaml"
@@ -45,9 +43,9 @@ def test_rules_apply_list_show_disable_enable(
     assert "start: '22:00:00'" in capsys.readouterr().out
 
     assert main(["rules", "disable", "wearable.sos"]) == 0
-    assert rows(
-        fresh_database_url, "SELECT enabled FROM alert_rules WHERE id = 'wearable.sos'"
-    ) == [(False,)]
+    assert rows(cli_database_url, "SELECT enabled FROM alert_rules WHERE id = 'wearable.sos'") == [
+        (False,)
+    ]
     assert main(["rules", "enable", "wearable.sos"]) == 0
     assert main(["rules", "enable", "no.such.rule"]) == 1
 
@@ -59,4 +57,4 @@ def test_rules_apply_list_show_disable_enable(
     capsys.readouterr()
     assert main(["rules", "apply", str(bad)]) == 2
     assert "bad.yaml: rules.0.threshold.severity" in capsys.readouterr().err
-    assert rows(fresh_database_url, "SELECT count(*) FROM alert_rules WHERE id = 'x'") == [(0,)]
+    assert rows(cli_database_url, "SELECT count(*) FROM alert_rules WHERE id = 'x'") == [(0,)]

@@ -15,7 +15,7 @@ from smartcommunity.embedded import EmbeddedPostgres
 from store.maintenance_windows import MaintenanceWindow
 from tests.integration.alerts_support import (
     T0,
-    Clock,
+    c1_listener,
     event,
     make_listener,
     reading,
@@ -26,6 +26,8 @@ from tests.integration.alerts_support import (
 from tests.rule_samples import HEART_RATE_HIGH
 
 pytestmark = pytest.mark.integration
+
+TWO_WEARABLES = [("w1", "wearable", None), ("w2", "wearable", None)]
 
 SOS: dict[str, Any] = {
     "id": "sos",
@@ -92,9 +94,7 @@ def test_the_database_refuses_a_second_active_alert(fresh_database_url: str) -> 
 
 
 def test_raise_escalate_then_resolve_with_history(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
+    clock, listener = c1_listener(fresh_database_url, [SOS])
     try:
         listener.committed([event("w1", "sos_pressed", clock.now, {"button": "side"})])
         listener.committed([event("w1", "sos_pressed", clock.at(30), {})])  # pressed again
@@ -124,9 +124,7 @@ def test_raise_escalate_then_resolve_with_history(fresh_database_url: str) -> No
 
 
 def test_auto_resolve_after_hysteresis_and_a_new_alert_next_time(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [{**HR, "for": 0, "min_breaches": 1}])
+    clock, listener = c1_listener(fresh_database_url, [{**HR, "for": 0, "min_breaches": 1}])
     try:
         listener.committed([reading("w1", "heart_rate", clock.now, 130)])
         listener.committed([reading("w1", "heart_rate", clock.at(60), 115)])  # hysteresis
@@ -142,9 +140,7 @@ def test_auto_resolve_after_hysteresis_and_a_new_alert_next_time(fresh_database_
 
 
 def test_restart_in_the_middle_of_a_for_window(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    clock = Clock()
-    first = make_listener(fresh_database_url, clock, [HR])
+    clock, first = c1_listener(fresh_database_url, [HR])
     first.committed([reading("w1", "heart_rate", clock.now, 130)])
     first.committed([reading("w1", "heart_rate", clock.at(180), 128)])
     first.tick(clock.advance(240))
@@ -172,9 +168,7 @@ def test_restart_in_the_middle_of_a_for_window(fresh_database_url: str) -> None:
 def test_an_event_committed_but_not_evaluated_before_a_crash_is_evaluated_on_start(
     fresh_database_url: str,
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
+    clock, listener = c1_listener(fresh_database_url, [SOS])
     listener.committed([event("w1", "fall_detected", clock.now)])
     listener._save_watermark()
     listener.stop()
@@ -273,9 +267,7 @@ def test_a_flood_groups_only_alerts_still_open(fresh_database_url: str) -> None:
 
 
 def test_data_the_database_refuses_does_not_hold_up_other_alerts(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [SOS])
+    clock, listener = c1_listener(fresh_database_url, [SOS], TWO_WEARABLES)
     try:
         listener.committed(
             [
@@ -298,9 +290,7 @@ def test_a_database_outage_holds_alerts_and_writes_them_when_it_is_back(
     private_postgres: EmbeddedPostgres,
 ) -> None:
     url = private_postgres.url
-    setup_devices(url, "c1", [("w1", "wearable", None), ("w2", "wearable", None)])
-    clock = Clock()
-    listener = make_listener(url, clock, [SOS, {**HR, "for": 0, "min_breaches": 1}])
+    clock, listener = c1_listener(url, [SOS, {**HR, "for": 0, "min_breaches": 1}], TWO_WEARABLES)
     try:
         private_postgres.stop()
         # Readings committed just before the outage reach the engine now.
@@ -323,7 +313,6 @@ def test_a_database_outage_holds_alerts_and_writes_them_when_it_is_back(
 def test_an_acknowledged_pre_alarm_reopens_when_a_second_detector_confirms_it(
     fresh_database_url: str,
 ) -> None:
-    setup_devices(fresh_database_url, "c1", [("s1", "fire", "3"), ("s2", "fire", "3")])
     fire = {
         "id": "fire",
         "type": "correlation",
@@ -334,8 +323,9 @@ def test_an_acknowledged_pre_alarm_reopens_when_a_second_detector_confirms_it(
         "window": "120s",
         "auto_resolve": False,
     }
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [fire])
+    clock, listener = c1_listener(
+        fresh_database_url, [fire], [("s1", "fire", "3"), ("s2", "fire", "3")]
+    )
     try:
         listener.committed([event("s1", "smoke_alarm", clock.now)])
         with psycopg.connect(fresh_database_url) as conn:

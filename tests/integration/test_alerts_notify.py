@@ -13,6 +13,7 @@ from store import rules as rules_store
 from tests.integration.alerts_support import (
     SOS,
     Clock,
+    c1_listener,
     event,
     make_listener,
     reading,
@@ -109,7 +110,6 @@ def test_the_sender_refuses_a_private_destination_unless_allowed(
 
 
 def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("w1", "wearable", None)])
     rule = {
         "id": "spo2",
         "type": "threshold",
@@ -119,8 +119,7 @@ def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -
         "op": "<",
         "raise": 90,
     }
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [rule])
+    clock, listener = c1_listener(fresh_database_url, [rule])
     try:
         listener.committed([reading("w1", "spo2", clock.now, 91)])
         assert rows(fresh_database_url, "SELECT count(*) FROM alerts") == [(0,)]
@@ -137,18 +136,18 @@ def test_a_rule_change_takes_effect_without_a_restart(fresh_database_url: str) -
         listener.stop()
 
 
+OFFLINE = {
+    "id": "offline",
+    "type": "absence",
+    "title": "Offline",
+    "severity": "minor",
+    "intervals": 3,
+    "min_clears": 2,
+}
+
+
 def test_absence_raises_offline_and_a_reconnect_clears_it_once(fresh_database_url: str) -> None:
-    setup_devices(fresh_database_url, "c1", [("d1", "access", None)], interval=60)
-    rule = {
-        "id": "offline",
-        "type": "absence",
-        "title": "Offline",
-        "severity": "minor",
-        "intervals": 3,
-        "min_clears": 2,
-    }
-    clock = Clock()
-    listener = make_listener(fresh_database_url, clock, [rule])
+    clock, listener = c1_listener(fresh_database_url, [OFFLINE], [("d1", "access", None)])
     try:
         listener.committed([reading("d1", "battery", clock.now, 90, "access")])
         listener.tick(clock.advance(179))

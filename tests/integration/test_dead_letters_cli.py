@@ -22,14 +22,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 def test_replay_after_a_fix_stores_once_and_records_each_result(
-    fresh_database_url: str,
+    cli_database_url: str,
     unique_id: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SC_DATABASE_URL", fresh_database_url)
     community, late, known = f"c{unique_id}", f"late{unique_id}", f"known{unique_id}"
-    register(fresh_database_url, community, [known])
+    register(cli_database_url, community, [known])
     now = datetime.now(UTC) - timedelta(minutes=5)
     now_ms = int(now.timestamp() * 1000)
     letters = [
@@ -43,7 +41,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
         # Older than the window asked for: left alone.
         (late, _payload(now_ms + 2, 3), "unknown_device", None),
     ]
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+    with psycopg.connect(cli_database_url, autocommit=True) as conn:
         for n, (device, payload, reason, size) in enumerate(letters):
             conn.execute(
                 "INSERT INTO dead_letters (received_at, topic, payload, payload_size, reason,"
@@ -56,7 +54,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
                     reason,
                 ),
             )
-    register(fresh_database_url, community, [late])  # the fix
+    register(cli_database_url, community, [late])  # the fix
     since = (now - timedelta(hours=1)).isoformat()
 
     status, out = run(
@@ -71,7 +69,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
     )
     assert status == 0
     assert "replayed 3 dead letter(s): 2 accepted, 1 rejected (dry run)" in out
-    assert _rows(fresh_database_url) == 0
+    assert _rows(cli_database_url) == 0
 
     status, out = run(
         capsys, "dead-letters", "replay", "--reason", "unknown_device", "--since", since
@@ -79,7 +77,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
     assert status == 0, out
     assert "replayed 3 dead letter(s): 1 rejected, 2 stored" in out
     assert "out_of_range" in out
-    assert _rows(fresh_database_url) == 2
+    assert _rows(cli_database_url) == 2
     # Already stored ones are skipped; --again replays them, and they are duplicates.
     status, out = run(
         capsys, "dead-letters", "replay", "--reason", "unknown_device", "--since", since
@@ -89,7 +87,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
         capsys, "dead-letters", "replay", "--reason", "unknown_device", "--since", since, "--again"
     )
     assert "replayed 3 dead letter(s): 2 duplicate, 1 rejected" in out
-    assert _rows(fresh_database_url) == 2
+    assert _rows(cli_database_url) == 2
 
     status, out = run(capsys, "dead-letters", "replay", "--device", known)
     assert "replayed 1 dead letter(s): 1 truncated" in out
@@ -98,7 +96,7 @@ def test_replay_after_a_fix_stores_once_and_records_each_result(
     assert status == 0
     listed = [json.loads(line) for line in out.splitlines()]
     assert [d["replay_outcome"] for d in listed] == ["rejected", "duplicate", "duplicate"]
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+    with psycopg.connect(cli_database_url, autocommit=True) as conn:
         recorded = conn.execute(
             "SELECT outcome, count(*) FROM dead_letter_replays GROUP BY outcome ORDER BY outcome"
         ).fetchall()

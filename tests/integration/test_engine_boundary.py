@@ -13,7 +13,6 @@ import time
 import psycopg
 import pytest
 
-from core.settings import FaultHookSettings
 from smartcommunity.cli import main
 from tests.integration.support import Publisher, count, pipeline_thread, register, wait_for
 
@@ -35,11 +34,7 @@ def test_a_rule_that_raises_on_one_message_dead_letters_it_and_the_others_alert(
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
         with pipeline_thread(
-            fresh_database_url,
-            mqtt_url,
-            f"p-{unique_id}",
-            community,
-            test_hooks=FaultHookSettings(evaluate_raise_device=bad),
+            fresh_database_url, mqtt_url, f"p-{unique_id}", community, evaluate_raise_device=bad
         ):
             # One burst, the failing device among the others: they share batches.
             devices = [good[0], good[1], bad, good[2], good[3]]
@@ -91,20 +86,18 @@ def test_a_rule_that_raises_on_one_message_dead_letters_it_and_the_others_alert(
 
 
 def test_a_replayed_sos_raises_its_alert_in_the_running_pipeline(
-    fresh_database_url: str,
+    cli_database_url: str,
     mqtt_url: str,
     unique_id: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A dead letter replayed after a fix (another process: the CLI) is evaluated by the
     running engine as any message is: an SOS that was refused raises its alert."""
     community, late = f"c{unique_id}", f"late{unique_id}"
-    register(fresh_database_url, community, [])
+    register(cli_database_url, community, [])
     topic = f"community/{community}/wearable/{late}/event"
     now_ms = int(time.time() * 1000) - 60_000
-    monkeypatch.setenv("SC_DATABASE_URL", fresh_database_url)
-    with pipeline_thread(fresh_database_url, mqtt_url, f"p-{unique_id}", community):
+    with pipeline_thread(cli_database_url, mqtt_url, f"p-{unique_id}", community):
         # Refused while the device was not registered yet: a dead letter.
         publisher = Publisher(mqtt_url, f"pub-{unique_id}")
         try:
@@ -113,18 +106,18 @@ def test_a_replayed_sos_raises_its_alert_in_the_running_pipeline(
         finally:
             publisher.close()
         wait_for(
-            lambda: count(fresh_database_url, "SELECT count(*) FROM dead_letters") == 1,
+            lambda: count(cli_database_url, "SELECT count(*) FROM dead_letters") == 1,
             60,
             "the SOS of the unregistered device as a dead letter",
         )
-        register(fresh_database_url, community, [late])  # the fix
+        register(cli_database_url, community, [late])  # the fix
         assert main(["dead-letters", "replay", "--reason", "unknown_device"]) == 0
         assert "1 stored" in capsys.readouterr().out
         wait_for(
-            lambda: count(fresh_database_url, "SELECT count(*) FROM alerts") >= 1,
+            lambda: count(cli_database_url, "SELECT count(*) FROM alerts") >= 1,
             60,
             "the replayed SOS's alert",
         )
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+    with psycopg.connect(cli_database_url, autocommit=True) as conn:
         alerts = conn.execute("SELECT rule_id, device_id, state FROM alerts").fetchall()
     assert alerts == [("wearable.sos", late, "open")]

@@ -1,4 +1,8 @@
-"""The GB/T 26875.3 bridge over real TCP, into the real pipeline, broker and PostgreSQL."""
+"""The GB/T 26875.3 bridge over real TCP, into the real pipeline, broker and PostgreSQL.
+
+Each test has a database of its own (``fresh_database_url``): the worker's shared one
+carries what other files did (their webhooks' outbox, the built-in rules and windows,
+rules of their communities), and these tests wait for the default pack's alerts."""
 
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ from tests.integration.fire_bridge_support import (
     address_for,
     alert,
     bridge_settings,
-    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,
     setup_uitd,
     until,
+    until_alert,
 )
 from tests.integration.support import pipeline_thread
 
@@ -52,15 +56,17 @@ async def _beat(uitd: SimulatedUitd) -> None:
         await asyncio.sleep(1.0)
 
 
-def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id: str) -> None:
+def test_panel_incidents_end_to_end(fresh_database_url: str, mqtt_url: str, unique_id: str) -> None:
     """Fire alarm -> critical alert, confirmed only after commit; second detector
     confirms the fire; fault, power loss, a retransmission, a wrong clock and a cut
     link, each as the platform should see it. (How fast the alert comes is a figure
     of bench/fire_bridge.py, not an assertion here.)"""
     community, uitd_id = f"fb-{unique_id}", f"u-{unique_id}"
-    address = setup_uitd(database_url, community, uitd_id, heartbeat_s=5)
+    address = setup_uitd(fresh_database_url, community, uitd_id, heartbeat_s=5)
     smoke1, panel = f"{uitd_id}-smoke1", f"{uitd_id}-panel"
-    settings = bridge_settings(database_url, mqtt_url, f"fb-{unique_id}", commit_timeout_s=1.5)
+    settings = bridge_settings(
+        fresh_database_url, mqtt_url, f"fb-{unique_id}", commit_timeout_s=1.5
+    )
 
     async def scenario(bridge_port: int, stack: contextlib.ExitStack) -> None:
         # Frames that must be confirmed are retransmitted as a UITD does, until the
@@ -80,21 +86,25 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         # No pipeline yet: the broker takes the message but nobody commits it, so the
         # frame must not be confirmed.
         assert await uitd.send(fire, retries=0) is None
-        assert events(database_url, smoke1, "fire_alarm") == 0
+        assert events(fresh_database_url, smoke1, "fire_alarm") == 0
         await asyncio.to_thread(
             stack.enter_context,
-            pipeline_thread(database_url, mqtt_url, f"pl-{unique_id}", community),
+            pipeline_thread(fresh_database_url, mqtt_url, f"pl-{unique_id}", community),
         )
         sent_at = datetime.now(UTC)
         assert await uitd.send(fire) == Command.CONFIRM  # the UITD retransmits
         # Confirmed means committed: the row is there the moment the confirm is.
-        assert events(database_url, smoke1, "fire_alarm") == 1
-        await until(
-            lambda: alert(database_url, "fire.panel_alarm", f"device:{smoke1}") is not None,
+        assert events(fresh_database_url, smoke1, "fire_alarm") == 1
+        await until_alert(
+            fresh_database_url,
+            "fire.panel_alarm",
+            f"device:{smoke1}",
             ALERT_WAIT_S,
             "the panel fire alarm",
         )
-        severity, created_at, _ = alert(database_url, "fire.panel_alarm", f"device:{smoke1}") or ()
+        severity, created_at, _ = (
+            alert(fresh_database_url, "fire.panel_alarm", f"device:{smoke1}") or ()
+        )
         assert severity == "critical"
         assert created_at >= sent_at  # raised by this frame
 
@@ -102,13 +112,15 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         duplicates = bridge.counters["duplicates"]
         assert await uitd.send(fire) == Command.CONFIRM
         assert bridge.counters["duplicates"] == duplicates + 1
-        assert events(database_url, smoke1, "fire_alarm") == 1
+        assert events(fresh_database_url, smoke1, "fire_alarm") == 1
 
         # A second detector of the building confirms the fire (GB 50116).
         await uitd.send_unit([uitd.component(SMOKE_2, NORMAL | FIRE)])
         await until(
             lambda: (
-                (alert(database_url, "fire.confirmed", f"building:{community}/b1") or ("",))[0]
+                (alert(fresh_database_url, "fire.confirmed", f"building:{community}/b1") or ("",))[
+                    0
+                ]
                 == "critical"
             ),
             ALERT_WAIT_S,
@@ -116,13 +128,15 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         )
         # A fault on the first detector; its fire bit is gone: fire_alarm_cleared.
         assert await uitd.send_unit([uitd.component(SMOKE_1, NORMAL | FAULT)]) == Command.CONFIRM
-        assert events(database_url, smoke1, "fault") == 1
-        assert events(database_url, smoke1, "fire_alarm_cleared") == 1
+        assert events(fresh_database_url, smoke1, "fault") == 1
+        assert events(fresh_database_url, smoke1, "fire_alarm_cleared") == 1
         # Main power lost on the panel.
         status = SystemStatus(1, 1, NORMAL | MAIN_POWER_FAULT, uitd.label())
         assert await uitd.send_unit([status]) == Command.CONFIRM
-        await until(
-            lambda: alert(database_url, "fire.panel_main_power", f"device:{panel}") is not None,
+        await until_alert(
+            fresh_database_url,
+            "fire.panel_main_power",
+            f"device:{panel}",
             ALERT_WAIT_S,
             "the main power alert",
         )
@@ -134,7 +148,7 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         await until(
             lambda: (
                 rows(
-                    database_url,
+                    fresh_database_url,
                     "SELECT outcome FROM uitd_commands WHERE uitd_id = %s AND kind = 'clock_sync'",
                     uitd_id,
                 )
@@ -146,8 +160,10 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
         assert abs(uitd.clock_offset.total_seconds()) < 5
         # The link is cut: past the heartbeat interval, the UITD is offline.
         await uitd.close()
-        await until(
-            lambda: alert(database_url, "fire.uitd_link_lost", f"device:{uitd_id}") is not None,
+        await until_alert(
+            fresh_database_url,
+            "fire.uitd_link_lost",
+            f"device:{uitd_id}",
             ALERT_WAIT_S,
             "the UITD offline alert",
         )
@@ -158,16 +174,16 @@ def test_panel_incidents_end_to_end(database_url: str, mqtt_url: str, unique_id:
 
 
 def test_refusals_are_denied_and_dead_lettered(
-    database_url: str, mqtt_url: str, unique_id: str
+    fresh_database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
     community, uitd_id = f"fr-{unique_id}", f"r-{unique_id}"
-    address = setup_uitd(database_url, community, uitd_id)
+    address = setup_uitd(fresh_database_url, community, uitd_id)
     auto_id = f"a-{unique_id}"
     auto_address = setup_uitd(
-        database_url, community, auto_id, auto_provision=True, detectors=False
+        fresh_database_url, community, auto_id, auto_provision=True, detectors=False
     )
     stranger = Detector(zone=9, position=9)
-    settings = bridge_settings(database_url, mqtt_url, f"fr-{unique_id}")
+    settings = bridge_settings(fresh_database_url, mqtt_url, f"fr-{unique_id}")
 
     async def scenario(port: int) -> None:
         uitd = SimulatedUitd("127.0.0.1", port, address, confirm_timeout_s=5.0, retries=0)
@@ -183,7 +199,7 @@ def test_refusals_are_denied_and_dead_lettered(
         await until(
             lambda: (
                 rows(
-                    database_url,
+                    fresh_database_url,
                     "SELECT count(*) FROM dead_letters"
                     " WHERE reason = 'bad_checksum' AND payload = %s",
                     bad,
@@ -197,7 +213,7 @@ def test_refusals_are_denied_and_dead_lettered(
         unknown = [uitd.component(stranger, NORMAL | FIRE)]
         assert await uitd.send_unit(unknown) == Command.DENY
         dead = rows(
-            database_url,
+            fresh_database_url,
             "SELECT reason, payload FROM dead_letters WHERE topic LIKE %s AND reason = %s",
             f"community/{community}/fire/{uitd_id}/%",
             "unknown_device",
@@ -224,7 +240,9 @@ def test_refusals_are_denied_and_dead_lettered(
         assert denials <= DEAD_LETTER_BURST + 5
         writer.close()
         stored = rows(
-            database_url, "SELECT count(*) FROM dead_letters WHERE topic = %s", f"gb26875/{local}"
+            fresh_database_url,
+            "SELECT count(*) FROM dead_letters WHERE topic = %s",
+            f"gb26875/{local}",
         )[0][0]
         assert DEAD_LETTER_BURST <= stored <= DEAD_LETTER_BURST + 5
         # Auto-provisioning on: the component becomes a device in the UITD's building.
@@ -232,20 +250,22 @@ def test_refusals_are_denied_and_dead_lettered(
         await auto.connect()
         assert await auto.send_unit([auto.component(stranger, NORMAL | FIRE)]) == Command.CONFIRM
         device = f"{auto_id}.s1-1.c9-9"
-        assert rows(database_url, "SELECT building FROM devices WHERE id = %s", device) == [("b1",)]
-        assert events(database_url, device, "fire_alarm") == 1
+        assert rows(fresh_database_url, "SELECT building FROM devices WHERE id = %s", device) == [
+            ("b1",)
+        ]
+        assert events(fresh_database_url, device, "fire_alarm") == 1
         await auto.close()
 
     play(settings, scenario, pipeline=f"pr-{unique_id}", community=community)
 
 
 def test_time_label_is_read_in_the_community_zone(
-    database_url: str, mqtt_url: str, unique_id: str
+    fresh_database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
     """A component status at 10:00 local (Asia/Shanghai) is stored at 02:00 UTC."""
     community, uitd_id = f"ft-{unique_id}", f"t-{unique_id}"
-    address = setup_uitd(database_url, community, uitd_id)
-    settings = bridge_settings(database_url, mqtt_url, f"ft-{unique_id}")
+    address = setup_uitd(fresh_database_url, community, uitd_id)
+    settings = bridge_settings(fresh_database_url, mqtt_url, f"ft-{unique_id}")
     local = datetime.now(UTC).astimezone(SHANGHAI).replace(microsecond=0)
 
     async def scenario(port: int) -> None:
@@ -258,7 +278,7 @@ def test_time_label_is_read_in_the_community_zone(
 
     play(settings, scenario, pipeline=f"pt-{unique_id}", community=community)
     stored = rows(
-        database_url,
+        fresh_database_url,
         "SELECT ts FROM device_events WHERE device_id = %s AND event = 'fire_alarm'",
         f"{uitd_id}-smoke2",
     )
@@ -266,19 +286,17 @@ def test_time_label_is_read_in_the_community_zone(
 
 
 def test_cli_registers_maps_and_simulates(
-    database_url: str,
+    cli_database_url: str,
     mqtt_url: str,
     unique_id: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``fire-bridge register``, ``map``, ``list`` and ``simulate --uitd``, as an installer."""
     from smartcommunity.cli import main
 
     community, uitd_id = f"fl-{unique_id}", f"l-{unique_id}"
-    setup_uitd(database_url, community, f"seed-{unique_id}", detectors=False)  # the community
+    setup_uitd(cli_database_url, community, f"seed-{unique_id}", detectors=False)  # the community
     address = address_for(uitd_id).hex()
-    monkeypatch.setenv("SC_DATABASE_URL", database_url)
 
     def register(device_id: str, *more: str) -> int:
         where = ["--community", community, "--device-id", device_id, "--address", address]
@@ -311,9 +329,9 @@ def test_cli_registers_maps_and_simulates(
     )
     assert main(["fire-bridge", "list"]) == 0
     assert uitd_id in capsys.readouterr().out
-    settings = bridge_settings(database_url, mqtt_url, f"fl-{unique_id}")
+    settings = bridge_settings(cli_database_url, mqtt_url, f"fl-{unique_id}")
     with (
-        pipeline_thread(database_url, mqtt_url, f"pl-{unique_id}", community),
+        pipeline_thread(cli_database_url, mqtt_url, f"pl-{unique_id}", community),
         bridge_in_thread(settings) as bridge,
     ):
         assert (
@@ -335,8 +353,8 @@ def test_cli_registers_maps_and_simulates(
             == 0
         )
     assert "fire: confirmed" in capsys.readouterr().out
-    assert events(database_url, f"{uitd_id}-smoke", "fire_alarm") == 1
-    assert events(database_url, f"{uitd_id}-smoke", "fault") == 1
-    assert rows(database_url, "SELECT building FROM devices WHERE id = %s", f"{uitd_id}-smoke") == [
-        ("b7",)
-    ]
+    assert events(cli_database_url, f"{uitd_id}-smoke", "fire_alarm") == 1
+    assert events(cli_database_url, f"{uitd_id}-smoke", "fault") == 1
+    assert rows(
+        cli_database_url, "SELECT building FROM devices WHERE id = %s", f"{uitd_id}-smoke"
+    ) == [("b7",)]

@@ -1,5 +1,6 @@
 """The fire bridge under faults and load: SIGKILL between receipt and commit, duty
-checks, and 200 UITDs at once (real TCP, broker and PostgreSQL)."""
+checks, and 200 UITDs at once (real TCP, broker and PostgreSQL). Each test has a database
+of its own, as in test_fire_bridge.py."""
 
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ from gateway.bridge import parse_mqtt_url
 from simulators.uitd import FIRE, NORMAL, SMOKE_1, SimulatedUitd
 from smartcommunity.embedded import free_port
 from tests.integration.fire_bridge_support import (
-    alert,
     bridge_settings,
-    database_url_fixture,  # noqa: F401 - the database_url fixture
     events,
     play,
     rows,
@@ -33,6 +32,7 @@ from tests.integration.fire_bridge_support import (
     setup_uitds,
     start_bridge_process,
     until,
+    until_alert,
 )
 from tests.integration.support import pipeline_thread, stop_process
 
@@ -40,19 +40,19 @@ pytestmark = pytest.mark.integration
 
 
 def test_kill_between_receipt_and_commit(
-    database_url: str, mqtt_url: str, unique_id: str, tmp_path: Path
+    fresh_database_url: str, mqtt_url: str, unique_id: str, tmp_path: Path
 ) -> None:
     """SIGKILL while a fire alarm waits for its commit: the UITD retransmits to the
     restarted bridge and the alarm is stored once."""
     community, uitd_id = f"fk-{unique_id}", f"k-{unique_id}"
-    address = setup_uitd(database_url, community, uitd_id)
+    address = setup_uitd(fresh_database_url, community, uitd_id)
     smoke1 = f"{uitd_id}-smoke1"
     port = free_port()
     log = tmp_path / "bridge.log"
     pipeline_id = f"pk-{unique_id}"
     # The pipeline's persistent session exists at the broker, but the pipeline is down:
     # what the bridge publishes is kept for it, and nothing is committed.
-    with pipeline_thread(database_url, mqtt_url, pipeline_id, community):
+    with pipeline_thread(fresh_database_url, mqtt_url, pipeline_id, community):
         pass
 
     watcher = EventWatcher(mqtt_url, f"community/{community}/fire/+/event")
@@ -69,14 +69,16 @@ def test_kill_between_receipt_and_commit(
         await uitd.close()
         return frame
 
-    bridge = start_bridge_process(database_url, mqtt_url, f"fbk-{unique_id}", port, log)
+    bridge = start_bridge_process(fresh_database_url, mqtt_url, f"fbk-{unique_id}", port, log)
     try:
         _wait_listening(port, log)
         frame = asyncio.run(first_attempt())
         bridge.wait(10)
-        assert events(database_url, smoke1, "fire_alarm") == 0
-        with pipeline_thread(database_url, mqtt_url, pipeline_id, community):
-            bridge = start_bridge_process(database_url, mqtt_url, f"fbk-{unique_id}", port, log)
+        assert events(fresh_database_url, smoke1, "fire_alarm") == 0
+        with pipeline_thread(fresh_database_url, mqtt_url, pipeline_id, community):
+            bridge = start_bridge_process(
+                fresh_database_url, mqtt_url, f"fbk-{unique_id}", port, log
+            )
             _wait_listening(port, log)
 
             async def retransmit() -> int | None:
@@ -88,9 +90,9 @@ def test_kill_between_receipt_and_commit(
                     await uitd.close()
 
             assert asyncio.run(retransmit()) == Command.CONFIRM
-            assert events(database_url, smoke1, "fire_alarm") == 1
+            assert events(fresh_database_url, smoke1, "fire_alarm") == 1
             active = rows(
-                database_url,
+                fresh_database_url,
                 "SELECT count(*) FROM alerts WHERE rule_id = 'fire.panel_alarm' AND subject = %s",
                 f"device:{smoke1}",
             )
@@ -133,18 +135,20 @@ class EventWatcher:
         self.client.loop_stop()
 
 
-def test_duty_checks_answered_and_missed(database_url: str, mqtt_url: str, unique_id: str) -> None:
+def test_duty_checks_answered_and_missed(
+    fresh_database_url: str, mqtt_url: str, unique_id: str
+) -> None:
     community = f"fd-{unique_id}"
     keen, asleep = f"d1-{unique_id}", f"d2-{unique_id}"
-    keen_address = setup_uitd(database_url, community, keen, detectors=False)
-    asleep_address = setup_uitd(database_url, community, asleep, detectors=False)
+    keen_address = setup_uitd(fresh_database_url, community, keen, detectors=False)
+    asleep_address = setup_uitd(fresh_database_url, community, asleep, detectors=False)
     settings = bridge_settings(
-        database_url, mqtt_url, f"fd-{unique_id}", duty_check_every_s=1.0, duty_answer_s=2.0
+        fresh_database_url, mqtt_url, f"fd-{unique_id}", duty_check_every_s=1.0, duty_answer_s=2.0
     )
 
     def outcomes(uitd_id: str) -> set[str]:
         found = rows(
-            database_url,
+            fresh_database_url,
             "SELECT outcome FROM uitd_commands WHERE uitd_id = %s AND kind = 'duty_check'",
             uitd_id,
         )
@@ -159,12 +163,14 @@ def test_duty_checks_answered_and_missed(database_url: str, mqtt_url: str, uniqu
         assert await two.heartbeat() == Command.CONFIRM
         await until(lambda: "answered" in outcomes(keen), 15, "an answered duty check")
         await until(lambda: "missed" in outcomes(asleep), 15, "a missed duty check")
-        await until(
-            lambda: alert(database_url, "fire.duty_check_missed", f"device:{asleep}") is not None,
+        await until_alert(
+            fresh_database_url,
+            "fire.duty_check_missed",
+            f"device:{asleep}",
             10,
             "the missed duty check alert",
         )
-        assert events(database_url, keen, "duty_check_answered") >= 1
+        assert events(fresh_database_url, keen, "duty_check_answered") >= 1
         await one.close()
         await two.close()
 
@@ -177,12 +183,12 @@ HEARTBEAT_S = 10
 
 
 def test_200_uitds_with_heartbeats_stay_up(
-    database_url: str, mqtt_url: str, unique_id: str
+    fresh_database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
     community = f"fc-{unique_id}"
     ids = [f"c{i}-{unique_id}" for i in range(200)]
-    addresses = setup_uitds(database_url, community, ids, heartbeat_s=HEARTBEAT_S)
-    settings = bridge_settings(database_url, mqtt_url, f"fc-{unique_id}")
+    addresses = setup_uitds(fresh_database_url, community, ids, heartbeat_s=HEARTBEAT_S)
+    settings = bridge_settings(fresh_database_url, mqtt_url, f"fc-{unique_id}")
 
     async def scenario(port: int) -> None:
         uitds = [SimulatedUitd("127.0.0.1", port, a, confirm_timeout_s=10.0) for a in addresses]

@@ -24,7 +24,7 @@ from gateway.pipeline import Pipeline
 from ingest.batch import Batch, WriteResult
 from ingest.writer import BatchWriter
 from store import device_directory
-from tests.integration.support import Publisher, count, register, stream, wait_for
+from tests.integration.support import Publisher, community_of, count, register, stream, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +127,7 @@ def test_a_single_message_is_committed_and_acknowledged_as_a_batch_of_one(
 def test_messages_that_arrive_while_the_writer_is_busy_go_in_its_next_batch(
     fresh_database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
-    community, devices = f"h{unique_id}", [f"h{unique_id}-{n}" for n in range(10)]
-    register(fresh_database_url, community, devices)
+    community, devices = community_of(fresh_database_url, f"h{unique_id}", 10)
     base = int(time.time() * 1000) - 60_000
     with running(fresh_database_url, mqtt_url, unique_id, community) as rig:
         rig.sink.gate.clear()  # the writer is busy with the first batch

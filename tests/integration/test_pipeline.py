@@ -18,6 +18,7 @@ from gateway.pipeline import METRICS_EVERY_S
 from smartcommunity.embedded import EmbeddedBroker
 from tests.integration.support import (
     Publisher,
+    community_of,
     count,
     pipeline_thread,
     register,
@@ -32,8 +33,7 @@ pytestmark = pytest.mark.integration
 def test_messages_become_rows_and_last_seen_follows_device_time(
     fresh_database_url: str, mqtt_url: str, unique_id: str
 ) -> None:
-    community, devices = f"c{unique_id}", [f"w{unique_id}-{n}" for n in range(5)]
-    register(fresh_database_url, community, devices)
+    community, devices = community_of(fresh_database_url, f"c{unique_id}", 5)
     base = int(time.time() * 1000) - 60_000
     publisher = Publisher(mqtt_url, f"pub-{unique_id}")
     try:
@@ -149,8 +149,7 @@ def test_committed_messages_are_acknowledged_and_counted(
 ) -> None:
     """After a clean stop the broker holds nothing for the pipeline's session: every
     committed message was acknowledged, none is delivered again."""
-    community, devices = f"a{unique_id}", [f"a{unique_id}-{n}" for n in range(20)]
-    register(fresh_database_url, community, devices)
+    community, devices = community_of(fresh_database_url, f"a{unique_id}", 20)
     client_id = f"p-{unique_id}"
     publisher = Publisher(private_broker.url, f"pub-{unique_id}")
     try:

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.settings import FaultHookSettings, Settings
+from core.settings import Settings
 from gateway.supervisor import EXIT_THREAD_FAILED
 from tests.integration.support import (
     PROCESS_START_S,
@@ -38,6 +38,17 @@ pytestmark = pytest.mark.integration
 # again and meet the crashing message. A few seconds normally; the bound is for a
 # loaded machine (a start alone took over 30 s under the suite), not an expectation.
 EXIT_TIMEOUT_S = 120
+
+
+def _process_env(
+    url: str, mqtt_url: str, unique_id: str, community: str, data_dir: Path, **hooks: str
+) -> dict[str, str]:
+    """The environment of a pipeline process (client id ``p-<unique_id>``) with its data
+    in ``data_dir`` and the given fault hooks (FaultHookSettings' names) set."""
+    hook_env = {f"SC_TEST_HOOKS__{name.upper()}": value for name, value in hooks.items()}
+    return pipeline_env(
+        url, mqtt_url, f"p-{unique_id}", community, SC_DATA_DIR=str(data_dir), **hook_env
+    )
 
 
 def _json(obj: object) -> bytes:
@@ -145,11 +156,7 @@ def test_a_hostile_corpus_ends_as_dead_letters_and_every_valid_reading_is_stored
     valid = 0
     try:
         with pipeline_thread(
-            fresh_database_url,
-            mqtt_url,
-            f"p-{unique_id}",
-            community,
-            test_hooks=FaultHookSettings(raise_marker=marker),
+            fresh_database_url, mqtt_url, f"p-{unique_id}", community, raise_marker=marker
         ):
             for _ in range(rounds):
                 for topic, payload, _reason in corpus:
@@ -227,14 +234,14 @@ def test_a_dead_thread_ends_the_process_and_health_says_so(
 ) -> None:
     community = f"c{unique_id}"
     register(fresh_database_url, community, [f"w{unique_id}"])
-    env = pipeline_env(
+    env = _process_env(
         fresh_database_url,
         mqtt_url,
-        f"p-{unique_id}",
+        unique_id,
         community,
-        SC_DATA_DIR=str(tmp_path),
-        SC_TEST_HOOKS__KILL_THREAD=thread,
-        SC_TEST_HOOKS__KILL_AFTER_S="0.5",
+        tmp_path,
+        kill_thread=thread,
+        kill_after_s="0.5",
     )
     log = tmp_path / "pipeline.log"
     proc = start_pipeline_process(env, log)
@@ -264,13 +271,8 @@ def test_a_message_that_crashes_the_process_is_quarantined_as_poison(
     community, device = f"c{unique_id}", f"w{unique_id}"
     register(fresh_database_url, community, [device])
     marker = f"segv-{unique_id}"
-    env = pipeline_env(
-        fresh_database_url,
-        mqtt_url,
-        f"p-{unique_id}",
-        community,
-        SC_DATA_DIR=str(tmp_path),
-        SC_TEST_HOOKS__CRASH_MARKER=marker,
+    env = _process_env(
+        fresh_database_url, mqtt_url, unique_id, community, tmp_path, crash_marker=marker
     )
     tel = f"community/{community}/wearable/{device}/telemetry"
     now_ms = int(time.time() * 1000) - 600_000

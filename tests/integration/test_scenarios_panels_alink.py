@@ -40,11 +40,11 @@ def _wrong(name: str, new_name: str, expect: dict[str, object]) -> Scenario:
 
 
 def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
-    fresh_database_url: str,
     private_broker: EmbeddedBroker,
     control_room: ControlRoom,
     unique_id: str,
 ) -> None:
+    url = control_room.database_url
     shipped = shipped_scenarios()
     scenarios = [
         load_scenario(shipped["panel-fire"]),
@@ -76,13 +76,11 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
 
     # A bridge already running, as `scenario run --fire-bridge HOST:PORT` plays to
     # (test_scenarios.py covers the command starting its own for panel-fire).
-    running = bridge_for_runs(
-        Settings(database_url=fresh_database_url, mqtt_url=private_broker.url), unique_id
-    )
+    running = bridge_for_runs(Settings(database_url=url, mqtt_url=private_broker.url), unique_id)
     with (
         running as bridge,
         pipeline_thread(
-            fresh_database_url,
+            url,
             private_broker.url,
             f"{unique_id}-pipe",
             "+",
@@ -120,7 +118,7 @@ def test_panel_and_alink_scenarios_pass_and_a_wrong_expectation_fails(
             ("expect", rule, subject, "none")
         ], wrong.table
     # The panel's frames were confirmed by the bridge (after commit), none denied.
-    with psycopg.connect(fresh_database_url) as conn:
+    with psycopg.connect(url) as conn:
         stored = conn.execute(
             "SELECT d.id, e.event FROM device_events AS e JOIN devices AS d ON d.id = e.device_id"
             " WHERE d.community_id = %s AND e.event = 'fire_alarm' ORDER BY d.id",

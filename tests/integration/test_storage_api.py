@@ -114,12 +114,17 @@ def test_daily_buckets_are_local_days(
     ]
 
 
+def _wearables(store: Store, unique_id: str, size: int) -> tuple[str, list[str]]:
+    """Community ``c<unique_id>`` with ``size`` wearables ``w<unique_id>-0`` and on."""
+    community, devices = f"c{unique_id}", [f"w{unique_id}-{n}" for n in range(size)]
+    store.register(community, devices)
+    return community, devices
+
+
 def test_community_pages_are_stable_while_rows_arrive(
     store: Store, api: tuple[TestClient, dict[str, str]], unique_id: str
 ) -> None:
-    community = f"c{unique_id}"
-    devices = [f"w{unique_id}-{n}" for n in range(3)]
-    store.register(community, devices)
+    community, devices = _wearables(store, unique_id, 3)
     base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     store.write(
         [
@@ -157,9 +162,7 @@ def test_community_pages_are_stable_while_rows_arrive(
 def test_latest_values_of_a_community(
     store: Store, api: tuple[TestClient, dict[str, str]], unique_id: str
 ) -> None:
-    community = f"c{unique_id}"
-    devices = [f"w{unique_id}-{n}" for n in range(4)]
-    store.register(community, devices)
+    community, devices = _wearables(store, unique_id, 4)
     store.register(f"other{unique_id}", [f"x{unique_id}"])
     now = datetime.now(UTC).replace(microsecond=0)
     rows = [
