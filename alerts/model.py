@@ -64,7 +64,7 @@ class ReadingColumns:
     sources: list[int] = field(default_factory=list)
     _ts: FloatArray | None = None
     _values: FloatArray | None = None
-    _rows: dict[str, list[int]] | None = None
+    _devices: set[str] | None = None
 
     def ts_array(self) -> FloatArray:
         if self._ts is None:
@@ -76,14 +76,24 @@ class ReadingColumns:
             self._values = np.asarray(self.values, dtype=np.float64)
         return self._values
 
-    def rows_by_device(self) -> dict[str, list[int]]:
-        """Row indices of each device, built once per group and only when asked."""
-        if self._rows is None:
-            rows: dict[str, list[int]] = {}
-            for i, device in enumerate(self.device_ids):
-                rows.setdefault(device, []).append(i)
-            self._rows = rows
-        return self._rows
+    def devices(self) -> set[str]:
+        """The devices with rows in this group, built once per group and only when asked."""
+        if self._devices is None:
+            self._devices = set(self.device_ids)
+        return self._devices
+
+    def rows_of(self, devices: Container[str]) -> dict[str, list[int]]:
+        """Row indices of each of ``devices`` that has rows here. A rule steps through
+        the few devices that breach or are pending, not the whole batch's thousands."""
+        rows: dict[str, list[int]] = {}
+        for i in [i for i, device in enumerate(self.device_ids) if device in devices]:
+            device = self.device_ids[i]
+            found = rows.get(device)
+            if found is None:
+                rows[device] = [i]
+            else:
+                found.append(i)
+        return rows
 
     def by_source(self) -> list[tuple[int, ReadingColumns]]:
         """The rows of each message on their own, in batch order (to isolate a failure)."""

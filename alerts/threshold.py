@@ -86,11 +86,11 @@ class ThresholdEvaluator(Evaluator):
         ids = group.device_ids
         candidates = {ids[i] for i in hits}
         if rs.entries:
-            rows = group.rows_by_device()
-            candidates.update(e.device_id for e in rs.entries.values() if e.device_id in rows)
+            present = group.devices()
+            candidates.update(e.device_id for e in rs.entries.values() if e.device_id in present)
         if not candidates:
             return
-        rows = group.rows_by_device()
+        rows = group.rows_of(candidates)
         ts, values = group.ts, group.values
         directory = ctx.directory
         for device_id in candidates:
