@@ -557,11 +557,11 @@ class AlertListener:
                 self._pending_state[rule_id, subject] = None
 
     def _flush(self, *, force: bool = False) -> None:
-        self._collect_state()
         mono = time.monotonic()
-        if not self._pending and (
-            not self._pending_state or (mono < self._state_due and not force)
-        ):
+        if not self._pending and not force and mono < self._state_due:
+            return  # the state waits for its turn: taken then, each entry serialised once
+        self._collect_state()
+        if not self._pending and not self._pending_state:
             return
         changes = self._pending
         # A delete of a row never written (an entry born and dropped in between) is moot.
