@@ -11,7 +11,7 @@ import psycopg
 from core.gbt26875 import format_address
 from core.topics import valid_id
 from firebridge.mapping import PointSpec, component_key, system_key
-from firebridge.store import POINT_INTERVAL_S, panel_point, point_model, point_name
+from firebridge.store import POINT_INTERVAL_S, panel_point, point_device
 from store import devices, fire_panels
 
 __all__ = ["map_point", "register_uitd", "uitds"]
@@ -37,12 +37,14 @@ def register_uitd(
     with conn.transaction():
         devices.insert_fire_device(
             conn,
-            device_id=device_id,
-            community_id=community_id,
-            model="GB/T 26875 UITD",
-            name=name or f"UITD {format_address(address)}",
-            building=building,
-            expected_interval_s=POINT_INTERVAL_S,
+            devices.FireDevice(
+                device_id,
+                community_id,
+                "GB/T 26875 UITD",
+                name or f"UITD {format_address(address)}",
+                building,
+                POINT_INTERVAL_S,
+            ),
         )
         fire_panels.insert_uitd(
             conn,
@@ -82,15 +84,7 @@ def map_point(
         address = zone | position << 16
         spec = PointSpec(key, system_type, system_address, component_type, address, description)
     with conn.transaction():
-        devices.insert_fire_device(
-            conn,
-            device_id=device_id,
-            community_id=community_id,
-            model=point_model(spec),
-            name=point_name(spec),
-            building=building,
-            expected_interval_s=POINT_INTERVAL_S,
-        )
+        devices.insert_fire_device(conn, point_device(spec, community_id, building, device_id))
         fire_panels.insert_point(conn, panel_point(spec, uitd_id, community_id, device_id))
     return key
 

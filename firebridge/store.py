@@ -32,8 +32,7 @@ __all__ = [
     "BridgeStore",
     "DeadFrame",
     "panel_point",
-    "point_model",
-    "point_name",
+    "point_device",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -60,15 +59,16 @@ class DeadFrame:
         self.received_at = received_at
 
 
-def point_model(spec: PointSpec) -> str:
-    """The model of the fire device a panel point becomes."""
+def point_device(
+    spec: PointSpec, community_id: str, building: str | None, device_id: str
+) -> devices.FireDevice:
+    """The fire device a panel point becomes."""
     if spec.component_address is not None:
-        return f"GB/T 26875 component type {spec.component_type}"
-    return f"GB/T 26875 system type {spec.system_type}"
-
-
-def point_name(spec: PointSpec) -> str:
-    return spec.description or f"panel point {spec.key}"
+        model = f"GB/T 26875 component type {spec.component_type}"
+    else:
+        model = f"GB/T 26875 system type {spec.system_type}"
+    name = spec.description or f"panel point {spec.key}"
+    return devices.FireDevice(device_id, community_id, model, name, building, POINT_INTERVAL_S)
 
 
 def panel_point(
@@ -142,13 +142,7 @@ class BridgeStore:
                 for spec in specs:
                     device_id = f"{uitd.device_id}.{spec.key}"
                     await devices.insert_fire_device_async(
-                        conn,
-                        device_id=device_id,
-                        community_id=uitd.community_id,
-                        model=point_model(spec),
-                        name=point_name(spec),
-                        building=uitd.building,
-                        expected_interval_s=POINT_INTERVAL_S,
+                        conn, point_device(spec, uitd.community_id, uitd.building, device_id)
                     )
                     point = panel_point(spec, uitd.device_id, uitd.community_id, device_id)
                     await fire_panels.insert_point_async(conn, point)

@@ -37,6 +37,7 @@ from store.rows import AsyncConn, Conn, first_record, records
 
 __all__ = [
     "DeviceRecord",
+    "FireDevice",
     "ImportReport",
     "Issued",
     "LifecycleError",
@@ -462,40 +463,39 @@ _FIRE_DEVICE = (
 )
 
 
-def insert_fire_device(
-    conn: Conn,
-    *,
-    device_id: str,
-    community_id: str,
-    model: str,
-    name: str,
-    building: str | None,
-    expected_interval_s: int,
-) -> None:
-    """A UITD or a mapped panel point as a fire device the bridge installed (an id
-    already taken is an error), in the caller's transaction (``store.fire_panels``
-    writes its UITD or point row next)."""
-    conn.execute(
-        _FIRE_DEVICE, (device_id, community_id, model, name, building, expected_interval_s)
+@dataclass(frozen=True, slots=True)
+class FireDevice:
+    """A UITD or a panel point as the fire device the bridge installs."""
+
+    id: str
+    community_id: str
+    model: str
+    name: str
+    building: str | None
+    expected_interval_s: int
+
+
+def _fire_params(device: FireDevice) -> tuple[object, ...]:
+    return (
+        device.id,
+        device.community_id,
+        device.model,
+        device.name,
+        device.building,
+        device.expected_interval_s,
     )
 
 
-async def insert_fire_device_async(
-    conn: AsyncConn,
-    *,
-    device_id: str,
-    community_id: str,
-    model: str,
-    name: str,
-    building: str | None,
-    expected_interval_s: int,
-) -> None:
+def insert_fire_device(conn: Conn, device: FireDevice) -> None:
+    """The device (an id already taken is an error), in the caller's transaction
+    (``store.fire_panels`` writes its UITD or point row next)."""
+    conn.execute(_FIRE_DEVICE, _fire_params(device))
+
+
+async def insert_fire_device_async(conn: AsyncConn, device: FireDevice) -> None:
     """A panel point the bridge provisions on its own; a device already there is left
     as it is. In the caller's transaction, on the bridge's asyncio connection."""
-    await conn.execute(
-        _FIRE_DEVICE + " ON CONFLICT (id) DO NOTHING",
-        (device_id, community_id, model, name, building, expected_interval_s),
-    )
+    await conn.execute(_FIRE_DEVICE + " ON CONFLICT (id) DO NOTHING", _fire_params(device))
 
 
 def issue_missing_credentials(conn: Conn, device_ids: Collection[str]) -> dict[str, str]:
